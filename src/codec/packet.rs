@@ -1,0 +1,330 @@
+//! The packet model shared by the decoder, the encoder and the rest of the broker.
+//!
+//! One type per MQTT control packet, covering both protocol versions. Fields that exist only in
+//! MQTT 5.0 are ignored when a packet is encoded for 3.1.1.
+
+use bytes::Bytes;
+
+/// The protocol version a connection is locked to by its CONNECT.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Version {
+    /// MQTT 3.1.1 (protocol level 4).
+    V311,
+    /// MQTT 5.0 (protocol level 5).
+    V5,
+}
+
+/// Quality of service level.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[repr(u8)]
+pub enum QoS {
+    /// At most once.
+    AtMostOnce = 0,
+    /// At least once.
+    AtLeastOnce = 1,
+    /// Exactly once.
+    ExactlyOnce = 2,
+}
+
+impl QoS {
+    /// The QoS for a wire value, or `None` for 3 and above.
+    pub fn from_u8(v: u8) -> Option<QoS> {
+        match v {
+            0 => Some(QoS::AtMostOnce),
+            1 => Some(QoS::AtLeastOnce),
+            2 => Some(QoS::ExactlyOnce),
+            _ => None,
+        }
+    }
+}
+
+/// A user property: a UTF-8 key/value pair (MQTT 5.0).
+pub type UserProperty = (String, String);
+
+/// Application-message properties carried by PUBLISH and by a will (MQTT 5.0).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PublishProperties {
+    /// Payload format indicator (0 = bytes, 1 = UTF-8).
+    pub payload_format_indicator: Option<u8>,
+    /// Message expiry interval in seconds.
+    pub message_expiry_interval: Option<u32>,
+    /// Content type.
+    pub content_type: Option<String>,
+    /// Response topic.
+    pub response_topic: Option<String>,
+    /// Correlation data.
+    pub correlation_data: Option<Bytes>,
+    /// User properties, in order.
+    pub user_properties: Vec<UserProperty>,
+}
+
+impl PublishProperties {
+    /// True when no property is set.
+    pub fn is_empty(&self) -> bool {
+        self == &PublishProperties::default()
+    }
+}
+
+/// The last will carried by CONNECT.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Will {
+    /// Topic the will is published to.
+    pub topic: String,
+    /// Will payload.
+    pub payload: Bytes,
+    /// QoS of the will message.
+    pub qos: QoS,
+    /// Whether the will is retained.
+    pub retain: bool,
+    /// Will delay interval in seconds (MQTT 5.0; 0 for 3.1.1).
+    pub delay_interval: u32,
+    /// Message properties of the will (MQTT 5.0).
+    pub properties: PublishProperties,
+}
+
+/// CONNECT, client to server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Connect {
+    /// Protocol version from the protocol level byte.
+    pub version: Version,
+    /// Client identifier (may be empty).
+    pub client_id: String,
+    /// Clean session (3.1.1) / clean start (5.0).
+    pub clean_start: bool,
+    /// Keep alive in seconds; 0 disables it.
+    pub keep_alive: u16,
+    /// Last will, if any.
+    pub will: Option<Will>,
+    /// User name, if the flag is set.
+    pub username: Option<String>,
+    /// Password, if the flag is set. Binary data is allowed.
+    pub password: Option<Bytes>,
+    /// Session expiry interval (MQTT 5.0 property; 0 when absent).
+    pub session_expiry_interval: u32,
+    /// Receive maximum (MQTT 5.0; 65535 when absent).
+    pub receive_maximum: u16,
+    /// Maximum packet size the client accepts (MQTT 5.0).
+    pub maximum_packet_size: Option<u32>,
+    /// Topic alias maximum the client accepts (MQTT 5.0; 0 when absent).
+    pub topic_alias_maximum: u16,
+    /// Request response information (MQTT 5.0).
+    pub request_response_information: bool,
+    /// Request problem information (MQTT 5.0; true when absent).
+    pub request_problem_information: bool,
+    /// User properties (MQTT 5.0).
+    pub user_properties: Vec<UserProperty>,
+    /// Authentication method (MQTT 5.0).
+    pub authentication_method: Option<String>,
+    /// Authentication data (MQTT 5.0).
+    pub authentication_data: Option<Bytes>,
+}
+
+/// Properties the server may put in CONNACK (MQTT 5.0).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConnAckProperties {
+    /// Session expiry interval the server chose, when it differs from the request.
+    pub session_expiry_interval: Option<u32>,
+    /// Server receive maximum.
+    pub receive_maximum: Option<u16>,
+    /// Maximum QoS the server supports (0 or 1; absent means 2).
+    pub maximum_qos: Option<u8>,
+    /// Retain available (absent means yes).
+    pub retain_available: Option<bool>,
+    /// Maximum packet size the server accepts.
+    pub maximum_packet_size: Option<u32>,
+    /// Client identifier assigned by the server.
+    pub assigned_client_identifier: Option<String>,
+    /// Topic alias maximum the server accepts.
+    pub topic_alias_maximum: Option<u16>,
+    /// Reason string.
+    pub reason_string: Option<String>,
+    /// Wildcard subscription available (absent means yes).
+    pub wildcard_subscription_available: Option<bool>,
+    /// Subscription identifiers available (absent means yes).
+    pub subscription_identifiers_available: Option<bool>,
+    /// Shared subscription available (absent means yes).
+    pub shared_subscription_available: Option<bool>,
+    /// Keep alive the server imposes.
+    pub server_keep_alive: Option<u16>,
+}
+
+/// CONNACK, server to client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnAck {
+    /// Session present flag.
+    pub session_present: bool,
+    /// 3.1.1 return code or 5.0 reason code, as written on the wire.
+    pub code: u8,
+    /// MQTT 5.0 properties (ignored for 3.1.1).
+    pub properties: ConnAckProperties,
+}
+
+/// PUBLISH, either direction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Publish {
+    /// DUP flag.
+    pub dup: bool,
+    /// QoS level.
+    pub qos: QoS,
+    /// RETAIN flag.
+    pub retain: bool,
+    /// Topic name (may be empty in 5.0 when a topic alias is used).
+    pub topic: String,
+    /// Packet identifier; 0 for QoS 0.
+    pub packet_id: u16,
+    /// Application payload.
+    pub payload: Bytes,
+    /// Message properties (MQTT 5.0).
+    pub properties: PublishProperties,
+    /// Topic alias (MQTT 5.0).
+    pub topic_alias: Option<u16>,
+    /// Subscription identifiers (MQTT 5.0, server to client only).
+    pub subscription_identifiers: Vec<u32>,
+}
+
+/// Which acknowledgement a [`PubAckLike`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AckKind {
+    /// PUBACK (QoS 1).
+    PubAck,
+    /// PUBREC (QoS 2, step 1).
+    PubRec,
+    /// PUBREL (QoS 2, step 2).
+    PubRel,
+    /// PUBCOMP (QoS 2, step 3).
+    PubComp,
+}
+
+/// PUBACK, PUBREC, PUBREL or PUBCOMP: a packet id and a reason code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PubAckLike {
+    /// Which of the four packets this is.
+    pub kind: AckKind,
+    /// Packet identifier (never 0).
+    pub packet_id: u16,
+    /// MQTT 5.0 reason code (0 = success; always 0 for 3.1.1).
+    pub reason: u8,
+    /// MQTT 5.0 reason string.
+    pub reason_string: Option<String>,
+}
+
+/// Retain handling subscription option (MQTT 5.0).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RetainHandling {
+    /// Send retained messages at the time of the subscribe.
+    OnSubscribe = 0,
+    /// Send retained messages only if the subscription did not exist.
+    OnNewSubscribe = 1,
+    /// Never send retained messages for this subscribe.
+    Never = 2,
+}
+
+/// One topic filter in SUBSCRIBE with its options.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscribeFilter {
+    /// The topic filter (validated by the decoder).
+    pub filter: String,
+    /// Maximum QoS requested.
+    pub qos: QoS,
+    /// No local (MQTT 5.0).
+    pub no_local: bool,
+    /// Retain as published (MQTT 5.0).
+    pub retain_as_published: bool,
+    /// Retain handling (MQTT 5.0).
+    pub retain_handling: RetainHandling,
+}
+
+/// SUBSCRIBE, client to server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subscribe {
+    /// Packet identifier.
+    pub packet_id: u16,
+    /// At least one filter.
+    pub filters: Vec<SubscribeFilter>,
+    /// Subscription identifier (MQTT 5.0).
+    pub subscription_identifier: Option<u32>,
+    /// User properties (MQTT 5.0).
+    pub user_properties: Vec<UserProperty>,
+}
+
+/// SUBACK, server to client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubAck {
+    /// Packet identifier of the SUBSCRIBE.
+    pub packet_id: u16,
+    /// One code per filter: granted QoS (0..=2) or a failure code (0x80 in 3.1.1, 5.0 codes).
+    pub codes: Vec<u8>,
+}
+
+/// UNSUBSCRIBE, client to server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unsubscribe {
+    /// Packet identifier.
+    pub packet_id: u16,
+    /// At least one filter.
+    pub filters: Vec<String>,
+    /// User properties (MQTT 5.0).
+    pub user_properties: Vec<UserProperty>,
+}
+
+/// UNSUBACK, server to client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnsubAck {
+    /// Packet identifier of the UNSUBSCRIBE.
+    pub packet_id: u16,
+    /// One reason code per filter (MQTT 5.0 only; not written for 3.1.1).
+    pub codes: Vec<u8>,
+}
+
+/// DISCONNECT, either direction.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Disconnect {
+    /// Reason code (MQTT 5.0; 0 = normal disconnection).
+    pub reason: u8,
+    /// Session expiry interval update (MQTT 5.0, client to server).
+    pub session_expiry_interval: Option<u32>,
+    /// Reason string (MQTT 5.0).
+    pub reason_string: Option<String>,
+    /// Server reference (MQTT 5.0, server to client).
+    pub server_reference: Option<String>,
+}
+
+/// AUTH (MQTT 5.0).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Auth {
+    /// Reason code (0x00 success, 0x18 continue, 0x19 re-authenticate).
+    pub reason: u8,
+    /// Authentication method.
+    pub method: Option<String>,
+    /// Authentication data.
+    pub data: Option<Bytes>,
+}
+
+/// Any MQTT control packet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Packet {
+    /// CONNECT.
+    Connect(Box<Connect>),
+    /// CONNACK.
+    ConnAck(ConnAck),
+    /// PUBLISH.
+    Publish(Publish),
+    /// PUBACK, PUBREC, PUBREL or PUBCOMP.
+    Ack(PubAckLike),
+    /// SUBSCRIBE.
+    Subscribe(Subscribe),
+    /// SUBACK.
+    SubAck(SubAck),
+    /// UNSUBSCRIBE.
+    Unsubscribe(Unsubscribe),
+    /// UNSUBACK.
+    UnsubAck(UnsubAck),
+    /// PINGREQ.
+    PingReq,
+    /// PINGRESP.
+    PingResp,
+    /// DISCONNECT.
+    Disconnect(Disconnect),
+    /// AUTH (MQTT 5.0).
+    Auth(Auth),
+}
