@@ -1,3 +1,126 @@
-fn main() {
-    println!("Hello, world!");
+//! The `roost` command: parse flags, load the configuration, run the broker until Ctrl-C or
+//! SIGTERM.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use roost::config::{Config, FileConfig};
+use tracing_subscriber::EnvFilter;
+
+/// Roost: an MQTT 3.1.1 and 5.0 broker.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    /// TCP port to listen on [default: 1883].
+    #[arg(short, long, env = "ROOST_PORT")]
+    port: Option<u16>,
+    /// Address to bind [default: 127.0.0.1].
+    #[arg(long, env = "ROOST_BIND")]
+    bind: Option<IpAddr>,
+    /// TOML configuration file; flags override its keys.
+    #[arg(short, long, env = "ROOST_CONFIG")]
+    config: Option<PathBuf>,
+    /// Log filter such as `info` or `roost=debug` [default: info]. RUST_LOG also works.
+    #[arg(long, env = "ROOST_LOG_LEVEL")]
+    log_level: Option<String>,
+    /// Directory for durable state [default: roost-data].
+    #[arg(long, env = "ROOST_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let mut config = Config::default();
+    let mut log_level = None;
+    if let Some(path) = &cli.config {
+        let file = match FileConfig::load(path).and_then(|f| {
+            f.apply(&mut config, Some(path))?;
+            Ok(f)
+        }) {
+            Ok(file) => file,
+            Err(e) => {
+                eprintln!("roost: configuration error: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        log_level = file.log_level;
+    }
+    if let Some(port) = cli.port {
+        config.port = port;
+    }
+    if let Some(bind) = cli.bind {
+        config.bind = bind;
+    }
+    if let Some(dir) = cli.data_dir {
+        config.data_dir = dir;
+    }
+    let log_level = cli.log_level.or(log_level);
+    if let Err(e) = init_logging(log_level.as_deref()) {
+        eprintln!("roost: invalid log level: {e}");
+        return ExitCode::from(2);
+    }
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("roost: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(run(config))
+}
+
+/// `--log-level` (or the file's `log_level`) wins; otherwise RUST_LOG; otherwise `info`.
+fn init_logging(level: Option<&str>) -> Result<(), String> {
+    let filter = match level {
+        Some(level) => EnvFilter::try_new(level).map_err(|e| format!("{level}: {e}"))?,
+        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    Ok(())
+}
+
+async fn run(config: Config) -> ExitCode {
+    let addr = std::net::SocketAddr::new(config.bind, config.port);
+    let handle = match roost::start(config).await {
+        Ok(handle) => handle,
+        Err(e) => {
+            tracing::error!(%addr, error = %e, "cannot listen");
+            return ExitCode::FAILURE;
+        }
+    };
+    wait_for_signal().await;
+    tracing::info!("shutting down");
+    handle.shutdown().await;
+    ExitCode::SUCCESS
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }

@@ -1,0 +1,104 @@
+//! A session as the broker shares it between the registry, the router and the connection
+//! that is attached to it.
+
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::session::Session;
+
+/// Why a connection is asked to close from outside its own task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KickReason {
+    /// Another connection with the same client id took the session over (v5: 0x8E).
+    TakenOver,
+    /// The broker is shutting down (v5: 0x8B).
+    Shutdown,
+}
+
+/// The link from a session to the connection currently attached to it.
+#[derive(Debug, Clone)]
+pub struct ConnLink {
+    /// Unique id of the connection.
+    pub id: u64,
+    /// Cancelled to ask the connection to close.
+    pub kick: CancellationToken,
+    /// Cancelled by the connection once it has fully finished (will published, detached).
+    pub gone: CancellationToken,
+    /// Why it was kicked; set before `kick` is cancelled.
+    pub reason: Arc<Mutex<Option<KickReason>>>,
+}
+
+impl ConnLink {
+    /// A link for a new connection.
+    pub fn new(id: u64) -> ConnLink {
+        ConnLink {
+            id,
+            kick: CancellationToken::new(),
+            gone: CancellationToken::new(),
+            reason: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    /// Asks the connection to close for `reason`.
+    pub fn kick(&self, reason: KickReason) {
+        self.reason.lock().get_or_insert(reason);
+        self.kick.cancel();
+    }
+
+    /// Why the connection was kicked, if it was.
+    pub fn kick_reason(&self) -> Option<KickReason> {
+        *self.reason.lock()
+    }
+}
+
+/// The mutable part of a shared session, behind its own lock.
+#[derive(Debug)]
+pub struct Slot {
+    /// The protocol state.
+    pub session: Session,
+    /// The attached connection, if any.
+    pub conn: Option<ConnLink>,
+    /// Incremented each time a connection attaches; timers compare it to see a reconnect.
+    pub epoch: u64,
+    /// True once the session has ended and left the registry.
+    pub ended: bool,
+    /// Whether a full-queue drop has been logged since the client last connected.
+    pub drop_logged: bool,
+}
+
+/// A session shared between tasks. Lock order: never hold `slot` while taking a router lock.
+#[derive(Debug)]
+pub struct SessionHandle {
+    /// Unique key of this session (client ids can be reused by later sessions).
+    pub key: u64,
+    /// The client identifier.
+    pub client_id: Arc<str>,
+    /// The state.
+    pub slot: Mutex<Slot>,
+    /// Wakes the attached connection when deliveries are queued.
+    pub wake: Notify,
+    /// Cancelled when the session ends.
+    pub ended: CancellationToken,
+}
+
+impl SessionHandle {
+    /// A new shared session attached to `conn`.
+    pub fn new(key: u64, client_id: Arc<str>, session: Session, conn: Option<ConnLink>) -> Self {
+        SessionHandle {
+            key,
+            client_id,
+            slot: Mutex::new(Slot {
+                session,
+                conn,
+                epoch: 1,
+                ended: false,
+                drop_logged: false,
+            }),
+            wake: Notify::new(),
+            ended: CancellationToken::new(),
+        }
+    }
+}

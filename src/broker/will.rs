@@ -1,0 +1,66 @@
+//! Will messages: published when a connection ends without a normal DISCONNECT, at once or
+//! after the Will Delay Interval (MQTT 5.0), whichever comes first of that delay and the end
+//! of the session (MQTT-3.1.2-8).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tracing::debug;
+
+use crate::codec::Will;
+use crate::session::Message;
+
+use super::Broker;
+use super::handle::SessionHandle;
+use super::metrics::Metrics;
+
+/// Builds the application message a will stands for.
+pub fn will_message(will: &Will) -> Message {
+    Message {
+        topic: Arc::from(will.topic.as_str()),
+        payload: will.payload.clone(),
+        qos: will.qos,
+        retain: will.retain,
+        properties: will.properties.clone(),
+        expires_at: will
+            .properties
+            .message_expiry_interval
+            .map(|s| Instant::now() + Duration::from_secs(u64::from(s))),
+    }
+}
+
+impl Broker {
+    /// Publishes `will` now, as if its client had published it.
+    pub fn publish_will(&self, will: &Will, publisher: Option<u64>) {
+        let message = Arc::new(will_message(will));
+        Metrics::inc(&self.metrics.wills_published);
+        debug!(topic = %message.topic, "publishing will");
+        self.publish(&message, publisher);
+    }
+
+    /// Publishes `will` for a connection that ended abnormally. With a will delay, waits for
+    /// the delay or the end of the session, and publishes only if no connection resumed the
+    /// session meanwhile (MQTT-3.1.3-9).
+    pub fn schedule_will(&self, will: Will, session: &Arc<SessionHandle>, epoch: u64) {
+        if will.delay_interval == 0 {
+            self.publish_will(&will, Some(session.key));
+            return;
+        }
+        let Some(broker) = self.me.upgrade() else {
+            return;
+        };
+        let session = Arc::clone(session);
+        let delay = Duration::from_secs(u64::from(will.delay_interval));
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = session.ended.cancelled() => {}
+                _ = broker.shutdown.cancelled() => return,
+            }
+            let resumed = session.slot.lock().epoch != epoch;
+            if !resumed {
+                broker.publish_will(&will, Some(session.key));
+            }
+        });
+    }
+}

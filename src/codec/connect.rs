@@ -1,0 +1,219 @@
+//! CONNECT: decoded by hand, encoded by hand.
+//!
+//! mqttbytes is not used here: `v4::read` accepts a level-5 CONNECT (and `v5::read` a level-4
+//! one) and misparses it, it checks none of the connect-flag rules, and it rejects binary
+//! passwords.
+
+use super::error::{DecodeError, EncodeError};
+use super::packet::{Connect, QoS, Version, Will};
+use super::properties::{self as prop, Context};
+use super::publish::PublishPropsEnc;
+use super::reader::Reader;
+use super::writer::{self, Encode, Sink};
+use crate::topic::valid_topic_name;
+
+const FLAG_CLEAN: u8 = 0x02;
+const FLAG_WILL: u8 = 0x04;
+const FLAG_WILL_RETAIN: u8 = 0x20;
+const FLAG_PASSWORD: u8 = 0x40;
+const FLAG_USERNAME: u8 = 0x80;
+
+/// Reads the protocol name and level: "MQTT" with level 4 or 5. Anything else (including
+/// level 3 "MQIsdp") is [`DecodeError::UnsupportedProtocol`].
+pub(crate) fn read_protocol(r: &mut Reader) -> Result<Version, DecodeError> {
+    let name = r.binary()?;
+    let level = r.u8()?;
+    match (&name[..], level) {
+        (b"MQTT", 4) => Ok(Version::V311),
+        (b"MQTT", 5) => Ok(Version::V5),
+        _ => Err(DecodeError::UnsupportedProtocol { level }),
+    }
+}
+
+/// Decodes the rest of a CONNECT, after the protocol level.
+pub(crate) fn decode(mut r: Reader, version: Version) -> Result<Connect, DecodeError> {
+    let flags = r.u8()?;
+    if flags & 0x01 != 0 {
+        return Err(DecodeError::Malformed("CONNECT reserved flag set")); // MQTT-3.1.2-3
+    }
+    let will_flag = flags & FLAG_WILL != 0;
+    let will_qos = (flags >> 3) & 0b11;
+    let will_retain = flags & FLAG_WILL_RETAIN != 0;
+    if !will_flag && (will_qos != 0 || will_retain) {
+        // MQTT-3.1.2-11, MQTT-3.1.2-13, MQTT-3.1.2-15
+        return Err(DecodeError::Malformed(
+            "will QoS or retain set without will flag",
+        ));
+    }
+    let will_qos = QoS::from_u8(will_qos).ok_or(DecodeError::Malformed("will QoS 3"))?; // MQTT-3.1.2-14
+    let has_username = flags & FLAG_USERNAME != 0;
+    let has_password = flags & FLAG_PASSWORD != 0;
+    if version == Version::V311 && has_password && !has_username {
+        return Err(DecodeError::Malformed(
+            "password flag without user name flag",
+        )); // MQTT-3.1.2-22
+    }
+    let keep_alive = r.u16()?;
+    let mut props = match version {
+        Version::V5 => prop::parse(&mut r, Context::Connect, false)?,
+        Version::V311 => prop::Properties::default(),
+    };
+    if props.authentication_data.is_some() && props.authentication_method.is_none() {
+        return Err(DecodeError::Protocol("authentication data without method"));
+    }
+    let client_id = r.string()?;
+    let will = if will_flag {
+        Some(decode_will(&mut r, version, will_qos, will_retain)?)
+    } else {
+        None
+    };
+    let username = has_username.then(|| r.string()).transpose()?;
+    let password = has_password.then(|| r.binary()).transpose()?;
+    r.finish()?;
+    Ok(Connect {
+        version,
+        client_id,
+        clean_start: flags & FLAG_CLEAN != 0,
+        keep_alive,
+        will,
+        username,
+        password,
+        session_expiry_interval: props.session_expiry_interval.unwrap_or(0),
+        receive_maximum: props.receive_maximum.unwrap_or(u16::MAX),
+        maximum_packet_size: props.maximum_packet_size,
+        topic_alias_maximum: props.topic_alias_maximum.unwrap_or(0),
+        request_response_information: props.request_response_information.unwrap_or(false),
+        request_problem_information: props.request_problem_information.unwrap_or(true),
+        user_properties: std::mem::take(&mut props.user_properties),
+        authentication_method: props.authentication_method,
+        authentication_data: props.authentication_data,
+    })
+}
+
+/// The will: properties (5.0), topic, payload. The topic must be a valid topic name.
+fn decode_will(
+    r: &mut Reader,
+    version: Version,
+    qos: QoS,
+    retain: bool,
+) -> Result<Will, DecodeError> {
+    let mut props = match version {
+        Version::V5 => prop::parse(r, Context::Will, false)?,
+        Version::V311 => prop::Properties::default(),
+    };
+    let topic = r.string()?;
+    if !valid_topic_name(&topic) {
+        return Err(DecodeError::TopicNameInvalid);
+    }
+    if let Some(t) = &props.response_topic
+        && !valid_topic_name(t)
+    {
+        return Err(DecodeError::Protocol(
+            "response topic is not a valid topic name",
+        ));
+    }
+    let payload = r.binary()?;
+    Ok(Will {
+        topic,
+        payload,
+        qos,
+        retain,
+        delay_interval: props.will_delay_interval.unwrap_or(0),
+        properties: props.take_publish(),
+    })
+}
+
+/// Encodes a CONNECT body (everything after the fixed header).
+pub(crate) struct ConnectBody<'a>(pub &'a Connect, pub Version);
+
+impl Encode for ConnectBody<'_> {
+    fn put<S: Sink>(&self, s: &mut S) -> Result<(), EncodeError> {
+        let (c, version) = (self.0, self.1);
+        writer::put_str(s, "MQTT")?;
+        s.u8(match version {
+            Version::V311 => 4,
+            Version::V5 => 5,
+        });
+        let mut flags = 0u8;
+        if c.clean_start {
+            flags |= FLAG_CLEAN;
+        }
+        if let Some(w) = &c.will {
+            flags |= FLAG_WILL | ((w.qos as u8) << 3);
+            if w.retain {
+                flags |= FLAG_WILL_RETAIN;
+            }
+        }
+        if c.username.is_some() {
+            flags |= FLAG_USERNAME;
+        }
+        if c.password.is_some() {
+            flags |= FLAG_PASSWORD;
+        }
+        s.u8(flags);
+        s.u16(c.keep_alive);
+        if version == Version::V5 {
+            writer::put_props(s, &ConnectProps(c))?;
+        }
+        writer::put_str(s, &c.client_id)?;
+        if let Some(w) = &c.will {
+            if version == Version::V5 {
+                writer::put_props(s, &WillProps(w))?;
+            }
+            writer::put_str(s, &w.topic)?;
+            writer::put_bin(s, &w.payload)?;
+        }
+        if let Some(u) = &c.username {
+            writer::put_str(s, u)?;
+        }
+        if let Some(p) = &c.password {
+            writer::put_bin(s, p)?;
+        }
+        Ok(())
+    }
+}
+
+/// CONNECT properties; defaults are left out.
+struct ConnectProps<'a>(&'a Connect);
+
+impl Encode for ConnectProps<'_> {
+    fn put<S: Sink>(&self, s: &mut S) -> Result<(), EncodeError> {
+        let c = self.0;
+        let nonzero = |v: u32| (v != 0).then_some(v);
+        writer::prop_u32(
+            s,
+            prop::SESSION_EXPIRY_INTERVAL,
+            nonzero(c.session_expiry_interval),
+        );
+        let receive_maximum = (c.receive_maximum != u16::MAX).then_some(c.receive_maximum);
+        writer::prop_u16(s, prop::RECEIVE_MAXIMUM, receive_maximum);
+        writer::prop_u32(s, prop::MAXIMUM_PACKET_SIZE, c.maximum_packet_size);
+        let alias_max = (c.topic_alias_maximum != 0).then_some(c.topic_alias_maximum);
+        writer::prop_u16(s, prop::TOPIC_ALIAS_MAXIMUM, alias_max);
+        let response = c.request_response_information.then_some(1);
+        writer::prop_u8(s, prop::REQUEST_RESPONSE_INFORMATION, response);
+        let problem = (!c.request_problem_information).then_some(0);
+        writer::prop_u8(s, prop::REQUEST_PROBLEM_INFORMATION, problem);
+        writer::prop_user(s, &c.user_properties)?;
+        let method = c.authentication_method.as_deref();
+        writer::prop_str(s, prop::AUTHENTICATION_METHOD, method)?;
+        let data = c.authentication_data.as_deref();
+        writer::prop_bin(s, prop::AUTHENTICATION_DATA, data)
+    }
+}
+
+/// Will properties: the delay interval (when not 0) and the message properties.
+struct WillProps<'a>(&'a Will);
+
+impl Encode for WillProps<'_> {
+    fn put<S: Sink>(&self, s: &mut S) -> Result<(), EncodeError> {
+        let delay = (self.0.delay_interval != 0).then_some(self.0.delay_interval);
+        writer::prop_u32(s, prop::WILL_DELAY_INTERVAL, delay);
+        PublishPropsEnc {
+            props: &self.0.properties,
+            topic_alias: None,
+            subscription_identifiers: &[],
+        }
+        .put(s)
+    }
+}

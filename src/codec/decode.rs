@@ -1,0 +1,204 @@
+//! The decoder: framing, connection state (CONNECT first, version lock), packet-type and
+//! fixed-header flag checks, then dispatch to each packet's module.
+
+use bytes::BytesMut;
+
+use super::error::DecodeError;
+use super::frame::{self, Frame};
+use super::packet::{AckKind, Packet, Version};
+use super::{ack, auth, connack, connect, disconnect, publish, subscribe, unsubscribe};
+
+/// Which side of the connection the decoder is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// Decodes client-to-server packets (the broker).
+    Server,
+    /// Decodes server-to-client packets (load generator, tests).
+    Client,
+}
+
+/// Packet type numbers (MQTT 2.1.2).
+pub(crate) mod kind {
+    pub const CONNECT: u8 = 1;
+    pub const CONNACK: u8 = 2;
+    pub const PUBLISH: u8 = 3;
+    pub const PUBACK: u8 = 4;
+    pub const PUBREC: u8 = 5;
+    pub const PUBREL: u8 = 6;
+    pub const PUBCOMP: u8 = 7;
+    pub const SUBSCRIBE: u8 = 8;
+    pub const SUBACK: u8 = 9;
+    pub const UNSUBSCRIBE: u8 = 10;
+    pub const UNSUBACK: u8 = 11;
+    pub const PINGREQ: u8 = 12;
+    pub const PINGRESP: u8 = 13;
+    pub const DISCONNECT: u8 = 14;
+    pub const AUTH: u8 = 15;
+}
+
+/// A strict, incremental MQTT decoder for one connection.
+#[derive(Debug, Clone)]
+pub struct Decoder {
+    role: Role,
+    version: Option<Version>,
+    max_packet_size: usize,
+}
+
+impl Decoder {
+    /// A server-side decoder that does not yet know the version: only CONNECT is accepted
+    /// first (MQTT-3.1.0-1); its protocol level locks the version; a later CONNECT is a
+    /// protocol error (MQTT-3.1.0-2).
+    ///
+    /// The version is locked as soon as the CONNECT's protocol name and level are read, even
+    /// if the rest of that CONNECT is then rejected, so the caller knows which CONNACK form
+    /// to answer an error with.
+    pub fn server(max_packet_size: usize) -> Decoder {
+        Decoder {
+            role: Role::Server,
+            version: None,
+            max_packet_size,
+        }
+    }
+
+    /// A client-side decoder for a known version.
+    pub fn client(version: Version, max_packet_size: usize) -> Decoder {
+        Decoder {
+            role: Role::Client,
+            version: Some(version),
+            max_packet_size,
+        }
+    }
+
+    /// The protocol version, once known.
+    pub fn version(&self) -> Option<Version> {
+        self.version
+    }
+
+    /// Which side this decoder is on.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// The largest packet (whole packet, in bytes) this decoder accepts.
+    pub fn max_packet_size(&self) -> usize {
+        self.max_packet_size
+    }
+
+    /// Decodes the next complete packet at the front of `buf`, removing its bytes.
+    ///
+    /// `Ok(None)` means more bytes are needed (nothing consumed). [`DecodeError::TooLarge`] is
+    /// reported as soon as the fixed header (remaining length) is readable, before the body
+    /// arrives. Never panics on any input. After an error the connection must be closed;
+    /// the bytes of a complete but invalid packet have been removed from `buf`.
+    pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Packet>, DecodeError> {
+        match frame::split(buf, self.max_packet_size)? {
+            Some(frame) => self.dispatch(&frame).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn dispatch(&mut self, f: &Frame) -> Result<Packet, DecodeError> {
+        let kind = f.kind();
+        check_direction(kind, self.role)?;
+        let version = match self.version {
+            None if kind == kind::CONNECT => return self.connect(f),
+            None => return Err(DecodeError::Protocol("first packet must be CONNECT")),
+            Some(_) if kind == kind::CONNECT => {
+                return Err(DecodeError::Protocol("second CONNECT"));
+            }
+            Some(version) => version,
+        };
+        if kind == kind::AUTH && version == Version::V311 {
+            return Err(DecodeError::Protocol("AUTH does not exist in MQTT 3.1.1"));
+        }
+        check_flags(f.byte1)?;
+        let role = self.role;
+        match kind {
+            kind::CONNACK => connack::decode(f, version),
+            kind::PUBLISH => publish::decode(f, version, role),
+            kind::PUBACK => ack::decode(f, AckKind::PubAck, version),
+            kind::PUBREC => ack::decode(f, AckKind::PubRec, version),
+            kind::PUBREL => ack::decode(f, AckKind::PubRel, version),
+            kind::PUBCOMP => ack::decode(f, AckKind::PubComp, version),
+            kind::SUBSCRIBE => subscribe::decode(f, version),
+            kind::SUBACK => subscribe::decode_suback(f, version),
+            kind::UNSUBSCRIBE => unsubscribe::decode(f, version),
+            kind::UNSUBACK => unsubscribe::decode_unsuback(f, version),
+            kind::PINGREQ => empty(f, Packet::PingReq),
+            kind::PINGRESP => empty(f, Packet::PingResp),
+            kind::DISCONNECT => disconnect::decode(f, version, role),
+            kind::AUTH => auth::decode(f),
+            _ => Err(DecodeError::Malformed("reserved packet type 0")),
+        }
+    }
+
+    /// CONNECT: reads the protocol name and level, locks the version, then the rest.
+    fn connect(&mut self, f: &Frame) -> Result<Packet, DecodeError> {
+        check_flags(f.byte1)?;
+        let mut r = f.body();
+        let version = connect::read_protocol(&mut r)?;
+        self.version = Some(version);
+        connect::decode(r, version).map(|c| Packet::Connect(Box::new(c)))
+    }
+}
+
+/// Rejects packet types the peer may not send: a client never sends CONNACK, SUBACK,
+/// UNSUBACK or PINGRESP, a server never sends CONNECT, SUBSCRIBE, UNSUBSCRIBE or PINGREQ.
+fn check_direction(kind: u8, role: Role) -> Result<(), DecodeError> {
+    let wrong = match role {
+        Role::Server => matches!(
+            kind,
+            kind::CONNACK | kind::SUBACK | kind::UNSUBACK | kind::PINGRESP
+        ),
+        Role::Client => matches!(
+            kind,
+            kind::CONNECT | kind::SUBSCRIBE | kind::UNSUBSCRIBE | kind::PINGREQ
+        ),
+    };
+    if kind == 0 {
+        return Err(DecodeError::Malformed("reserved packet type 0"));
+    }
+    if wrong {
+        return Err(DecodeError::Protocol(
+            "packet type not allowed in this direction",
+        ));
+    }
+    Ok(())
+}
+
+/// Fixed-header flag rules (MQTT 2.1.3): PUBREL, SUBSCRIBE and UNSUBSCRIBE must carry 0b0010
+/// (MQTT-3.6.1-1, MQTT-3.8.1-1, MQTT-3.10.1-1), other types except PUBLISH 0 (MQTT-2.2.2-2);
+/// PUBLISH must not have QoS 3 (MQTT-3.3.1-4) nor DUP with QoS 0 (MQTT-3.3.1-2).
+pub(crate) fn check_flags(byte1: u8) -> Result<(), DecodeError> {
+    let flags = byte1 & 0x0F;
+    match byte1 >> 4 {
+        kind::PUBLISH => {
+            let qos = (flags >> 1) & 0b11;
+            if qos == 3 {
+                return Err(DecodeError::Malformed("PUBLISH with QoS 3"));
+            }
+            if qos == 0 && flags & 0b1000 != 0 {
+                return Err(DecodeError::Malformed("PUBLISH with DUP set and QoS 0"));
+            }
+            Ok(())
+        }
+        kind::PUBREL | kind::SUBSCRIBE | kind::UNSUBSCRIBE if flags != 0b0010 => Err(
+            DecodeError::Malformed("reserved fixed header flags must be 0010"),
+        ),
+        kind::PUBREL | kind::SUBSCRIBE | kind::UNSUBSCRIBE => Ok(()),
+        _ if flags != 0 => Err(DecodeError::Malformed(
+            "reserved fixed header flags must be 0",
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// PINGREQ and PINGRESP: no content allowed.
+fn empty(f: &Frame, packet: Packet) -> Result<Packet, DecodeError> {
+    if f.remaining_len() != 0 {
+        return Err(DecodeError::Malformed(
+            "bytes left after the packet's content",
+        ));
+    }
+    Ok(packet)
+}

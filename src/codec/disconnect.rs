@@ -1,0 +1,76 @@
+//! DISCONNECT: decoded and encoded by hand.
+//!
+//! mqttbytes fails to parse a 5.0 DISCONNECT with remaining length 0 or 1, which are the
+//! normal forms (MQTT 5.0 3.14.2.1: no reason code means 0x00, no property length means none).
+
+use super::decode::Role;
+use super::error::{DecodeError, EncodeError};
+use super::frame::Frame;
+use super::packet::{Disconnect, Packet, Version};
+use super::properties::{self as prop, Context};
+use super::writer::{self, Encode, Sink};
+
+/// DISCONNECT reason codes (MQTT 5.0 3.14.2.1).
+const REASONS: &[u8] = &[
+    0x00, 0x04, 0x80, 0x81, 0x82, 0x83, 0x87, 0x89, 0x8B, 0x8D, 0x8E, 0x8F, 0x90, 0x93, 0x94, 0x95,
+    0x96, 0x97, 0x98, 0x99, 0x9A, 0x9B, 0x9C, 0x9D, 0x9E, 0x9F, 0xA0, 0xA1, 0xA2,
+];
+
+/// Decodes a DISCONNECT. In 3.1.1 the remaining length must be 0.
+pub(crate) fn decode(f: &Frame, version: Version, role: Role) -> Result<Packet, DecodeError> {
+    let mut r = f.body();
+    let mut d = Disconnect::default();
+    if version == Version::V5 && !r.is_empty() {
+        d.reason = r.u8()?;
+        if !REASONS.contains(&d.reason) {
+            return Err(DecodeError::Malformed("invalid reason code"));
+        }
+        if !r.is_empty() {
+            let p = prop::parse(&mut r, Context::Disconnect, false)?;
+            if role == Role::Client && p.session_expiry_interval.is_some() {
+                // MQTT-3.14.2-2
+                return Err(DecodeError::Protocol(
+                    "session expiry in a server's DISCONNECT",
+                ));
+            }
+            d.session_expiry_interval = p.session_expiry_interval;
+            d.reason_string = p.reason_string;
+            d.server_reference = p.server_reference;
+        }
+    }
+    r.finish()?;
+    Ok(Packet::Disconnect(d))
+}
+
+/// Encodes a DISCONNECT body: empty in 3.1.1; in 5.0 the shortest form that carries the
+/// reason code and properties.
+pub(crate) struct DisconnectBody<'a>(pub &'a Disconnect, pub Version);
+
+impl Encode for DisconnectBody<'_> {
+    fn put<S: Sink>(&self, s: &mut S) -> Result<(), EncodeError> {
+        let d = self.0;
+        if self.1 == Version::V311 {
+            return Ok(());
+        }
+        let props = DisconnectProps(d);
+        let has_props = writer::measure(&props)? > 0;
+        if d.reason != 0 || has_props {
+            s.u8(d.reason);
+        }
+        if has_props {
+            writer::put_props(s, &props)?;
+        }
+        Ok(())
+    }
+}
+
+struct DisconnectProps<'a>(&'a Disconnect);
+
+impl Encode for DisconnectProps<'_> {
+    fn put<S: Sink>(&self, s: &mut S) -> Result<(), EncodeError> {
+        let d = self.0;
+        writer::prop_u32(s, prop::SESSION_EXPIRY_INTERVAL, d.session_expiry_interval);
+        writer::prop_str(s, prop::REASON_STRING, d.reason_string.as_deref())?;
+        writer::prop_str(s, prop::SERVER_REFERENCE, d.server_reference.as_deref())
+    }
+}

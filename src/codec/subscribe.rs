@@ -1,0 +1,215 @@
+//! SUBSCRIBE and SUBACK.
+//!
+//! SUBSCRIBE bodies are read by mqttbytes (`v4::Subscribe::read`, `v5::Subscribe::read`),
+//! wrapped with what it does not check: packet id 0, an empty filter list, invalid filters,
+//! U+0000, reserved subscription-option bits, and (5.0) the properties, which go through our
+//! parser first so mqttbytes only ever sees a well-formed property block.
+
+use super::error::{DecodeError, EncodeError};
+use super::frame::Frame;
+use super::packet::{Packet, QoS, RetainHandling, SubAck, Subscribe, SubscribeFilter, Version};
+use super::properties::{self as prop, Context};
+use super::reader::Reader;
+use super::writer::{self, Encode, Sink};
+use crate::topic::valid_topic_filter;
+
+/// SUBACK return codes in 3.1.1 (MQTT 3.1.1 3.9.3).
+const SUBACK_CODES_V4: &[u8] = &[0x00, 0x01, 0x02, 0x80];
+/// SUBACK reason codes in 5.0 (MQTT 5.0 3.9.3).
+const SUBACK_CODES_V5: &[u8] = &[
+    0x00, 0x01, 0x02, 0x80, 0x83, 0x87, 0x8F, 0x91, 0x97, 0x9E, 0xA1, 0xA2,
+];
+
+fn malformed(_: mqttbytes::Error) -> DecodeError {
+    DecodeError::Malformed("invalid SUBSCRIBE content")
+}
+
+/// Decodes a SUBSCRIBE whose fixed-header flags were already checked.
+pub(crate) fn decode(f: &Frame, version: Version) -> Result<Packet, DecodeError> {
+    let mut r = f.body();
+    let packet_id = r.u16()?;
+    if packet_id == 0 {
+        return Err(DecodeError::Malformed("packet identifier 0")); // MQTT-2.2.1-3
+    }
+    let mut props = match version {
+        Version::V5 => prop::parse(&mut r, Context::Subscribe, false)?,
+        Version::V311 => prop::Properties::default(),
+    };
+    let payload_start = f.bytes.len() - r.remaining();
+    let filters: Vec<SubscribeFilter> = match version {
+        Version::V311 => mqttbytes::v4::Subscribe::read(f.header, f.bytes.clone())
+            .map_err(malformed)?
+            .filters
+            .into_iter()
+            .map(|sf| SubscribeFilter {
+                filter: sf.path,
+                qos: qos(sf.qos),
+                no_local: false,
+                retain_as_published: false,
+                retain_handling: RetainHandling::OnSubscribe,
+            })
+            .collect(),
+        Version::V5 => mqttbytes::v5::Subscribe::read(f.header, f.bytes.clone())
+            .map_err(malformed)?
+            .filters
+            .into_iter()
+            .map(|sf| SubscribeFilter {
+                filter: sf.path,
+                qos: qos(sf.qos),
+                no_local: sf.nolocal,
+                retain_as_published: sf.preserve_retain,
+                retain_handling: match sf.retain_forward_rule {
+                    mqttbytes::v5::RetainForwardRule::OnEverySubscribe => {
+                        RetainHandling::OnSubscribe
+                    }
+                    mqttbytes::v5::RetainForwardRule::OnNewSubscribe => {
+                        RetainHandling::OnNewSubscribe
+                    }
+                    mqttbytes::v5::RetainForwardRule::Never => RetainHandling::Never,
+                },
+            })
+            .collect(),
+    };
+    if filters.is_empty() {
+        return Err(DecodeError::Malformed("SUBSCRIBE without filters")); // MQTT-3.8.3-3
+    }
+    check_options(f, payload_start, &filters, version)?;
+    for sf in &filters {
+        if !valid_topic_filter(&sf.filter) {
+            return Err(DecodeError::Malformed("invalid topic filter")); // MQTT-4.7.1-2/3
+        }
+        if sf.no_local && sf.filter.starts_with("$share/") {
+            return Err(DecodeError::Protocol("no local on a shared subscription")); // MQTT-3.8.3-4
+        }
+    }
+    Ok(Packet::Subscribe(Subscribe {
+        packet_id,
+        filters,
+        subscription_identifier: props.subscription_identifiers.first().copied(),
+        user_properties: std::mem::take(&mut props.user_properties),
+    }))
+}
+
+/// Walks the raw option byte after each filter: reserved bits must be 0 (3.1.1: the upper six,
+/// MQTT-3-8.3-4; 5.0: bits 6-7, MQTT-3.8.3-5), QoS 3 and retain handling 3 are malformed.
+fn check_options(
+    f: &Frame,
+    mut at: usize,
+    filters: &[SubscribeFilter],
+    version: Version,
+) -> Result<(), DecodeError> {
+    let reserved = match version {
+        Version::V311 => 0b1111_1100,
+        Version::V5 => 0b1100_0000,
+    };
+    for sf in filters {
+        at += 2 + sf.filter.len();
+        let options = *f
+            .bytes
+            .get(at)
+            .ok_or(DecodeError::Malformed("missing subscription options"))?;
+        at += 1;
+        if options & reserved != 0 {
+            return Err(DecodeError::Malformed(
+                "reserved subscription option bits set",
+            ));
+        }
+        if options & 0b11 == 3 || (options >> 4) & 0b11 == 3 {
+            return Err(DecodeError::Malformed("QoS 3 or retain handling 3"));
+        }
+    }
+    Ok(())
+}
+
+fn qos(q: mqttbytes::QoS) -> QoS {
+    match q {
+        mqttbytes::QoS::AtMostOnce => QoS::AtMostOnce,
+        mqttbytes::QoS::AtLeastOnce => QoS::AtLeastOnce,
+        mqttbytes::QoS::ExactlyOnce => QoS::ExactlyOnce,
+    }
+}
+
+/// Decodes a SUBACK (client side): at least one code, each a valid one for the version.
+pub(crate) fn decode_suback(f: &Frame, version: Version) -> Result<Packet, DecodeError> {
+    let mut r = f.body();
+    let packet_id = read_packet_id(&mut r)?;
+    let allowed = match version {
+        Version::V311 => SUBACK_CODES_V4,
+        Version::V5 => {
+            prop::parse(&mut r, Context::SubAck, false)?;
+            SUBACK_CODES_V5
+        }
+    };
+    let codes = r.rest().to_vec();
+    if codes.is_empty() {
+        return Err(DecodeError::Malformed("SUBACK without return codes"));
+    }
+    if !codes.iter().all(|c| allowed.contains(c)) {
+        return Err(DecodeError::Malformed("invalid SUBACK return code"));
+    }
+    Ok(Packet::SubAck(SubAck { packet_id, codes }))
+}
+
+/// A non-zero packet identifier (MQTT-2.2.1-3).
+pub(crate) fn read_packet_id(r: &mut Reader) -> Result<u16, DecodeError> {
+    match r.u16()? {
+        0 => Err(DecodeError::Malformed("packet identifier 0")),
+        id => Ok(id),
+    }
+}
+
+/// Encodes a SUBSCRIBE body.
+pub(crate) struct SubscribeBody<'a>(pub &'a Subscribe, pub Version);
+
+impl Encode for SubscribeBody<'_> {
+    fn put<S: Sink>(&self, s: &mut S) -> Result<(), EncodeError> {
+        let sub = self.0;
+        if sub.packet_id == 0 {
+            return Err(EncodeError::PacketIdZero);
+        }
+        s.u16(sub.packet_id);
+        if self.1 == Version::V5 {
+            writer::put_props(s, &SubscribeProps(sub))?;
+        }
+        for sf in &sub.filters {
+            writer::put_str(s, &sf.filter)?;
+            let mut options = sf.qos as u8;
+            if self.1 == Version::V5 {
+                options |= (sf.no_local as u8) << 2
+                    | (sf.retain_as_published as u8) << 3
+                    | (sf.retain_handling as u8) << 4;
+            }
+            s.u8(options);
+        }
+        Ok(())
+    }
+}
+
+struct SubscribeProps<'a>(&'a Subscribe);
+
+impl Encode for SubscribeProps<'_> {
+    fn put<S: Sink>(&self, s: &mut S) -> Result<(), EncodeError> {
+        if let Some(id) = self.0.subscription_identifier {
+            s.u8(prop::SUBSCRIPTION_IDENTIFIER);
+            writer::put_varint(s, id as usize)?;
+        }
+        writer::prop_user(s, &self.0.user_properties)
+    }
+}
+
+/// Encodes a SUBACK body: codes as given, with an empty property block in 5.0.
+pub(crate) struct SubAckBody<'a>(pub &'a SubAck, pub Version);
+
+impl Encode for SubAckBody<'_> {
+    fn put<S: Sink>(&self, s: &mut S) -> Result<(), EncodeError> {
+        if self.0.packet_id == 0 {
+            return Err(EncodeError::PacketIdZero);
+        }
+        s.u16(self.0.packet_id);
+        if self.1 == Version::V5 {
+            s.u8(0); // property length
+        }
+        s.slice(&self.0.codes);
+        Ok(())
+    }
+}

@@ -1,0 +1,114 @@
+//! CONNECT: validate, attach to a session (new, resumed or taken over), answer CONNACK, and
+//! resend what was in flight when a session resumes.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use rand::RngExt;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tracing::debug;
+
+use crate::broker::AttachRequest;
+use crate::codec::{ConnAck, ConnAckProperties, Connect, Packet, Version};
+use crate::session::NEVER_EXPIRES;
+
+use super::{Attached, Close, Connection};
+
+/// CONNACK return codes of MQTT 3.1.1 and reason codes of MQTT 5.0 used here.
+mod code {
+    /// 3.1.1: identifier rejected (MQTT-3.1.3-8).
+    pub const V3_IDENTIFIER_REJECTED: u8 = 0x02;
+    /// 5.0: bad authentication method.
+    pub const V5_BAD_AUTH_METHOD: u8 = 0x8C;
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
+    /// Handles the CONNECT that opens the connection.
+    pub(super) async fn handle_connect(&mut self, connect: Box<Connect>) -> Result<(), Close> {
+        let connect = *connect;
+        let version = connect.version;
+        if connect.client_id.is_empty() && version == Version::V311 && !connect.clean_start {
+            return self.refuse(version, code::V3_IDENTIFIER_REJECTED);
+        }
+        if version == Version::V5 && connect.authentication_method.is_some() {
+            // Enhanced authentication is not offered.
+            return self.refuse(version, code::V5_BAD_AUTH_METHOD);
+        }
+        let assigned = connect.client_id.is_empty();
+        let client_id: Arc<str> = if assigned {
+            Arc::from(format!("roost-{:016x}", rand::rng().random::<u64>()))
+        } else {
+            Arc::from(connect.client_id.as_str())
+        };
+        let expiry_interval = match version {
+            Version::V311 if connect.clean_start => 0,
+            Version::V311 => NEVER_EXPIRES,
+            Version::V5 => connect.session_expiry_interval,
+        };
+        let config = &self.broker.config;
+        let window = connect.receive_maximum.min(config.max_inflight_messages);
+        let request = AttachRequest {
+            client_id: Arc::clone(&client_id),
+            clean_start: connect.clean_start,
+            expiry_interval,
+            version,
+            window,
+        };
+        let (session, present) = self.broker.attach(&request, &self.link).await;
+        debug!(peer = %self.peer, %client_id, ?version, present, "client connected");
+
+        let properties = match version {
+            Version::V311 => ConnAckProperties::default(),
+            Version::V5 => ConnAckProperties {
+                receive_maximum: Some(config.receive_maximum),
+                maximum_packet_size: Some(config.max_packet_size),
+                assigned_client_identifier: assigned.then(|| client_id.to_string()),
+                topic_alias_maximum: Some(0),
+                retain_available: Some(true),
+                wildcard_subscription_available: Some(true),
+                subscription_identifiers_available: Some(true),
+                shared_subscription_available: Some(false),
+                ..Default::default()
+            },
+        };
+        self.state = Some(Attached {
+            session: Arc::clone(&session),
+            version,
+            will: connect.will,
+            max_packet_out: connect.maximum_packet_size,
+            expiry_at_connect: expiry_interval,
+            keep_alive: connect.keep_alive,
+        });
+        self.send(&Packet::ConnAck(ConnAck {
+            session_present: present,
+            code: 0,
+            properties,
+        }))?;
+        if present {
+            // MQTT-4.4.0-1: resend unacknowledged PUBLISH (DUP=1) and PUBREL, in order.
+            let resend = session.slot.lock().session.outbound.resend_all();
+            let now = Instant::now();
+            let mut oversized = Vec::new();
+            for t in &resend {
+                self.write_transmit(t, now, &mut oversized);
+            }
+            let mut slot = session.slot.lock();
+            for id in oversized {
+                slot.session.outbound.discard(id);
+            }
+        }
+        Ok(())
+    }
+
+    /// Answers CONNACK with a refusal code and ends the connection (MQTT-3.2.2-5).
+    fn refuse(&mut self, version: Version, code: u8) -> Result<(), Close> {
+        debug!(peer = %self.peer, code, "CONNECT refused");
+        let connack = Packet::ConnAck(ConnAck {
+            session_present: false,
+            code,
+            properties: ConnAckProperties::default(),
+        });
+        let _ = crate::codec::encode(&connack, version, None, &mut self.wbuf);
+        Err(Close::Refused)
+    }
+}

@@ -1,0 +1,325 @@
+//! One task per client connection: read and decode every complete packet, hand each to its
+//! handler (one file per packet type), move queued deliveries into one write buffer, and write
+//! it with one call.
+
+mod ack;
+mod connect;
+mod disconnect;
+mod outgoing;
+mod publish;
+mod subscribe;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::time::{Instant, sleep_until, timeout};
+use tracing::debug;
+
+use crate::broker::{Broker, ConnLink, KickReason, Metrics, SessionHandle};
+use crate::codec::{DecodeError, Decoder, Packet, Version, Will};
+use crate::session::Transmit;
+
+/// Bytes of deliveries gathered into the write buffer before it is written.
+const WRITE_BUDGET: usize = 256 * 1024;
+/// Read buffer growth step.
+const READ_CHUNK: usize = 16 * 1024;
+/// Time allowed for the last packets (e.g. a v5 DISCONNECT) when a connection closes.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+/// Why a connection ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Close {
+    /// The client sent DISCONNECT; `will` is true for MQTT 5.0 reason 0x04.
+    ClientDisconnect {
+        /// Publish the will anyway (reason 0x04).
+        will: bool,
+    },
+    /// The peer closed the socket or it failed.
+    Io,
+    /// The CONNECT was refused with a CONNACK already written.
+    Refused,
+    /// A malformed packet or a protocol error (MQTT 5.0 reason code).
+    Violation {
+        /// Reason code for the v5 DISCONNECT.
+        reason: u8,
+        /// What went wrong, for the log.
+        why: &'static str,
+    },
+    /// Nothing received within 1.5 times the keep alive (MQTT-3.1.2-24).
+    KeepAlive,
+    /// Closed from outside: takeover or shutdown.
+    Kicked(KickReason),
+}
+
+impl Close {
+    /// The v5 DISCONNECT reason to send, if any, and whether the will is published.
+    fn outcome(self) -> (Option<u8>, bool) {
+        match self {
+            Close::ClientDisconnect { will } => (None, will),
+            Close::Io => (None, true),
+            Close::Refused => (None, false),
+            Close::Violation { reason, .. } => (Some(reason), true),
+            Close::KeepAlive => (Some(0x8D), true),
+            Close::Kicked(KickReason::TakenOver) => (Some(0x8E), true),
+            Close::Kicked(KickReason::Shutdown) => (Some(0x8B), false),
+        }
+    }
+
+    fn from_decode(e: &DecodeError) -> Close {
+        let why = match e {
+            DecodeError::TooLarge { .. } => "packet too large",
+            DecodeError::TopicNameInvalid => "invalid topic name",
+            DecodeError::UnsupportedProtocol { .. } => "unexpected CONNECT",
+            DecodeError::Protocol(why) | DecodeError::Malformed(why) => why,
+        };
+        Close::Violation {
+            reason: e.reason_code(),
+            why,
+        }
+    }
+}
+
+/// The session side of a connection once CONNECT was accepted.
+#[derive(Debug)]
+struct Attached {
+    session: Arc<SessionHandle>,
+    version: Version,
+    will: Option<Will>,
+    /// The client's Maximum Packet Size (MQTT 5.0).
+    max_packet_out: Option<u32>,
+    /// Session expiry requested in CONNECT (a DISCONNECT may not raise it from 0).
+    expiry_at_connect: u32,
+    keep_alive: u16,
+}
+
+/// A client connection over any byte stream (TCP now; TLS and WebSocket share it).
+pub struct Connection<S> {
+    broker: Arc<Broker>,
+    stream: S,
+    peer: SocketAddr,
+    rbuf: BytesMut,
+    wbuf: BytesMut,
+    decoder: Decoder,
+    link: ConnLink,
+    state: Option<Attached>,
+    /// Scratch list of packets taken from the session under its lock.
+    transmits: Vec<Transmit>,
+    /// The write budget ran out with deliveries still queued.
+    pending_drain: bool,
+}
+
+/// Serves one client connection to completion.
+pub async fn serve<S>(broker: Arc<Broker>, stream: S, peer: SocketAddr)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let link = ConnLink::new(broker.next_connection_id());
+    let _gone = link.gone.clone().drop_guard();
+    Metrics::inc(&broker.metrics.connections_accepted);
+    broker.metrics.connections_open.fetch_add(1, Relaxed);
+    let max_packet = broker.config.max_packet_size as usize;
+    let mut conn = Connection {
+        broker: Arc::clone(&broker),
+        stream,
+        peer,
+        rbuf: BytesMut::with_capacity(READ_CHUNK),
+        wbuf: BytesMut::with_capacity(READ_CHUNK),
+        decoder: Decoder::server(max_packet),
+        link,
+        state: None,
+        transmits: Vec::new(),
+        pending_drain: false,
+    };
+    let close = conn.run().await;
+    conn.finish(close).await;
+    broker.metrics.connections_open.fetch_sub(1, Relaxed);
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
+    async fn run(&mut self) -> Close {
+        let connect = match timeout(self.broker.config.connect_timeout, self.read_connect()).await {
+            Err(_) => {
+                debug!(peer = %self.peer, "no CONNECT in time");
+                return Close::Io;
+            }
+            Ok(Err(close)) => return close,
+            Ok(Ok(connect)) => connect,
+        };
+        if let Err(close) = self.handle_connect(connect).await {
+            return close;
+        }
+        match self.main_loop().await {
+            Ok(()) => Close::Io,
+            Err(close) => close,
+        }
+    }
+
+    /// Reads until the first packet, which the decoder only accepts if it is a CONNECT.
+    async fn read_connect(&mut self) -> Result<Box<crate::codec::Connect>, Close> {
+        loop {
+            match self.decoder.decode(&mut self.rbuf) {
+                Ok(Some(Packet::Connect(connect))) => return Ok(connect),
+                Ok(Some(_)) => return Err(Close::Io),
+                Ok(None) => {}
+                Err(DecodeError::UnsupportedProtocol { level }) => {
+                    // MQTT-3.1.2-2: CONNACK 0x01 (unacceptable protocol version), then close.
+                    debug!(peer = %self.peer, level, "unsupported protocol level");
+                    self.wbuf.extend_from_slice(&[0x20, 0x02, 0x00, 0x01]);
+                    return Err(Close::Refused);
+                }
+                Err(e) => {
+                    debug!(peer = %self.peer, error = %e, "bad CONNECT");
+                    Metrics::inc(&self.broker.metrics.protocol_errors);
+                    return Err(Close::Io);
+                }
+            }
+            self.read_more().await?;
+        }
+    }
+
+    async fn read_more(&mut self) -> Result<(), Close> {
+        self.rbuf.reserve(READ_CHUNK);
+        match self.stream.read_buf(&mut self.rbuf).await {
+            Ok(0) | Err(_) => Err(Close::Io),
+            Ok(_) => Ok(()),
+        }
+    }
+
+    async fn main_loop(&mut self) -> Result<(), Close> {
+        let Some(attached) = &self.state else {
+            return Err(Close::Io);
+        };
+        let session = Arc::clone(&attached.session);
+        let keep_alive = match attached.keep_alive {
+            0 => None,
+            secs => Some(Duration::from_millis(u64::from(secs) * 1500)),
+        };
+        let mut deadline = keep_alive.map(|k| Instant::now() + k);
+        let link = self.link.clone();
+        let shutdown = self.broker.shutdown.clone();
+        loop {
+            if self.process_input()? > 0 {
+                deadline = keep_alive.map(|k| Instant::now() + k);
+            }
+            self.drain();
+            self.flush().await?;
+            let pending_drain = self.pending_drain;
+            self.rbuf.reserve(READ_CHUNK);
+            tokio::select! {
+                biased;
+                _ = link.kick.cancelled() => {
+                    return Err(Close::Kicked(link.kick_reason().unwrap_or(KickReason::Shutdown)));
+                }
+                _ = shutdown.cancelled() => return Err(Close::Kicked(KickReason::Shutdown)),
+                _ = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
+                    debug!(client_id = %session.client_id, "keep alive expired");
+                    return Err(Close::KeepAlive);
+                }
+                read = self.stream.read_buf(&mut self.rbuf) => {
+                    if !matches!(read, Ok(n) if n > 0) {
+                        return Err(Close::Io);
+                    }
+                }
+                _ = session.wake.notified(), if !pending_drain => {}
+                _ = std::future::ready(()), if pending_drain => {}
+            }
+        }
+    }
+
+    /// Decodes and handles every complete packet in the read buffer. Returns how many.
+    fn process_input(&mut self) -> Result<usize, Close> {
+        let mut handled = 0;
+        loop {
+            let packet = match self.decoder.decode(&mut self.rbuf) {
+                Ok(Some(packet)) => packet,
+                Ok(None) => return Ok(handled),
+                Err(e) => {
+                    debug!(peer = %self.peer, error = %e, "closing on bad packet");
+                    return Err(Close::from_decode(&e));
+                }
+            };
+            handled += 1;
+            self.handle(packet)?;
+        }
+    }
+
+    /// Dispatches one packet to its handler.
+    fn handle(&mut self, packet: Packet) -> Result<(), Close> {
+        match packet {
+            Packet::Publish(p) => self.handle_publish(p),
+            Packet::Ack(a) => self.handle_ack(a),
+            Packet::Subscribe(s) => self.handle_subscribe(s),
+            Packet::Unsubscribe(u) => self.handle_unsubscribe(u),
+            Packet::PingReq => self.send(&Packet::PingResp),
+            Packet::Disconnect(d) => self.handle_disconnect(d),
+            Packet::Auth(_) => Err(Close::Violation {
+                reason: 0x82,
+                why: "AUTH without an authentication method",
+            }),
+            Packet::Connect(_)
+            | Packet::ConnAck(_)
+            | Packet::SubAck(_)
+            | Packet::UnsubAck(_)
+            | Packet::PingResp => Err(Close::Violation {
+                reason: 0x82,
+                why: "unexpected packet type",
+            }),
+        }
+    }
+
+    /// Writes the whole write buffer, giving up if the connection is kicked meanwhile.
+    async fn flush(&mut self) -> Result<(), Close> {
+        if self.wbuf.is_empty() {
+            return Ok(());
+        }
+        let link = self.link.clone();
+        let shutdown = self.broker.shutdown.clone();
+        tokio::select! {
+            written = self.stream.write_all(&self.wbuf) => {
+                written.map_err(|_| Close::Io)?;
+            }
+            _ = link.kick.cancelled() => {
+                return Err(Close::Kicked(link.kick_reason().unwrap_or(KickReason::Shutdown)));
+            }
+            _ = shutdown.cancelled() => return Err(Close::Kicked(KickReason::Shutdown)),
+        }
+        self.wbuf.clear();
+        if self.wbuf.capacity() > 4 * WRITE_BUDGET {
+            self.wbuf = BytesMut::with_capacity(READ_CHUNK);
+        }
+        Ok(())
+    }
+
+    /// Ends the connection: a last v5 DISCONNECT where due, the will, and the session.
+    async fn finish(&mut self, close: Close) {
+        let (reason, publish_will) = close.outcome();
+        if let Close::Violation { why, reason } = close {
+            Metrics::inc(&self.broker.metrics.protocol_errors);
+            debug!(peer = %self.peer, reason, why, "protocol violation");
+        }
+        if let (Some(reason), Some(Version::V5)) = (reason, self.state.as_ref().map(|a| a.version))
+        {
+            let _ = self.send(&Packet::Disconnect(crate::codec::Disconnect {
+                reason,
+                ..Default::default()
+            }));
+        }
+        if !self.wbuf.is_empty() {
+            let _ = timeout(CLOSE_GRACE, self.stream.write_all(&self.wbuf)).await;
+        }
+        let _ = timeout(CLOSE_GRACE, self.stream.shutdown()).await;
+        let Some(attached) = self.state.take() else {
+            return;
+        };
+        let epoch = attached.session.slot.lock().epoch;
+        self.broker.detach(&attached.session, self.link.id);
+        if publish_will && let Some(will) = attached.will {
+            self.broker.schedule_will(will, &attached.session, epoch);
+        }
+        debug!(client_id = %attached.session.client_id, ?close, "connection closed");
+    }
+}

@@ -1,0 +1,172 @@
+//! Everything the connection writes: direct responses, and deliveries taken from the session
+//! queue up to the inflight window, all encoded into the one write buffer.
+
+use std::time::Instant;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+use tracing::{debug, warn};
+
+use crate::broker::Metrics;
+use crate::codec::{
+    self, AckKind, EncodeError, Packet, PubAckLike, PublishProperties, PublishView, Version,
+};
+use crate::session::{Delivery, Transmit};
+
+use super::{Close, Connection, WRITE_BUDGET};
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
+    /// The negotiated version (3.1.1 until CONNECT is accepted).
+    pub(super) fn version(&self) -> Version {
+        self.state.as_ref().map_or(Version::V311, |a| a.version)
+    }
+
+    /// Encodes a response packet into the write buffer.
+    pub(super) fn send(&mut self, packet: &Packet) -> Result<(), Close> {
+        let max = self.state.as_ref().and_then(|a| a.max_packet_out);
+        if let Err(e) = codec::encode(packet, self.version(), max, &mut self.wbuf) {
+            // Only a client-imposed Maximum Packet Size can make a response unsendable.
+            debug!(peer = %self.peer, error = ?e, "response not sent");
+        }
+        Ok(())
+    }
+
+    /// Encodes PUBACK, PUBREC, PUBREL or PUBCOMP. The reason code is dropped for 3.1.1.
+    pub(super) fn send_ack(
+        &mut self,
+        kind: AckKind,
+        packet_id: u16,
+        reason: u8,
+    ) -> Result<(), Close> {
+        let reason = if self.version() == Version::V5 {
+            reason
+        } else {
+            0
+        };
+        self.send(&Packet::Ack(PubAckLike {
+            kind,
+            packet_id,
+            reason,
+            reason_string: None,
+        }))
+    }
+
+    /// Moves deliveries from the session queue into the write buffer, as far as the inflight
+    /// window and the write budget allow.
+    pub(super) fn drain(&mut self) {
+        let Some(attached) = &self.state else {
+            return;
+        };
+        let now = Instant::now();
+        let mut expired = 0;
+        let mut budget = 0usize;
+        self.pending_drain = false;
+        {
+            let mut slot = attached.session.slot.lock();
+            loop {
+                if budget >= WRITE_BUDGET {
+                    self.pending_drain = true;
+                    break;
+                }
+                match slot.session.outbound.next_transmit(now, &mut expired) {
+                    Some(t) => {
+                        if let Transmit::Publish { delivery, .. } = &t {
+                            budget += delivery.message.payload.len() + delivery.message.topic.len();
+                        }
+                        self.transmits.push(t);
+                    }
+                    None => break,
+                }
+            }
+        }
+        if expired > 0 {
+            self.broker
+                .metrics
+                .expired
+                .fetch_add(expired, std::sync::atomic::Ordering::Relaxed);
+        }
+        let mut transmits = std::mem::take(&mut self.transmits);
+        let mut oversized = Vec::new();
+        for t in transmits.drain(..) {
+            self.write_transmit(&t, now, &mut oversized);
+        }
+        self.transmits = transmits;
+        if !oversized.is_empty()
+            && let Some(attached) = &self.state
+        {
+            let mut slot = attached.session.slot.lock();
+            for id in oversized {
+                slot.session.outbound.discard(id);
+            }
+        }
+    }
+
+    /// Encodes one transmit. A PUBLISH over the client's Maximum Packet Size is discarded as if
+    /// delivered (MQTT-3.1.2-25); its packet id is added to `oversized` to be released.
+    pub(super) fn write_transmit(&mut self, t: &Transmit, now: Instant, oversized: &mut Vec<u16>) {
+        match t {
+            Transmit::Publish {
+                delivery,
+                packet_id,
+                dup,
+            } => match self.write_publish(delivery, *packet_id, *dup, now) {
+                Ok(()) => Metrics::inc(&self.broker.metrics.publish_sent),
+                Err(EncodeError::TooLarge { size, max }) => {
+                    Metrics::inc(&self.broker.metrics.dropped_too_large);
+                    warn!(peer = %self.peer, size, max, "message larger than the client accepts: dropped");
+                    if *packet_id != 0 {
+                        oversized.push(*packet_id);
+                    }
+                }
+                Err(e) => {
+                    warn!(peer = %self.peer, error = ?e, "message could not be encoded: dropped")
+                }
+            },
+            Transmit::PubRel { packet_id } => {
+                let _ = self.send_ack(AckKind::PubRel, *packet_id, 0);
+            }
+        }
+    }
+
+    fn write_publish(
+        &mut self,
+        delivery: &Delivery,
+        packet_id: u16,
+        dup: bool,
+        now: Instant,
+    ) -> Result<(), EncodeError> {
+        let Some(attached) = &self.state else {
+            return Ok(());
+        };
+        let message = &delivery.message;
+        // MQTT-3.3.2-6: forward the expiry interval minus the time spent waiting.
+        let adjusted;
+        let properties = match message.remaining_expiry(now) {
+            Some(left) if attached.version == Version::V5 => {
+                adjusted = PublishProperties {
+                    message_expiry_interval: Some(left),
+                    ..message.properties.clone()
+                };
+                &adjusted
+            }
+            _ => &message.properties,
+        };
+        let view = PublishView {
+            dup,
+            qos: delivery.qos,
+            retain: delivery.retain,
+            topic: &message.topic,
+            packet_id,
+            payload: &message.payload,
+            properties,
+            topic_alias: None,
+            subscription_identifiers: &delivery.subscription_ids,
+        };
+        codec::encode_publish(
+            &view,
+            attached.version,
+            attached.max_packet_out,
+            &mut self.wbuf,
+        )
+        .map(|_| ())
+    }
+}

@@ -1,0 +1,95 @@
+//! PUBLISH from a client: QoS 2 duplicate suppression, routing, retained update, and the
+//! PUBACK or PUBREC answer.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::broker::Metrics;
+use crate::codec::{AckKind, Publish, QoS, Version};
+use crate::session::{Message, Qos2Publish};
+
+use super::{Close, Connection};
+
+/// MQTT 5.0 reason code: success, but no subscriber matched.
+const NO_MATCHING_SUBSCRIBERS: u8 = 0x10;
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
+    pub(super) fn handle_publish(&mut self, publish: Publish) -> Result<(), Close> {
+        Metrics::inc(&self.broker.metrics.publish_received);
+        let Some(attached) = &self.state else {
+            return Err(Close::Io);
+        };
+        if publish.topic_alias.is_some() {
+            // Our Topic Alias Maximum is 0 (MQTT-3.3.2-9).
+            return Err(Close::Violation {
+                reason: 0x94,
+                why: "topic alias not allowed",
+            });
+        }
+        let packet_id = publish.packet_id;
+        match publish.qos {
+            QoS::AtMostOnce => {
+                self.route(publish);
+                Ok(())
+            }
+            QoS::AtLeastOnce => {
+                let queued = self.route(publish);
+                self.send_ack(AckKind::PubAck, packet_id, success_code(queued))
+            }
+            QoS::ExactlyOnce => {
+                let limit = usize::from(self.broker.config.receive_maximum);
+                let first = {
+                    let mut slot = attached.session.slot.lock();
+                    let inbound = &mut slot.session.inbound;
+                    if !inbound.is_pending(packet_id) && inbound.pending() >= limit {
+                        // MQTT-3.3.4-9: more unacknowledged QoS 2 than our Receive Maximum.
+                        return Err(Close::Violation {
+                            reason: 0x93,
+                            why: "receive maximum exceeded",
+                        });
+                    }
+                    inbound.on_publish_qos2(packet_id) == Qos2Publish::Deliver
+                };
+                let code = if first {
+                    success_code(self.route(publish))
+                } else {
+                    0
+                };
+                self.send_ack(AckKind::PubRec, packet_id, code)
+            }
+        }
+    }
+
+    /// Hands a message to the broker. Returns the number of deliveries queued.
+    fn route(&mut self, publish: Publish) -> usize {
+        let Some(attached) = &self.state else {
+            return 0;
+        };
+        let expires_at = match attached.version {
+            Version::V5 => publish
+                .properties
+                .message_expiry_interval
+                .map(|s| Instant::now() + Duration::from_secs(u64::from(s))),
+            Version::V311 => None,
+        };
+        let message = Arc::new(Message {
+            topic: Arc::from(publish.topic),
+            payload: publish.payload,
+            qos: publish.qos,
+            retain: publish.retain,
+            properties: publish.properties,
+            expires_at,
+        });
+        self.broker.publish(&message, Some(attached.session.key))
+    }
+}
+
+fn success_code(queued: usize) -> u8 {
+    if queued == 0 {
+        NO_MATCHING_SUBSCRIBERS
+    } else {
+        0
+    }
+}

@@ -1,0 +1,101 @@
+//! SUBSCRIBE and UNSUBSCRIBE: update the session and the trie, answer SUBACK / UNSUBACK, and
+//! queue the retained messages a new subscription is owed.
+
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::broker::deliver;
+use crate::codec::{Packet, RetainHandling, SubAck, Subscribe, UnsubAck, Unsubscribe, Version};
+use crate::session::{Delivery, SubOptions};
+
+use super::{Close, Connection};
+
+/// SUBACK failure code of 3.1.1 (MQTT-3.9.3-2).
+const V3_FAILURE: u8 = 0x80;
+/// MQTT 5.0: shared subscriptions not supported.
+const V5_SHARED_NOT_SUPPORTED: u8 = 0x9E;
+/// MQTT 5.0 UNSUBACK: no subscription existed.
+const V5_NO_SUBSCRIPTION: u8 = 0x11;
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
+    pub(super) fn handle_subscribe(&mut self, subscribe: Subscribe) -> Result<(), Close> {
+        let Some(attached) = &self.state else {
+            return Err(Close::Io);
+        };
+        let session = std::sync::Arc::clone(&attached.session);
+        let version = attached.version;
+        let mut codes = Vec::with_capacity(subscribe.filters.len());
+        let mut retained = Vec::new();
+        for f in subscribe.filters {
+            if f.filter.starts_with("$share/") {
+                codes.push(match version {
+                    Version::V5 => V5_SHARED_NOT_SUPPORTED,
+                    Version::V311 => V3_FAILURE,
+                });
+                continue;
+            }
+            let options = SubOptions {
+                qos: f.qos,
+                no_local: f.no_local,
+                retain_as_published: f.retain_as_published,
+                retain_handling: f.retain_handling,
+                subscription_id: subscribe.subscription_identifier,
+            };
+            let existed = session
+                .slot
+                .lock()
+                .session
+                .subscriptions
+                .insert(f.filter.clone(), options)
+                .is_some();
+            self.broker.router.subscribe(&f.filter, &session, options);
+            codes.push(f.qos as u8);
+            let send_retained = match f.retain_handling {
+                RetainHandling::OnSubscribe => true,
+                RetainHandling::OnNewSubscribe => !existed,
+                RetainHandling::Never => false,
+            };
+            if send_retained {
+                // MQTT-3.3.1-6 / MQTT-3.3.1-8: retained messages go out with RETAIN=1.
+                for message in self.broker.router.retained_matching(&f.filter) {
+                    retained.push(Delivery {
+                        qos: message.qos.min(f.qos),
+                        message,
+                        retain: true,
+                        subscription_ids: options.subscription_id.into_iter().collect(),
+                    });
+                }
+            }
+        }
+        self.send(&Packet::SubAck(SubAck {
+            packet_id: subscribe.packet_id,
+            codes,
+        }))?;
+        for delivery in retained {
+            deliver(&session, delivery, &self.broker.metrics);
+        }
+        Ok(())
+    }
+
+    pub(super) fn handle_unsubscribe(&mut self, unsubscribe: Unsubscribe) -> Result<(), Close> {
+        let Some(attached) = &self.state else {
+            return Err(Close::Io);
+        };
+        let session = std::sync::Arc::clone(&attached.session);
+        let mut codes = Vec::with_capacity(unsubscribe.filters.len());
+        for filter in &unsubscribe.filters {
+            let existed = session
+                .slot
+                .lock()
+                .session
+                .subscriptions
+                .remove(filter)
+                .is_some();
+            self.broker.router.unsubscribe(filter, session.key);
+            codes.push(if existed { 0 } else { V5_NO_SUBSCRIPTION });
+        }
+        self.send(&Packet::UnsubAck(UnsubAck {
+            packet_id: unsubscribe.packet_id,
+            codes,
+        }))
+    }
+}

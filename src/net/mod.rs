@@ -1,0 +1,4 @@
+//! Listeners and the per-connection task.
+
+pub mod conn;
+pub mod listener;

@@ -1,0 +1,94 @@
+//! Per-client MQTT session state, free of I/O: subscriptions, the outbound queue and inflight
+//! window, and inbound QoS 2 ids. The network layer drives it; tests drive it directly.
+
+mod inbound;
+mod message;
+mod outbound;
+
+use std::collections::HashMap;
+
+pub use inbound::{Inbound, Qos2Publish};
+pub use message::{Delivery, Message};
+pub use outbound::{AckOutcome, Enqueued, Inflight, InflightState, Outbound, Transmit};
+
+use crate::codec::{QoS, RetainHandling, Version};
+
+/// Session expiry value meaning "never expires" (MQTT 5.0, and 3.1.1 clean_session=0).
+pub const NEVER_EXPIRES: u32 = u32::MAX;
+
+/// The options a subscription was made with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SubOptions {
+    /// Granted (maximum) QoS.
+    pub qos: QoS,
+    /// Do not deliver messages published by this same client (MQTT 5.0).
+    pub no_local: bool,
+    /// Keep the RETAIN flag of forwarded messages (MQTT 5.0).
+    pub retain_as_published: bool,
+    /// When to send retained messages (MQTT 5.0).
+    pub retain_handling: RetainHandling,
+    /// Subscription identifier (MQTT 5.0).
+    pub subscription_id: Option<u32>,
+}
+
+impl SubOptions {
+    /// Options of a plain 3.1.1-style subscription at `qos`.
+    pub fn with_qos(qos: QoS) -> SubOptions {
+        SubOptions {
+            qos,
+            no_local: false,
+            retain_as_published: false,
+            retain_handling: RetainHandling::OnSubscribe,
+            subscription_id: None,
+        }
+    }
+}
+
+/// Everything the broker remembers about one client between and during connections.
+#[derive(Debug)]
+pub struct Session {
+    /// Protocol version of the most recent connection.
+    pub version: Version,
+    /// Session expiry interval in seconds: 0 ends the session with the connection,
+    /// [`NEVER_EXPIRES`] keeps it forever.
+    pub expiry_interval: u32,
+    /// Subscriptions by topic filter.
+    pub subscriptions: HashMap<String, SubOptions>,
+    /// Server-to-client flow.
+    pub outbound: Outbound,
+    /// Client-to-server QoS 2 flow.
+    pub inbound: Inbound,
+    /// Messages dropped because the queue was full, over the session's life.
+    pub dropped: u64,
+}
+
+impl Session {
+    /// A new, empty session.
+    pub fn new(version: Version, expiry_interval: u32, max_queued: usize, window: u16) -> Session {
+        Session {
+            version,
+            expiry_interval,
+            subscriptions: HashMap::new(),
+            outbound: Outbound::new(max_queued, window),
+            inbound: Inbound::default(),
+            dropped: 0,
+        }
+    }
+
+    /// True if the session outlives its connection.
+    pub fn is_durable(&self) -> bool {
+        self.expiry_interval > 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durability_follows_expiry() {
+        assert!(!Session::new(Version::V311, 0, 10, 10).is_durable());
+        assert!(Session::new(Version::V311, NEVER_EXPIRES, 10, 10).is_durable());
+        assert!(Session::new(Version::V5, 30, 10, 10).is_durable());
+    }
+}

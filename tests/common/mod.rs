@@ -1,0 +1,346 @@
+//! Shared helpers for the integration tests: an in-process broker on an ephemeral port,
+//! rumqttc clients whose events arrive on a channel, and a raw client built on Roost's codec
+//! for the protocol corners a well-behaved library will not produce.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use roost::codec::{self, Connect, Decoder, Packet, Version};
+use roost::{BrokerHandle, Config};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::timeout;
+
+/// Bound on every wait in the tests.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// Starts a broker on 127.0.0.1 with an ephemeral port.
+pub async fn start_broker() -> BrokerHandle {
+    start_broker_with(|_| {}).await
+}
+
+/// Starts a broker on an ephemeral port after letting the caller adjust the configuration.
+pub async fn start_broker_with(adjust: impl FnOnce(&mut Config)) -> BrokerHandle {
+    let mut config = Config {
+        port: 0,
+        ..Config::default()
+    };
+    adjust(&mut config);
+    roost::start(config).await.expect("broker starts")
+}
+
+/// A rumqttc 3.1.1 client whose incoming packets arrive on a channel.
+pub struct V4Client {
+    pub client: rumqttc::AsyncClient,
+    pub events: mpsc::UnboundedReceiver<rumqttc::Packet>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for V4Client {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// rumqttc 3.1.1 options for `addr`.
+pub fn v4_options(id: &str, addr: SocketAddr) -> rumqttc::MqttOptions {
+    let mut o = rumqttc::MqttOptions::new(id, addr.ip().to_string(), addr.port());
+    o.set_keep_alive(Duration::from_secs(30));
+    o
+}
+
+/// Connects a rumqttc 3.1.1 client and waits for its CONNACK.
+pub async fn v4_connect(options: rumqttc::MqttOptions) -> (V4Client, rumqttc::ConnAck) {
+    let (client, mut eventloop) = rumqttc::AsyncClient::new(options, 1000);
+    let (tx, mut events) = mpsc::unbounded_channel();
+    let task = tokio::spawn(async move {
+        while let Ok(event) = eventloop.poll().await {
+            if let rumqttc::Event::Incoming(p) = event
+                && tx.send(p).is_err()
+            {
+                return;
+            }
+        }
+    });
+    let connack = loop {
+        match timeout(WAIT, events.recv()).await.expect("CONNACK in time") {
+            Some(rumqttc::Packet::ConnAck(c)) => break c,
+            Some(_) => continue,
+            None => panic!("connection failed before CONNACK"),
+        }
+    };
+    (
+        V4Client {
+            client,
+            events,
+            task,
+        },
+        connack,
+    )
+}
+
+impl V4Client {
+    /// Waits for the next packet matching `pick`, skipping others.
+    pub async fn next<T>(&mut self, mut pick: impl FnMut(rumqttc::Packet) -> Option<T>) -> T {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let p = tokio::time::timeout_at(deadline, self.events.recv())
+                .await
+                .expect("packet in time")
+                .expect("connection open");
+            if let Some(t) = pick(p) {
+                return t;
+            }
+        }
+    }
+
+    /// Waits for the next PUBLISH.
+    pub async fn next_publish(&mut self) -> rumqttc::Publish {
+        self.next(|p| match p {
+            rumqttc::Packet::Publish(p) => Some(p),
+            _ => None,
+        })
+        .await
+    }
+
+    /// Subscribes and waits for the SUBACK.
+    pub async fn subscribe(&mut self, filter: &str, qos: rumqttc::QoS) -> rumqttc::SubAck {
+        self.client.subscribe(filter, qos).await.expect("queued");
+        self.next(|p| match p {
+            rumqttc::Packet::SubAck(s) => Some(s),
+            _ => None,
+        })
+        .await
+    }
+
+    /// Asserts that no PUBLISH arrives within `d` (used only to show absence, never to sync).
+    pub async fn expect_no_publish(&mut self, d: Duration) {
+        let deadline = tokio::time::Instant::now() + d;
+        loop {
+            match tokio::time::timeout_at(deadline, self.events.recv()).await {
+                Err(_) => return,
+                Ok(Some(rumqttc::Packet::Publish(p))) => panic!("unexpected publish {p:?}"),
+                Ok(Some(_)) => continue,
+                Ok(None) => return,
+            }
+        }
+    }
+}
+
+/// A rumqttc 5.0 client whose incoming packets arrive on a channel.
+pub struct V5Client {
+    pub client: rumqttc::v5::AsyncClient,
+    pub events: mpsc::UnboundedReceiver<rumqttc::v5::mqttbytes::v5::Packet>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for V5Client {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// rumqttc 5.0 options for `addr`.
+pub fn v5_options(id: &str, addr: SocketAddr) -> rumqttc::v5::MqttOptions {
+    let mut o = rumqttc::v5::MqttOptions::new(id, addr.ip().to_string(), addr.port());
+    o.set_keep_alive(Duration::from_secs(30));
+    o
+}
+
+/// Connects a rumqttc 5.0 client and waits for its CONNACK.
+pub async fn v5_connect(
+    options: rumqttc::v5::MqttOptions,
+) -> (V5Client, rumqttc::v5::mqttbytes::v5::ConnAck) {
+    use rumqttc::v5::mqttbytes::v5::Packet as P;
+    let (client, mut eventloop) = rumqttc::v5::AsyncClient::new(options, 1000);
+    let (tx, mut events) = mpsc::unbounded_channel();
+    let task = tokio::spawn(async move {
+        while let Ok(event) = eventloop.poll().await {
+            if let rumqttc::v5::Event::Incoming(p) = event
+                && tx.send(p).is_err()
+            {
+                return;
+            }
+        }
+    });
+    let connack = loop {
+        match timeout(WAIT, events.recv()).await.expect("CONNACK in time") {
+            Some(P::ConnAck(c)) => break c,
+            Some(_) => continue,
+            None => panic!("connection failed before CONNACK"),
+        }
+    };
+    (
+        V5Client {
+            client,
+            events,
+            task,
+        },
+        connack,
+    )
+}
+
+impl V5Client {
+    /// Waits for the next packet matching `pick`, skipping others.
+    pub async fn next<T>(
+        &mut self,
+        mut pick: impl FnMut(rumqttc::v5::mqttbytes::v5::Packet) -> Option<T>,
+    ) -> T {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let p = tokio::time::timeout_at(deadline, self.events.recv())
+                .await
+                .expect("packet in time")
+                .expect("connection open");
+            if let Some(t) = pick(p) {
+                return t;
+            }
+        }
+    }
+
+    /// Waits for the next PUBLISH.
+    pub async fn next_publish(&mut self) -> rumqttc::v5::mqttbytes::v5::Publish {
+        use rumqttc::v5::mqttbytes::v5::Packet as P;
+        self.next(|p| match p {
+            P::Publish(p) => Some(p),
+            _ => None,
+        })
+        .await
+    }
+
+    /// Subscribes and waits for the SUBACK.
+    pub async fn subscribe(
+        &mut self,
+        filter: &str,
+        qos: rumqttc::v5::mqttbytes::QoS,
+    ) -> rumqttc::v5::mqttbytes::v5::SubAck {
+        use rumqttc::v5::mqttbytes::v5::Packet as P;
+        self.client.subscribe(filter, qos).await.expect("queued");
+        self.next(|p| match p {
+            P::SubAck(s) => Some(s),
+            _ => None,
+        })
+        .await
+    }
+}
+
+/// A client speaking raw packets through Roost's own codec.
+pub struct RawClient {
+    pub stream: TcpStream,
+    pub version: Version,
+    rbuf: BytesMut,
+    decoder: Decoder,
+}
+
+/// A CONNECT with defaults: clean start, keep alive 30 s, no will.
+pub fn connect_packet(version: Version, client_id: &str) -> Connect {
+    Connect {
+        version,
+        client_id: client_id.to_string(),
+        clean_start: true,
+        keep_alive: 30,
+        will: None,
+        username: None,
+        password: None,
+        session_expiry_interval: 0,
+        receive_maximum: 65535,
+        maximum_packet_size: None,
+        topic_alias_maximum: 0,
+        request_response_information: false,
+        request_problem_information: true,
+        user_properties: Vec::new(),
+        authentication_method: None,
+        authentication_data: None,
+    }
+}
+
+impl RawClient {
+    /// Opens a TCP connection without sending anything.
+    pub async fn open(addr: SocketAddr, version: Version) -> RawClient {
+        let stream = timeout(WAIT, TcpStream::connect(addr))
+            .await
+            .expect("connect in time")
+            .expect("connect");
+        RawClient {
+            stream,
+            version,
+            rbuf: BytesMut::new(),
+            decoder: Decoder::client(version, 1 << 28),
+        }
+    }
+
+    /// Opens a connection, sends `connect` and returns the CONNACK.
+    pub async fn connect(addr: SocketAddr, connect: Connect) -> (RawClient, codec::ConnAck) {
+        let mut c = RawClient::open(addr, connect.version).await;
+        c.send(&Packet::Connect(Box::new(connect))).await;
+        match c.recv().await {
+            Some(Packet::ConnAck(ack)) => (c, ack),
+            other => panic!("expected CONNACK, got {other:?}"),
+        }
+    }
+
+    /// Encodes and writes one packet.
+    pub async fn send(&mut self, packet: &Packet) {
+        let mut buf = BytesMut::new();
+        codec::encode(packet, self.version, None, &mut buf).expect("encodable");
+        self.send_raw(&buf).await;
+    }
+
+    /// Writes raw bytes (they may fail if the broker already closed).
+    pub async fn send_raw(&mut self, bytes: &[u8]) {
+        let _ = timeout(WAIT, self.stream.write_all(bytes)).await;
+    }
+
+    /// The next packet, or `None` once the broker closed the connection.
+    pub async fn recv(&mut self) -> Option<Packet> {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            match self.decoder.decode(&mut self.rbuf) {
+                Ok(Some(p)) => return Some(p),
+                Ok(None) => {}
+                Err(e) => panic!("broker sent an undecodable packet: {e:?}"),
+            }
+            let n = tokio::time::timeout_at(deadline, self.stream.read_buf(&mut self.rbuf))
+                .await
+                .expect("packet or close in time");
+            match n {
+                Ok(0) | Err(_) => return None,
+                Ok(_) => {}
+            }
+        }
+    }
+
+    /// Reads until the broker closes the connection; returns the packets seen before that.
+    pub async fn until_closed(&mut self) -> Vec<Packet> {
+        let mut seen = Vec::new();
+        while let Some(p) = self.recv().await {
+            seen.push(p);
+        }
+        seen
+    }
+
+    /// Raw bytes until close (for responses the codec would reject, e.g. a 3.1.1 CONNACK to
+    /// an unknown level).
+    pub async fn raw_until_closed(&mut self) -> Vec<u8> {
+        let mut out = Vec::new();
+        let _ = timeout(WAIT, self.stream.read_to_end(&mut out)).await;
+        out
+    }
+}
+
+/// Polls a broker-side condition with a bounded number of yields to the runtime.
+pub async fn wait_until(mut cond: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !cond() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "condition not reached in time"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}

@@ -1,0 +1,181 @@
+//! Interoperability with the mosquitto command-line clients, 3.1.1 and `-V 5`.
+//!
+//! Skipped with a notice when `mosquitto_pub`/`mosquitto_sub` are not installed, unless
+//! `ROOST_INTEROP=require` is set (CI sets it), in which case their absence fails the test.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::process::Stdio;
+
+use common::*;
+use tokio::process::{Child, Command};
+
+fn available() -> bool {
+    let found = ["mosquitto_pub", "mosquitto_sub"].iter().all(|tool| {
+        std::process::Command::new(tool)
+            .arg("--help")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok()
+    });
+    if !found {
+        if std::env::var("ROOST_INTEROP").as_deref() == Ok("require") {
+            panic!("mosquitto_pub/mosquitto_sub are required (ROOST_INTEROP=require)");
+        }
+        eprintln!("NOTICE: mosquitto clients not installed; interop test skipped");
+    }
+    found
+}
+
+fn base(tool: &str, addr: SocketAddr, v5: bool) -> Command {
+    let mut c = Command::new(tool);
+    c.args(["-h", &addr.ip().to_string(), "-p", &addr.port().to_string()]);
+    if v5 {
+        c.args(["-V", "5"]);
+    }
+    c.kill_on_drop(true)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    c
+}
+
+/// Starts `mosquitto_sub` printing `topic payload` lines; it exits after `count` messages.
+fn sub(addr: SocketAddr, v5: bool, args: &[&str], count: u32) -> Child {
+    let mut c = base("mosquitto_sub", addr, v5);
+    c.args(["-v", "-W", "10", "-C", &count.to_string()])
+        .args(args);
+    c.spawn().expect("mosquitto_sub starts")
+}
+
+async fn publish(addr: SocketAddr, v5: bool, args: &[&str]) {
+    let out = tokio::time::timeout(WAIT, base("mosquitto_pub", addr, v5).args(args).output())
+        .await
+        .expect("mosquitto_pub finishes")
+        .expect("mosquitto_pub runs");
+    assert!(out.status.success(), "mosquitto_pub: {out:?}");
+}
+
+async fn output(child: Child) -> String {
+    let out = tokio::time::timeout(WAIT, child.wait_with_output())
+        .await
+        .expect("mosquitto_sub finishes")
+        .expect("mosquitto_sub output");
+    assert!(out.status.success(), "mosquitto_sub: {out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test]
+async fn pub_sub_all_qos_both_versions() {
+    if !available() {
+        return;
+    }
+    let broker = start_broker().await;
+    let addr = broker.local_addr();
+    for v5 in [false, true] {
+        for qos in ["0", "1", "2"] {
+            let topic = format!("interop/{}/{qos}", if v5 { "v5" } else { "v311" });
+            let before = broker.broker().router.subscription_count();
+            let child = sub(addr, v5, &["-t", &topic, "-q", qos], 1);
+            wait_until(|| broker.broker().router.subscription_count() > before).await;
+            publish(addr, v5, &["-t", &topic, "-q", qos, "-m", "hello"]).await;
+            assert_eq!(output(child).await, format!("{topic} hello\n"));
+            wait_until(|| broker.broker().router.subscription_count() == before).await;
+        }
+    }
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn retained_message_with_r() {
+    if !available() {
+        return;
+    }
+    let broker = start_broker().await;
+    let addr = broker.local_addr();
+    for v5 in [false, true] {
+        publish(
+            addr,
+            v5,
+            &["-t", "interop/retained", "-q", "1", "-r", "-m", "kept"],
+        )
+        .await;
+        let child = sub(addr, v5, &["-t", "interop/#", "-q", "1"], 1);
+        assert_eq!(output(child).await, "interop/retained kept\n");
+    }
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn will_from_a_killed_client() {
+    if !available() {
+        return;
+    }
+    let broker = start_broker().await;
+    let addr = broker.local_addr();
+    for v5 in [false, true] {
+        let watcher = sub(addr, v5, &["-t", "interop/will", "-q", "1"], 1);
+        wait_until(|| broker.broker().router.subscription_count() == 1).await;
+        let mut victim = base("mosquitto_sub", addr, v5);
+        victim.args([
+            "-t",
+            "interop/none",
+            "-i",
+            "victim",
+            "--will-topic",
+            "interop/will",
+            "--will-payload",
+            "victim died",
+            "--will-qos",
+            "1",
+        ]);
+        let mut victim = victim.spawn().expect("victim starts");
+        wait_until(|| broker.broker().router.subscription_count() == 2).await;
+        victim.start_kill().expect("kill the victim by its pid");
+        let _ = victim.wait().await;
+        assert_eq!(output(watcher).await, "interop/will victim died\n");
+        wait_until(|| broker.broker().router.subscription_count() == 0).await;
+    }
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn persistent_session_with_c() {
+    if !available() {
+        return;
+    }
+    let broker = start_broker().await;
+    let addr = broker.local_addr();
+    for (v5, id) in [(false, "durable-v311"), (true, "durable-v5")] {
+        let topic = format!("interop/{id}");
+        // -E exits right after the SUBACK; -c keeps the session (v5: -x sets its expiry).
+        let mut args = vec!["-c", "-i", id, "-q", "1", "-t", topic.as_str(), "-E"];
+        if v5 {
+            args.extend(["-x", "600"]);
+        }
+        let first = base("mosquitto_sub", addr, v5)
+            .args(&args)
+            .output()
+            .await
+            .expect("subscribe once");
+        assert!(first.status.success(), "{first:?}");
+        wait_until(|| {
+            broker
+                .broker()
+                .registry
+                .get(id)
+                .is_some_and(|s| s.slot.lock().conn.is_none())
+        })
+        .await;
+        publish(addr, v5, &["-t", &topic, "-q", "1", "-m", "while away"]).await;
+        let mut args = vec!["-c", "-i", id, "-q", "1", "-t", topic.as_str()];
+        if v5 {
+            args.extend(["-x", "600"]);
+        }
+        let child = sub(addr, v5, &args, 1);
+        assert_eq!(output(child).await, format!("{topic} while away\n"));
+    }
+    broker.shutdown().await;
+}

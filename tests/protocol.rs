@@ -1,0 +1,490 @@
+//! Protocol corners driven packet by packet with a raw client (Roost's codec over TCP):
+//! QoS 2 in both directions, wills, keepalive, takeover, limits and malformed input.
+
+mod common;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::*;
+use roost::codec::{
+    AckKind, Disconnect, Packet, PubAckLike, Publish, PublishProperties, QoS, RetainHandling,
+    Subscribe, SubscribeFilter, Version, Will,
+};
+
+fn publish(topic: &str, qos: QoS, packet_id: u16, payload: &'static [u8]) -> Packet {
+    Packet::Publish(Publish {
+        dup: false,
+        qos,
+        retain: false,
+        topic: topic.to_string(),
+        packet_id,
+        payload: Bytes::from_static(payload),
+        properties: PublishProperties::default(),
+        topic_alias: None,
+        subscription_identifiers: Vec::new(),
+    })
+}
+
+fn subscribe(filter: &str, qos: QoS) -> Packet {
+    Packet::Subscribe(Subscribe {
+        packet_id: 1,
+        filters: vec![SubscribeFilter {
+            filter: filter.to_string(),
+            qos,
+            no_local: false,
+            retain_as_published: false,
+            retain_handling: RetainHandling::OnSubscribe,
+        }],
+        subscription_identifier: None,
+        user_properties: Vec::new(),
+    })
+}
+
+fn ack(kind: AckKind, packet_id: u16) -> Packet {
+    Packet::Ack(PubAckLike {
+        kind,
+        packet_id,
+        reason: 0,
+        reason_string: None,
+    })
+}
+
+fn will(topic: &str, payload: &'static [u8], delay: u32) -> Will {
+    Will {
+        topic: topic.to_string(),
+        payload: Bytes::from_static(payload),
+        qos: QoS::AtLeastOnce,
+        retain: false,
+        delay_interval: delay,
+        properties: PublishProperties::default(),
+    }
+}
+
+/// A raw subscriber on `filter`, with its SUBACK consumed.
+async fn raw_subscriber(
+    addr: std::net::SocketAddr,
+    version: Version,
+    id: &str,
+    filter: &str,
+) -> RawClient {
+    let (mut c, _) = RawClient::connect(addr, connect_packet(version, id)).await;
+    c.send(&subscribe(filter, QoS::ExactlyOnce)).await;
+    assert!(matches!(c.recv().await, Some(Packet::SubAck(_))));
+    c
+}
+
+async fn expect_publish(c: &mut RawClient) -> Publish {
+    match c.recv().await {
+        Some(Packet::Publish(p)) => p,
+        other => panic!("expected PUBLISH, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn inbound_qos2_retransmission_is_not_delivered_twice() {
+    // MQTT-4.3.3-9 (method B): a PUBLISH with the id of one awaiting PUBREL is the same message.
+    let broker = start_broker().await;
+    let addr = broker.local_addr();
+    let mut sub = raw_subscriber(addr, Version::V311, "sub", "q2").await;
+    let (mut p, _) = RawClient::connect(addr, connect_packet(Version::V311, "pub")).await;
+    p.send(&publish("q2", QoS::ExactlyOnce, 9, b"once")).await;
+    assert_eq!(p.recv().await, Some(ack(AckKind::PubRec, 9)));
+    let mut again = publish("q2", QoS::ExactlyOnce, 9, b"once");
+    if let Packet::Publish(p) = &mut again {
+        p.dup = true;
+    }
+    p.send(&again).await;
+    assert_eq!(p.recv().await, Some(ack(AckKind::PubRec, 9)));
+    p.send(&ack(AckKind::PubRel, 9)).await;
+    assert_eq!(p.recv().await, Some(ack(AckKind::PubComp, 9)));
+    p.send(&publish("q2", QoS::AtMostOnce, 0, b"marker")).await;
+
+    let first = expect_publish(&mut sub).await;
+    assert_eq!(&first.payload[..], b"once");
+    sub.send(&ack(AckKind::PubRec, first.packet_id)).await;
+    assert_eq!(
+        sub.recv().await,
+        Some(ack(AckKind::PubRel, first.packet_id)),
+        "broker answers PUBREC with PUBREL"
+    );
+    sub.send(&ack(AckKind::PubComp, first.packet_id)).await;
+    let next = expect_publish(&mut sub).await;
+    assert_eq!(
+        &next.payload[..],
+        b"marker",
+        "no second copy of the QoS 2 message"
+    );
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn outbound_qos2_resumes_after_reconnect_with_dup_and_pubrel() {
+    // MQTT-4.4.0-1: on session resume, unacknowledged PUBLISH is resent with DUP=1 and
+    // PUBREL is resent for ids whose PUBREC arrived.
+    let broker = start_broker().await;
+    let addr = broker.local_addr();
+    let mut persistent = connect_packet(Version::V311, "resumer");
+    persistent.clean_start = false;
+    let (mut sub, _) = RawClient::connect(addr, persistent.clone()).await;
+    sub.send(&subscribe("r", QoS::ExactlyOnce)).await;
+    assert!(matches!(sub.recv().await, Some(Packet::SubAck(_))));
+
+    let (mut p, _) = RawClient::connect(addr, connect_packet(Version::V311, "pub")).await;
+    p.send(&publish("r", QoS::ExactlyOnce, 1, b"exactly")).await;
+    assert_eq!(p.recv().await, Some(ack(AckKind::PubRec, 1)));
+    p.send(&ack(AckKind::PubRel, 1)).await;
+    assert_eq!(p.recv().await, Some(ack(AckKind::PubComp, 1)));
+
+    let first = expect_publish(&mut sub).await;
+    assert!(!first.dup);
+    drop(sub); // cut before PUBREC
+
+    let (mut sub, connack) = RawClient::connect(addr, persistent.clone()).await;
+    assert!(connack.session_present);
+    let resent = expect_publish(&mut sub).await;
+    assert!(resent.dup, "MQTT-3.3.1-1: a resend has DUP=1");
+    assert_eq!(resent.packet_id, first.packet_id);
+    assert_eq!(&resent.payload[..], b"exactly");
+    sub.send(&ack(AckKind::PubRec, resent.packet_id)).await;
+    assert_eq!(
+        sub.recv().await,
+        Some(ack(AckKind::PubRel, resent.packet_id))
+    );
+    drop(sub); // cut before PUBCOMP
+
+    let (mut sub, connack) = RawClient::connect(addr, persistent).await;
+    assert!(connack.session_present);
+    assert_eq!(
+        sub.recv().await,
+        Some(ack(AckKind::PubRel, resent.packet_id)),
+        "PUBREL resent, not the PUBLISH"
+    );
+    sub.send(&ack(AckKind::PubComp, resent.packet_id)).await;
+    p.send(&publish("r", QoS::AtMostOnce, 0, b"after")).await;
+    assert_eq!(&expect_publish(&mut sub).await.payload[..], b"after");
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn will_is_published_on_keepalive_timeout() {
+    // MQTT-3.1.2-24: no packet within 1.5 x keep alive closes the connection; the will follows.
+    let broker = start_broker().await;
+    let addr = broker.local_addr();
+    let mut watcher = raw_subscriber(addr, Version::V311, "watcher", "wills/#").await;
+    let mut c = connect_packet(Version::V311, "sleepy");
+    c.keep_alive = 1;
+    c.will = Some(will("wills/sleepy", b"gone quiet", 0));
+    let (mut silent, _) = RawClient::connect(addr, c).await;
+    let w = expect_publish(&mut watcher).await;
+    assert_eq!(w.topic, "wills/sleepy");
+    assert_eq!(&w.payload[..], b"gone quiet");
+    assert_eq!(w.qos, QoS::AtLeastOnce);
+    assert_eq!(silent.until_closed().await, vec![], "closed by the broker");
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn will_is_published_when_the_socket_drops_and_after_a_malformed_packet() {
+    let broker = start_broker().await;
+    let addr = broker.local_addr();
+    let mut watcher = raw_subscriber(addr, Version::V311, "watcher", "wills/#").await;
+
+    let mut c = connect_packet(Version::V311, "dropper");
+    c.will = Some(will("wills/dropper", b"dropped", 0));
+    let (dropper, _) = RawClient::connect(addr, c).await;
+    drop(dropper);
+    assert_eq!(expect_publish(&mut watcher).await.topic, "wills/dropper");
+
+    let mut c = connect_packet(Version::V311, "garbler");
+    c.will = Some(will("wills/garbler", b"malformed", 0));
+    let (mut garbler, _) = RawClient::connect(addr, c).await;
+    // PINGREQ with a reserved flag bit set (MQTT-2.2.2-2): malformed.
+    garbler.send_raw(&[0xC1, 0x00]).await;
+    assert_eq!(garbler.until_closed().await, vec![]);
+    assert_eq!(expect_publish(&mut watcher).await.topic, "wills/garbler");
+    assert_eq!(broker.metrics().protocol_errors, 1);
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn will_is_not_published_after_a_normal_disconnect() {
+    let broker = start_broker().await;
+    let addr = broker.local_addr();
+    let mut watcher = raw_subscriber(addr, Version::V5, "watcher", "wills/#").await;
+    for version in [Version::V311, Version::V5] {
+        let mut c = connect_packet(version, "polite");
+        c.will = Some(will("wills/polite", b"never", 0));
+        let (mut polite, _) = RawClient::connect(addr, c).await;
+        polite
+            .send(&Packet::Disconnect(Disconnect::default()))
+            .await;
+        assert_eq!(polite.until_closed().await, vec![]);
+    }
+    // MQTT 5.0 reason 0x04 asks for the will on a normal disconnect.
+    let mut c = connect_packet(Version::V5, "asker");
+    c.will = Some(will("wills/asker", b"please", 0));
+    let (mut asker, _) = RawClient::connect(addr, c).await;
+    asker
+        .send(&Packet::Disconnect(Disconnect {
+            reason: 0x04,
+            ..Default::default()
+        }))
+        .await;
+    // The first will to arrive is the asker's: the polite ones were discarded.
+    let w = expect_publish(&mut watcher).await;
+    assert_eq!(w.topic, "wills/asker");
+    assert_eq!(broker.metrics().wills_published, 1);
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn takeover_sends_v5_disconnect_0x8e_and_publishes_the_old_will() {
+    // MQTT-3.1.4-3
+    let broker = start_broker().await;
+    let addr = broker.local_addr();
+    let mut watcher = raw_subscriber(addr, Version::V5, "watcher", "wills/#").await;
+    let mut c = connect_packet(Version::V5, "dup-id");
+    c.will = Some(will("wills/dup-id", b"taken over", 0));
+    let (mut first, _) = RawClient::connect(addr, c).await;
+    let (_second, _) = RawClient::connect(addr, connect_packet(Version::V5, "dup-id")).await;
+    let seen = first.until_closed().await;
+    assert!(
+        matches!(seen.as_slice(), [Packet::Disconnect(d)] if d.reason == 0x8E),
+        "{seen:?}"
+    );
+    assert_eq!(expect_publish(&mut watcher).await.topic, "wills/dup-id");
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn will_delay_waits_and_is_cancelled_by_a_reconnect() {
+    let broker = start_broker().await;
+    let addr = broker.local_addr();
+    let mut watcher = raw_subscriber(addr, Version::V5, "watcher", "wills/#").await;
+
+    // Reconnects within the delay: no will (MQTT-3.1.3-9).
+    let mut c = connect_packet(Version::V5, "flaky");
+    c.clean_start = false;
+    c.session_expiry_interval = 60;
+    c.will = Some(will("wills/flaky", b"should not appear", 1));
+    let (flaky, _) = RawClient::connect(addr, c.clone()).await;
+    drop(flaky);
+    wait_until(|| {
+        broker
+            .broker()
+            .registry
+            .get("flaky")
+            .is_some_and(|s| s.slot.lock().conn.is_none())
+    })
+    .await;
+    c.will = None;
+    let (_flaky, connack) = RawClient::connect(addr, c).await;
+    assert!(connack.session_present);
+
+    // Does not reconnect: the will comes after its delay.
+    let mut c = connect_packet(Version::V5, "gone");
+    c.session_expiry_interval = 60;
+    c.will = Some(will("wills/gone", b"late", 2));
+    let (gone, _) = RawClient::connect(addr, c).await;
+    let dropped_at = std::time::Instant::now();
+    drop(gone);
+    let w = expect_publish(&mut watcher).await;
+    assert_eq!(
+        w.topic, "wills/gone",
+        "the flaky client's will was cancelled"
+    );
+    assert!(dropped_at.elapsed() >= Duration::from_millis(1900));
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn will_is_sent_when_the_session_ends_before_the_will_delay() {
+    // MQTT-3.1.2-8 / MQTT-3.1.3-9: the will goes out at the earlier of will delay and session end.
+    let broker = start_broker().await;
+    let addr = broker.local_addr();
+    let mut watcher = raw_subscriber(addr, Version::V5, "watcher", "wills/#").await;
+    let mut c = connect_packet(Version::V5, "short-session");
+    c.session_expiry_interval = 1;
+    c.will = Some(will("wills/short", b"session over", 3600));
+    let (client, _) = RawClient::connect(addr, c).await;
+    drop(client);
+    let w = expect_publish(&mut watcher).await;
+    assert_eq!(w.topic, "wills/short");
+    assert!(broker.broker().registry.get("short-session").is_none());
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn v5_session_expires_after_its_interval() {
+    let broker = start_broker().await;
+    let addr = broker.local_addr();
+    let mut c = connect_packet(Version::V5, "brief");
+    c.clean_start = false;
+    c.session_expiry_interval = 1;
+    let (client, connack) = RawClient::connect(addr, c.clone()).await;
+    assert!(!connack.session_present);
+    drop(client);
+    wait_until(|| broker.broker().registry.get("brief").is_none()).await;
+    let (_client, connack) = RawClient::connect(addr, c).await;
+    assert!(!connack.session_present);
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn v5_connack_carries_assigned_id_and_limits() {
+    let broker = start_broker_with(|c| {
+        c.receive_maximum = 20;
+        c.max_packet_size = 4096;
+    })
+    .await;
+    let (_c, connack) =
+        RawClient::connect(broker.local_addr(), connect_packet(Version::V5, "")).await;
+    assert_eq!(connack.code, 0);
+    let props = &connack.properties;
+    let id = props.assigned_client_identifier.as_deref().unwrap_or("");
+    assert!(!id.is_empty(), "MQTT-3.2.2-16: assigned client identifier");
+    assert_eq!(props.receive_maximum, Some(20));
+    assert_eq!(props.maximum_packet_size, Some(4096));
+    assert_eq!(props.retain_available, Some(true));
+    assert_eq!(props.wildcard_subscription_available, Some(true));
+    assert_eq!(props.shared_subscription_available, Some(false));
+    assert!(broker.broker().registry.get(id).is_some());
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn v311_empty_client_id_needs_clean_session() {
+    // MQTT-3.1.3-8: empty id with clean_session=0 gets CONNACK 0x02 and the connection closes.
+    let broker = start_broker().await;
+    let addr = broker.local_addr();
+    let mut c = connect_packet(Version::V311, "");
+    c.clean_start = false;
+    let (mut client, connack) = RawClient::connect(addr, c).await;
+    assert_eq!(connack.code, 0x02);
+    assert_eq!(client.until_closed().await, vec![]);
+    let (_client, connack) = RawClient::connect(addr, connect_packet(Version::V311, "")).await;
+    assert_eq!(
+        connack.code, 0x00,
+        "clean session with an empty id is accepted"
+    );
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn unsupported_protocol_level_gets_connack_0x01() {
+    // MQTT-3.1.2-2: MQTT 3.1 ("MQIsdp", level 3) is answered with return code 0x01.
+    let broker = start_broker().await;
+    let mut c = RawClient::open(broker.local_addr(), Version::V311).await;
+    let mut connect = vec![0x10, 0x00];
+    connect.extend_from_slice(&[0x00, 0x06]);
+    connect.extend_from_slice(b"MQIsdp");
+    connect.extend_from_slice(&[0x03, 0x02, 0x00, 0x3C, 0x00, 0x01, b'x']);
+    connect[1] = (connect.len() - 2) as u8;
+    c.send_raw(&connect).await;
+    assert_eq!(c.raw_until_closed().await, vec![0x20, 0x02, 0x00, 0x01]);
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn first_packet_must_be_connect() {
+    // MQTT-3.1.0-1
+    let broker = start_broker().await;
+    let mut c = RawClient::open(broker.local_addr(), Version::V311).await;
+    c.send_raw(&[0xC0, 0x00]).await; // PINGREQ
+    assert!(c.raw_until_closed().await.is_empty());
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn connect_must_arrive_within_the_connect_timeout() {
+    let broker = start_broker_with(|c| c.connect_timeout = Duration::from_secs(1)).await;
+    let mut c = RawClient::open(broker.local_addr(), Version::V311).await;
+    assert!(
+        c.raw_until_closed().await.is_empty(),
+        "closed without a CONNECT"
+    );
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn oversized_packet_is_refused_from_its_header_with_0x95() {
+    let broker = start_broker_with(|c| c.max_packet_size = 1024).await;
+    let (mut c, _) =
+        RawClient::connect(broker.local_addr(), connect_packet(Version::V5, "big")).await;
+    // A PUBLISH header announcing 10 MB; the body is never sent.
+    c.send_raw(&[0x30, 0x80, 0xAD, 0xE2, 0x04]).await;
+    let seen = c.until_closed().await;
+    assert!(
+        matches!(seen.as_slice(), [Packet::Disconnect(d)] if d.reason == 0x95),
+        "{seen:?}"
+    );
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn malformed_packet_gets_v5_disconnect_0x81_and_only_that_connection_closes() {
+    let broker = start_broker().await;
+    let addr = broker.local_addr();
+    let mut bystander = raw_subscriber(addr, Version::V5, "bystander", "b").await;
+    let (mut bad, _) = RawClient::connect(addr, connect_packet(Version::V5, "bad")).await;
+    // QoS 0 PUBLISH with DUP=1 (MQTT-3.3.1-2).
+    bad.send_raw(&[0x38, 0x04, 0x00, 0x01, b'b', b'x']).await;
+    let seen = bad.until_closed().await;
+    assert!(
+        matches!(seen.as_slice(), [Packet::Disconnect(d)] if d.reason == 0x81),
+        "{seen:?}"
+    );
+    let (mut p, _) = RawClient::connect(addr, connect_packet(Version::V5, "good")).await;
+    p.send(&publish("b", QoS::AtMostOnce, 0, b"still here"))
+        .await;
+    assert_eq!(
+        &expect_publish(&mut bystander).await.payload[..],
+        b"still here"
+    );
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn exceeding_receive_maximum_gets_disconnect_0x93() {
+    // MQTT-3.3.4-9
+    let broker = start_broker_with(|c| c.receive_maximum = 2).await;
+    let (mut c, _) =
+        RawClient::connect(broker.local_addr(), connect_packet(Version::V5, "greedy")).await;
+    for id in 1..=3 {
+        c.send(&publish("t", QoS::ExactlyOnce, id, b"x")).await;
+    }
+    let seen = c.until_closed().await;
+    assert!(
+        matches!(seen.as_slice(), [
+            Packet::Ack(a), Packet::Ack(b), Packet::Disconnect(d)
+        ] if a.kind == AckKind::PubRec && b.kind == AckKind::PubRec && d.reason == 0x93),
+        "{seen:?}"
+    );
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn outbound_inflight_window_follows_client_receive_maximum() {
+    let broker = start_broker().await;
+    let addr = broker.local_addr();
+    let mut c = connect_packet(Version::V5, "window");
+    c.receive_maximum = 2;
+    let (mut sub, _) = RawClient::connect(addr, c).await;
+    sub.send(&subscribe("w", QoS::AtLeastOnce)).await;
+    assert!(matches!(sub.recv().await, Some(Packet::SubAck(_))));
+    let (mut p, _) = RawClient::connect(addr, connect_packet(Version::V5, "pub")).await;
+    for i in 1..=3u16 {
+        p.send(&publish("w", QoS::AtLeastOnce, i, b"m")).await;
+        assert!(matches!(p.recv().await, Some(Packet::Ack(_))));
+    }
+    let a = expect_publish(&mut sub).await;
+    let b = expect_publish(&mut sub).await;
+    assert_ne!(a.packet_id, b.packet_id);
+    wait_until(|| broker.metrics().publish_sent == 2).await;
+    // The third waits for a PUBACK.
+    sub.send(&ack(AckKind::PubAck, a.packet_id)).await;
+    let c3 = expect_publish(&mut sub).await;
+    assert_ne!(c3.packet_id, b.packet_id, "ids in use are skipped");
+    broker.shutdown().await;
+}
