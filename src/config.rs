@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::store::Durability;
+
 /// Largest packet size MQTT can express (remaining length of 268,435,455 bytes plus header).
 pub const MQTT_MAX_PACKET_SIZE: u32 = 268_435_460;
 
@@ -22,6 +24,10 @@ pub struct Config {
     pub port: u16,
     /// Directory for durable state.
     pub data_dir: PathBuf,
+    /// Keep everything in memory: no store, nothing survives a restart.
+    pub in_memory: bool,
+    /// When commits reach the disk.
+    pub durability: Durability,
     /// Largest packet accepted from a client, in bytes (whole packet, header included).
     pub max_packet_size: u32,
     /// Messages queued per session beyond the inflight window before new ones are dropped.
@@ -40,6 +46,8 @@ impl Default for Config {
             bind: IpAddr::from([127, 0, 0, 1]),
             port: 1883,
             data_dir: PathBuf::from("roost-data"),
+            in_memory: false,
+            durability: Durability::Fsync,
             max_packet_size: 1024 * 1024,
             max_queued_messages: 1000,
             max_inflight_messages: 100,
@@ -59,6 +67,10 @@ pub struct FileConfig {
     pub port: Option<u16>,
     /// See [`Config::data_dir`].
     pub data_dir: Option<PathBuf>,
+    /// See [`Config::in_memory`].
+    pub in_memory: Option<bool>,
+    /// See [`Config::durability`]: `"fsync"` or `"buffered"`.
+    pub durability: Option<Durability>,
     /// Log filter, e.g. `info` or `roost=debug` (used by the binary).
     pub log_level: Option<String>,
     /// See [`Config::max_packet_size`].
@@ -118,6 +130,12 @@ impl FileConfig {
         }
         if let Some(v) = &self.data_dir {
             config.data_dir = v.clone();
+        }
+        if let Some(v) = self.in_memory {
+            config.in_memory = v;
+        }
+        if let Some(v) = self.durability {
+            config.durability = v;
         }
         if let Some(v) = self.max_packet_size {
             if !(64..=MQTT_MAX_PACKET_SIZE).contains(&v) {
@@ -184,6 +202,18 @@ mod tests {
         assert_eq!(c.port, 1999);
         assert_eq!(c.bind.to_string(), "0.0.0.0");
         assert_eq!(c.max_packet_size, 4096);
+    }
+
+    #[test]
+    fn durability_and_in_memory_keys() {
+        let c = parse("durability = \"buffered\"\nin_memory = true\n").unwrap();
+        assert_eq!(c.durability, Durability::Buffered);
+        assert!(c.in_memory);
+        let e = parse("durability = \"sometimes\"\n").unwrap_err();
+        assert!(
+            e.message.contains("durability") || e.message.contains("sometimes"),
+            "{e}"
+        );
     }
 
     #[test]

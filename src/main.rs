@@ -28,6 +28,20 @@ struct Cli {
     /// Directory for durable state [default: roost-data].
     #[arg(long, env = "ROOST_DATA_DIR")]
     data_dir: Option<PathBuf>,
+    /// Keep all state in memory: no store, nothing survives a restart.
+    #[arg(long)]
+    in_memory: bool,
+    /// When commits reach the disk: `fsync` (default) or `buffered`.
+    #[arg(long, value_parser = parse_durability)]
+    durability: Option<roost::store::Durability>,
+}
+
+fn parse_durability(s: &str) -> Result<roost::store::Durability, String> {
+    match s {
+        "fsync" => Ok(roost::store::Durability::Fsync),
+        "buffered" => Ok(roost::store::Durability::Buffered),
+        _ => Err(format!("`{s}` is not one of: fsync, buffered")),
+    }
 }
 
 fn main() -> ExitCode {
@@ -55,6 +69,12 @@ fn main() -> ExitCode {
     }
     if let Some(dir) = cli.data_dir {
         config.data_dir = dir;
+    }
+    if cli.in_memory {
+        config.in_memory = true;
+    }
+    if let Some(durability) = cli.durability {
+        config.durability = durability;
     }
     let log_level = cli.log_level.or(log_level);
     if let Err(e) = init_logging(log_level.as_deref()) {
@@ -89,11 +109,11 @@ fn init_logging(level: Option<&str>) -> Result<(), String> {
 }
 
 async fn run(config: Config) -> ExitCode {
-    let addr = std::net::SocketAddr::new(config.bind, config.port);
     let handle = match roost::start(config).await {
         Ok(handle) => handle,
         Err(e) => {
-            tracing::error!(%addr, error = %e, "cannot listen");
+            tracing::error!("{e}");
+            eprintln!("roost: {e}");
             return ExitCode::FAILURE;
         }
     };

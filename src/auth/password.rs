@@ -69,16 +69,20 @@ impl StoredHash {
         } else if MosquittoHash::is_mosquitto_format(text) {
             MosquittoHash::parse(text).map(StoredHash::Mosquitto)
         } else {
-            Err("unsupported password hash (expected $argon2id$..., or mosquitto's $7$ or $6$; \
+            Err(
+                "unsupported password hash (expected $argon2id$..., or mosquitto's $7$ or $6$; \
                  plain-text passwords are not accepted: set one with `roost passwd`)"
-                .into())
+                    .into(),
+            )
         }
     }
 
     fn verify(&self, password: &[u8]) -> bool {
         match self {
             // The parameters (algorithm, version, cost) come from the stored hash.
-            StoredHash::Argon2(hash) => Argon2::default().verify_password(password, hash).is_ok(),
+            StoredHash::Argon2(hash) => Argon2::default()
+                .verify_password(password, hash.as_ref())
+                .is_ok(),
             StoredHash::Mosquitto(hash) => hash.verify(password),
         }
     }
@@ -91,7 +95,7 @@ fn parse_argon2(text: &str) -> Result<PasswordHash, String> {
     let hash = PasswordHash::new(text).map_err(|e| bad(&e))?;
     Algorithm::try_from(hash.algorithm.as_str()).map_err(|e| bad(&e))?;
     if let Some(version) = hash.version {
-        Version::try_from(u32::from(version)).map_err(|e| bad(&e))?;
+        Version::try_from(version).map_err(|e| bad(&e))?;
     }
     Params::try_from(&hash).map_err(|e| bad(&e))?;
     if hash.salt.is_none() || hash.hash.is_none() {
@@ -116,6 +120,17 @@ fn username_problem(user: &str) -> Option<&'static str> {
         Some("it is longer than 65535 bytes")
     } else {
         None
+    }
+}
+
+/// Checks that `user` can be stored in a password file (see [`PasswordFile::set`]).
+pub(crate) fn check_username(user: &str) -> Result<(), AuthError> {
+    match username_problem(user) {
+        Some(reason) => Err(AuthError::InvalidUsername {
+            user: user.to_owned(),
+            reason,
+        }),
+        None => Ok(()),
     }
 }
 
@@ -152,7 +167,8 @@ impl PasswordFile {
             if hash_text.is_empty() {
                 return Err(err(format!("missing password hash for user {user:?}")));
             }
-            let hash = StoredHash::parse(hash_text).map_err(|m| err(format!("user {user:?}: {m}")))?;
+            let hash =
+                StoredHash::parse(hash_text).map_err(|m| err(format!("user {user:?}: {m}")))?;
             if let Some(first) = first_line.insert(user.to_owned(), number) {
                 return Err(err(format!(
                     "duplicate user {user:?} (first on line {first})"
@@ -195,12 +211,7 @@ impl PasswordFile {
     /// `#`, surrounded by blanks, longer than 65535 bytes), an empty password, or a failure of
     /// the system random generator.
     pub fn set(&mut self, user: &str, password: &[u8]) -> Result<(), AuthError> {
-        if let Some(reason) = username_problem(user) {
-            return Err(AuthError::InvalidUsername {
-                user: user.to_owned(),
-                reason,
-            });
-        }
+        check_username(user)?;
         if password.is_empty() {
             return Err(AuthError::EmptyPassword);
         }

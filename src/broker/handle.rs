@@ -67,6 +67,8 @@ pub struct Slot {
     pub ended: bool,
     /// Whether a full-queue drop has been logged since the client last connected.
     pub drop_logged: bool,
+    /// Whether the store holds a record of this session.
+    pub persisted: bool,
 }
 
 /// A session shared between tasks. Lock order: never hold `slot` while taking a router lock.
@@ -96,6 +98,7 @@ impl SessionHandle {
                 epoch: 1,
                 ended: false,
                 drop_logged: false,
+                persisted: false,
             }),
             wake: Notify::new(),
             ended: CancellationToken::new(),

@@ -2,6 +2,8 @@
 
 mod handle;
 mod metrics;
+mod pending;
+mod restore;
 mod router;
 mod sessions;
 mod will;
@@ -13,12 +15,14 @@ use tokio_util::sync::CancellationToken;
 
 pub use handle::{ConnLink, KickReason, SessionHandle, Slot};
 pub use metrics::{Metrics, MetricsSnapshot};
+pub use pending::Pending;
 pub use router::{Router, Subscriber, deliver};
 pub use sessions::{AttachRequest, Registry};
 pub use will::will_message;
 
 use crate::config::Config;
 use crate::session::Message;
+use crate::store::{Op, Store};
 
 /// Everything the connections of one broker share.
 #[derive(Debug)]
@@ -33,22 +37,41 @@ pub struct Broker {
     pub metrics: Metrics,
     /// Cancelled to shut the broker down.
     pub shutdown: CancellationToken,
+    /// Durable state; `None` when running in memory only.
+    pub store: Option<Store>,
     me: Weak<Broker>,
     next_connection: AtomicU64,
+    next_message_id: AtomicU64,
 }
 
 impl Broker {
-    /// New shared state for `config`.
-    pub fn new(config: Config) -> Arc<Broker> {
+    /// New shared state for `config`, persisting to `store` if given.
+    pub fn new(config: Config, store: Option<Store>) -> Arc<Broker> {
         Arc::new_cyclic(|me| Broker {
             config,
             registry: Registry::default(),
             router: Router::default(),
             metrics: Metrics::default(),
             shutdown: CancellationToken::new(),
+            store,
             me: me.clone(),
             next_connection: AtomicU64::new(1),
+            next_message_id: AtomicU64::new(1),
         })
+    }
+
+    /// True if durable state is written to a store.
+    pub fn persistent(&self) -> bool {
+        self.store.is_some()
+    }
+
+    /// A store id for a message that may be persisted (0 when running in memory).
+    pub fn message_id(&self) -> u64 {
+        if self.persistent() {
+            self.next_message_id.fetch_add(1, Relaxed)
+        } else {
+            0
+        }
     }
 
     /// A fresh connection id.
@@ -56,12 +79,60 @@ impl Broker {
         self.next_connection.fetch_add(1, Relaxed)
     }
 
-    /// Routes a message to its subscribers and updates the retained store if its RETAIN flag
-    /// is set. Returns the number of deliveries queued.
-    pub fn publish(&self, message: &Arc<Message>, publisher: Option<u64>) -> usize {
+    /// Routes a message to its subscribers and updates the retained messages if its RETAIN
+    /// flag is set. Durable changes go to `pending` (which must be given when there is a
+    /// store). Returns the number of deliveries queued.
+    pub fn publish(
+        &self,
+        message: &Arc<Message>,
+        publisher: Option<u64>,
+        mut pending: Option<&mut Pending>,
+    ) -> usize {
         if message.retain {
             self.router.retain(message);
+            if let Some(p) = pending.as_deref_mut() {
+                p.push(if message.payload.is_empty() {
+                    Op::DeleteRetained {
+                        topic: Arc::clone(&message.topic),
+                    }
+                } else {
+                    Op::PutRetained {
+                        message: Arc::clone(message),
+                    }
+                });
+            }
         }
-        self.router.route(message, publisher, &self.metrics)
+        self.router
+            .route(message, publisher, &self.metrics, pending)
+    }
+
+    /// Publishes a message that no connection waits on (a will): with a store, its durable
+    /// changes are committed in the background and its deliveries released afterwards.
+    pub fn publish_detached(&self, message: &Arc<Message>, publisher: Option<u64>) {
+        let Some(broker) = self.me.upgrade().filter(|b| b.persistent()) else {
+            self.publish(message, publisher, None);
+            return;
+        };
+        let mut pending = Pending::default();
+        self.publish(message, publisher, Some(&mut pending));
+        tokio::spawn(async move {
+            let committed = broker.commit(std::mem::take(&mut pending.ops)).await;
+            pending.release(committed);
+        });
+    }
+
+    /// Commits `ops` (if any); false if the store reported a failure.
+    pub async fn commit(&self, ops: Vec<Op>) -> bool {
+        match (&self.store, ops.is_empty()) {
+            (Some(store), false) => store.commit(ops).await.is_ok(),
+            _ => true,
+        }
+    }
+
+    /// Hands `ops` to the store without waiting.
+    pub fn submit(&self, ops: Vec<Op>) {
+        if let Some(store) = &self.store {
+            store.submit(ops);
+        }
     }
 }

@@ -8,10 +8,12 @@ use tracing::warn;
 
 use crate::codec::QoS;
 use crate::session::{Delivery, Enqueued, Message, SubOptions};
+use crate::store::{Op, entry_for};
 use crate::topic::{RetainedIndex, SubscriptionTrie};
 
 use super::handle::SessionHandle;
 use super::metrics::Metrics;
+use super::pending::Pending;
 
 /// A subscription as stored in the trie.
 #[derive(Debug, Clone)]
@@ -107,23 +109,31 @@ impl Router {
     /// Queues `message` for every session with a matching subscription and wakes their
     /// connections. A session with several matching subscriptions gets one copy at the highest
     /// granted QoS, carrying every subscription identifier (MQTT-3.3.5-1). `publisher` is the
-    /// session key of the sender, for No Local. Returns the number of deliveries queued.
+    /// session key of the sender, for No Local. With a store (`pending` is `Some`), QoS 1/2
+    /// deliveries are held until the publisher's batch is committed, and durable sessions'
+    /// queue entries are recorded. Returns the number of deliveries queued.
     pub fn route(
         &self,
         message: &Arc<Message>,
         publisher: Option<u64>,
         metrics: &Metrics,
+        mut pending: Option<&mut Pending>,
     ) -> usize {
         let targets = self.targets(message, publisher);
         let mut queued = 0;
         for target in targets {
-            let delivery = Delivery {
-                message: Arc::clone(message),
-                qos: message.qos.min(target.qos),
-                retain: target.retain_as_published && message.retain,
-                subscription_ids: target.subscription_ids,
-            };
-            if deliver(&target.session, delivery, metrics) {
+            let mut delivery = Delivery::new(
+                Arc::clone(message),
+                message.qos.min(target.qos),
+                target.retain_as_published && message.retain,
+                target.subscription_ids,
+            );
+            if let Some(p) = pending.as_deref_mut()
+                && delivery.qos != QoS::AtMostOnce
+            {
+                delivery.gate = Some(p.gate());
+            }
+            if deliver(&target.session, delivery, metrics, pending.as_deref_mut()) {
                 queued += 1;
             }
         }
@@ -167,19 +177,57 @@ impl Router {
 }
 
 /// Queues one delivery for a session, counts a drop if its queue is full, and wakes its
-/// connection. Returns true if the delivery was queued.
-pub fn deliver(session: &SessionHandle, delivery: Delivery, metrics: &Metrics) -> bool {
+/// connection (at once, or through `pending` once a gated delivery may go out). For a durable
+/// session with a store, records the queue entry in `pending`. Returns true if queued.
+pub fn deliver(
+    session: &Arc<SessionHandle>,
+    mut delivery: Delivery,
+    metrics: &Metrics,
+    pending: Option<&mut Pending>,
+) -> bool {
     let mut slot = session.slot.lock();
     if slot.ended {
         return false;
     }
     let online = slot.conn.is_some();
+    let persist = pending.is_some()
+        && slot.persisted
+        && delivery.qos != QoS::AtMostOnce
+        && delivery.message.id != 0;
+    if persist {
+        delivery.seq = slot.session.take_seq();
+    }
+    let op = persist.then(|| Op::Enqueue {
+        client: Arc::clone(&session.client_id),
+        seq: delivery.seq,
+        message: Arc::clone(&delivery.message),
+        entry: entry_for(
+            delivery.message.id,
+            delivery.qos,
+            delivery.retain,
+            &delivery.subscription_ids,
+        ),
+    });
+    let gated = delivery.gate.is_some();
     match slot.session.outbound.enqueue(delivery, online) {
         Enqueued::Queued => {
             drop(slot);
             Metrics::inc(&metrics.deliveries_enqueued);
-            if online {
-                session.wake.notify_one();
+            match pending {
+                Some(p) => {
+                    if let Some(op) = op {
+                        p.push(op);
+                    }
+                    if gated {
+                        if online {
+                            p.wake.push(Arc::clone(session));
+                        }
+                    } else if online {
+                        session.wake.notify_one();
+                    }
+                }
+                None if online => session.wake.notify_one(),
+                None => {}
             }
             true
         }

@@ -11,9 +11,11 @@ use tracing::{debug, info, warn};
 
 use crate::codec::Version;
 use crate::session::{NEVER_EXPIRES, Session};
+use crate::store::{Op, SessionRecord, record::unix_now};
 
 use super::Broker;
-use super::handle::{ConnLink, KickReason, SessionHandle};
+use super::handle::{ConnLink, KickReason, SessionHandle, Slot};
+use super::pending::Pending;
 
 /// How long a takeover waits for the previous connection to finish before forcing it off.
 const TAKEOVER_WAIT: Duration = Duration::from_secs(5);
@@ -61,15 +63,28 @@ impl Registry {
         self.sessions.lock().values().cloned().collect()
     }
 
-    fn new_key(&self) -> u64 {
+    /// Adds a session restored from the store.
+    pub(super) fn insert(&self, handle: Arc<SessionHandle>) {
+        self.sessions
+            .lock()
+            .insert(Arc::clone(&handle.client_id), handle);
+    }
+
+    pub(super) fn new_key(&self) -> u64 {
         self.next_key.fetch_add(1, Relaxed) + 1
     }
 }
 
 impl Broker {
     /// Attaches connection `link` to the session of `req.client_id`, taking over a connection
-    /// already attached (MQTT-3.1.4-3). Returns the session and the Session Present flag.
-    pub async fn attach(&self, req: &AttachRequest, link: &ConnLink) -> (Arc<SessionHandle>, bool) {
+    /// already attached (MQTT-3.1.4-3). Returns the session and the Session Present flag; the
+    /// store changes to commit before CONNACK go to `pending`.
+    pub async fn attach(
+        &self,
+        req: &AttachRequest,
+        link: &ConnLink,
+        pending: &mut Pending,
+    ) -> (Arc<SessionHandle>, bool) {
         loop {
             if let Some(existing) = self.registry.get(&req.client_id) {
                 let current = existing.slot.lock().conn.clone();
@@ -86,7 +101,7 @@ impl Broker {
                     continue;
                 }
             }
-            if let Some(attached) = self.try_attach(req, link) {
+            if let Some(attached) = self.try_attach(req, link, pending) {
                 return attached;
             }
         }
@@ -97,6 +112,7 @@ impl Broker {
         &self,
         req: &AttachRequest,
         link: &ConnLink,
+        pending: &mut Pending,
     ) -> Option<(Arc<SessionHandle>, bool)> {
         let mut sessions = self.registry.sessions.lock();
         if let Some(existing) = sessions.get(&req.client_id).cloned() {
@@ -111,11 +127,17 @@ impl Broker {
                 slot.session.version = req.version;
                 slot.session.expiry_interval = req.expiry_interval;
                 slot.session.outbound.set_window(req.window);
+                self.record_session(&req.client_id, &mut slot, pending);
                 drop(slot);
                 return Some((existing, true));
             }
             // Clean start: the old session ends here (MQTT-3.1.2-4).
             slot.ended = true;
+            if slot.persisted {
+                pending.push(Op::DeleteSession {
+                    client: Arc::clone(&req.client_id),
+                });
+            }
             let filters: Vec<String> = slot.session.subscriptions.keys().cloned().collect();
             drop(slot);
             existing.ended.cancel();
@@ -134,8 +156,33 @@ impl Broker {
             session,
             Some(link.clone()),
         ));
+        self.record_session(&req.client_id, &mut handle.slot.lock(), pending);
         sessions.insert(Arc::clone(&req.client_id), Arc::clone(&handle));
         Some((handle, false))
+    }
+
+    /// Records a connected session in the store if it is durable, or removes its record if it
+    /// stopped being durable.
+    fn record_session(&self, client_id: &Arc<str>, slot: &mut Slot, pending: &mut Pending) {
+        if !self.persistent() {
+            return;
+        }
+        if slot.session.is_durable() {
+            pending.push(Op::PutSession {
+                client: Arc::clone(client_id),
+                record: SessionRecord {
+                    version: slot.session.version,
+                    expiry_interval: slot.session.expiry_interval,
+                    disconnected_at: 0,
+                },
+            });
+            slot.persisted = true;
+        } else if slot.persisted {
+            pending.push(Op::DeleteSession {
+                client: Arc::clone(client_id),
+            });
+            slot.persisted = false;
+        }
     }
 
     /// Detaches connection `conn_id` from its session. An ephemeral session ends now; a
@@ -149,6 +196,17 @@ impl Broker {
         slot.conn = None;
         let expiry = slot.session.expiry_interval;
         let epoch = slot.epoch;
+        if expiry > 0 && self.persistent() {
+            self.submit(vec![Op::PutSession {
+                client: Arc::clone(&handle.client_id),
+                record: SessionRecord {
+                    version: slot.session.version,
+                    expiry_interval: expiry,
+                    disconnected_at: unix_now(),
+                },
+            }]);
+            slot.persisted = true;
+        }
         drop(slot);
         if expiry == 0 {
             self.end_session(handle);
@@ -168,6 +226,12 @@ impl Broker {
         slot.ended = true;
         let filters: Vec<String> = slot.session.subscriptions.keys().cloned().collect();
         let discarded = slot.session.outbound.clear();
+        if slot.persisted {
+            slot.persisted = false;
+            self.submit(vec![Op::DeleteSession {
+                client: Arc::clone(&handle.client_id),
+            }]);
+        }
         drop(slot);
         if sessions
             .get(&handle.client_id)
@@ -182,7 +246,7 @@ impl Broker {
     }
 
     /// Ends the session after `after` unless a connection attaches in the meantime.
-    fn schedule_expiry(&self, handle: &Arc<SessionHandle>, epoch: u64, after: Duration) {
+    pub(super) fn schedule_expiry(&self, handle: &Arc<SessionHandle>, epoch: u64, after: Duration) {
         let Some(broker) = self.me.upgrade() else {
             return;
         };

@@ -15,8 +15,9 @@ use super::handle::SessionHandle;
 use super::metrics::Metrics;
 
 /// Builds the application message a will stands for.
-pub fn will_message(will: &Will) -> Message {
+pub fn will_message(will: &Will, id: u64) -> Message {
     Message {
+        id,
         topic: Arc::from(will.topic.as_str()),
         payload: will.payload.clone(),
         qos: will.qos,
@@ -32,10 +33,10 @@ pub fn will_message(will: &Will) -> Message {
 impl Broker {
     /// Publishes `will` now, as if its client had published it.
     pub fn publish_will(&self, will: &Will, publisher: Option<u64>) {
-        let message = Arc::new(will_message(will));
+        let message = Arc::new(will_message(will, self.message_id()));
         Metrics::inc(&self.metrics.wills_published);
         debug!(topic = %message.topic, "publishing will");
-        self.publish(&message, publisher);
+        self.publish_detached(&message, publisher);
     }
 
     /// Publishes `will` for a connection that ended abnormally. With a will delay, waits for

@@ -1,6 +1,7 @@
 //! Application messages as the broker keeps them, and one delivery of a message to a session.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -10,6 +11,8 @@ use crate::codec::{PublishProperties, QoS};
 /// A published application message, shared by every session it is delivered to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Message {
+    /// Store identifier (0 when the message is never persisted).
+    pub id: u64,
     /// Topic name.
     pub topic: Arc<str>,
     /// Payload, shared without copying.
@@ -41,7 +44,7 @@ impl Message {
 }
 
 /// One message on its way to one session, with the per-subscriber delivery parameters.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Delivery {
     /// The shared message.
     pub message: Arc<Message>,
@@ -51,4 +54,73 @@ pub struct Delivery {
     pub retain: bool,
     /// Subscription identifiers of the matching subscriptions (MQTT 5.0).
     pub subscription_ids: Vec<u32>,
+    /// Position in the session's persisted queue (0 when not persisted).
+    pub seq: u64,
+    /// Held back until the store has committed the publish that produced it.
+    pub gate: Option<Arc<CommitGate>>,
+}
+
+impl PartialEq for Delivery {
+    fn eq(&self, other: &Self) -> bool {
+        let same_gate = match (&self.gate, &other.gate) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (None, None) => true,
+            _ => false,
+        };
+        self.message == other.message
+            && self.qos == other.qos
+            && self.retain == other.retain
+            && self.subscription_ids == other.subscription_ids
+            && self.seq == other.seq
+            && same_gate
+    }
+}
+
+impl Eq for Delivery {}
+
+impl Delivery {
+    /// A delivery that is neither persisted nor gated.
+    pub fn new(message: Arc<Message>, qos: QoS, retain: bool, subscription_ids: Vec<u32>) -> Self {
+        Delivery {
+            message,
+            qos,
+            retain,
+            subscription_ids,
+            seq: 0,
+            gate: None,
+        }
+    }
+}
+
+/// Whether the store has committed the state a delivery depends on. A delivery must not reach
+/// a subscriber before the publisher's state is durable, or a crash could make the publisher's
+/// retry a second delivery.
+#[derive(Debug, Default)]
+pub struct CommitGate(AtomicU8);
+
+/// What a [`CommitGate`] says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GateState {
+    /// The commit has not returned yet.
+    Pending,
+    /// Committed: the delivery may go out.
+    Open,
+    /// The commit failed: the delivery must be dropped (the publisher was not acknowledged).
+    Failed,
+}
+
+impl CommitGate {
+    /// The current state.
+    pub fn state(&self) -> GateState {
+        match self.0.load(Ordering::Acquire) {
+            0 => GateState::Pending,
+            1 => GateState::Open,
+            _ => GateState::Failed,
+        }
+    }
+
+    /// Marks the commit done (`ok`) or failed.
+    pub fn resolve(&self, ok: bool) {
+        self.0.store(if ok { 1 } else { 2 }, Ordering::Release);
+    }
 }

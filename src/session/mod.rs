@@ -8,7 +8,7 @@ mod outbound;
 use std::collections::HashMap;
 
 pub use inbound::{Inbound, Qos2Publish};
-pub use message::{Delivery, Message};
+pub use message::{CommitGate, Delivery, GateState, Message};
 pub use outbound::{AckOutcome, Enqueued, Inflight, InflightState, Outbound, Transmit};
 
 use crate::codec::{QoS, RetainHandling, Version};
@@ -60,6 +60,8 @@ pub struct Session {
     pub inbound: Inbound,
     /// Messages dropped because the queue was full, over the session's life.
     pub dropped: u64,
+    /// Next position in the persisted queue.
+    pub next_seq: u64,
 }
 
 impl Session {
@@ -72,7 +74,15 @@ impl Session {
             outbound: Outbound::new(max_queued, window),
             inbound: Inbound::default(),
             dropped: 0,
+            next_seq: 1,
         }
+    }
+
+    /// Allocates a position in the persisted queue.
+    pub fn take_seq(&mut self) -> u64 {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        seq
     }
 
     /// True if the session outlives its connection.

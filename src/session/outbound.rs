@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use crate::codec::QoS;
 
-use super::message::Delivery;
+use super::message::{Delivery, GateState};
 
 /// State of an outbound QoS 1/2 message that has been sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,8 +63,12 @@ pub enum Enqueued {
 /// Outcome of a PUBACK / PUBREC / PUBCOMP from the client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AckOutcome {
-    /// The packet id was in flight in the expected state and the step was applied.
-    Done,
+    /// The packet id was in flight in the expected state and the step was applied. `seq` is
+    /// the delivery's position in the persisted queue (0 if not persisted).
+    Done {
+        /// Persisted queue position of the message.
+        seq: u64,
+    },
     /// No message is in flight with that packet id in that state.
     UnknownPacketId,
 }
@@ -124,13 +128,23 @@ impl Outbound {
     }
 
     /// The next PUBLISH to send, if the window allows. Expired messages are skipped
-    /// (MQTT-3.3.2-5) and returned through `expired` so the caller can count them.
-    pub fn next_transmit(&mut self, now: Instant, expired: &mut u64) -> Option<Transmit> {
+    /// (MQTT-3.3.2-5) and their queue positions pushed to `expired` so the caller can count
+    /// them and delete them from the store. A delivery whose commit is pending holds the queue
+    /// (order is kept); one whose commit failed is dropped.
+    pub fn next_transmit(&mut self, now: Instant, expired: &mut Vec<u64>) -> Option<Transmit> {
         loop {
             let front = self.queue.front()?;
+            match front.gate.as_ref().map(|g| g.state()) {
+                Some(GateState::Pending) => return None,
+                Some(GateState::Failed) => {
+                    self.queue.pop_front();
+                    continue;
+                }
+                Some(GateState::Open) | None => {}
+            }
             if front.message.is_expired(now) {
+                expired.push(front.seq);
                 self.queue.pop_front();
-                *expired += 1;
                 continue;
             }
             if front.qos == QoS::AtMostOnce {
@@ -192,7 +206,9 @@ impl Outbound {
             Some(i) if self.inflight[i].delivery.qos == QoS::ExactlyOnce => {
                 // A repeated PUBREC for a released id is answered with PUBREL again.
                 self.inflight[i].state = InflightState::Released;
-                AckOutcome::Done
+                AckOutcome::Done {
+                    seq: self.inflight[i].delivery.seq,
+                }
             }
             _ => AckOutcome::UnknownPacketId,
         }
@@ -205,11 +221,10 @@ impl Outbound {
 
     /// Forgets an inflight message without an acknowledgement, e.g. one that could not be sent
     /// because it exceeds the client's Maximum Packet Size (MQTT-3.1.2-25).
-    pub fn discard(&mut self, packet_id: u16) -> bool {
-        match self.position(packet_id) {
-            Some(i) => self.inflight.remove(i).is_some(),
-            None => false,
-        }
+    /// Returns the persisted queue position of the discarded message, if it was in flight.
+    pub fn discard(&mut self, packet_id: u16) -> Option<u64> {
+        let i = self.position(packet_id)?;
+        self.inflight.remove(i).map(|f| f.delivery.seq)
     }
 
     /// Drops every queued and inflight message, returning how many there were.
@@ -223,8 +238,12 @@ impl Outbound {
     fn complete(&mut self, packet_id: u16, qos: QoS, state: InflightState) -> AckOutcome {
         match self.position(packet_id) {
             Some(i) if self.inflight[i].delivery.qos == qos && self.inflight[i].state == state => {
-                self.inflight.remove(i);
-                AckOutcome::Done
+                match self.inflight.remove(i) {
+                    Some(f) => AckOutcome::Done {
+                        seq: f.delivery.seq,
+                    },
+                    None => AckOutcome::UnknownPacketId,
+                }
             }
             _ => AckOutcome::UnknownPacketId,
         }
@@ -274,8 +293,9 @@ mod tests {
     use crate::session::message::Message;
 
     fn delivery(qos: QoS) -> Delivery {
-        Delivery {
-            message: Arc::new(Message {
+        Delivery::new(
+            Arc::new(Message {
+                id: 0,
                 topic: Arc::from("t"),
                 payload: Bytes::from_static(b"x"),
                 qos,
@@ -284,15 +304,17 @@ mod tests {
                 expires_at: None,
             }),
             qos,
-            retain: false,
-            subscription_ids: Vec::new(),
-        }
+            false,
+            Vec::new(),
+        )
     }
 
     fn send(o: &mut Outbound) -> Option<Transmit> {
-        let mut expired = 0;
+        let mut expired = Vec::new();
         o.next_transmit(Instant::now(), &mut expired)
     }
+
+    const DONE: AckOutcome = AckOutcome::Done { seq: 0 };
 
     fn publish_id(t: Option<Transmit>) -> u16 {
         match t {
@@ -313,7 +335,7 @@ mod tests {
         assert_eq!(publish_id(send(&mut o)), 1);
         assert_eq!(publish_id(send(&mut o)), 2);
         assert_eq!(send(&mut o), None, "window of 2 is full");
-        assert_eq!(o.on_puback(1), AckOutcome::Done);
+        assert_eq!(o.on_puback(1), DONE);
         assert_eq!(publish_id(send(&mut o)), 3);
         assert_eq!(o.on_puback(1), AckOutcome::UnknownPacketId);
     }
@@ -325,11 +347,11 @@ mod tests {
         let id = publish_id(send(&mut o));
         // PUBCOMP before PUBREC is out of order.
         assert_eq!(o.on_pubcomp(id), AckOutcome::UnknownPacketId);
-        assert_eq!(o.on_pubrec(id, false), AckOutcome::Done);
+        assert_eq!(o.on_pubrec(id, false), DONE);
         // A PUBACK for a QoS 2 id is wrong.
         assert_eq!(o.on_puback(id), AckOutcome::UnknownPacketId);
         assert_eq!(o.inflight(), 1);
-        assert_eq!(o.on_pubcomp(id), AckOutcome::Done);
+        assert_eq!(o.on_pubcomp(id), DONE);
         assert_eq!(o.inflight(), 0);
     }
 
@@ -338,7 +360,7 @@ mod tests {
         let mut o = Outbound::new(10, 10);
         o.enqueue(delivery(QoS::ExactlyOnce), true);
         let id = publish_id(send(&mut o));
-        assert_eq!(o.on_pubrec(id, true), AckOutcome::Done);
+        assert_eq!(o.on_pubrec(id, true), DONE);
         assert_eq!(o.inflight(), 0);
     }
 
@@ -419,14 +441,40 @@ mod tests {
     }
 
     #[test]
+    fn pending_commit_holds_the_queue_and_failed_commit_drops() {
+        use crate::session::message::CommitGate;
+        let mut o = Outbound::new(10, 10);
+        let gate = Arc::new(CommitGate::default());
+        let mut d = delivery(QoS::AtLeastOnce);
+        d.gate = Some(Arc::clone(&gate));
+        o.enqueue(d.clone(), true);
+        o.enqueue(delivery(QoS::AtMostOnce), true);
+        assert_eq!(
+            send(&mut o),
+            None,
+            "held until the publisher's state is committed"
+        );
+        gate.resolve(true);
+        assert_eq!(publish_id(send(&mut o)), 1);
+        assert_eq!(publish_id(send(&mut o)), 0);
+
+        let failed = Arc::new(CommitGate::default());
+        d.gate = Some(Arc::clone(&failed));
+        o.enqueue(d, true);
+        o.enqueue(delivery(QoS::AtMostOnce), true);
+        failed.resolve(false);
+        assert_eq!(publish_id(send(&mut o)), 0, "the failed one is dropped");
+    }
+
+    #[test]
     fn expired_messages_are_skipped_and_counted() {
         let mut o = Outbound::new(10, 10);
         let mut d = delivery(QoS::AtLeastOnce);
         let past = Instant::now();
         Arc::get_mut(&mut d.message).unwrap().expires_at = Some(past);
         o.enqueue(d, true);
-        let mut expired = 0;
+        let mut expired = Vec::new();
         assert_eq!(o.next_transmit(Instant::now(), &mut expired), None);
-        assert_eq!(expired, 1);
+        assert_eq!(expired, vec![0]);
     }
 }

@@ -25,9 +25,11 @@ pub async fn start_broker() -> BrokerHandle {
 }
 
 /// Starts a broker on an ephemeral port after letting the caller adjust the configuration.
+/// It runs in memory unless the caller sets `in_memory = false` and a `data_dir`.
 pub async fn start_broker_with(adjust: impl FnOnce(&mut Config)) -> BrokerHandle {
     let mut config = Config {
         port: 0,
+        in_memory: true,
         ..Config::default()
     };
     adjust(&mut config);

@@ -3,8 +3,11 @@
 use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::debug;
 
+use std::sync::Arc;
+
 use crate::codec::{AckKind, PubAckLike};
 use crate::session::AckOutcome;
+use crate::store::{EntryState, Op};
 
 use super::{Close, Connection};
 
@@ -17,27 +20,53 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             return Err(Close::Io);
         };
         let id = ack.packet_id;
-        let outcome = {
+        let failed = ack.reason >= 0x80;
+        let (outcome, persisted) = {
             let mut slot = attached.session.slot.lock();
+            let persisted = slot.persisted;
             let session = &mut slot.session;
-            match ack.kind {
+            let outcome = match ack.kind {
                 AckKind::PubAck => session.outbound.on_puback(id),
-                AckKind::PubRec => session.outbound.on_pubrec(id, ack.reason >= 0x80),
+                AckKind::PubRec => session.outbound.on_pubrec(id, failed),
                 AckKind::PubComp => session.outbound.on_pubcomp(id),
                 AckKind::PubRel => {
                     if session.inbound.on_pubrel(id) {
-                        AckOutcome::Done
+                        AckOutcome::Done { seq: 0 }
                     } else {
                         AckOutcome::UnknownPacketId
                     }
                 }
-            }
+            };
+            (outcome, persisted)
         };
+        if persisted && let AckOutcome::Done { seq } = outcome {
+            let client = Arc::clone(&attached.session.client_id);
+            if let Some(p) = self.pending() {
+                match ack.kind {
+                    // PUBCOMP must not go out while the id could still look pending after a
+                    // crash: the client may reuse it for a new message.
+                    AckKind::PubRel => p.push(Op::DeleteIncoming {
+                        client,
+                        packet_id: id,
+                    }),
+                    // PUBREL must not go out before the released state is durable, or a
+                    // restart would resend the PUBLISH the client already released.
+                    AckKind::PubRec if !failed && seq != 0 => p.push(Op::UpdateEntry {
+                        client,
+                        seq,
+                        state: EntryState::Released,
+                        packet_id: id,
+                    }),
+                    _ if seq != 0 => p.push_async(Op::DeleteEntry { client, seq }),
+                    _ => {}
+                }
+            }
+        }
         if outcome == AckOutcome::UnknownPacketId {
             debug!(peer = %self.peer, kind = ?ack.kind, id, "acknowledgement for an unknown packet id");
         }
         let reason = match outcome {
-            AckOutcome::Done => 0,
+            AckOutcome::Done { .. } => 0,
             AckOutcome::UnknownPacketId => PACKET_ID_NOT_FOUND,
         };
         match ack.kind {

@@ -54,7 +54,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             version,
             window,
         };
-        let (session, present) = self.broker.attach(&request, &self.link).await;
+        let (session, present) = self
+            .broker
+            .attach(&request, &self.link, &mut self.pending)
+            .await;
         debug!(peer = %self.peer, %client_id, ?version, present, "client connected");
 
         let properties = match version {

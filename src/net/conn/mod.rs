@@ -19,7 +19,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::{Instant, sleep_until, timeout};
 use tracing::debug;
 
-use crate::broker::{Broker, ConnLink, KickReason, Metrics, SessionHandle};
+use crate::broker::{Broker, ConnLink, KickReason, Metrics, Pending, SessionHandle};
 use crate::codec::{DecodeError, Decoder, Packet, Version, Will};
 use crate::session::Transmit;
 
@@ -53,6 +53,8 @@ pub enum Close {
     KeepAlive,
     /// Closed from outside: takeover or shutdown.
     Kicked(KickReason),
+    /// The store could not commit: nothing of the batch was acknowledged (v5: 0x80).
+    StorageFailure,
 }
 
 impl Close {
@@ -66,6 +68,7 @@ impl Close {
             Close::KeepAlive => (Some(0x8D), true),
             Close::Kicked(KickReason::TakenOver) => (Some(0x8E), true),
             Close::Kicked(KickReason::Shutdown) => (Some(0x8B), false),
+            Close::StorageFailure => (Some(0x80), true),
         }
     }
 
@@ -110,6 +113,8 @@ pub struct Connection<S> {
     transmits: Vec<Transmit>,
     /// The write budget ran out with deliveries still queued.
     pending_drain: bool,
+    /// Durable changes of the packets handled since the last write.
+    pending: Pending,
 }
 
 /// Serves one client connection to completion.
@@ -133,6 +138,7 @@ where
         state: None,
         transmits: Vec::new(),
         pending_drain: false,
+        pending: Pending::default(),
     };
     let close = conn.run().await;
     conn.finish(close).await;
@@ -206,6 +212,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 deadline = keep_alive.map(|k| Instant::now() + k);
             }
             self.drain();
+            self.settle().await?;
             self.flush().await?;
             let pending_drain = self.pending_drain;
             self.rbuf.reserve(READ_CHUNK);
@@ -271,6 +278,45 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         }
     }
 
+    /// The batch's pending changes, when the broker has a store.
+    pub(super) fn pending(&mut self) -> Option<&mut Pending> {
+        if self.broker.persistent() {
+            Some(&mut self.pending)
+        } else {
+            None
+        }
+    }
+
+    /// Commits the batch's durable changes before anything that depends on them is written,
+    /// then releases the deliveries they held. On a store failure nothing of the batch is
+    /// acknowledged and the connection closes; the client will retry.
+    async fn settle(&mut self) -> Result<(), Close> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let ops = std::mem::take(&mut self.pending.ops);
+        let committed = if self.pending.must_wait {
+            self.broker.commit(ops).await
+        } else {
+            self.broker.submit(ops);
+            true
+        };
+        self.pending.must_wait = false;
+        self.pending.release(committed);
+        let added = std::mem::take(&mut self.pending.incoming_added);
+        if committed {
+            return Ok(());
+        }
+        if let Some(attached) = &self.state {
+            let mut slot = attached.session.slot.lock();
+            for id in added {
+                slot.session.inbound.on_pubrel(id);
+            }
+        }
+        self.wbuf.clear();
+        Err(Close::StorageFailure)
+    }
+
     /// Writes the whole write buffer, giving up if the connection is kicked meanwhile.
     async fn flush(&mut self) -> Result<(), Close> {
         if self.wbuf.is_empty() {
@@ -296,6 +342,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
 
     /// Ends the connection: a last v5 DISCONNECT where due, the will, and the session.
     async fn finish(&mut self, close: Close) {
+        // Acknowledgements already encoded go out only if what they acknowledge is committed.
+        let close = match self.settle().await {
+            Ok(()) => close,
+            Err(failure) => failure,
+        };
         let (reason, publish_will) = close.outcome();
         if let Close::Violation { why, reason } = close {
             Metrics::inc(&self.broker.metrics.protocol_errors);

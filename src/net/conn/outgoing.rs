@@ -1,6 +1,7 @@
 //! Everything the connection writes: direct responses, and deliveries taken from the session
 //! queue up to the inflight window, all encoded into the one write buffer.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -8,9 +9,10 @@ use tracing::{debug, warn};
 
 use crate::broker::Metrics;
 use crate::codec::{
-    self, AckKind, EncodeError, Packet, PubAckLike, PublishProperties, PublishView, Version,
+    self, AckKind, EncodeError, Packet, PubAckLike, PublishProperties, PublishView, QoS, Version,
 };
 use crate::session::{Delivery, Transmit};
+use crate::store::{EntryState, Op};
 
 use super::{Close, Connection, WRITE_BUDGET};
 
@@ -56,12 +58,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         let Some(attached) = &self.state else {
             return;
         };
+        let session = Arc::clone(&attached.session);
         let now = Instant::now();
-        let mut expired = 0;
+        let mut expired = Vec::new();
         let mut budget = 0usize;
         self.pending_drain = false;
-        {
-            let mut slot = attached.session.slot.lock();
+        let persisted = {
+            let mut slot = session.slot.lock();
             loop {
                 if budget >= WRITE_BUDGET {
                     self.pending_drain = true;
@@ -77,25 +80,54 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                     None => break,
                 }
             }
-        }
-        if expired > 0 {
+            slot.persisted
+        };
+        if !expired.is_empty() {
             self.broker
                 .metrics
                 .expired
-                .fetch_add(expired, std::sync::atomic::Ordering::Relaxed);
+                .fetch_add(expired.len() as u64, std::sync::atomic::Ordering::Relaxed);
         }
         let mut transmits = std::mem::take(&mut self.transmits);
         let mut oversized = Vec::new();
         for t in transmits.drain(..) {
+            if persisted
+                && let Transmit::Publish {
+                    delivery,
+                    packet_id,
+                    dup: false,
+                } = &t
+                && delivery.qos == QoS::ExactlyOnce
+                && delivery.seq != 0
+                && let Some(p) = self.pending()
+            {
+                // The packet id is durable before the PUBLISH leaves, so a restart resends
+                // the same id and the client can recognise the duplicate.
+                p.push(Op::UpdateEntry {
+                    client: Arc::clone(&session.client_id),
+                    seq: delivery.seq,
+                    state: EntryState::Published,
+                    packet_id: *packet_id,
+                });
+            }
             self.write_transmit(&t, now, &mut oversized);
         }
         self.transmits = transmits;
-        if !oversized.is_empty()
-            && let Some(attached) = &self.state
-        {
-            let mut slot = attached.session.slot.lock();
-            for id in oversized {
-                slot.session.outbound.discard(id);
+        let mut done: Vec<u64> = expired;
+        if !oversized.is_empty() {
+            let mut slot = session.slot.lock();
+            done.extend(
+                oversized
+                    .iter()
+                    .filter_map(|id| slot.session.outbound.discard(*id)),
+            );
+        }
+        if persisted && let Some(p) = self.pending() {
+            for seq in done.into_iter().filter(|s| *s != 0) {
+                p.push_async(Op::DeleteEntry {
+                    client: Arc::clone(&session.client_id),
+                    seq,
+                });
             }
         }
     }

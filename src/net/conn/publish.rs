@@ -9,6 +9,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use crate::broker::Metrics;
 use crate::codec::{AckKind, Publish, QoS, Version};
 use crate::session::{Message, Qos2Publish};
+use crate::store::Op;
 
 use super::{Close, Connection};
 
@@ -40,8 +41,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             }
             QoS::ExactlyOnce => {
                 let limit = usize::from(self.broker.config.receive_maximum);
-                let first = {
+                let (first, persisted) = {
                     let mut slot = attached.session.slot.lock();
+                    let persisted = slot.persisted;
                     let inbound = &mut slot.session.inbound;
                     if !inbound.is_pending(packet_id) && inbound.pending() >= limit {
                         // MQTT-3.3.4-9: more unacknowledged QoS 2 than our Receive Maximum.
@@ -50,8 +52,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                             why: "receive maximum exceeded",
                         });
                     }
-                    inbound.on_publish_qos2(packet_id) == Qos2Publish::Deliver
+                    (
+                        inbound.on_publish_qos2(packet_id) == Qos2Publish::Deliver,
+                        persisted,
+                    )
                 };
+                if first && persisted {
+                    // The id is durable before PUBREC, so a retry after a crash is recognised.
+                    let client = std::sync::Arc::clone(&attached.session.client_id);
+                    if let Some(p) = self.pending() {
+                        p.push(Op::PutIncoming { client, packet_id });
+                        p.incoming_added.push(packet_id);
+                    }
+                }
                 let code = if first {
                     success_code(self.route(publish))
                 } else {
@@ -74,7 +87,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 .map(|s| Instant::now() + Duration::from_secs(u64::from(s))),
             Version::V311 => None,
         };
+        let id = match publish.qos {
+            QoS::AtMostOnce => 0,
+            _ => self.broker.message_id(),
+        };
+        let key = attached.session.key;
         let message = Arc::new(Message {
+            id,
             topic: Arc::from(publish.topic),
             payload: publish.payload,
             qos: publish.qos,
@@ -82,7 +101,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             properties: publish.properties,
             expires_at,
         });
-        self.broker.publish(&message, Some(attached.session.key))
+        let broker = Arc::clone(&self.broker);
+        broker.publish(&message, Some(key), self.pending())
     }
 }
 

@@ -6,6 +6,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use crate::broker::deliver;
 use crate::codec::{Packet, RetainHandling, SubAck, Subscribe, UnsubAck, Unsubscribe, Version};
 use crate::session::{Delivery, SubOptions};
+use crate::store::Op;
 
 use super::{Close, Connection};
 
@@ -40,14 +41,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 retain_handling: f.retain_handling,
                 subscription_id: subscribe.subscription_identifier,
             };
-            let existed = session
-                .slot
-                .lock()
-                .session
-                .subscriptions
-                .insert(f.filter.clone(), options)
-                .is_some();
+            let (existed, persisted) = {
+                let mut slot = session.slot.lock();
+                let existed = slot
+                    .session
+                    .subscriptions
+                    .insert(f.filter.clone(), options)
+                    .is_some();
+                (existed, slot.persisted)
+            };
             self.broker.router.subscribe(&f.filter, &session, options);
+            if persisted && let Some(p) = self.pending() {
+                p.push(Op::PutSubscription {
+                    client: std::sync::Arc::clone(&session.client_id),
+                    filter: f.filter.clone(),
+                    options,
+                });
+            }
             codes.push(f.qos as u8);
             let send_retained = match f.retain_handling {
                 RetainHandling::OnSubscribe => true,
@@ -57,12 +67,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             if send_retained {
                 // MQTT-3.3.1-6 / MQTT-3.3.1-8: retained messages go out with RETAIN=1.
                 for message in self.broker.router.retained_matching(&f.filter) {
-                    retained.push(Delivery {
-                        qos: message.qos.min(f.qos),
-                        message,
-                        retain: true,
-                        subscription_ids: options.subscription_id.into_iter().collect(),
-                    });
+                    let qos = message.qos.min(f.qos);
+                    let ids = options.subscription_id.into_iter().collect();
+                    retained.push(Delivery::new(message, qos, true, ids));
                 }
             }
         }
@@ -70,8 +77,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             packet_id: subscribe.packet_id,
             codes,
         }))?;
+        let broker = std::sync::Arc::clone(&self.broker);
         for delivery in retained {
-            deliver(&session, delivery, &self.broker.metrics);
+            deliver(&session, delivery, &broker.metrics, self.pending());
         }
         Ok(())
     }
@@ -83,14 +91,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         let session = std::sync::Arc::clone(&attached.session);
         let mut codes = Vec::with_capacity(unsubscribe.filters.len());
         for filter in &unsubscribe.filters {
-            let existed = session
-                .slot
-                .lock()
-                .session
-                .subscriptions
-                .remove(filter)
-                .is_some();
+            let (existed, persisted) = {
+                let mut slot = session.slot.lock();
+                (
+                    slot.session.subscriptions.remove(filter).is_some(),
+                    slot.persisted,
+                )
+            };
             self.broker.router.unsubscribe(filter, session.key);
+            if existed
+                && persisted
+                && let Some(p) = self.pending()
+            {
+                p.push(Op::DeleteSubscription {
+                    client: std::sync::Arc::clone(&session.client_id),
+                    filter: filter.clone(),
+                });
+            }
             codes.push(if existed { 0 } else { V5_NO_SUBSCRIPTION });
         }
         self.send(&Packet::UnsubAck(UnsubAck {

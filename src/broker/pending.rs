@@ -1,0 +1,62 @@
+//! What one connection's batch of packets changed in durable state, and the deliveries held
+//! back until that change is committed.
+
+use std::sync::Arc;
+
+use crate::session::CommitGate;
+use crate::store::Op;
+
+use super::handle::SessionHandle;
+
+/// Store operations and gated deliveries gathered while a batch of packets is handled. The
+/// connection commits the operations, then opens the gate and wakes the sessions, then writes
+/// its acknowledgements.
+#[derive(Debug, Default)]
+pub struct Pending {
+    /// Operations to commit, in order.
+    pub ops: Vec<Op>,
+    /// True if something about to be written (an acknowledgement, a PUBREL, a PUBLISH with a
+    /// recorded packet id) depends on `ops` being committed first.
+    pub must_wait: bool,
+    /// Gate shared by the deliveries this batch produced.
+    pub gate: Option<Arc<CommitGate>>,
+    /// Sessions holding gated deliveries, to wake once the gate opens.
+    pub wake: Vec<Arc<SessionHandle>>,
+    /// Inbound QoS 2 ids recorded in this batch, forgotten again if the commit fails.
+    pub incoming_added: Vec<u16>,
+}
+
+impl Pending {
+    /// Adds an operation that must be committed before the batch's output is written.
+    pub fn push(&mut self, op: Op) {
+        self.ops.push(op);
+        self.must_wait = true;
+    }
+
+    /// Adds an operation nothing waits for (e.g. deleting an acknowledged entry).
+    pub fn push_async(&mut self, op: Op) {
+        self.ops.push(op);
+    }
+
+    /// The gate for deliveries of this batch.
+    pub fn gate(&mut self) -> Arc<CommitGate> {
+        Arc::clone(self.gate.get_or_insert_with(Default::default))
+    }
+
+    /// True if nothing was gathered.
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty() && self.gate.is_none() && self.wake.is_empty()
+    }
+
+    /// Opens (or fails) the gate and wakes the sessions holding its deliveries.
+    pub fn release(&mut self, committed: bool) {
+        if let Some(gate) = self.gate.take() {
+            gate.resolve(committed);
+        }
+        self.wake.sort_unstable_by_key(|s| s.key);
+        self.wake.dedup_by_key(|s| s.key);
+        for session in self.wake.drain(..) {
+            session.wake.notify_one();
+        }
+    }
+}

@@ -1,0 +1,89 @@
+//! Rebuilding sessions, subscriptions, queues and retained messages from the store at startup.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use tracing::info;
+
+use crate::session::{Delivery, Inflight, InflightState, NEVER_EXPIRES, Session};
+use crate::store::{EntryState, Loaded, record::unix_now};
+
+use super::Broker;
+use super::handle::SessionHandle;
+
+impl Broker {
+    /// Loads what the store returned at open. Sessions come back without a connection; those
+    /// with a finite expiry get their remaining time.
+    pub fn restore(&self, loaded: Loaded) {
+        self.next_message_id
+            .store(loaded.max_message_id + 1, Relaxed);
+        for mut message in loaded.retained {
+            message.id = self.message_id();
+            self.router.retain(&Arc::new(message));
+        }
+        let now = unix_now();
+        let sessions = loaded.sessions.len();
+        let mut messages = 0;
+        for stored in loaded.sessions {
+            let remaining = stored.remaining_expiry(now);
+            let mut session = Session::new(
+                stored.record.version,
+                stored.record.expiry_interval,
+                self.config.max_queued_messages,
+                self.config.max_inflight_messages,
+            );
+            for (seq, entry, message) in stored.entries {
+                messages += 1;
+                session.next_seq = session.next_seq.max(seq + 1);
+                let mut delivery =
+                    Delivery::new(message, entry.qos, entry.retain, entry.subscription_ids);
+                delivery.seq = seq;
+                let state = match entry.state {
+                    EntryState::Queued => None,
+                    EntryState::Published => Some(InflightState::Published),
+                    EntryState::Released => Some(InflightState::Released),
+                };
+                match state {
+                    Some(state) if entry.packet_id != 0 => {
+                        session.outbound.restore_inflight(Inflight {
+                            packet_id: entry.packet_id,
+                            delivery,
+                            state,
+                        })
+                    }
+                    _ => session.outbound.restore_queued(delivery),
+                }
+            }
+            for packet_id in stored.incoming {
+                session.inbound.on_publish_qos2(packet_id);
+            }
+            let filters = stored.subscriptions;
+            for (filter, options) in &filters {
+                session.subscriptions.insert(filter.clone(), *options);
+            }
+            let handle = Arc::new(SessionHandle::new(
+                self.registry.new_key(),
+                Arc::from(stored.client_id.as_str()),
+                session,
+                None,
+            ));
+            handle.slot.lock().persisted = true;
+            for (filter, options) in &filters {
+                self.router.subscribe(filter, &handle, *options);
+            }
+            if let Some(left) = remaining
+                && stored.record.expiry_interval != NEVER_EXPIRES
+            {
+                self.schedule_expiry(&handle, 1, Duration::from_secs(left));
+            }
+            self.registry.insert(handle);
+        }
+        info!(
+            sessions,
+            messages,
+            retained = self.router.retained_count(),
+            "durable state restored"
+        );
+    }
+}

@@ -1,0 +1,271 @@
+//! Applying a batch of operations inside one write transaction.
+
+use std::sync::Arc;
+
+use redb::{ReadableTable, Table, WriteTransaction};
+
+use crate::session::{Message, SubOptions};
+
+use super::record::{
+    EntryRecord, EntryState, SessionRecord, decode_entry, encode_entry, encode_message,
+    encode_session, encode_subscription,
+};
+use super::tables::{
+    INCOMING_QOS2, MESSAGE_REFS, MESSAGES, QUEUE, RETAINED, SESSIONS, SUBSCRIPTIONS,
+};
+
+/// One change to durable state.
+#[derive(Debug, Clone)]
+pub enum Op {
+    /// Creates or updates a session.
+    PutSession {
+        /// Client id.
+        client: Arc<str>,
+        /// The record.
+        record: SessionRecord,
+    },
+    /// Deletes a session with its subscriptions, queue and inbound QoS 2 ids.
+    DeleteSession {
+        /// Client id.
+        client: Arc<str>,
+    },
+    /// Adds or replaces a subscription.
+    PutSubscription {
+        /// Client id.
+        client: Arc<str>,
+        /// Topic filter.
+        filter: String,
+        /// Options.
+        options: SubOptions,
+    },
+    /// Removes a subscription.
+    DeleteSubscription {
+        /// Client id.
+        client: Arc<str>,
+        /// Topic filter.
+        filter: String,
+    },
+    /// Appends a message to a session's queue, storing the message if it is new.
+    Enqueue {
+        /// Client id.
+        client: Arc<str>,
+        /// Queue position.
+        seq: u64,
+        /// The message (its `id` keys the messages table).
+        message: Arc<Message>,
+        /// The entry.
+        entry: EntryRecord,
+    },
+    /// Records that a queued message was sent or released.
+    UpdateEntry {
+        /// Client id.
+        client: Arc<str>,
+        /// Queue position.
+        seq: u64,
+        /// New state.
+        state: EntryState,
+        /// Packet id in use.
+        packet_id: u16,
+    },
+    /// Removes a completed (or expired) queue entry.
+    DeleteEntry {
+        /// Client id.
+        client: Arc<str>,
+        /// Queue position.
+        seq: u64,
+    },
+    /// Records an inbound QoS 2 packet id awaiting PUBREL.
+    PutIncoming {
+        /// Client id.
+        client: Arc<str>,
+        /// Packet id.
+        packet_id: u16,
+    },
+    /// Forgets an inbound QoS 2 packet id after PUBREL.
+    DeleteIncoming {
+        /// Client id.
+        client: Arc<str>,
+        /// Packet id.
+        packet_id: u16,
+    },
+    /// Stores the retained message of its topic.
+    PutRetained {
+        /// The message.
+        message: Arc<Message>,
+    },
+    /// Removes the retained message of a topic.
+    DeleteRetained {
+        /// Topic.
+        topic: Arc<str>,
+    },
+}
+
+/// The open tables of one write transaction.
+pub struct Tables<'txn> {
+    sessions: Table<'txn, &'static str, &'static [u8]>,
+    subscriptions: Table<'txn, (&'static str, &'static str), &'static [u8]>,
+    messages: Table<'txn, u64, &'static [u8]>,
+    refs: Table<'txn, u64, u32>,
+    queue: Table<'txn, (&'static str, u64), &'static [u8]>,
+    incoming: Table<'txn, (&'static str, u16), u8>,
+    retained: Table<'txn, &'static str, &'static [u8]>,
+}
+
+impl<'txn> Tables<'txn> {
+    /// Opens (creating if needed) every table.
+    pub fn open(txn: &'txn WriteTransaction) -> Result<Tables<'txn>, redb::Error> {
+        Ok(Tables {
+            sessions: txn.open_table(SESSIONS)?,
+            subscriptions: txn.open_table(SUBSCRIPTIONS)?,
+            messages: txn.open_table(MESSAGES)?,
+            refs: txn.open_table(MESSAGE_REFS)?,
+            queue: txn.open_table(QUEUE)?,
+            incoming: txn.open_table(INCOMING_QOS2)?,
+            retained: txn.open_table(RETAINED)?,
+        })
+    }
+
+    /// Applies one operation.
+    pub fn apply(&mut self, op: &Op) -> Result<(), redb::Error> {
+        match op {
+            Op::PutSession { client, record } => {
+                self.sessions
+                    .insert(&**client, encode_session(record).as_slice())?;
+            }
+            Op::DeleteSession { client } => self.delete_session(client)?,
+            Op::PutSubscription {
+                client,
+                filter,
+                options,
+            } => {
+                self.subscriptions.insert(
+                    (&**client, filter.as_str()),
+                    encode_subscription(options).as_slice(),
+                )?;
+            }
+            Op::DeleteSubscription { client, filter } => {
+                self.subscriptions.remove((&**client, filter.as_str()))?;
+            }
+            Op::Enqueue {
+                client,
+                seq,
+                message,
+                entry,
+            } => {
+                let refs = self.refs.get(message.id)?.map(|g| g.value());
+                match refs {
+                    Some(n) => {
+                        self.refs.insert(message.id, n.saturating_add(1))?;
+                    }
+                    None => {
+                        self.messages
+                            .insert(message.id, encode_message(message).as_slice())?;
+                        self.refs.insert(message.id, 1)?;
+                    }
+                }
+                self.queue
+                    .insert((&**client, *seq), encode_entry(entry).as_slice())?;
+            }
+            Op::UpdateEntry {
+                client,
+                seq,
+                state,
+                packet_id,
+            } => {
+                let current = self
+                    .queue
+                    .get((&**client, *seq))?
+                    .map(|g| decode_entry(g.value()));
+                if let Some(Ok(mut entry)) = current {
+                    entry.state = *state;
+                    entry.packet_id = *packet_id;
+                    self.queue
+                        .insert((&**client, *seq), encode_entry(&entry).as_slice())?;
+                }
+            }
+            Op::DeleteEntry { client, seq } => {
+                let removed = self
+                    .queue
+                    .remove((&**client, *seq))?
+                    .map(|g| decode_entry(g.value()));
+                if let Some(Ok(entry)) = removed {
+                    self.release_message(entry.message_id)?;
+                }
+            }
+            Op::PutIncoming { client, packet_id } => {
+                self.incoming.insert((&**client, *packet_id), 0)?;
+            }
+            Op::DeleteIncoming { client, packet_id } => {
+                self.incoming.remove((&**client, *packet_id))?;
+            }
+            Op::PutRetained { message } => {
+                self.retained
+                    .insert(&*message.topic, encode_message(message).as_slice())?;
+            }
+            Op::DeleteRetained { topic } => {
+                self.retained.remove(&**topic)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn release_message(&mut self, id: u64) -> Result<(), redb::Error> {
+        let refs = self.refs.get(id)?.map(|g| g.value()).unwrap_or(0);
+        if refs <= 1 {
+            self.refs.remove(id)?;
+            self.messages.remove(id)?;
+        } else {
+            self.refs.insert(id, refs - 1)?;
+        }
+        Ok(())
+    }
+
+    fn delete_session(&mut self, client: &str) -> Result<(), redb::Error> {
+        self.sessions.remove(client)?;
+        let mut released = Vec::new();
+        for item in self
+            .queue
+            .extract_from_if((client, 0u64)..=(client, u64::MAX), |_, _| true)?
+        {
+            let (_, value) = item?;
+            if let Ok(entry) = decode_entry(value.value()) {
+                released.push(entry.message_id);
+            }
+        }
+        for id in released {
+            self.release_message(id)?;
+        }
+        self.incoming
+            .retain_in((client, 0u16)..=(client, u16::MAX), |_, _| false)?;
+        let mut filters = Vec::new();
+        for item in self.subscriptions.range((client, "")..)? {
+            let (key, _) = item?;
+            let (owner, filter) = key.value();
+            if owner != client {
+                break;
+            }
+            filters.push(filter.to_string());
+        }
+        for filter in filters {
+            self.subscriptions.remove((client, filter.as_str()))?;
+        }
+        Ok(())
+    }
+}
+
+/// Helper for tests and the loader: an entry record for a delivery.
+pub fn entry_for(
+    message_id: u64,
+    qos: crate::codec::QoS,
+    retain: bool,
+    ids: &[u32],
+) -> EntryRecord {
+    EntryRecord {
+        message_id,
+        qos,
+        retain,
+        state: EntryState::Queued,
+        packet_id: 0,
+        subscription_ids: ids.to_vec(),
+    }
+}

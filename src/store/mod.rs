@@ -1,0 +1,403 @@
+//! Durable state in redb, written by one dedicated thread with group commit.
+//!
+//! Connections hand batches of [`Op`]s to the store. The writer thread drains everything
+//! queued, applies it in one write transaction, commits once (one fdatasync with `fsync`
+//! durability), then answers every waiter. Batches grow with load and add no latency when the
+//! broker is idle. Ephemeral sessions never produce operations, so a broker with only clean
+//! sessions performs no write transactions.
+
+mod apply;
+mod load;
+pub mod record;
+mod tables;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use redb::Database;
+use tokio::sync::oneshot;
+use tracing::{error, info};
+
+pub use apply::{Op, entry_for};
+pub use load::{Loaded, LoadedSession};
+pub use record::{EntryRecord, EntryState, SessionRecord};
+
+use tables::{META, SCHEMA_VERSION};
+
+/// File name of the database inside the data directory.
+pub const DB_FILE: &str = "roost.redb";
+
+/// Most operations applied in one transaction; more wait for the next one.
+const MAX_BATCH_OPS: usize = 65_536;
+/// With buffered durability, the longest a commit stays without an fsync.
+const BUFFERED_SYNC_INTERVAL: Duration = Duration::from_secs(1);
+
+/// When a commit reaches the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    /// Every commit is fsynced before acknowledgements go out.
+    Fsync,
+    /// Commits are fsynced at most every second: crash-consistent, but a crash may lose the
+    /// last moments of acknowledged state.
+    Buffered,
+}
+
+/// A storage problem. Messages name the database file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreError {
+    /// The file could not be created or opened.
+    Open {
+        /// The database file.
+        path: PathBuf,
+        /// Why.
+        why: String,
+    },
+    /// The file holds something this version cannot read.
+    Corrupt {
+        /// The database file.
+        path: PathBuf,
+        /// What was wrong.
+        what: String,
+    },
+    /// The file was written with another schema version.
+    Schema {
+        /// The database file.
+        path: PathBuf,
+        /// The version found.
+        found: u32,
+    },
+    /// A commit failed at run time.
+    Commit(String),
+    /// The store has shut down.
+    Closed,
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreError::Open { path, why } => {
+                write!(f, "cannot open store {}: {why}", path.display())
+            }
+            StoreError::Corrupt { path, what } => {
+                write!(f, "store {} is corrupt: {what}", path.display())
+            }
+            StoreError::Schema { path, found } => write!(
+                f,
+                "store {} has schema version {found}; this broker reads version {SCHEMA_VERSION}",
+                path.display()
+            ),
+            StoreError::Commit(why) => write!(f, "store commit failed: {why}"),
+            StoreError::Closed => f.write_str("store is closed"),
+        }
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+/// Counters of the writer thread.
+#[derive(Debug, Default)]
+pub struct StoreStats {
+    /// Write transactions committed (including empty fsync-only ones in buffered mode).
+    pub write_transactions: AtomicU64,
+    /// Requests (connection batches) committed.
+    pub requests: AtomicU64,
+    /// Operations applied.
+    pub ops: AtomicU64,
+    /// Largest number of requests in one transaction.
+    pub max_batch: AtomicU64,
+    /// Commits that failed.
+    pub failures: AtomicU64,
+}
+
+/// A point-in-time copy of [`StoreStats`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoreStatsSnapshot {
+    /// See [`StoreStats::write_transactions`].
+    pub write_transactions: u64,
+    /// See [`StoreStats::requests`].
+    pub requests: u64,
+    /// See [`StoreStats::ops`].
+    pub ops: u64,
+    /// See [`StoreStats::max_batch`].
+    pub max_batch: u64,
+    /// See [`StoreStats::failures`].
+    pub failures: u64,
+}
+
+struct Request {
+    ops: Vec<Op>,
+    done: Option<oneshot::Sender<Result<(), StoreError>>>,
+}
+
+/// Handle to the store and its writer thread.
+#[derive(Debug)]
+pub struct Store {
+    tx: Mutex<Option<mpsc::Sender<Request>>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+    stats: Arc<StoreStats>,
+    path: PathBuf,
+}
+
+impl Store {
+    /// Opens (creating if needed) `dir/roost.redb`, checks the schema version, removes
+    /// sessions that expired while the broker was down, loads the rest, and starts the writer.
+    pub fn open(dir: &Path, durability: Durability) -> Result<(Store, Loaded), StoreError> {
+        let path = dir.join(DB_FILE);
+        let open_err = |why: String| StoreError::Open {
+            path: path.clone(),
+            why,
+        };
+        std::fs::create_dir_all(dir).map_err(|e| StoreError::Open {
+            path: dir.to_path_buf(),
+            why: e.to_string(),
+        })?;
+        let db = Database::create(&path).map_err(|e| open_err(e.to_string()))?;
+        check_schema(&db, &path)?;
+        let mut loaded = load::load(&db, &path)?;
+        let expired = load::drop_expired(&db, &path, &mut loaded)?;
+        info!(
+            path = %path.display(),
+            sessions = loaded.sessions.len(),
+            retained = loaded.retained.len(),
+            expired,
+            ?durability,
+            "store opened"
+        );
+        let stats = Arc::new(StoreStats::default());
+        let (tx, rx) = mpsc::channel();
+        let writer_stats = Arc::clone(&stats);
+        let writer_path = path.clone();
+        let thread = std::thread::Builder::new()
+            .name("roost-store".into())
+            .spawn(move || writer(db, rx, durability, writer_stats, writer_path))
+            .map_err(|e| open_err(e.to_string()))?;
+        Ok((
+            Store {
+                tx: Mutex::new(Some(tx)),
+                thread: Mutex::new(Some(thread)),
+                stats,
+                path,
+            },
+            loaded,
+        ))
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Applies `ops` and waits until they are committed.
+    pub async fn commit(&self, ops: Vec<Op>) -> Result<(), StoreError> {
+        let (done, wait) = oneshot::channel();
+        self.send(Request {
+            ops,
+            done: Some(done),
+        })?;
+        wait.await.unwrap_or(Err(StoreError::Closed))
+    }
+
+    /// Applies `ops` without waiting; a failure is logged by the writer.
+    pub fn submit(&self, ops: Vec<Op>) {
+        if ops.is_empty() {
+            return;
+        }
+        if self.send(Request { ops, done: None }).is_err() {
+            error!("store closed: durable state change lost");
+        }
+    }
+
+    fn send(&self, request: Request) -> Result<(), StoreError> {
+        match &*self.tx.lock() {
+            Some(tx) => tx.send(request).map_err(|_| StoreError::Closed),
+            None => Err(StoreError::Closed),
+        }
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> StoreStatsSnapshot {
+        let s = &self.stats;
+        StoreStatsSnapshot {
+            write_transactions: s.write_transactions.load(Relaxed),
+            requests: s.requests.load(Relaxed),
+            ops: s.ops.load(Relaxed),
+            max_batch: s.max_batch.load(Relaxed),
+            failures: s.failures.load(Relaxed),
+        }
+    }
+
+    /// Commits what is queued, stops the writer and closes the file.
+    pub fn close(&self) {
+        self.tx.lock().take();
+        if let Some(thread) = self.thread.lock().take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// Checks the schema version, creating the tables on a new file. An existing file of the
+/// right version is only read, so a broker with nothing durable to do writes nothing.
+fn check_schema(db: &Database, path: &Path) -> Result<(), StoreError> {
+    let corrupt = |e: redb::Error| StoreError::Corrupt {
+        path: path.to_path_buf(),
+        what: e.to_string(),
+    };
+    let found = {
+        let txn = redb::ReadableDatabase::begin_read(db).map_err(|e| corrupt(e.into()))?;
+        match txn.open_table(META) {
+            Ok(meta) => meta
+                .get("schema")
+                .map_err(|e| corrupt(e.into()))?
+                .map(|v| v.value()),
+            Err(redb::TableError::TableDoesNotExist(_)) => None,
+            Err(e) => return Err(corrupt(e.into())),
+        }
+    };
+    match found {
+        Some(SCHEMA_VERSION) => return Ok(()),
+        Some(other) => {
+            return Err(StoreError::Schema {
+                path: path.to_path_buf(),
+                found: other,
+            });
+        }
+        None => {}
+    }
+    let txn = db.begin_write().map_err(|e| corrupt(e.into()))?;
+    {
+        let mut meta = txn.open_table(META).map_err(|e| corrupt(e.into()))?;
+        meta.insert("schema", SCHEMA_VERSION)
+            .map_err(|e| corrupt(e.into()))?;
+        apply::Tables::open(&txn).map_err(corrupt)?;
+    }
+    txn.commit().map_err(|e| corrupt(e.into()))
+}
+
+/// The writer thread: group commit until every sender is gone.
+fn writer(
+    db: Database,
+    rx: mpsc::Receiver<Request>,
+    durability: Durability,
+    stats: Arc<StoreStats>,
+    path: PathBuf,
+) {
+    let mut last_sync = Instant::now();
+    let mut unsynced = false;
+    loop {
+        let first = if unsynced {
+            match rx.recv_timeout(BUFFERED_SYNC_INTERVAL.saturating_sub(last_sync.elapsed())) {
+                Ok(r) => Some(r),
+                Err(mpsc::RecvTimeoutError::Timeout) => None,
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    let _ = commit(&db, &[], true, &stats);
+                    return;
+                }
+            }
+        } else {
+            match rx.recv() {
+                Ok(r) => Some(r),
+                Err(_) => return,
+            }
+        };
+        let mut batch: Vec<Request> = first.into_iter().collect();
+        let mut ops = batch.first().map_or(0, |r| r.ops.len());
+        while ops < MAX_BATCH_OPS {
+            match rx.try_recv() {
+                Ok(r) => {
+                    ops += r.ops.len();
+                    batch.push(r);
+                }
+                Err(_) => break,
+            }
+        }
+        let sync = match durability {
+            Durability::Fsync => true,
+            Durability::Buffered => last_sync.elapsed() >= BUFFERED_SYNC_INTERVAL,
+        };
+        let result = commit(&db, &batch, sync, &stats);
+        if sync {
+            last_sync = Instant::now();
+            unsynced = false;
+        } else if !batch.is_empty() {
+            unsynced = true;
+        }
+        if let Err(e) = &result {
+            stats.failures.fetch_add(1, Relaxed);
+            error!(path = %path.display(), error = %e, requests = batch.len(), "store commit failed; acknowledgements withheld");
+        }
+        stats.requests.fetch_add(batch.len() as u64, Relaxed);
+        stats.ops.fetch_add(ops as u64, Relaxed);
+        stats.max_batch.fetch_max(batch.len() as u64, Relaxed);
+        for request in batch {
+            if let Some(done) = request.done {
+                let _ = done.send(result.clone());
+            }
+        }
+    }
+}
+
+fn commit(
+    db: &Database,
+    batch: &[Request],
+    sync: bool,
+    stats: &StoreStats,
+) -> Result<(), StoreError> {
+    let fail = |e: redb::Error| StoreError::Commit(e.to_string());
+    let mut txn = db.begin_write().map_err(|e| fail(e.into()))?;
+    let durability = if sync {
+        redb::Durability::Immediate
+    } else {
+        redb::Durability::None
+    };
+    txn.set_durability(durability)
+        .map_err(|e| StoreError::Commit(e.to_string()))?;
+    {
+        let mut tables = apply::Tables::open(&txn).map_err(fail)?;
+        for request in batch {
+            for op in &request.ops {
+                tables.apply(op).map_err(fail)?;
+            }
+        }
+    }
+    txn.commit().map_err(|e| fail(e.into()))?;
+    stats.write_transactions.fetch_add(1, Relaxed);
+    Ok(())
+}
+
+/// Reads the number of entries in every table (for tests and diagnostics).
+pub fn table_sizes(path: &Path) -> Result<Vec<(&'static str, u64)>, StoreError> {
+    use redb::ReadableTableMetadata;
+    let fail = |e: redb::Error| StoreError::Corrupt {
+        path: path.to_path_buf(),
+        what: e.to_string(),
+    };
+    let db = Database::open(path).map_err(|e| fail(e.into()))?;
+    let txn = redb::ReadableDatabase::begin_read(&db).map_err(|e| fail(e.into()))?;
+    let mut out = Vec::new();
+    macro_rules! count {
+        ($name:literal, $table:expr) => {
+            let t = txn.open_table($table).map_err(|e| fail(e.into()))?;
+            out.push(($name, t.len().map_err(|e| fail(e.into()))?));
+        };
+    }
+    count!("sessions", tables::SESSIONS);
+    count!("subscriptions", tables::SUBSCRIPTIONS);
+    count!("messages", tables::MESSAGES);
+    count!("queue", tables::QUEUE);
+    count!("incoming_qos2", tables::INCOMING_QOS2);
+    count!("retained", tables::RETAINED);
+    Ok(out)
+}

@@ -1,0 +1,471 @@
+//! The byte layout of what the store keeps: sessions, subscription options, messages and
+//! queue entries. Every record starts with a format byte so a layout change is explicit.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+
+use crate::codec::{PublishProperties, QoS, RetainHandling, Version};
+use crate::session::{InflightState, Message, SubOptions};
+
+/// Format byte of every record written by this version.
+const FORMAT: u8 = 1;
+
+/// A record that could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CorruptRecord(pub &'static str);
+
+/// A persisted session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionRecord {
+    /// Protocol version of the last connection.
+    pub version: Version,
+    /// Session expiry interval (u32::MAX = never).
+    pub expiry_interval: u32,
+    /// Unix seconds when the client disconnected; 0 while connected.
+    pub disconnected_at: u64,
+}
+
+/// Where a queued message stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryState {
+    /// Not sent yet (or a QoS 1 send that was not recorded).
+    Queued,
+    /// Sent with `packet_id`, awaiting PUBACK/PUBREC.
+    Published,
+    /// PUBREC received, awaiting PUBCOMP.
+    Released,
+}
+
+impl From<InflightState> for EntryState {
+    fn from(s: InflightState) -> Self {
+        match s {
+            InflightState::Published => EntryState::Published,
+            InflightState::Released => EntryState::Released,
+        }
+    }
+}
+
+/// One message in one session's queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntryRecord {
+    /// The message, stored once in the messages table.
+    pub message_id: u64,
+    /// Delivery QoS.
+    pub qos: QoS,
+    /// RETAIN flag to send.
+    pub retain: bool,
+    /// Handshake state.
+    pub state: EntryState,
+    /// Packet id once sent.
+    pub packet_id: u16,
+    /// Subscription identifiers.
+    pub subscription_ids: Vec<u32>,
+}
+
+/// Current wall-clock time in Unix seconds.
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn unix_millis_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+struct Writer(Vec<u8>);
+
+impl Writer {
+    fn new() -> Writer {
+        Writer(vec![FORMAT])
+    }
+    fn u8(&mut self, v: u8) {
+        self.0.push(v);
+    }
+    fn u16(&mut self, v: u16) {
+        self.0.extend_from_slice(&v.to_be_bytes());
+    }
+    fn u32(&mut self, v: u32) {
+        self.0.extend_from_slice(&v.to_be_bytes());
+    }
+    fn u64(&mut self, v: u64) {
+        self.0.extend_from_slice(&v.to_be_bytes());
+    }
+    fn bytes(&mut self, v: &[u8]) {
+        self.u32(v.len() as u32);
+        self.0.extend_from_slice(v);
+    }
+    fn opt_bytes(&mut self, v: Option<&[u8]>) {
+        match v {
+            Some(v) => {
+                self.u8(1);
+                self.bytes(v);
+            }
+            None => self.u8(0),
+        }
+    }
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn new(data: &'a [u8]) -> Result<Reader<'a>, CorruptRecord> {
+        match data.split_first() {
+            Some((&FORMAT, rest)) => Ok(Reader(rest)),
+            Some(_) => Err(CorruptRecord("unknown record format")),
+            None => Err(CorruptRecord("empty record")),
+        }
+    }
+    fn take(&mut self, n: usize) -> Result<&'a [u8], CorruptRecord> {
+        if self.0.len() < n {
+            return Err(CorruptRecord("record truncated"));
+        }
+        let (head, tail) = self.0.split_at(n);
+        self.0 = tail;
+        Ok(head)
+    }
+    fn u8(&mut self) -> Result<u8, CorruptRecord> {
+        Ok(self.take(1)?[0])
+    }
+    fn u16(&mut self) -> Result<u16, CorruptRecord> {
+        let b = self.take(2)?;
+        Ok(u16::from_be_bytes([b[0], b[1]]))
+    }
+    fn u32(&mut self) -> Result<u32, CorruptRecord> {
+        let b = self.take(4)?;
+        Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    }
+    fn u64(&mut self) -> Result<u64, CorruptRecord> {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(self.take(8)?);
+        Ok(u64::from_be_bytes(a))
+    }
+    fn bytes(&mut self) -> Result<&'a [u8], CorruptRecord> {
+        let n = self.u32()? as usize;
+        self.take(n)
+    }
+    fn string(&mut self) -> Result<String, CorruptRecord> {
+        String::from_utf8(self.bytes()?.to_vec()).map_err(|_| CorruptRecord("invalid UTF-8"))
+    }
+    fn opt_bytes(&mut self) -> Result<Option<&'a [u8]>, CorruptRecord> {
+        match self.u8()? {
+            0 => Ok(None),
+            _ => self.bytes().map(Some),
+        }
+    }
+    fn opt_string(&mut self) -> Result<Option<String>, CorruptRecord> {
+        self.opt_bytes()?
+            .map(|b| String::from_utf8(b.to_vec()).map_err(|_| CorruptRecord("invalid UTF-8")))
+            .transpose()
+    }
+    fn qos(&mut self) -> Result<QoS, CorruptRecord> {
+        QoS::from_u8(self.u8()?).ok_or(CorruptRecord("invalid QoS"))
+    }
+    fn finish(self) -> Result<(), CorruptRecord> {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(CorruptRecord("trailing bytes"))
+        }
+    }
+}
+
+/// Encodes a session record.
+pub fn encode_session(r: &SessionRecord) -> Vec<u8> {
+    let mut w = Writer::new();
+    w.u8(match r.version {
+        Version::V311 => 4,
+        Version::V5 => 5,
+    });
+    w.u32(r.expiry_interval);
+    w.u64(r.disconnected_at);
+    w.0
+}
+
+/// Decodes a session record.
+pub fn decode_session(data: &[u8]) -> Result<SessionRecord, CorruptRecord> {
+    let mut r = Reader::new(data)?;
+    let version = match r.u8()? {
+        4 => Version::V311,
+        5 => Version::V5,
+        _ => return Err(CorruptRecord("invalid protocol version")),
+    };
+    let record = SessionRecord {
+        version,
+        expiry_interval: r.u32()?,
+        disconnected_at: r.u64()?,
+    };
+    r.finish()?;
+    Ok(record)
+}
+
+/// Encodes subscription options.
+pub fn encode_subscription(o: &SubOptions) -> Vec<u8> {
+    let mut w = Writer::new();
+    w.u8(o.qos as u8);
+    let flags = u8::from(o.no_local) | (u8::from(o.retain_as_published) << 1);
+    w.u8(flags | ((o.retain_handling as u8) << 2));
+    w.u32(o.subscription_id.unwrap_or(0));
+    w.0
+}
+
+/// Decodes subscription options.
+pub fn decode_subscription(data: &[u8]) -> Result<SubOptions, CorruptRecord> {
+    let mut r = Reader::new(data)?;
+    let qos = r.qos()?;
+    let flags = r.u8()?;
+    let retain_handling = match (flags >> 2) & 0x3 {
+        0 => RetainHandling::OnSubscribe,
+        1 => RetainHandling::OnNewSubscribe,
+        2 => RetainHandling::Never,
+        _ => return Err(CorruptRecord("invalid retain handling")),
+    };
+    let id = r.u32()?;
+    r.finish()?;
+    Ok(SubOptions {
+        qos,
+        no_local: flags & 1 != 0,
+        retain_as_published: flags & 2 != 0,
+        retain_handling,
+        subscription_id: (id != 0).then_some(id),
+    })
+}
+
+/// Encodes a message; its expiry is kept as wall-clock time so it survives a restart.
+pub fn encode_message(m: &Message) -> Vec<u8> {
+    let mut w = Writer::new();
+    w.bytes(m.topic.as_bytes());
+    w.bytes(&m.payload);
+    w.u8(m.qos as u8);
+    w.u8(u8::from(m.retain));
+    let expires_unix_ms = m.expires_at.map_or(0, |at| {
+        let left = at.saturating_duration_since(Instant::now()).as_millis() as u64;
+        unix_millis_now() + left.max(1)
+    });
+    w.u64(expires_unix_ms);
+    let p = &m.properties;
+    match p.payload_format_indicator {
+        Some(v) => {
+            w.u8(1);
+            w.u8(v);
+        }
+        None => w.u8(0),
+    }
+    match p.message_expiry_interval {
+        Some(v) => {
+            w.u8(1);
+            w.u32(v);
+        }
+        None => w.u8(0),
+    }
+    w.opt_bytes(p.content_type.as_deref().map(str::as_bytes));
+    w.opt_bytes(p.response_topic.as_deref().map(str::as_bytes));
+    w.opt_bytes(p.correlation_data.as_deref());
+    w.u32(p.user_properties.len() as u32);
+    for (k, v) in &p.user_properties {
+        w.bytes(k.as_bytes());
+        w.bytes(v.as_bytes());
+    }
+    w.0
+}
+
+/// Decodes a message, giving it store id `id`.
+pub fn decode_message(id: u64, data: &[u8]) -> Result<Message, CorruptRecord> {
+    let mut r = Reader::new(data)?;
+    let topic: Arc<str> = Arc::from(r.string()?);
+    let payload = Bytes::copy_from_slice(r.bytes()?);
+    let qos = r.qos()?;
+    let retain = r.u8()? != 0;
+    let expires_unix_ms = r.u64()?;
+    let payload_format_indicator = match r.u8()? {
+        0 => None,
+        _ => Some(r.u8()?),
+    };
+    let message_expiry_interval = match r.u8()? {
+        0 => None,
+        _ => Some(r.u32()?),
+    };
+    let content_type = r.opt_string()?;
+    let response_topic = r.opt_string()?;
+    let correlation_data = r.opt_bytes()?.map(Bytes::copy_from_slice);
+    let n = r.u32()? as usize;
+    let mut user_properties = Vec::with_capacity(n.min(64));
+    for _ in 0..n {
+        user_properties.push((r.string()?, r.string()?));
+    }
+    r.finish()?;
+    let expires_at = (expires_unix_ms != 0).then(|| {
+        let left = expires_unix_ms.saturating_sub(unix_millis_now());
+        Instant::now() + Duration::from_millis(left)
+    });
+    Ok(Message {
+        id,
+        topic,
+        payload,
+        qos,
+        retain,
+        properties: PublishProperties {
+            payload_format_indicator,
+            message_expiry_interval,
+            content_type,
+            response_topic,
+            correlation_data,
+            user_properties,
+        },
+        expires_at,
+    })
+}
+
+/// Encodes a queue entry.
+pub fn encode_entry(e: &EntryRecord) -> Vec<u8> {
+    let mut w = Writer::new();
+    w.u64(e.message_id);
+    w.u8(e.qos as u8);
+    w.u8(u8::from(e.retain));
+    w.u8(match e.state {
+        EntryState::Queued => 0,
+        EntryState::Published => 1,
+        EntryState::Released => 2,
+    });
+    w.u16(e.packet_id);
+    w.u32(e.subscription_ids.len() as u32);
+    for id in &e.subscription_ids {
+        w.u32(*id);
+    }
+    w.0
+}
+
+/// Decodes a queue entry.
+pub fn decode_entry(data: &[u8]) -> Result<EntryRecord, CorruptRecord> {
+    let mut r = Reader::new(data)?;
+    let message_id = r.u64()?;
+    let qos = r.qos()?;
+    let retain = r.u8()? != 0;
+    let state = match r.u8()? {
+        0 => EntryState::Queued,
+        1 => EntryState::Published,
+        2 => EntryState::Released,
+        _ => return Err(CorruptRecord("invalid entry state")),
+    };
+    let packet_id = r.u16()?;
+    let n = r.u32()? as usize;
+    let mut subscription_ids = Vec::with_capacity(n.min(64));
+    for _ in 0..n {
+        subscription_ids.push(r.u32()?);
+    }
+    r.finish()?;
+    Ok(EntryRecord {
+        message_id,
+        qos,
+        retain,
+        state,
+        packet_id,
+        subscription_ids,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_roundtrip() {
+        let r = SessionRecord {
+            version: Version::V5,
+            expiry_interval: 3600,
+            disconnected_at: 1_700_000_000,
+        };
+        assert_eq!(decode_session(&encode_session(&r)), Ok(r));
+    }
+
+    #[test]
+    fn subscription_roundtrip() {
+        let o = SubOptions {
+            qos: QoS::ExactlyOnce,
+            no_local: true,
+            retain_as_published: true,
+            retain_handling: RetainHandling::Never,
+            subscription_id: Some(268_435_455),
+        };
+        assert_eq!(decode_subscription(&encode_subscription(&o)), Ok(o));
+        let plain = SubOptions::with_qos(QoS::AtMostOnce);
+        assert_eq!(decode_subscription(&encode_subscription(&plain)), Ok(plain));
+    }
+
+    #[test]
+    fn message_roundtrip_keeps_properties_and_remaining_expiry() {
+        let m = Message {
+            id: 7,
+            topic: Arc::from("a/b/ü"),
+            payload: Bytes::from_static(&[0, 1, 2, 255]),
+            qos: QoS::AtLeastOnce,
+            retain: true,
+            properties: PublishProperties {
+                payload_format_indicator: Some(1),
+                message_expiry_interval: Some(60),
+                content_type: Some("text/plain".into()),
+                response_topic: Some("r/t".into()),
+                correlation_data: Some(Bytes::from_static(b"c")),
+                user_properties: vec![("k".into(), "v".into()), ("k".into(), "w".into())],
+            },
+            expires_at: Some(Instant::now() + Duration::from_secs(60)),
+        };
+        let back = decode_message(7, &encode_message(&m)).unwrap();
+        assert_eq!(back.topic, m.topic);
+        assert_eq!(back.payload, m.payload);
+        assert_eq!(back.properties, m.properties);
+        assert!(back.retain);
+        let left = back.remaining_expiry(Instant::now()).unwrap();
+        assert!((58..=60).contains(&left), "{left}");
+    }
+
+    #[test]
+    fn entry_roundtrip() {
+        let e = EntryRecord {
+            message_id: 99,
+            qos: QoS::ExactlyOnce,
+            retain: false,
+            state: EntryState::Released,
+            packet_id: 65535,
+            subscription_ids: vec![1, 2],
+        };
+        assert_eq!(decode_entry(&encode_entry(&e)), Ok(e));
+    }
+
+    #[test]
+    fn corrupt_records_are_errors_not_panics() {
+        let good = encode_entry(&EntryRecord {
+            message_id: 1,
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            state: EntryState::Queued,
+            packet_id: 0,
+            subscription_ids: vec![3],
+        });
+        for cut in 0..good.len() {
+            assert!(decode_entry(&good[..cut]).is_err(), "prefix {cut}");
+        }
+        let mut wrong_format = good.clone();
+        wrong_format[0] = 9;
+        assert_eq!(
+            decode_entry(&wrong_format),
+            Err(CorruptRecord("unknown record format"))
+        );
+        let mut huge = encode_message(&Message {
+            id: 1,
+            topic: Arc::from("t"),
+            payload: Bytes::new(),
+            qos: QoS::AtMostOnce,
+            retain: false,
+            properties: Default::default(),
+            expires_at: None,
+        });
+        let n = huge.len();
+        huge[n - 4..].copy_from_slice(&u32::MAX.to_be_bytes());
+        assert!(decode_message(1, &huge).is_err());
+    }
+}

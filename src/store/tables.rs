@@ -1,0 +1,24 @@
+//! The redb tables and the schema version.
+
+use redb::TableDefinition;
+
+/// Version of the table layout; a file with another version is refused at startup.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// `"schema"` -> [`SCHEMA_VERSION`].
+pub const META: TableDefinition<&str, u32> = TableDefinition::new("meta");
+/// Client id -> session record.
+pub const SESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("sessions");
+/// (client id, topic filter) -> subscription options.
+pub const SUBSCRIPTIONS: TableDefinition<(&str, &str), &[u8]> =
+    TableDefinition::new("subscriptions");
+/// Message id -> message, stored once however many queues hold it.
+pub const MESSAGES: TableDefinition<u64, &[u8]> = TableDefinition::new("messages");
+/// Message id -> number of queue entries referring to it.
+pub const MESSAGE_REFS: TableDefinition<u64, u32> = TableDefinition::new("message_refs");
+/// (client id, sequence) -> queue entry.
+pub const QUEUE: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("queue");
+/// (client id, packet id) of inbound QoS 2 messages awaiting PUBREL.
+pub const INCOMING_QOS2: TableDefinition<(&str, u16), u8> = TableDefinition::new("incoming_qos2");
+/// Topic -> retained message.
+pub const RETAINED: TableDefinition<&str, &[u8]> = TableDefinition::new("retained");

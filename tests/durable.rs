@@ -1,0 +1,272 @@
+//! Durable sessions on redb, in process: what survives a restart, what is never written, and
+//! that acknowledged entries are deleted so the file does not grow without bound.
+
+mod common;
+
+use std::path::Path;
+
+use bytes::Bytes;
+use common::*;
+use roost::codec::{
+    AckKind, Packet, PubAckLike, Publish, PublishProperties, QoS, RetainHandling, Subscribe,
+    SubscribeFilter, Version,
+};
+use roost::store::table_sizes;
+
+async fn durable_broker(dir: &Path) -> roost::BrokerHandle {
+    let dir = dir.to_path_buf();
+    start_broker_with(move |c| {
+        c.in_memory = false;
+        c.data_dir = dir;
+    })
+    .await
+}
+
+fn publish(topic: &str, qos: QoS, packet_id: u16, payload: Vec<u8>, retain: bool) -> Packet {
+    Packet::Publish(Publish {
+        dup: false,
+        qos,
+        retain,
+        topic: topic.to_string(),
+        packet_id,
+        payload: Bytes::from(payload),
+        properties: PublishProperties::default(),
+        topic_alias: None,
+        subscription_identifiers: Vec::new(),
+    })
+}
+
+fn subscribe(filter: &str, qos: QoS) -> Packet {
+    Packet::Subscribe(Subscribe {
+        packet_id: 1,
+        filters: vec![SubscribeFilter {
+            filter: filter.to_string(),
+            qos,
+            no_local: false,
+            retain_as_published: false,
+            retain_handling: RetainHandling::OnSubscribe,
+        }],
+        subscription_identifier: None,
+        user_properties: Vec::new(),
+    })
+}
+
+fn ack(kind: AckKind, packet_id: u16) -> Packet {
+    Packet::Ack(PubAckLike {
+        kind,
+        packet_id,
+        reason: 0,
+        reason_string: None,
+    })
+}
+
+fn size(sizes: &[(&str, u64)], table: &str) -> u64 {
+    sizes
+        .iter()
+        .find(|(name, _)| *name == table)
+        .map_or(0, |(_, n)| *n)
+}
+
+#[tokio::test]
+async fn clean_sessions_make_no_write_transactions() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = durable_broker(dir.path()).await;
+    let addr = broker.local_addr();
+    for version in [Version::V311, Version::V5] {
+        let (mut sub, _) = RawClient::connect(addr, connect_packet(version, "eph-sub")).await;
+        sub.send(&subscribe("eph/#", QoS::ExactlyOnce)).await;
+        assert!(matches!(sub.recv().await, Some(Packet::SubAck(_))));
+        let (mut p, _) = RawClient::connect(addr, connect_packet(version, "eph-pub")).await;
+        p.send(&publish("eph/1", QoS::AtLeastOnce, 1, b"a".to_vec(), false))
+            .await;
+        assert!(matches!(p.recv().await, Some(Packet::Ack(_))));
+        p.send(&publish("eph/2", QoS::ExactlyOnce, 2, b"b".to_vec(), false))
+            .await;
+        assert_eq!(p.recv().await, Some(ack(AckKind::PubRec, 2)));
+        p.send(&ack(AckKind::PubRel, 2)).await;
+        assert_eq!(p.recv().await, Some(ack(AckKind::PubComp, 2)));
+        for _ in 0..2 {
+            match sub.recv().await {
+                Some(Packet::Publish(m)) if m.qos == QoS::AtLeastOnce => {
+                    sub.send(&ack(AckKind::PubAck, m.packet_id)).await
+                }
+                Some(Packet::Publish(m)) => {
+                    sub.send(&ack(AckKind::PubRec, m.packet_id)).await;
+                    assert!(matches!(sub.recv().await, Some(Packet::Ack(_))));
+                    sub.send(&ack(AckKind::PubComp, m.packet_id)).await;
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+    assert_eq!(
+        broker.store_stats().write_transactions,
+        0,
+        "ephemeral sessions never touch the disk"
+    );
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn durable_session_and_retained_message_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut durable = connect_packet(Version::V5, "keeper");
+    durable.clean_start = false;
+    durable.session_expiry_interval = 3600;
+    {
+        let broker = durable_broker(dir.path()).await;
+        let addr = broker.local_addr();
+        let (mut sub, connack) = RawClient::connect(addr, durable.clone()).await;
+        assert!(!connack.session_present);
+        sub.send(&subscribe("keep/#", QoS::AtLeastOnce)).await;
+        assert!(matches!(sub.recv().await, Some(Packet::SubAck(_))));
+        drop(sub);
+        wait_until(|| {
+            broker
+                .broker()
+                .registry
+                .get("keeper")
+                .is_some_and(|s| s.slot.lock().conn.is_none())
+        })
+        .await;
+        let (mut p, _) = RawClient::connect(addr, connect_packet(Version::V311, "pub")).await;
+        for i in 0..3u16 {
+            p.send(&publish(
+                "keep/q",
+                QoS::AtLeastOnce,
+                i + 1,
+                vec![i as u8],
+                false,
+            ))
+            .await;
+            assert_eq!(p.recv().await, Some(ack(AckKind::PubAck, i + 1)));
+        }
+        p.send(&publish(
+            "keep/r",
+            QoS::AtMostOnce,
+            0,
+            b"retained".to_vec(),
+            true,
+        ))
+        .await;
+        p.send(&Packet::PingReq).await;
+        assert_eq!(p.recv().await, Some(Packet::PingResp));
+        broker.shutdown().await;
+    }
+    let sizes = table_sizes(&dir.path().join(roost::store::DB_FILE)).unwrap();
+    assert_eq!(size(&sizes, "sessions"), 1, "{sizes:?}");
+    assert_eq!(size(&sizes, "queue"), 3, "{sizes:?}");
+    assert_eq!(size(&sizes, "messages"), 3, "{sizes:?}");
+    assert_eq!(size(&sizes, "retained"), 1, "{sizes:?}");
+
+    let broker = durable_broker(dir.path()).await;
+    let (mut sub, connack) = RawClient::connect(broker.local_addr(), durable).await;
+    assert!(
+        connack.session_present,
+        "the session came back from the store"
+    );
+    for i in 0..3u8 {
+        match sub.recv().await {
+            Some(Packet::Publish(m)) => {
+                assert_eq!(&m.payload[..], &[i]);
+                sub.send(&ack(AckKind::PubAck, m.packet_id)).await;
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    // The subscription came back too: a new message reaches it.
+    let (mut p, _) =
+        RawClient::connect(broker.local_addr(), connect_packet(Version::V311, "p2")).await;
+    p.send(&publish(
+        "keep/new",
+        QoS::AtLeastOnce,
+        1,
+        b"new".to_vec(),
+        false,
+    ))
+    .await;
+    assert_eq!(p.recv().await, Some(ack(AckKind::PubAck, 1)));
+    match sub.recv().await {
+        Some(Packet::Publish(m)) => {
+            assert_eq!(&m.payload[..], b"new");
+            sub.send(&ack(AckKind::PubAck, m.packet_id)).await;
+        }
+        other => panic!("{other:?}"),
+    }
+    // And the retained message.
+    let (mut late, _) =
+        RawClient::connect(broker.local_addr(), connect_packet(Version::V311, "late")).await;
+    late.send(&subscribe("keep/r", QoS::AtMostOnce)).await;
+    assert!(matches!(late.recv().await, Some(Packet::SubAck(_))));
+    match late.recv().await {
+        Some(Packet::Publish(m)) => {
+            assert!(m.retain);
+            assert_eq!(&m.payload[..], b"retained");
+        }
+        other => panic!("{other:?}"),
+    }
+    sub.send(&Packet::PingReq).await;
+    assert_eq!(sub.recv().await, Some(Packet::PingResp));
+    broker.shutdown().await;
+    let sizes = table_sizes(&dir.path().join(roost::store::DB_FILE)).unwrap();
+    assert_eq!(
+        size(&sizes, "queue"),
+        0,
+        "acknowledged entries are deleted: {sizes:?}"
+    );
+    assert_eq!(size(&sizes, "messages"), 0, "{sizes:?}");
+}
+
+#[tokio::test]
+async fn expired_session_is_removed_at_startup() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = connect_packet(Version::V5, "short");
+    c.clean_start = false;
+    c.session_expiry_interval = 1;
+    {
+        let broker = durable_broker(dir.path()).await;
+        let (client, _) = RawClient::connect(broker.local_addr(), c.clone()).await;
+        drop(client);
+        wait_until(|| {
+            broker
+                .broker()
+                .registry
+                .get("short")
+                .is_some_and(|s| s.slot.lock().conn.is_none())
+        })
+        .await;
+        // Stop before the expiry timer fires: the record stays on disk.
+        broker.shutdown().await;
+    }
+    let path = dir.path().join(roost::store::DB_FILE);
+    assert_eq!(size(&table_sizes(&path).unwrap(), "sessions"), 1);
+    // Wait out the expiry on the wall clock the store uses.
+    let start = std::time::Instant::now();
+    while start.elapsed() < std::time::Duration::from_millis(2100) {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let broker = durable_broker(dir.path()).await;
+    assert!(broker.broker().registry.get("short").is_none());
+    let (_c, connack) = RawClient::connect(broker.local_addr(), c).await;
+    assert!(!connack.session_present);
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn unreadable_store_stops_startup_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join(roost::store::DB_FILE),
+        b"this is not a redb file",
+    )
+    .unwrap();
+    let config = roost::Config {
+        port: 0,
+        data_dir: dir.path().to_path_buf(),
+        ..roost::Config::default()
+    };
+    let err = roost::start(config)
+        .await
+        .expect_err("corrupt file refused");
+    assert!(err.to_string().contains("roost.redb"), "{err}");
+}
