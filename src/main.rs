@@ -101,9 +101,11 @@ fn init_logging(level: Option<&str>) -> Result<(), String> {
         Some(level) => EnvFilter::try_new(level).map_err(|e| format!("{level}: {e}"))?,
         None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
     };
+    use std::io::IsTerminal;
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     Ok(())
 }

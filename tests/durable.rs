@@ -270,3 +270,81 @@ async fn unreadable_store_stops_startup_naming_the_file() {
         .expect_err("corrupt file refused");
     assert!(err.to_string().contains("roost.redb"), "{err}");
 }
+
+/// Pushes QoS 1 messages through an online durable subscriber and checks that the file stays
+/// bounded and the queue and message tables end empty. `ROOST_BOUNDED_COUNT` raises the count
+/// (the README quotes a 100,000-message run).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_entries_are_deleted_and_the_file_stays_bounded() {
+    let total: u32 = std::env::var("ROOST_BOUNDED_COUNT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000);
+    let dir = tempfile::tempdir().unwrap();
+    let broker = durable_broker(dir.path()).await;
+    let addr = broker.local_addr();
+    let (mut sub, _) = RawClient::connect(addr, {
+        let mut c = connect_packet(Version::V311, "bounded-sub");
+        c.clean_start = false;
+        c
+    })
+    .await;
+    sub.send(&subscribe("bounded", QoS::AtLeastOnce)).await;
+    assert!(matches!(sub.recv().await, Some(Packet::SubAck(_))));
+    let reader = tokio::spawn(async move {
+        let mut got = 0u32;
+        while got < total {
+            match sub.recv().await {
+                Some(Packet::Publish(p)) => {
+                    got += 1;
+                    sub.send(&ack(AckKind::PubAck, p.packet_id)).await;
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        sub.send(&Packet::PingReq).await;
+        assert_eq!(sub.recv().await, Some(Packet::PingResp));
+        got
+    });
+    let (mut p, _) = RawClient::connect(addr, connect_packet(Version::V311, "bounded-pub")).await;
+    const WINDOW: u32 = 200;
+    let mut acked = 0u32;
+    let mut sent = 0u32;
+    while acked < total {
+        while sent < total && sent - acked < WINDOW {
+            let id = (sent % 60_000 + 1) as u16;
+            p.send(&publish(
+                "bounded",
+                QoS::AtLeastOnce,
+                id,
+                vec![7; 64],
+                false,
+            ))
+            .await;
+            sent += 1;
+        }
+        match p.recv().await {
+            Some(Packet::Ack(_)) => acked += 1,
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(
+        tokio::time::timeout(WAIT * 6, reader)
+            .await
+            .unwrap()
+            .unwrap(),
+        total
+    );
+    let stats = broker.store_stats();
+    broker.shutdown().await;
+    let path = dir.path().join(roost::store::DB_FILE);
+    let bytes = std::fs::metadata(&path).unwrap().len();
+    let sizes = table_sizes(&path).unwrap();
+    eprintln!(
+        "{total} messages: file {bytes} bytes, {} commits, largest batch {} requests",
+        stats.write_transactions, stats.max_batch
+    );
+    assert_eq!(size(&sizes, "queue"), 0, "{sizes:?}");
+    assert_eq!(size(&sizes, "messages"), 0, "{sizes:?}");
+    assert!(bytes < 16 * 1024 * 1024, "file grew to {bytes} bytes");
+}
