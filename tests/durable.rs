@@ -67,7 +67,7 @@ fn size(sizes: &[(&str, u64)], table: &str) -> u64 {
         .map_or(0, |(_, n)| *n)
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clean_sessions_make_no_write_transactions() {
     let dir = tempfile::tempdir().unwrap();
     let broker = durable_broker(dir.path()).await;
@@ -107,7 +107,7 @@ async fn clean_sessions_make_no_write_transactions() {
     broker.shutdown().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn durable_session_and_retained_message_survive_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let mut durable = connect_packet(Version::V5, "keeper");
@@ -217,7 +217,7 @@ async fn durable_session_and_retained_message_survive_a_restart() {
     assert_eq!(size(&sizes, "messages"), 0, "{sizes:?}");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expired_session_is_removed_at_startup() {
     let dir = tempfile::tempdir().unwrap();
     let mut c = connect_packet(Version::V5, "short");
@@ -252,7 +252,7 @@ async fn expired_session_is_removed_at_startup() {
     broker.shutdown().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreadable_store_stops_startup_naming_the_file() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(

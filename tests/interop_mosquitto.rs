@@ -67,7 +67,7 @@ async fn output(child: Child) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pub_sub_all_qos_both_versions() {
     if !available() {
         return;
@@ -88,7 +88,7 @@ async fn pub_sub_all_qos_both_versions() {
     broker.shutdown().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retained_message_with_r() {
     if !available() {
         return;
@@ -108,7 +108,7 @@ async fn retained_message_with_r() {
     broker.shutdown().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn will_from_a_killed_client() {
     if !available() {
         return;
@@ -141,7 +141,7 @@ async fn will_from_a_killed_client() {
     broker.shutdown().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn persistent_session_with_c() {
     if !available() {
         return;

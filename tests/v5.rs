@@ -6,7 +6,7 @@ use common::*;
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::{Packet, PublishProperties};
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn qos0_1_2_publish_and_subscribe() {
     let broker = start_broker().await;
     let addr = broker.local_addr();
@@ -30,7 +30,7 @@ async fn qos0_1_2_publish_and_subscribe() {
     broker.shutdown().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn user_properties_and_message_properties_are_forwarded() {
     let broker = start_broker().await;
     let addr = broker.local_addr();
@@ -65,7 +65,7 @@ async fn user_properties_and_message_properties_are_forwarded() {
     broker.shutdown().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn session_expiry_keeps_subscriptions_for_a_returning_client() {
     let broker = start_broker().await;
     let addr = broker.local_addr();
@@ -98,7 +98,7 @@ async fn session_expiry_keeps_subscriptions_for_a_returning_client() {
     broker.shutdown().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unsubscribe_reports_missing_subscription() {
     let broker = start_broker().await;
     let (mut c, _) = v5_connect(v5_options("unsub", broker.local_addr())).await;

@@ -69,6 +69,9 @@ pub struct Slot {
     pub drop_logged: bool,
     /// Whether the store holds a record of this session.
     pub persisted: bool,
+    /// Cancelled when a connection attaches or the session ends: stops the expiry and
+    /// will-delay timers of the current absence.
+    pub away: Option<CancellationToken>,
 }
 
 /// A session shared between tasks. Lock order: never hold `slot` while taking a router lock.
@@ -99,6 +102,7 @@ impl SessionHandle {
                 ended: false,
                 drop_logged: false,
                 persisted: false,
+                away: None,
             }),
             wake: Notify::new(),
             ended: CancellationToken::new(),

@@ -68,14 +68,18 @@ impl Broker {
                 session,
                 None,
             ));
-            handle.slot.lock().persisted = true;
+            let away = {
+                let mut slot = handle.slot.lock();
+                slot.persisted = true;
+                self.mark_away(&mut slot)
+            };
             for (filter, options) in &filters {
                 self.router.subscribe(filter, &handle, *options);
             }
             if let Some(left) = remaining
                 && stored.record.expiry_interval != NEVER_EXPIRES
             {
-                self.schedule_expiry(&handle, 1, Duration::from_secs(left));
+                self.schedule_expiry(&handle, away, Duration::from_secs(left));
             }
             self.registry.insert(handle);
         }

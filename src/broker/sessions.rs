@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
-use parking_lot::Mutex;
+use parking_lot::{Mutex, MutexGuard};
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::codec::Version;
@@ -56,11 +57,6 @@ impl Registry {
     /// True if there are no sessions.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
-    }
-
-    /// Every session, for shutdown.
-    pub fn all(&self) -> Vec<Arc<SessionHandle>> {
-        self.sessions.lock().values().cloned().collect()
     }
 
     /// Adds a session restored from the store.
@@ -115,6 +111,7 @@ impl Broker {
         pending: &mut Pending,
     ) -> Option<(Arc<SessionHandle>, bool)> {
         let mut sessions = self.registry.sessions.lock();
+        let mut replaced = None;
         if let Some(existing) = sessions.get(&req.client_id).cloned() {
             let mut slot = existing.slot.lock();
             if slot.conn.is_some() {
@@ -124,6 +121,10 @@ impl Broker {
                 slot.conn = Some(link.clone());
                 slot.epoch += 1;
                 slot.drop_logged = false;
+                if let Some(away) = slot.away.take() {
+                    // The expiry and will-delay timers of the absence stop here.
+                    away.cancel();
+                }
                 slot.session.version = req.version;
                 slot.session.expiry_interval = req.expiry_interval;
                 slot.session.outbound.set_window(req.window);
@@ -132,17 +133,15 @@ impl Broker {
                 return Some((existing, true));
             }
             // Clean start: the old session ends here (MQTT-3.1.2-4).
-            slot.ended = true;
             if slot.persisted {
+                slot.persisted = false;
                 pending.push(Op::DeleteSession {
                     client: Arc::clone(&req.client_id),
                 });
             }
-            let filters: Vec<String> = slot.session.subscriptions.keys().cloned().collect();
+            let filters = self.end_locked(&mut sessions, &mut slot, &existing);
             drop(slot);
-            existing.ended.cancel();
-            sessions.remove(&req.client_id);
-            self.router.unsubscribe_all(filters.iter(), existing.key);
+            replaced = Some((existing, filters));
         }
         let session = Session::new(
             req.version,
@@ -158,6 +157,10 @@ impl Broker {
         ));
         self.record_session(&req.client_id, &mut handle.slot.lock(), pending);
         sessions.insert(Arc::clone(&req.client_id), Arc::clone(&handle));
+        drop(sessions);
+        if let Some((old, filters)) = replaced {
+            self.finish_end(&old, filters);
+        }
         Some((handle, false))
     }
 
@@ -186,17 +189,27 @@ impl Broker {
     }
 
     /// Detaches connection `conn_id` from its session. An ephemeral session ends now; a
-    /// durable one with a finite expiry gets a timer. Returns false if the connection was no
-    /// longer attached (it was taken over).
-    pub fn detach(self: &Broker, handle: &Arc<SessionHandle>, conn_id: u64) -> bool {
+    /// durable one is recorded as disconnected and, with a finite expiry, gets a timer.
+    /// Returns the token that a reconnect cancels (for the will delay), or `None` if the
+    /// connection was no longer attached (it was taken over) or the session ended.
+    pub fn detach(&self, handle: &Arc<SessionHandle>, conn_id: u64) -> Option<CancellationToken> {
+        // The registry lock keeps a reconnect from slipping between detach and end.
+        let mut sessions = self.registry.sessions.lock();
         let mut slot = handle.slot.lock();
         if slot.conn.as_ref().map(|c| c.id) != Some(conn_id) {
-            return false;
+            return None;
         }
         slot.conn = None;
         let expiry = slot.session.expiry_interval;
-        let epoch = slot.epoch;
-        if expiry > 0 && self.persistent() {
+        if expiry == 0 {
+            let filters = self.end_locked(&mut sessions, &mut slot, handle);
+            drop(slot);
+            drop(sessions);
+            self.finish_end(handle, filters);
+            return None;
+        }
+        drop(sessions);
+        if self.persistent() {
             self.submit(vec![Op::PutSession {
                 client: Arc::clone(&handle.client_id),
                 record: SessionRecord {
@@ -207,24 +220,49 @@ impl Broker {
             }]);
             slot.persisted = true;
         }
+        let away = self.mark_away(&mut slot);
         drop(slot);
-        if expiry == 0 {
-            self.end_session(handle);
-        } else if expiry != NEVER_EXPIRES {
-            self.schedule_expiry(handle, epoch, Duration::from_secs(u64::from(expiry)));
+        if expiry != NEVER_EXPIRES {
+            self.schedule_expiry(handle, away.clone(), Duration::from_secs(u64::from(expiry)));
         }
-        true
+        Some(away)
     }
 
-    /// Removes a session from the registry and its subscriptions from the router.
-    pub fn end_session(&self, handle: &Arc<SessionHandle>) {
+    /// A fresh token for the session's current absence.
+    pub(super) fn mark_away(&self, slot: &mut Slot) -> CancellationToken {
+        let away = CancellationToken::new();
+        if let Some(old) = slot.away.replace(away.clone()) {
+            old.cancel();
+        }
+        away
+    }
+
+    /// Ends a session unless `still` says otherwise, judged under the registry and slot locks
+    /// so that no connection can attach in between.
+    pub fn end_session_if(&self, handle: &Arc<SessionHandle>, still: impl FnOnce(&Slot) -> bool) {
         let mut sessions = self.registry.sessions.lock();
         let mut slot = handle.slot.lock();
-        if slot.ended {
+        if slot.ended || !still(&slot) {
             return;
         }
+        let filters = self.end_locked(&mut sessions, &mut slot, handle);
+        drop(slot);
+        drop(sessions);
+        self.finish_end(handle, filters);
+    }
+
+    /// Marks a session ended and removes it from the registry; returns its filters for
+    /// [`Broker::finish_end`], to be called once the locks are released.
+    fn end_locked(
+        &self,
+        sessions: &mut MutexGuard<'_, HashMap<Arc<str>, Arc<SessionHandle>>>,
+        slot: &mut Slot,
+        handle: &Arc<SessionHandle>,
+    ) -> Vec<String> {
         slot.ended = true;
-        let filters: Vec<String> = slot.session.subscriptions.keys().cloned().collect();
+        if let Some(away) = slot.away.take() {
+            away.cancel();
+        }
         let discarded = slot.session.outbound.clear();
         if slot.persisted {
             slot.persisted = false;
@@ -232,21 +270,30 @@ impl Broker {
                 client: Arc::clone(&handle.client_id),
             }]);
         }
-        drop(slot);
         if sessions
             .get(&handle.client_id)
             .is_some_and(|h| Arc::ptr_eq(h, handle))
         {
             sessions.remove(&handle.client_id);
         }
-        drop(sessions);
-        handle.ended.cancel();
-        self.router.unsubscribe_all(filters.iter(), handle.key);
         debug!(client_id = %handle.client_id, discarded, "session ended");
+        slot.session.subscriptions.keys().cloned().collect()
     }
 
-    /// Ends the session after `after` unless a connection attaches in the meantime.
-    pub(super) fn schedule_expiry(&self, handle: &Arc<SessionHandle>, epoch: u64, after: Duration) {
+    /// The part of ending a session done without locks: wake will timers, drop subscriptions.
+    fn finish_end(&self, handle: &Arc<SessionHandle>, filters: Vec<String>) {
+        handle.ended.cancel();
+        self.router.unsubscribe_all(filters.iter(), handle.key);
+    }
+
+    /// Ends the session after `after` unless a connection attaches first (which cancels
+    /// `away`).
+    pub(super) fn schedule_expiry(
+        &self,
+        handle: &Arc<SessionHandle>,
+        away: CancellationToken,
+        after: Duration,
+    ) {
         let Some(broker) = self.me.upgrade() else {
             return;
         };
@@ -254,17 +301,16 @@ impl Broker {
         tokio::spawn(async move {
             tokio::select! {
                 _ = tokio::time::sleep(after) => {}
-                _ = handle.ended.cancelled() => return,
+                _ = away.cancelled() => return,
                 _ = broker.shutdown.cancelled() => return,
             }
-            let expired = {
-                let slot = handle.slot.lock();
-                slot.conn.is_none() && slot.epoch == epoch && !slot.ended
-            };
-            if expired {
-                info!(client_id = %handle.client_id, "session expired");
-                broker.end_session(&handle);
-            }
+            broker.end_session_if(&handle, |slot| {
+                let expired = slot.conn.is_none() && !away.is_cancelled();
+                if expired {
+                    info!(client_id = %handle.client_id, "session expired");
+                }
+                expired
+            });
         });
     }
 }

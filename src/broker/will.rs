@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 use crate::codec::Will;
@@ -39,14 +40,23 @@ impl Broker {
         self.publish_detached(&message, publisher);
     }
 
-    /// Publishes `will` for a connection that ended abnormally. With a will delay, waits for
-    /// the delay or the end of the session, and publishes only if no connection resumed the
-    /// session meanwhile (MQTT-3.1.3-9).
-    pub fn schedule_will(&self, will: Will, session: &Arc<SessionHandle>, epoch: u64) {
-        if will.delay_interval == 0 {
-            self.publish_will(&will, Some(session.key));
-            return;
-        }
+    /// Publishes `will` for a connection that ended abnormally. With a will delay and a
+    /// session that lives on (`away` is the token of its absence), waits for the delay or the
+    /// end of the session, and publishes only if no connection resumed the session meanwhile
+    /// (MQTT-3.1.3-9, MQTT-3.1.2-8). Without `away` the session has ended: publish now.
+    pub fn schedule_will(
+        &self,
+        will: Will,
+        session: &Arc<SessionHandle>,
+        away: Option<CancellationToken>,
+    ) {
+        let away = match away {
+            Some(away) if will.delay_interval > 0 => away,
+            _ => {
+                self.publish_will(&will, Some(session.key));
+                return;
+            }
+        };
         let Some(broker) = self.me.upgrade() else {
             return;
         };
@@ -55,10 +65,15 @@ impl Broker {
         tokio::spawn(async move {
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
-                _ = session.ended.cancelled() => {}
+                _ = away.cancelled() => {}
                 _ = broker.shutdown.cancelled() => return,
             }
-            let resumed = session.slot.lock().epoch != epoch;
+            // `ended` is set under the slot lock before `away` is cancelled, so a cancelled
+            // token on a live session means a reconnect.
+            let resumed = {
+                let slot = session.slot.lock();
+                !slot.ended && away.is_cancelled()
+            };
             if !resumed {
                 broker.publish_will(&will, Some(session.key));
             }

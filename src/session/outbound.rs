@@ -81,6 +81,8 @@ pub struct Outbound {
     max_queued: usize,
     window: usize,
     next_id: u16,
+    /// The last `resends` inflight entries still have to be sent again after a reconnect.
+    resends: usize,
 }
 
 impl Outbound {
@@ -92,6 +94,7 @@ impl Outbound {
             max_queued,
             window: usize::from(window.max(1)),
             next_id: 1,
+            resends: 0,
         }
     }
 
@@ -132,6 +135,24 @@ impl Outbound {
     /// them and delete them from the store. A delivery whose commit is pending holds the queue
     /// (order is kept); one whose commit failed is dropped.
     pub fn next_transmit(&mut self, now: Instant, expired: &mut Vec<u64>) -> Option<Transmit> {
+        if self.resends > 0 {
+            let sent = self.inflight.len() - self.resends;
+            if sent >= self.window {
+                return None;
+            }
+            self.resends -= 1;
+            let f = &self.inflight[sent];
+            return Some(match f.state {
+                InflightState::Published => Transmit::Publish {
+                    delivery: f.delivery.clone(),
+                    packet_id: f.packet_id,
+                    dup: true,
+                },
+                InflightState::Released => Transmit::PubRel {
+                    packet_id: f.packet_id,
+                },
+            });
+        }
         loop {
             let front = self.queue.front()?;
             match front.gate.as_ref().map(|g| g.state()) {
@@ -173,22 +194,11 @@ impl Outbound {
         }
     }
 
-    /// Everything in flight, to send again after a reconnect: unacknowledged PUBLISH with
-    /// DUP=1 and PUBREL for PUBREC'd ids, in their original order (MQTT-4.4.0-1).
-    pub fn resend_all(&self) -> Vec<Transmit> {
-        self.inflight
-            .iter()
-            .map(|f| match f.state {
-                InflightState::Published => Transmit::Publish {
-                    delivery: f.delivery.clone(),
-                    packet_id: f.packet_id,
-                    dup: true,
-                },
-                InflightState::Released => Transmit::PubRel {
-                    packet_id: f.packet_id,
-                },
-            })
-            .collect()
+    /// After a reconnect: everything in flight is to be sent again, unacknowledged PUBLISH with
+    /// DUP=1 and PUBREL for PUBREC'd ids, in the original order (MQTT-4.4.0-1), by
+    /// [`Outbound::next_transmit`] and within the client's current window (MQTT-3.3.4-9).
+    pub fn resend_inflight(&mut self) {
+        self.resends = self.inflight.len();
     }
 
     /// PUBACK: completes a QoS 1 delivery.
@@ -224,7 +234,15 @@ impl Outbound {
     /// Returns the persisted queue position of the discarded message, if it was in flight.
     pub fn discard(&mut self, packet_id: u16) -> Option<u64> {
         let i = self.position(packet_id)?;
-        self.inflight.remove(i).map(|f| f.delivery.seq)
+        self.remove_at(i).map(|f| f.delivery.seq)
+    }
+
+    /// Removes an inflight entry, keeping the count of entries still to be resent right.
+    fn remove_at(&mut self, i: usize) -> Option<Inflight> {
+        if i >= self.inflight.len() - self.resends {
+            self.resends -= 1;
+        }
+        self.inflight.remove(i)
     }
 
     /// Drops every queued and inflight message, returning how many there were.
@@ -232,13 +250,14 @@ impl Outbound {
         let n = self.queue.len() + self.inflight.len();
         self.queue.clear();
         self.inflight.clear();
+        self.resends = 0;
         n
     }
 
     fn complete(&mut self, packet_id: u16, qos: QoS, state: InflightState) -> AckOutcome {
         match self.position(packet_id) {
             Some(i) if self.inflight[i].delivery.qos == qos && self.inflight[i].state == state => {
-                match self.inflight.remove(i) {
+                match self.remove_at(i) {
                     Some(f) => AckOutcome::Done {
                         seq: f.delivery.seq,
                     },
@@ -373,7 +392,8 @@ mod tests {
         let a = publish_id(send(&mut o));
         let b = publish_id(send(&mut o));
         o.on_pubrec(a, false);
-        let resend = o.resend_all();
+        o.resend_inflight();
+        let resend: Vec<_> = std::iter::from_fn(|| send(&mut o)).collect();
         assert_eq!(resend.len(), 2);
         assert_eq!(resend[0], Transmit::PubRel { packet_id: a });
         match &resend[1] {
@@ -383,6 +403,28 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn resend_after_reconnect_respects_a_smaller_window() {
+        // MQTT-3.3.4-9: never more unacknowledged PUBLISH than the client's Receive Maximum.
+        let mut o = Outbound::new(10, 3);
+        for _ in 0..3 {
+            o.enqueue(delivery(QoS::AtLeastOnce), true);
+            send(&mut o);
+        }
+        o.enqueue(delivery(QoS::AtLeastOnce), true);
+        o.set_window(1);
+        o.resend_inflight();
+        assert_eq!(publish_id(send(&mut o)), 1);
+        assert_eq!(send(&mut o), None, "window of 1 is full");
+        assert_eq!(o.on_puback(1), DONE);
+        assert_eq!(publish_id(send(&mut o)), 2);
+        // An ack for an entry not yet resent frees nothing on the wire but drops it.
+        assert_eq!(o.on_puback(3), DONE);
+        assert_eq!(send(&mut o), None);
+        assert_eq!(o.on_puback(2), DONE);
+        assert_eq!(publish_id(send(&mut o)), 4, "then new messages");
     }
 
     #[test]

@@ -119,19 +119,6 @@ impl V4Client {
         })
         .await
     }
-
-    /// Asserts that no PUBLISH arrives within `d` (used only to show absence, never to sync).
-    pub async fn expect_no_publish(&mut self, d: Duration) {
-        let deadline = tokio::time::Instant::now() + d;
-        loop {
-            match tokio::time::timeout_at(deadline, self.events.recv()).await {
-                Err(_) => return,
-                Ok(Some(rumqttc::Packet::Publish(p))) => panic!("unexpected publish {p:?}"),
-                Ok(Some(_)) => continue,
-                Ok(None) => return,
-            }
-        }
-    }
 }
 
 /// A rumqttc 5.0 client whose incoming packets arrive on a channel.

@@ -2,7 +2,6 @@
 //! resend what was in flight when a session resumes.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use rand::RngExt;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -88,17 +87,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             properties,
         }))?;
         if present {
-            // MQTT-4.4.0-1: resend unacknowledged PUBLISH (DUP=1) and PUBREL, in order.
-            let resend = session.slot.lock().session.outbound.resend_all();
-            let now = Instant::now();
-            let mut oversized = Vec::new();
-            for t in &resend {
-                self.write_transmit(t, now, &mut oversized);
-            }
-            let mut slot = session.slot.lock();
-            for id in oversized {
-                slot.session.outbound.discard(id);
-            }
+            // MQTT-4.4.0-1: unacknowledged PUBLISH (DUP=1) and PUBREL go out again first, in
+            // order; the drain that follows sends them within the client's window.
+            session.slot.lock().session.outbound.resend_inflight();
         }
         Ok(())
     }

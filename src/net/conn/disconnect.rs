@@ -1,14 +1,12 @@
-//! DISCONNECT from a client: a normal end that discards the will, unless MQTT 5.0 reason 0x04
-//! asks for it; MQTT 5.0 may also update the session expiry interval.
+//! DISCONNECT from a client: reason 0x00 is a normal end that discards the will; any other
+//! MQTT 5.0 reason (0x04 "with will message", or an error) keeps it (MQTT-3.1.2-8,
+//! MQTT-3.14.4-3). MQTT 5.0 may also update the session expiry interval.
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::codec::Disconnect;
 
 use super::{Close, Connection};
-
-/// MQTT 5.0 reason code: disconnect with will message.
-const WITH_WILL: u8 = 0x04;
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     pub(super) fn handle_disconnect(&mut self, disconnect: Disconnect) -> Result<(), Close> {
@@ -26,7 +24,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             attached.session.slot.lock().session.expiry_interval = expiry;
         }
         Err(Close::ClientDisconnect {
-            will: disconnect.reason == WITH_WILL,
+            will: disconnect.reason != 0x00,
         })
     }
 }

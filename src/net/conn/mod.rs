@@ -115,6 +115,10 @@ pub struct Connection<S> {
     pending_drain: bool,
     /// Durable changes of the packets handled since the last write.
     pending: Pending,
+    /// When the keep alive runs out (1.5 x keep alive after the last packet received).
+    deadline: Option<Instant>,
+    /// A write was cut off mid-packet: nothing more may be written.
+    torn: bool,
 }
 
 /// Serves one client connection to completion.
@@ -139,6 +143,8 @@ where
         transmits: Vec::new(),
         pending_drain: false,
         pending: Pending::default(),
+        deadline: None,
+        torn: false,
     };
     let close = conn.run().await;
     conn.finish(close).await;
@@ -204,18 +210,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             0 => None,
             secs => Some(Duration::from_millis(u64::from(secs) * 1500)),
         };
-        let mut deadline = keep_alive.map(|k| Instant::now() + k);
+        self.deadline = keep_alive.map(|k| Instant::now() + k);
         let link = self.link.clone();
         let shutdown = self.broker.shutdown.clone();
         loop {
             if self.process_input()? > 0 {
-                deadline = keep_alive.map(|k| Instant::now() + k);
+                self.deadline = keep_alive.map(|k| Instant::now() + k);
             }
             self.drain();
             self.settle().await?;
             self.flush().await?;
             let pending_drain = self.pending_drain;
+            if self.rbuf.is_empty() && self.rbuf.capacity() > 4 * READ_CHUNK {
+                // Give back the memory of an occasional large packet.
+                self.rbuf = BytesMut::new();
+            }
             self.rbuf.reserve(READ_CHUNK);
+            let deadline = self.deadline;
             tokio::select! {
                 biased;
                 _ = link.kick.cancelled() => {
@@ -317,21 +328,32 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         Err(Close::StorageFailure)
     }
 
-    /// Writes the whole write buffer, giving up if the connection is kicked meanwhile.
+    /// Writes the whole write buffer. Gives up if the connection is kicked, the broker shuts
+    /// down, or the keep alive runs out while the client is not reading. Each partial write
+    /// advances the buffer, so an interrupted flush is known to be torn.
     async fn flush(&mut self) -> Result<(), Close> {
-        if self.wbuf.is_empty() {
-            return Ok(());
-        }
         let link = self.link.clone();
         let shutdown = self.broker.shutdown.clone();
-        tokio::select! {
-            written = self.stream.write_all(&self.wbuf) => {
-                written.map_err(|_| Close::Io)?;
+        let total = self.wbuf.len();
+        while !self.wbuf.is_empty() {
+            let deadline = self.deadline;
+            let outcome = tokio::select! {
+                written = self.stream.write_buf(&mut self.wbuf) => match written {
+                    Ok(n) if n > 0 => Ok(()),
+                    _ => Err(Close::Io),
+                },
+                _ = link.kick.cancelled() => {
+                    Err(Close::Kicked(link.kick_reason().unwrap_or(KickReason::Shutdown)))
+                }
+                _ = shutdown.cancelled() => Err(Close::Kicked(KickReason::Shutdown)),
+                _ = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
+                    Err(Close::KeepAlive)
+                }
+            };
+            if let Err(close) = outcome {
+                self.torn = self.wbuf.len() != total;
+                return Err(close);
             }
-            _ = link.kick.cancelled() => {
-                return Err(Close::Kicked(link.kick_reason().unwrap_or(KickReason::Shutdown)));
-            }
-            _ = shutdown.cancelled() => return Err(Close::Kicked(KickReason::Shutdown)),
         }
         self.wbuf.clear();
         if self.wbuf.capacity() > 4 * WRITE_BUDGET {
@@ -340,7 +362,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         Ok(())
     }
 
-    /// Ends the connection: a last v5 DISCONNECT where due, the will, and the session.
+    /// Ends the connection: settle the store, detach from the session and hand over the will
+    /// (so a takeover waiting on this connection can proceed at once), then a last v5
+    /// DISCONNECT where due and the socket close.
     async fn finish(&mut self, close: Close) {
         // Acknowledgements already encoded go out only if what they acknowledge is committed.
         let close = match self.settle().await {
@@ -359,18 +383,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 ..Default::default()
             }));
         }
-        if !self.wbuf.is_empty() {
+        if let Some(attached) = self.state.take() {
+            let away = self.broker.detach(&attached.session, self.link.id);
+            if publish_will && let Some(will) = attached.will {
+                self.broker.schedule_will(will, &attached.session, away);
+            }
+            debug!(client_id = %attached.session.client_id, ?close, "connection closed");
+        }
+        self.link.gone.cancel();
+        if !self.wbuf.is_empty() && !self.torn {
             let _ = timeout(CLOSE_GRACE, self.stream.write_all(&self.wbuf)).await;
         }
         let _ = timeout(CLOSE_GRACE, self.stream.shutdown()).await;
-        let Some(attached) = self.state.take() else {
-            return;
-        };
-        let epoch = attached.session.slot.lock().epoch;
-        self.broker.detach(&attached.session, self.link.id);
-        if publish_will && let Some(will) = attached.will {
-            self.broker.schedule_will(will, &attached.session, epoch);
-        }
-        debug!(client_id = %attached.session.client_id, ?close, "connection closed");
     }
 }

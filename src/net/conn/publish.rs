@@ -45,8 +45,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                     let mut slot = attached.session.slot.lock();
                     let persisted = slot.persisted;
                     let inbound = &mut slot.session.inbound;
-                    if !inbound.is_pending(packet_id) && inbound.pending() >= limit {
-                        // MQTT-3.3.4-9: more unacknowledged QoS 2 than our Receive Maximum.
+                    if attached.version == Version::V5
+                        && !inbound.is_pending(packet_id)
+                        && inbound.pending() >= limit
+                    {
+                        // MQTT-3.3.4-7: more unacknowledged QoS 2 than our Receive Maximum
+                        // (0x93, section 3.3.4). MQTT 3.1.1 has no such limit.
                         return Err(Close::Violation {
                             reason: 0x93,
                             why: "receive maximum exceeded",
