@@ -1,3 +1,425 @@
-//! roost-client: a `no_std`, no-alloc MQTT client.
+//! roost-client: a `no_std`, no-alloc MQTT 3.1.1 and 5.0 client for microcontrollers.
+//!
+//! * Transport: anything implementing [`embedded_io_async::Read`] + [`embedded_io_async::Write`]
+//!   (embassy-net's `TcpSocket`, embedded-tls, or a host TCP stream through
+//!   `embedded-io-adapters`). `ReadReady` is not needed.
+//! * Time: the caller provides a [`Clock`] (current time in milliseconds and a way to sleep
+//!   until a deadline), so the client runs on any executor and sends PINGREQ by itself while
+//!   idle.
+//! * Memory: the caller provides a transmit buffer, a receive buffer and a [`SessionStore`]
+//!   (for instance a [`RamStore`] over a third buffer). The client itself is a few hundred bytes.
+//! * Protocol: MQTT 3.1.1 always; MQTT 5.0 with the `v5` feature; QoS 2 with the `qos2`
+//!   feature (both on by default).
+//!
+//! # Cancel safety
+//!
+//! The client is one object used through `&mut self` (it is not split into halves).
+//! [`Client::poll`] is cancel safe: all progress (bytes read, a packet already handled, bytes of
+//! an acknowledgement still to write) is kept in the client, never in the future, so dropping a
+//! `poll` future (for instance because a `select` chose a sensor reading instead) loses
+//! nothing; the next call resumes. A publish may therefore "race" a poll this way:
+//!
+//! ```ignore
+//! match select(client.poll(), sensor.ready()).await {
+//!     Either::First(ev) => handle(ev?),
+//!     Either::Second(reading) => { client.publish("s/t", &reading, QoS::AtLeastOnce, false).await?; }
+//! }
+//! ```
+//!
+//! The sending methods ([`Client::publish`], [`Client::subscribe`], ...) are cancel safe in a
+//! weaker sense: once the future has been polled once the packet is encoded and (for QoS > 0)
+//! recorded; if it is dropped while writing, the remaining bytes are written first by the next
+//! call on the client, so the stream is never corrupted. [`Client::connect`] is not cancel safe:
+//! a cancelled connect leaves the client disconnected.
+//!
+//! This relies on the transport's `read`/`write` being cancel safe themselves, which
+//! embassy-net and the tokio adapter are.
+//!
+//! # Errors and reconnecting
+//!
+//! After any error, [`Client::is_connected`] tells whether the connection is still usable.
+//! If not, call [`Client::connect`] with a fresh transport. With a persistent session
+//! (`clean_session = false`) unacknowledged QoS 1/2 messages are then resent with DUP set, and
+//! PUBREL for QoS 2 messages whose PUBREC arrived.
 #![no_std]
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod client;
+mod codec;
+mod store;
+
+pub use client::{Client, ConnAck, Event, MAX_INBOUND, MAX_INFLIGHT, Message};
+pub use store::{RAM_RECORD_OVERHEAD, RamStore, Record, SessionStore, StoreError};
+
+use core::future::Future;
+
+/// Quality of service of a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[repr(u8)]
+pub enum QoS {
+    /// At most once: fire and forget.
+    AtMostOnce = 0,
+    /// At least once: PUBLISH / PUBACK, duplicates possible.
+    AtLeastOnce = 1,
+    /// Exactly once: PUBLISH / PUBREC / PUBREL / PUBCOMP.
+    #[cfg(feature = "qos2")]
+    ExactlyOnce = 2,
+}
+
+impl QoS {
+    /// Converts the two QoS bits of a packet; `None` for values this build does not support.
+    pub fn from_u8(v: u8) -> Option<QoS> {
+        match v {
+            0 => Some(QoS::AtMostOnce),
+            1 => Some(QoS::AtLeastOnce),
+            #[cfg(feature = "qos2")]
+            2 => Some(QoS::ExactlyOnce),
+            _ => None,
+        }
+    }
+}
+
+/// MQTT protocol version, chosen at connect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// MQTT 3.1.1 (protocol level 4).
+    V311,
+    /// MQTT 5.0 (protocol level 5).
+    #[cfg(feature = "v5")]
+    V5,
+}
+
+/// A last-will message the server publishes if the connection drops without DISCONNECT.
+#[derive(Debug, Clone, Copy)]
+pub struct Will<'a> {
+    /// Topic of the will message.
+    pub topic: &'a str,
+    /// Payload of the will message.
+    pub payload: &'a [u8],
+    /// QoS of the will message.
+    pub qos: QoS,
+    /// Whether the will message is retained.
+    pub retain: bool,
+}
+
+/// Options of a CONNECT. Build with [`ConnectOptions::new`] and adjust the public fields.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectOptions<'a> {
+    /// Protocol version (default 3.1.1).
+    pub protocol: Protocol,
+    /// Client identifier. Must be non-empty for a persistent session.
+    pub client_id: &'a str,
+    /// Keep alive in seconds; 0 disables keepalive (default 60).
+    pub keep_alive_secs: u16,
+    /// 3.1.1 clean session / 5.0 clean start (default true). With `false`, QoS 1/2 state
+    /// survives reconnects (v5 also needs a non-zero [`session_expiry_secs`](Self::session_expiry_secs)).
+    pub clean_session: bool,
+    /// Optional user name.
+    pub username: Option<&'a str>,
+    /// Optional password (3.1.1 requires a user name with it).
+    pub password: Option<&'a [u8]>,
+    /// Optional last will.
+    pub will: Option<Will<'a>>,
+    /// v5 session expiry interval in seconds (0 = session ends with the connection).
+    #[cfg(feature = "v5")]
+    pub session_expiry_secs: u32,
+    /// How long to wait for CONNACK, in milliseconds (default 10 000).
+    pub connect_timeout_ms: u32,
+}
+
+impl<'a> ConnectOptions<'a> {
+    /// Default options for `client_id`: MQTT 3.1.1, keepalive 60 s, clean session.
+    pub const fn new(client_id: &'a str) -> Self {
+        ConnectOptions {
+            protocol: Protocol::V311,
+            client_id,
+            keep_alive_secs: 60,
+            clean_session: true,
+            username: None,
+            password: None,
+            will: None,
+            #[cfg(feature = "v5")]
+            session_expiry_secs: 0,
+            connect_timeout_ms: 10_000,
+        }
+    }
+}
+
+/// One topic filter of a SUBSCRIBE.
+#[derive(Debug, Clone, Copy)]
+pub struct Subscription<'a> {
+    /// Topic filter (may contain `+` and `#`).
+    pub filter: &'a str,
+    /// Maximum QoS the client accepts for this filter.
+    pub qos: QoS,
+    /// v5: do not receive own publications.
+    #[cfg(feature = "v5")]
+    pub no_local: bool,
+    /// v5: keep the retain flag as published.
+    #[cfg(feature = "v5")]
+    pub retain_as_published: bool,
+    /// v5: 0 = send retained messages, 1 = only for new subscriptions, 2 = never.
+    #[cfg(feature = "v5")]
+    pub retain_handling: u8,
+}
+
+impl<'a> Subscription<'a> {
+    /// A subscription to `filter` at `qos` with default v5 options.
+    pub const fn new(filter: &'a str, qos: QoS) -> Self {
+        Subscription {
+            filter,
+            qos,
+            #[cfg(feature = "v5")]
+            no_local: false,
+            #[cfg(feature = "v5")]
+            retain_as_published: false,
+            #[cfg(feature = "v5")]
+            retain_handling: 0,
+        }
+    }
+
+    pub(crate) fn options(&self, v5: bool) -> u8 {
+        let _ = v5;
+        #[cfg(feature = "v5")]
+        if v5 {
+            return self.qos as u8
+                | u8::from(self.no_local) << 2
+                | u8::from(self.retain_as_published) << 3
+                | (self.retain_handling & 3) << 4;
+        }
+        self.qos as u8
+    }
+}
+
+/// Errors of the client. After any of them, [`Client::is_connected`] says whether the
+/// connection survived; the comments say what is typical.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Error {
+    /// The transport failed (connection dropped).
+    Transport(embedded_io::ErrorKind),
+    /// The peer closed the connection (connection dropped).
+    ConnectionClosed,
+    /// The client is not connected: call [`Client::connect`].
+    NotConnected,
+    /// No CONNACK or PINGRESP in time (connection dropped).
+    Timeout,
+    /// Malformed or unexpected packet from the server (connection dropped).
+    Protocol,
+    /// The server refused the connection with this CONNACK return / reason code.
+    Refused(u8),
+    /// The server sent DISCONNECT (v5) with this reason code (connection dropped).
+    ServerDisconnect(u8),
+    /// An outgoing packet does not fit the transmit buffer. Nothing was sent.
+    BufferTooSmall,
+    /// An outgoing packet exceeds the server's maximum packet size. Nothing was sent.
+    PacketTooLarge,
+    /// An incoming PUBLISH did not fit the receive buffer: it was skipped (and acknowledged,
+    /// so the server does not resend it). `len` is its full size. The connection stays up.
+    MessageTooLarge {
+        /// Size of the skipped packet in bytes.
+        len: usize,
+    },
+    /// Too many QoS 1/2 messages in flight (client table or server receive maximum).
+    /// Poll to process acknowledgements, then retry. Nothing was sent.
+    InflightFull,
+    /// The session store is full or failed. Nothing was sent.
+    StoreFull,
+    /// v5: the server rejected the message `pid` with this PUBACK / PUBREC reason code.
+    Rejected {
+        /// Packet id of the rejected message.
+        pid: u16,
+        /// Reason code (>= 0x80).
+        reason: u8,
+    },
+    /// Invalid argument (empty topic, wildcard in a publish topic, string over 64 KiB, QoS
+    /// above the server's maximum, ...). Nothing was sent.
+    InvalidArgument,
+}
+
+impl<E: embedded_io::Error> From<E> for Error {
+    fn from(e: E) -> Self {
+        Error::Transport(e.kind())
+    }
+}
+
+/// The time source of the client. Times are milliseconds since an arbitrary origin.
+///
+/// With embassy: `now_ms` returns `Instant::now().as_millis()` and `sleep_until` is
+/// `Timer::at(Instant::from_millis(deadline_ms))`. On tokio: an `Instant` origin plus
+/// `tokio::time::sleep_until`.
+pub trait Clock {
+    /// Current time in milliseconds; must never go backwards.
+    fn now_ms(&mut self) -> u64;
+
+    /// Completes at or after `deadline_ms`. Must be cancel safe (it is dropped whenever a
+    /// packet arrives first). A clock that cannot sleep may return a future that never
+    /// completes; then the caller must cancel [`Client::poll`] itself before keepalive expires.
+    fn sleep_until(&mut self, deadline_ms: u64) -> impl Future<Output = ()>;
+}
+
+impl<C: Clock + ?Sized> Clock for &mut C {
+    fn now_ms(&mut self) -> u64 {
+        (**self).now_ms()
+    }
+    fn sleep_until(&mut self, deadline_ms: u64) -> impl Future<Output = ()> {
+        (**self).sleep_until(deadline_ms)
+    }
+}
+
+/// One v5 property, as yielded by [`Properties`].
+#[cfg(feature = "v5")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Property<'a> {
+    /// A one-byte property: (identifier, value).
+    Byte(u8, u8),
+    /// A two-byte integer property.
+    U16(u8, u16),
+    /// A four-byte integer property.
+    U32(u8, u32),
+    /// A variable byte integer property (subscription identifier).
+    VarInt(u8, u32),
+    /// A UTF-8 string property (content type, response topic, ...).
+    Str(u8, &'a str),
+    /// A binary property (correlation data, authentication data).
+    Bin(u8, &'a [u8]),
+    /// A user property (name, value).
+    Pair(&'a str, &'a str),
+}
+
+/// Iterator over a raw v5 property block (for instance [`Message::properties`]).
+#[cfg(feature = "v5")]
+#[derive(Debug, Clone)]
+pub struct Properties<'a> {
+    d: &'a [u8],
+    p: usize,
+}
+
+#[cfg(feature = "v5")]
+impl<'a> Properties<'a> {
+    /// Iterates over the property block `raw` (without its length prefix).
+    pub fn new(raw: &'a [u8]) -> Self {
+        Properties { d: raw, p: 0 }
+    }
+
+    /// The next property, `Ok(None)` at the end, `Err(Error::Protocol)` if malformed.
+    pub fn next_prop(&mut self) -> Result<Option<Property<'a>>, Error> {
+        let mut d = codec::Dec::new(self.d.get(self.p..).unwrap_or(&[]));
+        if d.is_empty() {
+            return Ok(None);
+        }
+        let before = self.d.len() - self.p;
+        let id = d.u8()?;
+        let p = match id {
+            0x01 | 0x17 | 0x19 | 0x24 | 0x25 | 0x28 | 0x29 | 0x2a => Property::Byte(id, d.u8()?),
+            0x13 | 0x21 | 0x22 | 0x23 => Property::U16(id, d.u16()?),
+            0x02 | 0x11 | 0x18 | 0x27 => Property::U32(id, d.u32()?),
+            0x0b => Property::VarInt(id, d.varint()? as u32),
+            0x03 | 0x08 | 0x12 | 0x15 | 0x1a | 0x1c | 0x1f => Property::Str(id, d.str()?),
+            0x09 | 0x16 => Property::Bin(id, d.bin()?),
+            0x26 => Property::Pair(d.str()?, d.str()?),
+            _ => return Err(Error::Protocol),
+        };
+        let left = d.rest().len();
+        self.p += before - left;
+        Ok(Some(p))
+    }
+}
+
+#[cfg(feature = "v5")]
+impl<'a> Iterator for Properties<'a> {
+    type Item = Property<'a>;
+    /// Yields properties until the end or the first malformed one.
+    fn next(&mut self) -> Option<Property<'a>> {
+        self.next_prop().ok().flatten()
+    }
+}
+
+/// Moves `buf[from..end]` to `to` (like `copy_within`) in non-overlapping chunks, so only
+/// `memcpy` is needed: `memmove` from compiler-builtins costs about 1.5 KB of flash on
+/// Cortex-M, more than this whole function and its callers.
+pub(crate) fn move_bytes(buf: &mut [u8], from: usize, end: usize, to: usize) {
+    if to < from {
+        let step = from - to;
+        let (mut dst, mut src) = (to, from);
+        while src < end {
+            let n = (end - src).min(step);
+            let (a, b) = buf.split_at_mut(src);
+            a[dst..dst + n].copy_from_slice(&b[..n]);
+            dst += n;
+            src += n;
+        }
+    } else if to > from {
+        let step = to - from;
+        let mut src_end = end;
+        while src_end > from {
+            let n = (src_end - from).min(step);
+            let (a, b) = buf.split_at_mut(src_end);
+            b[step - n..step].copy_from_slice(&a[src_end - n..]);
+            src_end -= n;
+        }
+    }
+}
+
+/// Races two futures; the first to complete wins and the other is dropped.
+pub(crate) async fn select<A: Future, B: Future>(a: A, b: B) -> Result<A::Output, B::Output> {
+    use core::task::Poll;
+    let mut a = core::pin::pin!(a);
+    let mut b = core::pin::pin!(b);
+    core::future::poll_fn(|cx| {
+        if let Poll::Ready(x) = a.as_mut().poll(cx) {
+            return Poll::Ready(Ok(x));
+        }
+        if let Poll::Ready(y) = b.as_mut().poll(cx) {
+            return Poll::Ready(Err(y));
+        }
+        Poll::Pending
+    })
+    .await
+}
+
+#[cfg(test)]
+mod move_tests {
+    #[test]
+    fn move_bytes_matches_copy_within() {
+        for len in 0..12 {
+            for from in 0..=len {
+                for end in from..=len {
+                    for to in 0..=len - (end - from) {
+                        let mut a: [u8; 12] = core::array::from_fn(|i| i as u8);
+                        let mut b = a;
+                        a.copy_within(from..end, to);
+                        super::move_bytes(&mut b, from, end, to);
+                        assert_eq!(a, b, "from {from} end {end} to {to}");
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(all(test, feature = "v5"))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn properties_iterate_and_reject_garbage() {
+        let raw = [
+            0x01, 1, 0x03, 0, 2, b'a', b'b', 0x09, 0, 1, 7, 0x26, 0, 1, b'k', 0, 1, b'v', 0x0b,
+            0x80, 0x01, 0x02, 0, 0, 0, 9,
+        ];
+        let mut it = Properties::new(&raw);
+        assert_eq!(it.next(), Some(Property::Byte(1, 1)));
+        assert_eq!(it.next(), Some(Property::Str(3, "ab")));
+        assert_eq!(it.next(), Some(Property::Bin(9, &[7])));
+        assert_eq!(it.next(), Some(Property::Pair("k", "v")));
+        assert_eq!(it.next(), Some(Property::VarInt(0x0b, 128)));
+        assert_eq!(it.next(), Some(Property::U32(2, 9)));
+        assert_eq!(it.next(), None);
+        assert_eq!(Properties::new(&[0x7f]).next_prop(), Err(Error::Protocol));
+        assert_eq!(
+            Properties::new(&[0x21, 0]).next_prop(),
+            Err(Error::Protocol)
+        );
+    }
+}

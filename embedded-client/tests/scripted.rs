@@ -1,0 +1,549 @@
+//! Deterministic state-machine tests against a scripted peer over an in-memory pipe
+//! (tokio duplex): no sockets, no broker.
+// These tests exercise QoS 2; they need the (default) `qos2` feature.
+#![cfg(feature = "qos2")]
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use embedded_io_adapters::tokio_1::FromTokio;
+use roost_client::{Client, Error, MAX_INFLIGHT, Protocol, QoS, Record, SessionStore, StoreError};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+
+type Pipe = FromTokio<DuplexStream>;
+
+/// The server side of the pipe.
+struct Peer(DuplexStream);
+
+impl Peer {
+    /// Reads one whole packet.
+    async fn packet(&mut self) -> Vec<u8> {
+        // Long enough for the paused-clock keepalive test, whose client timers come first.
+        tokio::time::timeout(Duration::from_secs(60), async {
+            let mut pkt = vec![self.0.read_u8().await.unwrap()];
+            let mut rem = 0usize;
+            for i in 0..4 {
+                let b = self.0.read_u8().await.unwrap();
+                pkt.push(b);
+                rem |= usize::from(b & 0x7f) << (7 * i);
+                if b & 0x80 == 0 {
+                    break;
+                }
+            }
+            let start = pkt.len();
+            pkt.resize(start + rem, 0);
+            self.0.read_exact(&mut pkt[start..]).await.unwrap();
+            pkt
+        })
+        .await
+        .expect("peer: no packet")
+    }
+
+    async fn send(&mut self, b: &[u8]) {
+        self.0.write_all(b).await.unwrap();
+    }
+
+    /// Reads CONNECT, answers with `connack`.
+    async fn accept(&mut self, connack: &[u8]) -> Vec<u8> {
+        let c = self.packet().await;
+        assert_eq!(c[0], 0x10);
+        self.send(connack).await;
+        c
+    }
+}
+
+fn pipe(max_buf: usize) -> (Pipe, Peer) {
+    let (a, b) = tokio::io::duplex(max_buf);
+    (FromTokio::new(a), Peer(b))
+}
+
+const CONNACK: [u8; 4] = [0x20, 2, 0, 0];
+const CONNACK_SP: [u8; 4] = [0x20, 2, 1, 0];
+
+async fn connected<'b>(
+    b: &'b mut Bufs,
+    o: &roost_client::ConnectOptions<'_>,
+) -> (TestClient<'b, Pipe>, Peer) {
+    let mut c = b.client();
+    let (io, mut peer) = pipe(4096);
+    let v5 = o.protocol != Protocol::V311;
+    let connack: &[u8] = if v5 { &[0x20, 3, 0, 0, 0] } else { &CONNACK };
+    let (r, _) = tokio::join!(c.connect(io, o), peer.accept(connack));
+    r.unwrap();
+    (c, peer)
+}
+
+/// A QoS 2 PUBLISH from the server.
+fn q2(pid: u16, dup: bool, payload: &[u8]) -> Vec<u8> {
+    let mut p = vec![
+        0x34 | if dup { 8 } else { 0 },
+        (5 + payload.len()) as u8,
+        0,
+        1,
+        b't',
+    ];
+    p.extend_from_slice(&pid.to_be_bytes());
+    p.extend_from_slice(payload);
+    p
+}
+
+#[tokio::test]
+async fn inbound_qos2_duplicates_suppressed_until_pubrel() {
+    let mut b = Bufs::std();
+    let (mut c, mut peer) = connected(&mut b, &opts("c", Protocol::V311)).await;
+    peer.send(&q2(5, false, b"x")).await;
+    assert_eq!(next(&mut c).await.unwrap(), Ev::msg("t", b"x", 2));
+    assert_eq!(peer.packet().await, [0x50, 2, 0, 5]);
+    // The server resends (it did not see PUBREC): suppressed, PUBREC again.
+    peer.send(&q2(5, true, b"x")).await;
+    let quiet = tokio::time::timeout(Duration::from_millis(100), c.poll()).await;
+    assert!(quiet.is_err(), "duplicate delivered");
+    assert_eq!(peer.packet().await, [0x50, 2, 0, 5]);
+    assert_eq!(c.store().len(), 1);
+    // PUBREL releases the id; PUBCOMP answers.
+    peer.send(&[0x62, 2, 0, 5]).await;
+    // The same id is now a new message.
+    peer.send(&q2(5, false, b"y")).await;
+    assert_eq!(next(&mut c).await.unwrap(), Ev::msg("t", b"y", 2));
+    assert_eq!(peer.packet().await, [0x70, 2, 0, 5]);
+    assert_eq!(peer.packet().await, [0x50, 2, 0, 5]);
+    // PUBREL for an unknown id is still completed.
+    peer.send(&[0x62, 2, 0, 5, 0x62, 2, 0, 9]).await;
+    peer.send(&[0x30, 4, 0, 1, b'm', b'!']).await;
+    assert_eq!(next(&mut c).await.unwrap(), Ev::msg("m", b"!", 0));
+    assert_eq!(peer.packet().await, [0x70, 2, 0, 5]);
+    assert_eq!(peer.packet().await, [0x70, 2, 0, 9]);
+    assert!(c.store().is_empty());
+}
+
+#[tokio::test]
+async fn outbound_qos1_and_qos2_handshakes() {
+    let mut b = Bufs::std();
+    let (mut c, mut peer) = connected(&mut b, &opts("c", Protocol::V311)).await;
+    let p1 = c.publish("a", b"1", QoS::AtLeastOnce, true).await.unwrap();
+    assert_eq!(
+        peer.packet().await,
+        [0x33, 6, 0, 1, b'a', 0, p1 as u8, b'1']
+    );
+    let p2 = c.publish("a", b"2", QoS::ExactlyOnce, false).await.unwrap();
+    assert_ne!(p1, p2);
+    assert_eq!(
+        peer.packet().await,
+        [0x34, 6, 0, 1, b'a', 0, p2 as u8, b'2']
+    );
+    assert_eq!(c.inflight(), 2);
+    peer.send(&[0x40, 2, 0, p1 as u8, 0x50, 2, 0, p2 as u8])
+        .await;
+    assert_eq!(next(&mut c).await.unwrap(), Ev::PubAck(p1));
+    assert_eq!(next(&mut c).await.unwrap(), Ev::PubRec(p2));
+    assert_eq!(peer.packet().await, [0x62, 2, 0, p2 as u8]);
+    // A repeated PUBREC is answered with PUBREL again, no event.
+    peer.send(&[0x50, 2, 0, p2 as u8, 0x70, 2, 0, p2 as u8])
+        .await;
+    assert_eq!(next(&mut c).await.unwrap(), Ev::PubComp(p2));
+    assert_eq!(peer.packet().await, [0x62, 2, 0, p2 as u8]);
+    assert_eq!(c.inflight(), 0);
+    assert!(c.store().is_empty());
+}
+
+#[tokio::test]
+async fn packet_ids_never_reused_while_in_flight() {
+    let mut b = Bufs::new(64, 64, 64 * 1024);
+    let (mut c, mut peer) = connected(&mut b, &opts("c", Protocol::V311)).await;
+    let mut ids = Vec::new();
+    for _ in 0..MAX_INFLIGHT {
+        ids.push(c.publish("t", b"", QoS::AtLeastOnce, false).await.unwrap());
+        peer.packet().await;
+    }
+    let mut sorted = ids.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(sorted.len(), MAX_INFLIGHT);
+    assert!(!ids.contains(&0));
+    assert_eq!(
+        c.publish("t", b"", QoS::AtLeastOnce, false).await,
+        Err(Error::InflightFull)
+    );
+    assert!(c.is_connected());
+    // Keep ids[0] in flight and cycle through the whole id space (wrap-around) with the rest.
+    let held = ids[0];
+    for id in &ids[1..] {
+        peer.send(&[0x40, 2, (id >> 8) as u8, *id as u8]).await;
+        assert_eq!(next(&mut c).await.unwrap(), Ev::PubAck(*id));
+    }
+    for _ in 0..70_000u32 {
+        let id = c.publish("t", b"", QoS::AtLeastOnce, false).await.unwrap();
+        assert_ne!(id, held);
+        assert_ne!(id, 0);
+        peer.packet().await;
+        peer.send(&[0x40, 2, (id >> 8) as u8, id as u8]).await;
+        assert_eq!(next(&mut c).await.unwrap(), Ev::PubAck(id));
+    }
+    assert_eq!(c.inflight(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn keepalive_pings_while_idle_and_detects_dead_server() {
+    let mut b = Bufs::std();
+    let mut o = opts("c", Protocol::V311);
+    o.keep_alive_secs = 10;
+    let (mut c, mut peer) = connected(&mut b, &o).await;
+    let t0 = tokio::time::Instant::now();
+    let (r, ping) = tokio::join!(
+        tokio::time::timeout(Duration::from_secs(15), c.poll()),
+        async {
+            let p = peer.packet().await;
+            let at = t0.elapsed();
+            peer.send(&[0xd0, 0]).await;
+            (p, at)
+        }
+    );
+    assert!(r.is_err(), "poll returned while idle");
+    assert_eq!(ping.0, [0xc0, 0]);
+    assert_eq!(ping.1.as_secs(), 10);
+    // Next PINGREQ goes unanswered: Timeout one keepalive later, connection dropped.
+    let (r, p) = tokio::join!(c.poll(), peer.packet());
+    assert_eq!(p, [0xc0, 0]);
+    assert_eq!(r.err(), Some(Error::Timeout));
+    assert!(!c.is_connected());
+    assert!(t0.elapsed() >= Duration::from_secs(30));
+}
+
+#[tokio::test]
+async fn poll_is_cancel_safe_mid_packet_and_mid_ack() {
+    let mut b = Bufs::std();
+    let mut c = b.client();
+    // A 2-byte pipe: every write blocks until the peer reads.
+    let (io, mut peer) = pipe(2);
+    let o = opts("c", Protocol::V311);
+    let (r, _) = tokio::join!(c.connect(io, &o), peer.accept(&CONNACK));
+    r.unwrap();
+    let msg = [0x32, 8, 0, 1, b't', 0, 7, b'a', b'b', b'c'];
+    // Half a packet, then the poll is cancelled.
+    peer.send(&msg[..2]).await;
+    assert!(
+        tokio::time::timeout(Duration::from_millis(50), c.poll())
+            .await
+            .is_err()
+    );
+    peer.send(&msg[2..4]).await;
+    assert!(
+        tokio::time::timeout(Duration::from_millis(50), c.poll())
+            .await
+            .is_err()
+    );
+    // The PUBACK (4 bytes) cannot be written completely: cancelled while writing the ack.
+    let (r, _) = tokio::join!(
+        tokio::time::timeout(Duration::from_millis(50), c.poll()),
+        peer.send(&msg[4..])
+    );
+    assert!(r.is_err());
+    let (r, ack) = tokio::join!(next(&mut c), peer.packet());
+    assert_eq!(r.unwrap(), Ev::msg("t", b"abc", 1));
+    assert_eq!(ack, [0x40, 2, 0, 7]);
+    // Publish cancelled mid-write: the rest goes out before the next packet.
+    let big = [9u8; 20];
+    assert!(
+        tokio::time::timeout(
+            Duration::from_millis(50),
+            c.publish("t", &big, QoS::AtMostOnce, false)
+        )
+        .await
+        .is_err()
+    );
+    let (r, (p1, p2)) = tokio::join!(c.publish("u", b"", QoS::AtMostOnce, false), async {
+        (peer.packet().await, peer.packet().await)
+    });
+    r.unwrap();
+    assert_eq!(&p1[..5], &[0x30, 23, 0, 1, b't']);
+    assert_eq!(p2, [0x30, 3, 0, 1, b'u']);
+}
+
+#[tokio::test]
+async fn oversized_inbound_publish_is_skipped_and_acknowledged() {
+    let mut b = Bufs::new(64, 32, 256);
+    let (mut c, mut peer) = connected(&mut b, &opts("c", Protocol::V311)).await;
+    let mut big = vec![0x34, 105, 0, 1, b't', 0, 3];
+    big.extend_from_slice(&[1u8; 100]);
+    peer.send(&big).await;
+    peer.send(&[0x30, 4, 0, 1, b't', b'k']).await;
+    assert_eq!(next(&mut c).await, Err(Error::MessageTooLarge { len: 107 }));
+    assert!(c.is_connected());
+    assert_eq!(next(&mut c).await.unwrap(), Ev::msg("t", b"k", 0));
+    assert_eq!(peer.packet().await, [0x50, 2, 0, 3]);
+    // A non-PUBLISH packet that does not fit is fatal.
+    let mut suback = vec![0x90, 40, 0, 1];
+    suback.extend_from_slice(&[0u8; 38]);
+    peer.send(&suback).await;
+    assert_eq!(next(&mut c).await, Err(Error::Protocol));
+    assert!(!c.is_connected());
+    assert_eq!(c.poll().await.err(), Some(Error::NotConnected));
+}
+
+#[tokio::test]
+async fn malformed_input_is_an_error_not_a_panic() {
+    let bad: &[&[u8]] = &[
+        &[0x30, 0xff, 0xff, 0xff, 0xff, 0x01],
+        &[0x32, 3, 0, 1, b't'],
+        &[0x36, 5, 0, 1, b't', 0, 1],
+        &[0x20, 2, 0, 0],
+        &[0x00, 0],
+        &[0xf0, 0],
+        &[0x40, 1, 0],
+        &[0x30, 3, 0, 1, 0xff],
+    ];
+    for pkt in bad {
+        let mut b = Bufs::new(64, 64, 64);
+        let (mut c, mut peer) = connected(&mut b, &opts("c", Protocol::V311)).await;
+        peer.send(pkt).await;
+        assert_eq!(next(&mut c).await, Err(Error::Protocol), "{pkt:?}");
+        assert!(!c.is_connected());
+    }
+    // Server closes the stream.
+    let mut b = Bufs::std();
+    let (mut c, peer) = connected(&mut b, &opts("c", Protocol::V311)).await;
+    drop(peer);
+    assert_eq!(next(&mut c).await, Err(Error::ConnectionClosed));
+}
+
+#[tokio::test]
+async fn connect_refused_and_timeout() {
+    let mut b = Bufs::std();
+    let mut c = b.client();
+    let (io, mut peer) = pipe(256);
+    let o = opts("c", Protocol::V311);
+    let (r, _) = tokio::join!(c.connect(io, &o), peer.accept(&[0x20, 2, 0, 5]));
+    assert_eq!(r, Err(Error::Refused(5)));
+    assert!(!c.is_connected());
+    let (io, mut peer) = pipe(256);
+    let mut o = opts("c", Protocol::V311);
+    o.connect_timeout_ms = 100;
+    let (r, _) = tokio::join!(c.connect(io, &o), peer.packet());
+    assert_eq!(r, Err(Error::Timeout));
+    // Buffers below 16 bytes are refused up front.
+    let mut small = Bufs::new(8, 64, 0);
+    let mut c = small.client();
+    let (io, _peer) = pipe(256);
+    assert_eq!(c.connect(io, &o).await, Err(Error::BufferTooSmall));
+}
+
+/// A "flash" store for the reboot test: records in a Vec that outlives the client.
+#[derive(Default, Clone)]
+struct Flash(Vec<(Record, Vec<u8>)>);
+
+impl SessionStore for Flash {
+    fn save(&mut self, record: Record, data: &[u8]) -> Result<(), StoreError> {
+        match self.0.iter_mut().find(|(r, _)| r.same_key(record)) {
+            Some(e) => *e = (record, data.to_vec()),
+            None => self.0.push((record, data.to_vec())),
+        }
+        Ok(())
+    }
+    fn remove(&mut self, record: Record) {
+        self.0.retain(|(r, _)| !r.same_key(record));
+    }
+    fn load(
+        &mut self,
+        index: usize,
+        buf: &mut [u8],
+    ) -> Result<Option<(Record, usize)>, StoreError> {
+        Ok(self.0.get(index).map(|(r, d)| {
+            buf[..d.len()].copy_from_slice(d);
+            (*r, d.len())
+        }))
+    }
+    fn clear(&mut self) {
+        self.0.clear();
+    }
+}
+
+#[tokio::test]
+async fn session_survives_reboot_through_store() {
+    let mut flash = Flash::default();
+    let o = {
+        let mut o = opts("dev", Protocol::V311);
+        o.clean_session = false;
+        o
+    };
+    let (p1, p2, p3);
+    {
+        let (mut tx, mut rx) = ([0u8; 128], [0u8; 128]);
+        let mut c: Client<'_, Pipe, _, _> =
+            Client::new(TokioClock::new(), &mut flash, &mut tx, &mut rx);
+        let (io, mut peer) = pipe(1024);
+        let (r, _) = tokio::join!(c.connect(io, &o), peer.accept(&CONNACK));
+        r.unwrap();
+        p1 = c.publish("a", b"1", QoS::AtLeastOnce, false).await.unwrap();
+        p2 = c.publish("a", b"2", QoS::ExactlyOnce, false).await.unwrap();
+        p3 = c.publish("a", b"3", QoS::ExactlyOnce, false).await.unwrap();
+        for _ in 0..3 {
+            peer.packet().await;
+        }
+        peer.send(&[0x50, 2, 0, p2 as u8]).await;
+        assert_eq!(next(&mut c).await.unwrap(), Ev::PubRec(p2));
+        // An inbound QoS 2 message delivered, PUBREL not yet seen.
+        peer.send(&q2(40, false, b"in")).await;
+        assert_eq!(next(&mut c).await.unwrap(), Ev::msg("t", b"in", 2));
+        // "Reboot": the client and its RAM are gone; the flash store remains.
+    }
+    assert_eq!(flash.0.len(), 4);
+    let (mut tx, mut rx) = ([0u8; 128], [0u8; 128]);
+    let mut c: Client<'_, Pipe, _, _> =
+        Client::new(TokioClock::new(), &mut flash, &mut tx, &mut rx);
+    let (io, mut peer) = pipe(1024);
+    let (r, _) = tokio::join!(c.connect(io, &o), peer.accept(&CONNACK_SP));
+    assert_eq!(r.unwrap().resent, 3);
+    assert_eq!(c.inflight(), 3);
+    // Resent in the original order, PUBLISH with DUP, PUBREL for the released one.
+    assert_eq!(
+        peer.packet().await,
+        [0x3a, 6, 0, 1, b'a', 0, p1 as u8, b'1']
+    );
+    assert_eq!(peer.packet().await, [0x62, 2, 0, p2 as u8]);
+    assert_eq!(
+        peer.packet().await,
+        [0x3c, 6, 0, 1, b'a', 0, p3 as u8, b'3']
+    );
+    // The inbound id is still known: a resent PUBLISH is suppressed.
+    peer.send(&q2(40, true, b"in")).await;
+    peer.send(&[0x62, 2, 0, 40]).await;
+    peer.send(&[0x40, 2, 0, p1 as u8]).await;
+    assert_eq!(next(&mut c).await.unwrap(), Ev::PubAck(p1));
+    assert_eq!(peer.packet().await, [0x50, 2, 0, 40]);
+    assert_eq!(peer.packet().await, [0x70, 2, 0, 40]);
+    // A new id does not collide with ids in flight.
+    let p4 = c.publish("a", b"4", QoS::AtLeastOnce, false).await.unwrap();
+    assert!(p4 != p2 && p4 != p3);
+    drop(c);
+    // A server without the session: state is discarded.
+    let (mut tx, mut rx) = ([0u8; 128], [0u8; 128]);
+    let mut c: Client<'_, Pipe, _, _> =
+        Client::new(TokioClock::new(), &mut flash, &mut tx, &mut rx);
+    let (io, mut peer) = pipe(1024);
+    let (r, _) = tokio::join!(c.connect(io, &o), peer.accept(&CONNACK));
+    let ack = r.unwrap();
+    assert!(ack.discarded && !ack.session_present);
+    assert_eq!(c.inflight(), 0);
+    drop(c);
+    assert!(flash.0.is_empty());
+}
+
+#[cfg(feature = "v5")]
+mod v5 {
+    use super::*;
+
+    #[tokio::test]
+    async fn reason_codes_surface_as_errors() {
+        let mut b = Bufs::std();
+        let o = opts("c", Protocol::V5);
+        let (mut c, mut peer) = connected(&mut b, &o).await;
+        let p = c.publish("t", b"x", QoS::AtLeastOnce, false).await.unwrap();
+        peer.packet().await;
+        peer.send(&[0x40, 4, 0, p as u8, 0x87, 0]).await;
+        assert_eq!(
+            next(&mut c).await,
+            Err(Error::Rejected {
+                pid: p,
+                reason: 0x87
+            })
+        );
+        assert!(c.is_connected());
+        assert_eq!(c.inflight(), 0);
+        let p = c.publish("t", b"x", QoS::ExactlyOnce, false).await.unwrap();
+        peer.packet().await;
+        peer.send(&[0x50, 3, 0, p as u8, 0x97]).await;
+        assert_eq!(
+            next(&mut c).await,
+            Err(Error::Rejected {
+                pid: p,
+                reason: 0x97
+            })
+        );
+        // Success with a reason code byte of 0 and properties.
+        let p = c.publish("t", b"x", QoS::AtLeastOnce, false).await.unwrap();
+        peer.packet().await;
+        peer.send(&[0x40, 4, 0, p as u8, 0x10, 0]).await;
+        assert_eq!(next(&mut c).await.unwrap(), Ev::PubAck(p));
+        // Server DISCONNECT.
+        peer.send(&[0xe0, 2, 0x8e, 0]).await;
+        assert_eq!(next(&mut c).await, Err(Error::ServerDisconnect(0x8e)));
+        assert!(!c.is_connected());
+        // CONNACK with a v5 reason code.
+        let (io, mut peer) = pipe(256);
+        let (r, _) = tokio::join!(c.connect(io, &o), peer.accept(&[0x20, 3, 0, 0x87, 0]));
+        assert_eq!(r, Err(Error::Refused(0x87)));
+    }
+
+    #[tokio::test]
+    async fn server_limits_are_enforced() {
+        let mut b = Bufs::std();
+        let mut c = b.client();
+        let (io, mut peer) = pipe(4096);
+        // receive maximum 2, maximum packet size 40, maximum QoS 1, server keep alive 7
+        let connack = [
+            0x20, 16, 0, 0, 13, 0x21, 0, 2, 0x27, 0, 0, 0, 40, 0x24, 1, 0x13, 0, 7,
+        ];
+        let o = opts("c", Protocol::V5);
+        let (r, conn) = tokio::join!(c.connect(io, &o), peer.accept(&connack));
+        r.unwrap();
+        // The client announced receive maximum and its maximum packet size (rx buffer).
+        assert_eq!(conn[8], 5);
+        assert_eq!(
+            &conn[12..21],
+            &[
+                8,
+                0x21,
+                0,
+                roost_client::MAX_INBOUND as u8,
+                0x27,
+                0,
+                0,
+                4,
+                0
+            ]
+        );
+        assert_eq!(c.next_deadline_ms().unwrap() / 1000, 7);
+        assert_eq!(
+            c.publish("t", &[0u8; 40], QoS::AtMostOnce, false).await,
+            Err(Error::PacketTooLarge)
+        );
+        assert_eq!(
+            c.publish("t", b"", QoS::ExactlyOnce, false).await,
+            Err(Error::InvalidArgument)
+        );
+        c.publish("t", b"", QoS::AtLeastOnce, false).await.unwrap();
+        c.publish("t", b"", QoS::AtLeastOnce, false).await.unwrap();
+        assert_eq!(
+            c.publish("t", b"", QoS::AtLeastOnce, false).await,
+            Err(Error::InflightFull)
+        );
+        assert!(c.is_connected());
+        assert_eq!(c.store().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn message_properties_are_exposed() {
+        let mut b = Bufs::std();
+        let (mut c, mut peer) = connected(&mut b, &opts("c", Protocol::V5)).await;
+        // QoS 0 publish with content type "j" and a user property.
+        let pkt = [
+            0x30, 16, 0, 1, b't', 11, 0x03, 0, 1, b'j', 0x26, 0, 1, b'k', 0, 1, b'v', b'!',
+        ];
+        peer.send(&pkt).await;
+        let ev = tokio::time::timeout(WAIT, c.poll()).await.unwrap().unwrap();
+        let roost_client::Event::Message(m) = ev else {
+            panic!("{ev:?}")
+        };
+        assert_eq!(m.payload, b"!");
+        let props: Vec<_> = m.properties().collect();
+        assert_eq!(
+            props,
+            vec![
+                roost_client::Property::Str(3, "j"),
+                roost_client::Property::Pair("k", "v")
+            ]
+        );
+    }
+}
