@@ -15,6 +15,115 @@ use crate::store::Durability;
 /// Largest packet size MQTT can express (remaining length of 268,435,455 bytes plus header).
 pub const MQTT_MAX_PACKET_SIZE: u32 = 268_435_460;
 
+/// The transport of a listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ListenerKind {
+    /// MQTT over plain TCP.
+    Tcp,
+    /// MQTT over TLS.
+    Tls,
+    /// MQTT over WebSocket.
+    Ws,
+    /// MQTT over WebSocket over TLS.
+    Wss,
+}
+
+impl ListenerKind {
+    /// True for the kinds that need a certificate.
+    pub fn is_tls(self) -> bool {
+        matches!(self, ListenerKind::Tls | ListenerKind::Wss)
+    }
+}
+
+/// One extra listener (`[[listener]]` in the file).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    /// Transport.
+    pub kind: ListenerKind,
+    /// Address to bind.
+    #[serde(default = "loopback")]
+    pub bind: IpAddr,
+    /// Port; 0 picks a free one.
+    pub port: u16,
+    /// Server certificate chain (PEM), for `tls` and `wss`.
+    pub cert_file: Option<PathBuf>,
+    /// Server private key (PEM), for `tls` and `wss`.
+    pub key_file: Option<PathBuf>,
+    /// CA certificates (PEM) that client certificates are verified against.
+    pub ca_file: Option<PathBuf>,
+    /// Refuse clients without a valid certificate (needs `ca_file`).
+    #[serde(default)]
+    pub require_certificate: bool,
+    /// Use the client certificate's Common Name as the username (like mosquitto).
+    #[serde(default)]
+    pub use_identity_as_username: bool,
+    /// HTTP path of `ws` and `wss` listeners.
+    #[serde(default = "default_ws_path")]
+    pub path: String,
+}
+
+fn loopback() -> IpAddr {
+    IpAddr::from([127, 0, 0, 1])
+}
+
+fn default_ws_path() -> String {
+    "/mqtt".to_string()
+}
+
+impl ListenerConfig {
+    /// A listener of `kind` on `bind:port` with no TLS settings.
+    pub fn new(kind: ListenerKind, bind: IpAddr, port: u16) -> ListenerConfig {
+        ListenerConfig {
+            kind,
+            bind,
+            port,
+            cert_file: None,
+            key_file: None,
+            ca_file: None,
+            require_certificate: false,
+            use_identity_as_username: false,
+            path: default_ws_path(),
+        }
+    }
+
+    fn validate(&self, i: usize) -> Result<(), String> {
+        let key = |k: &str| format!("listener[{i}].{k}");
+        if self.kind.is_tls() && (self.cert_file.is_none() || self.key_file.is_none()) {
+            return Err(format!(
+                "`{}` and `{}` are required for a {:?} listener",
+                key("cert_file"),
+                key("key_file"),
+                self.kind
+            ));
+        }
+        if !self.kind.is_tls() && (self.cert_file.is_some() || self.ca_file.is_some()) {
+            return Err(format!(
+                "`{}` only applies to tls and wss listeners",
+                key("cert_file/ca_file")
+            ));
+        }
+        if (self.require_certificate || self.use_identity_as_username) && self.ca_file.is_none() {
+            return Err(format!(
+                "`{}` is required with require_certificate or use_identity_as_username",
+                key("ca_file")
+            ));
+        }
+        if self.use_identity_as_username && !self.require_certificate {
+            return Err(format!(
+                "`{}` needs require_certificate = true",
+                key("use_identity_as_username")
+            ));
+        }
+        if matches!(self.kind, ListenerKind::Ws | ListenerKind::Wss) && !self.path.starts_with('/')
+        {
+            return Err(format!("`{}` must start with '/'", key("path")));
+        }
+        Ok(())
+    }
+}
+
 /// The validated settings a broker runs with.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -38,6 +147,19 @@ pub struct Config {
     pub receive_maximum: u16,
     /// Time a client has to send CONNECT after the TCP connection is accepted.
     pub connect_timeout: Duration,
+    /// Listeners besides the main TCP one on `bind:port`.
+    pub listeners: Vec<ListenerConfig>,
+    /// Password file (`user:hash` lines: argon2 PHC or mosquitto `$7$`).
+    pub password_file: Option<PathBuf>,
+    /// ACL file in mosquitto's syntax; once set, whatever it does not grant is denied.
+    pub acl_file: Option<PathBuf>,
+    /// Whether clients without a username may connect. Unset: only while every listener is
+    /// on a loopback address.
+    pub allow_anonymous: Option<bool>,
+    /// Most simultaneous connections; 0 = no limit.
+    pub max_connections: usize,
+    /// Time a TLS or WebSocket handshake may take.
+    pub handshake_timeout: Duration,
 }
 
 impl Default for Config {
@@ -53,6 +175,12 @@ impl Default for Config {
             max_inflight_messages: 100,
             receive_maximum: 100,
             connect_timeout: Duration::from_secs(10),
+            listeners: Vec::new(),
+            password_file: None,
+            acl_file: None,
+            allow_anonymous: None,
+            max_connections: 0,
+            handshake_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -83,6 +211,19 @@ pub struct FileConfig {
     pub receive_maximum: Option<u16>,
     /// Seconds; see [`Config::connect_timeout`].
     pub connect_timeout: Option<u64>,
+    /// Extra listeners; see [`ListenerConfig`].
+    #[serde(default)]
+    pub listener: Vec<ListenerConfig>,
+    /// See [`Config::password_file`].
+    pub password_file: Option<PathBuf>,
+    /// See [`Config::acl_file`].
+    pub acl_file: Option<PathBuf>,
+    /// See [`Config::allow_anonymous`].
+    pub allow_anonymous: Option<bool>,
+    /// See [`Config::max_connections`].
+    pub max_connections: Option<usize>,
+    /// Seconds; see [`Config::handshake_timeout`].
+    pub handshake_timeout: Option<u64>,
 }
 
 /// A configuration problem, with the file and key it concerns.
@@ -170,6 +311,38 @@ impl FileConfig {
             }
             config.connect_timeout = Duration::from_secs(v);
         }
+        if let Some(v) = self.handshake_timeout {
+            if v == 0 {
+                return Err(bad("handshake_timeout", "must be at least 1 second"));
+            }
+            config.handshake_timeout = Duration::from_secs(v);
+        }
+        // Relative paths in the file are relative to the file's directory.
+        let base = file.and_then(Path::parent).unwrap_or(Path::new(""));
+        let resolve = |p: &PathBuf| base.join(p);
+        for (i, l) in self.listener.iter().enumerate() {
+            l.validate(i).map_err(|message| ConfigError {
+                file: file.map(Path::to_path_buf),
+                message,
+            })?;
+            let mut l = l.clone();
+            l.cert_file = l.cert_file.as_ref().map(resolve);
+            l.key_file = l.key_file.as_ref().map(resolve);
+            l.ca_file = l.ca_file.as_ref().map(resolve);
+            config.listeners.push(l);
+        }
+        if let Some(v) = &self.password_file {
+            config.password_file = Some(resolve(v));
+        }
+        if let Some(v) = &self.acl_file {
+            config.acl_file = Some(resolve(v));
+        }
+        if let Some(v) = self.allow_anonymous {
+            config.allow_anonymous = Some(v);
+        }
+        if let Some(v) = self.max_connections {
+            config.max_connections = v;
+        }
         Ok(())
     }
 }
@@ -212,6 +385,34 @@ mod tests {
         let e = parse("durability = \"sometimes\"\n").unwrap_err();
         assert!(
             e.message.contains("durability") || e.message.contains("sometimes"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn listeners_are_parsed_and_validated() {
+        let c = parse(
+            "[[listener]]\nkind = \"tls\"\nport = 8883\ncert_file = \"s.pem\"\nkey_file = \"s.key\"\n\
+             [[listener]]\nkind = \"ws\"\nport = 8080\n",
+        )
+        .unwrap();
+        assert_eq!(c.listeners.len(), 2);
+        assert_eq!(c.listeners[0].kind, ListenerKind::Tls);
+        assert_eq!(
+            c.listeners[0].cert_file.as_deref(),
+            Some(Path::new("s.pem"))
+        );
+        assert_eq!(c.listeners[1].path, "/mqtt");
+        let e = parse("[[listener]]\nkind = \"tls\"\nport = 8883\n").unwrap_err();
+        assert!(e.message.contains("listener[0].cert_file"), "{e}");
+        let e = parse(
+            "[[listener]]\nkind = \"tls\"\nport = 1\ncert_file = \"a\"\nkey_file = \"b\"\nrequire_certificate = true\n",
+        )
+        .unwrap_err();
+        assert!(e.message.contains("ca_file"), "{e}");
+        let e = parse("[[listener]]\nkind = \"quic\"\nport = 1\n").unwrap_err();
+        assert!(
+            e.message.contains("quic") || e.message.contains("kind"),
             "{e}"
         );
     }

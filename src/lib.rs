@@ -33,8 +33,9 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 pub struct BrokerHandle {
     broker: Arc<Broker>,
     local_addr: SocketAddr,
+    addrs: Vec<(config::ListenerKind, SocketAddr)>,
     tasks: TaskTracker,
-    acceptor: JoinHandle<()>,
+    acceptors: Vec<JoinHandle<()>>,
 }
 
 /// Why a broker could not start.
@@ -42,6 +43,10 @@ pub struct BrokerHandle {
 pub enum StartError {
     /// The store could not be opened or read (the message names the file).
     Store(store::StoreError),
+    /// The password or ACL file could not be read (the message names the file).
+    Auth(auth::AuthError),
+    /// A TLS certificate or key could not be loaded (the message names the file).
+    Tls(String),
     /// The listener could not be bound.
     Listen {
         /// The address.
@@ -55,6 +60,8 @@ impl fmt::Display for StartError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             StartError::Store(e) => e.fmt(f),
+            StartError::Auth(e) => e.fmt(f),
+            StartError::Tls(e) => f.write_str(e),
             StartError::Listen { addr, source } => write!(f, "cannot listen on {addr}: {source}"),
         }
     }
@@ -65,6 +72,7 @@ impl std::error::Error for StartError {}
 /// Opens the store (unless `in_memory`), restores durable state, binds the listener and starts
 /// serving. Must be called inside a tokio runtime.
 pub async fn start(config: Config) -> Result<BrokerHandle, StartError> {
+    let access = broker::AccessControl::load(&config).map_err(StartError::Auth)?;
     let (store, loaded) = if config.in_memory {
         (None, None)
     } else {
@@ -72,26 +80,38 @@ pub async fn start(config: Config) -> Result<BrokerHandle, StartError> {
             store::Store::open(&config.data_dir, config.durability).map_err(StartError::Store)?;
         (Some(store), Some(loaded))
     };
-    let addr = SocketAddr::new(config.bind, config.port);
-    let listen_err = |source| StartError::Listen { addr, source };
-    let listener = net::listener::bind(addr).await.map_err(listen_err)?;
-    let local_addr = listener.local_addr().map_err(listen_err)?;
-    let broker = Broker::new(config, store);
+    let listeners = net::listener::bind_all(&config)
+        .await
+        .map_err(|e| match e {
+            net::listener::ListenError::Bind(addr, source) => StartError::Listen { addr, source },
+            net::listener::ListenError::Tls(e) => StartError::Tls(e),
+        })?;
+    let addrs: Vec<(config::ListenerKind, SocketAddr)> = listeners
+        .iter()
+        .map(|l| (l.config.kind, l.local_addr))
+        .collect();
+    let local_addr = addrs[0].1;
+    let broker = Broker::new(config, store, access);
     if let Some(loaded) = loaded {
         broker.restore(loaded);
     }
     let tasks = TaskTracker::new();
-    let acceptor = tokio::spawn(net::listener::accept_loop(
-        Arc::clone(&broker),
-        listener,
-        tasks.clone(),
-    ));
-    info!(%local_addr, "listening for MQTT over TCP");
+    let acceptors = listeners
+        .into_iter()
+        .map(|l| {
+            tokio::spawn(net::listener::accept_loop(
+                Arc::clone(&broker),
+                l,
+                tasks.clone(),
+            ))
+        })
+        .collect();
     Ok(BrokerHandle {
         broker,
         local_addr,
+        addrs,
         tasks,
-        acceptor,
+        acceptors,
     })
 }
 
@@ -99,6 +119,21 @@ impl BrokerHandle {
     /// The address the TCP listener is bound to.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Every listener's kind and bound address, the main TCP listener first.
+    pub fn listener_addrs(&self) -> &[(config::ListenerKind, SocketAddr)] {
+        &self.addrs
+    }
+
+    /// The bound address of the first listener of `kind`.
+    pub fn addr_of(&self, kind: config::ListenerKind) -> Option<SocketAddr> {
+        self.addrs.iter().find(|(k, _)| *k == kind).map(|(_, a)| *a)
+    }
+
+    /// Re-reads the password and ACL files; on error the previous ones stay in force.
+    pub fn reload_auth(&self) -> Result<(), auth::AuthError> {
+        self.broker.access.reload()
     }
 
     /// The shared broker state.
@@ -124,7 +159,9 @@ impl BrokerHandle {
     /// for them to finish, up to a grace period.
     pub async fn shutdown(self) {
         self.broker.shutdown.cancel();
-        let _ = self.acceptor.await;
+        for acceptor in self.acceptors {
+            let _ = acceptor.await;
+        }
         self.tasks.close();
         if tokio::time::timeout(SHUTDOWN_GRACE, self.tasks.wait())
             .await

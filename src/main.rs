@@ -5,7 +5,8 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
+use roost::auth::{PasswdArgs, passwd_command};
 use roost::config::{Config, FileConfig};
 use tracing_subscriber::EnvFilter;
 
@@ -13,6 +14,8 @@ use tracing_subscriber::EnvFilter;
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// TCP port to listen on [default: 1883].
     #[arg(short, long, env = "ROOST_PORT")]
     port: Option<u16>,
@@ -36,6 +39,11 @@ struct Cli {
     durability: Option<roost::store::Durability>,
 }
 
+#[derive(Debug, Subcommand)]
+enum Command {
+    Passwd(PasswdArgs),
+}
+
 fn parse_durability(s: &str) -> Result<roost::store::Durability, String> {
     match s {
         "fsync" => Ok(roost::store::Durability::Fsync),
@@ -46,6 +54,15 @@ fn parse_durability(s: &str) -> Result<roost::store::Durability, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::Passwd(args)) = cli.command {
+        return match passwd_command(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("roost passwd: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let mut config = Config::default();
     let mut log_level = None;
     if let Some(path) = &cli.config {
@@ -119,30 +136,39 @@ async fn run(config: Config) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    wait_for_signal().await;
+    wait_for_signal(&handle).await;
     tracing::info!("shutting down");
     handle.shutdown().await;
     ExitCode::SUCCESS
 }
 
-async fn wait_for_signal() {
+/// Waits for Ctrl-C or SIGTERM; SIGHUP reloads the password and ACL files meanwhile.
+async fn wait_for_signal(handle: &roost::BrokerHandle) {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
+        let (Ok(mut term), Ok(mut hup)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::hangup()),
+        ) else {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        };
+        loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => return,
+                _ = term.recv() => return,
+                _ = hup.recv() => {
+                    tracing::info!("SIGHUP: reloading password and ACL files");
+                    // A failure is logged inside; the previous files stay in force.
+                    let _ = handle.reload_auth();
                 }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
             }
         }
     }
     #[cfg(not(unix))]
     {
+        let _ = handle;
         let _ = tokio::signal::ctrl_c().await;
     }
 }

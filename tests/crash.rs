@@ -4,15 +4,14 @@
 mod common;
 
 use std::collections::{HashMap, HashSet};
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use common::binary::BrokerProcess;
 use common::*;
 use parking_lot::Mutex;
 use rand::RngExt;
@@ -23,62 +22,6 @@ use roost::codec::{
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
-
-/// The broker binary as a child process, killed with SIGKILL (by its PID) when dropped.
-struct BrokerProcess {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl BrokerProcess {
-    fn start(data_dir: &Path) -> BrokerProcess {
-        let config = data_dir.join("roost.toml");
-        std::fs::write(&config, "max_queued_messages = 100000\n").expect("config written");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_roost"))
-            .args(["--port", "0", "--log-level", "info", "--data-dir"])
-            .arg(data_dir)
-            .arg("--config")
-            .arg(&config)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("broker binary starts");
-        let stderr = child.stderr.take().expect("stderr piped");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut tx = Some(tx);
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { return };
-                if let Some(rest) = line.split("local_addr=").nth(1)
-                    && let Some(tx) = tx.take()
-                {
-                    let addr = rest.split_whitespace().next().unwrap_or("").to_string();
-                    let _ = tx.send(addr);
-                }
-            }
-        });
-        let addr = rx
-            .recv_timeout(WAIT)
-            .expect("broker reports its address")
-            .parse()
-            .expect("a socket address");
-        BrokerProcess { child, addr }
-    }
-
-    /// SIGKILL, then reap.
-    fn kill9(mut self) {
-        self.child.kill().expect("SIGKILL delivered");
-        self.child.wait().expect("reaped");
-    }
-}
-
-impl Drop for BrokerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn publish(topic: &str, qos: QoS, packet_id: u16, index: u32, dup: bool) -> Packet {
     Packet::Publish(Publish {

@@ -72,6 +72,8 @@ pub struct Slot {
     /// Cancelled when a connection attaches or the session ends: stops the expiry and
     /// will-delay timers of the current absence.
     pub away: Option<CancellationToken>,
+    /// ACL rules of the client, when an ACL file with deny rules must be checked on delivery.
+    pub acl: Option<Arc<crate::auth::ClientAcl>>,
 }
 
 /// A session shared between tasks. Lock order: never hold `slot` while taking a router lock.
@@ -103,6 +105,7 @@ impl SessionHandle {
                 drop_logged: false,
                 persisted: false,
                 away: None,
+                acl: None,
             }),
             wake: Notify::new(),
             ended: CancellationToken::new(),

@@ -7,8 +7,10 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 pub struct Metrics {
     /// TCP connections accepted.
     pub connections_accepted: AtomicU64,
-    /// Connections open right now (CONNECT accepted or not).
+    /// Connections open right now (handshaking, awaiting CONNECT, or connected).
     pub connections_open: AtomicU64,
+    /// Connections closed at once because `max_connections` was reached.
+    pub connections_refused: AtomicU64,
     /// PUBLISH packets received from clients.
     pub publish_received: AtomicU64,
     /// Deliveries placed in session queues.
@@ -36,6 +38,8 @@ pub struct MetricsSnapshot {
     pub connections_accepted: u64,
     /// See [`Metrics::connections_open`].
     pub connections_open: u64,
+    /// See [`Metrics::connections_refused`].
+    pub connections_refused: u64,
     /// See [`Metrics::publish_received`].
     pub publish_received: u64,
     /// See [`Metrics::deliveries_enqueued`].
@@ -67,6 +71,7 @@ impl Metrics {
         MetricsSnapshot {
             connections_accepted: self.connections_accepted.load(Relaxed),
             connections_open: self.connections_open.load(Relaxed),
+            connections_refused: self.connections_refused.load(Relaxed),
             publish_received: self.publish_received.load(Relaxed),
             deliveries_enqueued: self.deliveries_enqueued.load(Relaxed),
             publish_sent: self.publish_sent.load(Relaxed),

@@ -1,5 +1,6 @@
 //! Shared broker state: configuration, the session registry, the router and the metrics.
 
+mod access;
 mod handle;
 mod metrics;
 mod pending;
@@ -13,6 +14,7 @@ use std::sync::{Arc, Weak};
 
 use tokio_util::sync::CancellationToken;
 
+pub use access::{AccessControl, Verdict};
 pub use handle::{ConnLink, KickReason, SessionHandle, Slot};
 pub use metrics::{Metrics, MetricsSnapshot};
 pub use pending::Pending;
@@ -39,6 +41,8 @@ pub struct Broker {
     pub shutdown: CancellationToken,
     /// Durable state; `None` when running in memory only.
     pub store: Option<Store>,
+    /// Authentication and authorization.
+    pub access: AccessControl,
     me: Weak<Broker>,
     next_connection: AtomicU64,
     next_message_id: AtomicU64,
@@ -46,8 +50,9 @@ pub struct Broker {
 
 impl Broker {
     /// New shared state for `config`, persisting to `store` if given.
-    pub fn new(config: Config, store: Option<Store>) -> Arc<Broker> {
+    pub fn new(config: Config, store: Option<Store>, access: AccessControl) -> Arc<Broker> {
         Arc::new_cyclic(|me| Broker {
+            access,
             config,
             registry: Registry::default(),
             router: Router::default(),

@@ -189,6 +189,12 @@ pub fn deliver(
     if slot.ended {
         return false;
     }
+    if let Some(acl) = &slot.acl
+        && !acl.check(&delivery.message.topic, crate::auth::Access::Read)
+    {
+        // A deny rule inside a granted subscription (checked per message).
+        return false;
+    }
     let online = slot.conn.is_some();
     let persist = pending.is_some()
         && slot.persisted

@@ -1,37 +1,114 @@
-//! The TCP listener: accept, set TCP_NODELAY, and spawn one task per connection.
+//! Listeners: TCP, TLS, WebSocket and WebSocket over TLS. Each accepted connection gets
+//! TCP_NODELAY, its handshakes (bounded in time), and then the same connection handler.
 
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
-use crate::broker::Broker;
+use crate::broker::{Broker, Metrics};
+use crate::config::{Config, ListenerConfig, ListenerKind};
 
-use super::conn;
+use super::conn::{self, CertIdentity};
+use super::{tls, ws};
 
-/// Binds a TCP listener.
-pub async fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
-    TcpListener::bind(addr).await
+/// A bound listener, ready to accept.
+pub struct Listener {
+    /// Its configuration.
+    pub config: ListenerConfig,
+    /// The address it is bound to (the real port when 0 was asked).
+    pub local_addr: SocketAddr,
+    tcp: TcpListener,
+    tls: Option<TlsAcceptor>,
+}
+
+impl std::fmt::Debug for Listener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Listener")
+            .field("kind", &self.config.kind)
+            .field("local_addr", &self.local_addr)
+            .finish()
+    }
+}
+
+/// Why a listener could not be set up.
+#[derive(Debug)]
+pub enum ListenError {
+    /// Binding failed.
+    Bind(SocketAddr, io::Error),
+    /// The certificate, key or CA file could not be used (the message names it).
+    Tls(String),
+}
+
+/// Binds the main TCP listener (`bind`:`port`) and every configured extra listener.
+pub async fn bind_all(config: &Config) -> Result<Vec<Listener>, ListenError> {
+    let main = ListenerConfig::new(ListenerKind::Tcp, config.bind, config.port);
+    let mut out = Vec::new();
+    for l in std::iter::once(&main).chain(config.listeners.iter()) {
+        let tls = if l.kind.is_tls() {
+            let settings = tls::TlsSettings {
+                cert_file: l.cert_file.clone().unwrap_or_default(),
+                key_file: l.key_file.clone().unwrap_or_default(),
+                ca_file: l.ca_file.clone(),
+                require_certificate: l.require_certificate,
+            };
+            let server =
+                tls::server_config(&settings).map_err(|e| ListenError::Tls(e.to_string()))?;
+            Some(TlsAcceptor::from(server))
+        } else {
+            None
+        };
+        let addr = SocketAddr::new(l.bind, l.port);
+        let tcp = TcpListener::bind(addr)
+            .await
+            .map_err(|e| ListenError::Bind(addr, e))?;
+        let local_addr = tcp.local_addr().map_err(|e| ListenError::Bind(addr, e))?;
+        info!(kind = ?l.kind, %local_addr, "listening");
+        out.push(Listener {
+            config: l.clone(),
+            local_addr,
+            tcp,
+            tls,
+        });
+    }
+    Ok(out)
 }
 
 /// Accepts connections until the broker shuts down. Each connection runs in a task tracked by
 /// `tasks`, so shutdown can wait for them.
-pub async fn accept_loop(broker: Arc<Broker>, listener: TcpListener, tasks: TaskTracker) {
+pub async fn accept_loop(broker: Arc<Broker>, listener: Listener, tasks: TaskTracker) {
+    let listener = Arc::new(listener);
     loop {
         let accepted = tokio::select! {
             _ = broker.shutdown.cancelled() => return,
-            accepted = listener.accept() => accepted,
+            accepted = listener.tcp.accept() => accepted,
         };
         match accepted {
             Ok((stream, peer)) => {
+                let max = broker.config.max_connections;
+                if max > 0 && broker.metrics.connections_open.load(Relaxed) >= max as u64 {
+                    Metrics::inc(&broker.metrics.connections_refused);
+                    debug!(%peer, max, "connection limit reached: refused");
+                    drop(stream);
+                    continue;
+                }
                 if let Err(e) = stream.set_nodelay(true) {
                     debug!(%peer, error = %e, "TCP_NODELAY not set");
                 }
-                tasks.spawn(conn::serve(Arc::clone(&broker), stream, peer));
+                let broker = Arc::clone(&broker);
+                let listener = Arc::clone(&listener);
+                tasks.spawn(async move {
+                    broker.metrics.connections_open.fetch_add(1, Relaxed);
+                    handshake_and_serve(&broker, &listener, stream, peer).await;
+                    broker.metrics.connections_open.fetch_sub(1, Relaxed);
+                });
             }
             Err(e) => {
                 // Typically out of file descriptors: back off instead of spinning.
@@ -42,5 +119,87 @@ pub async fn accept_loop(broker: Arc<Broker>, listener: TcpListener, tasks: Task
                 }
             }
         }
+    }
+}
+
+async fn handshake_and_serve(
+    broker: &Arc<Broker>,
+    listener: &Listener,
+    stream: TcpStream,
+    peer: SocketAddr,
+) {
+    let limit = broker.config.handshake_timeout;
+    // A WebSocket message may carry several MQTT packets.
+    let max_message = broker.config.max_packet_size as usize + 64 * 1024;
+    let l = &listener.config;
+    let outcome = tokio::time::timeout(limit, async {
+        match (l.kind, &listener.tls) {
+            (ListenerKind::Tcp, _) => Ok(Ready::Plain(stream)),
+            (ListenerKind::Ws, _) => ws::accept(stream, &l.path, max_message)
+                .await
+                .map(|s| Ready::Ws(Box::new(s)))
+                .map_err(|e| e.to_string()),
+            (ListenerKind::Tls, Some(acceptor)) => {
+                let tls = acceptor.accept(stream).await.map_err(|e| e.to_string())?;
+                let identity = identity_of(l, tls.get_ref().1);
+                Ok(Ready::Tls(Box::new(tls), identity))
+            }
+            (ListenerKind::Wss, Some(acceptor)) => {
+                let tls = acceptor.accept(stream).await.map_err(|e| e.to_string())?;
+                let identity = identity_of(l, tls.get_ref().1);
+                let ws = ws::accept(tls, &l.path, max_message)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok(Ready::Wss(Box::new(ws), identity))
+            }
+            (_, None) => Err("TLS listener without a TLS configuration".to_string()),
+        }
+    })
+    .await;
+    let ready = match outcome {
+        Ok(Ok(ready)) => ready,
+        Ok(Err(e)) => {
+            debug!(%peer, kind = ?l.kind, error = %e, "handshake failed");
+            return;
+        }
+        Err(_) => {
+            debug!(%peer, kind = ?l.kind, "handshake timed out");
+            return;
+        }
+    };
+    match ready {
+        Ready::Plain(s) => serve(broker, s, peer, CertIdentity::NotUsed).await,
+        Ready::Ws(s) => serve(broker, *s, peer, CertIdentity::NotUsed).await,
+        Ready::Tls(s, identity) => serve(broker, *s, peer, identity).await,
+        Ready::Wss(s, identity) => serve(broker, *s, peer, identity).await,
+    }
+}
+
+async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
+    broker: &Arc<Broker>,
+    stream: S,
+    peer: SocketAddr,
+    identity: CertIdentity,
+) {
+    conn::serve(Arc::clone(broker), stream, peer, identity).await;
+}
+
+type TlsStream = tokio_rustls::server::TlsStream<TcpStream>;
+
+/// A connection with its handshakes done.
+enum Ready {
+    Plain(TcpStream),
+    Ws(Box<ws::WsStream<TcpStream>>),
+    Tls(Box<TlsStream>, CertIdentity),
+    Wss(Box<ws::WsStream<TlsStream>>, CertIdentity),
+}
+
+fn identity_of(l: &ListenerConfig, conn: &rustls::ServerConnection) -> CertIdentity {
+    if !l.use_identity_as_username {
+        return CertIdentity::NotUsed;
+    }
+    match tls::peer_common_name(conn) {
+        Some(name) => CertIdentity::Name(name),
+        None => CertIdentity::Missing,
     }
 }

@@ -5,18 +5,26 @@ use std::sync::Arc;
 
 use rand::RngExt;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tracing::debug;
+use tracing::{debug, warn};
 
-use crate::broker::AttachRequest;
+use crate::broker::{AttachRequest, Verdict};
 use crate::codec::{ConnAck, ConnAckProperties, Connect, Packet, Version};
 use crate::session::NEVER_EXPIRES;
 
-use super::{Attached, Close, Connection};
+use super::{Attached, CertIdentity, Close, Connection};
 
 /// CONNACK return codes of MQTT 3.1.1 and reason codes of MQTT 5.0 used here.
 mod code {
     /// 3.1.1: identifier rejected (MQTT-3.1.3-8).
     pub const V3_IDENTIFIER_REJECTED: u8 = 0x02;
+    /// 3.1.1: bad user name or password.
+    pub const V3_BAD_CREDENTIALS: u8 = 0x04;
+    /// 3.1.1: not authorized.
+    pub const V3_NOT_AUTHORIZED: u8 = 0x05;
+    /// 5.0: bad user name or password.
+    pub const V5_BAD_CREDENTIALS: u8 = 0x86;
+    /// 5.0: not authorized.
+    pub const V5_NOT_AUTHORIZED: u8 = 0x87;
     /// 5.0: bad authentication method.
     pub const V5_BAD_AUTH_METHOD: u8 = 0x8C;
 }
@@ -33,6 +41,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             // Enhanced authentication is not offered.
             return self.refuse(version, code::V5_BAD_AUTH_METHOD);
         }
+        let username = match self.authenticate(&connect).await {
+            Ok(username) => username,
+            Err(refusal) => return self.refuse(version, refusal),
+        };
+        let mut will = connect.will;
         let assigned = connect.client_id.is_empty();
         let client_id: Arc<str> = if assigned {
             Arc::from(format!("roost-{:016x}", rand::rng().random::<u64>()))
@@ -58,6 +71,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             .attach(&request, &self.link, &mut self.pending)
             .await;
         debug!(peer = %self.peer, %client_id, ?version, present, "client connected");
+        let access = &self.broker.access;
+        let acl = access.client_acl(username.as_deref(), &client_id);
+        let acl_generation = access.generation();
+        if let (Some(acl), Some(w)) = (&acl, &will)
+            && !acl.check(&w.topic, crate::auth::Access::Write)
+        {
+            warn!(%client_id, topic = %w.topic, "will topic denied by ACL: will dropped");
+            will = None;
+        }
+        session.slot.lock().acl = acl.clone().filter(|a| a.has_deny_rules());
 
         let properties = match version {
             Version::V311 => ConnAckProperties::default(),
@@ -76,10 +99,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         self.state = Some(Attached {
             session: Arc::clone(&session),
             version,
-            will: connect.will,
+            will,
             max_packet_out: connect.maximum_packet_size,
             expiry_at_connect: expiry_interval,
             keep_alive: connect.keep_alive,
+            username,
+            acl,
+            acl_generation,
         });
         self.send(&Packet::ConnAck(ConnAck {
             session_present: present,
@@ -92,6 +118,41 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             session.slot.lock().session.outbound.resend_inflight();
         }
         Ok(())
+    }
+
+    /// Checks the credentials (or the certificate identity). On refusal, waits the throttle
+    /// delay and returns the CONNACK code to send.
+    async fn authenticate(&self, connect: &Connect) -> Result<Option<String>, u8> {
+        let v5 = connect.version == Version::V5;
+        let identity = match &self.identity {
+            CertIdentity::NotUsed => None,
+            CertIdentity::Name(name) => Some(name.clone()),
+            CertIdentity::Missing => {
+                return Err(if v5 {
+                    code::V5_NOT_AUTHORIZED
+                } else {
+                    code::V3_NOT_AUTHORIZED
+                });
+            }
+        };
+        let access = &self.broker.access;
+        let verdict = access
+            .authenticate(identity, connect.username.clone(), connect.password.clone())
+            .await;
+        let refusal = match verdict {
+            Verdict::Accepted(username) => {
+                access.succeeded(self.peer.ip());
+                return Ok(username);
+            }
+            Verdict::BadCredentials if v5 => code::V5_BAD_CREDENTIALS,
+            Verdict::BadCredentials => code::V3_BAD_CREDENTIALS,
+            Verdict::NotAuthorized if v5 => code::V5_NOT_AUTHORIZED,
+            Verdict::NotAuthorized => code::V3_NOT_AUTHORIZED,
+        };
+        let delay = access.failure_delay(self.peer.ip());
+        debug!(peer = %self.peer, ?delay, refusal, "authentication failed");
+        tokio::time::sleep(delay).await;
+        Err(refusal)
     }
 
     /// Answers CONNACK with a refusal code and ends the connection (MQTT-3.2.2-5).

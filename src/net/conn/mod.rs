@@ -11,7 +11,6 @@ mod subscribe;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -19,6 +18,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::{Instant, sleep_until, timeout};
 use tracing::debug;
 
+use crate::auth::{Access, ClientAcl};
 use crate::broker::{Broker, ConnLink, KickReason, Metrics, Pending, SessionHandle};
 use crate::codec::{DecodeError, Decoder, Packet, Version, Will};
 use crate::session::Transmit;
@@ -97,6 +97,23 @@ struct Attached {
     /// Session expiry requested in CONNECT (a DISCONNECT may not raise it from 0).
     expiry_at_connect: u32,
     keep_alive: u16,
+    /// The authenticated username (ACLs use it).
+    username: Option<String>,
+    /// ACL rules, `None` without an ACL file.
+    acl: Option<Arc<ClientAcl>>,
+    /// Access-control generation the rules were resolved at (a reload bumps it).
+    acl_generation: u64,
+}
+
+/// What a TLS listener learned from the client certificate, for `use_identity_as_username`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CertIdentity {
+    /// The listener does not use certificate identities.
+    NotUsed,
+    /// The verified certificate's Common Name.
+    Name(String),
+    /// The listener needs one and the certificate has no Common Name.
+    Missing,
 }
 
 /// A client connection over any byte stream (TCP now; TLS and WebSocket share it).
@@ -119,17 +136,18 @@ pub struct Connection<S> {
     deadline: Option<Instant>,
     /// A write was cut off mid-packet: nothing more may be written.
     torn: bool,
+    /// Certificate identity from the listener.
+    identity: CertIdentity,
 }
 
 /// Serves one client connection to completion.
-pub async fn serve<S>(broker: Arc<Broker>, stream: S, peer: SocketAddr)
+pub async fn serve<S>(broker: Arc<Broker>, stream: S, peer: SocketAddr, identity: CertIdentity)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let link = ConnLink::new(broker.next_connection_id());
     let _gone = link.gone.clone().drop_guard();
     Metrics::inc(&broker.metrics.connections_accepted);
-    broker.metrics.connections_open.fetch_add(1, Relaxed);
     let max_packet = broker.config.max_packet_size as usize;
     let mut conn = Connection {
         broker: Arc::clone(&broker),
@@ -145,10 +163,10 @@ where
         pending: Pending::default(),
         deadline: None,
         torn: false,
+        identity,
     };
     let close = conn.run().await;
     conn.finish(close).await;
-    broker.metrics.connections_open.fetch_sub(1, Relaxed);
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
@@ -289,6 +307,27 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         }
     }
 
+    /// Whether the client may publish to (`Write`) or subscribe with (`Read`) `topic`. Picks up
+    /// reloaded ACL files.
+    pub(super) fn allowed(&mut self, topic: &str, access: Access) -> bool {
+        let Some(attached) = &mut self.state else {
+            return false;
+        };
+        let generation = self.broker.access.generation();
+        if generation != attached.acl_generation {
+            attached.acl = self
+                .broker
+                .access
+                .client_acl(attached.username.as_deref(), &attached.session.client_id);
+            attached.acl_generation = generation;
+            attached.session.slot.lock().acl = attached.acl.clone().filter(|a| a.has_deny_rules());
+        }
+        attached
+            .acl
+            .as_ref()
+            .is_none_or(|acl| acl.check(topic, access))
+    }
+
     /// The batch's pending changes, when the broker has a store.
     pub(super) fn pending(&mut self) -> Option<&mut Pending> {
         if self.broker.persistent() {
@@ -355,6 +394,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 return Err(close);
             }
         }
+        // TLS and WebSocket streams may hold written bytes until flushed.
+        let flushed = tokio::select! {
+            flushed = self.stream.flush() => flushed.map_err(|_| Close::Io),
+            _ = link.kick.cancelled() => {
+                Err(Close::Kicked(link.kick_reason().unwrap_or(KickReason::Shutdown)))
+            }
+            _ = shutdown.cancelled() => Err(Close::Kicked(KickReason::Shutdown)),
+        };
+        flushed?;
         self.wbuf.clear();
         if self.wbuf.capacity() > 4 * WRITE_BUDGET {
             self.wbuf = BytesMut::with_capacity(READ_CHUNK);
@@ -392,7 +440,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         }
         self.link.gone.cancel();
         if !self.wbuf.is_empty() && !self.torn {
-            let _ = timeout(CLOSE_GRACE, self.stream.write_all(&self.wbuf)).await;
+            let _ = timeout(CLOSE_GRACE, async {
+                self.stream.write_all(&self.wbuf).await?;
+                self.stream.flush().await
+            })
+            .await;
         }
         let _ = timeout(CLOSE_GRACE, self.stream.shutdown()).await;
     }

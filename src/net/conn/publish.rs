@@ -6,6 +6,9 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
+use tracing::debug;
+
+use crate::auth::Access;
 use crate::broker::Metrics;
 use crate::codec::{AckKind, Publish, QoS, Version};
 use crate::session::{Message, Qos2Publish};
@@ -15,6 +18,8 @@ use super::{Close, Connection};
 
 /// MQTT 5.0 reason code: success, but no subscriber matched.
 const NO_MATCHING_SUBSCRIBERS: u8 = 0x10;
+/// MQTT 5.0 reason code: not authorized.
+const NOT_AUTHORIZED: u8 = 0x87;
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     pub(super) fn handle_publish(&mut self, publish: Publish) -> Result<(), Close> {
@@ -30,13 +35,32 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             });
         }
         let packet_id = publish.packet_id;
+        let version = attached.version;
+        // A denied PUBLISH is not routed. MQTT 5.0 says so with 0x87; 3.1.1 has no way to, so
+        // it is acknowledged as usual (as mosquitto does).
+        let permitted = self.allowed(&publish.topic, Access::Write);
+        let Some(attached) = &self.state else {
+            return Err(Close::Io);
+        };
+        if !permitted {
+            debug!(client_id = %attached.session.client_id, topic = %publish.topic, "PUBLISH denied by ACL");
+            if version == Version::V5 {
+                return match publish.qos {
+                    QoS::AtMostOnce => Ok(()),
+                    QoS::AtLeastOnce => self.send_ack(AckKind::PubAck, packet_id, NOT_AUTHORIZED),
+                    QoS::ExactlyOnce => self.send_ack(AckKind::PubRec, packet_id, NOT_AUTHORIZED),
+                };
+            }
+        }
         match publish.qos {
             QoS::AtMostOnce => {
-                self.route(publish);
+                if permitted {
+                    self.route(publish);
+                }
                 Ok(())
             }
             QoS::AtLeastOnce => {
-                let queued = self.route(publish);
+                let queued = if permitted { self.route(publish) } else { 1 };
                 self.send_ack(AckKind::PubAck, packet_id, success_code(queued))
             }
             QoS::ExactlyOnce => {
@@ -69,7 +93,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                         p.incoming_added.push(packet_id);
                     }
                 }
-                let code = if first {
+                let code = if first && permitted {
                     success_code(self.route(publish))
                 } else {
                     0

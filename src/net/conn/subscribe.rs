@@ -2,7 +2,9 @@
 //! queue the retained messages a new subscription is owed.
 
 use tokio::io::{AsyncRead, AsyncWrite};
+use tracing::debug;
 
+use crate::auth::Access;
 use crate::broker::deliver;
 use crate::codec::{Packet, RetainHandling, SubAck, Subscribe, UnsubAck, Unsubscribe, Version};
 use crate::session::{Delivery, SubOptions};
@@ -14,6 +16,8 @@ use super::{Close, Connection};
 const V3_FAILURE: u8 = 0x80;
 /// MQTT 5.0: shared subscriptions not supported.
 const V5_SHARED_NOT_SUPPORTED: u8 = 0x9E;
+/// MQTT 5.0: not authorized.
+const V5_NOT_AUTHORIZED: u8 = 0x87;
 /// MQTT 5.0 UNSUBACK: no subscription existed.
 const V5_NO_SUBSCRIPTION: u8 = 0x11;
 
@@ -30,6 +34,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             if f.filter.starts_with("$share/") {
                 codes.push(match version {
                     Version::V5 => V5_SHARED_NOT_SUPPORTED,
+                    Version::V311 => V3_FAILURE,
+                });
+                continue;
+            }
+            if !self.allowed(&f.filter, Access::Read) {
+                debug!(client_id = %session.client_id, filter = %f.filter, "SUBSCRIBE denied by ACL");
+                codes.push(match version {
+                    Version::V5 => V5_NOT_AUTHORIZED,
                     Version::V311 => V3_FAILURE,
                 });
                 continue;

@@ -1,0 +1,163 @@
+//! Who may connect and what they may do: the password and ACL files as currently loaded,
+//! the anonymous-access rule, and the failed-login throttle. SIGHUP reloads the files.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use parking_lot::{Mutex, RwLock};
+use tracing::{info, warn};
+
+use crate::auth::{Acl, AuthError, AuthThrottle, ClientAcl, PasswordFile, anonymous_allowed};
+use crate::config::Config;
+
+/// The files as loaded at one moment.
+#[derive(Debug, Default)]
+pub struct Files {
+    /// The password file, if configured.
+    pub passwords: Option<Arc<PasswordFile>>,
+    /// The ACL file, if configured.
+    pub acl: Option<Arc<Acl>>,
+}
+
+/// The outcome of checking a CONNECT's credentials.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Accepted, with the username the client is known by (ACLs use it).
+    Accepted(Option<String>),
+    /// A username was given and the password did not match (3.1.1: 0x04, 5.0: 0x86).
+    BadCredentials,
+    /// No acceptable identity (3.1.1: 0x05, 5.0: 0x87).
+    NotAuthorized,
+}
+
+/// Authentication and authorization state shared by all connections.
+#[derive(Debug)]
+pub struct AccessControl {
+    files: RwLock<Arc<Files>>,
+    generation: AtomicU64,
+    anonymous: bool,
+    throttle: Mutex<AuthThrottle>,
+    password_file: Option<std::path::PathBuf>,
+    acl_file: Option<std::path::PathBuf>,
+}
+
+impl AccessControl {
+    /// Loads the files named in `config`; an unreadable or malformed file is an error naming
+    /// it (and the line).
+    pub fn load(config: &Config) -> Result<AccessControl, AuthError> {
+        let mut addrs: Vec<IpAddr> = vec![config.bind];
+        addrs.extend(config.listeners.iter().map(|l| l.bind));
+        let access = AccessControl {
+            files: RwLock::new(Arc::new(Files::default())),
+            generation: AtomicU64::new(1),
+            anonymous: anonymous_allowed(config.allow_anonymous, &addrs),
+            throttle: Mutex::new(AuthThrottle::default()),
+            password_file: config.password_file.clone(),
+            acl_file: config.acl_file.clone(),
+        };
+        *access.files.write() = Arc::new(access.read_files()?);
+        if !access.anonymous {
+            info!("anonymous access is disabled");
+        }
+        Ok(access)
+    }
+
+    fn read_files(&self) -> Result<Files, AuthError> {
+        Ok(Files {
+            passwords: self
+                .password_file
+                .as_deref()
+                .map(PasswordFile::load)
+                .transpose()?
+                .map(Arc::new),
+            acl: self
+                .acl_file
+                .as_deref()
+                .map(Acl::load)
+                .transpose()?
+                .map(Arc::new),
+        })
+    }
+
+    /// Re-reads both files. On error the previous ones stay in force.
+    pub fn reload(&self) -> Result<(), AuthError> {
+        match self.read_files() {
+            Ok(files) => {
+                *self.files.write() = Arc::new(files);
+                self.generation.fetch_add(1, Relaxed);
+                info!("password and ACL files reloaded");
+                Ok(())
+            }
+            Err(e) => {
+                warn!(error = %e, "reload failed; keeping the previous password and ACL files");
+                Err(e)
+            }
+        }
+    }
+
+    /// Changes every time the files are reloaded.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Relaxed)
+    }
+
+    /// The files currently in force.
+    pub fn files(&self) -> Arc<Files> {
+        Arc::clone(&self.files.read())
+    }
+
+    /// Judges a CONNECT. `identity` is the certificate name when the listener uses it as the
+    /// username; otherwise the CONNECT's username and password are checked. Password
+    /// verification is slow by design, so it runs off the async threads.
+    pub async fn authenticate(
+        &self,
+        identity: Option<String>,
+        username: Option<String>,
+        password: Option<bytes::Bytes>,
+    ) -> Verdict {
+        if identity.is_some() {
+            return Verdict::Accepted(identity);
+        }
+        let files = self.files();
+        match (username, &files.passwords) {
+            (Some(user), Some(passwords)) => {
+                let passwords = Arc::clone(passwords);
+                let check_user = user.clone();
+                let ok = tokio::task::spawn_blocking(move || {
+                    passwords.verify(&check_user, password.as_deref().unwrap_or_default())
+                })
+                .await
+                .unwrap_or(false);
+                if ok {
+                    Verdict::Accepted(Some(user))
+                } else {
+                    Verdict::BadCredentials
+                }
+            }
+            // Without a password file a username is only a label, accepted where anonymous
+            // clients are.
+            (user, _) if self.anonymous => Verdict::Accepted(user),
+            _ => Verdict::NotAuthorized,
+        }
+    }
+
+    /// The delay before answering a refused CONNECT from `peer`, growing with repeated
+    /// failures so that passwords cannot be guessed at line rate.
+    pub fn failure_delay(&self, peer: IpAddr) -> Duration {
+        self.throttle.lock().record_failure(peer, Instant::now())
+    }
+
+    /// Forgets the failures of `peer` after a successful login.
+    pub fn succeeded(&self, peer: IpAddr) {
+        self.throttle.lock().record_success(peer);
+    }
+
+    /// The ACL rules of one client, or `None` when no ACL file is set (everything allowed).
+    pub fn client_acl(&self, username: Option<&str>, client_id: &str) -> Option<Arc<ClientAcl>> {
+        self.files()
+            .acl
+            .as_ref()
+            .map(|acl| Arc::new(acl.client(username, client_id)))
+    }
+}
