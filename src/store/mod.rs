@@ -401,3 +401,118 @@ pub fn table_sizes(path: &Path) -> Result<Vec<(&'static str, u64)>, StoreError> 
     count!("retained", tables::RETAINED);
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn new_store_records_the_schema_version_and_reopens() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, loaded) = Store::open(dir.path(), Durability::Fsync).unwrap();
+        assert!(loaded.sessions.is_empty());
+        store.close();
+        drop(store);
+        let (_store, _) = Store::open(dir.path(), Durability::Fsync).expect("same version opens");
+    }
+
+    #[test]
+    fn other_schema_version_is_refused_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(DB_FILE);
+        {
+            let db = Database::create(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            txn.open_table(META).unwrap().insert("schema", 99).unwrap();
+            txn.commit().unwrap();
+        }
+        let err = Store::open(dir.path(), Durability::Fsync).unwrap_err();
+        assert_eq!(
+            err,
+            StoreError::Schema {
+                path: path.clone(),
+                found: 99
+            }
+        );
+        assert!(err.to_string().contains("roost.redb"), "{err}");
+    }
+
+    #[test]
+    fn operations_commit_and_reload() {
+        use crate::codec::{QoS, Version};
+        use crate::session::{Message, SubOptions};
+        let dir = tempfile::tempdir().unwrap();
+        let client: Arc<str> = Arc::from("c1");
+        let message = Arc::new(Message {
+            id: 5,
+            topic: Arc::from("t"),
+            payload: bytes::Bytes::from_static(b"m"),
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            properties: Default::default(),
+            expires_at: None,
+        });
+        {
+            let (store, _) = Store::open(dir.path(), Durability::Fsync).unwrap();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap();
+            rt.block_on(store.commit(vec![
+                Op::PutSession {
+                    client: Arc::clone(&client),
+                    record: SessionRecord {
+                        version: Version::V5,
+                        expiry_interval: u32::MAX,
+                        disconnected_at: 0,
+                    },
+                },
+                Op::PutSubscription {
+                    client: Arc::clone(&client),
+                    filter: "t/#".into(),
+                    options: SubOptions::with_qos(QoS::AtLeastOnce),
+                },
+                Op::Enqueue {
+                    client: Arc::clone(&client),
+                    seq: 1,
+                    message: Arc::clone(&message),
+                    entry: entry_for(5, QoS::AtLeastOnce, false, &[]),
+                },
+                Op::Enqueue {
+                    client: Arc::clone(&client),
+                    seq: 2,
+                    message: Arc::clone(&message),
+                    entry: entry_for(5, QoS::AtLeastOnce, false, &[]),
+                },
+                Op::UpdateEntry {
+                    client: Arc::clone(&client),
+                    seq: 1,
+                    state: EntryState::Published,
+                    packet_id: 7,
+                },
+                Op::PutIncoming {
+                    client: Arc::clone(&client),
+                    packet_id: 3,
+                },
+                Op::DeleteEntry {
+                    client: Arc::clone(&client),
+                    seq: 2,
+                },
+            ]))
+            .unwrap();
+            assert_eq!(store.stats().write_transactions, 1);
+        }
+        let (store, loaded) = Store::open(dir.path(), Durability::Fsync).unwrap();
+        drop(store);
+        assert_eq!(loaded.sessions.len(), 1);
+        let s = &loaded.sessions[0];
+        assert_eq!(s.subscriptions.len(), 1);
+        assert_eq!(s.incoming, vec![3]);
+        assert_eq!(s.entries.len(), 1, "the deleted entry is gone");
+        assert_eq!(s.entries[0].1.state, EntryState::Published);
+        assert_eq!(s.entries[0].1.packet_id, 7);
+        assert_eq!(&s.entries[0].2.payload[..], b"m");
+        assert_eq!(loaded.max_message_id, 5);
+        let sizes = table_sizes(&dir.path().join(DB_FILE)).unwrap();
+        assert!(sizes.contains(&("messages", 1)), "stored once: {sizes:?}");
+    }
+}
