@@ -95,7 +95,7 @@ impl Broker {
     ) -> usize {
         if message.retain {
             self.router.retain(message);
-            if let Some(p) = pending.as_deref_mut() {
+            if let Some(p) = pending.as_deref_mut().filter(|p| p.persistent) {
                 p.push(if message.payload.is_empty() {
                     Op::DeleteRetained {
                         topic: Arc::clone(&message.topic),
@@ -118,7 +118,7 @@ impl Broker {
             self.publish(message, publisher, None);
             return;
         };
-        let mut pending = Pending::default();
+        let mut pending = Pending::new(true);
         self.publish(message, publisher, Some(&mut pending));
         tokio::spawn(async move {
             let committed = broker.commit(std::mem::take(&mut pending.ops)).await;

@@ -8,11 +8,14 @@ use crate::store::Op;
 
 use super::handle::SessionHandle;
 
-/// Store operations and gated deliveries gathered while a batch of packets is handled. The
-/// connection commits the operations, then opens the gate and wakes the sessions, then writes
-/// its acknowledgements.
+/// Store operations, gated deliveries and sessions to wake, gathered while a batch of packets
+/// is handled. The connection commits the operations, then opens the gate and wakes the
+/// sessions (once per batch, so subscribers take many messages per wake-up), then writes its
+/// acknowledgements.
 #[derive(Debug, Default)]
 pub struct Pending {
+    /// Whether the broker has a store: only then are deliveries gated.
+    pub persistent: bool,
     /// Operations to commit, in order.
     pub ops: Vec<Op>,
     /// True if something about to be written (an acknowledgement, a PUBREL, a PUBLISH with a
@@ -27,6 +30,14 @@ pub struct Pending {
 }
 
 impl Pending {
+    /// An empty batch; `persistent` says whether the broker has a store.
+    pub fn new(persistent: bool) -> Pending {
+        Pending {
+            persistent,
+            ..Default::default()
+        }
+    }
+
     /// Adds an operation that must be committed before the batch's output is written.
     pub fn push(&mut self, op: Op) {
         self.ops.push(op);
@@ -38,9 +49,12 @@ impl Pending {
         self.ops.push(op);
     }
 
-    /// The gate for deliveries of this batch.
-    pub fn gate(&mut self) -> Arc<CommitGate> {
-        Arc::clone(self.gate.get_or_insert_with(Default::default))
+    /// The gate for deliveries of this batch (`None` without a store: nothing to wait for).
+    pub fn gate(&mut self) -> Option<Arc<CommitGate>> {
+        if !self.persistent {
+            return None;
+        }
+        Some(Arc::clone(self.gate.get_or_insert_with(Default::default)))
     }
 
     /// True if nothing was gathered.

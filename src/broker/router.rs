@@ -131,7 +131,7 @@ impl Router {
             if let Some(p) = pending.as_deref_mut()
                 && delivery.qos != QoS::AtMostOnce
             {
-                delivery.gate = Some(p.gate());
+                delivery.gate = p.gate();
             }
             if deliver(&target.session, delivery, metrics, pending.as_deref_mut()) {
                 queued += 1;
@@ -214,7 +214,6 @@ pub fn deliver(
             &delivery.subscription_ids,
         ),
     });
-    let gated = delivery.gate.is_some();
     match slot.session.outbound.enqueue(delivery, online) {
         Enqueued::Queued => {
             drop(slot);
@@ -224,12 +223,9 @@ pub fn deliver(
                     if let Some(op) = op {
                         p.push(op);
                     }
-                    if gated {
-                        if online {
-                            p.wake.push(Arc::clone(session));
-                        }
-                    } else if online {
-                        session.wake.notify_one();
+                    if online {
+                        // Woken once the batch is settled.
+                        p.wake.push(Arc::clone(session));
                     }
                 }
                 None if online => session.wake.notify_one(),

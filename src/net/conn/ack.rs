@@ -41,25 +41,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         };
         if persisted && let AckOutcome::Done { seq } = outcome {
             let client = Arc::clone(&attached.session.client_id);
-            if let Some(p) = self.pending() {
-                match ack.kind {
-                    // PUBCOMP must not go out while the id could still look pending after a
-                    // crash: the client may reuse it for a new message.
-                    AckKind::PubRel => p.push(Op::DeleteIncoming {
-                        client,
-                        packet_id: id,
-                    }),
-                    // PUBREL must not go out before the released state is durable, or a
-                    // restart would resend the PUBLISH the client already released.
-                    AckKind::PubRec if !failed && seq != 0 => p.push(Op::UpdateEntry {
-                        client,
-                        seq,
-                        state: EntryState::Released,
-                        packet_id: id,
-                    }),
-                    _ if seq != 0 => p.push_async(Op::DeleteEntry { client, seq }),
-                    _ => {}
-                }
+            let p = &mut self.pending;
+            match ack.kind {
+                // PUBCOMP must not go out while the id could still look pending after a
+                // crash: the client may reuse it for a new message.
+                AckKind::PubRel => p.push(Op::DeleteIncoming {
+                    client,
+                    packet_id: id,
+                }),
+                // PUBREL must not go out before the released state is durable, or a
+                // restart would resend the PUBLISH the client already released.
+                AckKind::PubRec if !failed && seq != 0 => p.push(Op::UpdateEntry {
+                    client,
+                    seq,
+                    state: EntryState::Released,
+                    packet_id: id,
+                }),
+                _ if seq != 0 => p.push_async(Op::DeleteEntry { client, seq }),
+                _ => {}
             }
         }
         if outcome == AckOutcome::UnknownPacketId {

@@ -25,8 +25,10 @@ use crate::session::Transmit;
 
 /// Bytes of deliveries gathered into the write buffer before it is written.
 const WRITE_BUDGET: usize = 256 * 1024;
-/// Read buffer growth step.
-const READ_CHUNK: usize = 16 * 1024;
+/// Smallest read reservation: an idle connection holds little more than this.
+const MIN_READ: usize = 512;
+/// Largest read reservation, reached when reads keep filling the buffer.
+const MAX_READ: usize = 64 * 1024;
 /// Time allowed for the last packets (e.g. a v5 DISCONNECT) when a connection closes.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
@@ -126,6 +128,9 @@ pub struct Connection<S> {
     decoder: Decoder,
     link: ConnLink,
     state: Option<Attached>,
+    /// How much to reserve before a read: grows while reads fill the buffer, shrinks when
+    /// traffic stops, so idle connections hold little memory.
+    read_size: usize,
     /// Scratch list of packets taken from the session under its lock.
     transmits: Vec<Transmit>,
     /// The write budget ran out with deliveries still queued.
@@ -153,14 +158,15 @@ where
         broker: Arc::clone(&broker),
         stream,
         peer,
-        rbuf: BytesMut::with_capacity(READ_CHUNK),
-        wbuf: BytesMut::with_capacity(READ_CHUNK),
+        rbuf: BytesMut::new(),
+        wbuf: BytesMut::new(),
+        read_size: MIN_READ,
         decoder: Decoder::server(max_packet),
         link,
         state: None,
         transmits: Vec::new(),
         pending_drain: false,
-        pending: Pending::default(),
+        pending: Pending::new(broker.persistent()),
         deadline: None,
         torn: false,
         identity,
@@ -212,10 +218,34 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     }
 
     async fn read_more(&mut self) -> Result<(), Close> {
-        self.rbuf.reserve(READ_CHUNK);
+        let spare = self.prepare_read();
         match self.stream.read_buf(&mut self.rbuf).await {
             Ok(0) | Err(_) => Err(Close::Io),
-            Ok(_) => Ok(()),
+            Ok(n) => {
+                self.adapt_read_size(n, spare);
+                Ok(())
+            }
+        }
+    }
+
+    /// Makes room for the next read; returns the room available.
+    fn prepare_read(&mut self) -> usize {
+        if self.rbuf.capacity() - self.rbuf.len() < self.read_size / 2 {
+            self.rbuf.reserve(self.read_size);
+        }
+        self.rbuf.capacity() - self.rbuf.len()
+    }
+
+    /// Grows the read size when a read filled the room it had, shrinks it (and gives the
+    /// buffer back) when reads are small and nothing is pending.
+    fn adapt_read_size(&mut self, n: usize, spare: usize) {
+        if n >= spare {
+            self.read_size = (self.read_size * 2).min(MAX_READ);
+        } else if n < self.read_size / 8 && self.read_size > MIN_READ {
+            self.read_size /= 2;
+            if self.rbuf.is_empty() && self.rbuf.capacity() > 2 * self.read_size {
+                self.rbuf = BytesMut::new();
+            }
         }
     }
 
@@ -239,11 +269,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             self.settle().await?;
             self.flush().await?;
             let pending_drain = self.pending_drain;
-            if self.rbuf.is_empty() && self.rbuf.capacity() > 4 * READ_CHUNK {
+            if self.rbuf.is_empty() && self.rbuf.capacity() > 2 * MAX_READ {
                 // Give back the memory of an occasional large packet.
                 self.rbuf = BytesMut::new();
             }
-            self.rbuf.reserve(READ_CHUNK);
+            let spare = self.prepare_read();
             let deadline = self.deadline;
             tokio::select! {
                 biased;
@@ -255,11 +285,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                     debug!(client_id = %session.client_id, "keep alive expired");
                     return Err(Close::KeepAlive);
                 }
-                read = self.stream.read_buf(&mut self.rbuf) => {
-                    if !matches!(read, Ok(n) if n > 0) {
-                        return Err(Close::Io);
-                    }
-                }
+                read = self.stream.read_buf(&mut self.rbuf) => match read {
+                    Ok(n) if n > 0 => self.adapt_read_size(n, spare),
+                    _ => return Err(Close::Io),
+                },
                 _ = session.wake.notified(), if !pending_drain => {}
                 _ = std::future::ready(()), if pending_drain => {}
             }
@@ -326,15 +355,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             .acl
             .as_ref()
             .is_none_or(|acl| acl.check(topic, access))
-    }
-
-    /// The batch's pending changes, when the broker has a store.
-    pub(super) fn pending(&mut self) -> Option<&mut Pending> {
-        if self.broker.persistent() {
-            Some(&mut self.pending)
-        } else {
-            None
-        }
     }
 
     /// Commits the batch's durable changes before anything that depends on them is written,
@@ -404,8 +424,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         };
         flushed?;
         self.wbuf.clear();
-        if self.wbuf.capacity() > 4 * WRITE_BUDGET {
-            self.wbuf = BytesMut::with_capacity(READ_CHUNK);
+        if self.wbuf.capacity() > 2 * WRITE_BUDGET
+            || (self.wbuf.capacity() > MAX_READ && total < MIN_READ)
+        {
+            // Give back a buffer grown by a burst once traffic is light again.
+            self.wbuf = BytesMut::new();
         }
         Ok(())
     }

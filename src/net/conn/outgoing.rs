@@ -99,8 +99,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 } = &t
                 && delivery.qos == QoS::ExactlyOnce
                 && delivery.seq != 0
-                && let Some(p) = self.pending()
             {
+                let p = &mut self.pending;
                 // The packet id is durable before the PUBLISH leaves, so a restart resends
                 // the same id and the client can recognise the duplicate.
                 p.push(Op::UpdateEntry {
@@ -122,7 +122,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                     .filter_map(|id| slot.session.outbound.discard(*id)),
             );
         }
-        if persisted && let Some(p) = self.pending() {
+        if persisted {
+            let p = &mut self.pending;
             for seq in done.into_iter().filter(|s| *s != 0) {
                 p.push_async(Op::DeleteEntry {
                     client: Arc::clone(&session.client_id),

@@ -88,10 +88,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 if first && persisted {
                     // The id is durable before PUBREC, so a retry after a crash is recognised.
                     let client = std::sync::Arc::clone(&attached.session.client_id);
-                    if let Some(p) = self.pending() {
-                        p.push(Op::PutIncoming { client, packet_id });
-                        p.incoming_added.push(packet_id);
-                    }
+                    self.pending.push(Op::PutIncoming { client, packet_id });
+                    self.pending.incoming_added.push(packet_id);
                 }
                 let code = if first && permitted {
                     success_code(self.route(publish))
@@ -130,7 +128,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             expires_at,
         });
         let broker = Arc::clone(&self.broker);
-        broker.publish(&message, Some(key), self.pending())
+        broker.publish(&message, Some(key), Some(&mut self.pending))
     }
 }
 

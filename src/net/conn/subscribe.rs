@@ -63,7 +63,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 (existed, slot.persisted)
             };
             self.broker.router.subscribe(&f.filter, &session, options);
-            if persisted && let Some(p) = self.pending() {
+            if persisted {
+                let p = &mut self.pending;
                 p.push(Op::PutSubscription {
                     client: std::sync::Arc::clone(&session.client_id),
                     filter: f.filter.clone(),
@@ -91,7 +92,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         }))?;
         let broker = std::sync::Arc::clone(&self.broker);
         for delivery in retained {
-            deliver(&session, delivery, &broker.metrics, self.pending());
+            deliver(&session, delivery, &broker.metrics, Some(&mut self.pending));
         }
         Ok(())
     }
@@ -111,10 +112,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 )
             };
             self.broker.router.unsubscribe(filter, session.key);
-            if existed
-                && persisted
-                && let Some(p) = self.pending()
-            {
+            if existed && persisted {
+                let p = &mut self.pending;
                 p.push(Op::DeleteSubscription {
                     client: std::sync::Arc::clone(&session.client_id),
                     filter: filter.clone(),
