@@ -128,13 +128,27 @@ async fn handshake_and_serve(
     stream: TcpStream,
     peer: SocketAddr,
 ) {
+    if listener.config.kind == ListenerKind::Tcp {
+        // The common case stays small: no handshake state in this task's future.
+        return serve(broker, stream, peer, CertIdentity::NotUsed).await;
+    }
+    // TLS and WebSocket state is large; it lives on the heap, not in every task's future.
+    Box::pin(handshake_then_serve(broker, listener, stream, peer)).await;
+}
+
+async fn handshake_then_serve(
+    broker: &Arc<Broker>,
+    listener: &Listener,
+    stream: TcpStream,
+    peer: SocketAddr,
+) {
     let limit = broker.config.handshake_timeout;
     // A WebSocket message may carry several MQTT packets.
     let max_message = broker.config.max_packet_size as usize + 64 * 1024;
     let l = &listener.config;
     let outcome = tokio::time::timeout(limit, async {
         match (l.kind, &listener.tls) {
-            (ListenerKind::Tcp, _) => Ok(Ready::Plain(stream)),
+            (ListenerKind::Tcp, _) => Err("plain TCP has no handshake".to_string()),
             (ListenerKind::Ws, _) => ws::accept(stream, &l.path, max_message)
                 .await
                 .map(|s| Ready::Ws(Box::new(s)))
@@ -168,7 +182,6 @@ async fn handshake_and_serve(
         }
     };
     match ready {
-        Ready::Plain(s) => serve(broker, s, peer, CertIdentity::NotUsed).await,
         Ready::Ws(s) => serve(broker, *s, peer, CertIdentity::NotUsed).await,
         Ready::Tls(s, identity) => serve(broker, *s, peer, identity).await,
         Ready::Wss(s, identity) => serve(broker, *s, peer, identity).await,
@@ -188,7 +201,6 @@ type TlsStream = tokio_rustls::server::TlsStream<TcpStream>;
 
 /// A connection with its handshakes done.
 enum Ready {
-    Plain(TcpStream),
     Ws(Box<ws::WsStream<TcpStream>>),
     Tls(Box<TlsStream>, CertIdentity),
     Wss(Box<ws::WsStream<TlsStream>>, CertIdentity),

@@ -177,21 +177,33 @@ where
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     async fn run(&mut self) -> Close {
-        let connect = match timeout(self.broker.config.connect_timeout, self.read_connect()).await {
-            Err(_) => {
-                debug!(peer = %self.peer, "no CONNECT in time");
-                return Close::Io;
-            }
-            Ok(Err(close)) => return close,
-            Ok(Ok(connect)) => connect,
+        // The CONNECT phase is boxed: its state is large and short-lived, and would otherwise
+        // be part of every connection's task for its whole life.
+        let shutdown = self.broker.shutdown.clone();
+        let connected = tokio::select! {
+            connected = Box::pin(self.connect_phase()) => connected,
+            _ = shutdown.cancelled() => Err(Close::Refused),
         };
-        if let Err(close) = self.handle_connect(connect).await {
+        if let Err(close) = connected {
             return close;
         }
         match self.main_loop().await {
             Ok(()) => Close::Io,
             Err(close) => close,
         }
+    }
+
+    /// Waits (bounded) for the CONNECT and handles it.
+    async fn connect_phase(&mut self) -> Result<(), Close> {
+        let limit = self.broker.config.connect_timeout;
+        let connect = match timeout(limit, self.read_connect()).await {
+            Err(_) => {
+                debug!(peer = %self.peer, "no CONNECT in time");
+                return Err(Close::Io);
+            }
+            Ok(result) => result?,
+        };
+        self.handle_connect(connect).await
     }
 
     /// Reads until the first packet, which the decoder only accepts if it is a CONNECT.
