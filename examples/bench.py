@@ -63,6 +63,9 @@ SCENARIOS = [
     ("q1_persist", "1->1 QoS 1, persistent subscriber session, 50k msgs",
      "pubsub --qos 1 --persistent-subs --count 50000",
      "pubsub --qos 1 --persistent-subs --count 5000"),
+    ("q1_persist_50to1", "50->1 QoS 1, persistent subscriber session, 50 x 2k msgs",
+     "pubsub --pubs 50 --qos 1 --persistent-subs --count 2000",
+     "pubsub --pubs 50 --qos 1 --persistent-subs --count 200"),
 ]
 SCENARIO_NAMES = [s[0] for s in SCENARIOS]
 LATENCY_SCENARIOS = {"q0_rate10k", "q1_rate10k"}
@@ -141,7 +144,7 @@ def roost_broker(name, roost_bin, toml, extra_flags=(), scenarios=None):
 # `durability = "fsync" | "buffered"`. The baseline `roost` broker then runs with
 # `--in-memory` (same as before: nothing on disk), and two more brokers run the durable
 # scenario with a data directory on disk. Adjust here if the final flag or key names differ.
-DURABLE_SCENARIOS = ["q1_persist"]
+DURABLE_SCENARIOS = ["q1_persist", "q1_persist_50to1"]
 
 
 def roost_durable_variants(roost_bin, flags):
