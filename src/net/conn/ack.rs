@@ -1,6 +1,5 @@
 //! PUBACK, PUBREC, PUBREL and PUBCOMP from a client: advance the session's QoS 1/2 flows.
 
-use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::debug;
 
 use std::sync::Arc;
@@ -9,12 +8,12 @@ use crate::codec::{AckKind, PubAckLike};
 use crate::session::AckOutcome;
 use crate::store::{EntryState, Op};
 
-use super::{Close, Connection};
+use super::{Close, Connection, Transport};
 
 /// MQTT 5.0 reason code: packet identifier not found.
 const PACKET_ID_NOT_FOUND: u8 = 0x92;
 
-impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
+impl<S: Transport> Connection<S> {
     pub(super) fn handle_ack(&mut self, ack: PubAckLike) -> Result<(), Close> {
         let Some(attached) = &self.state else {
             return Err(Close::Io);

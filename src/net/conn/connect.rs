@@ -4,14 +4,13 @@
 use std::sync::Arc;
 
 use rand::RngExt;
-use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::{debug, warn};
 
 use crate::broker::{AttachRequest, Verdict};
 use crate::codec::{ConnAck, ConnAckProperties, Connect, Packet, Version};
 use crate::session::NEVER_EXPIRES;
 
-use super::{Attached, CertIdentity, Close, Connection};
+use super::{Attached, CertIdentity, Close, Connection, Transport};
 
 /// CONNACK return codes of MQTT 3.1.1 and reason codes of MQTT 5.0 used here.
 mod code {
@@ -29,7 +28,7 @@ mod code {
     pub const V5_BAD_AUTH_METHOD: u8 = 0x8C;
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
+impl<S: Transport> Connection<S> {
     /// Handles the CONNECT that opens the connection.
     pub(super) async fn handle_connect(&mut self, connect: Box<Connect>) -> Result<(), Close> {
         let connect = *connect;

@@ -2,13 +2,11 @@
 //! MQTT 5.0 reason (0x04 "with will message", or an error) keeps it (MQTT-3.1.2-8,
 //! MQTT-3.14.4-3). MQTT 5.0 may also update the session expiry interval.
 
-use tokio::io::{AsyncRead, AsyncWrite};
-
 use crate::codec::Disconnect;
 
-use super::{Close, Connection};
+use super::{Close, Connection, Transport};
 
-impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
+impl<S: Transport> Connection<S> {
     pub(super) fn handle_disconnect(&mut self, disconnect: Disconnect) -> Result<(), Close> {
         let Some(attached) = &self.state else {
             return Err(Close::Io);

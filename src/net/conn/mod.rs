@@ -145,10 +145,30 @@ pub struct Connection<S> {
     identity: CertIdentity,
 }
 
+/// A byte stream a connection runs over.
+pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send {
+    /// Resolves when a read may make progress, so that an idle connection need not hold a read
+    /// buffer while it waits. Streams that cannot tell (TLS, WebSocket) resolve at once.
+    fn readable(&self) -> impl std::future::Future<Output = ()> + Send {
+        std::future::ready(())
+    }
+}
+
+impl Transport for tokio::net::TcpStream {
+    async fn readable(&self) {
+        // An error shows up in the read that follows.
+        let _ = tokio::net::TcpStream::readable(self).await;
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Transport for tokio_rustls::server::TlsStream<S> {}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Transport for super::ws::WsStream<S> {}
+
 /// Serves one client connection to completion.
 pub async fn serve<S>(broker: Arc<Broker>, stream: S, peer: SocketAddr, identity: CertIdentity)
 where
-    S: AsyncRead + AsyncWrite + Unpin,
+    S: Transport,
 {
     let link = ConnLink::new(broker.next_connection_id());
     let _gone = link.gone.clone().drop_guard();
@@ -175,7 +195,7 @@ where
     conn.finish(close).await;
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
+impl<S: Transport> Connection<S> {
     async fn run(&mut self) -> Close {
         // The CONNECT phase is boxed: its state is large and short-lived, and would otherwise
         // be part of every connection's task for its whole life.
@@ -281,11 +301,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             self.settle().await?;
             self.flush().await?;
             let pending_drain = self.pending_drain;
-            if self.rbuf.is_empty() && self.rbuf.capacity() > 2 * MAX_READ {
-                // Give back the memory of an occasional large packet.
+            let idle = self.rbuf.is_empty() && self.read_size == MIN_READ;
+            if self.rbuf.is_empty() && (idle || self.rbuf.capacity() > 2 * MAX_READ) {
+                // A quiet connection holds no read buffer while it waits (and an occasional
+                // large packet's buffer is given back).
                 self.rbuf = BytesMut::new();
             }
-            let spare = self.prepare_read();
             let deadline = self.deadline;
             tokio::select! {
                 biased;
@@ -297,8 +318,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                     debug!(client_id = %session.client_id, "keep alive expired");
                     return Err(Close::KeepAlive);
                 }
-                read = self.stream.read_buf(&mut self.rbuf) => match read {
-                    Ok(n) if n > 0 => self.adapt_read_size(n, spare),
+                read = async {
+                    if idle {
+                        self.stream.readable().await;
+                    }
+                    let spare = self.prepare_read();
+                    (self.stream.read_buf(&mut self.rbuf).await, spare)
+                } => match read {
+                    (Ok(n), spare) if n > 0 => self.adapt_read_size(n, spare),
                     _ => return Err(Close::Io),
                 },
                 _ = session.wake.notified(), if !pending_drain => {}

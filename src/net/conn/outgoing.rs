@@ -4,7 +4,6 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::{debug, warn};
 
 use crate::broker::Metrics;
@@ -14,9 +13,9 @@ use crate::codec::{
 use crate::session::{Delivery, Transmit};
 use crate::store::{EntryState, Op};
 
-use super::{Close, Connection, WRITE_BUDGET};
+use super::{Close, Connection, Transport, WRITE_BUDGET};
 
-impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
+impl<S: Transport> Connection<S> {
     /// The negotiated version (3.1.1 until CONNECT is accepted).
     pub(super) fn version(&self) -> Version {
         self.state.as_ref().map_or(Version::V311, |a| a.version)

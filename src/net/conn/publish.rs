@@ -4,8 +4,6 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncRead, AsyncWrite};
-
 use tracing::debug;
 
 use crate::auth::Access;
@@ -14,14 +12,14 @@ use crate::codec::{AckKind, Publish, QoS, Version};
 use crate::session::{Message, Qos2Publish};
 use crate::store::Op;
 
-use super::{Close, Connection};
+use super::{Close, Connection, Transport};
 
 /// MQTT 5.0 reason code: success, but no subscriber matched.
 const NO_MATCHING_SUBSCRIBERS: u8 = 0x10;
 /// MQTT 5.0 reason code: not authorized.
 const NOT_AUTHORIZED: u8 = 0x87;
 
-impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
+impl<S: Transport> Connection<S> {
     pub(super) fn handle_publish(&mut self, publish: Publish) -> Result<(), Close> {
         Metrics::inc(&self.broker.metrics.publish_received);
         let Some(attached) = &self.state else {

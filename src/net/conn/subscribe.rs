@@ -1,7 +1,6 @@
 //! SUBSCRIBE and UNSUBSCRIBE: update the session and the trie, answer SUBACK / UNSUBACK, and
 //! queue the retained messages a new subscription is owed.
 
-use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::debug;
 
 use crate::auth::Access;
@@ -10,7 +9,7 @@ use crate::codec::{Packet, RetainHandling, SubAck, Subscribe, UnsubAck, Unsubscr
 use crate::session::{Delivery, SubOptions};
 use crate::store::Op;
 
-use super::{Close, Connection};
+use super::{Close, Connection, Transport};
 
 /// SUBACK failure code of 3.1.1 (MQTT-3.9.3-2).
 const V3_FAILURE: u8 = 0x80;
@@ -21,7 +20,7 @@ const V5_NOT_AUTHORIZED: u8 = 0x87;
 /// MQTT 5.0 UNSUBACK: no subscription existed.
 const V5_NO_SUBSCRIPTION: u8 = 0x11;
 
-impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
+impl<S: Transport> Connection<S> {
     pub(super) fn handle_subscribe(&mut self, subscribe: Subscribe) -> Result<(), Close> {
         let Some(attached) = &self.state else {
             return Err(Close::Io);
