@@ -10,55 +10,23 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use common::binary::BrokerProcess;
 use common::*;
 use parking_lot::Mutex;
 use rand::RngExt;
-use roost::codec::{
-    self, AckKind, Decoder, Packet, PubAckLike, Publish, PublishProperties, QoS, RetainHandling,
-    Subscribe, SubscribeFilter, Version,
-};
+use roost::codec::{self, AckKind, Decoder, Packet, Publish, QoS, Version};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
-fn publish(topic: &str, qos: QoS, packet_id: u16, index: u32, dup: bool) -> Packet {
-    Packet::Publish(Publish {
-        dup,
-        qos,
-        retain: false,
-        topic: topic.to_string(),
-        packet_id,
-        payload: Bytes::copy_from_slice(&index.to_be_bytes()),
-        properties: PublishProperties::default(),
-        topic_alias: None,
-        subscription_identifiers: Vec::new(),
-    })
-}
-
-fn subscribe(filter: &str, qos: QoS) -> Packet {
-    Packet::Subscribe(Subscribe {
-        packet_id: 1,
-        filters: vec![SubscribeFilter {
-            filter: filter.to_string(),
-            qos,
-            no_local: false,
-            retain_as_published: false,
-            retain_handling: RetainHandling::OnSubscribe,
-        }],
-        subscription_identifier: None,
-        user_properties: Vec::new(),
-    })
-}
-
-fn ack(kind: AckKind, packet_id: u16) -> Packet {
-    Packet::Ack(PubAckLike {
-        kind,
-        packet_id,
-        reason: 0,
-        reason_string: None,
-    })
+/// A PUBLISH whose payload is the message index, for loss and duplicate counting.
+fn numbered(topic: &str, qos: QoS, packet_id: u16, index: u32, dup: bool) -> Packet {
+    let mut packet = publish(topic, qos, packet_id, &index.to_be_bytes());
+    if let Packet::Publish(p) = &mut packet {
+        p.dup = dup;
+    }
+    packet
 }
 
 fn index_of(p: &Publish) -> u32 {
@@ -99,7 +67,7 @@ async fn qos1_acknowledged_messages_survive_kill_9() {
         for i in 0..TOTAL {
             let id = (i % 60_000 + 1) as u16;
             codec::encode(
-                &publish("crash/q1", QoS::AtLeastOnce, id, i, false),
+                &numbered("crash/q1", QoS::AtLeastOnce, id, i, false),
                 Version::V311,
                 None,
                 &mut buf,
@@ -176,7 +144,7 @@ async fn qos2_publisher(mut addr: watch::Receiver<SocketAddr>, total: u32, done:
             let id = i as u16 + 1;
             match s {
                 1 => {
-                    c.send(&publish("crash/q2", QoS::ExactlyOnce, id, i as u32, true))
+                    c.send(&numbered("crash/q2", QoS::ExactlyOnce, id, i as u32, true))
                         .await
                 }
                 2 => c.send(&ack(AckKind::PubRel, id)).await,
@@ -189,7 +157,7 @@ async fn qos2_publisher(mut addr: watch::Receiver<SocketAddr>, total: u32, done:
                 if next < state.len() {
                     state[next] = 1;
                     let id = next as u16 + 1;
-                    c.send(&publish(
+                    c.send(&numbered(
                         "crash/q2",
                         QoS::ExactlyOnce,
                         id,

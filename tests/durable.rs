@@ -5,12 +5,8 @@ mod common;
 
 use std::path::Path;
 
-use bytes::Bytes;
 use common::*;
-use roost::codec::{
-    AckKind, Packet, PubAckLike, Publish, PublishProperties, QoS, RetainHandling, Subscribe,
-    SubscribeFilter, Version,
-};
+use roost::codec::{AckKind, Packet, QoS, Version};
 use roost::store::table_sizes;
 
 async fn durable_broker(dir: &Path) -> roost::BrokerHandle {
@@ -20,44 +16,6 @@ async fn durable_broker(dir: &Path) -> roost::BrokerHandle {
         c.data_dir = dir;
     })
     .await
-}
-
-fn publish(topic: &str, qos: QoS, packet_id: u16, payload: Vec<u8>, retain: bool) -> Packet {
-    Packet::Publish(Publish {
-        dup: false,
-        qos,
-        retain,
-        topic: topic.to_string(),
-        packet_id,
-        payload: Bytes::from(payload),
-        properties: PublishProperties::default(),
-        topic_alias: None,
-        subscription_identifiers: Vec::new(),
-    })
-}
-
-fn subscribe(filter: &str, qos: QoS) -> Packet {
-    Packet::Subscribe(Subscribe {
-        packet_id: 1,
-        filters: vec![SubscribeFilter {
-            filter: filter.to_string(),
-            qos,
-            no_local: false,
-            retain_as_published: false,
-            retain_handling: RetainHandling::OnSubscribe,
-        }],
-        subscription_identifier: None,
-        user_properties: Vec::new(),
-    })
-}
-
-fn ack(kind: AckKind, packet_id: u16) -> Packet {
-    Packet::Ack(PubAckLike {
-        kind,
-        packet_id,
-        reason: 0,
-        reason_string: None,
-    })
 }
 
 fn size(sizes: &[(&str, u64)], table: &str) -> u64 {
@@ -77,10 +35,10 @@ async fn clean_sessions_make_no_write_transactions() {
         sub.send(&subscribe("eph/#", QoS::ExactlyOnce)).await;
         assert!(matches!(sub.recv().await, Some(Packet::SubAck(_))));
         let (mut p, _) = RawClient::connect(addr, connect_packet(version, "eph-pub")).await;
-        p.send(&publish("eph/1", QoS::AtLeastOnce, 1, b"a".to_vec(), false))
+        p.send(&publish_with("eph/1", QoS::AtLeastOnce, 1, b"a", false))
             .await;
         assert!(matches!(p.recv().await, Some(Packet::Ack(_))));
-        p.send(&publish("eph/2", QoS::ExactlyOnce, 2, b"b".to_vec(), false))
+        p.send(&publish_with("eph/2", QoS::ExactlyOnce, 2, b"b", false))
             .await;
         assert_eq!(p.recv().await, Some(ack(AckKind::PubRec, 2)));
         p.send(&ack(AckKind::PubRel, 2)).await;
@@ -121,31 +79,24 @@ async fn durable_session_and_retained_message_survive_a_restart() {
         sub.send(&subscribe("keep/#", QoS::AtLeastOnce)).await;
         assert!(matches!(sub.recv().await, Some(Packet::SubAck(_))));
         drop(sub);
-        wait_until(|| {
-            broker
-                .broker()
-                .registry
-                .get("keeper")
-                .is_some_and(|s| s.slot.lock().conn.is_none())
-        })
-        .await;
+        wait_detached(&broker, "keeper").await;
         let (mut p, _) = RawClient::connect(addr, connect_packet(Version::V311, "pub")).await;
         for i in 0..3u16 {
-            p.send(&publish(
+            p.send(&publish_with(
                 "keep/q",
                 QoS::AtLeastOnce,
                 i + 1,
-                vec![i as u8],
+                &[i as u8],
                 false,
             ))
             .await;
             assert_eq!(p.recv().await, Some(ack(AckKind::PubAck, i + 1)));
         }
-        p.send(&publish(
+        p.send(&publish_with(
             "keep/r",
             QoS::AtMostOnce,
             0,
-            b"retained".to_vec(),
+            b"retained",
             true,
         ))
         .await;
@@ -177,11 +128,11 @@ async fn durable_session_and_retained_message_survive_a_restart() {
     // The subscription came back too: a new message reaches it.
     let (mut p, _) =
         RawClient::connect(broker.local_addr(), connect_packet(Version::V311, "p2")).await;
-    p.send(&publish(
+    p.send(&publish_with(
         "keep/new",
         QoS::AtLeastOnce,
         1,
-        b"new".to_vec(),
+        b"new",
         false,
     ))
     .await;
@@ -227,14 +178,7 @@ async fn expired_session_is_removed_at_startup() {
         let broker = durable_broker(dir.path()).await;
         let (client, _) = RawClient::connect(broker.local_addr(), c.clone()).await;
         drop(client);
-        wait_until(|| {
-            broker
-                .broker()
-                .registry
-                .get("short")
-                .is_some_and(|s| s.slot.lock().conn.is_none())
-        })
-        .await;
+        wait_detached(&broker, "short").await;
         // Stop before the expiry timer fires: the record stays on disk.
         broker.shutdown().await;
     }
@@ -313,11 +257,11 @@ async fn acknowledged_entries_are_deleted_and_the_file_stays_bounded() {
     while acked < total {
         while sent < total && sent - acked < WINDOW {
             let id = (sent % 60_000 + 1) as u16;
-            p.send(&publish(
+            p.send(&publish_with(
                 "bounded",
                 QoS::AtLeastOnce,
                 id,
-                vec![7; 64],
+                &[7; 64],
                 false,
             ))
             .await;

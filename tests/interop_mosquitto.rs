@@ -161,14 +161,7 @@ async fn persistent_session_with_c() {
             .await
             .expect("subscribe once");
         assert!(first.status.success(), "{first:?}");
-        wait_until(|| {
-            broker
-                .broker()
-                .registry
-                .get(id)
-                .is_some_and(|s| s.slot.lock().conn.is_none())
-        })
-        .await;
+        wait_detached(&broker, id).await;
         publish(addr, v5, &["-t", &topic, "-q", "1", "-m", "while away"]).await;
         let mut args = vec!["-c", "-i", id, "-q", "1", "-t", topic.as_str()];
         if v5 {

@@ -7,48 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::*;
-use roost::codec::{
-    AckKind, Disconnect, Packet, PubAckLike, Publish, PublishProperties, QoS, RetainHandling,
-    Subscribe, SubscribeFilter, Version, Will,
-};
-
-fn publish(topic: &str, qos: QoS, packet_id: u16, payload: &'static [u8]) -> Packet {
-    Packet::Publish(Publish {
-        dup: false,
-        qos,
-        retain: false,
-        topic: topic.to_string(),
-        packet_id,
-        payload: Bytes::from_static(payload),
-        properties: PublishProperties::default(),
-        topic_alias: None,
-        subscription_identifiers: Vec::new(),
-    })
-}
-
-fn subscribe(filter: &str, qos: QoS) -> Packet {
-    Packet::Subscribe(Subscribe {
-        packet_id: 1,
-        filters: vec![SubscribeFilter {
-            filter: filter.to_string(),
-            qos,
-            no_local: false,
-            retain_as_published: false,
-            retain_handling: RetainHandling::OnSubscribe,
-        }],
-        subscription_identifier: None,
-        user_properties: Vec::new(),
-    })
-}
-
-fn ack(kind: AckKind, packet_id: u16) -> Packet {
-    Packet::Ack(PubAckLike {
-        kind,
-        packet_id,
-        reason: 0,
-        reason_string: None,
-    })
-}
+use roost::codec::{AckKind, Disconnect, Packet, Publish, PublishProperties, QoS, Version, Will};
 
 fn will(topic: &str, payload: &'static [u8], delay: u32) -> Will {
     Will {
@@ -270,14 +229,7 @@ async fn will_delay_waits_and_is_cancelled_by_a_reconnect() {
     c.will = Some(will("wills/flaky", b"should not appear", 1));
     let (flaky, _) = RawClient::connect(addr, c.clone()).await;
     drop(flaky);
-    wait_until(|| {
-        broker
-            .broker()
-            .registry
-            .get("flaky")
-            .is_some_and(|s| s.slot.lock().conn.is_none())
-    })
-    .await;
+    wait_detached(&broker, "flaky").await;
     c.will = None;
     let (mut flaky, connack) = RawClient::connect(addr, c).await;
     assert!(connack.session_present);

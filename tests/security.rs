@@ -309,44 +309,6 @@ async fn repeated_failed_logins_are_slowed_down() {
     broker.shutdown().await;
 }
 
-fn ack(kind: AckKind, id: u16, reason: u8) -> Packet {
-    Packet::Ack(roost::codec::PubAckLike {
-        kind,
-        packet_id: id,
-        reason,
-        reason_string: None,
-    })
-}
-
-fn publish(topic: &str, qos: QoS, id: u16, payload: &'static [u8]) -> Packet {
-    Packet::Publish(roost::codec::Publish {
-        dup: false,
-        qos,
-        retain: false,
-        topic: topic.into(),
-        packet_id: id,
-        payload: bytes::Bytes::from_static(payload),
-        properties: Default::default(),
-        topic_alias: None,
-        subscription_identifiers: Vec::new(),
-    })
-}
-
-fn subscribe(filter: &str) -> Packet {
-    Packet::Subscribe(roost::codec::Subscribe {
-        packet_id: 1,
-        filters: vec![roost::codec::SubscribeFilter {
-            filter: filter.into(),
-            qos: QoS::AtLeastOnce,
-            no_local: false,
-            retain_as_published: false,
-            retain_handling: roost::codec::RetainHandling::OnSubscribe,
-        }],
-        subscription_identifier: None,
-        user_properties: Vec::new(),
-    })
-}
-
 async fn login(addr: SocketAddr, version: Version, id: &str, user: Option<&str>) -> RawClient {
     let mut c = connect_packet(version, id);
     c.username = user.map(str::to_string);
@@ -373,47 +335,49 @@ async fn acl_denies_by_default_and_grants_per_user_and_pattern() {
     // SUBSCRIBE: granted or refused per filter (3.1.1: 0x80, 5.0: 0x87).
     for (version, refused) in [(Version::V311, 0x80u8), (Version::V5, 0x87u8)] {
         let mut c = login(addr, version, "c1", Some("alice")).await;
-        c.send(&subscribe("alice/x")).await;
+        c.send(&subscribe("alice/x", QoS::AtLeastOnce)).await;
         assert!(matches!(c.recv().await, Some(Packet::SubAck(s)) if s.codes == vec![1]));
-        c.send(&subscribe("inbox/bob")).await;
+        c.send(&subscribe("inbox/bob", QoS::AtLeastOnce)).await;
         assert!(
             matches!(c.recv().await, Some(Packet::SubAck(s)) if s.codes == vec![refused]),
             "write-only topic cannot be read"
         );
-        c.send(&subscribe("#")).await;
+        c.send(&subscribe("#", QoS::AtLeastOnce)).await;
         assert!(matches!(c.recv().await, Some(Packet::SubAck(s)) if s.codes == vec![refused]));
-        c.send(&subscribe("clients/c1/#")).await;
+        c.send(&subscribe("clients/c1/#", QoS::AtLeastOnce)).await;
         assert!(
             matches!(c.recv().await, Some(Packet::SubAck(s)) if s.codes == vec![1]),
             "%c"
         );
-        c.send(&subscribe("users/alice/inbox")).await;
+        c.send(&subscribe("users/alice/inbox", QoS::AtLeastOnce))
+            .await;
         assert!(
             matches!(c.recv().await, Some(Packet::SubAck(s)) if s.codes == vec![1]),
             "%u"
         );
-        c.send(&subscribe("users/bob/inbox")).await;
+        c.send(&subscribe("users/bob/inbox", QoS::AtLeastOnce))
+            .await;
         assert!(matches!(c.recv().await, Some(Packet::SubAck(s)) if s.codes == vec![refused]));
     }
 
     // PUBLISH: a denied message is not routed; 5.0 says 0x87, 3.1.1 acks as usual.
     let mut bob = login(addr, Version::V5, "bob-c", Some("bob")).await;
-    bob.send(&subscribe("inbox/bob")).await;
+    bob.send(&subscribe("inbox/bob", QoS::AtLeastOnce)).await;
     assert!(matches!(bob.recv().await, Some(Packet::SubAck(s)) if s.codes == vec![1]));
     let mut anon = login(addr, Version::V5, "anon", None).await;
     anon.send(&publish("inbox/bob", QoS::AtLeastOnce, 1, b"anon5"))
         .await;
-    assert_eq!(anon.recv().await, Some(ack(AckKind::PubAck, 1, 0x87)));
+    assert_eq!(anon.recv().await, Some(ack_with(AckKind::PubAck, 1, 0x87)));
     let mut anon3 = login(addr, Version::V311, "anon3", None).await;
     anon3
         .send(&publish("inbox/bob", QoS::AtLeastOnce, 1, b"anon3"))
         .await;
-    assert_eq!(anon3.recv().await, Some(ack(AckKind::PubAck, 1, 0)));
+    assert_eq!(anon3.recv().await, Some(ack_with(AckKind::PubAck, 1, 0)));
     let mut alice = login(addr, Version::V5, "alice-c", Some("alice")).await;
     alice
         .send(&publish("inbox/bob", QoS::AtLeastOnce, 9, b"alice"))
         .await;
-    assert_eq!(alice.recv().await, Some(ack(AckKind::PubAck, 9, 0)));
+    assert_eq!(alice.recv().await, Some(ack_with(AckKind::PubAck, 9, 0)));
     match bob.recv().await {
         Some(Packet::Publish(p)) => {
             assert_eq!(

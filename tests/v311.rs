@@ -203,14 +203,7 @@ async fn persistent_session_queues_while_away_and_delivers_on_reconnect() {
     sub.subscribe("jobs/#", QoS::AtLeastOnce).await;
     sub.client.disconnect().await.unwrap();
     drop(sub);
-    wait_until(|| {
-        broker
-            .broker()
-            .registry
-            .get("keeper")
-            .is_some_and(|s| s.slot.lock().conn.is_none())
-    })
-    .await;
+    wait_detached(&broker, "keeper").await;
 
     let (publisher, _) = v4_connect(v4_options("pub", addr)).await;
     for i in 0..5 {
@@ -263,14 +256,7 @@ async fn queue_limit_drops_are_counted() {
     sub.subscribe("q", QoS::AtLeastOnce).await;
     sub.client.disconnect().await.unwrap();
     drop(sub);
-    wait_until(|| {
-        broker
-            .broker()
-            .registry
-            .get("slow")
-            .is_some_and(|s| s.slot.lock().conn.is_none())
-    })
-    .await;
+    wait_detached(&broker, "slow").await;
     let (publisher, _) = v4_connect(v4_options("pub", addr)).await;
     for i in 0..10u8 {
         publisher

@@ -76,14 +76,7 @@ async fn session_expiry_keeps_subscriptions_for_a_returning_client() {
     assert!(!connack.session_present);
     sub.subscribe("back/+", QoS::AtLeastOnce).await;
     drop(sub);
-    wait_until(|| {
-        broker
-            .broker()
-            .registry
-            .get("returning")
-            .is_some_and(|s| s.slot.lock().conn.is_none())
-    })
-    .await;
+    wait_detached(&broker, "returning").await;
     let (publisher, _) = v5_connect(v5_options("pub5", addr)).await;
     publisher
         .client

@@ -335,3 +335,72 @@ pub async fn wait_until(mut cond: impl FnMut() -> bool) {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
+
+/// PUBLISH built for a raw client.
+pub fn publish_with(
+    topic: &str,
+    qos: roost::codec::QoS,
+    packet_id: u16,
+    payload: &[u8],
+    retain: bool,
+) -> Packet {
+    Packet::Publish(roost::codec::Publish {
+        dup: false,
+        qos,
+        retain,
+        topic: topic.to_string(),
+        packet_id,
+        payload: bytes::Bytes::copy_from_slice(payload),
+        properties: Default::default(),
+        topic_alias: None,
+        subscription_identifiers: Vec::new(),
+    })
+}
+
+/// A non-retained PUBLISH built for a raw client.
+pub fn publish(topic: &str, qos: roost::codec::QoS, packet_id: u16, payload: &[u8]) -> Packet {
+    publish_with(topic, qos, packet_id, payload, false)
+}
+
+/// SUBSCRIBE (packet id 1) to one filter with default options.
+pub fn subscribe(filter: &str, qos: roost::codec::QoS) -> Packet {
+    Packet::Subscribe(roost::codec::Subscribe {
+        packet_id: 1,
+        filters: vec![roost::codec::SubscribeFilter {
+            filter: filter.to_string(),
+            qos,
+            no_local: false,
+            retain_as_published: false,
+            retain_handling: roost::codec::RetainHandling::OnSubscribe,
+        }],
+        subscription_identifier: None,
+        user_properties: Vec::new(),
+    })
+}
+
+/// PUBACK, PUBREC, PUBREL or PUBCOMP with a reason code.
+pub fn ack_with(kind: roost::codec::AckKind, packet_id: u16, reason: u8) -> Packet {
+    Packet::Ack(roost::codec::PubAckLike {
+        kind,
+        packet_id,
+        reason,
+        reason_string: None,
+    })
+}
+
+/// PUBACK, PUBREC, PUBREL or PUBCOMP with reason 0.
+pub fn ack(kind: roost::codec::AckKind, packet_id: u16) -> Packet {
+    ack_with(kind, packet_id, 0)
+}
+
+/// Waits until the session of `client_id` exists and has no connection attached.
+pub async fn wait_detached(broker: &roost::BrokerHandle, client_id: &str) {
+    wait_until(|| {
+        broker
+            .broker()
+            .registry
+            .get(client_id)
+            .is_some_and(|s| s.slot.lock().conn.is_none())
+    })
+    .await;
+}
