@@ -41,6 +41,8 @@ pub struct AccessControl {
     throttle: Mutex<AuthThrottle>,
     password_file: Option<std::path::PathBuf>,
     acl_file: Option<std::path::PathBuf>,
+    /// Bounds concurrent password verifications (each argon2 check takes ~19 MiB and a CPU).
+    verifiers: tokio::sync::Semaphore,
 }
 
 impl AccessControl {
@@ -56,6 +58,9 @@ impl AccessControl {
             throttle: Mutex::new(AuthThrottle::default()),
             password_file: config.password_file.clone(),
             acl_file: config.acl_file.clone(),
+            verifiers: tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(2, |n| n.get()),
+            ),
         };
         *access.files.write() = Arc::new(access.read_files()?);
         if !access.anonymous {
@@ -122,6 +127,9 @@ impl AccessControl {
         let files = self.files();
         match (username, &files.passwords) {
             (Some(user), Some(passwords)) => {
+                let Ok(_permit) = self.verifiers.acquire().await else {
+                    return Verdict::NotAuthorized;
+                };
                 let passwords = Arc::clone(passwords);
                 let check_user = user.clone();
                 let ok = tokio::task::spawn_blocking(move || {

@@ -72,7 +72,8 @@ pub struct Slot {
     /// Cancelled when a connection attaches or the session ends: stops the expiry and
     /// will-delay timers of the current absence.
     pub away: Option<CancellationToken>,
-    /// ACL rules of the client, when an ACL file with deny rules must be checked on delivery.
+    /// ACL rules of the connected client, checked on every delivery (a resumed session may
+    /// belong to another user than the one who subscribed).
     pub acl: Option<Arc<crate::auth::ClientAcl>>,
 }
 

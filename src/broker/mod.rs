@@ -94,7 +94,8 @@ impl Broker {
         mut pending: Option<&mut Pending>,
     ) -> usize {
         if message.retain {
-            self.router.retain(message);
+            let gate = pending.as_deref_mut().and_then(|p| p.gate());
+            self.router.retain(message, gate);
             if let Some(p) = pending.as_deref_mut().filter(|p| p.persistent) {
                 p.push(if message.payload.is_empty() {
                     Op::DeleteRetained {

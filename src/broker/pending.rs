@@ -27,6 +27,9 @@ pub struct Pending {
     pub wake: Vec<Arc<SessionHandle>>,
     /// Inbound QoS 2 ids recorded in this batch, forgotten again if the commit fails.
     pub incoming_added: Vec<u16>,
+    /// Other connections' pending commits that deliveries queued here depend on (retained
+    /// messages sent on subscribe): the batch's output waits for them too.
+    pub foreign_gates: Vec<Arc<CommitGate>>,
 }
 
 impl Pending {
@@ -59,7 +62,10 @@ impl Pending {
 
     /// True if nothing was gathered.
     pub fn is_empty(&self) -> bool {
-        self.ops.is_empty() && self.gate.is_none() && self.wake.is_empty()
+        self.ops.is_empty()
+            && self.gate.is_none()
+            && self.wake.is_empty()
+            && self.foreign_gates.is_empty()
     }
 
     /// Opens (or fails) the gate and wakes the sessions holding its deliveries.

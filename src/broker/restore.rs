@@ -20,7 +20,7 @@ impl Broker {
             .store(loaded.max_message_id + 1, Relaxed);
         for mut message in loaded.retained {
             message.id = self.message_id();
-            self.router.retain(&Arc::new(message));
+            self.router.retain(&Arc::new(message), None);
         }
         let now = unix_now();
         let sessions = loaded.sessions.len();

@@ -7,7 +7,7 @@ use parking_lot::RwLock;
 use tracing::warn;
 
 use crate::codec::QoS;
-use crate::session::{Delivery, Enqueued, Message, SubOptions};
+use crate::session::{CommitGate, Delivery, Enqueued, GateState, Message, SubOptions};
 use crate::store::{Op, entry_for};
 use crate::topic::{RetainedIndex, SubscriptionTrie};
 
@@ -32,11 +32,18 @@ struct Target {
     subscription_ids: Vec<u32>,
 }
 
+/// A retained message, with the gate of the commit that stores it while that is pending.
+#[derive(Debug, Clone)]
+struct Retained {
+    message: Arc<Message>,
+    gate: Option<Arc<CommitGate>>,
+}
+
 /// Subscriptions and retained messages.
 #[derive(Debug, Default)]
 pub struct Router {
     subscriptions: RwLock<SubscriptionTrie<u64, Subscriber>>,
-    retained: RwLock<RetainedIndex<Arc<Message>>>,
+    retained: RwLock<RetainedIndex<Retained>>,
 }
 
 impl Router {
@@ -79,23 +86,30 @@ impl Router {
     }
 
     /// Stores, replaces or (with an empty payload) deletes the retained message of a topic
-    /// (MQTT-3.3.1-5, MQTT-3.3.1-10, MQTT-3.3.1-11).
-    pub fn retain(&self, message: &Arc<Message>) {
+    /// (MQTT-3.3.1-5, MQTT-3.3.1-10, MQTT-3.3.1-11). `gate` is the publisher's pending commit:
+    /// deliveries made from it wait for that commit too.
+    pub fn retain(&self, message: &Arc<Message>, gate: Option<Arc<CommitGate>>) {
         let mut retained = self.retained.write();
         if message.payload.is_empty() {
             retained.remove(&message.topic);
         } else {
-            retained.insert(&message.topic, Arc::clone(message));
+            let entry = Retained {
+                message: Arc::clone(message),
+                gate,
+            };
+            retained.insert(&message.topic, entry);
         }
     }
 
-    /// The retained messages matching `filter`, skipping expired ones.
-    pub fn retained_matching(&self, filter: &str) -> Vec<Arc<Message>> {
+    /// The retained messages matching `filter`, skipping expired ones, each with the gate of
+    /// its commit if that is still pending.
+    pub fn retained_matching(&self, filter: &str) -> Vec<(Arc<Message>, Option<Arc<CommitGate>>)> {
         let now = std::time::Instant::now();
         let mut out = Vec::new();
-        self.retained.read().for_each_match(filter, |_, message| {
-            if !message.is_expired(now) {
-                out.push(Arc::clone(message));
+        self.retained.read().for_each_match(filter, |_, r| {
+            if !r.message.is_expired(now) {
+                let gate = r.gate.clone().filter(|g| g.state() != GateState::Open);
+                out.push((Arc::clone(&r.message), gate));
             }
         });
         out
@@ -128,8 +142,10 @@ impl Router {
                 target.retain_as_published && message.retain,
                 target.subscription_ids,
             );
+            // Every copy of a QoS 1/2 publish waits for the publisher's commit, even one
+            // downgraded to QoS 0: a publisher retrying after a crash must not cause a second.
             if let Some(p) = pending.as_deref_mut()
-                && delivery.qos != QoS::AtMostOnce
+                && message.qos != QoS::AtMostOnce
             {
                 delivery.gate = p.gate();
             }
@@ -192,7 +208,7 @@ pub fn deliver(
     if let Some(acl) = &slot.acl
         && !acl.check(&delivery.message.topic, crate::auth::Access::Read)
     {
-        // A deny rule inside a granted subscription (checked per message).
+        // Not readable by the client now attached (deny rules, another user, a reload).
         return false;
     }
     let online = slot.conn.is_some();
@@ -223,10 +239,9 @@ pub fn deliver(
                     if let Some(op) = op {
                         p.push(op);
                     }
-                    if online {
-                        // Woken once the batch is settled.
-                        p.wake.push(Arc::clone(session));
-                    }
+                    // Woken once the batch is settled (even if it was offline a moment ago: it
+                    // may have reconnected and be waiting on this delivery's gate).
+                    p.wake.push(Arc::clone(session));
                 }
                 None if online => session.wake.notify_one(),
                 None => {}

@@ -96,7 +96,10 @@ impl Delivery {
 /// a subscriber before the publisher's state is durable, or a crash could make the publisher's
 /// retry a second delivery.
 #[derive(Debug, Default)]
-pub struct CommitGate(AtomicU8);
+pub struct CommitGate {
+    state: AtomicU8,
+    resolved: tokio::sync::Notify,
+}
 
 /// What a [`CommitGate`] says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,7 +115,7 @@ pub enum GateState {
 impl CommitGate {
     /// The current state.
     pub fn state(&self) -> GateState {
-        match self.0.load(Ordering::Acquire) {
+        match self.state.load(Ordering::Acquire) {
             0 => GateState::Pending,
             1 => GateState::Open,
             _ => GateState::Failed,
@@ -121,6 +124,19 @@ impl CommitGate {
 
     /// Marks the commit done (`ok`) or failed.
     pub fn resolve(&self, ok: bool) {
-        self.0.store(if ok { 1 } else { 2 }, Ordering::Release);
+        self.state.store(if ok { 1 } else { 2 }, Ordering::Release);
+        self.resolved.notify_waiters();
+    }
+
+    /// Waits until the commit has returned (either way).
+    pub async fn settled(&self) {
+        let notified = self.resolved.notified();
+        tokio::pin!(notified);
+        // Registered before the check, so a resolve in between is not missed.
+        notified.as_mut().enable();
+        if self.state() != GateState::Pending {
+            return;
+        }
+        notified.await;
     }
 }

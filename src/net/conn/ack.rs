@@ -38,16 +38,18 @@ impl<S: Transport> Connection<S> {
             };
             (outcome, persisted)
         };
-        if persisted && let AckOutcome::Done { seq } = outcome {
+        if persisted && ack.kind == AckKind::PubRel {
+            // PUBCOMP must not go out while the id could still look pending after a crash: the
+            // client may reuse it for a new message. Deleted even when memory no longer has
+            // it (a retry after a failed commit).
+            self.pending.push(Op::DeleteIncoming {
+                client: Arc::clone(&attached.session.client_id),
+                packet_id: id,
+            });
+        } else if persisted && let AckOutcome::Done { seq } = outcome {
             let client = Arc::clone(&attached.session.client_id);
             let p = &mut self.pending;
             match ack.kind {
-                // PUBCOMP must not go out while the id could still look pending after a
-                // crash: the client may reuse it for a new message.
-                AckKind::PubRel => p.push(Op::DeleteIncoming {
-                    client,
-                    packet_id: id,
-                }),
                 // PUBREL must not go out before the released state is durable, or a
                 // restart would resend the PUBLISH the client already released.
                 AckKind::PubRec if !failed && seq != 0 => p.push(Op::UpdateEntry {

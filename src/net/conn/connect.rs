@@ -79,7 +79,7 @@ impl<S: Transport> Connection<S> {
             warn!(%client_id, topic = %w.topic, "will topic denied by ACL: will dropped");
             will = None;
         }
-        session.slot.lock().acl = acl.clone().filter(|a| a.has_deny_rules());
+        session.slot.lock().acl = acl.clone();
 
         let properties = match version {
             Version::V311 => ConnAckProperties::default(),

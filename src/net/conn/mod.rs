@@ -388,7 +388,7 @@ impl<S: Transport> Connection<S> {
                 .access
                 .client_acl(attached.username.as_deref(), &attached.session.client_id);
             attached.acl_generation = generation;
-            attached.session.slot.lock().acl = attached.acl.clone().filter(|a| a.has_deny_rules());
+            attached.session.slot.lock().acl = attached.acl.clone();
         }
         attached
             .acl
@@ -412,6 +412,20 @@ impl<S: Transport> Connection<S> {
         };
         self.pending.must_wait = false;
         self.pending.release(committed);
+        let foreign = std::mem::take(&mut self.pending.foreign_gates);
+        if !foreign.is_empty() {
+            let shutdown = self.broker.shutdown.clone();
+            for gate in foreign {
+                tokio::select! {
+                    _ = gate.settled() => {}
+                    _ = shutdown.cancelled() => break,
+                }
+            }
+            if let Some(attached) = &self.state {
+                // Deliveries held by those gates can go out now.
+                attached.session.wake.notify_one();
+            }
+        }
         let added = std::mem::take(&mut self.pending.incoming_added);
         if committed {
             return Ok(());

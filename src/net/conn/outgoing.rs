@@ -88,8 +88,26 @@ impl<S: Transport> Connection<S> {
                 .fetch_add(expired.len() as u64, std::sync::atomic::Ordering::Relaxed);
         }
         let mut transmits = std::mem::take(&mut self.transmits);
-        let mut oversized = Vec::new();
+        let mut released = Vec::new();
+        let acl = self.state.as_ref().and_then(|a| a.acl.clone());
         for t in transmits.drain(..) {
+            if let (
+                Some(acl),
+                Transmit::Publish {
+                    delivery,
+                    packet_id,
+                    dup: false,
+                },
+            ) = (&acl, &t)
+                && !acl.check(&delivery.message.topic, crate::auth::Access::Read)
+            {
+                // Queued before this client's rules applied (a resumed session of another
+                // user, or a reload): not delivered, its packet id released.
+                if *packet_id != 0 {
+                    released.push(*packet_id);
+                }
+                continue;
+            }
             if persisted
                 && let Transmit::Publish {
                     delivery,
@@ -109,14 +127,14 @@ impl<S: Transport> Connection<S> {
                     packet_id: *packet_id,
                 });
             }
-            self.write_transmit(&t, now, &mut oversized);
+            self.write_transmit(&t, now, &mut released);
         }
         self.transmits = transmits;
         let mut done: Vec<u64> = expired;
-        if !oversized.is_empty() {
+        if !released.is_empty() {
             let mut slot = session.slot.lock();
             done.extend(
-                oversized
+                released
                     .iter()
                     .filter_map(|id| slot.session.outbound.discard(*id)),
             );
@@ -133,8 +151,8 @@ impl<S: Transport> Connection<S> {
     }
 
     /// Encodes one transmit. A PUBLISH over the client's Maximum Packet Size is discarded as if
-    /// delivered (MQTT-3.1.2-25); its packet id is added to `oversized` to be released.
-    pub(super) fn write_transmit(&mut self, t: &Transmit, now: Instant, oversized: &mut Vec<u16>) {
+    /// delivered (MQTT-3.1.2-25); its packet id is added to `released` to be released.
+    pub(super) fn write_transmit(&mut self, t: &Transmit, now: Instant, released: &mut Vec<u16>) {
         match t {
             Transmit::Publish {
                 delivery,
@@ -146,7 +164,7 @@ impl<S: Transport> Connection<S> {
                     Metrics::inc(&self.broker.metrics.dropped_too_large);
                     warn!(peer = %self.peer, size, max, "message larger than the client accepts: dropped");
                     if *packet_id != 0 {
-                        oversized.push(*packet_id);
+                        released.push(*packet_id);
                     }
                 }
                 Err(e) => {

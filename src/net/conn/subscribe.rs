@@ -3,6 +3,8 @@
 
 use tracing::debug;
 
+use std::sync::Arc;
+
 use crate::auth::Access;
 use crate::broker::deliver;
 use crate::codec::{Packet, RetainHandling, SubAck, Subscribe, UnsubAck, Unsubscribe, Version};
@@ -78,10 +80,16 @@ impl<S: Transport> Connection<S> {
             };
             if send_retained {
                 // MQTT-3.3.1-6 / MQTT-3.3.1-8: retained messages go out with RETAIN=1.
-                for message in self.broker.router.retained_matching(&f.filter) {
+                for (message, gate) in self.broker.router.retained_matching(&f.filter) {
                     let qos = message.qos.min(f.qos);
                     let ids = options.subscription_id.into_iter().collect();
-                    retained.push(Delivery::new(message, qos, true, ids));
+                    let mut delivery = Delivery::new(message, qos, true, ids);
+                    // Not before the publisher's own commit of it returned.
+                    if let Some(gate) = &gate {
+                        self.pending.foreign_gates.push(Arc::clone(gate));
+                    }
+                    delivery.gate = gate;
+                    retained.push(delivery);
                 }
             }
         }
