@@ -522,3 +522,45 @@ async fn missing_certificate_file_stops_startup_naming_it() {
     let err = roost::start(config).await.expect_err("refused");
     assert!(err.to_string().contains("/nonexistent/server.pem"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resumed_session_gets_only_what_the_new_user_may_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let acl = dir.path().join("acl");
+    std::fs::write(
+        &acl,
+        "user alice\ntopic readwrite secret/#\ntopic write bob/#\n\nuser bob\ntopic read bob/#\n",
+    )
+    .unwrap();
+    let broker = start_broker_with(|c| c.acl_file = Some(acl.clone())).await;
+    let addr = broker.local_addr();
+    let mut shared = connect_packet(Version::V311, "shared-id");
+    shared.clean_start = false;
+    shared.username = Some("alice".into());
+    let (mut a, _) = RawClient::connect(addr, shared.clone()).await;
+    a.send(&subscribe("secret/#", QoS::AtLeastOnce)).await;
+    assert!(matches!(a.recv().await, Some(Packet::SubAck(s)) if s.codes == vec![1]));
+    drop(a);
+    wait_detached(&broker, "shared-id").await;
+    let mut alice = login(addr, Version::V311, "alice-pub", Some("alice")).await;
+    alice
+        .send(&publish("secret/plan", QoS::AtLeastOnce, 1, b"secret"))
+        .await;
+    assert!(matches!(alice.recv().await, Some(Packet::Ack(_))));
+
+    // Bob takes the session over: the queued secret must not reach him.
+    shared.username = Some("bob".into());
+    let (mut b, connack) = RawClient::connect(addr, shared).await;
+    assert!(connack.session_present);
+    b.send(&subscribe("bob/#", QoS::AtLeastOnce)).await;
+    assert!(matches!(b.recv().await, Some(Packet::SubAck(s)) if s.codes == vec![1]));
+    alice
+        .send(&publish("bob/note", QoS::AtLeastOnce, 2, b"for bob"))
+        .await;
+    assert!(matches!(alice.recv().await, Some(Packet::Ack(_))));
+    match b.recv().await {
+        Some(Packet::Publish(p)) => assert_eq!(&p.payload[..], b"for bob"),
+        other => panic!("{other:?}"),
+    }
+    broker.shutdown().await;
+}
