@@ -93,6 +93,14 @@ pub struct SessionHandle {
 }
 
 impl SessionHandle {
+    /// How the store names this session: client id and incarnation (the session key).
+    pub fn store_key(&self) -> crate::store::SessionKey {
+        crate::store::SessionKey {
+            client: Arc::clone(&self.client_id),
+            incarnation: self.key,
+        }
+    }
+
     /// A new shared session attached to `conn`.
     pub fn new(key: u64, client_id: Arc<str>, session: Session, conn: Option<ConnLink>) -> Self {
         SessionHandle {

@@ -62,8 +62,9 @@ impl Broker {
             for (filter, options) in &filters {
                 session.subscriptions.insert(filter.clone(), *options);
             }
+            // The stored incarnation stays the session's key, so its later writes apply.
             let handle = Arc::new(SessionHandle::new(
-                self.registry.new_key(),
+                stored.record.incarnation,
                 Arc::from(stored.client_id.as_str()),
                 session,
                 None,

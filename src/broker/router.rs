@@ -220,7 +220,7 @@ pub fn deliver(
         delivery.seq = slot.session.take_seq();
     }
     let op = persist.then(|| Op::Enqueue {
-        client: Arc::clone(&session.client_id),
+        session: session.store_key(),
         seq: delivery.seq,
         message: Arc::clone(&delivery.message),
         entry: entry_for(

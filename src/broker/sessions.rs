@@ -3,7 +3,6 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use parking_lot::{Mutex, MutexGuard};
@@ -12,7 +11,7 @@ use tracing::{debug, info, warn};
 
 use crate::codec::Version;
 use crate::session::{NEVER_EXPIRES, Session};
-use crate::store::{Op, SessionRecord, record::unix_now};
+use crate::store::{Op, SessionKey, SessionRecord, record::unix_now};
 
 use super::Broker;
 use super::handle::{ConnLink, KickReason, SessionHandle, Slot};
@@ -40,7 +39,6 @@ pub struct AttachRequest {
 #[derive(Debug, Default)]
 pub struct Registry {
     sessions: Mutex<HashMap<Arc<str>, Arc<SessionHandle>>>,
-    next_key: AtomicU64,
 }
 
 impl Registry {
@@ -66,8 +64,11 @@ impl Registry {
             .insert(Arc::clone(&handle.client_id), handle);
     }
 
+    /// A key for a new session incarnation. It also names the incarnation in the store, so it
+    /// must not repeat across restarts: random, never 0.
     pub(super) fn new_key(&self) -> u64 {
-        self.next_key.fetch_add(1, Relaxed) + 1
+        use rand::RngExt;
+        rand::rng().random::<u64>() | 1
     }
 }
 
@@ -128,7 +129,7 @@ impl Broker {
                 slot.session.version = req.version;
                 slot.session.expiry_interval = req.expiry_interval;
                 slot.session.outbound.set_window(req.window);
-                self.record_session(&req.client_id, &mut slot, pending);
+                self.record_session(existing.store_key(), &mut slot, pending);
                 drop(slot);
                 return Some((existing, true));
             }
@@ -136,7 +137,7 @@ impl Broker {
             if slot.persisted {
                 slot.persisted = false;
                 pending.push(Op::DeleteSession {
-                    client: Arc::clone(&req.client_id),
+                    session: existing.store_key(),
                 });
             }
             let filters = self.end_locked(&mut sessions, &mut slot, &existing);
@@ -155,7 +156,7 @@ impl Broker {
             session,
             Some(link.clone()),
         ));
-        self.record_session(&req.client_id, &mut handle.slot.lock(), pending);
+        self.record_session(handle.store_key(), &mut handle.slot.lock(), pending);
         sessions.insert(Arc::clone(&req.client_id), Arc::clone(&handle));
         drop(sessions);
         if let Some((old, filters)) = replaced {
@@ -166,24 +167,24 @@ impl Broker {
 
     /// Records a connected session in the store if it is durable, or removes its record if it
     /// stopped being durable.
-    fn record_session(&self, client_id: &Arc<str>, slot: &mut Slot, pending: &mut Pending) {
+    fn record_session(&self, key: SessionKey, slot: &mut Slot, pending: &mut Pending) {
         if !self.persistent() {
             return;
         }
         if slot.session.is_durable() {
+            let incarnation = key.incarnation;
             pending.push(Op::PutSession {
-                client: Arc::clone(client_id),
+                session: key,
                 record: SessionRecord {
                     version: slot.session.version,
                     expiry_interval: slot.session.expiry_interval,
                     disconnected_at: 0,
+                    incarnation,
                 },
             });
             slot.persisted = true;
         } else if slot.persisted {
-            pending.push(Op::DeleteSession {
-                client: Arc::clone(client_id),
-            });
+            pending.push(Op::DeleteSession { session: key });
             slot.persisted = false;
         }
     }
@@ -211,11 +212,12 @@ impl Broker {
         drop(sessions);
         if self.persistent() {
             self.submit(vec![Op::PutSession {
-                client: Arc::clone(&handle.client_id),
+                session: handle.store_key(),
                 record: SessionRecord {
                     version: slot.session.version,
                     expiry_interval: expiry,
                     disconnected_at: unix_now(),
+                    incarnation: handle.key,
                 },
             }]);
             slot.persisted = true;
@@ -267,7 +269,7 @@ impl Broker {
         if slot.persisted {
             slot.persisted = false;
             self.submit(vec![Op::DeleteSession {
-                client: Arc::clone(&handle.client_id),
+                session: handle.store_key(),
             }]);
         }
         if sessions

@@ -7,32 +7,44 @@ use redb::{ReadableTable, Table, WriteTransaction};
 use crate::session::{Message, SubOptions};
 
 use super::record::{
-    EntryRecord, EntryState, SessionRecord, decode_entry, encode_entry, encode_message,
-    encode_session, encode_subscription,
+    EntryRecord, EntryState, SessionRecord, decode_entry, decode_session, encode_entry,
+    encode_message, encode_session, encode_subscription,
 };
 use super::tables::{
     INCOMING_QOS2, MESSAGE_REFS, MESSAGES, QUEUE, RETAINED, SESSIONS, SUBSCRIPTIONS,
 };
+
+/// Which session an operation is about: its client id and the incarnation of the session
+/// under that id. An operation for an incarnation that is no longer the stored one (the session
+/// ended, or a clean start replaced it, while the operation was in flight) is skipped, so late
+/// writes never reach a later session with the same client id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionKey {
+    /// Client id.
+    pub client: Arc<str>,
+    /// Unique id of this session incarnation.
+    pub incarnation: u64,
+}
 
 /// One change to durable state.
 #[derive(Debug, Clone)]
 pub enum Op {
     /// Creates or updates a session.
     PutSession {
-        /// Client id.
-        client: Arc<str>,
+        /// The session.
+        session: SessionKey,
         /// The record.
         record: SessionRecord,
     },
     /// Deletes a session with its subscriptions, queue and inbound QoS 2 ids.
     DeleteSession {
-        /// Client id.
-        client: Arc<str>,
+        /// The session.
+        session: SessionKey,
     },
     /// Adds or replaces a subscription.
     PutSubscription {
-        /// Client id.
-        client: Arc<str>,
+        /// The session.
+        session: SessionKey,
         /// Topic filter.
         filter: String,
         /// Options.
@@ -40,15 +52,15 @@ pub enum Op {
     },
     /// Removes a subscription.
     DeleteSubscription {
-        /// Client id.
-        client: Arc<str>,
+        /// The session.
+        session: SessionKey,
         /// Topic filter.
         filter: String,
     },
     /// Appends a message to a session's queue, storing the message if it is new.
     Enqueue {
-        /// Client id.
-        client: Arc<str>,
+        /// The session.
+        session: SessionKey,
         /// Queue position.
         seq: u64,
         /// The message (its `id` keys the messages table).
@@ -58,8 +70,8 @@ pub enum Op {
     },
     /// Records that a queued message was sent or released.
     UpdateEntry {
-        /// Client id.
-        client: Arc<str>,
+        /// The session.
+        session: SessionKey,
         /// Queue position.
         seq: u64,
         /// New state.
@@ -69,22 +81,22 @@ pub enum Op {
     },
     /// Removes a completed (or expired) queue entry.
     DeleteEntry {
-        /// Client id.
-        client: Arc<str>,
+        /// The session.
+        session: SessionKey,
         /// Queue position.
         seq: u64,
     },
     /// Records an inbound QoS 2 packet id awaiting PUBREL.
     PutIncoming {
-        /// Client id.
-        client: Arc<str>,
+        /// The session.
+        session: SessionKey,
         /// Packet id.
         packet_id: u16,
     },
     /// Forgets an inbound QoS 2 packet id after PUBREL.
     DeleteIncoming {
-        /// Client id.
-        client: Arc<str>,
+        /// The session.
+        session: SessionKey,
         /// Packet id.
         packet_id: u16,
     },
@@ -98,6 +110,24 @@ pub enum Op {
         /// Topic.
         topic: Arc<str>,
     },
+}
+
+impl Op {
+    /// The session a per-session operation is about.
+    fn session(&self) -> Option<&SessionKey> {
+        match self {
+            Op::PutSession { session, .. }
+            | Op::DeleteSession { session }
+            | Op::PutSubscription { session, .. }
+            | Op::DeleteSubscription { session, .. }
+            | Op::Enqueue { session, .. }
+            | Op::UpdateEntry { session, .. }
+            | Op::DeleteEntry { session, .. }
+            | Op::PutIncoming { session, .. }
+            | Op::DeleteIncoming { session, .. } => Some(session),
+            Op::PutRetained { .. } | Op::DeleteRetained { .. } => None,
+        }
+    }
 }
 
 /// The open tables of one write transaction.
@@ -128,29 +158,51 @@ impl<'txn> Tables<'txn> {
     /// Applies one operation.
     pub fn apply(&mut self, op: &Op) -> Result<(), redb::Error> {
         match op {
-            Op::PutSession { client, record } => {
+            Op::PutSession { session, record } => {
+                let record = SessionRecord {
+                    incarnation: session.incarnation,
+                    ..*record
+                };
                 self.sessions
-                    .insert(&**client, encode_session(record).as_slice())?;
+                    .insert(&*session.client, encode_session(&record).as_slice())?;
+                return Ok(());
             }
-            Op::DeleteSession { client } => self.delete_session(client)?,
+            Op::PutRetained { message } => {
+                self.retained
+                    .insert(&*message.topic, encode_message(message).as_slice())?;
+                return Ok(());
+            }
+            Op::DeleteRetained { topic } => {
+                self.retained.remove(&**topic)?;
+                return Ok(());
+            }
+            _ => {}
+        }
+        let Some(session) = op.session() else {
+            return Ok(());
+        };
+        if !self.is_current(session)? {
+            return Ok(());
+        }
+        let client = &*session.client;
+        match op {
+            Op::DeleteSession { .. } => self.delete_session(client)?,
             Op::PutSubscription {
-                client,
-                filter,
-                options,
+                filter, options, ..
             } => {
                 self.subscriptions.insert(
-                    (&**client, filter.as_str()),
+                    (client, filter.as_str()),
                     encode_subscription(options).as_slice(),
                 )?;
             }
-            Op::DeleteSubscription { client, filter } => {
-                self.subscriptions.remove((&**client, filter.as_str()))?;
+            Op::DeleteSubscription { filter, .. } => {
+                self.subscriptions.remove((client, filter.as_str()))?;
             }
             Op::Enqueue {
-                client,
                 seq,
                 message,
                 entry,
+                ..
             } => {
                 let refs = self.refs.get(message.id)?.map(|g| g.value());
                 match refs {
@@ -164,49 +216,51 @@ impl<'txn> Tables<'txn> {
                     }
                 }
                 self.queue
-                    .insert((&**client, *seq), encode_entry(entry).as_slice())?;
+                    .insert((client, *seq), encode_entry(entry).as_slice())?;
             }
             Op::UpdateEntry {
-                client,
                 seq,
                 state,
                 packet_id,
+                ..
             } => {
                 let current = self
                     .queue
-                    .get((&**client, *seq))?
+                    .get((client, *seq))?
                     .map(|g| decode_entry(g.value()));
                 if let Some(Ok(mut entry)) = current {
                     entry.state = *state;
                     entry.packet_id = *packet_id;
                     self.queue
-                        .insert((&**client, *seq), encode_entry(&entry).as_slice())?;
+                        .insert((client, *seq), encode_entry(&entry).as_slice())?;
                 }
             }
-            Op::DeleteEntry { client, seq } => {
+            Op::DeleteEntry { seq, .. } => {
                 let removed = self
                     .queue
-                    .remove((&**client, *seq))?
+                    .remove((client, *seq))?
                     .map(|g| decode_entry(g.value()));
                 if let Some(Ok(entry)) = removed {
                     self.release_message(entry.message_id)?;
                 }
             }
-            Op::PutIncoming { client, packet_id } => {
-                self.incoming.insert((&**client, *packet_id), 0)?;
+            Op::PutIncoming { packet_id, .. } => {
+                self.incoming.insert((client, *packet_id), 0)?;
             }
-            Op::DeleteIncoming { client, packet_id } => {
-                self.incoming.remove((&**client, *packet_id))?;
+            Op::DeleteIncoming { packet_id, .. } => {
+                self.incoming.remove((client, *packet_id))?;
             }
-            Op::PutRetained { message } => {
-                self.retained
-                    .insert(&*message.topic, encode_message(message).as_slice())?;
-            }
-            Op::DeleteRetained { topic } => {
-                self.retained.remove(&**topic)?;
-            }
+            Op::PutSession { .. } | Op::PutRetained { .. } | Op::DeleteRetained { .. } => {}
         }
         Ok(())
+    }
+
+    /// True if `session` is the incarnation the store holds for its client id.
+    fn is_current(&self, session: &SessionKey) -> Result<bool, redb::Error> {
+        let stored = self.sessions.get(&*session.client)?;
+        Ok(stored
+            .and_then(|g| decode_session(g.value()).ok())
+            .is_some_and(|r| r.incarnation == session.incarnation))
     }
 
     fn release_message(&mut self, id: u64) -> Result<(), redb::Error> {

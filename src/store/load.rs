@@ -9,7 +9,7 @@ use redb::{Database, ReadableDatabase, ReadableTable};
 use crate::session::{Message, NEVER_EXPIRES, SubOptions};
 
 use super::StoreError;
-use super::apply::{Op, Tables};
+use super::apply::{Op, SessionKey, Tables};
 use super::record::{
     EntryRecord, SessionRecord, decode_entry, decode_message, decode_session, decode_subscription,
     unix_now,
@@ -172,7 +172,10 @@ pub fn drop_expired(
         for s in &expired {
             tables
                 .apply(&Op::DeleteSession {
-                    client: Arc::from(s.client_id.as_str()),
+                    session: SessionKey {
+                        client: Arc::from(s.client_id.as_str()),
+                        incarnation: s.record.incarnation,
+                    },
                 })
                 .map_err(err)?;
         }

@@ -24,7 +24,7 @@ use redb::Database;
 use tokio::sync::oneshot;
 use tracing::{error, info};
 
-pub use apply::{Op, entry_for};
+pub use apply::{Op, SessionKey, entry_for};
 pub use load::{Loaded, LoadedSession};
 pub use record::{EntryRecord, EntryState, SessionRecord};
 
@@ -442,7 +442,10 @@ mod tests {
         use crate::codec::{QoS, Version};
         use crate::session::{Message, SubOptions};
         let dir = tempfile::tempdir().unwrap();
-        let client: Arc<str> = Arc::from("c1");
+        let client = SessionKey {
+            client: Arc::from("c1"),
+            incarnation: 77,
+        };
         let message = Arc::new(Message {
             id: 5,
             topic: Arc::from("t"),
@@ -459,42 +462,43 @@ mod tests {
                 .unwrap();
             rt.block_on(store.commit(vec![
                 Op::PutSession {
-                    client: Arc::clone(&client),
+                    session: client.clone(),
                     record: SessionRecord {
                         version: Version::V5,
                         expiry_interval: u32::MAX,
                         disconnected_at: 0,
+                        incarnation: 77,
                     },
                 },
                 Op::PutSubscription {
-                    client: Arc::clone(&client),
+                    session: client.clone(),
                     filter: "t/#".into(),
                     options: SubOptions::with_qos(QoS::AtLeastOnce),
                 },
                 Op::Enqueue {
-                    client: Arc::clone(&client),
+                    session: client.clone(),
                     seq: 1,
                     message: Arc::clone(&message),
                     entry: entry_for(5, QoS::AtLeastOnce, false, &[]),
                 },
                 Op::Enqueue {
-                    client: Arc::clone(&client),
+                    session: client.clone(),
                     seq: 2,
                     message: Arc::clone(&message),
                     entry: entry_for(5, QoS::AtLeastOnce, false, &[]),
                 },
                 Op::UpdateEntry {
-                    client: Arc::clone(&client),
+                    session: client.clone(),
                     seq: 1,
                     state: EntryState::Published,
                     packet_id: 7,
                 },
                 Op::PutIncoming {
-                    client: Arc::clone(&client),
+                    session: client.clone(),
                     packet_id: 3,
                 },
                 Op::DeleteEntry {
-                    client: Arc::clone(&client),
+                    session: client.clone(),
                     seq: 2,
                 },
             ]))
@@ -514,5 +518,72 @@ mod tests {
         assert_eq!(loaded.max_message_id, 5);
         let sizes = table_sizes(&dir.path().join(DB_FILE)).unwrap();
         assert!(sizes.contains(&("messages", 1)), "stored once: {sizes:?}");
+    }
+
+    #[test]
+    fn writes_for_an_ended_or_replaced_incarnation_are_skipped() {
+        use crate::codec::{QoS, Version};
+        use crate::session::Message;
+        let dir = tempfile::tempdir().unwrap();
+        let key = |incarnation| SessionKey {
+            client: Arc::from("c"),
+            incarnation,
+        };
+        let record = SessionRecord {
+            version: Version::V311,
+            expiry_interval: u32::MAX,
+            disconnected_at: 0,
+            incarnation: 0,
+        };
+        let message = Arc::new(Message {
+            id: 9,
+            topic: Arc::from("t"),
+            payload: bytes::Bytes::from_static(b"late"),
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            properties: Default::default(),
+            expires_at: None,
+        });
+        {
+            let (store, _) = Store::open(dir.path(), Durability::Fsync).unwrap();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap();
+            rt.block_on(store.commit(vec![
+                Op::PutSession {
+                    session: key(1),
+                    record,
+                },
+                // A clean start replaces incarnation 1 with 2...
+                Op::DeleteSession { session: key(1) },
+                Op::PutSession {
+                    session: key(2),
+                    record,
+                },
+                // ...and a publisher's late write for incarnation 1 must not land in 2.
+                Op::Enqueue {
+                    session: key(1),
+                    seq: 1,
+                    message: Arc::clone(&message),
+                    entry: entry_for(9, QoS::AtLeastOnce, false, &[]),
+                },
+                Op::PutIncoming {
+                    session: key(1),
+                    packet_id: 4,
+                },
+            ]))
+            .unwrap();
+        }
+        let (store, loaded) = Store::open(dir.path(), Durability::Fsync).unwrap();
+        drop(store);
+        assert_eq!(loaded.sessions.len(), 1);
+        assert_eq!(loaded.sessions[0].record.incarnation, 2);
+        assert!(loaded.sessions[0].entries.is_empty());
+        assert!(loaded.sessions[0].incoming.is_empty());
+        let sizes = table_sizes(&dir.path().join(DB_FILE)).unwrap();
+        assert!(
+            sizes.contains(&("messages", 0)),
+            "nothing leaked: {sizes:?}"
+        );
     }
 }

@@ -25,6 +25,8 @@ pub struct SessionRecord {
     pub expiry_interval: u32,
     /// Unix seconds when the client disconnected; 0 while connected.
     pub disconnected_at: u64,
+    /// Unique id of this session incarnation (see [`super::SessionKey`]).
+    pub incarnation: u64,
 }
 
 /// Where a queued message stands.
@@ -183,6 +185,7 @@ pub fn encode_session(r: &SessionRecord) -> Vec<u8> {
     });
     w.u32(r.expiry_interval);
     w.u64(r.disconnected_at);
+    w.u64(r.incarnation);
     w.0
 }
 
@@ -198,6 +201,7 @@ pub fn decode_session(data: &[u8]) -> Result<SessionRecord, CorruptRecord> {
         version,
         expiry_interval: r.u32()?,
         disconnected_at: r.u64()?,
+        incarnation: r.u64()?,
     };
     r.finish()?;
     Ok(record)
@@ -378,6 +382,7 @@ mod tests {
             version: Version::V5,
             expiry_interval: 3600,
             disconnected_at: 1_700_000_000,
+            incarnation: 42,
         };
         assert_eq!(decode_session(&encode_session(&r)), Ok(r));
     }

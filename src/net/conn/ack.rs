@@ -2,8 +2,6 @@
 
 use tracing::debug;
 
-use std::sync::Arc;
-
 use crate::codec::{AckKind, PubAckLike};
 use crate::session::AckOutcome;
 use crate::store::{EntryState, Op};
@@ -43,22 +41,22 @@ impl<S: Transport> Connection<S> {
             // client may reuse it for a new message. Deleted even when memory no longer has
             // it (a retry after a failed commit).
             self.pending.push(Op::DeleteIncoming {
-                client: Arc::clone(&attached.session.client_id),
+                session: attached.session.store_key(),
                 packet_id: id,
             });
         } else if persisted && let AckOutcome::Done { seq } = outcome {
-            let client = Arc::clone(&attached.session.client_id);
+            let session = attached.session.store_key();
             let p = &mut self.pending;
             match ack.kind {
                 // PUBREL must not go out before the released state is durable, or a
                 // restart would resend the PUBLISH the client already released.
                 AckKind::PubRec if !failed && seq != 0 => p.push(Op::UpdateEntry {
-                    client,
+                    session,
                     seq,
                     state: EntryState::Released,
                     packet_id: id,
                 }),
-                _ if seq != 0 => p.push_async(Op::DeleteEntry { client, seq }),
+                _ if seq != 0 => p.push_async(Op::DeleteEntry { session, seq }),
                 _ => {}
             }
         }

@@ -121,7 +121,7 @@ impl<S: Transport> Connection<S> {
                 // The packet id is durable before the PUBLISH leaves, so a restart resends
                 // the same id and the client can recognise the duplicate.
                 p.push(Op::UpdateEntry {
-                    client: Arc::clone(&session.client_id),
+                    session: session.store_key(),
                     seq: delivery.seq,
                     state: EntryState::Published,
                     packet_id: *packet_id,
@@ -143,7 +143,7 @@ impl<S: Transport> Connection<S> {
             let p = &mut self.pending;
             for seq in done.into_iter().filter(|s| *s != 0) {
                 p.push_async(Op::DeleteEntry {
-                    client: Arc::clone(&session.client_id),
+                    session: session.store_key(),
                     seq,
                 });
             }

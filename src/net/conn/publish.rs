@@ -85,8 +85,8 @@ impl<S: Transport> Connection<S> {
                 };
                 if first && persisted {
                     // The id is durable before PUBREC, so a retry after a crash is recognised.
-                    let client = std::sync::Arc::clone(&attached.session.client_id);
-                    self.pending.push(Op::PutIncoming { client, packet_id });
+                    let session = attached.session.store_key();
+                    self.pending.push(Op::PutIncoming { session, packet_id });
                     self.pending.incoming_added.push(packet_id);
                 }
                 let code = if first && permitted {

@@ -67,7 +67,7 @@ impl<S: Transport> Connection<S> {
             if persisted {
                 let p = &mut self.pending;
                 p.push(Op::PutSubscription {
-                    client: std::sync::Arc::clone(&session.client_id),
+                    session: session.store_key(),
                     filter: f.filter.clone(),
                     options,
                 });
@@ -122,7 +122,7 @@ impl<S: Transport> Connection<S> {
             if existed && persisted {
                 let p = &mut self.pending;
                 p.push(Op::DeleteSubscription {
-                    client: std::sync::Arc::clone(&session.client_id),
+                    session: session.store_key(),
                     filter: filter.clone(),
                 });
             }
