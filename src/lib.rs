@@ -60,7 +60,7 @@ impl fmt::Display for StartError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             StartError::Store(e) => e.fmt(f),
-            StartError::Auth(e) => e.fmt(f),
+            StartError::Auth(e) => write!(f, "password_file/acl_file: {e}"),
             StartError::Tls(e) => f.write_str(e),
             StartError::Listen { addr, source } => write!(f, "cannot listen on {addr}: {source}"),
         }
