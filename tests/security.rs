@@ -200,6 +200,16 @@ async fn certificate_common_name_is_the_username_for_acls() {
     broker.shutdown().await;
 }
 
+/// A broker that checks `passwd` and refuses anonymous clients.
+async fn password_broker(passwd: &Path) -> roost::BrokerHandle {
+    let passwd = passwd.to_path_buf();
+    start_broker_with(move |c| {
+        c.password_file = Some(passwd);
+        c.allow_anonymous = Some(false);
+    })
+    .await
+}
+
 fn password_file(dir: &Path, users: &[(&str, &str)]) -> PathBuf {
     let path = dir.join("passwd");
     let mut file = PasswordFile::new();
@@ -230,11 +240,7 @@ async fn username_and_password_with_mosquitto_clients() {
         text.push_str(&std::fs::read_to_string(&mosq).unwrap());
         std::fs::write(&passwd, text).unwrap();
     }
-    let broker = start_broker_with(|c| {
-        c.password_file = Some(passwd.clone());
-        c.allow_anonymous = Some(false);
-    })
-    .await;
+    let broker = password_broker(&passwd).await;
     let addr = broker.local_addr();
     for v in ["311", "5"] {
         let extra = ["-u", "alice", "-P", "wonderland", "-V", v];
@@ -265,11 +271,7 @@ async fn username_and_password_with_mosquitto_clients() {
 async fn connack_codes_for_refused_logins() {
     let dir = tempfile::tempdir().unwrap();
     let passwd = password_file(dir.path(), &[("alice", "wonderland")]);
-    let broker = start_broker_with(|c| {
-        c.password_file = Some(passwd.clone());
-        c.allow_anonymous = Some(false);
-    })
-    .await;
+    let broker = password_broker(&passwd).await;
     let addr = broker.local_addr();
     for (version, bad, anonymous) in [(Version::V311, 0x04, 0x05), (Version::V5, 0x86, 0x87)] {
         let mut c = connect_packet(version, "x");
@@ -395,11 +397,7 @@ async fn acl_denies_by_default_and_grants_per_user_and_pattern() {
 async fn reload_picks_up_new_users_and_keeps_old_files_when_broken() {
     let dir = tempfile::tempdir().unwrap();
     let passwd = password_file(dir.path(), &[("alice", "wonderland")]);
-    let broker = start_broker_with(|c| {
-        c.password_file = Some(passwd.clone());
-        c.allow_anonymous = Some(false);
-    })
-    .await;
+    let broker = password_broker(&passwd).await;
     let addr = broker.local_addr();
     let mut carol = connect_packet(Version::V5, "carol");
     carol.username = Some("carol".into());

@@ -47,16 +47,6 @@ impl Registry {
         self.sessions.lock().get(client_id).cloned()
     }
 
-    /// Number of sessions (connected or not).
-    pub fn len(&self) -> usize {
-        self.sessions.lock().len()
-    }
-
-    /// True if there are no sessions.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// Adds a session restored from the store.
     pub(super) fn insert(&self, handle: Arc<SessionHandle>) {
         self.sessions

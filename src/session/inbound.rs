@@ -44,11 +44,6 @@ impl Inbound {
         self.awaiting_rel.len()
     }
 
-    /// The ids awaiting PUBREL.
-    pub fn pending_ids(&self) -> impl Iterator<Item = u16> + '_ {
-        self.awaiting_rel.iter().copied()
-    }
-
     /// Forgets all pending ids (a new session).
     pub fn clear(&mut self) {
         self.awaiting_rel.clear();

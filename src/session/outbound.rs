@@ -113,11 +113,6 @@ impl Outbound {
         self.inflight.len()
     }
 
-    /// The inflight messages, oldest first.
-    pub fn inflight_iter(&self) -> impl Iterator<Item = &Inflight> {
-        self.inflight.iter()
-    }
-
     /// Offers a delivery. QoS 0 messages are not kept for a session without a connection.
     pub fn enqueue(&mut self, delivery: Delivery, online: bool) -> Enqueued {
         if !online && delivery.qos == QoS::AtMostOnce {
