@@ -36,6 +36,24 @@ impl ListenerKind {
     }
 }
 
+/// What happens to a QoS 1/2 message when a session it must be queued for is at a backlog
+/// limit. Applies to messages from the clients of a listener.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QueueFullPolicy {
+    /// Nothing is lost: an MQTT 5.0 publisher gets PUBACK/PUBREC 0x97 (quota exceeded) and
+    /// the message goes nowhere; an MQTT 3.1.1 publisher's acknowledgement is withheld and its
+    /// connection is not read until there is room.
+    #[default]
+    Backpressure,
+    /// The message is acknowledged and not queued for the full session (counted), as
+    /// mosquitto does.
+    DropNew,
+    /// The full session's oldest queued message is dropped to make room (counted), as EMQX
+    /// does.
+    DropOldest,
+}
+
 /// One extra listener (`[[listener]]` in the file).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -62,6 +80,9 @@ pub struct ListenerConfig {
     /// HTTP path of `ws` and `wss` listeners.
     #[serde(default = "default_ws_path")]
     pub path: String,
+    /// Policy for this listener's publishers at a full queue (default: the global one).
+    #[serde(default)]
+    pub queue_full: Option<QueueFullPolicy>,
 }
 
 fn loopback() -> IpAddr {
@@ -85,6 +106,7 @@ impl ListenerConfig {
             require_certificate: false,
             use_identity_as_username: false,
             path: default_ws_path(),
+            queue_full: None,
         }
     }
 
@@ -139,8 +161,17 @@ pub struct Config {
     pub durability: Durability,
     /// Largest packet accepted from a client, in bytes (whole packet, header included).
     pub max_packet_size: u32,
-    /// Messages queued per session beyond the inflight window before new ones are dropped.
+    /// Most messages in one session's backlog (queued, in flight and in the store).
     pub max_queued_messages: usize,
+    /// Most bytes in one session's backlog (topic + payload + 128 per message).
+    pub max_queued_bytes: u64,
+    /// Most bytes of one session's backlog held in memory; a durable session's further
+    /// messages wait in the store, an ephemeral session's queue ends here.
+    pub max_queued_memory_bytes: u64,
+    /// Most bytes of queued messages in the store, all sessions together; 0 = no limit.
+    pub max_store_bytes: u64,
+    /// What happens at a full queue (listeners may override it).
+    pub queue_full: QueueFullPolicy,
     /// Outbound QoS 1/2 messages in flight per client (further capped by its Receive Maximum).
     pub max_inflight_messages: u16,
     /// Inbound QoS 1/2 messages a client may have unacknowledged (our Receive Maximum).
@@ -162,6 +193,17 @@ pub struct Config {
     pub handshake_timeout: Duration,
 }
 
+impl Config {
+    /// The per-session backlog bounds.
+    pub fn queue_limits(&self) -> crate::session::QueueLimits {
+        crate::session::QueueLimits {
+            max_messages: self.max_queued_messages,
+            max_bytes: self.max_queued_bytes,
+            memory_bytes: self.max_queued_memory_bytes.min(self.max_queued_bytes),
+        }
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -171,7 +213,11 @@ impl Default for Config {
             in_memory: false,
             durability: Durability::Fsync,
             max_packet_size: 1024 * 1024,
-            max_queued_messages: 1000,
+            max_queued_messages: 1_000_000,
+            max_queued_bytes: 512 * 1024 * 1024,
+            max_queued_memory_bytes: 2 * 1024 * 1024,
+            max_store_bytes: 4 * 1024 * 1024 * 1024,
+            queue_full: QueueFullPolicy::Backpressure,
             max_inflight_messages: 100,
             receive_maximum: 100,
             connect_timeout: Duration::from_secs(10),
@@ -205,6 +251,14 @@ pub struct FileConfig {
     pub max_packet_size: Option<u32>,
     /// See [`Config::max_queued_messages`].
     pub max_queued_messages: Option<usize>,
+    /// See [`Config::max_queued_bytes`].
+    pub max_queued_bytes: Option<u64>,
+    /// See [`Config::max_queued_memory_bytes`].
+    pub max_queued_memory_bytes: Option<u64>,
+    /// See [`Config::max_store_bytes`].
+    pub max_store_bytes: Option<u64>,
+    /// See [`Config::queue_full`]: `"backpressure"`, `"drop_new"` or `"drop_oldest"`.
+    pub queue_full: Option<QueueFullPolicy>,
     /// See [`Config::max_inflight_messages`].
     pub max_inflight_messages: Option<u16>,
     /// See [`Config::receive_maximum`].
@@ -293,6 +347,24 @@ impl FileConfig {
             }
             config.max_queued_messages = v;
         }
+        if let Some(v) = self.max_queued_bytes {
+            if v < 1024 {
+                return Err(bad("max_queued_bytes", "must be at least 1024"));
+            }
+            config.max_queued_bytes = v;
+        }
+        if let Some(v) = self.max_queued_memory_bytes {
+            if v < 1024 {
+                return Err(bad("max_queued_memory_bytes", "must be at least 1024"));
+            }
+            config.max_queued_memory_bytes = v;
+        }
+        if let Some(v) = self.max_store_bytes {
+            config.max_store_bytes = v;
+        }
+        if let Some(v) = self.queue_full {
+            config.queue_full = v;
+        }
         if let Some(v) = self.max_inflight_messages {
             if v == 0 {
                 return Err(bad("max_inflight_messages", "must be at least 1"));
@@ -366,7 +438,8 @@ mod tests {
         let c = Config::default();
         assert_eq!(c.bind.to_string(), "127.0.0.1");
         assert_eq!(c.port, 1883);
-        assert_eq!(c.max_queued_messages, 1000);
+        assert_eq!(c.max_queued_messages, 1_000_000);
+        assert_eq!(c.queue_full, QueueFullPolicy::Backpressure);
     }
 
     #[test]
@@ -415,6 +488,23 @@ mod tests {
             e.message.contains("quic") || e.message.contains("kind"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn queue_limits_and_policies() {
+        let c = parse(
+            "max_queued_bytes = 65536\nmax_queued_memory_bytes = 4096\nqueue_full = \"drop_oldest\"\n\
+             [[listener]]\nkind = \"tcp\"\nport = 1\nqueue_full = \"drop_new\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.queue_limits().max_bytes, 65536);
+        assert_eq!(c.queue_limits().memory_bytes, 4096);
+        assert_eq!(c.queue_full, QueueFullPolicy::DropOldest);
+        assert_eq!(c.listeners[0].queue_full, Some(QueueFullPolicy::DropNew));
+        let e = parse("queue_full = \"drop_everything\"\n").unwrap_err();
+        assert!(e.message.contains("drop_everything") || e.message.contains("queue_full"), "{e}");
+        let e = parse("max_queued_memory_bytes = 10\n").unwrap_err();
+        assert!(e.message.contains("max_queued_memory_bytes"), "{e}");
     }
 
     #[test]

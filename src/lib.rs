@@ -25,6 +25,20 @@ use tracing::info;
 pub use broker::{Broker, MetricsSnapshot};
 pub use config::Config;
 
+/// One session as [`BrokerHandle::session_info`] reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionInfo {
+    /// A connection is attached.
+    pub connected: bool,
+    /// The session outlives its connection.
+    pub durable: bool,
+    /// Its backlog: messages and bytes queued, in memory, in the store only, in flight, and
+    /// the highest bytes ever reached.
+    pub backlog: session::BacklogStats,
+    /// Messages dropped for it by the `drop_new` / `drop_oldest` policies.
+    pub dropped: u64,
+}
+
 /// How long shutdown waits for connections to close.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
@@ -144,6 +158,19 @@ impl BrokerHandle {
     /// A copy of the counters.
     pub fn metrics(&self) -> MetricsSnapshot {
         self.broker.metrics.snapshot()
+    }
+
+    /// What the broker holds for one client id: connected or not, durable or not, and its
+    /// backlog. `None` if there is no such session.
+    pub fn session_info(&self, client_id: &str) -> Option<SessionInfo> {
+        let handle = self.broker.registry.get(client_id)?;
+        let slot = handle.slot.lock();
+        Some(SessionInfo {
+            connected: slot.conn.is_some(),
+            durable: slot.session.is_durable(),
+            backlog: slot.session.outbound.stats(),
+            dropped: slot.session.dropped,
+        })
     }
 
     /// The store's counters (all zero when running in memory).

@@ -247,8 +247,13 @@ async fn clean_session_discards_previous_session() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn queue_limit_drops_are_counted() {
-    let broker = start_broker_with(|c| c.max_queued_messages = 3).await;
+async fn drop_new_policy_drops_at_the_limit_and_counts() {
+    // The mosquitto-like policy, chosen explicitly; the default never drops (tests/backlog.rs).
+    let broker = start_broker_with(|c| {
+        c.max_queued_messages = 3;
+        c.queue_full = roost::config::QueueFullPolicy::DropNew;
+    })
+    .await;
     let addr = broker.local_addr();
     let mut opts = v4_options("slow", addr);
     opts.set_clean_session(false);

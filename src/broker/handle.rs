@@ -2,6 +2,7 @@
 //! that is attached to it.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use parking_lot::Mutex;
 use tokio::sync::Notify;
@@ -90,6 +91,12 @@ pub struct SessionHandle {
     pub wake: Notify,
     /// Cancelled when the session ends.
     pub ended: CancellationToken,
+    /// Wakes publishers paused on this session's full queue.
+    room: Notify,
+    /// Bumped whenever the backlog shrinks; a paused publisher retries once it changes.
+    room_seq: AtomicU64,
+    /// Publishers paused on this session.
+    room_waiters: AtomicUsize,
 }
 
 impl SessionHandle {
@@ -118,6 +125,46 @@ impl SessionHandle {
             }),
             wake: Notify::new(),
             ended: CancellationToken::new(),
+            room: Notify::new(),
+            room_seq: AtomicU64::new(0),
+            room_waiters: AtomicUsize::new(0),
+        }
+    }
+
+    /// The backlog generation; read under the slot lock when the queue is found full.
+    pub fn room_seq(&self) -> u64 {
+        self.room_seq.load(Ordering::Acquire)
+    }
+
+    /// Says that the backlog shrank (call after the slot lock is released).
+    pub fn notify_room(&self) {
+        self.room_seq.fetch_add(1, Ordering::AcqRel);
+        if self.room_waiters.load(Ordering::Acquire) > 0 {
+            self.room.notify_waiters();
+        }
+    }
+
+    /// Waits until the backlog has shrunk since generation `seen`, or the session ended.
+    pub async fn room_since(&self, seen: u64) {
+        struct Waiting<'a>(&'a AtomicUsize);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+        self.room_waiters.fetch_add(1, Ordering::AcqRel);
+        let _waiting = Waiting(&self.room_waiters);
+        loop {
+            let notified = self.room.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.room_seq() != seen || self.ended.is_cancelled() {
+                break;
+            }
+            tokio::select! {
+                _ = notified => {}
+                _ = self.ended.cancelled() => break,
+            }
         }
     }
 }

@@ -1,6 +1,22 @@
 //! Broker-wide counters. Every dropped message is counted here.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use tracing::warn;
+
+/// Shortest time between two log lines about dropped or refused messages.
+const DROP_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Counts of drops and refusals since the last log line about them.
+#[derive(Debug, Default)]
+struct DropLog {
+    last: Option<Instant>,
+    dropped: u64,
+    refused: u64,
+    paused: u64,
+}
 
 /// Live counters, updated without locks.
 #[derive(Debug, Default)]
@@ -17,8 +33,18 @@ pub struct Metrics {
     pub deliveries_enqueued: AtomicU64,
     /// PUBLISH packets written to clients.
     pub publish_sent: AtomicU64,
-    /// Messages dropped because a session queue was full.
+    /// Messages dropped at a full session queue by the `drop_new` or `drop_oldest` policy.
     pub dropped_queue_full: AtomicU64,
+    /// QoS 0 deliveries dropped because the session's queue was at a limit.
+    pub dropped_qos0_queue_full: AtomicU64,
+    /// QoS 1/2 PUBLISH refused with reason 0x97 (quota exceeded) at a full queue (MQTT 5.0).
+    pub rejected_quota_exceeded: AtomicU64,
+    /// Times a connection's reads were paused because a queue its PUBLISH goes to was full.
+    pub backpressure_pauses: AtomicU64,
+    /// Deliveries placed in the store only (beyond a session's memory bound, or while away).
+    pub deliveries_stored: AtomicU64,
+    /// Reads of stored deliveries back into memory.
+    pub store_reads: AtomicU64,
     /// QoS 0 messages not kept for a session without a connection.
     pub dropped_qos0_offline: AtomicU64,
     /// Messages dropped because they exceeded the client's Maximum Packet Size.
@@ -29,6 +55,7 @@ pub struct Metrics {
     pub protocol_errors: AtomicU64,
     /// Will messages published.
     pub wills_published: AtomicU64,
+    drop_log: Mutex<DropLog>,
 }
 
 /// A point-in-time copy of [`Metrics`].
@@ -48,6 +75,16 @@ pub struct MetricsSnapshot {
     pub publish_sent: u64,
     /// See [`Metrics::dropped_queue_full`].
     pub dropped_queue_full: u64,
+    /// See [`Metrics::dropped_qos0_queue_full`].
+    pub dropped_qos0_queue_full: u64,
+    /// See [`Metrics::rejected_quota_exceeded`].
+    pub rejected_quota_exceeded: u64,
+    /// See [`Metrics::backpressure_pauses`].
+    pub backpressure_pauses: u64,
+    /// See [`Metrics::deliveries_stored`].
+    pub deliveries_stored: u64,
+    /// See [`Metrics::store_reads`].
+    pub store_reads: u64,
     /// See [`Metrics::dropped_qos0_offline`].
     pub dropped_qos0_offline: u64,
     /// See [`Metrics::dropped_too_large`].
@@ -66,6 +103,32 @@ impl Metrics {
         counter.fetch_add(1, Relaxed);
     }
 
+    /// Logs drops (`dropped`), refusals (`refused`) and pauses (`paused`) at a full queue,
+    /// at most once per 10 s, with the counts since the previous line.
+    pub fn log_queue_full(&self, client_id: &str, dropped: u64, refused: u64, paused: u64) {
+        let mut log = self.drop_log.lock();
+        log.dropped += dropped;
+        log.refused += refused;
+        log.paused += paused;
+        let now = Instant::now();
+        if log.last.is_some_and(|t| now.duration_since(t) < DROP_LOG_INTERVAL) {
+            return;
+        }
+        log.last = Some(now);
+        let (d, r, p) = (log.dropped, log.refused, log.paused);
+        log.dropped = 0;
+        log.refused = 0;
+        log.paused = 0;
+        drop(log);
+        warn!(
+            client_id,
+            dropped = d,
+            refused_0x97 = r,
+            paused = p,
+            "session queue full (counts since the last such line; totals in the metrics)"
+        );
+    }
+
     /// Reads every counter.
     pub fn snapshot(&self) -> MetricsSnapshot {
         MetricsSnapshot {
@@ -76,6 +139,11 @@ impl Metrics {
             deliveries_enqueued: self.deliveries_enqueued.load(Relaxed),
             publish_sent: self.publish_sent.load(Relaxed),
             dropped_queue_full: self.dropped_queue_full.load(Relaxed),
+            dropped_qos0_queue_full: self.dropped_qos0_queue_full.load(Relaxed),
+            rejected_quota_exceeded: self.rejected_quota_exceeded.load(Relaxed),
+            backpressure_pauses: self.backpressure_pauses.load(Relaxed),
+            deliveries_stored: self.deliveries_stored.load(Relaxed),
+            store_reads: self.store_reads.load(Relaxed),
             dropped_qos0_offline: self.dropped_qos0_offline.load(Relaxed),
             dropped_too_large: self.dropped_too_large.load(Relaxed),
             expired: self.expired.load(Relaxed),

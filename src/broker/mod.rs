@@ -18,11 +18,11 @@ pub use access::{AccessControl, Verdict};
 pub use handle::{ConnLink, KickReason, SessionHandle, Slot};
 pub use metrics::{Metrics, MetricsSnapshot};
 pub use pending::Pending;
-pub use router::{Router, Subscriber, deliver};
+pub use router::{RouteContext, Routed, Router, Subscriber};
 pub use sessions::{AttachRequest, Registry};
 pub use will::will_message;
 
-use crate::config::Config;
+use crate::config::{Config, QueueFullPolicy};
 use crate::session::Message;
 use crate::store::{Op, Store};
 
@@ -84,19 +84,29 @@ impl Broker {
         self.next_connection.fetch_add(1, Relaxed)
     }
 
-    /// Routes a message to its subscribers and updates the retained messages if its RETAIN
-    /// flag is set. Durable changes go to `pending` (which must be given when there is a
-    /// store). Returns the number of deliveries queued.
+    /// Routes a message to its subscribers and, if it was accepted, updates the retained
+    /// messages if its RETAIN flag is set. Durable changes go to `pending` (which must be given
+    /// when there is a store). `policy` says what a full queue does; under back-pressure a
+    /// refused message changes nothing, the retained message included.
     pub fn publish(
         &self,
         message: &Arc<Message>,
         publisher: Option<u64>,
+        policy: QueueFullPolicy,
         mut pending: Option<&mut Pending>,
-    ) -> usize {
-        if message.retain {
+    ) -> Routed {
+        let ctx = RouteContext {
+            metrics: &self.metrics,
+            policy,
+            store_has_room: self.store_has_room(),
+        };
+        let routed = self
+            .router
+            .route(message, publisher, &ctx, pending.as_deref_mut());
+        if message.retain && matches!(routed, Routed::Delivered { .. }) {
             let gate = pending.as_deref_mut().and_then(|p| p.gate());
             self.router.retain(message, gate);
-            if let Some(p) = pending.as_deref_mut().filter(|p| p.persistent) {
+            if let Some(p) = pending.filter(|p| p.persistent) {
                 p.push(if message.payload.is_empty() {
                     Op::DeleteRetained {
                         topic: Arc::clone(&message.topic),
@@ -108,19 +118,29 @@ impl Broker {
                 });
             }
         }
-        self.router
-            .route(message, publisher, &self.metrics, pending)
+        routed
+    }
+
+    /// False once the store holds `max_store_bytes` of queued messages.
+    pub fn store_has_room(&self) -> bool {
+        let max = self.config.max_store_bytes;
+        match &self.store {
+            Some(store) if max != 0 => store.queued_bytes() < max,
+            _ => true,
+        }
     }
 
     /// Publishes a message that no connection waits on (a will): with a store, its durable
     /// changes are committed in the background and its deliveries released afterwards.
+    /// Nobody can be slowed or told, so a full queue drops it there (counted).
     pub fn publish_detached(&self, message: &Arc<Message>, publisher: Option<u64>) {
+        let policy = QueueFullPolicy::DropNew;
         let Some(broker) = self.me.upgrade().filter(|b| b.persistent()) else {
-            self.publish(message, publisher, None);
+            self.publish(message, publisher, policy, None);
             return;
         };
         let mut pending = Pending::new(true);
-        self.publish(message, publisher, Some(&mut pending));
+        self.publish(message, publisher, policy, Some(&mut pending));
         tokio::spawn(async move {
             let committed = broker.commit(std::mem::take(&mut pending.ops)).await;
             pending.release(committed);

@@ -30,12 +30,17 @@ impl Broker {
             let mut session = Session::new(
                 stored.record.version,
                 stored.record.expiry_interval,
-                self.config.max_queued_messages,
+                self.config.queue_limits(),
                 self.config.max_inflight_messages,
             );
+            session.next_seq = stored.max_seq + 1;
+            if let Some((from, count, bytes)) = stored.stored {
+                // Not read into memory until the client is back.
+                messages += count;
+                session.outbound.restore_stored(from, count, bytes);
+            }
             for (seq, entry, message) in stored.entries {
                 messages += 1;
-                session.next_seq = session.next_seq.max(seq + 1);
                 let mut delivery =
                     Delivery::new(message, entry.qos, entry.retain, entry.subscription_ids);
                 delivery.seq = seq;

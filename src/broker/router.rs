@@ -2,18 +2,51 @@
 //! sessions whose subscriptions match it.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 
 use parking_lot::RwLock;
-use tracing::warn;
 
 use crate::codec::QoS;
-use crate::session::{CommitGate, Delivery, Enqueued, GateState, Message, SubOptions};
+use crate::config::QueueFullPolicy;
+use crate::session::{
+    CommitGate, DELIVERY_OVERHEAD, Delivery, GateState, Message, Placement, Refused, SubOptions,
+};
 use crate::store::{Op, entry_for};
 use crate::topic::{RetainedIndex, SubscriptionTrie};
 
 use super::handle::SessionHandle;
 use super::metrics::Metrics;
 use super::pending::Pending;
+
+/// What routing a message needs to know beyond the message itself.
+#[derive(Debug, Clone, Copy)]
+pub struct RouteContext<'a> {
+    /// Counters.
+    pub metrics: &'a Metrics,
+    /// What to do at a full queue.
+    pub policy: QueueFullPolicy,
+    /// False once the store holds `max_store_bytes` of queued messages: nothing more may go
+    /// to the store only.
+    pub store_has_room: bool,
+}
+
+/// The result of routing a message.
+#[derive(Debug)]
+pub enum Routed {
+    /// Queued for every matching session that had room (or dropped there by the policy).
+    /// `matched` counts the sessions whose subscriptions matched and may read the topic.
+    Delivered {
+        /// Matching sessions.
+        matched: usize,
+    },
+    /// Under the back-pressure policy, a QoS 1/2 delivery did not fit: nothing was queued.
+    Full {
+        /// The session whose backlog is full.
+        session: Arc<SessionHandle>,
+        /// Its backlog generation when it was found full (see [`SessionHandle::room_since`]).
+        room_seq: u64,
+    },
+}
 
 /// A subscription as stored in the trie.
 #[derive(Debug, Clone)]
@@ -125,20 +158,108 @@ impl Router {
     /// granted QoS, carrying every subscription identifier (MQTT-3.3.5-1). `publisher` is the
     /// session key of the sender, for No Local. With a store (`pending` is `Some`), QoS 1/2
     /// deliveries are held until the publisher's batch is committed, and durable sessions'
-    /// queue entries are recorded. Returns the number of deliveries queued.
+    /// queue entries are recorded.
+    ///
+    /// All or nothing: every target's room is reserved first; if a QoS 1/2 delivery does not
+    /// fit and the policy is back-pressure, nothing is queued anywhere and [`Routed::Full`]
+    /// names the session that is full.
     pub fn route(
         &self,
         message: &Arc<Message>,
         publisher: Option<u64>,
-        metrics: &Metrics,
+        ctx: &RouteContext<'_>,
         mut pending: Option<&mut Pending>,
-    ) -> usize {
+    ) -> Routed {
         let targets = self.targets(message, publisher);
-        let mut queued = 0;
+        let persistent = pending.as_ref().is_some_and(|p| p.persistent);
+        let metrics = ctx.metrics;
+        let cost = message.payload.len() as u64 + message.topic.len() as u64 + DELIVERY_OVERHEAD;
+        let mut matched = 0;
+        let mut admitted: Vec<(Target, QoS, bool)> = Vec::with_capacity(targets.len());
         for target in targets {
+            let session = Arc::clone(&target.session);
+            let mut slot = session.slot.lock();
+            if slot.ended {
+                continue;
+            }
+            if let Some(acl) = &slot.acl
+                && !acl.check(&message.topic, crate::auth::Access::Read)
+            {
+                // Not readable by the client now attached (deny rules, another user, a reload).
+                continue;
+            }
+            matched += 1;
+            let online = slot.conn.is_some();
+            let qos = message.qos.min(target.qos);
+            let storable = persistent
+                && ctx.store_has_room
+                && slot.persisted
+                && qos != QoS::AtMostOnce
+                && message.id != 0;
+            match slot.session.outbound.reserve(cost, qos, storable, online) {
+                Ok(()) => {}
+                Err(Refused::OfflineQoS0) => {
+                    Metrics::inc(&metrics.dropped_qos0_offline);
+                    continue;
+                }
+                Err(Refused::Full) if qos == QoS::AtMostOnce => {
+                    // The spec allows dropping QoS 0 (MQTT 4.3.1); counted.
+                    Metrics::inc(&metrics.dropped_qos0_queue_full);
+                    continue;
+                }
+                Err(Refused::Full) => match ctx.policy {
+                    QueueFullPolicy::Backpressure => {
+                        let room_seq = session.room_seq();
+                        drop(slot);
+                        for (t, _, _) in &admitted {
+                            t.session.slot.lock().session.outbound.unreserve(cost);
+                        }
+                        return Routed::Full { session, room_seq };
+                    }
+                    QueueFullPolicy::DropNew => {
+                        slot.session.dropped += 1;
+                        drop(slot);
+                        Metrics::inc(&metrics.dropped_queue_full);
+                        metrics.log_queue_full(&target.session.client_id, 1, 0, 0);
+                        continue;
+                    }
+                    QueueFullPolicy::DropOldest => {
+                        let persisted = slot.persisted;
+                        let mut room = false;
+                        let mut evicted = 0;
+                        while let Some(seq) = slot.session.outbound.evict_oldest() {
+                            evicted += 1;
+                            if seq != 0
+                                && persisted
+                                && let Some(p) = pending.as_deref_mut()
+                            {
+                                p.push_async(Op::DeleteEntry {
+                                    session: target.session.store_key(),
+                                    seq,
+                                });
+                            }
+                            if slot.session.outbound.reserve(cost, qos, storable, online).is_ok() {
+                                room = true;
+                                break;
+                            }
+                        }
+                        let dropped = evicted + u64::from(!room);
+                        slot.session.dropped += dropped;
+                        metrics.dropped_queue_full.fetch_add(dropped, Relaxed);
+                        metrics.log_queue_full(&target.session.client_id, dropped, 0, 0);
+                        if !room {
+                            continue;
+                        }
+                    }
+                },
+            }
+            drop(slot);
+            admitted.push((target, qos, storable));
+        }
+        for (target, qos, storable) in admitted {
             let mut delivery = Delivery::new(
                 Arc::clone(message),
-                message.qos.min(target.qos),
+                qos,
                 target.retain_as_published && message.retain,
                 target.subscription_ids,
             );
@@ -149,11 +270,50 @@ impl Router {
             {
                 delivery.gate = p.gate();
             }
-            if deliver(&target.session, delivery, metrics, pending.as_deref_mut()) {
-                queued += 1;
+            let session = &target.session;
+            let mut slot = session.slot.lock();
+            if slot.ended {
+                slot.session.outbound.unreserve(cost);
+                continue;
+            }
+            let online = slot.conn.is_some();
+            let persist = storable && slot.persisted;
+            let op = if persist {
+                delivery.seq = slot.session.take_seq();
+                Some(Op::Enqueue {
+                    session: session.store_key(),
+                    seq: delivery.seq,
+                    message: Arc::clone(&delivery.message),
+                    entry: entry_for(
+                        delivery.message.id,
+                        delivery.qos,
+                        delivery.retain,
+                        &delivery.subscription_ids,
+                    ),
+                })
+            } else {
+                None
+            };
+            let placement = slot.session.outbound.place(delivery, cost, persist, online);
+            drop(slot);
+            Metrics::inc(&metrics.deliveries_enqueued);
+            if placement == Placement::Store {
+                Metrics::inc(&metrics.deliveries_stored);
+            }
+            match pending.as_deref_mut() {
+                Some(p) => {
+                    if let Some(op) = op {
+                        p.push(op);
+                    }
+                    // Woken once the batch is settled (even if it was offline a moment ago: it
+                    // may have reconnected and be waiting on this delivery's gate).
+                    p.wake.push(Arc::clone(session));
+                }
+                None if online => session.wake.notify_one(),
+                None => {}
             }
         }
-        queued
+        Routed::Delivered { matched }
     }
 
     fn targets(&self, message: &Message, publisher: Option<u64>) -> Vec<Target> {
@@ -189,81 +349,5 @@ impl Router {
             });
         }
         found.into_iter().map(|(_, target)| target).collect()
-    }
-}
-
-/// Queues one delivery for a session, counts a drop if its queue is full, and wakes its
-/// connection (at once, or through `pending` once a gated delivery may go out). For a durable
-/// session with a store, records the queue entry in `pending`. Returns true if queued.
-pub fn deliver(
-    session: &Arc<SessionHandle>,
-    mut delivery: Delivery,
-    metrics: &Metrics,
-    pending: Option<&mut Pending>,
-) -> bool {
-    let mut slot = session.slot.lock();
-    if slot.ended {
-        return false;
-    }
-    if let Some(acl) = &slot.acl
-        && !acl.check(&delivery.message.topic, crate::auth::Access::Read)
-    {
-        // Not readable by the client now attached (deny rules, another user, a reload).
-        return false;
-    }
-    let online = slot.conn.is_some();
-    let persist = pending.is_some()
-        && slot.persisted
-        && delivery.qos != QoS::AtMostOnce
-        && delivery.message.id != 0;
-    if persist {
-        delivery.seq = slot.session.take_seq();
-    }
-    let op = persist.then(|| Op::Enqueue {
-        session: session.store_key(),
-        seq: delivery.seq,
-        message: Arc::clone(&delivery.message),
-        entry: entry_for(
-            delivery.message.id,
-            delivery.qos,
-            delivery.retain,
-            &delivery.subscription_ids,
-        ),
-    });
-    match slot.session.outbound.enqueue(delivery, online) {
-        Enqueued::Queued => {
-            drop(slot);
-            Metrics::inc(&metrics.deliveries_enqueued);
-            match pending {
-                Some(p) => {
-                    if let Some(op) = op {
-                        p.push(op);
-                    }
-                    // Woken once the batch is settled (even if it was offline a moment ago: it
-                    // may have reconnected and be waiting on this delivery's gate).
-                    p.wake.push(Arc::clone(session));
-                }
-                None if online => session.wake.notify_one(),
-                None => {}
-            }
-            true
-        }
-        Enqueued::QueueFull => {
-            slot.session.dropped += 1;
-            Metrics::inc(&metrics.dropped_queue_full);
-            if !slot.drop_logged {
-                slot.drop_logged = true;
-                warn!(
-                    client_id = %session.client_id,
-                    queued = slot.session.outbound.queued(),
-                    "session queue full: dropping messages (counted in metrics)"
-                );
-            }
-            false
-        }
-        Enqueued::OfflineQoS0 => {
-            Metrics::inc(&metrics.dropped_qos0_offline);
-            false
-        }
     }
 }

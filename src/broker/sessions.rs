@@ -137,7 +137,7 @@ impl Broker {
         let session = Session::new(
             req.version,
             req.expiry_interval,
-            self.config.max_queued_messages,
+            self.config.queue_limits(),
             req.window,
         );
         let handle = Arc::new(SessionHandle::new(
@@ -256,6 +256,8 @@ impl Broker {
             away.cancel();
         }
         let discarded = slot.session.outbound.clear();
+        // Publishers paused on this session's queue retry (and find it gone).
+        handle.notify_room();
         if slot.persisted {
             slot.persisted = false;
             self.submit(vec![Op::DeleteSession {

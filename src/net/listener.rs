@@ -13,7 +13,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use crate::broker::{Broker, Metrics};
-use crate::config::{Config, ListenerConfig, ListenerKind};
+use crate::config::{Config, ListenerConfig, ListenerKind, QueueFullPolicy};
 
 use super::conn::{self, CertIdentity};
 use super::{tls, ws};
@@ -127,9 +127,10 @@ async fn handshake_and_serve(
     stream: TcpStream,
     peer: SocketAddr,
 ) {
+    let policy = listener.config.queue_full.unwrap_or(broker.config.queue_full);
     if listener.config.kind == ListenerKind::Tcp {
         // The common case stays small: no handshake state in this task's future.
-        return serve(broker, stream, peer, CertIdentity::NotUsed).await;
+        return serve(broker, stream, peer, CertIdentity::NotUsed, policy).await;
     }
     // TLS and WebSocket state is large; it lives on the heap, not in every task's future.
     Box::pin(handshake_then_serve(broker, listener, stream, peer)).await;
@@ -180,10 +181,11 @@ async fn handshake_then_serve(
             return;
         }
     };
+    let policy = l.queue_full.unwrap_or(broker.config.queue_full);
     match ready {
-        Ready::Ws(s) => serve(broker, *s, peer, CertIdentity::NotUsed).await,
-        Ready::Tls(s, identity) => serve(broker, *s, peer, identity).await,
-        Ready::Wss(s, identity) => serve(broker, *s, peer, identity).await,
+        Ready::Ws(s) => serve(broker, *s, peer, CertIdentity::NotUsed, policy).await,
+        Ready::Tls(s, identity) => serve(broker, *s, peer, identity, policy).await,
+        Ready::Wss(s, identity) => serve(broker, *s, peer, identity, policy).await,
     }
 }
 
@@ -192,8 +194,9 @@ async fn serve<S: conn::Transport>(
     stream: S,
     peer: SocketAddr,
     identity: CertIdentity,
+    policy: QueueFullPolicy,
 ) {
-    conn::serve(Arc::clone(broker), stream, peer, identity).await;
+    conn::serve(Arc::clone(broker), stream, peer, identity, policy).await;
 }
 
 type TlsStream = tokio_rustls::server::TlsStream<TcpStream>;

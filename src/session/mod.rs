@@ -4,12 +4,14 @@
 mod inbound;
 mod message;
 mod outbound;
+mod quota;
 
 use std::collections::HashMap;
 
 pub use inbound::{Inbound, Qos2Publish};
 pub use message::{CommitGate, Delivery, GateState, Message};
-pub use outbound::{AckOutcome, Enqueued, Inflight, InflightState, Outbound, Transmit};
+pub use outbound::{AckOutcome, Inflight, InflightState, LoadRequest, Outbound, Refused, Transmit};
+pub use quota::{BacklogStats, DELIVERY_OVERHEAD, Placement, QueueLimits, delivery_cost};
 
 use crate::codec::{QoS, RetainHandling, Version};
 
@@ -58,7 +60,7 @@ pub struct Session {
     pub outbound: Outbound,
     /// Client-to-server QoS 2 flow.
     pub inbound: Inbound,
-    /// Messages dropped because the queue was full, over the session's life.
+    /// Messages dropped by the `drop_new`/`drop_oldest` policies, over the session's life.
     pub dropped: u64,
     /// Next position in the persisted queue.
     pub next_seq: u64,
@@ -66,12 +68,12 @@ pub struct Session {
 
 impl Session {
     /// A new, empty session.
-    pub fn new(version: Version, expiry_interval: u32, max_queued: usize, window: u16) -> Session {
+    pub fn new(version: Version, expiry_interval: u32, limits: QueueLimits, window: u16) -> Session {
         Session {
             version,
             expiry_interval,
             subscriptions: HashMap::new(),
-            outbound: Outbound::new(max_queued, window),
+            outbound: Outbound::new(limits, window),
             inbound: Inbound::default(),
             dropped: 0,
             next_seq: 1,
@@ -97,8 +99,9 @@ mod tests {
 
     #[test]
     fn durability_follows_expiry() {
-        assert!(!Session::new(Version::V311, 0, 10, 10).is_durable());
-        assert!(Session::new(Version::V311, NEVER_EXPIRES, 10, 10).is_durable());
-        assert!(Session::new(Version::V5, 30, 10, 10).is_durable());
+        let l = QueueLimits::UNLIMITED;
+        assert!(!Session::new(Version::V311, 0, l, 10).is_durable());
+        assert!(Session::new(Version::V311, NEVER_EXPIRES, l, 10).is_durable());
+        assert!(Session::new(Version::V5, 30, l, 10).is_durable());
     }
 }

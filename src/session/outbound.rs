@@ -4,11 +4,13 @@
 //! acknowledgements back. Nothing here touches a socket or a clock other than the `now` passed in.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Instant;
 
 use crate::codec::QoS;
 
-use super::message::{Delivery, GateState};
+use super::message::{CommitGate, Delivery, GateState};
+use super::quota::{BacklogStats, Placement, QueueLimits, delivery_cost};
 
 /// State of an outbound QoS 1/2 message that has been sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,13 +51,11 @@ pub enum Transmit {
     },
 }
 
-/// Result of offering a delivery to the queue.
+/// Why a delivery was not admitted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Enqueued {
-    /// Accepted.
-    Queued,
-    /// Dropped because the queue is at its limit.
-    QueueFull,
+pub enum Refused {
+    /// The backlog is at one of its limits.
+    Full,
     /// A QoS 0 message for a session with no connection: discarded, as the spec allows.
     OfflineQoS0,
 }
@@ -73,28 +73,70 @@ pub enum AckOutcome {
     UnknownPacketId,
 }
 
+/// A range of the persisted queue to read back into memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoadRequest {
+    /// First queue position to read.
+    pub from: u64,
+    /// Positions from here on are not read (their commit has not returned yet).
+    pub before: u64,
+    /// Stop once this many bytes (as counted by [`delivery_cost`]) are read.
+    pub max_bytes: u64,
+}
+
+/// The part of a durable session's backlog held only in the store.
+#[derive(Debug, Default)]
+struct Stored {
+    /// Entries in the store and not in memory.
+    count: usize,
+    /// Their bytes.
+    bytes: u64,
+    /// Queue position of the first of them.
+    from: u64,
+    /// Entries whose commit had not returned when they were placed, in order: the store may
+    /// not hold them yet, so reads stop before the first still pending.
+    unsettled: VecDeque<(u64, Arc<CommitGate>, u64)>,
+    /// A read is under way.
+    loading: bool,
+}
+
 /// The outbound half of a session.
 #[derive(Debug)]
 pub struct Outbound {
     queue: VecDeque<Delivery>,
     inflight: VecDeque<Inflight>,
-    max_queued: usize,
+    /// Retained messages owed to new subscriptions, sent before the queue as the window allows.
+    retained: VecDeque<Delivery>,
+    limits: QueueLimits,
     window: usize,
     next_id: u16,
     /// The last `resends` inflight entries still have to be sent again after a reconnect.
     resends: usize,
+    /// Bytes of `queue` and of counted `inflight` entries.
+    memory_bytes: u64,
+    stored: Stored,
+    /// Admitted by [`Outbound::reserve`] and not yet placed.
+    reserved: (usize, u64),
+    peak_bytes: u64,
+    peak_memory_bytes: u64,
 }
 
 impl Outbound {
-    /// An empty flow with a queue limit and an inflight window.
-    pub fn new(max_queued: usize, window: u16) -> Outbound {
+    /// An empty flow with backlog limits and an inflight window.
+    pub fn new(limits: QueueLimits, window: u16) -> Outbound {
         Outbound {
             queue: VecDeque::new(),
             inflight: VecDeque::new(),
-            max_queued,
+            retained: VecDeque::new(),
+            limits,
             window: usize::from(window.max(1)),
             next_id: 1,
             resends: 0,
+            memory_bytes: 0,
+            stored: Stored::default(),
+            reserved: (0, 0),
+            peak_bytes: 0,
+            peak_memory_bytes: 0,
         }
     }
 
@@ -103,7 +145,7 @@ impl Outbound {
         self.window = usize::from(window.max(1));
     }
 
-    /// Number of queued (not yet sent) deliveries.
+    /// Number of queued (not yet sent) deliveries held in memory.
     pub fn queued(&self) -> usize {
         self.queue.len()
     }
@@ -113,16 +155,202 @@ impl Outbound {
         self.inflight.len()
     }
 
-    /// Offers a delivery. QoS 0 messages are not kept for a session without a connection.
-    pub fn enqueue(&mut self, delivery: Delivery, online: bool) -> Enqueued {
-        if !online && delivery.qos == QoS::AtMostOnce {
-            return Enqueued::OfflineQoS0;
+    /// Messages in the backlog: in memory, in flight, in the store only, and reserved.
+    pub fn backlog_messages(&self) -> usize {
+        self.queue.len() + self.inflight.len() + self.stored.count + self.reserved.0
+    }
+
+    /// Bytes of the backlog.
+    pub fn backlog_bytes(&self) -> u64 {
+        self.memory_bytes + self.stored.bytes + self.reserved.1
+    }
+
+    /// A snapshot of the backlog.
+    pub fn stats(&self) -> BacklogStats {
+        BacklogStats {
+            messages: self.backlog_messages(),
+            bytes: self.backlog_bytes(),
+            memory_bytes: self.memory_bytes,
+            stored_messages: self.stored.count,
+            inflight: self.inflight.len(),
+            retained_pending: self.retained.len(),
+            peak_bytes: self.peak_bytes,
+            peak_memory_bytes: self.peak_memory_bytes,
         }
-        if self.queue.len() >= self.max_queued {
-            return Enqueued::QueueFull;
+    }
+
+    /// Admits a delivery of `cost` bytes, or says why not. `storable` means the delivery can
+    /// be written to the store (a QoS 1/2 message for a durable session of a broker with a
+    /// store); only such a delivery may go beyond the memory bound. An admitted delivery is
+    /// reserved until [`Outbound::place`] or [`Outbound::unreserve`].
+    pub fn reserve(&mut self, cost: u64, qos: QoS, storable: bool, online: bool) -> Result<(), Refused> {
+        if !online && qos == QoS::AtMostOnce {
+            return Err(Refused::OfflineQoS0);
+        }
+        let messages = self.backlog_messages() + 1;
+        let bytes = self.backlog_bytes() + cost;
+        if messages > self.limits.max_messages || bytes > self.limits.max_bytes {
+            return Err(Refused::Full);
+        }
+        if !storable
+            && (self.stored.count > 0
+                || self.memory_bytes + self.reserved.1 + cost > self.limits.memory_bytes)
+        {
+            return Err(Refused::Full);
+        }
+        self.reserved.0 += 1;
+        self.reserved.1 += cost;
+        self.peak_bytes = self.peak_bytes.max(bytes);
+        Ok(())
+    }
+
+    /// Admits and places a delivery that is never written to the store (reserve, then place).
+    pub fn enqueue(&mut self, delivery: Delivery, online: bool) -> Result<Placement, Refused> {
+        let cost = delivery_cost(&delivery);
+        self.reserve(cost, delivery.qos, false, online)?;
+        Ok(self.place(delivery, cost, false, online))
+    }
+
+    /// Gives back a reservation that will not be placed.
+    pub fn unreserve(&mut self, cost: u64) {
+        self.reserved.0 = self.reserved.0.saturating_sub(1);
+        self.reserved.1 = self.reserved.1.saturating_sub(cost);
+    }
+
+    /// Places a reserved delivery: in memory while the memory bound allows and nothing is
+    /// waiting in the store (order is kept), otherwise, if `storable`, in the store only (the
+    /// caller writes it there). An offline session keeps storable deliveries in the store
+    /// only: its memory is not spent on a client that is away.
+    pub fn place(&mut self, delivery: Delivery, cost: u64, storable: bool, online: bool) -> Placement {
+        self.unreserve(cost);
+        self.prune_unsettled();
+        let over = self.memory_bytes + cost > self.limits.memory_bytes;
+        if storable && (self.stored.count > 0 || over || !online) {
+            if self.stored.count == 0 {
+                self.stored.from = delivery.seq;
+                self.stored.bytes = 0;
+            }
+            self.stored.count += 1;
+            self.stored.bytes += cost;
+            if let Some(gate) = &delivery.gate
+                && gate.state() == GateState::Pending
+            {
+                self.stored.unsettled.push_back((delivery.seq, Arc::clone(gate), cost));
+            }
+            return Placement::Store;
         }
         self.queue.push_back(delivery);
-        Enqueued::Queued
+        self.add_memory(cost);
+        Placement::Memory
+    }
+
+    fn add_memory(&mut self, cost: u64) {
+        self.memory_bytes += cost;
+        self.peak_memory_bytes = self.peak_memory_bytes.max(self.memory_bytes);
+    }
+
+    fn sub_memory(&mut self, cost: u64) {
+        self.memory_bytes = self.memory_bytes.saturating_sub(cost);
+    }
+
+    /// Forgets stored-only entries whose commit has returned; one that failed is not in the
+    /// store and leaves the backlog.
+    fn prune_unsettled(&mut self) {
+        while let Some((_, gate, cost)) = self.stored.unsettled.front() {
+            match gate.state() {
+                GateState::Pending => break,
+                GateState::Open => {}
+                GateState::Failed => {
+                    let cost = *cost;
+                    self.stored.count = self.stored.count.saturating_sub(1);
+                    self.stored.bytes = self.stored.bytes.saturating_sub(cost);
+                }
+            }
+            self.stored.unsettled.pop_front();
+        }
+    }
+
+    /// Drops the oldest queued (not yet sent) message to make room (the `drop_oldest`
+    /// policy). Returns its queue position, or `None` if nothing in memory can be dropped.
+    pub fn evict_oldest(&mut self) -> Option<u64> {
+        let delivery = self.queue.pop_front()?;
+        self.sub_memory(delivery_cost(&delivery));
+        Some(delivery.seq)
+    }
+
+    /// Adds a retained message owed to a new subscription. These are sent before the queue,
+    /// a window at a time, and are not counted against the backlog limits (they are shared
+    /// with the retained index).
+    pub fn push_retained(&mut self, delivery: Delivery) {
+        self.retained.push_back(delivery);
+    }
+
+    /// What to read back from the store, if the memory queue has run low and the store holds
+    /// more. Marks a read under way until [`Outbound::loaded`].
+    pub fn load_request(&mut self) -> Option<LoadRequest> {
+        if self.stored.loading || self.stored.count == 0 {
+            return None;
+        }
+        let budget = self.limits.memory_bytes.min(64 * 1024 * 1024);
+        if self.memory_bytes > budget / 2 {
+            return None;
+        }
+        self.prune_unsettled();
+        if self.stored.count == 0 {
+            return None;
+        }
+        let before = self
+            .stored
+            .unsettled
+            .front()
+            .map_or(u64::MAX, |(seq, _, _)| *seq);
+        if before <= self.stored.from {
+            return None;
+        }
+        self.stored.loading = true;
+        Some(LoadRequest {
+            from: self.stored.from,
+            before,
+            max_bytes: (budget - self.memory_bytes).max(1),
+        })
+    }
+
+    /// Takes the deliveries read for `request` into memory, in order. `None` means the read
+    /// failed; the range stays in the store.
+    pub fn loaded(&mut self, request: LoadRequest, deliveries: Option<Vec<Delivery>>) {
+        self.stored.loading = false;
+        let Some(deliveries) = deliveries else {
+            return;
+        };
+        if self.stored.from != request.from || self.stored.count == 0 {
+            // The session was cleared while the read was under way.
+            return;
+        }
+        let read_all = deliveries.is_empty();
+        for delivery in deliveries {
+            let cost = delivery_cost(&delivery);
+            self.stored.from = delivery.seq + 1;
+            self.stored.count = self.stored.count.saturating_sub(1);
+            self.stored.bytes = self.stored.bytes.saturating_sub(cost);
+            self.queue.push_back(delivery);
+            self.add_memory(cost);
+        }
+        if read_all && request.before == u64::MAX {
+            // Nothing left in the range although entries were counted: the count was off
+            // (entries dropped by a failed commit). Start afresh.
+            self.stored.count = 0;
+        }
+        if self.stored.count == 0 {
+            self.stored.bytes = 0;
+            self.stored.unsettled.clear();
+        }
+    }
+
+    /// Restores the part of a loaded session's queue left in the store.
+    pub fn restore_stored(&mut self, from: u64, count: usize, bytes: u64) {
+        self.stored.from = from;
+        self.stored.count = count;
+        self.stored.bytes = bytes;
     }
 
     /// The next PUBLISH to send, if the window allows. Expired messages are skipped
@@ -149,22 +377,28 @@ impl Outbound {
             });
         }
         loop {
-            let front = self.queue.front()?;
+            let from_retained = !self.retained.is_empty();
+            let source = if from_retained {
+                &mut self.retained
+            } else {
+                &mut self.queue
+            };
+            let front = source.front()?;
             match front.gate.as_ref().map(|g| g.state()) {
                 Some(GateState::Pending) => return None,
                 Some(GateState::Failed) => {
-                    self.queue.pop_front();
+                    self.pop(from_retained);
                     continue;
                 }
                 Some(GateState::Open) | None => {}
             }
             if front.message.is_expired(now) {
                 expired.push(front.seq);
-                self.queue.pop_front();
+                self.pop(from_retained);
                 continue;
             }
             if front.qos == QoS::AtMostOnce {
-                let delivery = self.queue.pop_front()?;
+                let delivery = self.pop(from_retained)?;
                 return Some(Transmit::Publish {
                     delivery,
                     packet_id: 0,
@@ -175,7 +409,9 @@ impl Outbound {
                 return None;
             }
             let packet_id = self.allocate_id()?;
-            let delivery = self.queue.pop_front()?;
+            let delivery = self.pop(from_retained)?;
+            // In flight it holds memory until acknowledged.
+            self.add_memory(delivery_cost(&delivery));
             self.inflight.push_back(Inflight {
                 packet_id,
                 delivery: delivery.clone(),
@@ -186,6 +422,25 @@ impl Outbound {
                 packet_id,
                 dup: false,
             });
+        }
+    }
+
+    /// Takes the front of the retained list or of the queue (leaving the memory count; one
+    /// that goes in flight is counted again there).
+    fn pop(&mut self, from_retained: bool) -> Option<Delivery> {
+        if from_retained {
+            return self.retained.pop_front();
+        }
+        let delivery = self.queue.pop_front()?;
+        self.sub_memory(delivery_cost(&delivery));
+        Some(delivery)
+    }
+
+    /// Gives a stored queue position to the inflight entry of `packet_id` (a retained message
+    /// sent to a durable session is recorded in its queue as it goes out).
+    pub fn set_seq(&mut self, packet_id: u16, seq: u64) {
+        if let Some(i) = self.position(packet_id) {
+            self.inflight[i].delivery.seq = seq;
         }
     }
 
@@ -237,14 +492,19 @@ impl Outbound {
         if i >= self.inflight.len() - self.resends {
             self.resends -= 1;
         }
-        self.inflight.remove(i)
+        let entry = self.inflight.remove(i)?;
+        self.sub_memory(delivery_cost(&entry.delivery));
+        Some(entry)
     }
 
-    /// Drops every queued and inflight message, returning how many there were.
+    /// Drops every queued, inflight and stored-only message, returning how many there were.
     pub fn clear(&mut self) -> usize {
-        let n = self.queue.len() + self.inflight.len();
+        let n = self.queue.len() + self.inflight.len() + self.stored.count;
         self.queue.clear();
         self.inflight.clear();
+        self.retained.clear();
+        self.stored = Stored::default();
+        self.memory_bytes = 0;
         self.resends = 0;
         n
     }
@@ -288,11 +548,13 @@ impl Outbound {
     /// Restores an inflight entry (used when a session is loaded from storage).
     pub fn restore_inflight(&mut self, entry: Inflight) {
         self.next_id = entry.packet_id.checked_add(1).unwrap_or(1);
+        self.add_memory(delivery_cost(&entry.delivery));
         self.inflight.push_back(entry);
     }
 
     /// Restores a queued delivery (used when a session is loaded from storage).
     pub fn restore_queued(&mut self, delivery: Delivery) {
+        self.add_memory(delivery_cost(&delivery));
         self.queue.push_back(delivery);
     }
 }
@@ -323,6 +585,13 @@ mod tests {
         )
     }
 
+    fn limit(max_messages: usize) -> QueueLimits {
+        QueueLimits {
+            max_messages,
+            ..QueueLimits::UNLIMITED
+        }
+    }
+
     fn send(o: &mut Outbound) -> Option<Transmit> {
         let mut expired = Vec::new();
         o.next_transmit(Instant::now(), &mut expired)
@@ -339,11 +608,11 @@ mod tests {
 
     #[test]
     fn qos1_window_limits_inflight_and_puback_frees_it() {
-        let mut o = Outbound::new(10, 2);
+        let mut o = Outbound::new(limit(10), 2);
         for _ in 0..3 {
             assert_eq!(
                 o.enqueue(delivery(QoS::AtLeastOnce), true),
-                Enqueued::Queued
+                Ok(Placement::Memory)
             );
         }
         assert_eq!(publish_id(send(&mut o)), 1);
@@ -356,8 +625,8 @@ mod tests {
 
     #[test]
     fn qos2_handshake_pubrec_then_pubcomp() {
-        let mut o = Outbound::new(10, 10);
-        o.enqueue(delivery(QoS::ExactlyOnce), true);
+        let mut o = Outbound::new(limit(10), 10);
+        o.enqueue(delivery(QoS::ExactlyOnce), true).unwrap();
         let id = publish_id(send(&mut o));
         // PUBCOMP before PUBREC is out of order.
         assert_eq!(o.on_pubcomp(id), AckOutcome::UnknownPacketId);
@@ -371,8 +640,8 @@ mod tests {
 
     #[test]
     fn failed_pubrec_ends_delivery() {
-        let mut o = Outbound::new(10, 10);
-        o.enqueue(delivery(QoS::ExactlyOnce), true);
+        let mut o = Outbound::new(limit(10), 10);
+        o.enqueue(delivery(QoS::ExactlyOnce), true).unwrap();
         let id = publish_id(send(&mut o));
         assert_eq!(o.on_pubrec(id, true), DONE);
         assert_eq!(o.inflight(), 0);
@@ -381,9 +650,9 @@ mod tests {
     #[test]
     fn resend_after_reconnect_sets_dup_and_repeats_pubrel() {
         // MQTT-4.4.0-1: resend unacknowledged PUBLISH (DUP=1) and PUBREL in order.
-        let mut o = Outbound::new(10, 10);
-        o.enqueue(delivery(QoS::ExactlyOnce), true);
-        o.enqueue(delivery(QoS::AtLeastOnce), true);
+        let mut o = Outbound::new(limit(10), 10);
+        o.enqueue(delivery(QoS::ExactlyOnce), true).unwrap();
+        o.enqueue(delivery(QoS::AtLeastOnce), true).unwrap();
         let a = publish_id(send(&mut o));
         let b = publish_id(send(&mut o));
         o.on_pubrec(a, false);
@@ -403,12 +672,12 @@ mod tests {
     #[test]
     fn resend_after_reconnect_respects_a_smaller_window() {
         // MQTT-3.3.4-9: never more unacknowledged PUBLISH than the client's Receive Maximum.
-        let mut o = Outbound::new(10, 3);
+        let mut o = Outbound::new(limit(10), 3);
         for _ in 0..3 {
-            o.enqueue(delivery(QoS::AtLeastOnce), true);
+            o.enqueue(delivery(QoS::AtLeastOnce), true).unwrap();
             send(&mut o);
         }
-        o.enqueue(delivery(QoS::AtLeastOnce), true);
+        o.enqueue(delivery(QoS::AtLeastOnce), true).unwrap();
         o.set_window(1);
         o.resend_inflight();
         assert_eq!(publish_id(send(&mut o)), 1);
@@ -424,51 +693,51 @@ mod tests {
 
     #[test]
     fn packet_ids_skip_ids_in_use_and_never_zero() {
-        let mut o = Outbound::new(100_000, u16::MAX);
+        let mut o = Outbound::new(limit(100_000), u16::MAX);
         o.next_id = u16::MAX - 1;
-        o.enqueue(delivery(QoS::AtLeastOnce), true);
-        o.enqueue(delivery(QoS::AtLeastOnce), true);
+        o.enqueue(delivery(QoS::AtLeastOnce), true).unwrap();
+        o.enqueue(delivery(QoS::AtLeastOnce), true).unwrap();
         assert_eq!(publish_id(send(&mut o)), u16::MAX - 1);
         assert_eq!(publish_id(send(&mut o)), u16::MAX);
         // Wraps past 0 to 1.
-        o.enqueue(delivery(QoS::AtLeastOnce), true);
+        o.enqueue(delivery(QoS::AtLeastOnce), true).unwrap();
         assert_eq!(publish_id(send(&mut o)), 1);
         // 2 becomes busy out of turn; the allocator skips it.
         o.on_puback(u16::MAX - 1);
         o.next_id = u16::MAX;
-        o.enqueue(delivery(QoS::AtLeastOnce), true);
-        o.enqueue(delivery(QoS::AtLeastOnce), true);
+        o.enqueue(delivery(QoS::AtLeastOnce), true).unwrap();
+        o.enqueue(delivery(QoS::AtLeastOnce), true).unwrap();
         assert_eq!(publish_id(send(&mut o)), 2, "MAX and 1 are in flight");
         assert_eq!(publish_id(send(&mut o)), 3);
     }
 
     #[test]
     fn queue_limit_drops_and_offline_qos0_is_discarded() {
-        let mut o = Outbound::new(2, 1);
+        let mut o = Outbound::new(limit(2), 1);
         assert_eq!(
             o.enqueue(delivery(QoS::AtLeastOnce), false),
-            Enqueued::Queued
+            Ok(Placement::Memory)
         );
         assert_eq!(
             o.enqueue(delivery(QoS::AtLeastOnce), false),
-            Enqueued::Queued
+            Ok(Placement::Memory)
         );
         assert_eq!(
             o.enqueue(delivery(QoS::AtLeastOnce), false),
-            Enqueued::QueueFull
+            Err(Refused::Full)
         );
         assert_eq!(
             o.enqueue(delivery(QoS::AtMostOnce), false),
-            Enqueued::OfflineQoS0
+            Err(Refused::OfflineQoS0)
         );
     }
 
     #[test]
     fn qos0_needs_no_packet_id_but_keeps_order() {
-        let mut o = Outbound::new(10, 1);
-        o.enqueue(delivery(QoS::AtLeastOnce), true);
-        o.enqueue(delivery(QoS::AtLeastOnce), true);
-        o.enqueue(delivery(QoS::AtMostOnce), true);
+        let mut o = Outbound::new(limit(10), 1);
+        o.enqueue(delivery(QoS::AtLeastOnce), true).unwrap();
+        o.enqueue(delivery(QoS::AtLeastOnce), true).unwrap();
+        o.enqueue(delivery(QoS::AtMostOnce), true).unwrap();
         assert_eq!(publish_id(send(&mut o)), 1);
         // The QoS 0 message waits behind the blocked QoS 1 one: order is kept.
         assert_eq!(send(&mut o), None);
@@ -480,12 +749,12 @@ mod tests {
     #[test]
     fn pending_commit_holds_the_queue_and_failed_commit_drops() {
         use crate::session::message::CommitGate;
-        let mut o = Outbound::new(10, 10);
+        let mut o = Outbound::new(limit(10), 10);
         let gate = Arc::new(CommitGate::default());
         let mut d = delivery(QoS::AtLeastOnce);
         d.gate = Some(Arc::clone(&gate));
-        o.enqueue(d.clone(), true);
-        o.enqueue(delivery(QoS::AtMostOnce), true);
+        o.enqueue(d.clone(), true).unwrap();
+        o.enqueue(delivery(QoS::AtMostOnce), true).unwrap();
         assert_eq!(
             send(&mut o),
             None,
@@ -497,19 +766,19 @@ mod tests {
 
         let failed = Arc::new(CommitGate::default());
         d.gate = Some(Arc::clone(&failed));
-        o.enqueue(d, true);
-        o.enqueue(delivery(QoS::AtMostOnce), true);
+        o.enqueue(d, true).unwrap();
+        o.enqueue(delivery(QoS::AtMostOnce), true).unwrap();
         failed.resolve(false);
         assert_eq!(publish_id(send(&mut o)), 0, "the failed one is dropped");
     }
 
     #[test]
     fn expired_messages_are_skipped_and_counted() {
-        let mut o = Outbound::new(10, 10);
+        let mut o = Outbound::new(limit(10), 10);
         let mut d = delivery(QoS::AtLeastOnce);
         let past = Instant::now();
         Arc::get_mut(&mut d.message).unwrap().expires_at = Some(past);
-        o.enqueue(d, true);
+        o.enqueue(d, true).unwrap();
         let mut expired = Vec::new();
         assert_eq!(o.next_transmit(Instant::now(), &mut expired), None);
         assert_eq!(expired, vec![0]);

@@ -139,6 +139,8 @@ pub struct Tables<'txn> {
     queue: Table<'txn, (&'static str, u64), &'static [u8]>,
     incoming: Table<'txn, (&'static str, u16), u8>,
     retained: Table<'txn, &'static str, &'static [u8]>,
+    /// Change in the bytes of the messages table made through these tables.
+    pub message_bytes_delta: i64,
 }
 
 impl<'txn> Tables<'txn> {
@@ -152,6 +154,7 @@ impl<'txn> Tables<'txn> {
             queue: txn.open_table(QUEUE)?,
             incoming: txn.open_table(INCOMING_QOS2)?,
             retained: txn.open_table(RETAINED)?,
+            message_bytes_delta: 0,
         })
     }
 
@@ -210,8 +213,9 @@ impl<'txn> Tables<'txn> {
                         self.refs.insert(message.id, n.saturating_add(1))?;
                     }
                     None => {
-                        self.messages
-                            .insert(message.id, encode_message(message).as_slice())?;
+                        let record = encode_message(message);
+                        self.message_bytes_delta += record.len() as i64;
+                        self.messages.insert(message.id, record.as_slice())?;
                         self.refs.insert(message.id, 1)?;
                     }
                 }
@@ -267,7 +271,9 @@ impl<'txn> Tables<'txn> {
         let refs = self.refs.get(id)?.map(|g| g.value()).unwrap_or(0);
         if refs <= 1 {
             self.refs.remove(id)?;
-            self.messages.remove(id)?;
+            if let Some(old) = self.messages.remove(id)? {
+                self.message_bytes_delta -= old.value().len() as i64;
+            }
         } else {
             self.refs.insert(id, refs - 1)?;
         }

@@ -6,12 +6,12 @@ use std::sync::Arc;
 
 use redb::{Database, ReadableDatabase, ReadableTable};
 
-use crate::session::{Message, NEVER_EXPIRES, SubOptions};
+use crate::session::{DELIVERY_OVERHEAD, Delivery, Message, NEVER_EXPIRES, SubOptions};
 
 use super::StoreError;
 use super::apply::{Op, SessionKey, Tables};
 use super::record::{
-    EntryRecord, SessionRecord, decode_entry, decode_message, decode_session, decode_subscription,
+    EntryRecord, EntryState, SessionRecord, decode_entry, decode_message, decode_session, decode_subscription,
     unix_now,
 };
 use super::tables::{INCOMING_QOS2, MESSAGES, QUEUE, RETAINED, SESSIONS, SUBSCRIPTIONS};
@@ -25,8 +25,13 @@ pub struct LoadedSession {
     pub record: SessionRecord,
     /// Subscriptions.
     pub subscriptions: Vec<(String, SubOptions)>,
-    /// Queue entries in order, with their messages.
+    /// Queue entries that were in flight (sent, or released), in order, with their messages.
     pub entries: Vec<(u64, EntryRecord, Arc<Message>)>,
+    /// Queue entries not sent yet, left in the store: first position, count and bytes (as
+    /// counted by [`crate::session::delivery_cost`]). Read back as the client drains.
+    pub stored: Option<(u64, usize, u64)>,
+    /// Highest queue position in use.
+    pub max_seq: u64,
     /// Inbound QoS 2 packet ids awaiting PUBREL.
     pub incoming: Vec<u16>,
 }
@@ -55,6 +60,8 @@ pub struct Loaded {
     pub retained: Vec<Message>,
     /// Highest message id in use.
     pub max_message_id: u64,
+    /// Bytes of the messages table (the records of queued messages).
+    pub message_bytes: u64,
 }
 
 fn corrupt(path: &std::path::Path, what: impl std::fmt::Display) -> StoreError {
@@ -87,6 +94,8 @@ pub fn load(db: &Database, path: &std::path::Path) -> Result<Loaded, StoreError>
                 record,
                 subscriptions: Vec::new(),
                 entries: Vec::new(),
+                stored: None,
+                max_seq: 0,
                 incoming: Vec::new(),
             },
         );
@@ -106,26 +115,36 @@ pub fn load(db: &Database, path: &std::path::Path) -> Result<Loaded, StoreError>
         let (client, seq) = k.value();
         let entry = decode_entry(v.value()).map_err(|e| corrupt(path, e.0))?;
         max_message_id = max_message_id.max(entry.message_id);
+        let Some(s) = sessions.get_mut(client) else {
+            continue;
+        };
         let message = match messages.get(&entry.message_id) {
             Some(m) => Arc::clone(m),
             None => {
-                let body = messages_t
-                    .get(entry.message_id)
-                    .map_err(|e| err(e.into()))?
-                    .ok_or_else(|| {
-                        corrupt(path, format!("message {} missing", entry.message_id))
-                    })?;
-                let m = Arc::new(
-                    decode_message(entry.message_id, body.value())
-                        .map_err(|e| corrupt(path, e.0))?,
-                );
+                let m = Arc::new(read_message(&messages_t, entry.message_id, path)?);
                 messages.insert(entry.message_id, Arc::clone(&m));
                 m
             }
         };
-        if let Some(s) = sessions.get_mut(client) {
+        s.max_seq = s.max_seq.max(seq);
+        if entry.state == EntryState::Queued {
+            // Not sent yet: stays in the store until the client is back and drains.
+            let cost = message.payload.len() as u64 + message.topic.len() as u64 + DELIVERY_OVERHEAD;
+            let stored = s.stored.get_or_insert((seq, 0, 0));
+            stored.1 += 1;
+            stored.2 += cost;
+        } else {
             s.entries.push((seq, entry, message));
         }
+        if messages.len() > 4096 {
+            // Only a cache: a message shared by many queues is decoded once in a while.
+            messages.clear();
+        }
+    }
+    let mut message_bytes = 0u64;
+    for item in messages_t.iter().map_err(|e| err(e.into()))? {
+        let (_, v) = item.map_err(|e| err(e.into()))?;
+        message_bytes += v.value().len() as u64;
     }
     for item in incoming_t.iter().map_err(|e| err(e.into()))? {
         let (k, _) = item.map_err(|e| err(e.into()))?;
@@ -148,6 +167,7 @@ pub fn load(db: &Database, path: &std::path::Path) -> Result<Loaded, StoreError>
         sessions,
         retained,
         max_message_id,
+        message_bytes,
     })
 }
 
@@ -182,4 +202,73 @@ pub fn drop_expired(
     }
     txn.commit().map_err(|e| err(e.into()))?;
     Ok(expired.len())
+}
+
+fn read_message(
+    messages_t: &impl ReadableTable<u64, &'static [u8]>,
+    id: u64,
+    path: &std::path::Path,
+) -> Result<Message, StoreError> {
+    let body = messages_t
+        .get(id)
+        .map_err(|e| corrupt(path, e))?
+        .ok_or_else(|| corrupt(path, format!("message {id} missing")))?;
+    decode_message(id, body.value()).map_err(|e| corrupt(path, e.0))
+}
+
+/// Reads not-yet-sent queue entries of a session, positions `from..before`, until `max_bytes`
+/// (at least one entry). Nothing is read if `session` is no longer the stored incarnation.
+pub fn read_queue(
+    db: &Database,
+    path: &std::path::Path,
+    session: &SessionKey,
+    from: u64,
+    before: u64,
+    max_bytes: u64,
+) -> Result<Vec<Delivery>, StoreError> {
+    let err = |e: redb::Error| corrupt(path, e);
+    let txn = db.begin_read().map_err(|e| err(e.into()))?;
+    let sessions_t = txn.open_table(SESSIONS).map_err(|e| err(e.into()))?;
+    let current = sessions_t
+        .get(&*session.client)
+        .map_err(|e| err(e.into()))?
+        .and_then(|g| decode_session(g.value()).ok())
+        .is_some_and(|r| r.incarnation == session.incarnation);
+    if !current || from >= before {
+        return Ok(Vec::new());
+    }
+    let queue_t = txn.open_table(QUEUE).map_err(|e| err(e.into()))?;
+    let messages_t = txn.open_table(MESSAGES).map_err(|e| err(e.into()))?;
+    let client = &*session.client;
+    let mut out = Vec::new();
+    let mut bytes = 0u64;
+    let mut cache: Option<(u64, Arc<Message>)> = None;
+    for item in queue_t
+        .range((client, from)..(client, before))
+        .map_err(|e| err(e.into()))?
+    {
+        let (k, v) = item.map_err(|e| err(e.into()))?;
+        let (_, seq) = k.value();
+        let entry = decode_entry(v.value()).map_err(|e| corrupt(path, e.0))?;
+        if entry.state != EntryState::Queued {
+            // Sent already (a retained message recorded as it went out): in memory.
+            continue;
+        }
+        let message = match &cache {
+            Some((id, m)) if *id == entry.message_id => Arc::clone(m),
+            _ => {
+                let m = Arc::new(read_message(&messages_t, entry.message_id, path)?);
+                cache = Some((entry.message_id, Arc::clone(&m)));
+                m
+            }
+        };
+        let mut delivery = Delivery::new(message, entry.qos, entry.retain, entry.subscription_ids);
+        delivery.seq = seq;
+        bytes += crate::session::delivery_cost(&delivery);
+        out.push(delivery);
+        if bytes >= max_bytes {
+            break;
+        }
+    }
+    Ok(out)
 }

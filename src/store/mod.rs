@@ -114,6 +114,8 @@ pub struct StoreStats {
     pub max_batch: AtomicU64,
     /// Commits that failed.
     pub failures: AtomicU64,
+    /// Bytes of queued messages in the store (the records of the messages table).
+    pub message_bytes: AtomicU64,
 }
 
 /// A point-in-time copy of [`StoreStats`].
@@ -129,6 +131,8 @@ pub struct StoreStatsSnapshot {
     pub max_batch: u64,
     /// See [`StoreStats::failures`].
     pub failures: u64,
+    /// See [`StoreStats::message_bytes`].
+    pub message_bytes: u64,
 }
 
 struct Request {
@@ -139,6 +143,8 @@ struct Request {
 /// Handle to the store and its writer thread.
 #[derive(Debug)]
 pub struct Store {
+    /// Shared with the writer thread for reads; `None` once closed.
+    db: Mutex<Option<Arc<Database>>>,
     tx: Mutex<Option<mpsc::Sender<Request>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
     stats: Arc<StoreStats>,
@@ -171,15 +177,19 @@ impl Store {
             "store opened"
         );
         let stats = Arc::new(StoreStats::default());
+        stats.message_bytes.store(loaded.message_bytes, Relaxed);
+        let db = Arc::new(db);
         let (tx, rx) = mpsc::channel();
         let writer_stats = Arc::clone(&stats);
         let writer_path = path.clone();
+        let writer_db = Arc::clone(&db);
         let thread = std::thread::Builder::new()
             .name("roost-store".into())
-            .spawn(move || writer(db, rx, durability, writer_stats, writer_path))
+            .spawn(move || writer(&writer_db, rx, durability, writer_stats, writer_path))
             .map_err(|e| open_err(e.to_string()))?;
         Ok((
             Store {
+                db: Mutex::new(Some(db)),
                 tx: Mutex::new(Some(tx)),
                 thread: Mutex::new(Some(thread)),
                 stats,
@@ -202,6 +212,34 @@ impl Store {
             done: Some(done),
         })?;
         wait.await.unwrap_or(Err(StoreError::Closed))
+    }
+
+    /// Reads up to `request.max_bytes` of a session's queued (not yet sent) entries, from
+    /// `request.from` up to (not including) `request.before`, off the writer thread.
+    pub async fn read_queue(
+        &self,
+        session: SessionKey,
+        request: crate::session::LoadRequest,
+    ) -> Result<Vec<crate::session::Delivery>, StoreError> {
+        let db = self.db.lock().clone().ok_or(StoreError::Closed)?;
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || {
+            load::read_queue(
+                &db,
+                &path,
+                &session,
+                request.from,
+                request.before,
+                request.max_bytes,
+            )
+        })
+        .await
+        .unwrap_or(Err(StoreError::Closed))
+    }
+
+    /// Bytes of queued messages in the store, as of the last commit.
+    pub fn queued_bytes(&self) -> u64 {
+        self.stats.message_bytes.load(Relaxed)
     }
 
     /// Applies `ops` without waiting; a failure is logged by the writer.
@@ -230,11 +268,13 @@ impl Store {
             ops: s.ops.load(Relaxed),
             max_batch: s.max_batch.load(Relaxed),
             failures: s.failures.load(Relaxed),
+            message_bytes: s.message_bytes.load(Relaxed),
         }
     }
 
     /// Commits what is queued, stops the writer and closes the file.
     pub fn close(&self) {
+        self.db.lock().take();
         self.tx.lock().take();
         if let Some(thread) = self.thread.lock().take() {
             let _ = thread.join();
@@ -288,7 +328,7 @@ fn check_schema(db: &Database, path: &Path) -> Result<(), StoreError> {
 
 /// The writer thread: group commit until every sender is gone.
 fn writer(
-    db: Database,
+    db: &Database,
     rx: mpsc::Receiver<Request>,
     durability: Durability,
     stats: Arc<StoreStats>,
@@ -302,7 +342,7 @@ fn writer(
                 Ok(r) => Some(r),
                 Err(mpsc::RecvTimeoutError::Timeout) => None,
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    let _ = commit(&db, &[], true, &stats);
+                    let _ = commit(db, &[], true, &stats);
                     return;
                 }
             }
@@ -327,7 +367,7 @@ fn writer(
             Durability::Fsync => true,
             Durability::Buffered => last_sync.elapsed() >= BUFFERED_SYNC_INTERVAL,
         };
-        let result = commit(&db, &batch, sync, &stats);
+        let result = commit(db, &batch, sync, &stats);
         if sync {
             last_sync = Instant::now();
             unsynced = false;
@@ -364,16 +404,24 @@ fn commit(
     };
     txn.set_durability(durability)
         .map_err(|e| StoreError::Commit(e.to_string()))?;
-    {
+    let delta = {
         let mut tables = apply::Tables::open(&txn).map_err(fail)?;
         for request in batch {
             for op in &request.ops {
                 tables.apply(op).map_err(fail)?;
             }
         }
-    }
+        tables.message_bytes_delta
+    };
     txn.commit().map_err(|e| fail(e.into()))?;
     stats.write_transactions.fetch_add(1, Relaxed);
+    if delta >= 0 {
+        stats.message_bytes.fetch_add(delta as u64, Relaxed);
+    } else {
+        let _ = stats
+            .message_bytes
+            .fetch_update(Relaxed, Relaxed, |v| Some(v.saturating_sub(delta.unsigned_abs())));
+    }
     Ok(())
 }
 

@@ -60,6 +60,15 @@ impl<S: Transport> Connection<S> {
                 _ => {}
             }
         }
+        let frees = match ack.kind {
+            AckKind::PubAck | AckKind::PubComp => true,
+            AckKind::PubRec => failed,
+            AckKind::PubRel => false,
+        };
+        if frees && outcome != AckOutcome::UnknownPacketId {
+            // Publishers paused on this session's full queue may go on.
+            attached.session.notify_room();
+        }
         if outcome == AckOutcome::UnknownPacketId {
             debug!(peer = %self.peer, kind = ?ack.kind, id, "acknowledgement for an unknown packet id");
         }

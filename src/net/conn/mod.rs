@@ -9,6 +9,7 @@ mod outgoing;
 mod publish;
 mod subscribe;
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,6 +22,7 @@ use tracing::debug;
 use crate::auth::{Access, ClientAcl};
 use crate::broker::{Broker, ConnLink, KickReason, Metrics, Pending, SessionHandle};
 use crate::codec::{DecodeError, Decoder, Packet, Version, Will};
+use crate::config::QueueFullPolicy;
 use crate::session::Transmit;
 
 /// Bytes of deliveries gathered into the write buffer before it is written.
@@ -31,6 +33,10 @@ const MIN_READ: usize = 512;
 const MAX_READ: usize = 64 * 1024;
 /// Time allowed for the last packets (e.g. a v5 DISCONNECT) when a connection closes.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
+/// While a PUBLISH is paused, at most this many packets are read and held behind it...
+const MAX_HELD: usize = 1024;
+/// ...carrying at most this many payload bytes; then reading stops until the pause ends.
+const MAX_HELD_BYTES: usize = 1024 * 1024;
 
 /// Why a connection ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,6 +91,14 @@ impl Close {
             reason: e.reason_code(),
             why,
         }
+    }
+}
+
+/// What a held packet counts against the held bound.
+fn held_size(packet: &Packet) -> usize {
+    match packet {
+        Packet::Publish(p) => p.payload.len() + p.topic.len(),
+        _ => 0,
     }
 }
 
@@ -143,6 +157,14 @@ pub struct Connection<S> {
     torn: bool,
     /// Certificate identity from the listener.
     identity: CertIdentity,
+    /// What a full queue does to this connection's PUBLISH packets.
+    queue_full: QueueFullPolicy,
+    /// A PUBLISH paused by a full queue (3.1.1 back-pressure).
+    stall: Option<publish::Stall>,
+    /// Packets read while paused that must wait for the paused PUBLISH, in order.
+    held: VecDeque<Packet>,
+    /// Bytes of the payloads in `held`.
+    held_bytes: usize,
 }
 
 /// A byte stream a connection runs over.
@@ -165,9 +187,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Transport for tokio_rustls::serve
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Transport for super::ws::WsStream<S> {}
 
-/// Serves one client connection to completion.
-pub async fn serve<S>(broker: Arc<Broker>, stream: S, peer: SocketAddr, identity: CertIdentity)
-where
+/// Serves one client connection to completion. `queue_full` is the listener's policy for
+/// PUBLISH packets that meet a full queue.
+pub async fn serve<S>(
+    broker: Arc<Broker>,
+    stream: S,
+    peer: SocketAddr,
+    identity: CertIdentity,
+    queue_full: QueueFullPolicy,
+) where
     S: Transport,
 {
     let link = ConnLink::new(broker.next_connection_id());
@@ -190,6 +218,10 @@ where
         deadline: None,
         torn: false,
         identity,
+        queue_full,
+        stall: None,
+        held: VecDeque::new(),
+        held_bytes: 0,
     };
     let close = conn.run().await;
     conn.finish(close).await;
@@ -294,9 +326,15 @@ impl<S: Transport> Connection<S> {
         let link = self.link.clone();
         let shutdown = self.broker.shutdown.clone();
         loop {
+            let was_paused = self.stall.is_some();
+            if was_paused && self.retry_stalled()? {
+                // Keep alive is not held against a client whose reads were paused.
+                self.deadline = keep_alive.map(|k| Instant::now() + k);
+            }
             if self.process_input()? > 0 {
                 self.deadline = keep_alive.map(|k| Instant::now() + k);
             }
+            self.refill().await?;
             self.drain();
             self.settle().await?;
             self.flush().await?;
@@ -307,7 +345,12 @@ impl<S: Transport> Connection<S> {
                 // large packet's buffer is given back).
                 self.rbuf = BytesMut::new();
             }
-            let deadline = self.deadline;
+            let paused = self
+                .stall
+                .as_ref()
+                .map(|s| (Arc::clone(&s.session), s.room_seq));
+            let reading = paused.is_none() || !self.held_full();
+            let deadline = if paused.is_some() { None } else { self.deadline };
             tokio::select! {
                 biased;
                 _ = link.kick.cancelled() => {
@@ -318,13 +361,18 @@ impl<S: Transport> Connection<S> {
                     debug!(client_id = %session.client_id, "keep alive expired");
                     return Err(Close::KeepAlive);
                 }
+                _ = async {
+                    if let Some((full, seen)) = &paused {
+                        full.room_since(*seen).await;
+                    }
+                }, if paused.is_some() => {}
                 read = async {
                     if idle {
                         self.stream.readable().await;
                     }
                     let spare = self.prepare_read();
                     (self.stream.read_buf(&mut self.rbuf).await, spare)
-                } => match read {
+                }, if reading => match read {
                     (Ok(n), spare) if n > 0 => self.adapt_read_size(n, spare),
                     _ => return Err(Close::Io),
                 },
@@ -334,10 +382,58 @@ impl<S: Transport> Connection<S> {
         }
     }
 
+    /// True once a paused connection has read and held as much as it may.
+    fn held_full(&self) -> bool {
+        self.held.len() >= MAX_HELD || self.held_bytes >= MAX_HELD_BYTES
+    }
+
+    /// Reads more of a durable session's backlog from the store once its memory queue runs
+    /// low.
+    async fn refill(&mut self) -> Result<(), Close> {
+        let (Some(attached), Some(store)) = (&self.state, &self.broker.store) else {
+            return Ok(());
+        };
+        let session = Arc::clone(&attached.session);
+        let request = session.slot.lock().session.outbound.load_request();
+        let Some(request) = request else {
+            return Ok(());
+        };
+        Metrics::inc(&self.broker.metrics.store_reads);
+        let read = store.read_queue(session.store_key(), request).await;
+        let failed = read.is_err();
+        if let Err(e) = &read {
+            tracing::error!(client_id = %session.client_id, error = %e, "reading the queue from the store failed");
+        }
+        session
+            .slot
+            .lock()
+            .session
+            .outbound
+            .loaded(request, read.ok());
+        if failed {
+            return Err(Close::StorageFailure);
+        }
+        Ok(())
+    }
+
     /// Decodes and handles every complete packet in the read buffer. Returns how many.
+    ///
+    /// While a PUBLISH is paused, packets that do not depend on it (acknowledgements, PINGREQ,
+    /// DISCONNECT) are handled at once, so a client's own deliveries keep flowing; the others
+    /// are held in order behind it, up to a bound.
     fn process_input(&mut self) -> Result<usize, Close> {
         let mut handled = 0;
+        while self.stall.is_none() {
+            let Some(packet) = self.held.pop_front() else {
+                break;
+            };
+            self.held_bytes = self.held_bytes.saturating_sub(held_size(&packet));
+            self.handle(packet)?;
+        }
         loop {
+            if self.stall.is_some() && self.held_full() {
+                return Ok(handled);
+            }
             let packet = match self.decoder.decode(&mut self.rbuf) {
                 Ok(Some(packet)) => packet,
                 Ok(None) => return Ok(handled),
@@ -347,6 +443,15 @@ impl<S: Transport> Connection<S> {
                 }
             };
             handled += 1;
+            let independent = matches!(
+                packet,
+                Packet::Ack(_) | Packet::PingReq | Packet::Disconnect(_)
+            );
+            if (self.stall.is_some() || !self.held.is_empty()) && !independent {
+                self.held_bytes += held_size(&packet);
+                self.held.push_back(packet);
+                continue;
+            }
             self.handle(packet)?;
         }
     }

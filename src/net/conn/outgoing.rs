@@ -11,7 +11,7 @@ use crate::codec::{
     self, AckKind, EncodeError, Packet, PubAckLike, PublishProperties, PublishView, QoS, Version,
 };
 use crate::session::{Delivery, Transmit};
-use crate::store::{EntryState, Op};
+use crate::store::{EntryState, Op, entry_for};
 
 use super::{Close, Connection, Transport, WRITE_BUDGET};
 
@@ -62,25 +62,64 @@ impl<S: Transport> Connection<S> {
         let mut expired = Vec::new();
         let mut budget = 0usize;
         self.pending_drain = false;
+        let mut recorded = Vec::new();
+        let mut freed = false;
         let persisted = {
             let mut slot = session.slot.lock();
+            let persisted = slot.persisted;
             loop {
                 if budget >= WRITE_BUDGET {
                     self.pending_drain = true;
                     break;
                 }
                 match slot.session.outbound.next_transmit(now, &mut expired) {
-                    Some(t) => {
-                        if let Transmit::Publish { delivery, .. } = &t {
+                    Some(mut t) => {
+                        if let Transmit::Publish {
+                            delivery,
+                            packet_id,
+                            dup,
+                        } = &mut t
+                        {
                             budget += delivery.message.payload.len() + delivery.message.topic.len();
+                            freed |= *packet_id == 0;
+                            if persisted
+                                && !*dup
+                                && *packet_id != 0
+                                && delivery.seq == 0
+                                && delivery.message.id != 0
+                            {
+                                // A retained message sent on SUBSCRIBE enters the durable
+                                // queue as it goes out (already sent, so never read back).
+                                let seq = slot.session.take_seq();
+                                slot.session.outbound.set_seq(*packet_id, seq);
+                                delivery.seq = seq;
+                                let mut entry = entry_for(
+                                    delivery.message.id,
+                                    delivery.qos,
+                                    delivery.retain,
+                                    &delivery.subscription_ids,
+                                );
+                                entry.state = EntryState::Published;
+                                entry.packet_id = *packet_id;
+                                recorded.push(Op::Enqueue {
+                                    session: session.store_key(),
+                                    seq,
+                                    message: Arc::clone(&delivery.message),
+                                    entry,
+                                });
+                            }
                         }
                         self.transmits.push(t);
                     }
                     None => break,
                 }
             }
-            slot.persisted
+            persisted
         };
+        for op in recorded {
+            // Durable before the PUBLISH leaves, like any recorded packet id.
+            self.pending.push(op);
+        }
         if !expired.is_empty() {
             self.broker
                 .metrics
@@ -138,6 +177,9 @@ impl<S: Transport> Connection<S> {
                     .iter()
                     .filter_map(|id| slot.session.outbound.discard(*id)),
             );
+        }
+        if freed || !done.is_empty() {
+            session.notify_room();
         }
         if persisted {
             let p = &mut self.pending;

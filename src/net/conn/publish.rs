@@ -1,5 +1,5 @@
 //! PUBLISH from a client: QoS 2 duplicate suppression, routing, retained update, and the
-//! PUBACK or PUBREC answer.
+//! PUBACK or PUBREC answer; at a full queue, 0x97 (MQTT 5.0) or a pause (MQTT 3.1.1).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use tracing::debug;
 
 use crate::auth::Access;
-use crate::broker::Metrics;
+use crate::broker::{Metrics, Routed, SessionHandle};
 use crate::codec::{AckKind, Publish, QoS, Version};
 use crate::session::{Message, Qos2Publish};
 use crate::store::Op;
@@ -18,6 +18,22 @@ use super::{Close, Connection, Transport};
 const NO_MATCHING_SUBSCRIBERS: u8 = 0x10;
 /// MQTT 5.0 reason code: not authorized.
 const NOT_AUTHORIZED: u8 = 0x87;
+/// MQTT 5.0 reason code: quota exceeded (a queue the message must go to is full).
+const QUOTA_EXCEEDED: u8 = 0x97;
+
+/// A QoS 1/2 PUBLISH from a 3.1.1 client that a full queue holds back: not acknowledged, and
+/// the connection's further PUBLISH packets wait behind it until there is room.
+#[derive(Debug)]
+pub(super) struct Stall {
+    /// The message, built once (its store id stays the same across retries).
+    message: Arc<Message>,
+    /// Its packet id.
+    packet_id: u16,
+    /// The full session.
+    pub(super) session: Arc<SessionHandle>,
+    /// That session's backlog generation when it was found full.
+    pub(super) room_seq: u64,
+}
 
 impl<S: Transport> Connection<S> {
     pub(super) fn handle_publish(&mut self, publish: Publish) -> Result<(), Close> {
@@ -42,81 +58,141 @@ impl<S: Transport> Connection<S> {
         };
         if !permitted {
             debug!(client_id = %attached.session.client_id, topic = %publish.topic, "PUBLISH denied by ACL");
-            if version == Version::V5 {
-                return match publish.qos {
-                    QoS::AtMostOnce => Ok(()),
-                    QoS::AtLeastOnce => self.send_ack(AckKind::PubAck, packet_id, NOT_AUTHORIZED),
-                    QoS::ExactlyOnce => self.send_ack(AckKind::PubRec, packet_id, NOT_AUTHORIZED),
-                };
+            return match (version, publish.qos) {
+                (_, QoS::AtMostOnce) => Ok(()),
+                (Version::V5, QoS::AtLeastOnce) => {
+                    self.send_ack(AckKind::PubAck, packet_id, NOT_AUTHORIZED)
+                }
+                (Version::V5, QoS::ExactlyOnce) => {
+                    self.send_ack(AckKind::PubRec, packet_id, NOT_AUTHORIZED)
+                }
+                (Version::V311, QoS::AtLeastOnce) => self.send_ack(AckKind::PubAck, packet_id, 0),
+                (Version::V311, QoS::ExactlyOnce) => {
+                    self.record_incoming(packet_id);
+                    self.send_ack(AckKind::PubRec, packet_id, 0)
+                }
+            };
+        }
+        if publish.qos == QoS::ExactlyOnce {
+            let limit = usize::from(self.broker.config.receive_maximum);
+            let slot = attached.session.slot.lock();
+            let inbound = &slot.session.inbound;
+            if inbound.is_pending(packet_id) {
+                // A retransmission awaiting PUBREL: not delivered again (MQTT-4.3.3-9).
+                drop(slot);
+                return self.send_ack(AckKind::PubRec, packet_id, 0);
+            }
+            if version == Version::V5 && inbound.pending() >= limit {
+                // MQTT-3.3.4-7: more unacknowledged QoS 2 than our Receive Maximum
+                // (0x93, section 3.3.4). MQTT 3.1.1 has no such limit.
+                return Err(Close::Violation {
+                    reason: 0x93,
+                    why: "receive maximum exceeded",
+                });
             }
         }
-        match publish.qos {
-            QoS::AtMostOnce => {
-                if permitted {
-                    self.route(publish);
+        let message = self.message_of(publish);
+        self.publish_message(message, packet_id)
+    }
+
+    /// Routes a message and acknowledges it, or, at a full queue, refuses it (MQTT 5.0: 0x97)
+    /// or pauses (MQTT 3.1.1).
+    fn publish_message(&mut self, message: Arc<Message>, packet_id: u16) -> Result<(), Close> {
+        let broker = Arc::clone(&self.broker);
+        let Some(attached) = &self.state else {
+            return Err(Close::Io);
+        };
+        let key = attached.session.key;
+        let version = attached.version;
+        let qos = message.qos;
+        let routed = broker.publish(&message, Some(key), self.queue_full, Some(&mut self.pending));
+        let matched = match routed {
+            Routed::Delivered { matched } => matched,
+            Routed::Full { session, room_seq } => {
+                let metrics = &broker.metrics;
+                if version == Version::V5 {
+                    // Refused whole: nothing was queued anywhere, the retained message is
+                    // unchanged and a QoS 2 packet id is not kept (the flow ends here).
+                    Metrics::inc(&metrics.rejected_quota_exceeded);
+                    metrics.log_queue_full(&session.client_id, 0, 1, 0);
+                    let kind = match qos {
+                        QoS::ExactlyOnce => AckKind::PubRec,
+                        _ => AckKind::PubAck,
+                    };
+                    return self.send_ack(kind, packet_id, QUOTA_EXCEEDED);
                 }
-                Ok(())
+                if self.stall.is_none() {
+                    Metrics::inc(&metrics.backpressure_pauses);
+                    metrics.log_queue_full(&session.client_id, 0, 0, 1);
+                }
+                self.stall = Some(Stall {
+                    message,
+                    packet_id,
+                    session,
+                    room_seq,
+                });
+                return Ok(());
             }
-            QoS::AtLeastOnce => {
-                let queued = if permitted { self.route(publish) } else { 1 };
-                self.send_ack(AckKind::PubAck, packet_id, success_code(queued))
-            }
+        };
+        match qos {
+            QoS::AtMostOnce => Ok(()),
+            QoS::AtLeastOnce => self.send_ack(AckKind::PubAck, packet_id, success_code(matched)),
             QoS::ExactlyOnce => {
-                let limit = usize::from(self.broker.config.receive_maximum);
-                let (first, persisted) = {
-                    let mut slot = attached.session.slot.lock();
-                    let persisted = slot.persisted;
-                    let inbound = &mut slot.session.inbound;
-                    if attached.version == Version::V5
-                        && !inbound.is_pending(packet_id)
-                        && inbound.pending() >= limit
-                    {
-                        // MQTT-3.3.4-7: more unacknowledged QoS 2 than our Receive Maximum
-                        // (0x93, section 3.3.4). MQTT 3.1.1 has no such limit.
-                        return Err(Close::Violation {
-                            reason: 0x93,
-                            why: "receive maximum exceeded",
-                        });
-                    }
-                    (
-                        inbound.on_publish_qos2(packet_id) == Qos2Publish::Deliver,
-                        persisted,
-                    )
-                };
-                if first && persisted {
-                    // The id is durable before PUBREC, so a retry after a crash is recognised.
-                    let session = attached.session.store_key();
-                    self.pending.push(Op::PutIncoming { session, packet_id });
-                    self.pending.incoming_added.push(packet_id);
-                }
-                let code = if first && permitted {
-                    success_code(self.route(publish))
-                } else {
-                    0
-                };
-                self.send_ack(AckKind::PubRec, packet_id, code)
+                self.record_incoming(packet_id);
+                self.send_ack(AckKind::PubRec, packet_id, success_code(matched))
             }
         }
     }
 
-    /// Hands a message to the broker. Returns the number of deliveries queued.
-    fn route(&mut self, publish: Publish) -> usize {
-        let Some(attached) = &self.state else {
-            return 0;
+    /// Tries the paused PUBLISH again. Returns true if it is no longer paused.
+    pub(super) fn retry_stalled(&mut self) -> Result<bool, Close> {
+        let Some(stall) = self.stall.take() else {
+            return Ok(true);
         };
-        let expires_at = match attached.version {
-            Version::V5 => publish
+        let before = stall.room_seq;
+        let session = Arc::clone(&stall.session);
+        if session.room_seq() == before && !session.ended.is_cancelled() {
+            self.stall = Some(stall);
+            return Ok(false);
+        }
+        self.publish_message(stall.message, stall.packet_id)?;
+        Ok(self.stall.is_none())
+    }
+
+    /// Records an inbound QoS 2 packet id as awaiting PUBREL (durably for a durable session,
+    /// before PUBREC goes out, so a retry after a crash is recognised).
+    fn record_incoming(&mut self, packet_id: u16) {
+        let Some(attached) = &self.state else {
+            return;
+        };
+        let (first, persisted) = {
+            let mut slot = attached.session.slot.lock();
+            let first = slot.session.inbound.on_publish_qos2(packet_id) == Qos2Publish::Deliver;
+            (first, slot.persisted)
+        };
+        if first && persisted {
+            let session = attached.session.store_key();
+            self.pending.push(Op::PutIncoming { session, packet_id });
+            self.pending.incoming_added.push(packet_id);
+        }
+    }
+
+    /// Builds the application message of a PUBLISH.
+    fn message_of(&self, publish: Publish) -> Arc<Message> {
+        let v5 = self.state.as_ref().is_some_and(|a| a.version == Version::V5);
+        let expires_at = if v5 {
+            publish
                 .properties
                 .message_expiry_interval
-                .map(|s| Instant::now() + Duration::from_secs(u64::from(s))),
-            Version::V311 => None,
+                .map(|s| Instant::now() + Duration::from_secs(u64::from(s)))
+        } else {
+            None
         };
         let id = match publish.qos {
             QoS::AtMostOnce => 0,
             _ => self.broker.message_id(),
         };
-        let key = attached.session.key;
-        let message = Arc::new(Message {
+        Arc::new(Message {
             id,
             topic: Arc::from(publish.topic),
             payload: publish.payload,
@@ -124,14 +200,13 @@ impl<S: Transport> Connection<S> {
             retain: publish.retain,
             properties: publish.properties,
             expires_at,
-        });
-        let broker = Arc::clone(&self.broker);
-        broker.publish(&message, Some(key), Some(&mut self.pending))
+        })
     }
 }
 
-fn success_code(queued: usize) -> u8 {
-    if queued == 0 {
+/// v5 PUBACK/PUBREC reason: 0x10 only when no subscription matched (MQTT 5.0 3.4.2.1).
+fn success_code(matched: usize) -> u8 {
+    if matched == 0 {
         NO_MATCHING_SUBSCRIBERS
     } else {
         0

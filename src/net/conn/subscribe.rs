@@ -6,7 +6,6 @@ use tracing::debug;
 use std::sync::Arc;
 
 use crate::auth::Access;
-use crate::broker::deliver;
 use crate::codec::{Packet, RetainHandling, SubAck, Subscribe, UnsubAck, Unsubscribe, Version};
 use crate::session::{Delivery, SubOptions};
 use crate::store::Op;
@@ -97,9 +96,18 @@ impl<S: Transport> Connection<S> {
             packet_id: subscribe.packet_id,
             codes,
         }))?;
-        let broker = std::sync::Arc::clone(&self.broker);
-        for delivery in retained {
-            deliver(&session, delivery, &broker.metrics, Some(&mut self.pending));
+        if !retained.is_empty() {
+            // Streamed: sent ahead of the queue as the client's window allows, however many
+            // there are, without filling the queue (they are shared with the retained index).
+            let mut slot = session.slot.lock();
+            if let Some(acl) = slot.acl.clone() {
+                retained.retain(|d| acl.check(&d.message.topic, Access::Read));
+            }
+            for delivery in retained {
+                slot.session.outbound.push_retained(delivery);
+            }
+            drop(slot);
+            self.pending.wake.push(Arc::clone(&session));
         }
         Ok(())
     }
