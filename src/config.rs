@@ -502,7 +502,10 @@ mod tests {
         assert_eq!(c.queue_full, QueueFullPolicy::DropOldest);
         assert_eq!(c.listeners[0].queue_full, Some(QueueFullPolicy::DropNew));
         let e = parse("queue_full = \"drop_everything\"\n").unwrap_err();
-        assert!(e.message.contains("drop_everything") || e.message.contains("queue_full"), "{e}");
+        assert!(
+            e.message.contains("drop_everything") || e.message.contains("queue_full"),
+            "{e}"
+        );
         let e = parse("max_queued_memory_bytes = 10\n").unwrap_err();
         assert!(e.message.contains("max_queued_memory_bytes"), "{e}");
     }

@@ -111,7 +111,10 @@ impl Metrics {
         log.refused += refused;
         log.paused += paused;
         let now = Instant::now();
-        if log.last.is_some_and(|t| now.duration_since(t) < DROP_LOG_INTERVAL) {
+        if log
+            .last
+            .is_some_and(|t| now.duration_since(t) < DROP_LOG_INTERVAL)
+        {
             return;
         }
         log.last = Some(now);

@@ -238,7 +238,12 @@ impl Router {
                                     seq,
                                 });
                             }
-                            if slot.session.outbound.reserve(cost, qos, storable, online).is_ok() {
+                            if slot
+                                .session
+                                .outbound
+                                .reserve(cost, qos, storable, online)
+                                .is_ok()
+                            {
                                 room = true;
                                 break;
                             }

@@ -127,7 +127,10 @@ async fn handshake_and_serve(
     stream: TcpStream,
     peer: SocketAddr,
 ) {
-    let policy = listener.config.queue_full.unwrap_or(broker.config.queue_full);
+    let policy = listener
+        .config
+        .queue_full
+        .unwrap_or(broker.config.queue_full);
     if listener.config.kind == ListenerKind::Tcp {
         // The common case stays small: no handshake state in this task's future.
         return serve(broker, stream, peer, CertIdentity::NotUsed, policy).await;

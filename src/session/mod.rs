@@ -68,7 +68,12 @@ pub struct Session {
 
 impl Session {
     /// A new, empty session.
-    pub fn new(version: Version, expiry_interval: u32, limits: QueueLimits, window: u16) -> Session {
+    pub fn new(
+        version: Version,
+        expiry_interval: u32,
+        limits: QueueLimits,
+        window: u16,
+    ) -> Session {
         Session {
             version,
             expiry_interval,

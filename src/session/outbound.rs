@@ -183,7 +183,13 @@ impl Outbound {
     /// be written to the store (a QoS 1/2 message for a durable session of a broker with a
     /// store); only such a delivery may go beyond the memory bound. An admitted delivery is
     /// reserved until [`Outbound::place`] or [`Outbound::unreserve`].
-    pub fn reserve(&mut self, cost: u64, qos: QoS, storable: bool, online: bool) -> Result<(), Refused> {
+    pub fn reserve(
+        &mut self,
+        cost: u64,
+        qos: QoS,
+        storable: bool,
+        online: bool,
+    ) -> Result<(), Refused> {
         if !online && qos == QoS::AtMostOnce {
             return Err(Refused::OfflineQoS0);
         }
@@ -221,7 +227,13 @@ impl Outbound {
     /// waiting in the store (order is kept), otherwise, if `storable`, in the store only (the
     /// caller writes it there). An offline session keeps storable deliveries in the store
     /// only: its memory is not spent on a client that is away.
-    pub fn place(&mut self, delivery: Delivery, cost: u64, storable: bool, online: bool) -> Placement {
+    pub fn place(
+        &mut self,
+        delivery: Delivery,
+        cost: u64,
+        storable: bool,
+        online: bool,
+    ) -> Placement {
         self.unreserve(cost);
         self.prune_unsettled();
         let over = self.memory_bytes + cost > self.limits.memory_bytes;
@@ -235,7 +247,9 @@ impl Outbound {
             if let Some(gate) = &delivery.gate
                 && gate.state() == GateState::Pending
             {
-                self.stored.unsettled.push_back((delivery.seq, Arc::clone(gate), cost));
+                self.stored
+                    .unsettled
+                    .push_back((delivery.seq, Arc::clone(gate), cost));
             }
             return Placement::Store;
         }
@@ -782,5 +796,164 @@ mod tests {
         let mut expired = Vec::new();
         assert_eq!(o.next_transmit(Instant::now(), &mut expired), None);
         assert_eq!(expired, vec![0]);
+    }
+
+    fn durable_delivery(qos: QoS, seq: u64, gate: Option<Arc<CommitGate>>) -> Delivery {
+        let mut d = delivery(qos);
+        d.seq = seq;
+        d.gate = gate;
+        d
+    }
+
+    #[test]
+    fn reservation_is_all_or_nothing_and_counts_every_part_of_the_backlog() {
+        let mut o = Outbound::new(limit(2), 1);
+        let cost = delivery_cost(&delivery(QoS::AtLeastOnce));
+        o.reserve(cost, QoS::AtLeastOnce, false, true).unwrap();
+        o.reserve(cost, QoS::AtLeastOnce, false, true).unwrap();
+        assert_eq!(
+            o.reserve(cost, QoS::AtLeastOnce, false, true),
+            Err(Refused::Full),
+            "reservations count"
+        );
+        o.unreserve(cost);
+        assert_eq!(o.backlog_messages(), 1);
+        o.place(delivery(QoS::AtLeastOnce), cost, false, true);
+        publish_id(send(&mut o));
+        assert_eq!(o.backlog_messages(), 1, "in flight still counts");
+        assert_eq!(o.backlog_bytes(), cost);
+        assert_eq!(o.on_puback(1), DONE);
+        assert_eq!(o.backlog_messages(), 0);
+        assert_eq!(o.backlog_bytes(), 0);
+    }
+
+    #[test]
+    fn memory_bound_spills_storable_deliveries_and_refuses_the_rest() {
+        let cost = delivery_cost(&delivery(QoS::AtLeastOnce));
+        let mut o = Outbound::new(
+            QueueLimits {
+                memory_bytes: 2 * cost,
+                ..QueueLimits::UNLIMITED
+            },
+            10,
+        );
+        for seq in 1..=2 {
+            o.reserve(cost, QoS::AtLeastOnce, true, true).unwrap();
+            let placed = o.place(
+                durable_delivery(QoS::AtLeastOnce, seq, None),
+                cost,
+                true,
+                true,
+            );
+            assert_eq!(placed, Placement::Memory);
+        }
+        o.reserve(cost, QoS::AtLeastOnce, true, true).unwrap();
+        let placed = o.place(
+            durable_delivery(QoS::AtLeastOnce, 3, None),
+            cost,
+            true,
+            true,
+        );
+        assert_eq!(
+            placed,
+            Placement::Store,
+            "beyond the memory bound: store only"
+        );
+        // Once something waits in the store, QoS 0 (not storable) cannot jump ahead of it.
+        assert_eq!(
+            o.reserve(cost, QoS::AtMostOnce, false, true),
+            Err(Refused::Full)
+        );
+        assert_eq!(o.stats().stored_messages, 1);
+        assert_eq!(o.stats().memory_bytes, 2 * cost);
+        // Memory is full: no read yet. Send both and acknowledge them; then read position 3.
+        assert_eq!(o.load_request(), None);
+        publish_id(send(&mut o));
+        publish_id(send(&mut o));
+        o.on_puback(1);
+        o.on_puback(2);
+        let request = o.load_request().expect("memory ran low");
+        assert_eq!((request.from, request.before), (3, u64::MAX));
+        assert_eq!(o.load_request(), None, "one read at a time");
+        o.loaded(
+            request,
+            Some(vec![durable_delivery(QoS::AtLeastOnce, 3, None)]),
+        );
+        assert_eq!(o.stats().stored_messages, 0);
+        assert_eq!(publish_id(send(&mut o)), 3);
+    }
+
+    #[test]
+    fn reads_stop_before_a_delivery_whose_commit_is_pending() {
+        let cost = delivery_cost(&delivery(QoS::AtLeastOnce));
+        let mut o = Outbound::new(QueueLimits::UNLIMITED, 10);
+        let open = Arc::new(CommitGate::default());
+        let pending = Arc::new(CommitGate::default());
+        let failed = Arc::new(CommitGate::default());
+        // Offline: storable deliveries go to the store only.
+        for (seq, gate) in [(5, &open), (6, &pending), (7, &failed)] {
+            o.reserve(cost, QoS::AtLeastOnce, true, false).unwrap();
+            let d = durable_delivery(QoS::AtLeastOnce, seq, Some(Arc::clone(gate)));
+            assert_eq!(o.place(d, cost, true, false), Placement::Store);
+        }
+        open.resolve(true);
+        failed.resolve(false);
+        let request = o.load_request().unwrap();
+        assert_eq!(
+            (request.from, request.before),
+            (5, 6),
+            "6 may not be in the store yet"
+        );
+        o.loaded(
+            request,
+            Some(vec![durable_delivery(QoS::AtLeastOnce, 5, None)]),
+        );
+        pending.resolve(true);
+        let request = o.load_request().unwrap();
+        assert_eq!((request.from, request.before), (6, u64::MAX));
+        assert_eq!(
+            o.stats().stored_messages,
+            1,
+            "the failed commit left the backlog"
+        );
+        o.loaded(
+            request,
+            Some(vec![durable_delivery(QoS::AtLeastOnce, 6, None)]),
+        );
+        assert_eq!(o.backlog_messages(), 2);
+        assert_eq!(o.stats().stored_messages, 0);
+    }
+
+    #[test]
+    fn retained_deliveries_go_first_and_are_not_limited() {
+        let mut o = Outbound::new(limit(1), 10);
+        o.enqueue(delivery(QoS::AtLeastOnce), true).unwrap();
+        for _ in 0..5 {
+            o.push_retained(delivery(QoS::AtMostOnce));
+        }
+        let mut qos0 = 0;
+        while let Some(Transmit::Publish { packet_id, .. }) = send(&mut o) {
+            if packet_id == 0 {
+                qos0 += 1;
+            } else {
+                assert_eq!(qos0, 5, "the queue after the retained messages");
+            }
+        }
+        assert_eq!(qos0, 5);
+    }
+
+    #[test]
+    fn evict_oldest_frees_the_front_of_the_memory_queue() {
+        let mut o = Outbound::new(limit(2), 1);
+        o.enqueue(durable_delivery(QoS::AtLeastOnce, 1, None), false)
+            .unwrap();
+        o.enqueue(durable_delivery(QoS::AtLeastOnce, 2, None), false)
+            .unwrap();
+        assert_eq!(
+            o.enqueue(delivery(QoS::AtLeastOnce), false),
+            Err(Refused::Full)
+        );
+        assert_eq!(o.evict_oldest(), Some(1));
+        assert!(o.enqueue(delivery(QoS::AtLeastOnce), false).is_ok());
     }
 }

@@ -11,8 +11,8 @@ use crate::session::{DELIVERY_OVERHEAD, Delivery, Message, NEVER_EXPIRES, SubOpt
 use super::StoreError;
 use super::apply::{Op, SessionKey, Tables};
 use super::record::{
-    EntryRecord, EntryState, SessionRecord, decode_entry, decode_message, decode_session, decode_subscription,
-    unix_now,
+    EntryRecord, EntryState, SessionRecord, decode_entry, decode_message, decode_session,
+    decode_subscription, unix_now,
 };
 use super::tables::{INCOMING_QOS2, MESSAGES, QUEUE, RETAINED, SESSIONS, SUBSCRIPTIONS};
 
@@ -129,7 +129,8 @@ pub fn load(db: &Database, path: &std::path::Path) -> Result<Loaded, StoreError>
         s.max_seq = s.max_seq.max(seq);
         if entry.state == EntryState::Queued {
             // Not sent yet: stays in the store until the client is back and drains.
-            let cost = message.payload.len() as u64 + message.topic.len() as u64 + DELIVERY_OVERHEAD;
+            let cost =
+                message.payload.len() as u64 + message.topic.len() as u64 + DELIVERY_OVERHEAD;
             let stored = s.stored.get_or_insert((seq, 0, 0));
             stored.1 += 1;
             stored.2 += cost;
@@ -264,11 +265,12 @@ pub fn read_queue(
         };
         let mut delivery = Delivery::new(message, entry.qos, entry.retain, entry.subscription_ids);
         delivery.seq = seq;
-        bytes += crate::session::delivery_cost(&delivery);
-        out.push(delivery);
-        if bytes >= max_bytes {
+        let cost = crate::session::delivery_cost(&delivery);
+        if bytes + cost > max_bytes && !out.is_empty() {
             break;
         }
+        bytes += cost;
+        out.push(delivery);
     }
     Ok(out)
 }

@@ -418,9 +418,9 @@ fn commit(
     if delta >= 0 {
         stats.message_bytes.fetch_add(delta as u64, Relaxed);
     } else {
-        let _ = stats
-            .message_bytes
-            .fetch_update(Relaxed, Relaxed, |v| Some(v.saturating_sub(delta.unsigned_abs())));
+        let _ = stats.message_bytes.fetch_update(Relaxed, Relaxed, |v| {
+            Some(v.saturating_sub(delta.unsigned_abs()))
+        });
     }
     Ok(())
 }

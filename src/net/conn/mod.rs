@@ -350,7 +350,11 @@ impl<S: Transport> Connection<S> {
                 .as_ref()
                 .map(|s| (Arc::clone(&s.session), s.room_seq));
             let reading = paused.is_none() || !self.held_full();
-            let deadline = if paused.is_some() { None } else { self.deadline };
+            let deadline = if paused.is_some() {
+                None
+            } else {
+                self.deadline
+            };
             tokio::select! {
                 biased;
                 _ = link.kick.cancelled() => {

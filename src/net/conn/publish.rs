@@ -105,7 +105,12 @@ impl<S: Transport> Connection<S> {
         let key = attached.session.key;
         let version = attached.version;
         let qos = message.qos;
-        let routed = broker.publish(&message, Some(key), self.queue_full, Some(&mut self.pending));
+        let routed = broker.publish(
+            &message,
+            Some(key),
+            self.queue_full,
+            Some(&mut self.pending),
+        );
         let matched = match routed {
             Routed::Delivered { matched } => matched,
             Routed::Full { session, room_seq } => {
@@ -179,7 +184,10 @@ impl<S: Transport> Connection<S> {
 
     /// Builds the application message of a PUBLISH.
     fn message_of(&self, publish: Publish) -> Arc<Message> {
-        let v5 = self.state.as_ref().is_some_and(|a| a.version == Version::V5);
+        let v5 = self
+            .state
+            .as_ref()
+            .is_some_and(|a| a.version == Version::V5);
         let expires_at = if v5 {
             publish
                 .properties
