@@ -172,6 +172,8 @@ pub struct Config {
     pub max_store_bytes: u64,
     /// What happens at a full queue (listeners may override it).
     pub queue_full: QueueFullPolicy,
+    /// Memory the store may use to cache pages of its file.
+    pub store_cache_bytes: usize,
     /// Outbound QoS 1/2 messages in flight per client (further capped by its Receive Maximum).
     pub max_inflight_messages: u16,
     /// Inbound QoS 1/2 messages a client may have unacknowledged (our Receive Maximum).
@@ -218,6 +220,7 @@ impl Default for Config {
             max_queued_memory_bytes: 2 * 1024 * 1024,
             max_store_bytes: 4 * 1024 * 1024 * 1024,
             queue_full: QueueFullPolicy::Backpressure,
+            store_cache_bytes: crate::store::DEFAULT_CACHE_BYTES,
             max_inflight_messages: 100,
             receive_maximum: 100,
             connect_timeout: Duration::from_secs(10),
@@ -259,6 +262,8 @@ pub struct FileConfig {
     pub max_store_bytes: Option<u64>,
     /// See [`Config::queue_full`]: `"backpressure"`, `"drop_new"` or `"drop_oldest"`.
     pub queue_full: Option<QueueFullPolicy>,
+    /// See [`Config::store_cache_bytes`].
+    pub store_cache_bytes: Option<usize>,
     /// See [`Config::max_inflight_messages`].
     pub max_inflight_messages: Option<u16>,
     /// See [`Config::receive_maximum`].
@@ -364,6 +369,12 @@ impl FileConfig {
         }
         if let Some(v) = self.queue_full {
             config.queue_full = v;
+        }
+        if let Some(v) = self.store_cache_bytes {
+            if v < 1024 * 1024 {
+                return Err(bad("store_cache_bytes", "must be at least 1048576"));
+            }
+            config.store_cache_bytes = v;
         }
         if let Some(v) = self.max_inflight_messages {
             if v == 0 {

@@ -90,8 +90,12 @@ pub async fn start(config: Config) -> Result<BrokerHandle, StartError> {
     let (store, loaded) = if config.in_memory {
         (None, None)
     } else {
-        let (store, loaded) =
-            store::Store::open(&config.data_dir, config.durability).map_err(StartError::Store)?;
+        let (store, loaded) = store::Store::open_with(
+            &config.data_dir,
+            config.durability,
+            config.store_cache_bytes,
+        )
+        .map_err(StartError::Store)?;
         (Some(store), Some(loaded))
     };
     let listeners = net::listener::bind_all(&config)

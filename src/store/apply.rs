@@ -1,5 +1,6 @@
 //! Applying a batch of operations inside one write transaction.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use redb::{ReadableTable, Table, WriteTransaction};
@@ -141,6 +142,9 @@ pub struct Tables<'txn> {
     retained: Table<'txn, &'static str, &'static [u8]>,
     /// Change in the bytes of the messages table made through these tables.
     pub message_bytes_delta: i64,
+    /// Stored incarnation per client id, as read or written in this transaction (`None`: no
+    /// session), so a batch of operations for one session reads its record once.
+    incarnations: HashMap<Arc<str>, Option<u64>>,
 }
 
 impl<'txn> Tables<'txn> {
@@ -155,6 +159,7 @@ impl<'txn> Tables<'txn> {
             incoming: txn.open_table(INCOMING_QOS2)?,
             retained: txn.open_table(RETAINED)?,
             message_bytes_delta: 0,
+            incarnations: HashMap::new(),
         })
     }
 
@@ -168,6 +173,8 @@ impl<'txn> Tables<'txn> {
                 };
                 self.sessions
                     .insert(&*session.client, encode_session(&record).as_slice())?;
+                self.incarnations
+                    .insert(Arc::clone(&session.client), Some(session.incarnation));
                 return Ok(());
             }
             Op::PutRetained { message } => {
@@ -260,11 +267,18 @@ impl<'txn> Tables<'txn> {
     }
 
     /// True if `session` is the incarnation the store holds for its client id.
-    fn is_current(&self, session: &SessionKey) -> Result<bool, redb::Error> {
-        let stored = self.sessions.get(&*session.client)?;
-        Ok(stored
+    fn is_current(&mut self, session: &SessionKey) -> Result<bool, redb::Error> {
+        if let Some(known) = self.incarnations.get(&session.client) {
+            return Ok(*known == Some(session.incarnation));
+        }
+        let stored = self
+            .sessions
+            .get(&*session.client)?
             .and_then(|g| decode_session(g.value()).ok())
-            .is_some_and(|r| r.incarnation == session.incarnation))
+            .map(|r| r.incarnation);
+        self.incarnations
+            .insert(Arc::clone(&session.client), stored);
+        Ok(stored == Some(session.incarnation))
     }
 
     fn release_message(&mut self, id: u64) -> Result<(), redb::Error> {
@@ -282,6 +296,7 @@ impl<'txn> Tables<'txn> {
 
     fn delete_session(&mut self, client: &str) -> Result<(), redb::Error> {
         self.sessions.remove(client)?;
+        self.incarnations.insert(Arc::from(client), None);
         let mut released = Vec::new();
         for item in self
             .queue

@@ -33,6 +33,9 @@ use tables::{META, SCHEMA_VERSION};
 /// File name of the database inside the data directory.
 pub const DB_FILE: &str = "roost.redb";
 
+/// Page cache of the store unless configured otherwise.
+pub const DEFAULT_CACHE_BYTES: usize = 32 * 1024 * 1024;
+
 /// Most operations applied in one transaction; more wait for the next one.
 const MAX_BATCH_OPS: usize = 65_536;
 /// With buffered durability, the longest a commit stays without an fsync.
@@ -155,6 +158,15 @@ impl Store {
     /// Opens (creating if needed) `dir/roost.redb`, checks the schema version, removes
     /// sessions that expired while the broker was down, loads the rest, and starts the writer.
     pub fn open(dir: &Path, durability: Durability) -> Result<(Store, Loaded), StoreError> {
+        Store::open_with(dir, durability, DEFAULT_CACHE_BYTES)
+    }
+
+    /// [`Store::open`] with a page cache of `cache_bytes` (redb's own default is 1 GiB).
+    pub fn open_with(
+        dir: &Path,
+        durability: Durability,
+        cache_bytes: usize,
+    ) -> Result<(Store, Loaded), StoreError> {
         let path = dir.join(DB_FILE);
         let open_err = |why: String| StoreError::Open {
             path: path.clone(),
@@ -164,7 +176,10 @@ impl Store {
             path: dir.to_path_buf(),
             why: e.to_string(),
         })?;
-        let db = Database::create(&path).map_err(|e| open_err(e.to_string()))?;
+        let db = Database::builder()
+            .set_cache_size(cache_bytes)
+            .create(&path)
+            .map_err(|e| open_err(e.to_string()))?;
         check_schema(&db, &path)?;
         let mut loaded = load::load(&db, &path)?;
         let expired = load::drop_expired(&db, &path, &mut loaded)?;
