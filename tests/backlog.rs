@@ -245,6 +245,7 @@ async fn v5_publisher_gets_0x97_at_the_limit_and_nothing_is_delivered() {
     // The subscriber has exactly the five accepted messages.
     let got = receive_acking(&mut sub, 5).await;
     assert_eq!(got, [1, 2, 3, 4, 5]);
+    wait_until(|| broker.session_info("stuck").unwrap().backlog.messages == 0).await;
     // Room again: the same QoS 2 packet id is a new message now, delivered exactly once.
     publisher
         .send(&publish("s", QoS::ExactlyOnce, 100, &100u32.to_be_bytes()))

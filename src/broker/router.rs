@@ -261,6 +261,8 @@ impl Router {
             drop(slot);
             admitted.push((target, qos, storable));
         }
+        // A message stored for one session only is kept in its queue entry.
+        let inline = admitted.iter().filter(|(_, _, storable)| *storable).count() == 1;
         for (target, qos, storable) in admitted {
             let mut delivery = Delivery::new(
                 Arc::clone(message),
@@ -285,16 +287,20 @@ impl Router {
             let persist = storable && slot.persisted;
             let op = if persist {
                 delivery.seq = slot.session.take_seq();
+                let mut entry = entry_for(
+                    delivery.message.id,
+                    delivery.qos,
+                    delivery.retain,
+                    &delivery.subscription_ids,
+                );
+                if inline {
+                    entry.inline = Some(Arc::clone(&delivery.message));
+                }
                 Some(Op::Enqueue {
                     session: session.store_key(),
                     seq: delivery.seq,
                     message: Arc::clone(&delivery.message),
-                    entry: entry_for(
-                        delivery.message.id,
-                        delivery.qos,
-                        delivery.retain,
-                        &delivery.subscription_ids,
-                    ),
+                    entry,
                 })
             } else {
                 None

@@ -9,7 +9,7 @@ use crate::session::{Message, SubOptions};
 
 use super::record::{
     EntryRecord, EntryState, SessionRecord, decode_entry, decode_session, encode_entry,
-    encode_message, encode_session, encode_subscription,
+    encode_message, encode_session, encode_subscription, entry_message,
 };
 use super::tables::{
     INCOMING_QOS2, MESSAGE_REFS, MESSAGES, QUEUE, RETAINED, SESSIONS, SUBSCRIPTIONS,
@@ -214,20 +214,24 @@ impl<'txn> Tables<'txn> {
                 entry,
                 ..
             } => {
-                let refs = self.refs.get(message.id)?.map(|g| g.value());
-                match refs {
-                    Some(n) => {
-                        self.refs.insert(message.id, n.saturating_add(1))?;
-                    }
-                    None => {
-                        let record = encode_message(message);
-                        self.message_bytes_delta += record.len() as i64;
-                        self.messages.insert(message.id, record.as_slice())?;
-                        self.refs.insert(message.id, 1)?;
+                let record = encode_entry(entry);
+                if entry.inline.is_some() {
+                    self.message_bytes_delta += record.len() as i64;
+                } else {
+                    let refs = self.refs.get(message.id)?.map(|g| g.value());
+                    match refs {
+                        Some(n) => {
+                            self.refs.insert(message.id, n.saturating_add(1))?;
+                        }
+                        None => {
+                            let body = encode_message(message);
+                            self.message_bytes_delta += body.len() as i64;
+                            self.messages.insert(message.id, body.as_slice())?;
+                            self.refs.insert(message.id, 1)?;
+                        }
                     }
                 }
-                self.queue
-                    .insert((client, *seq), encode_entry(entry).as_slice())?;
+                self.queue.insert((client, *seq), record.as_slice())?;
             }
             Op::UpdateEntry {
                 seq,
@@ -250,10 +254,8 @@ impl<'txn> Tables<'txn> {
                 let removed = self
                     .queue
                     .remove((client, *seq))?
-                    .map(|g| decode_entry(g.value()));
-                if let Some(Ok(entry)) = removed {
-                    self.release_message(entry.message_id)?;
-                }
+                    .map(|g| (g.value().len(), entry_message(g.value())));
+                self.forget_entry(removed)?;
             }
             Op::PutIncoming { packet_id, .. } => {
                 self.incoming.insert((client, *packet_id), 0)?;
@@ -281,6 +283,22 @@ impl<'txn> Tables<'txn> {
         Ok(stored == Some(session.incarnation))
     }
 
+    /// Accounts for a removed queue entry (its length and what it refers to): an inline
+    /// message leaves with it, a shared one loses a reference.
+    fn forget_entry(
+        &mut self,
+        removed: Option<(usize, Result<(u64, bool), super::record::CorruptRecord>)>,
+    ) -> Result<(), redb::Error> {
+        match removed {
+            Some((len, Ok((_, true)))) => {
+                self.message_bytes_delta -= len as i64;
+                Ok(())
+            }
+            Some((_, Ok((id, false)))) => self.release_message(id),
+            _ => Ok(()),
+        }
+    }
+
     fn release_message(&mut self, id: u64) -> Result<(), redb::Error> {
         let refs = self.refs.get(id)?.map(|g| g.value()).unwrap_or(0);
         if refs <= 1 {
@@ -297,18 +315,16 @@ impl<'txn> Tables<'txn> {
     fn delete_session(&mut self, client: &str) -> Result<(), redb::Error> {
         self.sessions.remove(client)?;
         self.incarnations.insert(Arc::from(client), None);
-        let mut released = Vec::new();
+        let mut removed = Vec::new();
         for item in self
             .queue
             .extract_from_if((client, 0u64)..=(client, u64::MAX), |_, _| true)?
         {
             let (_, value) = item?;
-            if let Ok(entry) = decode_entry(value.value()) {
-                released.push(entry.message_id);
-            }
+            removed.push((value.value().len(), entry_message(value.value())));
         }
-        for id in released {
-            self.release_message(id)?;
+        for entry in removed {
+            self.forget_entry(Some(entry))?;
         }
         self.incoming
             .retain_in((client, 0u16)..=(client, u16::MAX), |_, _| false)?;
@@ -342,5 +358,6 @@ pub fn entry_for(
         state: EntryState::Queued,
         packet_id: 0,
         subscription_ids: ids.to_vec(),
+        inline: None,
     }
 }

@@ -110,6 +110,7 @@ pub fn load(db: &Database, path: &std::path::Path) -> Result<Loaded, StoreError>
     }
     let mut messages: HashMap<u64, Arc<Message>> = HashMap::new();
     let mut max_message_id = 0;
+    let mut inline_bytes = 0u64;
     for item in queue_t.iter().map_err(|e| err(e.into()))? {
         let (k, v) = item.map_err(|e| err(e.into()))?;
         let (client, seq) = k.value();
@@ -118,9 +119,13 @@ pub fn load(db: &Database, path: &std::path::Path) -> Result<Loaded, StoreError>
         let Some(s) = sessions.get_mut(client) else {
             continue;
         };
-        let message = match messages.get(&entry.message_id) {
-            Some(m) => Arc::clone(m),
-            None => {
+        if entry.inline.is_some() {
+            inline_bytes += v.value().len() as u64;
+        }
+        let message = match (&entry.inline, messages.get(&entry.message_id)) {
+            (Some(m), _) => Arc::clone(m),
+            (None, Some(m)) => Arc::clone(m),
+            (None, None) => {
                 let m = Arc::new(read_message(&messages_t, entry.message_id, path)?);
                 messages.insert(entry.message_id, Arc::clone(&m));
                 m
@@ -142,7 +147,7 @@ pub fn load(db: &Database, path: &std::path::Path) -> Result<Loaded, StoreError>
             messages.clear();
         }
     }
-    let mut message_bytes = 0u64;
+    let mut message_bytes = inline_bytes;
     for item in messages_t.iter().map_err(|e| err(e.into()))? {
         let (_, v) = item.map_err(|e| err(e.into()))?;
         message_bytes += v.value().len() as u64;
@@ -255,8 +260,9 @@ pub fn read_queue(
             // Sent already (a retained message recorded as it went out): in memory.
             continue;
         }
-        let message = match &cache {
-            Some((id, m)) if *id == entry.message_id => Arc::clone(m),
+        let message = match (&entry.inline, &cache) {
+            (Some(m), _) => Arc::clone(m),
+            (None, Some((id, m))) if *id == entry.message_id => Arc::clone(m),
             _ => {
                 let m = Arc::new(read_message(&messages_t, entry.message_id, path)?);
                 cache = Some((entry.message_id, Arc::clone(&m)));
