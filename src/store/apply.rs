@@ -254,7 +254,7 @@ impl<'txn> Tables<'txn> {
                 let removed = self
                     .queue
                     .remove((client, *seq))?
-                    .map(|g| (g.value().len(), entry_message(g.value())));
+                    .map(|g| (g.value().len(), entry_message(g.value()).ok()));
                 self.forget_entry(removed)?;
             }
             Op::PutIncoming { packet_id, .. } => {
@@ -287,14 +287,14 @@ impl<'txn> Tables<'txn> {
     /// message leaves with it, a shared one loses a reference.
     fn forget_entry(
         &mut self,
-        removed: Option<(usize, Result<(u64, bool), super::record::CorruptRecord>)>,
+        removed: Option<(usize, Option<(u64, bool)>)>,
     ) -> Result<(), redb::Error> {
         match removed {
-            Some((len, Ok((_, true)))) => {
+            Some((len, Some((_, true)))) => {
                 self.message_bytes_delta -= len as i64;
                 Ok(())
             }
-            Some((_, Ok((id, false)))) => self.release_message(id),
+            Some((_, Some((id, false)))) => self.release_message(id),
             _ => Ok(()),
         }
     }
@@ -321,7 +321,7 @@ impl<'txn> Tables<'txn> {
             .extract_from_if((client, 0u64)..=(client, u64::MAX), |_, _| true)?
         {
             let (_, value) = item?;
-            removed.push((value.value().len(), entry_message(value.value())));
+            removed.push((value.value().len(), entry_message(value.value()).ok()));
         }
         for entry in removed {
             self.forget_entry(Some(entry))?;
