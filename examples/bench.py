@@ -75,11 +75,14 @@ LATENCY_SCENARIOS = {"q0_rate10k", "q1_rate10k"}
 # scenarios it runs (None = all).
 # ---------------------------------------------------------------------------------------------
 
-# Roost runs with a queue limit high enough not to drop under these loads: parity with
-# mosquitto's `max_queued_messages 0` (unlimited). Roost's default (1000) drops by design
-# ("bounded memory, visible drops"); the `roost-defaults` broker shows that behaviour.
+# Roost runs with queue bounds high enough never to refuse or pause under these loads: parity
+# with mosquitto's `max_queued_messages 0` (unlimited). The `roost-defaults` broker runs the
+# default configuration: lossless back-pressure with a 2 MiB in-memory queue per session, which
+# pauses publishers (3.1.1) instead of letting a subscriber's queue grow.
 ROOST_BENCH_TOML = """\
 max_queued_messages = 10000000
+max_queued_memory_bytes = 1073741824
+max_queued_bytes = 1073741824
 max_inflight_messages = 100
 """
 
@@ -170,7 +173,8 @@ def make_brokers(args):
     in_memory = ["--in-memory"] if "--in-memory" in flags else []
     brokers.append(roost_broker("roost", args.roost_bin, ROOST_BENCH_TOML, in_memory))
     brokers.append(roost_broker("roost-defaults", args.roost_bin, "", in_memory,
-                                scenarios=["q0_1to1", "q1_1to1", "q1_50to1"]))
+                                scenarios=["q0_1to1", "q1_1to1", "q0_50to1", "q1_50to1",
+                                           "q0_1to100"]))
     brokers.extend(roost_durable_variants(args.roost_bin, flags))
 
     mosq = args.mosquitto_bin or shutil.which("mosquitto") or "/usr/sbin/mosquitto"

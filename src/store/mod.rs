@@ -45,7 +45,8 @@ const BUFFERED_SYNC_INTERVAL: Duration = Duration::from_secs(1);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Durability {
-    /// Every commit is fsynced before acknowledgements go out.
+    /// Every commit that an acknowledgement waits on is fsynced before it goes out (commits
+    /// nobody waits on ride along with the next fsync, at most a second later).
     Fsync,
     /// Commits are fsynced at most every second: crash-consistent, but a crash may lose the
     /// last moments of acknowledged state.
@@ -378,8 +379,11 @@ fn writer(
                 Err(_) => break,
             }
         }
+        // A batch nobody waits on (deletes of acknowledged entries, a disconnect time) is
+        // committed without an fsync; the next commit someone waits on makes it durable too.
+        let waited_on = batch.iter().any(|r| r.done.is_some());
         let sync = match durability {
-            Durability::Fsync => true,
+            Durability::Fsync => waited_on || last_sync.elapsed() >= BUFFERED_SYNC_INTERVAL,
             Durability::Buffered => last_sync.elapsed() >= BUFFERED_SYNC_INTERVAL,
         };
         let result = commit(db, &batch, sync, &stats);
