@@ -133,13 +133,13 @@ impl SessionHandle {
 
     /// The backlog generation; read under the slot lock when the queue is found full.
     pub fn room_seq(&self) -> u64 {
-        self.room_seq.load(Ordering::Acquire)
+        self.room_seq.load(Ordering::SeqCst)
     }
 
     /// Says that the backlog shrank (call after the slot lock is released).
     pub fn notify_room(&self) {
-        self.room_seq.fetch_add(1, Ordering::AcqRel);
-        if self.room_waiters.load(Ordering::Acquire) > 0 {
+        self.room_seq.fetch_add(1, Ordering::SeqCst);
+        if self.room_waiters.load(Ordering::SeqCst) > 0 {
             self.room.notify_waiters();
         }
     }
@@ -149,10 +149,10 @@ impl SessionHandle {
         struct Waiting<'a>(&'a AtomicUsize);
         impl Drop for Waiting<'_> {
             fn drop(&mut self) {
-                self.0.fetch_sub(1, Ordering::AcqRel);
+                self.0.fetch_sub(1, Ordering::SeqCst);
             }
         }
-        self.room_waiters.fetch_add(1, Ordering::AcqRel);
+        self.room_waiters.fetch_add(1, Ordering::SeqCst);
         let _waiting = Waiting(&self.room_waiters);
         loop {
             let notified = self.room.notified();

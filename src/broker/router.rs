@@ -25,8 +25,8 @@ pub struct RouteContext<'a> {
     pub metrics: &'a Metrics,
     /// What to do at a full queue.
     pub policy: QueueFullPolicy,
-    /// False once the store holds `max_store_bytes` of queued messages: nothing more may go
-    /// to the store only.
+    /// False once the store holds `max_store_bytes` of queued messages: messages for durable
+    /// sessions (which must be written to the store) are refused as if their queue were full.
     pub store_has_room: bool,
 }
 
@@ -191,12 +191,15 @@ impl Router {
             matched += 1;
             let online = slot.conn.is_some();
             let qos = message.qos.min(target.qos);
-            let storable = persistent
-                && ctx.store_has_room
-                && slot.persisted
-                && qos != QoS::AtMostOnce
-                && message.id != 0;
-            match slot.session.outbound.reserve(cost, qos, storable, online) {
+            let storable =
+                persistent && slot.persisted && qos != QoS::AtMostOnce && message.id != 0;
+            let admitted_here = if storable && !ctx.store_has_room {
+                // A durable session's message must be written to the store, which is full.
+                Err(Refused::Full)
+            } else {
+                slot.session.outbound.reserve(cost, qos, storable, online)
+            };
+            match admitted_here {
                 Ok(()) => {}
                 Err(Refused::OfflineQoS0) => {
                     Metrics::inc(&metrics.dropped_qos0_offline);
@@ -213,6 +216,9 @@ impl Router {
                         drop(slot);
                         for (t, _, _) in &admitted {
                             t.session.slot.lock().session.outbound.unreserve(cost);
+                            // Another publisher may have found it full because of this
+                            // reservation.
+                            t.session.notify_room();
                         }
                         return Routed::Full { session, room_seq };
                     }

@@ -155,8 +155,7 @@ impl Broker {
         Some((handle, false))
     }
 
-    /// Records a connected session in the store if it is durable, or removes its record if it
-    /// stopped being durable.
+    /// Records a connected session in the store if it is durable (or was, until now).
     fn record_session(&self, key: SessionKey, slot: &mut Slot, pending: &mut Pending) {
         if !self.persistent() {
             return;
@@ -174,8 +173,19 @@ impl Broker {
             });
             slot.persisted = true;
         } else if slot.persisted {
-            pending.push(Op::DeleteSession { session: key });
-            slot.persisted = false;
+            // No longer durable (MQTT 5.0 resume with expiry 0): the record, and the backlog
+            // it may hold in the store, stay until the session ends with this connection. A
+            // restart discards it (expiry 0).
+            let incarnation = key.incarnation;
+            pending.push(Op::PutSession {
+                session: key,
+                record: SessionRecord {
+                    version: slot.session.version,
+                    expiry_interval: 0,
+                    disconnected_at: 0,
+                    incarnation,
+                },
+            });
         }
     }
 

@@ -3,7 +3,7 @@
 //! Sans-IO: the caller enqueues deliveries, asks for the next packet to transmit, and feeds
 //! acknowledgements back. Nothing here touches a socket or a clock other than the `now` passed in.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -98,6 +98,8 @@ struct Stored {
     unsettled: VecDeque<(u64, Arc<CommitGate>, u64)>,
     /// A read is under way.
     loading: bool,
+    /// Entries counted but not found by the last read (see [`Outbound::take_lost`]).
+    lost: usize,
 }
 
 /// The outbound half of a session.
@@ -107,6 +109,8 @@ pub struct Outbound {
     inflight: VecDeque<Inflight>,
     /// Retained messages owed to new subscriptions, sent before the queue as the window allows.
     retained: VecDeque<Delivery>,
+    /// The topics in `retained`.
+    retained_topics: HashSet<Arc<str>>,
     limits: QueueLimits,
     window: usize,
     next_id: u16,
@@ -128,6 +132,7 @@ impl Outbound {
             queue: VecDeque::new(),
             inflight: VecDeque::new(),
             retained: VecDeque::new(),
+            retained_topics: HashSet::new(),
             limits,
             window: usize::from(window.max(1)),
             next_id: 1,
@@ -195,12 +200,15 @@ impl Outbound {
         }
         let messages = self.backlog_messages() + 1;
         let bytes = self.backlog_bytes() + cost;
-        if messages > self.limits.max_messages || bytes > self.limits.max_bytes {
+        // One message is always admitted into an empty backlog, however large: a bound smaller
+        // than a message must not refuse it for ever.
+        let empty = messages == 1;
+        if messages > self.limits.max_messages || (bytes > self.limits.max_bytes && !empty) {
             return Err(Refused::Full);
         }
+        let memory = self.memory_bytes + self.reserved.1;
         if !storable
-            && (self.stored.count > 0
-                || self.memory_bytes + self.reserved.1 + cost > self.limits.memory_bytes)
+            && (self.stored.count > 0 || (memory + cost > self.limits.memory_bytes && memory > 0))
         {
             return Err(Refused::Full);
         }
@@ -286,17 +294,35 @@ impl Outbound {
 
     /// Drops the oldest queued (not yet sent) message to make room (the `drop_oldest`
     /// policy). Returns its queue position, or `None` if nothing in memory can be dropped.
+    /// One whose publisher's commit is still pending is not dropped (its store entry may not
+    /// exist yet).
     pub fn evict_oldest(&mut self) -> Option<u64> {
+        let front = self.queue.front()?;
+        if front
+            .gate
+            .as_ref()
+            .is_some_and(|g| g.state() == GateState::Pending)
+        {
+            return None;
+        }
         let delivery = self.queue.pop_front()?;
         self.sub_memory(delivery_cost(&delivery));
         Some(delivery.seq)
     }
 
-    /// Adds a retained message owed to a new subscription. These are sent before the queue,
-    /// a window at a time, and are not counted against the backlog limits (they are shared
-    /// with the retained index).
-    pub fn push_retained(&mut self, delivery: Delivery) {
+    /// Adds a retained message owed to a new subscription, unless one for the same topic is
+    /// still waiting (so the list never holds more than one entry per retained topic). These
+    /// are sent before the queue, a window at a time, and are not counted against the backlog
+    /// limits (the messages are shared with the retained index). Returns false if skipped.
+    pub fn push_retained(&mut self, delivery: Delivery) -> bool {
+        if !self
+            .retained_topics
+            .insert(Arc::clone(&delivery.message.topic))
+        {
+            return false;
+        }
         self.retained.push_back(delivery);
+        true
     }
 
     /// What to read back from the store, if the memory queue has run low and the store holds
@@ -350,14 +376,21 @@ impl Outbound {
             self.add_memory(cost);
         }
         if read_all && request.before == u64::MAX {
-            // Nothing left in the range although entries were counted: the count was off
-            // (entries dropped by a failed commit). Start afresh.
+            // Nothing left in the range although entries were counted: the count was off.
+            // The caller logs it; start afresh rather than ask again for ever.
+            self.stored.lost = self.stored.count;
             self.stored.count = 0;
         }
         if self.stored.count == 0 {
             self.stored.bytes = 0;
             self.stored.unsettled.clear();
         }
+    }
+
+    /// Entries that were counted as in the store but were not found there, since the last
+    /// call (should be 0; the caller logs anything else).
+    pub fn take_lost(&mut self) -> usize {
+        std::mem::take(&mut self.stored.lost)
     }
 
     /// Restores the part of a loaded session's queue left in the store.
@@ -443,7 +476,9 @@ impl Outbound {
     /// that goes in flight is counted again there).
     fn pop(&mut self, from_retained: bool) -> Option<Delivery> {
         if from_retained {
-            return self.retained.pop_front();
+            let delivery = self.retained.pop_front()?;
+            self.retained_topics.remove(&delivery.message.topic);
+            return Some(delivery);
         }
         let delivery = self.queue.pop_front()?;
         self.sub_memory(delivery_cost(&delivery));
@@ -517,6 +552,7 @@ impl Outbound {
         self.queue.clear();
         self.inflight.clear();
         self.retained.clear();
+        self.retained_topics.clear();
         self.stored = Stored::default();
         self.memory_bytes = 0;
         self.resends = 0;
@@ -928,8 +964,10 @@ mod tests {
     fn retained_deliveries_go_first_and_are_not_limited() {
         let mut o = Outbound::new(limit(1), 10);
         o.enqueue(delivery(QoS::AtLeastOnce), true).unwrap();
-        for _ in 0..5 {
-            o.push_retained(delivery(QoS::AtMostOnce));
+        for i in 0..5 {
+            let mut d = delivery(QoS::AtMostOnce);
+            Arc::get_mut(&mut d.message).unwrap().topic = Arc::from(format!("r/{i}"));
+            assert!(o.push_retained(d));
         }
         let mut qos0 = 0;
         while let Some(Transmit::Publish { packet_id, .. }) = send(&mut o) {
@@ -955,5 +993,36 @@ mod tests {
         );
         assert_eq!(o.evict_oldest(), Some(1));
         assert!(o.enqueue(delivery(QoS::AtLeastOnce), false).is_ok());
+    }
+
+    #[test]
+    fn one_message_larger_than_the_bounds_fits_an_empty_backlog() {
+        let big = delivery_cost(&delivery(QoS::AtLeastOnce)) * 10;
+        let mut o = Outbound::new(
+            QueueLimits {
+                max_messages: 10,
+                max_bytes: big / 2,
+                memory_bytes: big / 4,
+            },
+            10,
+        );
+        o.reserve(big, QoS::AtLeastOnce, false, true).unwrap();
+        assert_eq!(
+            o.reserve(1, QoS::AtLeastOnce, false, true),
+            Err(Refused::Full)
+        );
+    }
+
+    #[test]
+    fn a_retained_topic_waits_at_most_once() {
+        let mut o = Outbound::new(limit(10), 10);
+        assert!(o.push_retained(delivery(QoS::AtMostOnce)));
+        assert!(!o.push_retained(delivery(QoS::AtMostOnce)), "same topic");
+        assert_eq!(o.stats().retained_pending, 1);
+        send(&mut o);
+        assert!(
+            o.push_retained(delivery(QoS::AtMostOnce)),
+            "sent, so owed again"
+        );
     }
 }

@@ -177,7 +177,8 @@ pub fn load(db: &Database, path: &std::path::Path) -> Result<Loaded, StoreError>
     })
 }
 
-/// Removes sessions whose expiry passed while the broker was down; returns the survivors.
+/// Removes sessions whose expiry passed while the broker was down, and those that were to end
+/// with their connection (expiry 0); returns how many.
 pub fn drop_expired(
     db: &Database,
     path: &std::path::Path,
@@ -186,7 +187,10 @@ pub fn drop_expired(
     let now = unix_now();
     let (expired, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut loaded.sessions)
         .into_iter()
-        .partition(|s| s.record.disconnected_at != 0 && s.remaining_expiry(now) == Some(0));
+        .partition(|s| {
+            s.record.expiry_interval == 0
+                || (s.record.disconnected_at != 0 && s.remaining_expiry(now) == Some(0))
+        });
     loaded.sessions = kept;
     if expired.is_empty() {
         return Ok(0);

@@ -34,9 +34,11 @@ const MAX_READ: usize = 64 * 1024;
 /// Time allowed for the last packets (e.g. a v5 DISCONNECT) when a connection closes.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
 /// While a PUBLISH is paused, at most this many packets are read and held behind it...
-const MAX_HELD: usize = 1024;
-/// ...carrying at most this many payload bytes; then reading stops until the pause ends.
+const MAX_HELD: usize = 256;
+/// ...taking at most about this much memory; then reading stops until the pause ends.
 const MAX_HELD_BYTES: usize = 1024 * 1024;
+/// A paused PUBLISH is tried again at least this often, whatever woke or did not wake it.
+const PAUSE_RETRY: Duration = Duration::from_secs(1);
 
 /// Why a connection ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,12 +96,17 @@ impl Close {
     }
 }
 
-/// What a held packet counts against the held bound.
+/// About the memory a held (decoded) packet takes, counted against the held bound.
 fn held_size(packet: &Packet) -> usize {
-    match packet {
-        Packet::Publish(p) => p.payload.len() + p.topic.len(),
-        _ => 0,
-    }
+    const PACKET: usize = 128;
+    const STRING: usize = 64;
+    PACKET
+        + match packet {
+            Packet::Publish(p) => p.payload.len() + p.topic.len() + STRING,
+            Packet::Subscribe(s) => s.filters.iter().map(|f| f.filter.len() + STRING).sum(),
+            Packet::Unsubscribe(u) => u.filters.iter().map(|f| f.len() + STRING).sum(),
+            _ => 0,
+        }
 }
 
 /// The session side of a connection once CONNECT was accepted.
@@ -349,6 +356,16 @@ impl<S: Transport> Connection<S> {
                 .stall
                 .as_ref()
                 .map(|s| (Arc::clone(&s.session), s.room_seq));
+            if let Some((full, _)) = &paused
+                && self.held_full()
+                && Arc::ptr_eq(full, &session)
+            {
+                // Paused on its own queue with no room to read further: the acknowledgements
+                // that would make room cannot be read. Closed; the client resends what was
+                // not acknowledged (3.1.1 persistent sessions) when it reconnects.
+                debug!(client_id = %session.client_id, "paused on its own full queue: closing");
+                return Err(Close::Io);
+            }
             let reading = paused.is_none() || !self.held_full();
             let deadline = if paused.is_some() {
                 None
@@ -367,9 +384,16 @@ impl<S: Transport> Connection<S> {
                 }
                 _ = async {
                     if let Some((full, seen)) = &paused {
-                        full.room_since(*seen).await;
+                        // The retry timer covers room made where nobody notifies (the store
+                        // freeing bytes, a failed commit).
+                        let _ = timeout(PAUSE_RETRY, full.room_since(*seen)).await;
                     }
-                }, if paused.is_some() => {}
+                }, if paused.is_some() => {
+                    if let Some(stall) = &mut self.stall {
+                        // Retried below even if nothing changed in the session.
+                        stall.room_seq = stall.room_seq.wrapping_sub(1);
+                    }
+                }
                 read = async {
                     if idle {
                         self.stream.readable().await;
@@ -408,12 +432,14 @@ impl<S: Transport> Connection<S> {
         if let Err(e) = &read {
             tracing::error!(client_id = %session.client_id, error = %e, "reading the queue from the store failed");
         }
-        session
-            .slot
-            .lock()
-            .session
-            .outbound
-            .loaded(request, read.ok());
+        let lost = {
+            let mut slot = session.slot.lock();
+            slot.session.outbound.loaded(request, read.ok());
+            slot.session.outbound.take_lost()
+        };
+        if lost > 0 {
+            tracing::error!(client_id = %session.client_id, lost, "queue entries counted in the store were not found there");
+        }
         if failed {
             return Err(Close::StorageFailure);
         }
@@ -556,8 +582,13 @@ impl<S: Transport> Connection<S> {
         let link = self.link.clone();
         let shutdown = self.broker.shutdown.clone();
         let total = self.wbuf.len();
+        // Keep alive is not enforced against a client whose reads are paused.
+        let deadline = if self.stall.is_some() {
+            None
+        } else {
+            self.deadline
+        };
         while !self.wbuf.is_empty() {
-            let deadline = self.deadline;
             let outcome = tokio::select! {
                 written = self.stream.write_buf(&mut self.wbuf) => match written {
                     Ok(n) if n > 0 => Ok(()),

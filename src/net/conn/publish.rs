@@ -31,7 +31,7 @@ pub(super) struct Stall {
     packet_id: u16,
     /// The full session.
     pub(super) session: Arc<SessionHandle>,
-    /// That session's backlog generation when it was found full.
+    /// That session's backlog generation when it was found full (changed to force a retry).
     pub(super) room_seq: u64,
 }
 

@@ -30,6 +30,8 @@ impl<S: Transport> Connection<S> {
         let version = attached.version;
         let mut codes = Vec::with_capacity(subscribe.filters.len());
         let mut retained = Vec::new();
+        // Each retained topic once per SUBSCRIBE, however many of its filters match it.
+        let mut retained_topics = std::collections::HashSet::new();
         for f in subscribe.filters {
             if f.filter.starts_with("$share/") {
                 codes.push(match version {
@@ -80,6 +82,9 @@ impl<S: Transport> Connection<S> {
             if send_retained {
                 // MQTT-3.3.1-6 / MQTT-3.3.1-8: retained messages go out with RETAIN=1.
                 for (message, gate) in self.broker.router.retained_matching(&f.filter) {
+                    if !retained_topics.insert(Arc::clone(&message.topic)) {
+                        continue;
+                    }
                     let qos = message.qos.min(f.qos);
                     let ids = options.subscription_id.into_iter().collect();
                     let mut delivery = Delivery::new(message, qos, true, ids);
@@ -104,6 +109,7 @@ impl<S: Transport> Connection<S> {
                 retained.retain(|d| acl.check(&d.message.topic, Access::Read));
             }
             for delivery in retained {
+                // A topic already waiting from an earlier SUBSCRIBE is not added twice.
                 slot.session.outbound.push_retained(delivery);
             }
             drop(slot);
