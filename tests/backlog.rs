@@ -428,7 +428,10 @@ async fn qos0_beyond_the_memory_bound_is_dropped_and_counted() {
     wait_until(|| broker.metrics().dropped_qos0_queue_full > 0).await;
     let info = broker.session_info("deaf").unwrap();
     // The bound, or one message admitted into an empty queue, whichever is larger.
-    assert!(info.backlog.peak_memory_bytes <= 16 * 1024 + 256, "{info:?}");
+    assert!(
+        info.backlog.peak_memory_bytes <= 16 * 1024 + 256,
+        "{info:?}"
+    );
     broker.shutdown().await;
 }
 

@@ -104,7 +104,8 @@ impl Metrics {
     }
 
     /// Logs drops (`dropped`), refusals (`refused`) and pauses (`paused`) at a full queue,
-    /// at most once per 10 s, with the counts since the previous line.
+    /// at most once per 10 s, with the broker-wide counts since the previous line and the
+    /// client id of the session that was full most recently.
     pub fn log_queue_full(&self, client_id: &str, dropped: u64, refused: u64, paused: u64) {
         let mut log = self.drop_log.lock();
         log.dropped += dropped;
@@ -124,11 +125,11 @@ impl Metrics {
         log.paused = 0;
         drop(log);
         warn!(
-            client_id,
+            latest_client_id = client_id,
             dropped = d,
             refused_0x97 = r,
             paused = p,
-            "session queue full (counts since the last such line; totals in the metrics)"
+            "session queues full: counts over all sessions since the last such line (totals in the metrics)"
         );
     }
 
