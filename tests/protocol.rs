@@ -450,3 +450,61 @@ async fn outbound_inflight_window_follows_client_receive_maximum() {
     assert_eq!(broker.metrics().publish_sent, 3);
     broker.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disconnect_0x93_is_readable_by_a_client_still_sending() {
+    // MQTT-3.3.4-9 with the default Receive Maximum (100): the client has written far more
+    // than the broker reads before it closes; the DISCONNECT must still reach it, not a reset.
+    let broker = start_broker().await;
+    let (c, _) =
+        RawClient::connect(broker.local_addr(), connect_packet(Version::V5, "flood")).await;
+    let mut burst = bytes::BytesMut::new();
+    for id in 1..=400u16 {
+        roost::codec::encode(
+            &publish("t", QoS::ExactlyOnce, id, &[7u8; 512]),
+            Version::V5,
+            None,
+            &mut burst,
+        )
+        .unwrap();
+    }
+    // The client keeps writing while it reads, as a fast publisher does.
+    let (mut rd, mut wr) = c.stream.into_split();
+    let writer = tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt;
+        for _ in 0..200 {
+            if wr.write_all(&burst).await.is_err() {
+                break;
+            }
+        }
+    });
+    let mut decoder = roost::codec::Decoder::client(Version::V5, 1 << 20);
+    let mut rbuf = bytes::BytesMut::new();
+    let mut seen = Vec::new();
+    let reset = loop {
+        while let Ok(Some(p)) = decoder.decode(&mut rbuf) {
+            seen.push(p);
+        }
+        use tokio::io::AsyncReadExt;
+        match tokio::time::timeout(WAIT, rd.read_buf(&mut rbuf)).await {
+            Ok(Ok(0)) => break false,
+            Ok(Ok(_)) => {}
+            Ok(Err(_)) => break true,
+            Err(_) => panic!("no close in time"),
+        }
+    };
+    writer.abort();
+    eprintln!("reset: {reset}");
+    let pubrecs = seen
+        .iter()
+        .filter(|p| matches!(p, Packet::Ack(a) if a.kind == AckKind::PubRec))
+        .count();
+    assert_eq!(pubrecs, 100, "{} packets", seen.len());
+    assert!(
+        matches!(seen.last(), Some(Packet::Disconnect(d)) if d.reason == 0x93),
+        "last of {} packets: {:?}",
+        seen.len(),
+        seen.last()
+    );
+    broker.shutdown().await;
+}

@@ -37,6 +37,11 @@ const CLOSE_GRACE: Duration = Duration::from_secs(2);
 const MAX_HELD: usize = 256;
 /// ...taking at most about this much memory; then reading stops until the pause ends.
 const MAX_HELD_BYTES: usize = 1024 * 1024;
+/// After the broker closes a connection, how long it reads and discards what the client still
+/// sends, so that the last packets it wrote are not destroyed by a reset...
+const DRAIN_TIME: Duration = Duration::from_secs(1);
+/// ...and how many bytes at most.
+const DRAIN_BYTES: usize = 1024 * 1024;
 /// A paused PUBLISH is tried again at least this often, whatever woke or did not wake it.
 const PAUSE_RETRY: Duration = Duration::from_secs(1);
 
@@ -68,6 +73,15 @@ pub enum Close {
 }
 
 impl Close {
+    /// True if the broker, not the client, ends the connection while the client may still
+    /// be sending (at shutdown the process is about to close every socket anyway).
+    fn server_initiated(self) -> bool {
+        !matches!(
+            self,
+            Close::ClientDisconnect { .. } | Close::Io | Close::Kicked(KickReason::Shutdown)
+        )
+    }
+
     /// The v5 DISCONNECT reason to send, if any, and whether the will is published.
     fn outcome(self) -> (Option<u8>, bool) {
         match self {
@@ -663,5 +677,21 @@ impl<S: Transport> Connection<S> {
             .await;
         }
         let _ = timeout(CLOSE_GRACE, self.stream.shutdown()).await;
+        if close.server_initiated() {
+            // The client may still be sending. Closing with its bytes unread would make the
+            // kernel answer with a reset, which can destroy the CONNACK or DISCONNECT just
+            // written before the client reads it; read and discard until it closes, briefly.
+            let _ = timeout(DRAIN_TIME, async {
+                let mut scratch = [0u8; 4096];
+                let mut left = DRAIN_BYTES;
+                while left > 0 {
+                    match self.stream.read(&mut scratch).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => left = left.saturating_sub(n),
+                    }
+                }
+            })
+            .await;
+        }
     }
 }
