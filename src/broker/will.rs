@@ -20,7 +20,7 @@ pub fn will_message(will: &Will, id: u64) -> Message {
     Message {
         id,
         topic: Arc::from(will.topic.as_str()),
-        payload: will.payload.clone(),
+        payload: crate::session::owned_payload(will.payload.clone()),
         qos: will.qos,
         retain: will.retain,
         properties: will.properties.clone(),

@@ -27,7 +27,33 @@ pub struct Message {
     pub expires_at: Option<Instant>,
 }
 
+/// Payloads up to this size are copied out of the connection's read buffer when a message is
+/// kept; larger ones are kept as a slice of it (the buffer is then mostly that payload).
+pub const COPY_PAYLOAD_BELOW: usize = 64 * 1024;
+
+/// A payload fit to be kept: a small payload is copied, so that it does not hold on to the
+/// whole read buffer it was decoded from (and memory bounds in bytes mean what they say).
+pub fn owned_payload(payload: Bytes) -> Bytes {
+    if payload.len() < COPY_PAYLOAD_BELOW {
+        Bytes::copy_from_slice(&payload)
+    } else {
+        payload
+    }
+}
+
 impl Message {
+    /// This message, its payload copied out of the read buffer if it is small (see
+    /// [`owned_payload`]); the same `Arc` if there is nothing to gain.
+    pub fn to_kept(self: &Arc<Message>) -> Arc<Message> {
+        if self.payload.len() >= COPY_PAYLOAD_BELOW || self.payload.is_empty() {
+            return Arc::clone(self);
+        }
+        Arc::new(Message {
+            payload: owned_payload(self.payload.clone()),
+            ..Message::clone(self)
+        })
+    }
+
     /// True if the message has a Message Expiry Interval that has passed at `now`.
     pub fn is_expired(&self, now: Instant) -> bool {
         self.expires_at.is_some_and(|at| at <= now)
@@ -138,5 +164,25 @@ impl CommitGate {
             return;
         }
         notified.await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn small_payloads_leave_the_read_buffer_behind() {
+        let buffer = Bytes::from(vec![1u8; 64 * 1024 + 100]);
+        let small = buffer.slice(10..26);
+        let kept = owned_payload(small.clone());
+        assert_eq!(kept, small);
+        assert_ne!(kept.as_ptr(), small.as_ptr(), "copied out of the buffer");
+        let large = buffer.slice(..COPY_PAYLOAD_BELOW);
+        assert_eq!(
+            owned_payload(large.clone()).as_ptr(),
+            large.as_ptr(),
+            "kept as is"
+        );
     }
 }
