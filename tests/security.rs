@@ -435,6 +435,26 @@ async fn connection_limit_refuses_extra_connections() {
     broker.shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_limit_holds_under_a_burst() {
+    let broker = start_broker_with(|c| c.max_connections = 10).await;
+    let addr = broker.local_addr();
+    let mut held = Vec::new();
+    for _ in 0..60 {
+        held.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+    }
+    wait_until(|| {
+        let m = broker.metrics();
+        m.connections_open + m.connections_refused == 60
+    })
+    .await;
+    let m = broker.metrics();
+    assert_eq!(m.connections_open, 10, "{m:?}");
+    assert_eq!(m.connections_refused, 50);
+    drop(held);
+    broker.shutdown().await;
+}
+
 fn rustls_client_config() -> Arc<rustls::ClientConfig> {
     use rustls::pki_types::CertificateDer;
     use rustls::pki_types::pem::PemObject;

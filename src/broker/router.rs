@@ -175,6 +175,9 @@ impl Router {
         let metrics = ctx.metrics;
         let cost = message.payload.len() as u64 + message.topic.len() as u64 + DELIVERY_OVERHEAD;
         let mut matched = 0;
+        // Some session is away: its copy may wait for a long time, so a small payload is
+        // copied out of the publisher's read buffer instead of pinning all of it.
+        let mut away = false;
         let mut admitted: Vec<(Target, QoS, bool)> = Vec::with_capacity(targets.len());
         for target in targets {
             let session = Arc::clone(&target.session);
@@ -264,9 +267,15 @@ impl Router {
                     }
                 },
             }
+            away |= !online;
             drop(slot);
             admitted.push((target, qos, storable));
         }
+        let message = &if away {
+            message.to_kept()
+        } else {
+            Arc::clone(message)
+        };
         // A message stored for one session only is kept in its queue entry.
         let inline = admitted.iter().filter(|(_, _, storable)| *storable).count() == 1;
         for (target, qos, storable) in admitted {

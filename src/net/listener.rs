@@ -80,6 +80,27 @@ pub async fn bind_all(config: &Config) -> Result<Vec<Listener>, ListenError> {
     Ok(out)
 }
 
+/// One place in `connections_open`, given back when dropped (however the task ends).
+struct OpenConnection(Arc<Broker>);
+
+impl OpenConnection {
+    /// Takes a place if fewer than `max` connections are open (`max` 0: no limit).
+    fn take(broker: &Arc<Broker>, max: u64) -> Option<OpenConnection> {
+        broker
+            .metrics
+            .connections_open
+            .fetch_update(Relaxed, Relaxed, |n| (max == 0 || n < max).then_some(n + 1))
+            .ok()
+            .map(|_| OpenConnection(Arc::clone(broker)))
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.metrics.connections_open.fetch_sub(1, Relaxed);
+    }
+}
+
 /// Accepts connections until the broker shuts down. Each connection runs in a task tracked by
 /// `tasks`, so shutdown can wait for them.
 pub async fn accept_loop(broker: Arc<Broker>, listener: Listener, tasks: TaskTracker) {
@@ -91,22 +112,22 @@ pub async fn accept_loop(broker: Arc<Broker>, listener: Listener, tasks: TaskTra
         };
         match accepted {
             Ok((stream, peer)) => {
-                let max = broker.config.max_connections;
-                if max > 0 && broker.metrics.connections_open.load(Relaxed) >= max as u64 {
+                let max = broker.config.max_connections as u64;
+                // Counted here, before the task is spawned, so a burst cannot overshoot.
+                let Some(open) = OpenConnection::take(&broker, max) else {
                     Metrics::inc(&broker.metrics.connections_refused);
                     debug!(%peer, max, "connection limit reached: refused");
                     drop(stream);
                     continue;
-                }
+                };
                 if let Err(e) = stream.set_nodelay(true) {
                     debug!(%peer, error = %e, "TCP_NODELAY not set");
                 }
                 let broker = Arc::clone(&broker);
                 let listener = Arc::clone(&listener);
                 tasks.spawn(async move {
-                    broker.metrics.connections_open.fetch_add(1, Relaxed);
                     handshake_and_serve(&broker, &listener, stream, peer).await;
-                    broker.metrics.connections_open.fetch_sub(1, Relaxed);
+                    drop(open);
                 });
             }
             Err(e) => {
