@@ -82,7 +82,7 @@ async fn acks(publisher: &mut RawClient, count: usize) -> Vec<(u16, u8)> {
     let mut out = Vec::with_capacity(count);
     while out.len() < count {
         match publisher.recv().await {
-            Some(Packet::Ack(a)) => out.push((a.packet_id, a.reason)),
+            Some(Packet::Ack(a)) => out.push((a.packet_id, a.reason.0)),
             other => panic!("expected an acknowledgement, got {other:?}"),
         }
     }

@@ -186,7 +186,7 @@ async fn will_is_not_published_after_a_normal_disconnect() {
     let (mut asker, _) = RawClient::connect(addr, c).await;
     asker
         .send(&Packet::Disconnect(Disconnect {
-            reason: 0x04,
+            reason: roost::codec::ReasonCode::DISCONNECT_WITH_WILL,
             ..Default::default()
         }))
         .await;

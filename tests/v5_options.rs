@@ -69,7 +69,7 @@ async fn next_publish(c: &mut RawClient) -> Publish {
                     c.send(&Packet::Ack(PubAckLike {
                         kind: AckKind::PubAck,
                         packet_id: p.packet_id,
-                        reason: 0,
+                        reason: roost::codec::ReasonCode::SUCCESS,
                         reason_string: None,
                     }))
                     .await;
@@ -107,7 +107,7 @@ async fn disconnect_with_an_error_reason_still_publishes_the_will() {
     let (mut erring, _) = RawClient::connect(addr, c).await;
     erring
         .send(&Packet::Disconnect(Disconnect {
-            reason: 0x80,
+            reason: roost::codec::ReasonCode::UNSPECIFIED_ERROR,
             ..Default::default()
         }))
         .await;

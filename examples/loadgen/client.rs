@@ -163,7 +163,7 @@ impl Conn {
         match conn.next_packet().await? {
             Packet::ConnAck(ack) if ack.code == 0 => Ok((conn, ack.session_present)),
             Packet::ConnAck(ack) => Err(format!(
-                "{}: CONNACK refused with code {:#04x}",
+                "{}: CONNACK refused with code {}",
                 o.client_id, ack.code
             )),
             other => Err(format!("{}: expected CONNACK, got {other:?}", o.client_id)),
@@ -182,7 +182,7 @@ impl Conn {
         self.queue(&Packet::Ack(PubAckLike {
             kind,
             packet_id,
-            reason: 0,
+            reason: roost::codec::ReasonCode::SUCCESS,
             reason_string: None,
         }))
     }

@@ -387,7 +387,7 @@ async fn subscribe(mut conn: Conn, filter: &str, qos: QoS) -> Result<Conn, Strin
         .await
         .map_err(|_| "no SUBACK within 30 s".to_string())??;
     match codes.first() {
-        Some(&c) if c <= 2 => Ok(conn),
+        Some(&c) if c.0 <= 2 => Ok(conn),
         other => Err(format!("subscription to {filter} refused: {other:?}")),
     }
 }
@@ -551,19 +551,13 @@ impl Publisher {
                 Incoming::Packet(Packet::Ack(a)) => a,
                 Incoming::Packet(Packet::PingResp) => continue,
                 Incoming::Packet(Packet::Disconnect(d)) => {
-                    return Err(format!(
-                        "DISCONNECT from the broker, reason {:#04x}",
-                        d.reason
-                    ));
+                    return Err(format!("DISCONNECT from the broker, reason {}", d.reason));
                 }
                 other => return Err(format!("unexpected packet for a publisher: {other:?}")),
             };
             let slot = &mut ids[usize::from(ack.packet_id)];
-            if ack.reason >= 0x80 {
-                return Err(format!(
-                    "{:?} with failure reason {:#04x}",
-                    ack.kind, ack.reason
-                ));
+            if ack.reason.is_error() {
+                return Err(format!("{:?} with failure reason {}", ack.kind, ack.reason));
             }
             match (ack.kind, self.qos, *slot) {
                 (AckKind::PubAck, QoS::AtLeastOnce, SENT)
@@ -644,10 +638,7 @@ impl Subscriber {
                     }
                     Incoming::Packet(Packet::PingResp) => {}
                     Incoming::Packet(Packet::Disconnect(d)) => {
-                        return Err(format!(
-                            "DISCONNECT from the broker, reason {:#04x}",
-                            d.reason
-                        ));
+                        return Err(format!("DISCONNECT from the broker, reason {}", d.reason));
                     }
                     Incoming::Packet(other) => {
                         return Err(format!("unexpected packet for a subscriber: {other:?}"));

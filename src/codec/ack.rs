@@ -7,6 +7,7 @@ use super::error::{DecodeError, EncodeError};
 use super::frame::Frame;
 use super::packet::{AckKind, Packet, PubAckLike, Version};
 use super::properties::{self as prop, Context};
+use super::reason::ReasonCode;
 use super::writer::{self, Encode, Sink};
 
 /// Reason codes a PUBACK or PUBREC may carry (MQTT 5.0 3.4.2.1, 3.5.2.1).
@@ -25,16 +26,16 @@ pub(crate) fn decode(f: &Frame, kind: AckKind, version: Version) -> Result<Packe
     let mut ack = PubAckLike {
         kind,
         packet_id,
-        reason: 0,
+        reason: ReasonCode::SUCCESS,
         reason_string: None,
     };
     if version == Version::V5 && !r.is_empty() {
-        ack.reason = r.u8()?;
+        ack.reason = ReasonCode(r.u8()?);
         let allowed = match kind {
             AckKind::PubAck | AckKind::PubRec => PUBACK_REASONS,
             AckKind::PubRel | AckKind::PubComp => PUBREL_REASONS,
         };
-        if !allowed.contains(&ack.reason) {
+        if !allowed.contains(&ack.reason.0) {
             return Err(DecodeError::Malformed("invalid reason code"));
         }
         // Remaining length 3: no property length, no properties.
@@ -67,8 +68,8 @@ impl Encode for AckBody<'_> {
             return Err(EncodeError::PacketIdZero);
         }
         s.u16(a.packet_id);
-        if self.1 == Version::V5 && (a.reason != 0 || a.reason_string.is_some()) {
-            s.u8(a.reason);
+        if self.1 == Version::V5 && (a.reason != ReasonCode::SUCCESS || a.reason_string.is_some()) {
+            s.u8(a.reason.0);
             if a.reason_string.is_some() {
                 writer::put_props(s, &ReasonProps(a.reason_string.as_deref()))?;
             }

@@ -4,6 +4,7 @@ use super::error::{DecodeError, EncodeError};
 use super::frame::Frame;
 use super::packet::{Auth, Packet};
 use super::properties::{self as prop, Context};
+use super::reason::ReasonCode;
 use super::writer::{self, Encode, Sink};
 
 /// AUTH reason codes: success, continue authentication, re-authenticate (MQTT 5.0 3.15.2.1).
@@ -14,8 +15,8 @@ pub(crate) fn decode(f: &Frame) -> Result<Packet, DecodeError> {
     let mut r = f.body();
     let mut auth = Auth::default();
     if !r.is_empty() {
-        auth.reason = r.u8()?;
-        if !REASONS.contains(&auth.reason) {
+        auth.reason = ReasonCode(r.u8()?);
+        if !REASONS.contains(&auth.reason.0) {
             return Err(DecodeError::Malformed("invalid reason code"));
         }
         if !r.is_empty() {
@@ -37,10 +38,10 @@ pub(crate) struct AuthBody<'a>(pub &'a Auth);
 impl Encode for AuthBody<'_> {
     fn put<S: Sink>(&self, s: &mut S) -> Result<(), EncodeError> {
         let a = self.0;
-        if a.reason == 0 && a.method.is_none() && a.data.is_none() {
+        if a.reason == ReasonCode::SUCCESS && a.method.is_none() && a.data.is_none() {
             return Ok(());
         }
-        s.u8(a.reason);
+        s.u8(a.reason.0);
         writer::put_props(s, &AuthProps(a))
     }
 }

@@ -7,6 +7,7 @@ use super::error::{DecodeError, EncodeError};
 use super::frame::Frame;
 use super::packet::{ConnAck, ConnAckProperties, Packet, Version};
 use super::properties::{self as prop, Context};
+use super::reason::ReasonCode;
 use super::writer::{self, Encode, Sink};
 
 /// Decodes a CONNACK. Connect acknowledge flags other than bit 0 are malformed
@@ -41,7 +42,7 @@ pub(crate) fn decode(f: &Frame, version: Version) -> Result<Packet, DecodeError>
     r.finish()?;
     Ok(Packet::ConnAck(ConnAck {
         session_present: flags & 1 != 0,
-        code,
+        code: ReasonCode(code),
         properties,
     }))
 }
@@ -52,7 +53,7 @@ pub(crate) struct ConnAckBody<'a>(pub &'a ConnAck, pub Version);
 impl Encode for ConnAckBody<'_> {
     fn put<S: Sink>(&self, s: &mut S) -> Result<(), EncodeError> {
         s.u8(self.0.session_present as u8);
-        s.u8(self.0.code);
+        s.u8(self.0.code.0);
         if self.1 == Version::V5 {
             writer::put_props(s, &ConnAckProps(&self.0.properties))?;
         }

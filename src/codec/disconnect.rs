@@ -8,6 +8,7 @@ use super::error::{DecodeError, EncodeError};
 use super::frame::Frame;
 use super::packet::{Disconnect, Packet, Version};
 use super::properties::{self as prop, Context};
+use super::reason::ReasonCode;
 use super::writer::{self, Encode, Sink};
 
 /// DISCONNECT reason codes (MQTT 5.0 3.14.2.1).
@@ -21,8 +22,8 @@ pub(crate) fn decode(f: &Frame, version: Version, role: Role) -> Result<Packet, 
     let mut r = f.body();
     let mut d = Disconnect::default();
     if version == Version::V5 && !r.is_empty() {
-        d.reason = r.u8()?;
-        if !REASONS.contains(&d.reason) {
+        d.reason = ReasonCode(r.u8()?);
+        if !REASONS.contains(&d.reason.0) {
             return Err(DecodeError::Malformed("invalid reason code"));
         }
         if !r.is_empty() {
@@ -54,8 +55,8 @@ impl Encode for DisconnectBody<'_> {
         }
         let props = DisconnectProps(d);
         let has_props = writer::measure(&props)? > 0;
-        if d.reason != 0 || has_props {
-            s.u8(d.reason);
+        if d.reason != ReasonCode::SUCCESS || has_props {
+            s.u8(d.reason.0);
         }
         if has_props {
             writer::put_props(s, &props)?;

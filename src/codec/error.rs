@@ -1,5 +1,6 @@
 //! Errors reported by the decoder and the encoder.
 
+use super::reason::ReasonCode;
 use thiserror::Error;
 
 /// Why an incoming byte stream could not be decoded into a packet.
@@ -38,13 +39,13 @@ pub enum DecodeError {
 
 impl DecodeError {
     /// The MQTT 5.0 reason code that describes this error in a CONNACK or DISCONNECT.
-    pub fn reason_code(&self) -> u8 {
+    pub fn reason_code(&self) -> ReasonCode {
         match self {
-            DecodeError::Malformed(_) => 0x81,
-            DecodeError::Protocol(_) => 0x82,
-            DecodeError::TooLarge { .. } => 0x95,
-            DecodeError::UnsupportedProtocol { .. } => 0x84,
-            DecodeError::TopicNameInvalid => 0x90,
+            DecodeError::Malformed(_) => ReasonCode::MALFORMED_PACKET,
+            DecodeError::Protocol(_) => ReasonCode::PROTOCOL_ERROR,
+            DecodeError::TooLarge { .. } => ReasonCode::PACKET_TOO_LARGE,
+            DecodeError::UnsupportedProtocol { .. } => ReasonCode::UNSUPPORTED_PROTOCOL_VERSION,
+            DecodeError::TopicNameInvalid => ReasonCode::TOPIC_NAME_INVALID,
         }
     }
 }

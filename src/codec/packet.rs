@@ -3,6 +3,7 @@
 //! One type per MQTT control packet, covering both protocol versions. Fields that exist only in
 //! MQTT 5.0 are ignored when a packet is encoded for 3.1.1.
 
+use super::reason::ReasonCode;
 use bytes::Bytes;
 
 /// The protocol version a connection is locked to by its CONNECT.
@@ -154,7 +155,7 @@ pub struct ConnAck {
     /// Session present flag.
     pub session_present: bool,
     /// 3.1.1 return code or 5.0 reason code, as written on the wire.
-    pub code: u8,
+    pub code: ReasonCode,
     /// MQTT 5.0 properties (ignored for 3.1.1).
     pub properties: ConnAckProperties,
 }
@@ -202,8 +203,8 @@ pub struct PubAckLike {
     pub kind: AckKind,
     /// Packet identifier (never 0).
     pub packet_id: u16,
-    /// MQTT 5.0 reason code (0 = success; always 0 for 3.1.1).
-    pub reason: u8,
+    /// MQTT 5.0 reason code (success; always success for 3.1.1).
+    pub reason: ReasonCode,
     /// MQTT 5.0 reason string.
     pub reason_string: Option<String>,
 }
@@ -253,7 +254,7 @@ pub struct SubAck {
     /// Packet identifier of the SUBSCRIBE.
     pub packet_id: u16,
     /// One code per filter: granted QoS (0..=2) or a failure code (0x80 in 3.1.1, 5.0 codes).
-    pub codes: Vec<u8>,
+    pub codes: Vec<ReasonCode>,
 }
 
 /// UNSUBSCRIBE, client to server.
@@ -273,14 +274,14 @@ pub struct UnsubAck {
     /// Packet identifier of the UNSUBSCRIBE.
     pub packet_id: u16,
     /// One reason code per filter (MQTT 5.0 only; not written for 3.1.1).
-    pub codes: Vec<u8>,
+    pub codes: Vec<ReasonCode>,
 }
 
 /// DISCONNECT, either direction.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Disconnect {
-    /// Reason code (MQTT 5.0; 0 = normal disconnection).
-    pub reason: u8,
+    /// Reason code (MQTT 5.0; success = normal disconnection).
+    pub reason: ReasonCode,
     /// Session expiry interval update (MQTT 5.0, client to server).
     pub session_expiry_interval: Option<u32>,
     /// Reason string (MQTT 5.0).
@@ -293,7 +294,7 @@ pub struct Disconnect {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Auth {
     /// Reason code (0x00 success, 0x18 continue, 0x19 re-authenticate).
-    pub reason: u8,
+    pub reason: ReasonCode,
     /// Authentication method.
     pub method: Option<String>,
     /// Authentication data.

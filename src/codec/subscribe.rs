@@ -10,6 +10,7 @@ use super::frame::Frame;
 use super::packet::{Packet, QoS, RetainHandling, SubAck, Subscribe, SubscribeFilter, Version};
 use super::properties::{self as prop, Context};
 use super::reader::Reader;
+use super::reason::ReasonCode;
 use super::writer::{self, Encode, Sink};
 use crate::topic::valid_topic_filter;
 
@@ -147,7 +148,10 @@ pub(crate) fn decode_suback(f: &Frame, version: Version) -> Result<Packet, Decod
     if !codes.iter().all(|c| allowed.contains(c)) {
         return Err(DecodeError::Malformed("invalid SUBACK return code"));
     }
-    Ok(Packet::SubAck(SubAck { packet_id, codes }))
+    Ok(Packet::SubAck(SubAck {
+        packet_id,
+        codes: codes.into_iter().map(ReasonCode).collect(),
+    }))
 }
 
 /// A non-zero packet identifier (MQTT-2.2.1-3).
@@ -209,7 +213,9 @@ impl Encode for SubAckBody<'_> {
         if self.1 == Version::V5 {
             s.u8(0); // property length
         }
-        s.slice(&self.0.codes);
+        for code in &self.0.codes {
+            s.u8(code.0);
+        }
         Ok(())
     }
 }

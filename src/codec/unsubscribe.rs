@@ -9,6 +9,7 @@ use super::frame::Frame;
 use super::packet::{Packet, UnsubAck, Unsubscribe, Version};
 use super::properties::{self as prop, Context};
 use super::reader::to_string;
+use super::reason::ReasonCode;
 use super::subscribe::read_packet_id;
 use super::writer::{self, Encode, Sink};
 use crate::topic::valid_topic_filter;
@@ -70,7 +71,10 @@ pub(crate) fn decode_unsuback(f: &Frame, version: Version) -> Result<Packet, Dec
             codes
         }
     };
-    Ok(Packet::UnsubAck(UnsubAck { packet_id, codes }))
+    Ok(Packet::UnsubAck(UnsubAck {
+        packet_id,
+        codes: codes.into_iter().map(ReasonCode).collect(),
+    }))
 }
 
 /// Encodes an UNSUBSCRIBE body.
@@ -112,7 +116,9 @@ impl Encode for UnsubAckBody<'_> {
         s.u16(self.0.packet_id);
         if self.1 == Version::V5 {
             s.u8(0); // property length
-            s.slice(&self.0.codes);
+            for code in &self.0.codes {
+                s.u8(code.0);
+            }
         }
         Ok(())
     }

@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use roost::codec::{self, Connect, Decoder, Packet, Version};
+use roost::codec::{self, Connect, Decoder, Packet, ReasonCode, Version};
 use roost::{BrokerHandle, Config};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -383,7 +383,7 @@ pub fn ack_with(kind: roost::codec::AckKind, packet_id: u16, reason: u8) -> Pack
     Packet::Ack(roost::codec::PubAckLike {
         kind,
         packet_id,
-        reason,
+        reason: ReasonCode(reason),
         reason_string: None,
     })
 }

@@ -1,5 +1,6 @@
 //! Encoder rules: exact bytes of the short forms, errors leave the buffer untouched.
 
+use crate::codec::ReasonCode;
 use bytes::Bytes;
 
 use super::*;
@@ -38,7 +39,7 @@ fn qos1(topic: &str, packet_id: u16, payload: &'static [u8]) -> Publish {
 fn v5_connack_always_has_property_length() {
     let c = Packet::ConnAck(ConnAck {
         session_present: false,
-        code: 0,
+        code: ReasonCode(0),
         properties: ConnAckProperties::default(),
     });
     assert_eq!(enc(&c, Version::V5), [0x20, 3, 0, 0, 0]);
@@ -50,11 +51,11 @@ fn ack_short_forms() {
     let mut a = PubAckLike {
         kind: AckKind::PubRel,
         packet_id: 1,
-        reason: 0,
+        reason: ReasonCode(0),
         reason_string: None,
     };
     assert_eq!(enc(&Packet::Ack(a.clone()), Version::V5), [0x62, 2, 0, 1]);
-    a.reason = 0x92;
+    a.reason = ReasonCode(0x92);
     assert_eq!(
         enc(&Packet::Ack(a.clone()), Version::V5),
         [0x62, 3, 0, 1, 0x92]
@@ -68,7 +69,7 @@ fn disconnect_and_auth_short_forms() {
     assert_eq!(enc(&Packet::Disconnect(d.clone()), Version::V5), [0xE0, 0]);
     assert_eq!(enc(&Packet::Disconnect(d), Version::V311), [0xE0, 0]);
     let d = Disconnect {
-        reason: 0x8E,
+        reason: ReasonCode(0x8E),
         ..Disconnect::default()
     };
     assert_eq!(
@@ -87,13 +88,18 @@ fn disconnect_and_auth_short_forms() {
 fn suback_and_unsuback_forms() {
     let s = Packet::SubAck(SubAck {
         packet_id: 7,
-        codes: vec![0, 1, 2, 0x80],
+        codes: vec![
+            ReasonCode(0),
+            ReasonCode(1),
+            ReasonCode(2),
+            ReasonCode(0x80),
+        ],
     });
     assert_eq!(enc(&s, Version::V311), [0x90, 6, 0, 7, 0, 1, 2, 0x80]);
     assert_eq!(enc(&s, Version::V5), [0x90, 7, 0, 7, 0, 0, 1, 2, 0x80]);
     let u = Packet::UnsubAck(UnsubAck {
         packet_id: 7,
-        codes: vec![0, 0x11],
+        codes: vec![ReasonCode(0), ReasonCode(0x11)],
     });
     assert_eq!(enc(&u, Version::V311), [0xB0, 2, 0, 7]);
     assert_eq!(enc(&u, Version::V5), [0xB0, 5, 0, 7, 0, 0, 0x11]);
@@ -120,7 +126,7 @@ fn packet_id_zero_appends_nothing() {
         Packet::Ack(PubAckLike {
             kind: AckKind::PubAck,
             packet_id: 0,
-            reason: 0,
+            reason: ReasonCode(0),
             reason_string: None,
         }),
         Packet::Subscribe(Subscribe {
@@ -136,7 +142,7 @@ fn packet_id_zero_appends_nothing() {
         }),
         Packet::SubAck(SubAck {
             packet_id: 0,
-            codes: vec![0],
+            codes: vec![ReasonCode(0)],
         }),
     ];
     for v in VERSIONS {

@@ -1,12 +1,13 @@
 //! Acknowledgements, DISCONNECT, AUTH, and the server-to-client CONNACK/SUBACK/UNSUBACK.
 
 use super::*;
+use crate::codec::ReasonCode;
 
 fn ack(kind: AckKind, packet_id: u16, reason: u8) -> Packet {
     Packet::Ack(PubAckLike {
         kind,
         packet_id,
-        reason,
+        reason: ReasonCode(reason),
         reason_string: None,
     })
 }
@@ -78,7 +79,7 @@ fn v5_disconnect_short_forms() {
     assert_eq!(
         from_client(Version::V5, &[0xE0, 1, 0x04]),
         Ok(Some(Packet::Disconnect(Disconnect {
-            reason: 0x04,
+            reason: ReasonCode(0x04),
             ..Disconnect::default()
         })))
     );
@@ -109,7 +110,7 @@ fn v5_disconnect_rules() {
         Ok(Some(Packet::Disconnect(d))) => {
             assert_eq!(
                 (d.reason, d.server_reference.as_deref()),
-                (0x9C, Some("srv"))
+                (ReasonCode(0x9C), Some("srv"))
             )
         }
         other => panic!("{other:?}"),
@@ -145,7 +146,7 @@ fn connack_decode_on_client() {
         from_server(Version::V311, &[0x20, 2, 1, 0]),
         Ok(Some(Packet::ConnAck(ConnAck {
             session_present: true,
-            code: 0,
+            code: ReasonCode(0),
             properties: ConnAckProperties::default(),
         })))
     );
@@ -166,7 +167,7 @@ fn suback_and_unsuback_decode_on_client() {
         from_server(Version::V311, &[0x90, 4, 0, 1, 0, 0x80]),
         Ok(Some(Packet::SubAck(SubAck {
             packet_id: 1,
-            codes: vec![0, 0x80]
+            codes: vec![ReasonCode(0), ReasonCode(0x80)]
         })))
     );
     assert_malformed(from_server(Version::V311, &[0x90, 3, 0, 1, 0x87])); // v5-only code
@@ -175,7 +176,7 @@ fn suback_and_unsuback_decode_on_client() {
         from_server(Version::V5, &[0x90, 4, 0, 1, 0, 0x87]),
         Ok(Some(Packet::SubAck(SubAck {
             packet_id: 1,
-            codes: vec![0x87]
+            codes: vec![ReasonCode(0x87)]
         })))
     );
     assert_eq!(
@@ -190,7 +191,7 @@ fn suback_and_unsuback_decode_on_client() {
         from_server(Version::V5, &[0xB0, 4, 0, 9, 0, 0x11]),
         Ok(Some(Packet::UnsubAck(UnsubAck {
             packet_id: 9,
-            codes: vec![0x11]
+            codes: vec![ReasonCode(0x11)]
         })))
     );
 }

@@ -1,5 +1,6 @@
 //! Encode then decode with the opposite role, for every packet type in both versions.
 
+use crate::codec::ReasonCode;
 use bytes::Bytes;
 
 use super::*;
@@ -126,13 +127,13 @@ pub(super) fn client_packets(v: Version) -> Vec<Packet> {
     out.extend(acks(v));
     if v5 {
         out.push(Packet::Disconnect(Disconnect {
-            reason: 0x04,
+            reason: ReasonCode(0x04),
             session_expiry_interval: Some(0),
             reason_string: Some("bye".into()),
             server_reference: None,
         }));
         out.push(Packet::Disconnect(Disconnect {
-            reason: 0x80,
+            reason: ReasonCode(0x80),
             ..Disconnect::default()
         }));
         out.extend(auths());
@@ -152,7 +153,7 @@ fn acks(v: Version) -> Vec<Packet> {
         out.push(Packet::Ack(PubAckLike {
             kind,
             packet_id: 42,
-            reason: 0,
+            reason: ReasonCode(0),
             reason_string: None,
         }));
         if v == Version::V5 {
@@ -163,13 +164,13 @@ fn acks(v: Version) -> Vec<Packet> {
             out.push(Packet::Ack(PubAckLike {
                 kind,
                 packet_id: 43,
-                reason,
+                reason: ReasonCode(reason),
                 reason_string: None,
             }));
             out.push(Packet::Ack(PubAckLike {
                 kind,
                 packet_id: 44,
-                reason: 0,
+                reason: ReasonCode(0),
                 reason_string: Some("ok".into()),
             }));
         }
@@ -181,7 +182,7 @@ fn auths() -> Vec<Packet> {
     vec![
         Packet::Auth(Auth::default()),
         Packet::Auth(Auth {
-            reason: 0x18,
+            reason: ReasonCode(0x18),
             method: Some("SCRAM-SHA-1".into()),
             data: Some(Bytes::from_static(b"nonce")),
         }),
@@ -198,12 +199,12 @@ pub(super) fn server_packets(v: Version) -> Vec<Packet> {
     let mut out = vec![
         Packet::ConnAck(ConnAck {
             session_present: true,
-            code: 0,
+            code: ReasonCode(0),
             properties: ConnAckProperties::default(),
         }),
         Packet::ConnAck(ConnAck {
             session_present: false,
-            code: if v5 { 0x86 } else { 5 },
+            code: ReasonCode(if v5 { 0x86 } else { 5 }),
             properties: if v5 {
                 ConnAckProperties {
                     session_expiry_interval: Some(60),
@@ -227,11 +228,20 @@ pub(super) fn server_packets(v: Version) -> Vec<Packet> {
         Packet::Publish(publish(v, QoS::AtMostOnce, 0)),
         Packet::SubAck(SubAck {
             packet_id: 7,
-            codes: vec![0, 1, 2, 0x80],
+            codes: vec![
+                ReasonCode(0),
+                ReasonCode(1),
+                ReasonCode(2),
+                ReasonCode(0x80),
+            ],
         }),
         Packet::UnsubAck(UnsubAck {
             packet_id: 8,
-            codes: if v5 { vec![0, 0x11] } else { Vec::new() },
+            codes: if v5 {
+                vec![ReasonCode::SUCCESS, ReasonCode(0x11)]
+            } else {
+                Vec::new()
+            },
         }),
         Packet::PingResp,
         Packet::Disconnect(Disconnect::default()),
@@ -239,7 +249,7 @@ pub(super) fn server_packets(v: Version) -> Vec<Packet> {
     out.extend(acks(v));
     if v5 {
         out.push(Packet::Disconnect(Disconnect {
-            reason: 0x9C,
+            reason: ReasonCode(0x9C),
             session_expiry_interval: None,
             reason_string: Some("moved".into()),
             server_reference: Some("other:1883".into()),

@@ -2,14 +2,11 @@
 
 use tracing::debug;
 
-use crate::codec::{AckKind, PubAckLike};
+use crate::codec::{AckKind, PubAckLike, ReasonCode};
 use crate::session::AckOutcome;
 use crate::store::{EntryState, Op};
 
 use super::{Close, Connection, Transport};
-
-/// MQTT 5.0 reason code: packet identifier not found.
-const PACKET_ID_NOT_FOUND: u8 = 0x92;
 
 impl<S: Transport> Connection<S> {
     pub(super) fn handle_ack(&mut self, ack: PubAckLike) -> Result<(), Close> {
@@ -17,7 +14,7 @@ impl<S: Transport> Connection<S> {
             return Err(Close::Io);
         };
         let id = ack.packet_id;
-        let failed = ack.reason >= 0x80;
+        let failed = ack.reason.is_error();
         let (outcome, persisted) = {
             let mut slot = attached.session.slot.lock();
             let persisted = slot.persisted;
@@ -73,13 +70,13 @@ impl<S: Transport> Connection<S> {
             debug!(peer = %self.peer, kind = ?ack.kind, id, "acknowledgement for an unknown packet id");
         }
         let reason = match outcome {
-            AckOutcome::Done { .. } => 0,
-            AckOutcome::UnknownPacketId => PACKET_ID_NOT_FOUND,
+            AckOutcome::Done { .. } => ReasonCode::SUCCESS,
+            AckOutcome::UnknownPacketId => ReasonCode::PACKET_IDENTIFIER_NOT_FOUND,
         };
         match ack.kind {
             AckKind::PubAck | AckKind::PubComp => Ok(()),
             // A failed PUBREC ends the flow; otherwise PUBREL follows (MQTT-4.3.3-4).
-            AckKind::PubRec if ack.reason >= 0x80 => Ok(()),
+            AckKind::PubRec if failed => Ok(()),
             AckKind::PubRec => self.send_ack(AckKind::PubRel, id, reason),
             // PUBCOMP is owed even for an id we no longer hold (MQTT-4.3.3-11).
             AckKind::PubRel => self.send_ack(AckKind::PubComp, id, reason),

@@ -7,26 +7,10 @@ use rand::RngExt;
 use tracing::{debug, warn};
 
 use crate::broker::{AttachRequest, Verdict};
-use crate::codec::{ConnAck, ConnAckProperties, Connect, Packet, Version};
+use crate::codec::{ConnAck, ConnAckProperties, Connect, Packet, ReasonCode, Version};
 use crate::session::NEVER_EXPIRES;
 
 use super::{Attached, CertIdentity, Close, Connection, Transport};
-
-/// CONNACK return codes of MQTT 3.1.1 and reason codes of MQTT 5.0 used here.
-mod code {
-    /// 3.1.1: identifier rejected (MQTT-3.1.3-8).
-    pub const V3_IDENTIFIER_REJECTED: u8 = 0x02;
-    /// 3.1.1: bad user name or password.
-    pub const V3_BAD_CREDENTIALS: u8 = 0x04;
-    /// 3.1.1: not authorized.
-    pub const V3_NOT_AUTHORIZED: u8 = 0x05;
-    /// 5.0: bad user name or password.
-    pub const V5_BAD_CREDENTIALS: u8 = 0x86;
-    /// 5.0: not authorized.
-    pub const V5_NOT_AUTHORIZED: u8 = 0x87;
-    /// 5.0: bad authentication method.
-    pub const V5_BAD_AUTH_METHOD: u8 = 0x8C;
-}
 
 impl<S: Transport> Connection<S> {
     /// Handles the CONNECT that opens the connection.
@@ -34,11 +18,11 @@ impl<S: Transport> Connection<S> {
         let connect = *connect;
         let version = connect.version;
         if connect.client_id.is_empty() && version == Version::V311 && !connect.clean_start {
-            return self.refuse(version, code::V3_IDENTIFIER_REJECTED);
+            return self.refuse(version, ReasonCode::V3_IDENTIFIER_REJECTED);
         }
         if version == Version::V5 && connect.authentication_method.is_some() {
             // Enhanced authentication is not offered.
-            return self.refuse(version, code::V5_BAD_AUTH_METHOD);
+            return self.refuse(version, ReasonCode::BAD_AUTHENTICATION_METHOD);
         }
         let username = match self.authenticate(&connect).await {
             Ok(username) => username,
@@ -108,7 +92,7 @@ impl<S: Transport> Connection<S> {
         });
         self.send(&Packet::ConnAck(ConnAck {
             session_present: present,
-            code: 0,
+            code: ReasonCode::SUCCESS,
             properties,
         }))?;
         if present {
@@ -121,16 +105,16 @@ impl<S: Transport> Connection<S> {
 
     /// Checks the credentials (or the certificate identity). On refusal, waits the throttle
     /// delay and returns the CONNACK code to send.
-    async fn authenticate(&self, connect: &Connect) -> Result<Option<String>, u8> {
+    async fn authenticate(&self, connect: &Connect) -> Result<Option<String>, ReasonCode> {
         let v5 = connect.version == Version::V5;
         let identity = match &self.identity {
             CertIdentity::NotUsed => None,
             CertIdentity::Name(name) => Some(name.clone()),
             CertIdentity::Missing => {
                 return Err(if v5 {
-                    code::V5_NOT_AUTHORIZED
+                    ReasonCode::NOT_AUTHORIZED
                 } else {
-                    code::V3_NOT_AUTHORIZED
+                    ReasonCode::V3_NOT_AUTHORIZED
                 });
             }
         };
@@ -143,20 +127,20 @@ impl<S: Transport> Connection<S> {
                 access.succeeded(self.peer.ip());
                 return Ok(username);
             }
-            Verdict::BadCredentials if v5 => code::V5_BAD_CREDENTIALS,
-            Verdict::BadCredentials => code::V3_BAD_CREDENTIALS,
-            Verdict::NotAuthorized if v5 => code::V5_NOT_AUTHORIZED,
-            Verdict::NotAuthorized => code::V3_NOT_AUTHORIZED,
+            Verdict::BadCredentials if v5 => ReasonCode::BAD_USER_NAME_OR_PASSWORD,
+            Verdict::BadCredentials => ReasonCode::V3_BAD_USER_NAME_OR_PASSWORD,
+            Verdict::NotAuthorized if v5 => ReasonCode::NOT_AUTHORIZED,
+            Verdict::NotAuthorized => ReasonCode::V3_NOT_AUTHORIZED,
         };
         let delay = access.failure_delay(self.peer.ip());
-        debug!(peer = %self.peer, ?delay, refusal, "authentication failed");
+        debug!(peer = %self.peer, ?delay, %refusal, "authentication failed");
         tokio::time::sleep(delay).await;
         Err(refusal)
     }
 
     /// Answers CONNACK with a refusal code and ends the connection (MQTT-3.2.2-5).
-    fn refuse(&mut self, version: Version, code: u8) -> Result<(), Close> {
-        debug!(peer = %self.peer, code, "CONNECT refused");
+    fn refuse(&mut self, version: Version, code: ReasonCode) -> Result<(), Close> {
+        debug!(peer = %self.peer, %code, "CONNECT refused");
         let connack = Packet::ConnAck(ConnAck {
             session_present: false,
             code,

@@ -2,7 +2,7 @@
 //! MQTT 5.0 reason (0x04 "with will message", or an error) keeps it (MQTT-3.1.2-8,
 //! MQTT-3.14.4-3). MQTT 5.0 may also update the session expiry interval.
 
-use crate::codec::Disconnect;
+use crate::codec::{Disconnect, ReasonCode};
 
 use super::{Close, Connection, Transport};
 
@@ -15,14 +15,14 @@ impl<S: Transport> Connection<S> {
             if attached.expiry_at_connect == 0 && expiry != 0 {
                 // MQTT-3.14.2-2: a session that was to end cannot be extended at DISCONNECT.
                 return Err(Close::Violation {
-                    reason: 0x82,
+                    reason: ReasonCode::PROTOCOL_ERROR,
                     why: "session expiry raised from 0 at DISCONNECT",
                 });
             }
             attached.session.slot.lock().session.expiry_interval = expiry;
         }
         Err(Close::ClientDisconnect {
-            will: disconnect.reason != 0x00,
+            will: disconnect.reason != ReasonCode::SUCCESS,
         })
     }
 }

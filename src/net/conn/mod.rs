@@ -21,7 +21,7 @@ use tracing::debug;
 
 use crate::auth::{Access, ClientAcl};
 use crate::broker::{Broker, ConnLink, KickReason, Metrics, Pending, SessionHandle};
-use crate::codec::{DecodeError, Decoder, Packet, Version, Will};
+use crate::codec::{DecodeError, Decoder, Packet, ReasonCode, Version, Will};
 use crate::config::QueueFullPolicy;
 use crate::session::Transmit;
 
@@ -60,7 +60,7 @@ pub enum Close {
     /// A malformed packet or a protocol error (MQTT 5.0 reason code).
     Violation {
         /// Reason code for the v5 DISCONNECT.
-        reason: u8,
+        reason: ReasonCode,
         /// What went wrong, for the log.
         why: &'static str,
     },
@@ -83,16 +83,16 @@ impl Close {
     }
 
     /// The v5 DISCONNECT reason to send, if any, and whether the will is published.
-    fn outcome(self) -> (Option<u8>, bool) {
+    fn outcome(self) -> (Option<ReasonCode>, bool) {
         match self {
             Close::ClientDisconnect { will } => (None, will),
             Close::Io => (None, true),
             Close::Refused => (None, false),
             Close::Violation { reason, .. } => (Some(reason), true),
-            Close::KeepAlive => (Some(0x8D), true),
-            Close::Kicked(KickReason::TakenOver) => (Some(0x8E), true),
-            Close::Kicked(KickReason::Shutdown) => (Some(0x8B), false),
-            Close::StorageFailure => (Some(0x80), true),
+            Close::KeepAlive => (Some(ReasonCode::KEEP_ALIVE_TIMEOUT), true),
+            Close::Kicked(KickReason::TakenOver) => (Some(ReasonCode::SESSION_TAKEN_OVER), true),
+            Close::Kicked(KickReason::Shutdown) => (Some(ReasonCode::SERVER_SHUTTING_DOWN), false),
+            Close::StorageFailure => (Some(ReasonCode::UNSPECIFIED_ERROR), true),
         }
     }
 
@@ -289,7 +289,8 @@ impl<S: Transport> Connection<S> {
                 Err(DecodeError::UnsupportedProtocol { level }) => {
                     // MQTT-3.1.2-2: CONNACK 0x01 (unacceptable protocol version), then close.
                     debug!(peer = %self.peer, level, "unsupported protocol level");
-                    self.wbuf.extend_from_slice(&[0x20, 0x02, 0x00, 0x01]);
+                    let code = ReasonCode::V3_UNACCEPTABLE_PROTOCOL_VERSION.0;
+                    self.wbuf.extend_from_slice(&[0x20, 0x02, 0x00, code]);
                     return Err(Close::Refused);
                 }
                 Err(e) => {
@@ -510,7 +511,7 @@ impl<S: Transport> Connection<S> {
             Packet::PingReq => self.send(&Packet::PingResp),
             Packet::Disconnect(d) => self.handle_disconnect(d),
             Packet::Auth(_) => Err(Close::Violation {
-                reason: 0x82,
+                reason: ReasonCode::PROTOCOL_ERROR,
                 why: "AUTH without an authentication method",
             }),
             Packet::Connect(_)
@@ -518,7 +519,7 @@ impl<S: Transport> Connection<S> {
             | Packet::SubAck(_)
             | Packet::UnsubAck(_)
             | Packet::PingResp => Err(Close::Violation {
-                reason: 0x82,
+                reason: ReasonCode::PROTOCOL_ERROR,
                 why: "unexpected packet type",
             }),
         }
@@ -652,7 +653,7 @@ impl<S: Transport> Connection<S> {
         let (reason, publish_will) = close.outcome();
         if let Close::Violation { why, reason } = close {
             Metrics::inc(&self.broker.metrics.protocol_errors);
-            debug!(peer = %self.peer, reason, why, "protocol violation");
+            debug!(peer = %self.peer, %reason, why, "protocol violation");
         }
         if let (Some(reason), Some(Version::V5)) = (reason, self.state.as_ref().map(|a| a.version))
         {

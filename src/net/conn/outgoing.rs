@@ -8,7 +8,8 @@ use tracing::{debug, warn};
 
 use crate::broker::Metrics;
 use crate::codec::{
-    self, AckKind, EncodeError, Packet, PubAckLike, PublishProperties, PublishView, QoS, Version,
+    self, AckKind, EncodeError, Packet, PubAckLike, PublishProperties, PublishView, QoS,
+    ReasonCode, Version,
 };
 use crate::session::{Delivery, Transmit};
 use crate::store::{EntryState, Op, entry_for};
@@ -36,12 +37,12 @@ impl<S: Transport> Connection<S> {
         &mut self,
         kind: AckKind,
         packet_id: u16,
-        reason: u8,
+        reason: ReasonCode,
     ) -> Result<(), Close> {
         let reason = if self.version() == Version::V5 {
             reason
         } else {
-            0
+            ReasonCode::SUCCESS
         };
         self.send(&Packet::Ack(PubAckLike {
             kind,
@@ -214,7 +215,7 @@ impl<S: Transport> Connection<S> {
                 }
             },
             Transmit::PubRel { packet_id } => {
-                let _ = self.send_ack(AckKind::PubRel, *packet_id, 0);
+                let _ = self.send_ack(AckKind::PubRel, *packet_id, ReasonCode::SUCCESS);
             }
         }
     }

@@ -8,18 +8,11 @@ use tracing::debug;
 
 use crate::auth::Access;
 use crate::broker::{Metrics, Routed, SessionHandle};
-use crate::codec::{AckKind, Publish, QoS, Version};
+use crate::codec::{AckKind, Publish, QoS, ReasonCode, Version};
 use crate::session::{Message, Qos2Publish};
 use crate::store::Op;
 
 use super::{Close, Connection, Transport};
-
-/// MQTT 5.0 reason code: success, but no subscriber matched.
-const NO_MATCHING_SUBSCRIBERS: u8 = 0x10;
-/// MQTT 5.0 reason code: not authorized.
-const NOT_AUTHORIZED: u8 = 0x87;
-/// MQTT 5.0 reason code: quota exceeded (a queue the message must go to is full).
-const QUOTA_EXCEEDED: u8 = 0x97;
 
 /// A QoS 1/2 PUBLISH from a 3.1.1 client that a full queue holds back: not acknowledged, and
 /// the connection's further PUBLISH packets wait behind it until there is room.
@@ -44,7 +37,7 @@ impl<S: Transport> Connection<S> {
         if publish.topic_alias.is_some() {
             // Our Topic Alias Maximum is 0 (MQTT-3.3.2-9).
             return Err(Close::Violation {
-                reason: 0x94,
+                reason: ReasonCode::TOPIC_ALIAS_INVALID,
                 why: "topic alias not allowed",
             });
         }
@@ -61,15 +54,17 @@ impl<S: Transport> Connection<S> {
             return match (version, publish.qos) {
                 (_, QoS::AtMostOnce) => Ok(()),
                 (Version::V5, QoS::AtLeastOnce) => {
-                    self.send_ack(AckKind::PubAck, packet_id, NOT_AUTHORIZED)
+                    self.send_ack(AckKind::PubAck, packet_id, ReasonCode::NOT_AUTHORIZED)
                 }
                 (Version::V5, QoS::ExactlyOnce) => {
-                    self.send_ack(AckKind::PubRec, packet_id, NOT_AUTHORIZED)
+                    self.send_ack(AckKind::PubRec, packet_id, ReasonCode::NOT_AUTHORIZED)
                 }
-                (Version::V311, QoS::AtLeastOnce) => self.send_ack(AckKind::PubAck, packet_id, 0),
+                (Version::V311, QoS::AtLeastOnce) => {
+                    self.send_ack(AckKind::PubAck, packet_id, ReasonCode::SUCCESS)
+                }
                 (Version::V311, QoS::ExactlyOnce) => {
                     self.record_incoming(packet_id);
-                    self.send_ack(AckKind::PubRec, packet_id, 0)
+                    self.send_ack(AckKind::PubRec, packet_id, ReasonCode::SUCCESS)
                 }
             };
         }
@@ -80,13 +75,13 @@ impl<S: Transport> Connection<S> {
             if inbound.is_pending(packet_id) {
                 // A retransmission awaiting PUBREL: not delivered again (MQTT-4.3.3-9).
                 drop(slot);
-                return self.send_ack(AckKind::PubRec, packet_id, 0);
+                return self.send_ack(AckKind::PubRec, packet_id, ReasonCode::SUCCESS);
             }
             if version == Version::V5 && inbound.pending() >= limit {
                 // MQTT-3.3.4-7: more unacknowledged QoS 2 than our Receive Maximum
                 // (0x93, section 3.3.4). MQTT 3.1.1 has no such limit.
                 return Err(Close::Violation {
-                    reason: 0x93,
+                    reason: ReasonCode::RECEIVE_MAXIMUM_EXCEEDED,
                     why: "receive maximum exceeded",
                 });
             }
@@ -124,7 +119,7 @@ impl<S: Transport> Connection<S> {
                         QoS::ExactlyOnce => AckKind::PubRec,
                         _ => AckKind::PubAck,
                     };
-                    return self.send_ack(kind, packet_id, QUOTA_EXCEEDED);
+                    return self.send_ack(kind, packet_id, ReasonCode::QUOTA_EXCEEDED);
                 }
                 if self.stall.is_none() {
                     Metrics::inc(&metrics.backpressure_pauses);
@@ -213,10 +208,10 @@ impl<S: Transport> Connection<S> {
 }
 
 /// v5 PUBACK/PUBREC reason: 0x10 only when no subscription matched (MQTT 5.0 3.4.2.1).
-fn success_code(matched: usize) -> u8 {
+fn success_code(matched: usize) -> ReasonCode {
     if matched == 0 {
-        NO_MATCHING_SUBSCRIBERS
+        ReasonCode::NO_MATCHING_SUBSCRIBERS
     } else {
-        0
+        ReasonCode::SUCCESS
     }
 }

@@ -6,20 +6,13 @@ use tracing::debug;
 use std::sync::Arc;
 
 use crate::auth::Access;
-use crate::codec::{Packet, RetainHandling, SubAck, Subscribe, UnsubAck, Unsubscribe, Version};
+use crate::codec::{
+    Packet, ReasonCode, RetainHandling, SubAck, Subscribe, UnsubAck, Unsubscribe, Version,
+};
 use crate::session::{Delivery, SubOptions};
 use crate::store::Op;
 
 use super::{Close, Connection, Transport};
-
-/// SUBACK failure code of 3.1.1 (MQTT-3.9.3-2).
-const V3_FAILURE: u8 = 0x80;
-/// MQTT 5.0: shared subscriptions not supported.
-const V5_SHARED_NOT_SUPPORTED: u8 = 0x9E;
-/// MQTT 5.0: not authorized.
-const V5_NOT_AUTHORIZED: u8 = 0x87;
-/// MQTT 5.0 UNSUBACK: no subscription existed.
-const V5_NO_SUBSCRIPTION: u8 = 0x11;
 
 impl<S: Transport> Connection<S> {
     pub(super) fn handle_subscribe(&mut self, subscribe: Subscribe) -> Result<(), Close> {
@@ -35,16 +28,16 @@ impl<S: Transport> Connection<S> {
         for f in subscribe.filters {
             if f.filter.starts_with("$share/") {
                 codes.push(match version {
-                    Version::V5 => V5_SHARED_NOT_SUPPORTED,
-                    Version::V311 => V3_FAILURE,
+                    Version::V5 => ReasonCode::SHARED_SUBSCRIPTIONS_NOT_SUPPORTED,
+                    Version::V311 => ReasonCode::V3_SUBSCRIBE_FAILURE,
                 });
                 continue;
             }
             if !self.allowed(&f.filter, Access::Read) {
                 debug!(client_id = %session.client_id, filter = %f.filter, "SUBSCRIBE denied by ACL");
                 codes.push(match version {
-                    Version::V5 => V5_NOT_AUTHORIZED,
-                    Version::V311 => V3_FAILURE,
+                    Version::V5 => ReasonCode::NOT_AUTHORIZED,
+                    Version::V311 => ReasonCode::V3_SUBSCRIBE_FAILURE,
                 });
                 continue;
             }
@@ -73,7 +66,7 @@ impl<S: Transport> Connection<S> {
                     options,
                 });
             }
-            codes.push(f.qos as u8);
+            codes.push(ReasonCode(f.qos as u8));
             let send_retained = match f.retain_handling {
                 RetainHandling::OnSubscribe => true,
                 RetainHandling::OnNewSubscribe => !existed,
@@ -140,7 +133,11 @@ impl<S: Transport> Connection<S> {
                     filter: filter.clone(),
                 });
             }
-            codes.push(if existed { 0 } else { V5_NO_SUBSCRIPTION });
+            codes.push(if existed {
+                ReasonCode::SUCCESS
+            } else {
+                ReasonCode::NO_SUBSCRIPTION_EXISTED
+            });
         }
         self.send(&Packet::UnsubAck(UnsubAck {
             packet_id: unsubscribe.packet_id,
