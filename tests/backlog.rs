@@ -615,3 +615,87 @@ async fn a_message_larger_than_the_memory_bound_is_still_accepted_into_an_empty_
     }
     broker.shutdown().await;
 }
+
+/// A 3.1.1 client that pipelines `count` QoS 1 PUBLISH packets to `to` while acknowledging
+/// whatever it receives on its own subscription `own`. Returns (PUBACKs, deliveries, closed by
+/// the broker) once every PUBLISH is acknowledged or the broker closed the connection, or
+/// `None` if nothing happened within the bound.
+async fn pipelining_peer(
+    addr: std::net::SocketAddr,
+    id: &str,
+    own: &str,
+    to: &str,
+    count: u16,
+) -> Option<(usize, usize, bool)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let sub = raw_subscriber(
+        addr,
+        connect_packet(Version::V311, id),
+        own,
+        QoS::AtLeastOnce,
+    )
+    .await;
+    let (mut rd, mut wr) = sub.stream.into_split();
+    let (ack_tx, mut ack_rx) = tokio::sync::mpsc::unbounded_channel::<BytesMut>();
+    let burst = pipelined(Version::V311, to, QoS::AtLeastOnce, count);
+    let writer = tokio::spawn(async move {
+        if wr.write_all(&burst).await.is_err() {
+            return;
+        }
+        while let Some(bytes) = ack_rx.recv().await {
+            if wr.write_all(&bytes).await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut decoder = codec::Decoder::client(Version::V311, 1 << 20);
+    let mut rbuf = BytesMut::new();
+    let (mut acked, mut delivered) = (0, 0);
+    let outcome = loop {
+        while let Ok(Some(p)) = decoder.decode(&mut rbuf) {
+            match p {
+                Packet::Publish(p) => {
+                    delivered += 1;
+                    let mut b = BytesMut::new();
+                    codec::encode(
+                        &ack(AckKind::PubAck, p.packet_id),
+                        Version::V311,
+                        None,
+                        &mut b,
+                    )
+                    .unwrap();
+                    let _ = ack_tx.send(b);
+                }
+                Packet::Ack(_) => acked += 1,
+                _ => {}
+            }
+        }
+        if acked == usize::from(count) {
+            // All published (the peer may have been closed, so not all delivered).
+            break Some((acked, delivered, false));
+        }
+        match tokio::time::timeout(WAIT, rd.read_buf(&mut rbuf)).await {
+            Ok(Ok(n)) if n > 0 => {}
+            Ok(_) => break Some((acked, delivered, true)),
+            Err(_) => break None,
+        }
+    };
+    writer.abort();
+    outcome
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_publishers_paused_on_each_other_do_not_hang() {
+    // Each publishes far more than the held allowance to the other while the other's queue is
+    // full: neither can read the acknowledgements the other waits for. The broker closes
+    // rather than leave them stuck; they would reconnect and resend.
+    let broker = start_broker_with(|c| c.max_queued_messages = 4).await;
+    let addr = broker.local_addr();
+    let (a, b) = tokio::join!(
+        pipelining_peer(addr, "A", "toA", "toB", 2000),
+        pipelining_peer(addr, "B", "toB", "toA", 2000)
+    );
+    eprintln!("A {a:?}, B {b:?}");
+    assert!(a.is_some() && b.is_some(), "stuck: A {a:?}, B {b:?}");
+    broker.shutdown().await;
+}

@@ -131,6 +131,13 @@ impl SessionHandle {
         }
     }
 
+    /// True if messages are in flight to the client or queued for it (it has acknowledgements
+    /// to send).
+    pub fn owes_client(&self) -> bool {
+        let slot = self.slot.lock();
+        slot.session.outbound.inflight() > 0 || slot.session.outbound.queued() > 0
+    }
+
     /// The backlog generation; read under the slot lock when the queue is found full.
     pub fn room_seq(&self) -> u64 {
         self.room_seq.load(Ordering::SeqCst)

@@ -23,7 +23,7 @@ pub fn will_message(will: &Will, id: u64) -> Message {
         payload: crate::session::owned_payload(will.payload.clone()),
         qos: will.qos,
         retain: will.retain,
-        properties: will.properties.clone(),
+        properties: crate::session::kept_properties(&will.properties),
         expires_at: will
             .properties
             .message_expiry_interval

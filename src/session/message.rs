@@ -41,15 +41,29 @@ pub fn owned_payload(payload: Bytes) -> Bytes {
     }
 }
 
+/// Message properties fit to be kept: the correlation data (the one binary property, a slice of
+/// the read buffer when decoded) is copied out.
+pub fn kept_properties(properties: &PublishProperties) -> PublishProperties {
+    PublishProperties {
+        correlation_data: properties
+            .correlation_data
+            .as_ref()
+            .map(|d| Bytes::copy_from_slice(d)),
+        ..properties.clone()
+    }
+}
+
 impl Message {
     /// This message, its payload copied out of the read buffer if it is small (see
     /// [`owned_payload`]); the same `Arc` if there is nothing to gain.
     pub fn to_kept(self: &Arc<Message>) -> Arc<Message> {
-        if self.payload.len() >= COPY_PAYLOAD_BELOW || self.payload.is_empty() {
+        let copy_payload = !self.payload.is_empty() && self.payload.len() < COPY_PAYLOAD_BELOW;
+        if !copy_payload && self.properties.correlation_data.is_none() {
             return Arc::clone(self);
         }
         Arc::new(Message {
             payload: owned_payload(self.payload.clone()),
+            properties: kept_properties(&self.properties),
             ..Message::clone(self)
         })
     }

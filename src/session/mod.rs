@@ -9,7 +9,7 @@ mod quota;
 use std::collections::HashMap;
 
 pub use inbound::{Inbound, Qos2Publish};
-pub use message::{CommitGate, Delivery, GateState, Message, owned_payload};
+pub use message::{CommitGate, Delivery, GateState, Message, kept_properties, owned_payload};
 pub use outbound::{AckOutcome, Inflight, InflightState, LoadRequest, Outbound, Refused, Transmit};
 pub use quota::{BacklogStats, DELIVERY_OVERHEAD, Placement, QueueLimits, delivery_cost};
 

@@ -3,7 +3,7 @@
 //! Sans-IO: the caller enqueues deliveries, asks for the next packet to transmit, and feeds
 //! acknowledgements back. Nothing here touches a socket or a clock other than the `now` passed in.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -108,9 +108,9 @@ pub struct Outbound {
     queue: VecDeque<Delivery>,
     inflight: VecDeque<Inflight>,
     /// Retained messages owed to new subscriptions, sent before the queue as the window allows.
-    retained: VecDeque<Delivery>,
-    /// The topics in `retained`.
-    retained_topics: HashSet<Arc<str>>,
+    retained: VecDeque<Arc<str>>,
+    /// The delivery waiting for each topic in `retained` (one per topic).
+    retained_waiting: HashMap<Arc<str>, Delivery>,
     limits: QueueLimits,
     window: usize,
     next_id: u16,
@@ -132,7 +132,7 @@ impl Outbound {
             queue: VecDeque::new(),
             inflight: VecDeque::new(),
             retained: VecDeque::new(),
-            retained_topics: HashSet::new(),
+            retained_waiting: HashMap::new(),
             limits,
             window: usize::from(window.max(1)),
             next_id: 1,
@@ -310,18 +310,30 @@ impl Outbound {
         Some(delivery.seq)
     }
 
-    /// Adds a retained message owed to a new subscription, unless one for the same topic is
-    /// still waiting (so the list never holds more than one entry per retained topic). These
+    /// Adds a retained message owed to a new subscription. A topic already waiting is not
+    /// added again (the list never holds more than one entry per retained topic): the waiting
+    /// entry takes the newer message, the higher QoS and every subscription identifier. These
     /// are sent before the queue, a window at a time, and are not counted against the backlog
-    /// limits (the messages are shared with the retained index). Returns false if skipped.
+    /// limits (the messages are shared with the retained index). Returns false if merged.
     pub fn push_retained(&mut self, delivery: Delivery) -> bool {
-        if !self
-            .retained_topics
-            .insert(Arc::clone(&delivery.message.topic))
-        {
+        let topic = Arc::clone(&delivery.message.topic);
+        if let Some(waiting) = self.retained_waiting.get_mut(&topic) {
+            let qos = waiting.qos.max(delivery.qos);
+            let mut ids = std::mem::take(&mut waiting.subscription_ids);
+            for id in &delivery.subscription_ids {
+                if !ids.contains(id) {
+                    ids.push(*id);
+                }
+            }
+            *waiting = Delivery {
+                qos,
+                subscription_ids: ids,
+                ..delivery
+            };
             return false;
         }
-        self.retained.push_back(delivery);
+        self.retained.push_back(Arc::clone(&topic));
+        self.retained_waiting.insert(topic, delivery);
         true
     }
 
@@ -425,12 +437,10 @@ impl Outbound {
         }
         loop {
             let from_retained = !self.retained.is_empty();
-            let source = if from_retained {
-                &mut self.retained
-            } else {
-                &mut self.queue
+            let front = match self.retained.front() {
+                Some(topic) => self.retained_waiting.get(topic)?,
+                None => self.queue.front()?,
             };
-            let front = source.front()?;
             match front.gate.as_ref().map(|g| g.state()) {
                 Some(GateState::Pending) => return None,
                 Some(GateState::Failed) => {
@@ -476,9 +486,8 @@ impl Outbound {
     /// that goes in flight is counted again there).
     fn pop(&mut self, from_retained: bool) -> Option<Delivery> {
         if from_retained {
-            let delivery = self.retained.pop_front()?;
-            self.retained_topics.remove(&delivery.message.topic);
-            return Some(delivery);
+            let topic = self.retained.pop_front()?;
+            return self.retained_waiting.remove(&topic);
         }
         let delivery = self.queue.pop_front()?;
         self.sub_memory(delivery_cost(&delivery));
@@ -552,7 +561,7 @@ impl Outbound {
         self.queue.clear();
         self.inflight.clear();
         self.retained.clear();
-        self.retained_topics.clear();
+        self.retained_waiting.clear();
         self.stored = Stored::default();
         self.memory_bytes = 0;
         self.resends = 0;
@@ -1017,9 +1026,17 @@ mod tests {
     fn a_retained_topic_waits_at_most_once() {
         let mut o = Outbound::new(limit(10), 10);
         assert!(o.push_retained(delivery(QoS::AtMostOnce)));
-        assert!(!o.push_retained(delivery(QoS::AtMostOnce)), "same topic");
+        let mut again = delivery(QoS::AtLeastOnce);
+        again.subscription_ids = vec![7];
+        assert!(!o.push_retained(again), "same topic");
         assert_eq!(o.stats().retained_pending, 1);
-        send(&mut o);
+        match send(&mut o) {
+            Some(Transmit::Publish { delivery, .. }) => {
+                assert_eq!(delivery.qos, QoS::AtLeastOnce, "the higher QoS");
+                assert_eq!(delivery.subscription_ids, vec![7]);
+            }
+            other => panic!("{other:?}"),
+        }
         assert!(
             o.push_retained(delivery(QoS::AtMostOnce)),
             "sent, so owed again"

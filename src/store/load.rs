@@ -197,7 +197,7 @@ pub fn drop_expired(
     }
     let err = |e: redb::Error| StoreError::Commit(format!("{}: {e}", path.display()));
     let txn = db.begin_write().map_err(|e| err(e.into()))?;
-    {
+    let delta = {
         let mut tables = Tables::open(&txn).map_err(err)?;
         for s in &expired {
             tables
@@ -209,8 +209,10 @@ pub fn drop_expired(
                 })
                 .map_err(err)?;
         }
-    }
+        tables.message_bytes_delta
+    };
     txn.commit().map_err(|e| err(e.into()))?;
+    loaded.message_bytes = loaded.message_bytes.saturating_add_signed(delta);
     Ok(expired.len())
 }
 

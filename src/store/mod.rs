@@ -28,7 +28,7 @@ pub use apply::{Op, SessionKey, entry_for};
 pub use load::{Loaded, LoadedSession};
 pub use record::{EntryRecord, EntryState, SessionRecord};
 
-use tables::{META, SCHEMA_VERSION};
+use tables::{META, SCHEMA_VERSION, UPGRADABLE_FROM};
 
 /// File name of the database inside the data directory.
 pub const DB_FILE: &str = "roost.redb";
@@ -324,6 +324,17 @@ fn check_schema(db: &Database, path: &Path) -> Result<(), StoreError> {
     };
     match found {
         Some(SCHEMA_VERSION) => return Ok(()),
+        Some(old) if UPGRADABLE_FROM.contains(&old) => {
+            let txn = db.begin_write().map_err(|e| corrupt(e.into()))?;
+            txn.open_table(META)
+                .map_err(|e| corrupt(e.into()))?
+                .insert("schema", SCHEMA_VERSION)
+                .map_err(|e| corrupt(e.into()))?;
+            apply::Tables::open(&txn).map_err(corrupt)?;
+            txn.commit().map_err(|e| corrupt(e.into()))?;
+            info!(path = %path.display(), from = old, to = SCHEMA_VERSION, "store schema upgraded");
+            return Ok(());
+        }
         Some(other) => {
             return Err(StoreError::Schema {
                 path: path.to_path_buf(),
@@ -481,6 +492,84 @@ mod tests {
         store.close();
         drop(store);
         let (_store, _) = Store::open(dir.path(), Durability::Fsync).expect("same version opens");
+    }
+
+    #[test]
+    fn sessions_dropped_at_startup_leave_no_bytes_counted() {
+        use crate::codec::{QoS, Version};
+        use crate::session::Message;
+        let dir = tempfile::tempdir().unwrap();
+        let key = SessionKey {
+            client: Arc::from("brief"),
+            incarnation: 5,
+        };
+        {
+            let (store, _) = Store::open(dir.path(), Durability::Fsync).unwrap();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap();
+            let mut ops = vec![Op::PutSession {
+                session: key.clone(),
+                // Connected with expiry 0 when the broker stopped: it ends at startup.
+                record: SessionRecord {
+                    version: Version::V5,
+                    expiry_interval: 0,
+                    disconnected_at: 0,
+                    incarnation: 5,
+                },
+            }];
+            for seq in 1..=20u64 {
+                let message = Arc::new(Message {
+                    id: seq,
+                    topic: Arc::from("t"),
+                    payload: bytes::Bytes::from(vec![1u8; 1000]),
+                    qos: QoS::AtLeastOnce,
+                    retain: false,
+                    properties: Default::default(),
+                    expires_at: None,
+                });
+                let mut entry = entry_for(seq, QoS::AtLeastOnce, false, &[]);
+                if seq % 2 == 0 {
+                    entry.inline = Some(Arc::clone(&message));
+                }
+                ops.push(Op::Enqueue {
+                    session: key.clone(),
+                    seq,
+                    message,
+                    entry,
+                });
+            }
+            rt.block_on(store.commit(ops)).unwrap();
+            assert!(store.queued_bytes() > 20_000);
+        }
+        let (store, loaded) = Store::open(dir.path(), Durability::Fsync).unwrap();
+        assert!(loaded.sessions.is_empty());
+        assert_eq!(store.queued_bytes(), 0, "nothing queued is left");
+    }
+
+    #[test]
+    fn version_1_store_is_upgraded_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(DB_FILE);
+        {
+            let db = Database::create(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            txn.open_table(META).unwrap().insert("schema", 1).unwrap();
+            txn.commit().unwrap();
+        }
+        let (store, _) = Store::open(dir.path(), Durability::Fsync).expect("version 1 opens");
+        store.close();
+        drop(store);
+        let db = Database::open(&path).unwrap();
+        let txn = redb::ReadableDatabase::begin_read(&db).unwrap();
+        let version = txn
+            .open_table(META)
+            .unwrap()
+            .get("schema")
+            .unwrap()
+            .unwrap()
+            .value();
+        assert_eq!(version, SCHEMA_VERSION);
     }
 
     #[test]

@@ -2,8 +2,15 @@
 
 use redb::TableDefinition;
 
-/// Version of the table layout; a file with another version is refused at startup.
-pub const SCHEMA_VERSION: u32 = 1;
+/// Version of the table layout; a file with another version is refused at startup, except
+/// the versions listed in [`UPGRADABLE_FROM`].
+///
+/// 2: a queue entry may carry its message inline (a message queued for one session only).
+pub const SCHEMA_VERSION: u32 = 2;
+
+/// Older versions this one reads as they are; opening one records [`SCHEMA_VERSION`], so the
+/// older broker refuses the file with a clear message instead of misreading it.
+pub const UPGRADABLE_FROM: &[u32] = &[1];
 
 /// `"schema"` -> [`SCHEMA_VERSION`].
 pub const META: TableDefinition<&str, u32> = TableDefinition::new("meta");

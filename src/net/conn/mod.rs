@@ -70,6 +70,8 @@ pub enum Close {
     Kicked(KickReason),
     /// The store could not commit: nothing of the batch was acknowledged (v5: 0x80).
     StorageFailure,
+    /// A paused 3.1.1 connection could not read the acknowledgements its own queue waits for.
+    PausedWithAcksUnread,
 }
 
 impl Close {
@@ -93,6 +95,7 @@ impl Close {
             Close::Kicked(KickReason::TakenOver) => (Some(ReasonCode::SESSION_TAKEN_OVER), true),
             Close::Kicked(KickReason::Shutdown) => (Some(ReasonCode::SERVER_SHUTTING_DOWN), false),
             Close::StorageFailure => (Some(ReasonCode::UNSPECIFIED_ERROR), true),
+            Close::PausedWithAcksUnread => (None, true),
         }
     }
 
@@ -255,7 +258,7 @@ impl<S: Transport> Connection<S> {
         let shutdown = self.broker.shutdown.clone();
         let connected = tokio::select! {
             connected = Box::pin(self.connect_phase()) => connected,
-            _ = shutdown.cancelled() => Err(Close::Refused),
+            _ = shutdown.cancelled() => Err(Close::Kicked(KickReason::Shutdown)),
         };
         if let Err(close) = connected {
             return close;
@@ -371,15 +374,13 @@ impl<S: Transport> Connection<S> {
                 .stall
                 .as_ref()
                 .map(|s| (Arc::clone(&s.session), s.room_seq));
-            if let Some((full, _)) = &paused
-                && self.held_full()
-                && Arc::ptr_eq(full, &session)
-            {
-                // Paused on its own queue with no room to read further: the acknowledgements
-                // that would make room cannot be read. Closed; the client resends what was
-                // not acknowledged (3.1.1 persistent sessions) when it reconnects.
-                debug!(client_id = %session.client_id, "paused on its own full queue: closing");
-                return Err(Close::Io);
+            if paused.is_some() && self.held_full() && session.owes_client() {
+                // Paused, and no room to read further, while this client has messages to
+                // acknowledge: its acknowledgements cannot be read, and another publisher (or
+                // this one) may be paused on its queue in turn. Closed rather than left in a
+                // cycle; the client resends what was not acknowledged when it reconnects.
+                debug!(client_id = %session.client_id, "paused with acknowledgements unread: closing");
+                return Err(Close::PausedWithAcksUnread);
             }
             let reading = paused.is_none() || !self.held_full();
             let deadline = if paused.is_some() {

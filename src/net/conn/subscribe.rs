@@ -22,9 +22,12 @@ impl<S: Transport> Connection<S> {
         let session = std::sync::Arc::clone(&attached.session);
         let version = attached.version;
         let mut codes = Vec::with_capacity(subscribe.filters.len());
-        let mut retained = Vec::new();
-        // Each retained topic once per SUBSCRIBE, however many of its filters match it.
-        let mut retained_topics = std::collections::HashSet::new();
+        let mut retained: Vec<Delivery> = Vec::new();
+        // Each retained topic once per SUBSCRIBE, however many of its filters match it: at the
+        // highest QoS granted, with every subscription identifier (as for routing,
+        // MQTT-3.3.5-1).
+        let mut retained_at: std::collections::HashMap<Arc<str>, usize> =
+            std::collections::HashMap::new();
         for f in subscribe.filters {
             if f.filter.starts_with("$share/") {
                 codes.push(match version {
@@ -75,10 +78,12 @@ impl<S: Transport> Connection<S> {
             if send_retained {
                 // MQTT-3.3.1-6 / MQTT-3.3.1-8: retained messages go out with RETAIN=1.
                 for (message, gate) in self.broker.router.retained_matching(&f.filter) {
-                    if !retained_topics.insert(Arc::clone(&message.topic)) {
+                    let qos = message.qos.min(f.qos);
+                    if let Some(&i) = retained_at.get(&message.topic) {
+                        retained[i].qos = retained[i].qos.max(qos);
                         continue;
                     }
-                    let qos = message.qos.min(f.qos);
+                    retained_at.insert(Arc::clone(&message.topic), retained.len());
                     let ids = options.subscription_id.into_iter().collect();
                     let mut delivery = Delivery::new(message, qos, true, ids);
                     // Not before the publisher's own commit of it returned.
@@ -102,7 +107,7 @@ impl<S: Transport> Connection<S> {
                 retained.retain(|d| acl.check(&d.message.topic, Access::Read));
             }
             for delivery in retained {
-                // A topic already waiting from an earlier SUBSCRIBE is not added twice.
+                // A topic still waiting from an earlier SUBSCRIBE is merged, not added twice.
                 slot.session.outbound.push_retained(delivery);
             }
             drop(slot);
