@@ -66,8 +66,6 @@ pub struct Slot {
     pub epoch: u64,
     /// True once the session has ended and left the registry.
     pub ended: bool,
-    /// Whether a full-queue drop has been logged since the client last connected.
-    pub drop_logged: bool,
     /// Whether the store holds a record of this session.
     pub persisted: bool,
     /// Cancelled when a connection attaches or the session ends: stops the expiry and
@@ -118,7 +116,6 @@ impl SessionHandle {
                 conn,
                 epoch: 1,
                 ended: false,
-                drop_logged: false,
                 persisted: false,
                 away: None,
                 acl: None,

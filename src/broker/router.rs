@@ -9,7 +9,7 @@ use parking_lot::RwLock;
 use crate::codec::QoS;
 use crate::config::QueueFullPolicy;
 use crate::session::{
-    CommitGate, DELIVERY_OVERHEAD, Delivery, GateState, Message, Placement, Refused, SubOptions,
+    CommitGate, Delivery, GateState, Message, Placement, Refused, SubOptions, message_cost,
 };
 use crate::store::{Op, entry_for};
 use crate::topic::{RetainedIndex, SubscriptionTrie};
@@ -173,15 +173,14 @@ impl Router {
         let targets = self.targets(message, publisher);
         let persistent = pending.as_ref().is_some_and(|p| p.persistent);
         let metrics = ctx.metrics;
-        let cost = message.payload.len() as u64 + message.topic.len() as u64 + DELIVERY_OVERHEAD;
+        let cost = message_cost(message);
         let mut matched = 0;
         // Some session is away: its copy may wait for a long time, so a small payload is
         // copied out of the publisher's read buffer instead of pinning all of it.
         let mut away = false;
         let mut admitted: Vec<(Target, QoS, bool)> = Vec::with_capacity(targets.len());
         for target in targets {
-            let session = Arc::clone(&target.session);
-            let mut slot = session.slot.lock();
+            let mut slot = target.session.slot.lock();
             if slot.ended {
                 continue;
             }
@@ -215,7 +214,7 @@ impl Router {
                 }
                 Err(Refused::Full) => match ctx.policy {
                     QueueFullPolicy::Backpressure => {
-                        let room_seq = session.room_seq();
+                        let room_seq = target.session.room_seq();
                         drop(slot);
                         for (t, _, _) in &admitted {
                             t.session.slot.lock().session.outbound.unreserve(cost);
@@ -223,7 +222,10 @@ impl Router {
                             // reservation.
                             t.session.notify_room();
                         }
-                        return Routed::Full { session, room_seq };
+                        return Routed::Full {
+                            session: target.session,
+                            room_seq,
+                        };
                     }
                     QueueFullPolicy::DropNew => {
                         slot.session.dropped += 1;

@@ -111,7 +111,6 @@ impl Broker {
             if !req.clean_start {
                 slot.conn = Some(link.clone());
                 slot.epoch += 1;
-                slot.drop_logged = false;
                 if let Some(away) = slot.away.take() {
                     // The expiry and will-delay timers of the absence stop here.
                     away.cancel();
@@ -157,36 +156,23 @@ impl Broker {
 
     /// Records a connected session in the store if it is durable (or was, until now).
     fn record_session(&self, key: SessionKey, slot: &mut Slot, pending: &mut Pending) {
-        if !self.persistent() {
+        if !self.persistent() || !(slot.session.is_durable() || slot.persisted) {
             return;
         }
-        if slot.session.is_durable() {
-            let incarnation = key.incarnation;
-            pending.push(Op::PutSession {
-                session: key,
-                record: SessionRecord {
-                    version: slot.session.version,
-                    expiry_interval: slot.session.expiry_interval,
-                    disconnected_at: 0,
-                    incarnation,
-                },
-            });
-            slot.persisted = true;
-        } else if slot.persisted {
-            // No longer durable (MQTT 5.0 resume with expiry 0): the record, and the backlog
-            // it may hold in the store, stay until the session ends with this connection. A
-            // restart discards it (expiry 0).
-            let incarnation = key.incarnation;
-            pending.push(Op::PutSession {
-                session: key,
-                record: SessionRecord {
-                    version: slot.session.version,
-                    expiry_interval: 0,
-                    disconnected_at: 0,
-                    incarnation,
-                },
-            });
-        }
+        // A session no longer durable (MQTT 5.0 resume with expiry 0) keeps its record, and the
+        // backlog it may hold in the store, until it ends with this connection; a restart
+        // discards it (expiry 0).
+        let incarnation = key.incarnation;
+        pending.push(Op::PutSession {
+            session: key,
+            record: SessionRecord {
+                version: slot.session.version,
+                expiry_interval: slot.session.expiry_interval,
+                disconnected_at: 0,
+                incarnation,
+            },
+        });
+        slot.persisted = true;
     }
 
     /// Detaches connection `conn_id` from its session. An ephemeral session ends now; a

@@ -219,6 +219,7 @@ impl Outbound {
     }
 
     /// Admits and places a delivery that is never written to the store (reserve, then place).
+    #[cfg(test)]
     pub fn enqueue(&mut self, delivery: Delivery, online: bool) -> Result<Placement, Refused> {
         let cost = delivery_cost(&delivery);
         self.reserve(cost, delivery.qos, false, online)?;

@@ -11,15 +11,20 @@
 //! A message that fits nowhere is refused before anything is queued, so the publisher can be
 //! told (MQTT 5.0: 0x97) or slowed (MQTT 3.1.1) instead of being acknowledged and dropped.
 
-use super::message::Delivery;
+use super::message::{Delivery, Message};
 
 /// Bytes counted for a delivery on top of its topic and payload: the queue entry, the shared
 /// message header and the bookkeeping around them.
 pub const DELIVERY_OVERHEAD: u64 = 128;
 
+/// The bytes each delivery of a message is counted as.
+pub fn message_cost(message: &Message) -> u64 {
+    message.payload.len() as u64 + message.topic.len() as u64 + DELIVERY_OVERHEAD
+}
+
 /// The bytes a delivery is counted as.
 pub fn delivery_cost(delivery: &Delivery) -> u64 {
-    delivery.message.payload.len() as u64 + delivery.message.topic.len() as u64 + DELIVERY_OVERHEAD
+    message_cost(&delivery.message)
 }
 
 /// Per-session bounds of the backlog.

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use redb::{Database, ReadableDatabase, ReadableTable};
 
-use crate::session::{DELIVERY_OVERHEAD, Delivery, Message, NEVER_EXPIRES, SubOptions};
+use crate::session::{Delivery, Message, NEVER_EXPIRES, SubOptions, message_cost};
 
 use super::StoreError;
 use super::apply::{Op, SessionKey, Tables};
@@ -134,8 +134,7 @@ pub fn load(db: &Database, path: &std::path::Path) -> Result<Loaded, StoreError>
         s.max_seq = s.max_seq.max(seq);
         if entry.state == EntryState::Queued {
             // Not sent yet: stays in the store until the client is back and drains.
-            let cost =
-                message.payload.len() as u64 + message.topic.len() as u64 + DELIVERY_OVERHEAD;
+            let cost = message_cost(&message);
             let stored = s.stored.get_or_insert((seq, 0, 0));
             stored.1 += 1;
             stored.2 += cost;

@@ -187,7 +187,7 @@ pub struct Connection<S> {
     stall: Option<publish::Stall>,
     /// Packets read while paused that must wait for the paused PUBLISH, in order.
     held: VecDeque<Packet>,
-    /// Bytes of the payloads in `held`.
+    /// About the memory `held` takes (see `held_size`).
     held_bytes: usize,
 }
 
@@ -351,8 +351,7 @@ impl<S: Transport> Connection<S> {
         let link = self.link.clone();
         let shutdown = self.broker.shutdown.clone();
         loop {
-            let was_paused = self.stall.is_some();
-            if was_paused && self.retry_stalled()? {
+            if self.stall.is_some() && self.retry_stalled()? {
                 // Keep alive is not held against a client whose reads were paused.
                 self.deadline = keep_alive.map(|k| Instant::now() + k);
             }
@@ -404,12 +403,7 @@ impl<S: Transport> Connection<S> {
                         // freeing bytes, a failed commit).
                         let _ = timeout(PAUSE_RETRY, full.room_since(*seen)).await;
                     }
-                }, if paused.is_some() => {
-                    if let Some(stall) = &mut self.stall {
-                        // Retried below even if nothing changed in the session.
-                        stall.room_seq = stall.room_seq.wrapping_sub(1);
-                    }
-                }
+                }, if paused.is_some() => {}
                 read = async {
                     if idle {
                         self.stream.readable().await;

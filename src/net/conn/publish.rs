@@ -24,7 +24,7 @@ pub(super) struct Stall {
     packet_id: u16,
     /// The full session.
     pub(super) session: Arc<SessionHandle>,
-    /// That session's backlog generation when it was found full (changed to force a retry).
+    /// That session's backlog generation when it was found full.
     pub(super) room_seq: u64,
 }
 
@@ -107,7 +107,11 @@ impl<S: Transport> Connection<S> {
             Some(&mut self.pending),
         );
         let matched = match routed {
-            Routed::Delivered { matched } => matched,
+            Routed::Delivered { matched } => {
+                // Through, even if it had been paused.
+                self.stall = None;
+                matched
+            }
             Routed::Full { session, room_seq } => {
                 let metrics = &broker.metrics;
                 if version == Version::V5 {
@@ -122,6 +126,7 @@ impl<S: Transport> Connection<S> {
                     return self.send_ack(kind, packet_id, ReasonCode::QUOTA_EXCEEDED);
                 }
                 if self.stall.is_none() {
+                    // A first pause (a retry that meets a full queue again is not counted).
                     Metrics::inc(&metrics.backpressure_pauses);
                     metrics.log_queue_full(&session.client_id, 0, 0, 1);
                 }
@@ -145,17 +150,15 @@ impl<S: Transport> Connection<S> {
     }
 
     /// Tries the paused PUBLISH again. Returns true if it is no longer paused.
+    ///
+    /// Tried whatever woke the connection: routing again is cheap, and room can come from
+    /// places that do not notify the full session (the store freeing bytes, a failed commit).
     pub(super) fn retry_stalled(&mut self) -> Result<bool, Close> {
-        let Some(stall) = self.stall.take() else {
+        let Some(stall) = &self.stall else {
             return Ok(true);
         };
-        let before = stall.room_seq;
-        let session = Arc::clone(&stall.session);
-        if session.room_seq() == before && !session.ended.is_cancelled() {
-            self.stall = Some(stall);
-            return Ok(false);
-        }
-        self.publish_message(stall.message, stall.packet_id)?;
+        let (message, packet_id) = (Arc::clone(&stall.message), stall.packet_id);
+        self.publish_message(message, packet_id)?;
         Ok(self.stall.is_none())
     }
 
