@@ -8,6 +8,7 @@ pub mod broker;
 pub mod codec;
 pub mod config;
 pub mod net;
+pub mod protocol;
 pub mod session;
 pub mod store;
 pub mod topic;

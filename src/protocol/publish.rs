@@ -12,7 +12,7 @@ use crate::codec::{AckKind, Publish, QoS, ReasonCode, Version};
 use crate::session::{Message, Qos2Publish};
 use crate::store::Op;
 
-use super::{Close, Connection, Transport};
+use super::{Close, Connected};
 
 /// A QoS 1/2 PUBLISH from a 3.1.1 client that a full queue holds back: not acknowledged, and
 /// the connection's further PUBLISH packets wait behind it until there is room.
@@ -28,12 +28,9 @@ pub(super) struct Stall {
     pub(super) room_seq: u64,
 }
 
-impl<S: Transport> Connection<S> {
-    pub(super) fn handle_publish(&mut self, publish: Publish) -> Result<(), Close> {
+impl Connected {
+    pub(super) fn handle_publish(&mut self, publish: Publish, now: Instant) -> Result<(), Close> {
         Metrics::inc(&self.broker.metrics.publish_received);
-        let Some(attached) = &self.state else {
-            return Err(Close::Io);
-        };
         if publish.topic_alias.is_some() {
             // Our Topic Alias Maximum is 0 (MQTT-3.3.2-9).
             return Err(Close::Violation {
@@ -42,16 +39,11 @@ impl<S: Transport> Connection<S> {
             });
         }
         let packet_id = publish.packet_id;
-        let version = attached.version;
         // A denied PUBLISH is not routed. MQTT 5.0 says so with 0x87; 3.1.1 has no way to, so
         // it is acknowledged as usual (as mosquitto does).
-        let permitted = self.allowed(&publish.topic, Access::Write);
-        let Some(attached) = &self.state else {
-            return Err(Close::Io);
-        };
-        if !permitted {
-            debug!(client_id = %attached.session.client_id, topic = %publish.topic, "PUBLISH denied by ACL");
-            return match (version, publish.qos) {
+        if !self.allowed(&publish.topic, Access::Write) {
+            debug!(client_id = %self.session.client_id, topic = %publish.topic, "PUBLISH denied by ACL");
+            return match (self.version, publish.qos) {
                 (_, QoS::AtMostOnce) => Ok(()),
                 (Version::V5, QoS::AtLeastOnce) => {
                     self.send_ack(AckKind::PubAck, packet_id, ReasonCode::NOT_AUTHORIZED)
@@ -70,14 +62,14 @@ impl<S: Transport> Connection<S> {
         }
         if publish.qos == QoS::ExactlyOnce {
             let limit = usize::from(self.broker.config.receive_maximum);
-            let slot = attached.session.slot.lock();
+            let slot = self.session.slot.lock();
             let inbound = &slot.session.inbound;
             if inbound.is_pending(packet_id) {
                 // A retransmission awaiting PUBREL: not delivered again (MQTT-4.3.3-9).
                 drop(slot);
                 return self.send_ack(AckKind::PubRec, packet_id, ReasonCode::SUCCESS);
             }
-            if version == Version::V5 && inbound.pending() >= limit {
+            if self.version == Version::V5 && inbound.pending() >= limit {
                 // MQTT-3.3.4-7: more unacknowledged QoS 2 than our Receive Maximum
                 // (0x93, section 3.3.4). MQTT 3.1.1 has no such limit.
                 return Err(Close::Violation {
@@ -86,23 +78,23 @@ impl<S: Transport> Connection<S> {
                 });
             }
         }
-        let message = self.message_of(publish);
-        self.publish_message(message, packet_id)
+        let message = self.message_of(publish, now);
+        self.publish_message(message, packet_id, now)
     }
 
     /// Routes a message and acknowledges it, or, at a full queue, refuses it (MQTT 5.0: 0x97)
     /// or pauses (MQTT 3.1.1).
-    fn publish_message(&mut self, message: Arc<Message>, packet_id: u16) -> Result<(), Close> {
+    fn publish_message(
+        &mut self,
+        message: Arc<Message>,
+        packet_id: u16,
+        now: Instant,
+    ) -> Result<(), Close> {
         let broker = Arc::clone(&self.broker);
-        let Some(attached) = &self.state else {
-            return Err(Close::Io);
-        };
-        let key = attached.session.key;
-        let version = attached.version;
         let qos = message.qos;
         let routed = broker.publish(
             &message,
-            Some(key),
+            Some(self.session.key),
             self.queue_full,
             Some(&mut self.pending),
         );
@@ -110,11 +102,12 @@ impl<S: Transport> Connection<S> {
             Routed::Delivered { matched } => {
                 // Through, even if it had been paused.
                 self.stall = None;
+                self.stall_tried = None;
                 matched
             }
             Routed::Full { session, room_seq } => {
                 let metrics = &broker.metrics;
-                if version == Version::V5 {
+                if self.version == Version::V5 {
                     // Refused whole: nothing was queued anywhere, the retained message is
                     // unchanged and a QoS 2 packet id is not kept (the flow ends here).
                     Metrics::inc(&metrics.rejected_quota_exceeded);
@@ -136,6 +129,7 @@ impl<S: Transport> Connection<S> {
                     session,
                     room_seq,
                 });
+                self.stall_tried = Some(now);
                 return Ok(());
             }
         };
@@ -153,44 +147,37 @@ impl<S: Transport> Connection<S> {
     ///
     /// Tried whatever woke the connection: routing again is cheap, and room can come from
     /// places that do not notify the full session (the store freeing bytes, a failed commit).
-    pub(super) fn retry_stalled(&mut self) -> Result<bool, Close> {
+    pub(super) fn retry_stalled(&mut self, now: Instant) -> Result<bool, Close> {
         let Some(stall) = &self.stall else {
             return Ok(true);
         };
         let (message, packet_id) = (Arc::clone(&stall.message), stall.packet_id);
-        self.publish_message(message, packet_id)?;
+        self.publish_message(message, packet_id, now)?;
         Ok(self.stall.is_none())
     }
 
     /// Records an inbound QoS 2 packet id as awaiting PUBREL (durably for a durable session,
     /// before PUBREC goes out, so a retry after a crash is recognised).
     fn record_incoming(&mut self, packet_id: u16) {
-        let Some(attached) = &self.state else {
-            return;
-        };
         let (first, persisted) = {
-            let mut slot = attached.session.slot.lock();
+            let mut slot = self.session.slot.lock();
             let first = slot.session.inbound.on_publish_qos2(packet_id) == Qos2Publish::Deliver;
             (first, slot.persisted)
         };
         if first && persisted {
-            let session = attached.session.store_key();
+            let session = self.session.store_key();
             self.pending.push(Op::PutIncoming { session, packet_id });
             self.pending.incoming_added.push(packet_id);
         }
     }
 
-    /// Builds the application message of a PUBLISH.
-    fn message_of(&self, publish: Publish) -> Arc<Message> {
-        let v5 = self
-            .state
-            .as_ref()
-            .is_some_and(|a| a.version == Version::V5);
-        let expires_at = if v5 {
+    /// Builds the application message of a PUBLISH received at `now`.
+    fn message_of(&self, publish: Publish, now: Instant) -> Arc<Message> {
+        let expires_at = if self.version == Version::V5 {
             publish
                 .properties
                 .message_expiry_interval
-                .map(|s| Instant::now() + Duration::from_secs(u64::from(s)))
+                .map(|s| now + Duration::from_secs(u64::from(s)))
         } else {
             None
         };

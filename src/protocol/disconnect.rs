@@ -4,22 +4,19 @@
 
 use crate::codec::{Disconnect, ReasonCode};
 
-use super::{Close, Connection, Transport};
+use super::{Close, Connected};
 
-impl<S: Transport> Connection<S> {
+impl Connected {
     pub(super) fn handle_disconnect(&mut self, disconnect: Disconnect) -> Result<(), Close> {
-        let Some(attached) = &self.state else {
-            return Err(Close::Io);
-        };
         if let Some(expiry) = disconnect.session_expiry_interval {
-            if attached.expiry_at_connect == 0 && expiry != 0 {
+            if self.expiry_at_connect == 0 && expiry != 0 {
                 // MQTT-3.14.2-2: a session that was to end cannot be extended at DISCONNECT.
                 return Err(Close::Violation {
                     reason: ReasonCode::PROTOCOL_ERROR,
                     why: "session expiry raised from 0 at DISCONNECT",
                 });
             }
-            attached.session.slot.lock().session.expiry_interval = expiry;
+            self.session.slot.lock().session.expiry_interval = expiry;
         }
         Err(Close::ClientDisconnect {
             will: disconnect.reason != ReasonCode::SUCCESS,

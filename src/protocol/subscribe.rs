@@ -12,15 +12,12 @@ use crate::codec::{
 use crate::session::{Delivery, SubOptions};
 use crate::store::Op;
 
-use super::{Close, Connection, Transport};
+use super::{Close, Connected};
 
-impl<S: Transport> Connection<S> {
+impl Connected {
     pub(super) fn handle_subscribe(&mut self, subscribe: Subscribe) -> Result<(), Close> {
-        let Some(attached) = &self.state else {
-            return Err(Close::Io);
-        };
-        let session = std::sync::Arc::clone(&attached.session);
-        let version = attached.version;
+        let session = std::sync::Arc::clone(&self.session);
+        let version = self.version;
         let mut codes = Vec::with_capacity(subscribe.filters.len());
         let mut retained: Vec<Delivery> = Vec::new();
         // Each retained topic once per SUBSCRIBE, however many of its filters match it: at the
@@ -117,10 +114,7 @@ impl<S: Transport> Connection<S> {
     }
 
     pub(super) fn handle_unsubscribe(&mut self, unsubscribe: Unsubscribe) -> Result<(), Close> {
-        let Some(attached) = &self.state else {
-            return Err(Close::Io);
-        };
-        let session = std::sync::Arc::clone(&attached.session);
+        let session = std::sync::Arc::clone(&self.session);
         let mut codes = Vec::with_capacity(unsubscribe.filters.len());
         for filter in &unsubscribe.filters {
             let (existed, persisted) = {

@@ -6,17 +6,14 @@ use crate::codec::{AckKind, PubAckLike, ReasonCode};
 use crate::session::AckOutcome;
 use crate::store::{EntryState, Op};
 
-use super::{Close, Connection, Transport};
+use super::{Close, Connected};
 
-impl<S: Transport> Connection<S> {
+impl Connected {
     pub(super) fn handle_ack(&mut self, ack: PubAckLike) -> Result<(), Close> {
-        let Some(attached) = &self.state else {
-            return Err(Close::Io);
-        };
         let id = ack.packet_id;
         let failed = ack.reason.is_error();
         let (outcome, persisted) = {
-            let mut slot = attached.session.slot.lock();
+            let mut slot = self.session.slot.lock();
             let persisted = slot.persisted;
             let session = &mut slot.session;
             let outcome = match ack.kind {
@@ -38,11 +35,11 @@ impl<S: Transport> Connection<S> {
             // client may reuse it for a new message. Deleted even when memory no longer has
             // it (a retry after a failed commit).
             self.pending.push(Op::DeleteIncoming {
-                session: attached.session.store_key(),
+                session: self.session.store_key(),
                 packet_id: id,
             });
         } else if persisted && let AckOutcome::Done { seq } = outcome {
-            let session = attached.session.store_key();
+            let session = self.session.store_key();
             let p = &mut self.pending;
             match ack.kind {
                 // PUBREL must not go out before the released state is durable, or a
@@ -64,7 +61,7 @@ impl<S: Transport> Connection<S> {
         };
         if frees && outcome != AckOutcome::UnknownPacketId {
             // Publishers paused on this session's full queue may go on.
-            attached.session.notify_room();
+            self.session.notify_room();
         }
         if outcome == AckOutcome::UnknownPacketId {
             debug!(peer = %self.peer, kind = ?ack.kind, id, "acknowledgement for an unknown packet id");

@@ -14,18 +14,12 @@ use crate::codec::{
 use crate::session::{Delivery, Transmit};
 use crate::store::{EntryState, Op, entry_for};
 
-use super::{Close, Connection, Transport, WRITE_BUDGET};
+use super::{Close, Connected, WRITE_BUDGET};
 
-impl<S: Transport> Connection<S> {
-    /// The negotiated version (3.1.1 until CONNECT is accepted).
-    pub(super) fn version(&self) -> Version {
-        self.state.as_ref().map_or(Version::V311, |a| a.version)
-    }
-
+impl Connected {
     /// Encodes a response packet into the write buffer.
     pub(super) fn send(&mut self, packet: &Packet) -> Result<(), Close> {
-        let max = self.state.as_ref().and_then(|a| a.max_packet_out);
-        if let Err(e) = codec::encode(packet, self.version(), max, &mut self.wbuf) {
+        if let Err(e) = codec::encode(packet, self.version, self.max_packet_out, &mut self.out) {
             // Only a client-imposed Maximum Packet Size can make a response unsendable.
             debug!(peer = %self.peer, error = ?e, "response not sent");
         }
@@ -39,7 +33,7 @@ impl<S: Transport> Connection<S> {
         packet_id: u16,
         reason: ReasonCode,
     ) -> Result<(), Close> {
-        let reason = if self.version() == Version::V5 {
+        let reason = if self.version == Version::V5 {
             reason
         } else {
             ReasonCode::SUCCESS
@@ -52,17 +46,14 @@ impl<S: Transport> Connection<S> {
         }))
     }
 
-    /// Moves deliveries from the session queue into the write buffer, as far as the inflight
-    /// window and the write budget allow.
-    pub(super) fn drain(&mut self) {
-        let Some(attached) = &self.state else {
-            return;
-        };
-        let session = Arc::clone(&attached.session);
-        let now = Instant::now();
+    /// Moves deliveries from the session queue into the output, as far as the inflight
+    /// window and the write budget allow. Messages whose expiry passed by `now` are dropped
+    /// (MQTT-3.3.2-5).
+    pub fn poll_transmit(&mut self, now: Instant) {
+        let session = Arc::clone(&self.session);
         let mut expired = Vec::new();
         let mut budget = 0usize;
-        self.pending_drain = false;
+        self.more_to_send = false;
         let mut recorded = Vec::new();
         let mut freed = false;
         let persisted = {
@@ -70,7 +61,7 @@ impl<S: Transport> Connection<S> {
             let persisted = slot.persisted;
             loop {
                 if budget >= WRITE_BUDGET {
-                    self.pending_drain = true;
+                    self.more_to_send = true;
                     break;
                 }
                 match slot.session.outbound.next_transmit(now, &mut expired) {
@@ -129,7 +120,7 @@ impl<S: Transport> Connection<S> {
         }
         let mut transmits = std::mem::take(&mut self.transmits);
         let mut released = Vec::new();
-        let acl = self.state.as_ref().and_then(|a| a.acl.clone());
+        let acl = self.acl.clone();
         for t in transmits.drain(..) {
             if let (
                 Some(acl),
@@ -227,14 +218,11 @@ impl<S: Transport> Connection<S> {
         dup: bool,
         now: Instant,
     ) -> Result<(), EncodeError> {
-        let Some(attached) = &self.state else {
-            return Ok(());
-        };
         let message = &delivery.message;
         // MQTT-3.3.2-6: forward the expiry interval minus the time spent waiting.
         let adjusted;
         let properties = match message.remaining_expiry(now) {
-            Some(left) if attached.version == Version::V5 => {
+            Some(left) if self.version == Version::V5 => {
                 adjusted = PublishProperties {
                     message_expiry_interval: Some(left),
                     ..message.properties.clone()
@@ -254,12 +242,6 @@ impl<S: Transport> Connection<S> {
             topic_alias: None,
             subscription_identifiers: &delivery.subscription_ids,
         };
-        codec::encode_publish(
-            &view,
-            attached.version,
-            attached.max_packet_out,
-            &mut self.wbuf,
-        )
-        .map(|_| ())
+        codec::encode_publish(&view, self.version, self.max_packet_out, &mut self.out).map(|_| ())
     }
 }

@@ -1,0 +1,481 @@
+//! The task that drives one client connection: it reads from the socket, feeds the bytes and
+//! the time to the protocol core ([`crate::protocol`]), carries out what the core asks for
+//! (store commits and reads, waits), and writes what it produced, with one write call per
+//! batch. Authentication (with its failure throttle) and the wait for a taken-over
+//! connection are here, because they wait; every MQTT rule is in the core.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::time::timeout;
+use tracing::debug;
+
+use crate::broker::{Broker, ConnLink, KickReason, Metrics, Verdict};
+use crate::config::QueueFullPolicy;
+use crate::protocol::{self, AwaitingConnect, Close, Connected};
+
+/// Smallest read reservation: an idle connection holds little more than this.
+const MIN_READ: usize = 512;
+/// Largest read reservation, reached when reads keep filling the buffer.
+const MAX_READ: usize = 64 * 1024;
+/// Time allowed for the last packets (e.g. a v5 DISCONNECT) when a connection closes.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+/// After the broker closes a connection, how long it reads and discards what the client still
+/// sends, so that the last packets it wrote are not destroyed by a reset...
+const DRAIN_TIME: Duration = Duration::from_secs(1);
+/// ...and how many bytes at most.
+const DRAIN_BYTES: usize = 1024 * 1024;
+
+/// What a TLS listener learned from the client certificate, for `use_identity_as_username`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CertIdentity {
+    /// The listener does not use certificate identities.
+    NotUsed,
+    /// The verified certificate's Common Name.
+    Name(String),
+    /// The listener needs one and the certificate has no Common Name.
+    Missing,
+}
+
+/// A byte stream a connection runs over.
+pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send {
+    /// Resolves when a read may make progress, so that an idle connection need not hold a read
+    /// buffer while it waits. Streams that cannot tell (TLS, WebSocket) resolve at once.
+    fn readable(&self) -> impl std::future::Future<Output = ()> + Send {
+        std::future::ready(())
+    }
+}
+
+impl Transport for tokio::net::TcpStream {
+    async fn readable(&self) {
+        // An error shows up in the read that follows.
+        let _ = tokio::net::TcpStream::readable(self).await;
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Transport for tokio_rustls::server::TlsStream<S> {}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Transport for super::ws::WsStream<S> {}
+
+/// Where the protocol core of a connection is.
+enum Phase {
+    Connecting(AwaitingConnect),
+    Connected(Box<Connected>),
+    /// Between the two (or the CONNECT phase was cut short by shutdown).
+    Gone,
+}
+
+/// An accepted CONNECT, authenticated and attached to its session.
+struct Accepted {
+    connect: Box<crate::codec::Connect>,
+    plan: protocol::ConnectPlan,
+    session: Arc<crate::broker::SessionHandle>,
+    present: bool,
+    username: Option<String>,
+}
+
+/// The I/O side of one connection.
+struct Driver<S> {
+    broker: Arc<Broker>,
+    stream: S,
+    peer: SocketAddr,
+    rbuf: BytesMut,
+    /// How much to reserve before a read: grows while reads fill the buffer, shrinks when
+    /// traffic stops, so idle connections hold little memory.
+    read_size: usize,
+    link: ConnLink,
+    identity: CertIdentity,
+    /// A write was cut off mid-packet: nothing more may be written.
+    torn: bool,
+}
+
+/// Serves one client connection to completion. `queue_full` is the listener's policy for
+/// PUBLISH packets that meet a full queue.
+pub async fn serve<S>(
+    broker: Arc<Broker>,
+    stream: S,
+    peer: SocketAddr,
+    identity: CertIdentity,
+    queue_full: QueueFullPolicy,
+) where
+    S: Transport,
+{
+    let link = ConnLink::new(broker.next_connection_id());
+    let _gone = link.gone.clone().drop_guard();
+    Metrics::inc(&broker.metrics.connections_accepted);
+    let mut driver = Driver {
+        broker: Arc::clone(&broker),
+        stream,
+        peer,
+        rbuf: BytesMut::new(),
+        read_size: MIN_READ,
+        link,
+        identity,
+        torn: false,
+    };
+    let mut phase = Phase::Connecting(AwaitingConnect::new(broker, peer, queue_full));
+    let close = driver.run(&mut phase).await;
+    driver.finish(phase, close).await;
+}
+
+/// The time the core is given.
+fn now() -> Instant {
+    Instant::now()
+}
+
+impl<S: Transport> Driver<S> {
+    async fn run(&mut self, phase: &mut Phase) -> Close {
+        let Phase::Connecting(awaiting) = phase else {
+            return Close::Io;
+        };
+        // The CONNECT phase is boxed: its state is large and short-lived, and would otherwise
+        // be part of every connection's task for its whole life.
+        let shutdown = self.broker.shutdown.clone();
+        let accepted = tokio::select! {
+            accepted = Box::pin(self.connect_phase(awaiting)) => accepted,
+            _ = shutdown.cancelled() => Err(Close::Kicked(KickReason::Shutdown)),
+        };
+        let a = match accepted {
+            Ok(accepted) => accepted,
+            Err(close) => return close,
+        };
+        let Phase::Connecting(awaiting) = std::mem::replace(phase, Phase::Gone) else {
+            return Close::Io;
+        };
+        let core = awaiting.accept(*a.connect, a.plan, a.session, a.present, a.username, now());
+        *phase = Phase::Connected(Box::new(core));
+        let Phase::Connected(core) = phase else {
+            return Close::Io;
+        };
+        match self.main_loop(core).await {
+            Ok(()) => Close::Io,
+            Err(close) => close,
+        }
+    }
+
+    /// Waits (bounded) for the CONNECT, authenticates it and attaches its session.
+    async fn connect_phase(&mut self, awaiting: &mut AwaitingConnect) -> Result<Accepted, Close> {
+        let limit = self.broker.config.connect_timeout;
+        let connect = match timeout(limit, self.read_connect(awaiting)).await {
+            Err(_) => {
+                debug!(peer = %self.peer, "no CONNECT in time");
+                return Err(Close::Io);
+            }
+            Ok(result) => result?,
+        };
+        let version = connect.version;
+        let plan = awaiting
+            .plan(&connect)
+            .map_err(|code| awaiting.refuse(version, code))?;
+        let username = self
+            .authenticate(&connect)
+            .await
+            .map_err(|code| awaiting.refuse(version, code))?;
+        let (session, present) = self
+            .broker
+            .attach(&plan.request, &self.link, awaiting.pending_mut())
+            .await;
+        Ok(Accepted {
+            connect,
+            plan,
+            session,
+            present,
+            username,
+        })
+    }
+
+    /// Reads until the first packet.
+    async fn read_connect(
+        &mut self,
+        awaiting: &mut AwaitingConnect,
+    ) -> Result<Box<crate::codec::Connect>, Close> {
+        loop {
+            if let Some(connect) = awaiting.read_connect(&mut self.rbuf)? {
+                return Ok(connect);
+            }
+            self.read_more().await?;
+        }
+    }
+
+    /// Checks the credentials (or the certificate identity). On refusal, waits the throttle
+    /// delay and returns the CONNACK code to send.
+    async fn authenticate(
+        &self,
+        connect: &crate::codec::Connect,
+    ) -> Result<Option<String>, crate::codec::ReasonCode> {
+        let identity = match &self.identity {
+            CertIdentity::NotUsed => None,
+            CertIdentity::Name(name) => Some(name.clone()),
+            CertIdentity::Missing => {
+                return Err(protocol::refusal(&Verdict::NotAuthorized, connect.version)
+                    .unwrap_or(crate::codec::ReasonCode::NOT_AUTHORIZED));
+            }
+        };
+        let access = &self.broker.access;
+        let verdict = access
+            .authenticate(identity, connect.username.clone(), connect.password.clone())
+            .await;
+        let Some(refusal) = protocol::refusal(&verdict, connect.version) else {
+            access.succeeded(self.peer.ip());
+            return Ok(match verdict {
+                Verdict::Accepted(username) => username,
+                _ => None,
+            });
+        };
+        let delay = access.failure_delay(self.peer.ip());
+        debug!(peer = %self.peer, ?delay, %refusal, "authentication failed");
+        tokio::time::sleep(delay).await;
+        Err(refusal)
+    }
+
+    async fn read_more(&mut self) -> Result<(), Close> {
+        let spare = self.prepare_read();
+        match self.stream.read_buf(&mut self.rbuf).await {
+            Ok(0) | Err(_) => Err(Close::Io),
+            Ok(n) => {
+                self.adapt_read_size(n, spare);
+                Ok(())
+            }
+        }
+    }
+
+    /// Makes room for the next read; returns the room available.
+    fn prepare_read(&mut self) -> usize {
+        if self.rbuf.capacity() - self.rbuf.len() < self.read_size / 2 {
+            self.rbuf.reserve(self.read_size);
+        }
+        self.rbuf.capacity() - self.rbuf.len()
+    }
+
+    /// Grows the read size when a read filled the room it had, shrinks it (and gives the
+    /// buffer back) when reads are small and nothing is pending.
+    fn adapt_read_size(&mut self, n: usize, spare: usize) {
+        if n >= spare {
+            self.read_size = (self.read_size * 2).min(MAX_READ);
+        } else if n < self.read_size / 8 && self.read_size > MIN_READ {
+            self.read_size /= 2;
+            if self.rbuf.is_empty() && self.rbuf.capacity() > 2 * self.read_size {
+                self.rbuf = BytesMut::new();
+            }
+        }
+    }
+
+    async fn main_loop(&mut self, core: &mut Connected) -> Result<(), Close> {
+        let session = Arc::clone(core.session());
+        let link = self.link.clone();
+        let shutdown = self.broker.shutdown.clone();
+        loop {
+            core.handle_input(&mut self.rbuf, now())?;
+            if let Some(request) = core.poll_load() {
+                Metrics::inc(&self.broker.metrics.store_reads);
+                let read = self.read_backlog(core, request).await;
+                core.loaded(request, read)?;
+            }
+            core.poll_transmit(now());
+            self.settle(core).await?;
+            self.flush(core).await?;
+            let more_to_send = core.more_to_send();
+            let idle = self.rbuf.is_empty() && self.read_size == MIN_READ;
+            if self.rbuf.is_empty() && (idle || self.rbuf.capacity() > 2 * MAX_READ) {
+                // A quiet connection holds no read buffer while it waits (and an occasional
+                // large packet's buffer is given back).
+                self.rbuf = BytesMut::new();
+            }
+            if core.stuck() {
+                debug!(client_id = %session.client_id, "paused with acknowledgements unread: closing");
+                return Err(Close::PausedWithAcksUnread);
+            }
+            let paused = core.paused_on();
+            let reading = core.wants_read();
+            let timer = core.poll_timeout();
+            tokio::select! {
+                biased;
+                _ = link.kick.cancelled() => {
+                    return Err(Close::Kicked(link.kick_reason().unwrap_or(KickReason::Shutdown)));
+                }
+                _ = shutdown.cancelled() => return Err(Close::Kicked(KickReason::Shutdown)),
+                _ = sleep_until(timer), if timer.is_some() => core.handle_timeout(now())?,
+                _ = async {
+                    if let Some((full, seen)) = &paused {
+                        full.room_since(*seen).await;
+                    }
+                }, if paused.is_some() => {}
+                read = async {
+                    if idle {
+                        self.stream.readable().await;
+                    }
+                    let spare = self.prepare_read();
+                    (self.stream.read_buf(&mut self.rbuf).await, spare)
+                }, if reading => match read {
+                    (Ok(n), spare) if n > 0 => self.adapt_read_size(n, spare),
+                    _ => return Err(Close::Io),
+                },
+                _ = session.wake.notified(), if !more_to_send => {}
+                _ = std::future::ready(()), if more_to_send => {}
+            }
+        }
+    }
+
+    /// Reads a window of the session's backlog from the store (`None` on failure, logged).
+    async fn read_backlog(
+        &self,
+        core: &Connected,
+        request: crate::session::LoadRequest,
+    ) -> Option<Vec<crate::session::Delivery>> {
+        let store = self.broker.store.as_ref()?;
+        let session = core.session();
+        match store.read_queue(session.store_key(), request).await {
+            Ok(read) => Some(read),
+            Err(e) => {
+                tracing::error!(client_id = %session.client_id, error = %e, "reading the queue from the store failed");
+                None
+            }
+        }
+    }
+
+    /// Commits what the core asks for, waits for the other connections' commits its
+    /// deliveries depend on, and reports back.
+    async fn settle(&mut self, core: &mut Connected) -> Result<(), Close> {
+        let Some(commit) = core.poll_commit() else {
+            return Ok(());
+        };
+        let ok = if commit.must_wait {
+            self.broker.commit(commit.ops).await
+        } else {
+            self.broker.submit(commit.ops);
+            true
+        };
+        core.committed(ok)?;
+        if !commit.foreign.is_empty() {
+            let shutdown = self.broker.shutdown.clone();
+            for gate in commit.foreign {
+                tokio::select! {
+                    _ = gate.settled() => {}
+                    _ = shutdown.cancelled() => break,
+                }
+            }
+            // Deliveries held by those gates can go out now.
+            core.session().wake.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Writes what the core produced. Gives up if the connection is kicked, the broker shuts
+    /// down, or the keep alive runs out while the client is not reading. Each partial write
+    /// advances the buffer, so an interrupted flush is known to be torn.
+    async fn flush(&mut self, core: &mut Connected) -> Result<(), Close> {
+        let deadline = core.write_deadline();
+        let Some(out) = core.output() else {
+            return Ok(());
+        };
+        let total = out.len();
+        self.write_all(out, deadline).await?;
+        out.clear();
+        if out.capacity() > 2 * protocol::WRITE_BUDGET
+            || (out.capacity() > MAX_READ && total < MIN_READ)
+        {
+            // Give back a buffer grown by a burst once traffic is light again.
+            *out = BytesMut::new();
+        }
+        Ok(())
+    }
+
+    async fn write_all(
+        &mut self,
+        buf: &mut BytesMut,
+        deadline: Option<Instant>,
+    ) -> Result<(), Close> {
+        let link = self.link.clone();
+        let shutdown = self.broker.shutdown.clone();
+        let total = buf.len();
+        while !buf.is_empty() {
+            let outcome = tokio::select! {
+                written = self.stream.write_buf(buf) => match written {
+                    Ok(n) if n > 0 => Ok(()),
+                    _ => Err(Close::Io),
+                },
+                _ = link.kick.cancelled() => {
+                    Err(Close::Kicked(link.kick_reason().unwrap_or(KickReason::Shutdown)))
+                }
+                _ = shutdown.cancelled() => Err(Close::Kicked(KickReason::Shutdown)),
+                _ = sleep_until(deadline), if deadline.is_some() => Err(Close::KeepAlive),
+            };
+            if let Err(close) = outcome {
+                self.torn = buf.len() != total;
+                return Err(close);
+            }
+        }
+        // TLS and WebSocket streams may hold written bytes until flushed.
+        let flushed = tokio::select! {
+            flushed = self.stream.flush() => flushed.map_err(|_| Close::Io),
+            _ = link.kick.cancelled() => {
+                Err(Close::Kicked(link.kick_reason().unwrap_or(KickReason::Shutdown)))
+            }
+            _ = shutdown.cancelled() => Err(Close::Kicked(KickReason::Shutdown)),
+        };
+        flushed
+    }
+
+    /// Ends the connection: settle the store, detach from the session and hand over the will
+    /// (so a takeover waiting on this connection can proceed at once), then a last v5
+    /// DISCONNECT where due and the socket close.
+    async fn finish(&mut self, phase: Phase, close: Close) {
+        let mut out = match phase {
+            Phase::Connecting(mut awaiting) => std::mem::take(awaiting.output()),
+            Phase::Gone => BytesMut::new(),
+            Phase::Connected(mut core) => {
+                // Output already produced goes out only if what it acknowledges is committed.
+                let close = match self.settle(&mut core).await {
+                    Ok(()) => close,
+                    Err(failure) => failure,
+                };
+                let ending = core.end(close);
+                if let Close::Violation { why, reason } = close {
+                    Metrics::inc(&self.broker.metrics.protocol_errors);
+                    debug!(peer = %self.peer, %reason, why, "protocol violation");
+                }
+                let away = self.broker.detach(&ending.session, self.link.id);
+                if let Some(will) = ending.will {
+                    self.broker.schedule_will(will, &ending.session, away);
+                }
+                core.output().map(std::mem::take).unwrap_or_default()
+            }
+        };
+        self.link.gone.cancel();
+        if !out.is_empty() && !self.torn {
+            let _ = timeout(CLOSE_GRACE, async {
+                self.stream.write_all_buf(&mut out).await?;
+                self.stream.flush().await
+            })
+            .await;
+        }
+        let _ = timeout(CLOSE_GRACE, self.stream.shutdown()).await;
+        if close.server_initiated() {
+            // The client may still be sending. Closing with its bytes unread would make the
+            // kernel answer with a reset, which can destroy the CONNACK or DISCONNECT just
+            // written before the client reads it; read and discard until it closes, briefly.
+            let _ = timeout(DRAIN_TIME, async {
+                let mut scratch = [0u8; 4096];
+                let mut left = DRAIN_BYTES;
+                while left > 0 {
+                    match self.stream.read(&mut scratch).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => left = left.saturating_sub(n),
+                    }
+                }
+            })
+            .await;
+        }
+    }
+}
+
+/// Sleeps until `deadline` (for ever without one).
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
+        None => std::future::pending().await,
+    }
+}

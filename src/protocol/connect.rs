@@ -1,0 +1,237 @@
+//! CONNECT: read it, check it, plan the session it asks for, and once the driver has attached
+//! one, answer CONNACK and resend what was in flight when a session resumes.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use tracing::{debug, warn};
+
+use crate::auth::Access;
+use crate::broker::{AttachRequest, Broker, Pending, SessionHandle, Verdict};
+use crate::codec::{
+    self, ConnAck, ConnAckProperties, Connect, DecodeError, Decoder, Packet, ReasonCode, Version,
+};
+use crate::config::QueueFullPolicy;
+use crate::session::NEVER_EXPIRES;
+
+use super::{Close, Connected};
+
+/// A connection that has not been accepted yet: only a CONNECT may come.
+#[derive(Debug)]
+pub struct AwaitingConnect {
+    broker: Arc<Broker>,
+    peer: SocketAddr,
+    queue_full: QueueFullPolicy,
+    decoder: Decoder,
+    out: BytesMut,
+    pending: Pending,
+}
+
+/// What an acceptable CONNECT asks for, before a session is attached.
+#[derive(Debug, Clone)]
+pub struct ConnectPlan {
+    /// The session to attach (with the client id assigned if the client sent none).
+    pub request: AttachRequest,
+    /// The client id was assigned by the broker (MQTT 5.0 says so in CONNACK).
+    pub assigned: bool,
+}
+
+/// The CONNACK code refusing a client whose authentication gave `verdict`, `None` if it was
+/// accepted (MQTT-3.1.4-2; 3.1.1 table 3.1, MQTT 5.0 section 3.2.2.2).
+pub fn refusal(verdict: &Verdict, version: Version) -> Option<ReasonCode> {
+    let v5 = version == Version::V5;
+    Some(match verdict {
+        Verdict::Accepted(_) => return None,
+        Verdict::BadCredentials if v5 => ReasonCode::BAD_USER_NAME_OR_PASSWORD,
+        Verdict::BadCredentials => ReasonCode::V3_BAD_USER_NAME_OR_PASSWORD,
+        Verdict::NotAuthorized if v5 => ReasonCode::NOT_AUTHORIZED,
+        Verdict::NotAuthorized => ReasonCode::V3_NOT_AUTHORIZED,
+    })
+}
+
+impl AwaitingConnect {
+    /// A new connection from `peer`; `queue_full` is its listener's policy for PUBLISH packets
+    /// that meet a full queue.
+    pub fn new(broker: Arc<Broker>, peer: SocketAddr, queue_full: QueueFullPolicy) -> Self {
+        let max_packet = broker.config.max_packet_size as usize;
+        let persistent = broker.persistent();
+        AwaitingConnect {
+            broker,
+            peer,
+            queue_full,
+            decoder: Decoder::server(max_packet),
+            out: BytesMut::new(),
+            pending: Pending::new(persistent),
+        }
+    }
+
+    /// Decodes the first packet, which must be a CONNECT. `Ok(None)`: more bytes are needed.
+    /// An unsupported protocol level is answered with CONNACK 0x01 (MQTT-3.1.2-2); anything
+    /// else closes without an answer (MQTT-3.1.0-1).
+    pub fn read_connect(&mut self, input: &mut BytesMut) -> Result<Option<Box<Connect>>, Close> {
+        match self.decoder.decode(input) {
+            Ok(Some(Packet::Connect(connect))) => Ok(Some(connect)),
+            Ok(Some(_)) => Err(Close::Io),
+            Ok(None) => Ok(None),
+            Err(DecodeError::UnsupportedProtocol { level }) => {
+                debug!(peer = %self.peer, level, "unsupported protocol level");
+                let code = ReasonCode::V3_UNACCEPTABLE_PROTOCOL_VERSION.0;
+                self.out.extend_from_slice(&[0x20, 0x02, 0x00, code]);
+                Err(Close::Refused)
+            }
+            Err(e) => {
+                debug!(peer = %self.peer, error = %e, "bad CONNECT");
+                crate::broker::Metrics::inc(&self.broker.metrics.protocol_errors);
+                Err(Close::Io)
+            }
+        }
+    }
+
+    /// Checks what can be checked before authentication and plans the session; `Err` is the
+    /// CONNACK code to refuse with.
+    pub fn plan(&self, connect: &Connect) -> Result<ConnectPlan, ReasonCode> {
+        let version = connect.version;
+        if connect.client_id.is_empty() && version == Version::V311 && !connect.clean_start {
+            // MQTT-3.1.3-8: a zero-byte client id needs clean session.
+            return Err(ReasonCode::V3_IDENTIFIER_REJECTED);
+        }
+        if version == Version::V5 && connect.authentication_method.is_some() {
+            // Enhanced authentication is not offered.
+            return Err(ReasonCode::BAD_AUTHENTICATION_METHOD);
+        }
+        let assigned = connect.client_id.is_empty();
+        let client_id: Arc<str> = if assigned {
+            use rand::RngExt;
+            Arc::from(format!("roost-{:016x}", rand::rng().random::<u64>()))
+        } else {
+            Arc::from(connect.client_id.as_str())
+        };
+        let expiry_interval = match version {
+            Version::V311 if connect.clean_start => 0,
+            Version::V311 => NEVER_EXPIRES,
+            Version::V5 => connect.session_expiry_interval,
+        };
+        let window = connect
+            .receive_maximum
+            .min(self.broker.config.max_inflight_messages);
+        Ok(ConnectPlan {
+            request: AttachRequest {
+                client_id,
+                clean_start: connect.clean_start,
+                expiry_interval,
+                version,
+                window,
+            },
+            assigned,
+        })
+    }
+
+    /// Where the broker records the store changes of attaching the session (they are
+    /// committed before CONNACK goes out).
+    pub fn pending_mut(&mut self) -> &mut Pending {
+        &mut self.pending
+    }
+
+    /// Answers CONNACK with refusal `code` (MQTT-3.2.2-5); the connection then closes.
+    pub fn refuse(&mut self, version: Version, code: ReasonCode) -> Close {
+        debug!(peer = %self.peer, %code, "CONNECT refused");
+        let connack = Packet::ConnAck(ConnAck {
+            session_present: false,
+            code,
+            properties: ConnAckProperties::default(),
+        });
+        let _ = codec::encode(&connack, version, None, &mut self.out);
+        Close::Refused
+    }
+
+    /// What is ready to be written (a refusal).
+    pub fn output(&mut self) -> &mut BytesMut {
+        &mut self.out
+    }
+
+    /// Accepts the CONNECT on `session` (attached by the driver; `present` is Session
+    /// Present) for the authenticated `username`: answers CONNACK and, for a resumed session,
+    /// queues the resend of what was in flight (MQTT-4.4.0-1).
+    pub fn accept(
+        self,
+        connect: Connect,
+        plan: ConnectPlan,
+        session: Arc<SessionHandle>,
+        present: bool,
+        username: Option<String>,
+        now: Instant,
+    ) -> Connected {
+        let version = connect.version;
+        let client_id = &plan.request.client_id;
+        debug!(peer = %self.peer, %client_id, ?version, present, "client connected");
+        let config = &self.broker.config;
+        let access = &self.broker.access;
+        let acl = access.client_acl(username.as_deref(), client_id);
+        let acl_generation = access.generation();
+        let mut will = connect.will;
+        if let (Some(acl), Some(w)) = (&acl, &will)
+            && !acl.check(&w.topic, Access::Write)
+        {
+            warn!(%client_id, topic = %w.topic, "will topic denied by ACL: will dropped");
+            will = None;
+        }
+        session.slot.lock().acl = acl.clone();
+        let properties = match version {
+            Version::V311 => ConnAckProperties::default(),
+            Version::V5 => ConnAckProperties {
+                receive_maximum: Some(config.receive_maximum),
+                maximum_packet_size: Some(config.max_packet_size),
+                assigned_client_identifier: plan.assigned.then(|| client_id.to_string()),
+                topic_alias_maximum: Some(0),
+                retain_available: Some(true),
+                wildcard_subscription_available: Some(true),
+                subscription_identifiers_available: Some(true),
+                shared_subscription_available: Some(false),
+                ..Default::default()
+            },
+        };
+        let keep_alive = match connect.keep_alive {
+            0 => None,
+            secs => Some(Duration::from_millis(u64::from(secs) * 1500)),
+        };
+        let mut connected = Connected {
+            broker: self.broker,
+            peer: self.peer,
+            session: Arc::clone(&session),
+            version,
+            will,
+            max_packet_out: connect.maximum_packet_size,
+            expiry_at_connect: plan.request.expiry_interval,
+            keep_alive,
+            deadline: keep_alive.map(|k| now + k),
+            username,
+            acl,
+            acl_generation,
+            queue_full: self.queue_full,
+            decoder: self.decoder,
+            out: self.out,
+            pending: self.pending,
+            committing: None,
+            transmits: Vec::new(),
+            more_to_send: false,
+            stall: None,
+            stall_tried: None,
+            held: VecDeque::new(),
+            held_bytes: 0,
+        };
+        let _ = connected.send(&Packet::ConnAck(ConnAck {
+            session_present: present,
+            code: ReasonCode::SUCCESS,
+            properties,
+        }));
+        if present {
+            // MQTT-4.4.0-1: unacknowledged PUBLISH (DUP=1) and PUBREL go out again first, in
+            // order; the transmit that follows sends them within the client's window.
+            session.slot.lock().session.outbound.resend_inflight();
+        }
+        connected
+    }
+}

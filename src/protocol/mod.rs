@@ -1,0 +1,409 @@
+//! The MQTT rules of one client connection, as a state machine without I/O.
+//!
+//! No sockets, no tokio, no clock of its own: the connection task (`crate::net::conn`) feeds
+//! it bytes read from the client and the current time, and carries out what it asks for.
+//!
+//! - **Typestate.** [`AwaitingConnect`] reads the CONNECT and checks it; once the driver has
+//!   authenticated the client and attached a session (both may wait: the failure throttle, a
+//!   takeover), [`AwaitingConnect::accept`] turns it into a [`Connected`], which handles every
+//!   other packet. A refused CONNECT ends with [`AwaitingConnect::refuse`].
+//! - **Input.** [`Connected::handle_input`] decodes and handles every complete packet in the
+//!   read buffer; [`Connected::loaded`] takes a window of backlog read from the store;
+//!   [`Connected::committed`] takes the result of a commit; [`Connected::handle_timeout`]
+//!   takes the time when [`Connected::poll_timeout`] said so.
+//! - **Output.** [`Connected::poll_load`] asks for backlog to be read;
+//!   [`Connected::poll_transmit`] moves deliveries into the output;
+//!   [`Connected::poll_commit`] hands out store operations, each batch with the output that
+//!   waits on it; [`Connected::output`] gives the bytes to write, and gives none while a
+//!   commit is outstanding, so an acknowledgement never leaves before what it acknowledges
+//!   is durable; [`Connected::end`] says what ending the connection does (the will, the last
+//!   DISCONNECT).
+//!
+//! One packet type per file: [`publish`](self::publish) (PUBLISH in, PUBACK/PUBREC out, the
+//! pause of a full queue), `ack` (PUBACK, PUBREC, PUBREL, PUBCOMP in), `subscribe`
+//! (SUBSCRIBE, UNSUBSCRIBE), `disconnect`, `outgoing` (deliveries out, encoding), and
+//! `connect` (CONNECT, CONNACK, resume).
+
+mod ack;
+mod close;
+mod connect;
+mod disconnect;
+mod outgoing;
+mod publish;
+mod subscribe;
+#[cfg(test)]
+mod tests;
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use tracing::debug;
+
+use crate::auth::{Access, ClientAcl};
+use crate::broker::{Broker, Pending, SessionHandle};
+use crate::codec::{Decoder, Packet, ReasonCode, Version, Will};
+use crate::config::QueueFullPolicy;
+use crate::session::Delivery;
+use crate::session::{CommitGate, LoadRequest, Transmit};
+use crate::store::Op;
+
+pub use close::Close;
+pub use connect::{AwaitingConnect, ConnectPlan, refusal};
+
+/// Bytes of deliveries gathered into the output before it is written.
+pub const WRITE_BUDGET: usize = 256 * 1024;
+/// While a PUBLISH is paused, at most this many packets are read and held behind it...
+const MAX_HELD: usize = 256;
+/// ...taking at most about this much memory; then reading stops until the pause ends.
+const MAX_HELD_BYTES: usize = 1024 * 1024;
+/// A paused PUBLISH is tried again at least this often, whatever woke or did not wake it.
+pub const PAUSE_RETRY: Duration = Duration::from_secs(1);
+
+/// A batch of store operations, and what waits on it.
+#[derive(Debug)]
+pub struct Commit {
+    /// The operations, in order.
+    pub ops: Vec<Op>,
+    /// True if output (an acknowledgement, a PUBREL, a PUBLISH with a recorded packet id)
+    /// waits on the commit: the driver awaits it. Otherwise it may be submitted without
+    /// waiting.
+    pub must_wait: bool,
+    /// Other connections' commits that deliveries queued here depend on (retained messages
+    /// sent on subscribe): the driver waits for them after this commit, then transmits.
+    pub foreign: Vec<Arc<CommitGate>>,
+}
+
+/// What ending a connection leaves for the broker to do.
+#[derive(Debug)]
+pub struct Ending {
+    /// The session the connection was attached to (to detach).
+    pub session: Arc<SessionHandle>,
+    /// The will to publish (or to schedule, with a will delay), if the way the connection
+    /// ended calls for it.
+    pub will: Option<Will>,
+}
+
+/// A connection whose CONNECT was accepted: every packet after CONNECT.
+#[derive(Debug)]
+pub struct Connected {
+    broker: Arc<Broker>,
+    peer: SocketAddr,
+    session: Arc<SessionHandle>,
+    version: Version,
+    will: Option<Will>,
+    /// The client's Maximum Packet Size (MQTT 5.0).
+    max_packet_out: Option<u32>,
+    /// Session expiry requested in CONNECT (a DISCONNECT may not raise it from 0).
+    expiry_at_connect: u32,
+    /// 1.5 times the keep alive, `None` when it is 0 (MQTT-3.1.2-24).
+    keep_alive: Option<Duration>,
+    /// When the keep alive runs out.
+    deadline: Option<Instant>,
+    /// The authenticated username (ACLs use it).
+    username: Option<String>,
+    /// ACL rules, `None` without an ACL file.
+    acl: Option<Arc<ClientAcl>>,
+    /// Access-control generation the rules were resolved at (a reload bumps it).
+    acl_generation: u64,
+    /// What a full queue does to this connection's PUBLISH packets.
+    queue_full: QueueFullPolicy,
+    decoder: Decoder,
+    /// Encoded packets not yet handed to the driver.
+    out: BytesMut,
+    /// Durable changes of the packets handled since the last commit.
+    pending: Pending,
+    /// A commit was handed out and its result has not come back: output is held.
+    committing: Option<Vec<u16>>,
+    /// Scratch list of packets taken from the session under its lock.
+    transmits: Vec<Transmit>,
+    /// The write budget ran out with deliveries still queued.
+    more_to_send: bool,
+    /// A PUBLISH paused by a full queue (3.1.1 back-pressure).
+    stall: Option<publish::Stall>,
+    /// When the paused PUBLISH was last tried.
+    stall_tried: Option<Instant>,
+    /// Packets read while paused that must wait for the paused PUBLISH, in order.
+    held: VecDeque<Packet>,
+    /// About the memory `held` takes (see `held_size`).
+    held_bytes: usize,
+}
+
+/// About the memory a held (decoded) packet takes, counted against the held bound.
+fn held_size(packet: &Packet) -> usize {
+    const PACKET: usize = 128;
+    const STRING: usize = 64;
+    PACKET
+        + match packet {
+            Packet::Publish(p) => p.payload.len() + p.topic.len() + STRING,
+            Packet::Subscribe(s) => s.filters.iter().map(|f| f.filter.len() + STRING).sum(),
+            Packet::Unsubscribe(u) => u.filters.iter().map(|f| f.len() + STRING).sum(),
+            _ => 0,
+        }
+}
+
+impl Connected {
+    /// The session this connection is attached to.
+    pub fn session(&self) -> &Arc<SessionHandle> {
+        &self.session
+    }
+
+    /// The negotiated protocol version.
+    pub fn version(&self) -> Version {
+        self.version
+    }
+
+    /// Decodes and handles every complete packet in `input`, and first tries a paused
+    /// PUBLISH again. Returns how many packets were read.
+    ///
+    /// While a PUBLISH is paused, packets that do not depend on it (acknowledgements, PINGREQ,
+    /// DISCONNECT) are handled at once, so a client's own deliveries keep flowing; the others
+    /// are held in order behind it, up to a bound (then [`Connected::wants_read`] is false).
+    pub fn handle_input(&mut self, input: &mut BytesMut, now: Instant) -> Result<usize, Close> {
+        if self.stall.is_some() && self.retry_stalled(now)? {
+            // Keep alive is not held against a client whose reads were paused.
+            self.touch(now);
+        }
+        let mut handled = 0;
+        while self.stall.is_none() {
+            let Some(packet) = self.held.pop_front() else {
+                break;
+            };
+            self.held_bytes = self.held_bytes.saturating_sub(held_size(&packet));
+            self.handle(packet, now)?;
+        }
+        loop {
+            if self.stall.is_some() && self.held_full() {
+                break;
+            }
+            let packet = match self.decoder.decode(input) {
+                Ok(Some(packet)) => packet,
+                Ok(None) => break,
+                Err(e) => {
+                    debug!(peer = %self.peer, error = %e, "closing on bad packet");
+                    return Err(Close::from_decode(&e));
+                }
+            };
+            handled += 1;
+            let independent = matches!(
+                packet,
+                Packet::Ack(_) | Packet::PingReq | Packet::Disconnect(_)
+            );
+            if (self.stall.is_some() || !self.held.is_empty()) && !independent {
+                self.held_bytes += held_size(&packet);
+                self.held.push_back(packet);
+                continue;
+            }
+            self.handle(packet, now)?;
+        }
+        if handled > 0 {
+            self.touch(now);
+        }
+        Ok(handled)
+    }
+
+    /// Handles one decoded packet.
+    pub fn handle(&mut self, packet: Packet, now: Instant) -> Result<(), Close> {
+        match packet {
+            Packet::Publish(p) => self.handle_publish(p, now),
+            Packet::Ack(a) => self.handle_ack(a),
+            Packet::Subscribe(s) => self.handle_subscribe(s),
+            Packet::Unsubscribe(u) => self.handle_unsubscribe(u),
+            Packet::PingReq => self.send(&Packet::PingResp),
+            Packet::Disconnect(d) => self.handle_disconnect(d),
+            Packet::Auth(_) => Err(Close::Violation {
+                reason: ReasonCode::PROTOCOL_ERROR,
+                why: "AUTH without an authentication method",
+            }),
+            Packet::Connect(_)
+            | Packet::ConnAck(_)
+            | Packet::SubAck(_)
+            | Packet::UnsubAck(_)
+            | Packet::PingResp => Err(Close::Violation {
+                reason: ReasonCode::PROTOCOL_ERROR,
+                why: "unexpected packet type",
+            }),
+        }
+    }
+
+    /// Restarts the keep alive from `now`.
+    fn touch(&mut self, now: Instant) {
+        self.deadline = self.keep_alive.map(|k| now + k);
+    }
+
+    /// True unless a paused connection has read and held as much as it may.
+    pub fn wants_read(&self) -> bool {
+        self.stall.is_none() || !self.held_full()
+    }
+
+    fn held_full(&self) -> bool {
+        self.held.len() >= MAX_HELD || self.held_bytes >= MAX_HELD_BYTES
+    }
+
+    /// The session a paused PUBLISH waits on, and the backlog generation it saw: the driver
+    /// waits for [`SessionHandle::room_since`] (or the next timeout) and calls
+    /// [`Connected::handle_input`] again.
+    pub fn paused_on(&self) -> Option<(Arc<SessionHandle>, u64)> {
+        self.stall
+            .as_ref()
+            .map(|s| (Arc::clone(&s.session), s.room_seq))
+    }
+
+    /// True when paused with nothing more to read while this client has messages to
+    /// acknowledge: its acknowledgements cannot be read, and another publisher (or this one)
+    /// may be paused on its queue in turn. The connection closes
+    /// ([`Close::PausedWithAcksUnread`]) rather than stay in that cycle; the client resends
+    /// what was not acknowledged when it reconnects.
+    pub fn stuck(&self) -> bool {
+        self.stall.is_some() && self.held_full() && self.session.owes_client()
+    }
+
+    /// When the driver must call [`Connected::handle_timeout`] (or, while paused,
+    /// [`Connected::handle_input`]) at the latest.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match self.stall_tried {
+            // Keep alive is not enforced while reads are paused.
+            Some(tried) if self.stall.is_some() => Some(tried + PAUSE_RETRY),
+            _ => self.deadline,
+        }
+    }
+
+    /// How long a write may wait for the client to read: until the keep alive runs out
+    /// (`None` while reads are paused, or without keep alive).
+    pub fn write_deadline(&self) -> Option<Instant> {
+        if self.stall.is_some() {
+            None
+        } else {
+            self.deadline
+        }
+    }
+
+    /// Checks the timers at `now`: nothing received within 1.5 times the keep alive closes the
+    /// connection (MQTT-3.1.2-24).
+    pub fn handle_timeout(&mut self, now: Instant) -> Result<(), Close> {
+        if self.stall.is_some() {
+            return Ok(());
+        }
+        match self.deadline {
+            Some(deadline) if now >= deadline => {
+                debug!(client_id = %self.session.client_id, "keep alive expired");
+                Err(Close::KeepAlive)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// True if the write budget ran out with deliveries still queued: call
+    /// [`Connected::poll_transmit`] again after writing, without waiting for a wake-up.
+    pub fn more_to_send(&self) -> bool {
+        self.more_to_send
+    }
+
+    /// A window of the durable backlog to read from the store, once the memory queue runs
+    /// low. Answer with [`Connected::loaded`].
+    pub fn poll_load(&mut self) -> Option<LoadRequest> {
+        if !self.pending.persistent {
+            return None;
+        }
+        self.session.slot.lock().session.outbound.load_request()
+    }
+
+    /// Takes what the store returned for `request` (`None`: the read failed, and the
+    /// connection closes).
+    pub fn loaded(
+        &mut self,
+        request: LoadRequest,
+        read: Option<Vec<Delivery>>,
+    ) -> Result<(), Close> {
+        let failed = read.is_none();
+        let lost = {
+            let mut slot = self.session.slot.lock();
+            slot.session.outbound.loaded(request, read);
+            slot.session.outbound.take_lost()
+        };
+        if lost > 0 {
+            tracing::error!(client_id = %self.session.client_id, lost, "queue entries counted in the store were not found there");
+        }
+        if failed {
+            return Err(Close::StorageFailure);
+        }
+        Ok(())
+    }
+
+    /// The store operations of the packets handled since the last commit, if any. The output
+    /// is held until [`Connected::committed`] reports the result.
+    pub fn poll_commit(&mut self) -> Option<Commit> {
+        if self.committing.is_some() || self.pending.is_empty() {
+            return None;
+        }
+        let commit = Commit {
+            ops: std::mem::take(&mut self.pending.ops),
+            must_wait: std::mem::take(&mut self.pending.must_wait),
+            foreign: std::mem::take(&mut self.pending.foreign_gates),
+        };
+        self.committing = Some(std::mem::take(&mut self.pending.incoming_added));
+        Some(commit)
+    }
+
+    /// Takes the result of the commit from [`Connected::poll_commit`]: the deliveries it held
+    /// are released, and its output may go out. On a failure nothing of the batch is
+    /// acknowledged: the output is discarded and the connection closes; the client will retry.
+    pub fn committed(&mut self, ok: bool) -> Result<(), Close> {
+        let added = self.committing.take().unwrap_or_default();
+        self.pending.release(ok);
+        if ok {
+            return Ok(());
+        }
+        let mut slot = self.session.slot.lock();
+        for id in added {
+            slot.session.inbound.on_pubrel(id);
+        }
+        drop(slot);
+        self.out.clear();
+        Err(Close::StorageFailure)
+    }
+
+    /// The encoded packets ready to be written, `None` while a commit they may depend on is
+    /// outstanding (or nothing is ready). The driver writes them and clears the buffer.
+    pub fn output(&mut self) -> Option<&mut BytesMut> {
+        if self.committing.is_some() || !self.pending.is_empty() || self.out.is_empty() {
+            return None;
+        }
+        Some(&mut self.out)
+    }
+
+    /// Ends the connection for `close`: encodes the MQTT 5.0 DISCONNECT its reason calls for
+    /// into the output, and says whether the will goes out. Call after the last commit
+    /// returned.
+    pub fn end(&mut self, close: Close) -> Ending {
+        let (reason, publish_will) = close.outcome();
+        if let (Some(reason), Version::V5) = (reason, self.version) {
+            let _ = self.send(&Packet::Disconnect(crate::codec::Disconnect {
+                reason,
+                ..Default::default()
+            }));
+        }
+        debug!(client_id = %self.session.client_id, ?close, "connection closed");
+        Ending {
+            session: Arc::clone(&self.session),
+            will: if publish_will { self.will.take() } else { None },
+        }
+    }
+
+    /// Whether the client may publish to (`Write`) or subscribe with (`Read`) `topic`. Picks up
+    /// reloaded ACL files.
+    fn allowed(&mut self, topic: &str, access: Access) -> bool {
+        let generation = self.broker.access.generation();
+        if generation != self.acl_generation {
+            self.acl = self
+                .broker
+                .access
+                .client_acl(self.username.as_deref(), &self.session.client_id);
+            self.acl_generation = generation;
+            self.session.slot.lock().acl = self.acl.clone();
+        }
+        self.acl.as_ref().is_none_or(|acl| acl.check(topic, access))
+    }
+}
