@@ -43,6 +43,8 @@ pub struct Broker {
     pub store: Option<Store>,
     /// Authentication and authorization.
     pub access: AccessControl,
+    /// Durable sessions are recorded (normally: there is a store).
+    persistent: bool,
     me: Weak<Broker>,
     next_connection: AtomicU64,
     next_message_id: AtomicU64,
@@ -51,7 +53,25 @@ pub struct Broker {
 impl Broker {
     /// New shared state for `config`, persisting to `store` if given.
     pub fn new(config: Config, store: Option<Store>, access: AccessControl) -> Arc<Broker> {
+        let persistent = store.is_some();
+        Broker::build(config, store, persistent, access)
+    }
+
+    /// Shared state without a store that still records durable sessions: the store
+    /// operations go to the connections' commits, which a test carries out by hand.
+    #[cfg(test)]
+    pub(crate) fn recording(config: Config, access: AccessControl) -> Arc<Broker> {
+        Broker::build(config, None, true, access)
+    }
+
+    fn build(
+        config: Config,
+        store: Option<Store>,
+        persistent: bool,
+        access: AccessControl,
+    ) -> Arc<Broker> {
         Arc::new_cyclic(|me| Broker {
+            persistent,
             access,
             config,
             registry: Registry::default(),
@@ -67,7 +87,7 @@ impl Broker {
 
     /// True if durable state is written to a store.
     pub fn persistent(&self) -> bool {
-        self.store.is_some()
+        self.persistent
     }
 
     /// A store id for a message that may be persisted (0 when running in memory).

@@ -1,0 +1,182 @@
+//! CONNECT and CONNACK: acceptance, refusals, assigned ids, resume.
+
+use super::*;
+use crate::broker::Verdict;
+
+#[test]
+fn v311_connect_is_accepted_with_a_fresh_session() {
+    let mut w = World::memory();
+    let (_c, connack) = w.try_connect(connect(Version::V311, "a"));
+    let Packet::ConnAck(c) = connack else {
+        panic!("CONNACK")
+    };
+    assert_eq!(c.code, ReasonCode::SUCCESS);
+    assert!(!c.session_present);
+}
+
+#[test]
+fn v5_connack_announces_the_server_limits() {
+    let mut w = World::new(false, |c| {
+        c.receive_maximum = 7;
+        c.max_packet_size = 4096;
+    });
+    let (_c, connack) = w.try_connect(connect(Version::V5, "a"));
+    let Packet::ConnAck(c) = connack else {
+        panic!("CONNACK")
+    };
+    let p = c.properties;
+    assert_eq!(p.receive_maximum, Some(7));
+    assert_eq!(p.maximum_packet_size, Some(4096));
+    assert_eq!(p.topic_alias_maximum, Some(0));
+    assert_eq!(p.shared_subscription_available, Some(false));
+    assert_eq!(p.assigned_client_identifier, None);
+}
+
+#[test]
+fn v5_empty_client_id_gets_one_assigned() {
+    // MQTT-3.1.3-6 / MQTT 5.0 3.2.2.3.7: the assigned id is returned in CONNACK.
+    let mut w = World::memory();
+    let (c, connack) = w.try_connect(connect(Version::V5, ""));
+    let Packet::ConnAck(ack) = connack else {
+        panic!("CONNACK")
+    };
+    let assigned = ack.properties.assigned_client_identifier.expect("assigned");
+    assert_eq!(&*c.core.session().client_id, assigned.as_str());
+    assert!(w.broker.registry.get(&assigned).is_some());
+}
+
+#[test]
+fn v311_empty_client_id_without_clean_session_is_refused() {
+    // MQTT-3.1.3-8: CONNACK 0x02, then close.
+    let w = World::memory();
+    let mut awaiting =
+        AwaitingConnect::new(Arc::clone(&w.broker), peer(), QueueFullPolicy::Backpressure);
+    let c = durable(Version::V311, "");
+    let code = awaiting.plan(&c).expect_err("refused");
+    assert_eq!(code, ReasonCode::V3_IDENTIFIER_REJECTED);
+    assert_eq!(awaiting.refuse(Version::V311, code), Close::Refused);
+    assert_eq!(&awaiting.output()[..], &[0x20, 0x02, 0x00, 0x02]);
+}
+
+#[test]
+fn enhanced_authentication_is_refused() {
+    let w = World::memory();
+    let awaiting =
+        AwaitingConnect::new(Arc::clone(&w.broker), peer(), QueueFullPolicy::Backpressure);
+    let mut c = connect(Version::V5, "a");
+    c.authentication_method = Some("SCRAM-SHA-1".into());
+    assert_eq!(
+        awaiting.plan(&c).expect_err("refused"),
+        ReasonCode::BAD_AUTHENTICATION_METHOD
+    );
+}
+
+#[test]
+fn authentication_verdicts_map_to_connack_codes() {
+    use super::super::refusal;
+    let bad = Verdict::BadCredentials;
+    let denied = Verdict::NotAuthorized;
+    assert_eq!(refusal(&Verdict::Accepted(None), Version::V5), None);
+    assert_eq!(refusal(&bad, Version::V311), Some(ReasonCode(0x04)));
+    assert_eq!(refusal(&denied, Version::V311), Some(ReasonCode(0x05)));
+    assert_eq!(refusal(&bad, Version::V5), Some(ReasonCode(0x86)));
+    assert_eq!(refusal(&denied, Version::V5), Some(ReasonCode(0x87)));
+}
+
+#[test]
+fn unsupported_protocol_level_gets_connack_0x01() {
+    // MQTT-3.1.2-2.
+    let w = World::memory();
+    let mut awaiting =
+        AwaitingConnect::new(Arc::clone(&w.broker), peer(), QueueFullPolicy::Backpressure);
+    let mut input = BytesMut::from(
+        &[
+            0x10, 0x0d, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x06, 0x02, 0x00, 0x3c, 0x00, 0x01,
+            b'x',
+        ][..],
+    );
+    assert_eq!(
+        awaiting.read_connect(&mut input).err(),
+        Some(Close::Refused)
+    );
+    assert_eq!(&awaiting.output()[..], &[0x20, 0x02, 0x00, 0x01]);
+}
+
+#[test]
+fn first_packet_other_than_connect_closes_without_an_answer() {
+    // MQTT-3.1.0-1.
+    let w = World::memory();
+    let mut awaiting =
+        AwaitingConnect::new(Arc::clone(&w.broker), peer(), QueueFullPolicy::Backpressure);
+    let mut input = BytesMut::from(&[0xc0, 0x00][..]);
+    assert_eq!(awaiting.read_connect(&mut input).err(), Some(Close::Io));
+    assert!(awaiting.output().is_empty());
+}
+
+#[test]
+fn a_partial_connect_waits_for_more_bytes() {
+    let w = World::memory();
+    let mut awaiting =
+        AwaitingConnect::new(Arc::clone(&w.broker), peer(), QueueFullPolicy::Backpressure);
+    let mut bytes = BytesMut::new();
+    let c = Packet::Connect(Box::new(connect(Version::V311, "a")));
+    codec::encode(&c, Version::V311, None, &mut bytes).expect("encodes");
+    let mut input = bytes.split_to(5);
+    assert!(
+        awaiting
+            .read_connect(&mut input)
+            .expect("no error")
+            .is_none()
+    );
+    input.extend_from_slice(&bytes);
+    assert!(
+        awaiting
+            .read_connect(&mut input)
+            .expect("no error")
+            .is_some()
+    );
+}
+
+#[test]
+fn durable_connack_waits_for_the_session_record() {
+    // Promise 1: CONNACK that creates durable state goes out only once it is committed.
+    let mut w = World::durable();
+    let mut awaiting =
+        AwaitingConnect::new(Arc::clone(&w.broker), peer(), QueueFullPolicy::Backpressure);
+    let c = durable(Version::V5, "d");
+    let plan = awaiting.plan(&c).expect("acceptable");
+    let link = ConnLink::new(1);
+    let (session, present) = w.rt.block_on(w.broker.attach(
+        &plan.request,
+        &link,
+        awaiting.pending_mut(),
+    ));
+    let mut core = awaiting.accept(c, plan, session, present, None, w.now);
+    assert!(core.output().is_none(), "CONNACK held");
+    let commit = core.poll_commit().expect("the session record");
+    assert!(commit.must_wait);
+    assert!(matches!(commit.ops[..], [Op::PutSession { .. }]));
+    assert!(core.output().is_none(), "held until the commit returns");
+    core.committed(true).expect("committed");
+    assert!(core.output().is_some_and(|o| o[0] == 0x20));
+    w.advance(Duration::from_secs(1));
+}
+
+#[test]
+fn resumed_session_is_present() {
+    let mut w = World::durable();
+    let c = w.connect(durable(Version::V311, "d"));
+    c.close(&w, Close::Io);
+    let (c, connack) = w.try_connect(durable(Version::V311, "d"));
+    let Packet::ConnAck(ack) = connack else {
+        panic!("CONNACK")
+    };
+    assert!(ack.session_present, "MQTT-3.2.2-2");
+    c.close(&w, Close::Io);
+    // A clean start on the same id discards it (MQTT-3.2.2-1).
+    let (_c, connack) = w.try_connect(connect(Version::V311, "d"));
+    let Packet::ConnAck(ack) = connack else {
+        panic!("CONNACK")
+    };
+    assert!(!ack.session_present);
+}

@@ -1,0 +1,161 @@
+//! Server-to-client flows: QoS 1 and 2 deliveries, the inflight window, resend on resume,
+//! overlapping subscriptions and the client's Maximum Packet Size.
+
+use super::*;
+
+/// A publisher and a subscriber of `t` at `qos`, both `version`.
+fn pair(w: &mut World, version: Version, qos: QoS, sub: Connect) -> (Client, Client) {
+    let s = subscriber(w, sub, "t", qos);
+    let p = w.connect(connect(version, "p"));
+    (p, s)
+}
+
+#[test]
+fn qos1_delivery_is_resent_with_dup_on_resume_until_acknowledged() {
+    // MQTT-4.4.0-1: unacknowledged PUBLISH packets are resent, DUP=1 (MQTT-3.3.1-1).
+    let mut w = World::memory();
+    let (mut p, mut s) = pair(
+        &mut w,
+        Version::V311,
+        QoS::AtLeastOnce,
+        durable(Version::V311, "s"),
+    );
+    p.send(&[publish("t", QoS::AtLeastOnce, 1, b"m")], w.now)
+        .unwrap();
+    let first = as_publish(only(s.step(w.now).unwrap()));
+    assert!(!first.dup);
+    assert_eq!(first.qos, QoS::AtLeastOnce);
+    s.close(&w, Close::Io);
+    let mut s = w.connect(durable(Version::V311, "s"));
+    let again = as_publish(only(s.step(w.now).unwrap()));
+    assert!(again.dup);
+    assert_eq!(again.packet_id, first.packet_id, "same packet id");
+    s.send(&[ack(AckKind::PubAck, again.packet_id)], w.now)
+        .unwrap();
+    s.close(&w, Close::Io);
+    let mut s = w.connect(durable(Version::V311, "s"));
+    assert!(
+        s.step(w.now).unwrap().is_empty(),
+        "acknowledged: not resent"
+    );
+}
+
+#[test]
+fn qos2_delivery_runs_the_whole_handshake() {
+    // MQTT-4.3.3: PUBLISH, PUBREC in, PUBREL out, PUBCOMP in.
+    let mut w = World::memory();
+    let (mut p, mut s) = pair(
+        &mut w,
+        Version::V5,
+        QoS::ExactlyOnce,
+        connect(Version::V5, "s"),
+    );
+    p.send(&[publish("t", QoS::ExactlyOnce, 1, b"m")], w.now)
+        .unwrap();
+    let m = as_publish(only(s.step(w.now).unwrap()));
+    assert_eq!(m.qos, QoS::ExactlyOnce);
+    let rel = as_ack(only(
+        s.send(&[ack(AckKind::PubRec, m.packet_id)], w.now).unwrap(),
+    ));
+    assert_eq!((rel.kind, rel.packet_id), (AckKind::PubRel, m.packet_id));
+    assert!(
+        s.send(&[ack(AckKind::PubComp, m.packet_id)], w.now)
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(s.core.session().slot.lock().session.outbound.inflight(), 0);
+}
+
+#[test]
+fn after_pubrec_a_resume_resends_pubrel_not_the_message() {
+    // MQTT-4.4.0-1: PUBREL is resent for ids that got PUBREC; the PUBLISH is not.
+    let mut w = World::memory();
+    let (mut p, mut s) = pair(
+        &mut w,
+        Version::V311,
+        QoS::ExactlyOnce,
+        durable(Version::V311, "s"),
+    );
+    p.send(&[publish("t", QoS::ExactlyOnce, 1, b"m")], w.now)
+        .unwrap();
+    let m = as_publish(only(s.step(w.now).unwrap()));
+    s.send(&[ack(AckKind::PubRec, m.packet_id)], w.now).unwrap();
+    s.close(&w, Close::Io);
+    let mut s = w.connect(durable(Version::V311, "s"));
+    let rel = as_ack(only(s.step(w.now).unwrap()));
+    assert_eq!((rel.kind, rel.packet_id), (AckKind::PubRel, m.packet_id));
+}
+
+#[test]
+fn a_failed_pubrec_ends_the_flow() {
+    // MQTT 5.0 4.3.3: a PUBREC with a reason code >= 0x80 ends the exchange, no PUBREL.
+    let mut w = World::memory();
+    let (mut p, mut s) = pair(
+        &mut w,
+        Version::V5,
+        QoS::ExactlyOnce,
+        connect(Version::V5, "s"),
+    );
+    p.send(&[publish("t", QoS::ExactlyOnce, 1, b"m")], w.now)
+        .unwrap();
+    let m = as_publish(only(s.step(w.now).unwrap()));
+    let refused = Packet::Ack(PubAckLike {
+        kind: AckKind::PubRec,
+        packet_id: m.packet_id,
+        reason: ReasonCode::UNSPECIFIED_ERROR,
+        reason_string: None,
+    });
+    assert!(s.send(&[refused], w.now).unwrap().is_empty());
+    assert_eq!(s.core.session().slot.lock().session.outbound.inflight(), 0);
+}
+
+#[test]
+fn the_inflight_window_is_the_clients_receive_maximum() {
+    // MQTT-3.3.4-9: no more unacknowledged QoS 1/2 PUBLISH than the client's Receive Maximum.
+    let mut w = World::memory();
+    let mut c = connect(Version::V5, "s");
+    c.receive_maximum = 2;
+    let (mut p, mut s) = pair(&mut w, Version::V5, QoS::AtLeastOnce, c);
+    for id in 1..=3 {
+        p.send(&[publish("t", QoS::AtLeastOnce, id, b"m")], w.now)
+            .unwrap();
+    }
+    let got = s.step(w.now).unwrap();
+    assert_eq!(got.len(), 2, "window of 2");
+    let first = as_publish(got[0].clone());
+    let third = s
+        .send(&[ack(AckKind::PubAck, first.packet_id)], w.now)
+        .unwrap();
+    assert_eq!(third.len(), 1, "one acknowledged, one more sent");
+}
+
+#[test]
+fn overlapping_subscriptions_deliver_one_copy_at_the_highest_qos() {
+    // MQTT-3.3.5-1 (3.1.1): one message, at the maximum QoS of the matching subscriptions.
+    let mut w = World::memory();
+    let mut s = subscriber(&mut w, connect(Version::V311, "s"), "a/#", QoS::AtMostOnce);
+    s.send(&[subscribe(2, "a/b", QoS::AtLeastOnce)], w.now)
+        .unwrap();
+    let mut p = w.connect(connect(Version::V311, "p"));
+    p.send(&[publish("a/b", QoS::ExactlyOnce, 1, b"m")], w.now)
+        .unwrap();
+    let got = as_publish(only(s.step(w.now).unwrap()));
+    assert_eq!(got.qos, QoS::AtLeastOnce);
+}
+
+#[test]
+fn messages_over_the_clients_maximum_packet_size_are_dropped() {
+    // MQTT-3.1.2-25: not sent, and treated as delivered.
+    let mut w = World::memory();
+    let mut c = connect(Version::V5, "s");
+    c.maximum_packet_size = Some(64);
+    let (mut p, mut s) = pair(&mut w, Version::V5, QoS::AtLeastOnce, c);
+    p.send(&[publish("t", QoS::AtLeastOnce, 1, &[7u8; 100])], w.now)
+        .unwrap();
+    p.send(&[publish("t", QoS::AtLeastOnce, 2, b"small")], w.now)
+        .unwrap();
+    let got = as_publish(only(s.step(w.now).unwrap()));
+    assert_eq!(&got.payload[..], b"small");
+    assert_eq!(w.broker.metrics.snapshot().dropped_too_large, 1);
+    assert_eq!(s.core.session().slot.lock().session.outbound.inflight(), 1);
+}
