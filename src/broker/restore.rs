@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tracing::info;
 
-use crate::session::{Delivery, Inflight, InflightState, NEVER_EXPIRES, Session};
+use crate::session::{Delivery, Inflight, InflightState, NEVER_EXPIRES, PacketId, Session};
 use crate::store::{EntryState, Loaded, record::unix_now};
 
 use super::Broker;
@@ -49,14 +49,12 @@ impl Broker {
                     EntryState::Published => Some(InflightState::Published),
                     EntryState::Released => Some(InflightState::Released),
                 };
-                match state {
-                    Some(state) if entry.packet_id != 0 => {
-                        session.outbound.restore_inflight(Inflight {
-                            packet_id: entry.packet_id,
-                            delivery,
-                            state,
-                        })
-                    }
+                match (state, PacketId::new(entry.packet_id)) {
+                    (Some(state), Some(packet_id)) => session.outbound.restore_inflight(Inflight {
+                        packet_id,
+                        delivery,
+                        state,
+                    }),
                     _ => session.outbound.restore_queued(delivery),
                 }
             }

@@ -11,7 +11,7 @@ use crate::codec::{
     self, AckKind, EncodeError, Packet, PubAckLike, PublishProperties, PublishView, QoS,
     ReasonCode, Version,
 };
-use crate::session::{Delivery, Transmit};
+use crate::session::{Delivery, PacketId, Transmit};
 use crate::store::{EntryState, Op, entry_for};
 
 use super::{Close, Connected, WRITE_BUDGET};
@@ -73,17 +73,17 @@ impl Connected {
                         } = &mut t
                         {
                             budget += delivery.message.payload.len() + delivery.message.topic.len();
-                            freed |= *packet_id == 0;
-                            if persisted
+                            freed |= packet_id.is_none();
+                            if let Some(id) = *packet_id
+                                && persisted
                                 && !*dup
-                                && *packet_id != 0
                                 && delivery.seq == 0
                                 && delivery.message.id != 0
                             {
                                 // A retained message sent on SUBSCRIBE enters the durable
                                 // queue as it goes out (already sent, so never read back).
                                 let seq = slot.session.take_seq();
-                                slot.session.outbound.set_seq(*packet_id, seq);
+                                slot.session.outbound.set_seq(id, seq);
                                 delivery.seq = seq;
                                 let mut entry = entry_for(
                                     delivery.message.id,
@@ -92,7 +92,7 @@ impl Connected {
                                     &delivery.subscription_ids,
                                 );
                                 entry.state = EntryState::Published;
-                                entry.packet_id = *packet_id;
+                                entry.packet_id = id.get();
                                 recorded.push(Op::Enqueue {
                                     session: session.store_key(),
                                     seq,
@@ -134,15 +134,13 @@ impl Connected {
             {
                 // Queued before this client's rules applied (a resumed session of another
                 // user, or a reload): not delivered, its packet id released.
-                if *packet_id != 0 {
-                    released.push(*packet_id);
-                }
+                released.extend(*packet_id);
                 continue;
             }
             if persisted
                 && let Transmit::Publish {
                     delivery,
-                    packet_id,
+                    packet_id: Some(id),
                     dup: false,
                 } = &t
                 && delivery.qos == QoS::ExactlyOnce
@@ -155,7 +153,7 @@ impl Connected {
                     session: session.store_key(),
                     seq: delivery.seq,
                     state: EntryState::Published,
-                    packet_id: *packet_id,
+                    packet_id: id.get(),
                 });
             }
             self.write_transmit(&t, now, &mut released);
@@ -167,7 +165,7 @@ impl Connected {
             done.extend(
                 released
                     .iter()
-                    .filter_map(|id| slot.session.outbound.discard(*id)),
+                    .filter_map(|id| slot.session.outbound.discard(id.get())),
             );
         }
         if freed || !done.is_empty() {
@@ -186,7 +184,7 @@ impl Connected {
 
     /// Encodes one transmit. A PUBLISH over the client's Maximum Packet Size is discarded as if
     /// delivered (MQTT-3.1.2-25); its packet id is added to `released` to be released.
-    pub(super) fn write_transmit(&mut self, t: &Transmit, now: Instant, released: &mut Vec<u16>) {
+    fn write_transmit(&mut self, t: &Transmit, now: Instant, released: &mut Vec<PacketId>) {
         match t {
             Transmit::Publish {
                 delivery,
@@ -197,16 +195,14 @@ impl Connected {
                 Err(EncodeError::TooLarge { size, max }) => {
                     Metrics::inc(&self.broker.metrics.dropped_too_large);
                     warn!(peer = %self.peer, size, max, "message larger than the client accepts: dropped");
-                    if *packet_id != 0 {
-                        released.push(*packet_id);
-                    }
+                    released.extend(*packet_id);
                 }
                 Err(e) => {
                     warn!(peer = %self.peer, error = ?e, "message could not be encoded: dropped")
                 }
             },
             Transmit::PubRel { packet_id } => {
-                let _ = self.send_ack(AckKind::PubRel, *packet_id, ReasonCode::SUCCESS);
+                let _ = self.send_ack(AckKind::PubRel, packet_id.get(), ReasonCode::SUCCESS);
             }
         }
     }
@@ -214,7 +210,7 @@ impl Connected {
     fn write_publish(
         &mut self,
         delivery: &Delivery,
-        packet_id: u16,
+        packet_id: Option<PacketId>,
         dup: bool,
         now: Instant,
     ) -> Result<(), EncodeError> {
@@ -236,7 +232,7 @@ impl Connected {
             qos: delivery.qos,
             retain: delivery.retain,
             topic: &message.topic,
-            packet_id,
+            packet_id: packet_id.map_or(0, PacketId::get),
             payload: &message.payload,
             properties,
             topic_alias: None,

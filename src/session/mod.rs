@@ -10,7 +10,9 @@ use std::collections::HashMap;
 
 pub use inbound::{Inbound, Qos2Publish};
 pub use message::{CommitGate, Delivery, GateState, Message, kept_properties, owned_payload};
-pub use outbound::{AckOutcome, Inflight, InflightState, LoadRequest, Outbound, Refused, Transmit};
+pub use outbound::{
+    AckOutcome, Inflight, InflightState, LoadRequest, Outbound, PacketId, Refused, Transmit,
+};
 pub use quota::{
     BacklogStats, DELIVERY_OVERHEAD, Placement, QueueLimits, delivery_cost, message_cost,
 };

@@ -4,6 +4,7 @@
 //! acknowledgements back. Nothing here touches a socket or a clock other than the `now` passed in.
 
 use std::collections::{HashMap, VecDeque};
+use std::num::NonZeroU16;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -11,6 +12,9 @@ use crate::codec::QoS;
 
 use super::message::{CommitGate, Delivery, GateState};
 use super::quota::{BacklogStats, Placement, QueueLimits, delivery_cost};
+
+/// A Packet Identifier: never 0 (MQTT-2.3.1-1).
+pub type PacketId = NonZeroU16;
 
 /// State of an outbound QoS 1/2 message that has been sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,7 +29,7 @@ pub enum InflightState {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Inflight {
     /// Packet identifier in use.
-    pub packet_id: u16,
+    pub packet_id: PacketId,
     /// What was sent.
     pub delivery: Delivery,
     /// Where the handshake stands.
@@ -35,19 +39,19 @@ pub struct Inflight {
 /// What the connection must send next.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Transmit {
-    /// A PUBLISH. `packet_id` is 0 for QoS 0.
+    /// A PUBLISH.
     Publish {
         /// The delivery to encode.
         delivery: Delivery,
-        /// Packet identifier (0 for QoS 0).
-        packet_id: u16,
+        /// Packet identifier, `None` for QoS 0.
+        packet_id: Option<PacketId>,
         /// DUP flag: set when this is a resend (MQTT-3.3.1-1).
         dup: bool,
     },
     /// A PUBREL for a message whose PUBREC arrived.
     PubRel {
         /// Packet identifier.
-        packet_id: u16,
+        packet_id: PacketId,
     },
 }
 
@@ -113,7 +117,7 @@ pub struct Outbound {
     retained_waiting: HashMap<Arc<str>, Delivery>,
     limits: QueueLimits,
     window: usize,
-    next_id: u16,
+    next_id: PacketId,
     /// The last `resends` inflight entries still have to be sent again after a reconnect.
     resends: usize,
     /// Bytes of `queue` and of counted `inflight` entries.
@@ -135,7 +139,7 @@ impl Outbound {
             retained_waiting: HashMap::new(),
             limits,
             window: usize::from(window.max(1)),
-            next_id: 1,
+            next_id: PacketId::MIN,
             resends: 0,
             memory_bytes: 0,
             stored: Stored::default(),
@@ -428,7 +432,7 @@ impl Outbound {
             return Some(match f.state {
                 InflightState::Published => Transmit::Publish {
                     delivery: f.delivery.clone(),
-                    packet_id: f.packet_id,
+                    packet_id: Some(f.packet_id),
                     dup: true,
                 },
                 InflightState::Released => Transmit::PubRel {
@@ -459,7 +463,7 @@ impl Outbound {
                 let delivery = self.pop(from_retained)?;
                 return Some(Transmit::Publish {
                     delivery,
-                    packet_id: 0,
+                    packet_id: None,
                     dup: false,
                 });
             }
@@ -477,7 +481,7 @@ impl Outbound {
             });
             return Some(Transmit::Publish {
                 delivery,
-                packet_id,
+                packet_id: Some(packet_id),
                 dup: false,
             });
         }
@@ -497,8 +501,8 @@ impl Outbound {
 
     /// Gives a stored queue position to the inflight entry of `packet_id` (a retained message
     /// sent to a durable session is recorded in its queue as it goes out).
-    pub fn set_seq(&mut self, packet_id: u16, seq: u64) {
-        if let Some(i) = self.position(packet_id) {
+    pub fn set_seq(&mut self, packet_id: PacketId, seq: u64) {
+        if let Some(i) = self.position(packet_id.get()) {
             self.inflight[i].delivery.seq = seq;
         }
     }
@@ -585,21 +589,23 @@ impl Outbound {
 
     /// Acks normally arrive in order, so the front is checked first.
     fn position(&self, packet_id: u16) -> Option<usize> {
-        if self.inflight.front().map(|f| f.packet_id) == Some(packet_id) {
+        if self.inflight.front().map(|f| f.packet_id.get()) == Some(packet_id) {
             return Some(0);
         }
-        self.inflight.iter().position(|f| f.packet_id == packet_id)
+        self.inflight
+            .iter()
+            .position(|f| f.packet_id.get() == packet_id)
     }
 
-    /// The next packet id not held by an inflight message (never 0).
-    fn allocate_id(&mut self) -> Option<u16> {
+    /// The next packet id not held by an inflight message.
+    fn allocate_id(&mut self) -> Option<PacketId> {
         if self.inflight.len() >= usize::from(u16::MAX) {
             return None;
         }
         loop {
             let id = self.next_id;
-            self.next_id = self.next_id.checked_add(1).unwrap_or(1);
-            if id != 0 && !self.inflight.iter().any(|f| f.packet_id == id) {
+            self.next_id = id.checked_add(1).unwrap_or(PacketId::MIN);
+            if !self.inflight.iter().any(|f| f.packet_id == id) {
                 return Some(id);
             }
         }
@@ -607,7 +613,7 @@ impl Outbound {
 
     /// Restores an inflight entry (used when a session is loaded from storage).
     pub fn restore_inflight(&mut self, entry: Inflight) {
-        self.next_id = entry.packet_id.checked_add(1).unwrap_or(1);
+        self.next_id = entry.packet_id.checked_add(1).unwrap_or(PacketId::MIN);
         self.add_memory(delivery_cost(&entry.delivery));
         self.inflight.push_back(entry);
     }
@@ -659,9 +665,13 @@ mod tests {
 
     const DONE: AckOutcome = AckOutcome::Done { seq: 0 };
 
+    fn id(n: u16) -> PacketId {
+        PacketId::new(n).expect("not 0")
+    }
+
     fn publish_id(t: Option<Transmit>) -> u16 {
         match t {
-            Some(Transmit::Publish { packet_id, .. }) => packet_id,
+            Some(Transmit::Publish { packet_id, .. }) => packet_id.map_or(0, PacketId::get),
             other => panic!("expected a publish, got {other:?}"),
         }
     }
@@ -719,10 +729,10 @@ mod tests {
         o.resend_inflight();
         let resend: Vec<_> = std::iter::from_fn(|| send(&mut o)).collect();
         assert_eq!(resend.len(), 2);
-        assert_eq!(resend[0], Transmit::PubRel { packet_id: a });
+        assert_eq!(resend[0], Transmit::PubRel { packet_id: id(a) });
         match &resend[1] {
             Transmit::Publish { packet_id, dup, .. } => {
-                assert_eq!(*packet_id, b);
+                assert_eq!(*packet_id, Some(id(b)));
                 assert!(*dup);
             }
             other => panic!("{other:?}"),
@@ -754,7 +764,7 @@ mod tests {
     #[test]
     fn packet_ids_skip_ids_in_use_and_never_zero() {
         let mut o = Outbound::new(limit(100_000), u16::MAX);
-        o.next_id = u16::MAX - 1;
+        o.next_id = id(u16::MAX - 1);
         o.enqueue(delivery(QoS::AtLeastOnce), true).unwrap();
         o.enqueue(delivery(QoS::AtLeastOnce), true).unwrap();
         assert_eq!(publish_id(send(&mut o)), u16::MAX - 1);
@@ -764,7 +774,7 @@ mod tests {
         assert_eq!(publish_id(send(&mut o)), 1);
         // 2 becomes busy out of turn; the allocator skips it.
         o.on_puback(u16::MAX - 1);
-        o.next_id = u16::MAX;
+        o.next_id = id(u16::MAX);
         o.enqueue(delivery(QoS::AtLeastOnce), true).unwrap();
         o.enqueue(delivery(QoS::AtLeastOnce), true).unwrap();
         assert_eq!(publish_id(send(&mut o)), 2, "MAX and 1 are in flight");
@@ -981,7 +991,7 @@ mod tests {
         }
         let mut qos0 = 0;
         while let Some(Transmit::Publish { packet_id, .. }) = send(&mut o) {
-            if packet_id == 0 {
+            if packet_id.is_none() {
                 qos0 += 1;
             } else {
                 assert_eq!(qos0, 5, "the queue after the retained messages");
