@@ -176,6 +176,16 @@ def make_brokers(args):
                                 scenarios=["q0_1to1", "q1_1to1", "q0_50to1", "q1_50to1",
                                            "q0_1to100"]))
     brokers.extend(roost_durable_variants(args.roost_bin, flags))
+    if args.baseline_bin:
+        # An earlier build of Roost, run side by side with this one ("-before" in the tables).
+        base_flags = roost_flags(args.baseline_bin)
+        base_mem = ["--in-memory"] if "--in-memory" in base_flags else []
+        brokers.append(roost_broker("roost-before", args.baseline_bin, ROOST_BENCH_TOML,
+                                    base_mem))
+        for b in roost_durable_variants(args.baseline_bin, base_flags):
+            if b["name"] == "roost-fsync":
+                b["name"] = "roost-fsync-before"
+                brokers.append(b)
 
     mosq = args.mosquitto_bin or shutil.which("mosquitto") or "/usr/sbin/mosquitto"
     if os.path.exists(mosq):
@@ -416,7 +426,7 @@ def render(results, brokers_order):
         by.setdefault((r["scenario"], r["broker"]), []).append(r)
     brokers = [b for b in brokers_order if any(k[1] == b for k in by)]
     has = lambda s: any(k[0] == s for k in by)  # noqa: E731
-    peers = [p for p in ("mosquitto", "rumqttd") if p in brokers]
+    peers = [p for p in ("roost-before", "mosquitto", "rumqttd") if p in brokers]
     lines = []
 
     def med(s, b, key):
@@ -521,6 +531,8 @@ def main():
                     help="do not pin broker (CPU 0) and loadgen (CPU 1) with taskset")
     ap.add_argument("--roost-bin", help="roost binary (default: build target/release/roost)")
     ap.add_argument("--loadgen", help="loadgen binary (default: build the example)")
+    ap.add_argument("--baseline-bin", help="an earlier roost binary, run side by side as "
+                    "roost-before / roost-fsync-before")
     ap.add_argument("--mosquitto-bin")
     ap.add_argument("--rumqttd-bin")
     ap.add_argument("--max-secs", type=int, default=90, help="bound on one loadgen run")
@@ -531,8 +543,8 @@ def main():
     ap.add_argument("-v", "--verbose", action="store_true", help="echo loadgen progress")
     args = ap.parse_args()
 
-    order = ["roost", "roost-defaults", "roost-fsync", "roost-buffered", "mosquitto",
-             "rumqttd"]
+    order = ["roost", "roost-before", "roost-defaults", "roost-fsync", "roost-fsync-before",
+             "roost-buffered", "mosquitto", "rumqttd"]
     if args.render:
         with open(args.render) as f:
             results = [add_derived(json.loads(l)) for l in f if l.strip()]
