@@ -11,7 +11,7 @@ mod load;
 pub mod record;
 mod tables;
 
-use std::fmt;
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -26,7 +26,7 @@ use tracing::{error, info};
 
 pub use apply::{Op, SessionKey, entry_for};
 pub use load::{Loaded, LoadedSession};
-pub use record::{EntryRecord, EntryState, SessionRecord};
+pub use record::{CorruptRecord, EntryRecord, EntryState, SessionRecord};
 
 use tables::{META, SCHEMA_VERSION, UPGRADABLE_FROM};
 
@@ -53,57 +53,105 @@ pub enum Durability {
     Buffered,
 }
 
-/// A storage problem. Messages name the database file.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A storage problem. Messages name the database file (or the data directory).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum StoreError {
-    /// The file could not be created or opened.
+    /// The data directory could not be created.
+    #[error("cannot open store {}: {source}", path.display())]
+    CreateDir {
+        /// The data directory.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// The database file could not be created or opened.
+    #[error("cannot open store {}: {source}", path.display())]
     Open {
         /// The database file.
         path: PathBuf,
-        /// Why.
-        why: String,
+        /// What redb reported.
+        #[source]
+        source: redb::DatabaseError,
     },
-    /// The file holds something this version cannot read.
+    /// The writer thread could not be started.
+    #[error("cannot start the writer thread of store {}: {source}", path.display())]
+    Spawn {
+        /// The database file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// Reading or preparing the file failed.
+    #[error("cannot read store {}: {source}", path.display())]
+    Read {
+        /// The database file.
+        path: PathBuf,
+        /// What redb reported.
+        #[source]
+        source: redb::Error,
+    },
+    /// A record holds something this version cannot decode.
+    #[error("store {} is corrupt: {source}", path.display())]
     Corrupt {
         /// The database file.
         path: PathBuf,
-        /// What was wrong.
-        what: String,
+        /// What was wrong with the record.
+        #[source]
+        source: CorruptRecord,
+    },
+    /// A queue entry refers to a message the file does not hold.
+    #[error("store {} is corrupt: message {id} missing", path.display())]
+    MissingMessage {
+        /// The database file.
+        path: PathBuf,
+        /// The id of the missing message.
+        id: u64,
     },
     /// The file was written with another schema version.
+    #[error(
+        "store {} has schema version {found}; this broker reads version {SCHEMA_VERSION}",
+        path.display()
+    )]
     Schema {
         /// The database file.
         path: PathBuf,
         /// The version found.
         found: u32,
     },
-    /// A commit failed at run time.
-    Commit(String),
+    /// A commit failed. The error is shared by every request of the failed transaction.
+    #[error("store {} commit failed: {source}", path.display())]
+    Commit {
+        /// The database file.
+        path: PathBuf,
+        /// What redb reported.
+        #[source]
+        source: Arc<redb::Error>,
+    },
     /// The store has shut down.
+    #[error("store is closed")]
     Closed,
 }
 
-impl fmt::Display for StoreError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            StoreError::Open { path, why } => {
-                write!(f, "cannot open store {}: {why}", path.display())
-            }
-            StoreError::Corrupt { path, what } => {
-                write!(f, "store {} is corrupt: {what}", path.display())
-            }
-            StoreError::Schema { path, found } => write!(
-                f,
-                "store {} has schema version {found}; this broker reads version {SCHEMA_VERSION}",
-                path.display()
-            ),
-            StoreError::Commit(why) => write!(f, "store commit failed: {why}"),
-            StoreError::Closed => f.write_str("store is closed"),
+impl StoreError {
+    /// A [`StoreError::Read`] for `path`.
+    pub(crate) fn read(path: &Path, source: impl Into<redb::Error>) -> StoreError {
+        StoreError::Read {
+            path: path.to_path_buf(),
+            source: source.into(),
+        }
+    }
+
+    /// A [`StoreError::Corrupt`] for `path`.
+    pub(crate) fn corrupt(path: &Path, source: CorruptRecord) -> StoreError {
+        StoreError::Corrupt {
+            path: path.to_path_buf(),
+            source,
         }
     }
 }
-
-impl std::error::Error for StoreError {}
 
 /// Counters of the writer thread.
 #[derive(Debug, Default)]
@@ -169,18 +217,17 @@ impl Store {
         cache_bytes: usize,
     ) -> Result<(Store, Loaded), StoreError> {
         let path = dir.join(DB_FILE);
-        let open_err = |why: String| StoreError::Open {
-            path: path.clone(),
-            why,
-        };
-        std::fs::create_dir_all(dir).map_err(|e| StoreError::Open {
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
             path: dir.to_path_buf(),
-            why: e.to_string(),
+            source,
         })?;
         let db = Database::builder()
             .set_cache_size(cache_bytes)
             .create(&path)
-            .map_err(|e| open_err(e.to_string()))?;
+            .map_err(|source| StoreError::Open {
+                path: path.clone(),
+                source,
+            })?;
         check_schema(&db, &path)?;
         let mut loaded = load::load(&db, &path)?;
         let expired = load::drop_expired(&db, &path, &mut loaded)?;
@@ -202,7 +249,10 @@ impl Store {
         let thread = std::thread::Builder::new()
             .name("roost-store".into())
             .spawn(move || writer(&writer_db, rx, durability, writer_stats, writer_path))
-            .map_err(|e| open_err(e.to_string()))?;
+            .map_err(|source| StoreError::Spawn {
+                path: path.clone(),
+                source,
+            })?;
         Ok((
             Store {
                 db: Mutex::new(Some(db)),
@@ -307,10 +357,7 @@ impl Drop for Store {
 /// Checks the schema version, creating the tables on a new file. An existing file of the
 /// right version is only read, so a broker with nothing durable to do writes nothing.
 fn check_schema(db: &Database, path: &Path) -> Result<(), StoreError> {
-    let corrupt = |e: redb::Error| StoreError::Corrupt {
-        path: path.to_path_buf(),
-        what: e.to_string(),
-    };
+    let corrupt = |e: redb::Error| StoreError::read(path, e);
     let found = {
         let txn = redb::ReadableDatabase::begin_read(db).map_err(|e| corrupt(e.into()))?;
         match txn.open_table(META) {
@@ -397,7 +444,7 @@ fn writer(
             Durability::Fsync => waited_on || last_sync.elapsed() >= BUFFERED_SYNC_INTERVAL,
             Durability::Buffered => last_sync.elapsed() >= BUFFERED_SYNC_INTERVAL,
         };
-        let result = commit(db, &batch, sync, &stats);
+        let result = commit(db, &batch, sync, &stats).map_err(Arc::new);
         if sync {
             last_sync = Instant::now();
             unsynced = false;
@@ -413,7 +460,10 @@ fn writer(
         stats.max_batch.fetch_max(batch.len() as u64, Relaxed);
         for request in batch {
             if let Some(done) = request.done {
-                let _ = done.send(result.clone());
+                let _ = done.send(result.clone().map_err(|source| StoreError::Commit {
+                    path: path.clone(),
+                    source,
+                }));
             }
         }
     }
@@ -424,26 +474,24 @@ fn commit(
     batch: &[Request],
     sync: bool,
     stats: &StoreStats,
-) -> Result<(), StoreError> {
-    let fail = |e: redb::Error| StoreError::Commit(e.to_string());
-    let mut txn = db.begin_write().map_err(|e| fail(e.into()))?;
+) -> Result<(), redb::Error> {
+    let mut txn = db.begin_write()?;
     let durability = if sync {
         redb::Durability::Immediate
     } else {
         redb::Durability::None
     };
-    txn.set_durability(durability)
-        .map_err(|e| StoreError::Commit(e.to_string()))?;
+    txn.set_durability(durability)?;
     let delta = {
-        let mut tables = apply::Tables::open(&txn).map_err(fail)?;
+        let mut tables = apply::Tables::open(&txn)?;
         for request in batch {
             for op in &request.ops {
-                tables.apply(op).map_err(fail)?;
+                tables.apply(op)?;
             }
         }
         tables.message_bytes_delta
     };
-    txn.commit().map_err(|e| fail(e.into()))?;
+    txn.commit()?;
     stats.write_transactions.fetch_add(1, Relaxed);
     if delta >= 0 {
         stats.message_bytes.fetch_add(delta as u64, Relaxed);
@@ -458,10 +506,7 @@ fn commit(
 /// Reads the number of entries in every table (for tests and diagnostics).
 pub fn table_sizes(path: &Path) -> Result<Vec<(&'static str, u64)>, StoreError> {
     use redb::ReadableTableMetadata;
-    let fail = |e: redb::Error| StoreError::Corrupt {
-        path: path.to_path_buf(),
-        what: e.to_string(),
-    };
+    let fail = |e: redb::Error| StoreError::read(path, e);
     let db = Database::open(path).map_err(|e| fail(e.into()))?;
     let txn = redb::ReadableDatabase::begin_read(&db).map_err(|e| fail(e.into()))?;
     let mut out = Vec::new();
@@ -583,12 +628,9 @@ mod tests {
             txn.commit().unwrap();
         }
         let err = Store::open(dir.path(), Durability::Fsync).unwrap_err();
-        assert_eq!(
-            err,
-            StoreError::Schema {
-                path: path.clone(),
-                found: 99
-            }
+        assert!(
+            matches!(&err, StoreError::Schema { path: p, found: 99 } if *p == path),
+            "{err:?}"
         );
         assert!(err.to_string().contains("roost.redb"), "{err}");
     }

@@ -12,8 +12,9 @@ use crate::session::{InflightState, Message, SubOptions};
 /// Format byte of every record written by this version.
 const FORMAT: u8 = 1;
 
-/// A record that could not be decoded.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A record that could not be decoded: what was wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
 pub struct CorruptRecord(pub &'static str);
 
 /// A persisted session.
