@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::clock::Clock;
 use crate::store::Durability;
 
 /// Largest packet size MQTT can express (remaining length of 268,435,455 bytes plus header).
@@ -233,6 +234,10 @@ pub struct Config {
     pub max_connections: usize,
     /// Time a TLS or WebSocket handshake may take.
     pub handshake_timeout: Duration,
+    /// The clock of every protocol timer (will delay, session and message expiry, login
+    /// throttle) and of the times kept in the store. Not a file key or flag: the system clock
+    /// unless code sets another, e.g. [`Clock::manual`] in tests.
+    pub clock: Clock,
 }
 
 impl Config {
@@ -339,6 +344,7 @@ impl Default for Config {
             allow_anonymous: None,
             max_connections: 0,
             handshake_timeout: Duration::from_secs(10),
+            clock: Clock::system(),
         }
     }
 }

@@ -5,6 +5,7 @@
 
 pub mod auth;
 pub mod broker;
+pub mod clock;
 pub mod codec;
 pub mod config;
 pub mod net;
@@ -22,6 +23,7 @@ use tokio_util::task::TaskTracker;
 use tracing::info;
 
 pub use broker::{Broker, MetricsSnapshot};
+pub use clock::Clock;
 pub use config::Config;
 
 /// One session as [`BrokerHandle::session_info`] reports it.
@@ -91,6 +93,7 @@ pub async fn start(config: Config) -> Result<BrokerHandle, StartError> {
             &config.data_dir,
             config.durability,
             config.store_cache_bytes,
+            &config.clock,
         )?;
         (Some(store), Some(loaded))
     };

@@ -30,6 +30,8 @@ pub use record::{CorruptRecord, EntryRecord, EntryState, SessionRecord};
 
 use tables::{META, SCHEMA_VERSION, UPGRADABLE_FROM};
 
+use crate::clock::Clock;
+
 /// File name of the database inside the data directory.
 pub const DB_FILE: &str = "roost.redb";
 
@@ -201,20 +203,26 @@ pub struct Store {
     thread: Mutex<Option<JoinHandle<()>>>,
     stats: Arc<StoreStats>,
     path: PathBuf,
+    /// The clock of the times in the records (session disconnection, message expiry).
+    clock: Clock,
 }
 
 impl Store {
     /// Opens (creating if needed) `dir/roost.redb`, checks the schema version, removes
     /// sessions that expired while the broker was down, loads the rest, and starts the writer.
+    /// Times are read from the system clock.
     pub fn open(dir: &Path, durability: Durability) -> Result<(Store, Loaded), StoreError> {
-        Store::open_with(dir, durability, DEFAULT_CACHE_BYTES)
+        Store::open_with(dir, durability, DEFAULT_CACHE_BYTES, &Clock::system())
     }
 
-    /// [`Store::open`] with a page cache of `cache_bytes` (redb's own default is 1 GiB).
+    /// [`Store::open`] with a page cache of `cache_bytes` (redb's own default is 1 GiB), and
+    /// `clock` for the times it stores and for deciding which sessions expired while the
+    /// broker was down.
     pub fn open_with(
         dir: &Path,
         durability: Durability,
         cache_bytes: usize,
+        clock: &Clock,
     ) -> Result<(Store, Loaded), StoreError> {
         let path = dir.join(DB_FILE);
         std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
@@ -228,9 +236,9 @@ impl Store {
                 path: path.clone(),
                 source,
             })?;
-        check_schema(&db, &path)?;
-        let mut loaded = load::load(&db, &path)?;
-        let expired = load::drop_expired(&db, &path, &mut loaded)?;
+        check_schema(&db, &path, clock)?;
+        let mut loaded = load::load(&db, &path, clock)?;
+        let expired = load::drop_expired(&db, &path, &mut loaded, clock)?;
         info!(
             path = %path.display(),
             sessions = loaded.sessions.len(),
@@ -246,9 +254,19 @@ impl Store {
         let writer_stats = Arc::clone(&stats);
         let writer_path = path.clone();
         let writer_db = Arc::clone(&db);
+        let writer_clock = clock.clone();
         let thread = std::thread::Builder::new()
             .name("roost-store".into())
-            .spawn(move || writer(&writer_db, rx, durability, writer_stats, writer_path))
+            .spawn(move || {
+                writer(
+                    &writer_db,
+                    rx,
+                    durability,
+                    writer_stats,
+                    writer_path,
+                    writer_clock,
+                )
+            })
             .map_err(|source| StoreError::Spawn {
                 path: path.clone(),
                 source,
@@ -260,6 +278,7 @@ impl Store {
                 thread: Mutex::new(Some(thread)),
                 stats,
                 path,
+                clock: clock.clone(),
             },
             loaded,
         ))
@@ -289,14 +308,15 @@ impl Store {
     ) -> Result<Vec<crate::session::Delivery>, StoreError> {
         let db = self.db.lock().clone().ok_or(StoreError::Closed)?;
         let path = self.path.clone();
+        let clock = self.clock.clone();
         tokio::task::spawn_blocking(move || {
             load::read_queue(
                 &db,
                 &path,
                 &session,
-                request.from,
-                request.before,
+                (request.from, request.before),
                 request.max_bytes,
+                &clock,
             )
         })
         .await
@@ -356,7 +376,7 @@ impl Drop for Store {
 
 /// Checks the schema version, creating the tables on a new file. An existing file of the
 /// right version is only read, so a broker with nothing durable to do writes nothing.
-fn check_schema(db: &Database, path: &Path) -> Result<(), StoreError> {
+fn check_schema(db: &Database, path: &Path, clock: &Clock) -> Result<(), StoreError> {
     let corrupt = |e: redb::Error| StoreError::read(path, e);
     let found = {
         let txn = redb::ReadableDatabase::begin_read(db).map_err(|e| corrupt(e.into()))?;
@@ -377,7 +397,7 @@ fn check_schema(db: &Database, path: &Path) -> Result<(), StoreError> {
                 .map_err(|e| corrupt(e.into()))?
                 .insert("schema", SCHEMA_VERSION)
                 .map_err(|e| corrupt(e.into()))?;
-            apply::Tables::open(&txn).map_err(corrupt)?;
+            apply::Tables::open(&txn, clock).map_err(corrupt)?;
             txn.commit().map_err(|e| corrupt(e.into()))?;
             info!(path = %path.display(), from = old, to = SCHEMA_VERSION, "store schema upgraded");
             return Ok(());
@@ -395,7 +415,7 @@ fn check_schema(db: &Database, path: &Path) -> Result<(), StoreError> {
         let mut meta = txn.open_table(META).map_err(|e| corrupt(e.into()))?;
         meta.insert("schema", SCHEMA_VERSION)
             .map_err(|e| corrupt(e.into()))?;
-        apply::Tables::open(&txn).map_err(corrupt)?;
+        apply::Tables::open(&txn, clock).map_err(corrupt)?;
     }
     txn.commit().map_err(|e| corrupt(e.into()))
 }
@@ -407,7 +427,10 @@ fn writer(
     durability: Durability,
     stats: Arc<StoreStats>,
     path: PathBuf,
+    clock: Clock,
 ) {
+    // The fsync cadence is about the disk, not protocol time: it stays on the real clock, so
+    // a manual broker clock that is never advanced cannot keep commits from reaching the disk.
     let mut last_sync = Instant::now();
     let mut unsynced = false;
     loop {
@@ -416,7 +439,7 @@ fn writer(
                 Ok(r) => Some(r),
                 Err(mpsc::RecvTimeoutError::Timeout) => None,
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    let _ = commit(db, &[], true, &stats);
+                    let _ = commit(db, &[], true, &stats, &clock);
                     return;
                 }
             }
@@ -444,7 +467,7 @@ fn writer(
             Durability::Fsync => waited_on || last_sync.elapsed() >= BUFFERED_SYNC_INTERVAL,
             Durability::Buffered => last_sync.elapsed() >= BUFFERED_SYNC_INTERVAL,
         };
-        let result = commit(db, &batch, sync, &stats).map_err(Arc::new);
+        let result = commit(db, &batch, sync, &stats, &clock).map_err(Arc::new);
         if sync {
             last_sync = Instant::now();
             unsynced = false;
@@ -474,6 +497,7 @@ fn commit(
     batch: &[Request],
     sync: bool,
     stats: &StoreStats,
+    clock: &Clock,
 ) -> Result<(), redb::Error> {
     let mut txn = db.begin_write()?;
     let durability = if sync {
@@ -483,7 +507,7 @@ fn commit(
     };
     txn.set_durability(durability)?;
     let delta = {
-        let mut tables = apply::Tables::open(&txn)?;
+        let mut tables = apply::Tables::open(&txn, clock)?;
         for request in batch {
             for op in &request.ops {
                 tables.apply(op)?;
