@@ -40,7 +40,7 @@ pub struct SessionInfo {
     pub dropped: u64,
 }
 
-/// How long shutdown waits for connections to close.
+/// How long shutdown waits for connections to close (real time, not the broker's clock).
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// A running broker.

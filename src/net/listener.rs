@@ -155,7 +155,7 @@ pub async fn accept_loop(broker: Arc<Broker>, listener: Listener, tasks: TaskTra
                 });
             }
             Err(e) => {
-                // Typically out of file descriptors: back off instead of spinning.
+                // Typically out of file descriptors: back off (in real time) instead of spinning.
                 warn!(error = %e, "accept failed");
                 tokio::select! {
                     _ = broker.shutdown.cancelled() => return,
@@ -190,6 +190,8 @@ async fn handshake_then_serve(
     stream: TcpStream,
     peer: SocketAddr,
 ) {
+    // A socket-level guard, not protocol time: on tokio's clock (see `crate::clock`), so a
+    // manual broker clock cannot leave a stalled handshake open.
     let limit = broker.config.handshake_timeout;
     // A WebSocket message may carry several MQTT packets.
     let max_message = broker.config.max_packet_size as usize + 64 * 1024;
