@@ -125,7 +125,7 @@ impl ListenerConfig {
                     None => {
                         return Err(ConfigError::invalid(
                             key(name),
-                            format!("is required for a {kind} listener"),
+                            format!("must be set for a {kind} listener"),
                         ));
                     }
                 }
@@ -150,7 +150,7 @@ impl ListenerConfig {
         if (self.require_certificate || self.use_identity_as_username) && self.ca_file.is_none() {
             return Err(ConfigError::invalid(
                 key("ca_file"),
-                "is required with require_certificate or use_identity_as_username",
+                "must be set with require_certificate or use_identity_as_username",
             ));
         }
         if self.use_identity_as_username && !self.require_certificate {
