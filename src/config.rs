@@ -1,15 +1,17 @@
 //! Broker configuration: defaults, an optional TOML file, and command-line overrides.
 //!
 //! Every key of the file is a field of [`FileConfig`]; unknown keys are rejected so a typo is
-//! reported instead of silently ignored. Errors name the file and the key.
+//! reported instead of silently ignored. Every check of the values is in [`Config::validate`],
+//! which [`crate::start`] runs on whatever `Config` it is given. Errors name the key, and the
+//! file when the setting came from one.
 
-use std::fmt;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::clock::Clock;
 use crate::store::Durability;
 
 /// Largest packet size MQTT can express (remaining length of 268,435,455 bytes plus header).
@@ -110,40 +112,79 @@ impl ListenerConfig {
         }
     }
 
-    fn validate(&self, i: usize) -> Result<(), String> {
+    /// Checks this listener, the `i`-th `[[listener]]`: TLS files present for `tls` and
+    /// `wss` (and only there) and readable, client certificate options consistent, a
+    /// WebSocket path starting with `/`.
+    fn validate(&self, i: usize) -> Result<(), ConfigError> {
         let key = |k: &str| format!("listener[{i}].{k}");
-        if self.kind.is_tls() && (self.cert_file.is_none() || self.key_file.is_none()) {
-            return Err(format!(
-                "`{}` and `{}` are required for a {:?} listener",
-                key("cert_file"),
-                key("key_file"),
-                self.kind
-            ));
-        }
-        if !self.kind.is_tls() && (self.cert_file.is_some() || self.ca_file.is_some()) {
-            return Err(format!(
-                "`{}` only applies to tls and wss listeners",
-                key("cert_file/ca_file")
-            ));
+        let kind = format!("{:?}", self.kind).to_lowercase();
+        if self.kind.is_tls() {
+            for (name, file) in [("cert_file", &self.cert_file), ("key_file", &self.key_file)] {
+                match file {
+                    Some(path) => readable_file(&key(name), path)?,
+                    None => {
+                        return Err(ConfigError::invalid(
+                            key(name),
+                            format!("must be set for a {kind} listener"),
+                        ));
+                    }
+                }
+            }
+            if let Some(path) = &self.ca_file {
+                readable_file(&key("ca_file"), path)?;
+            }
+        } else {
+            for (name, file) in [
+                ("cert_file", &self.cert_file),
+                ("key_file", &self.key_file),
+                ("ca_file", &self.ca_file),
+            ] {
+                if file.is_some() {
+                    return Err(ConfigError::invalid(
+                        key(name),
+                        format!("only applies to tls and wss listeners, not {kind}"),
+                    ));
+                }
+            }
         }
         if (self.require_certificate || self.use_identity_as_username) && self.ca_file.is_none() {
-            return Err(format!(
-                "`{}` is required with require_certificate or use_identity_as_username",
-                key("ca_file")
+            return Err(ConfigError::invalid(
+                key("ca_file"),
+                "must be set with require_certificate or use_identity_as_username",
             ));
         }
         if self.use_identity_as_username && !self.require_certificate {
-            return Err(format!(
-                "`{}` needs require_certificate = true",
-                key("use_identity_as_username")
+            return Err(ConfigError::invalid(
+                key("use_identity_as_username"),
+                "needs require_certificate = true",
             ));
         }
         if matches!(self.kind, ListenerKind::Ws | ListenerKind::Wss) && !self.path.starts_with('/')
         {
-            return Err(format!("`{}` must start with '/'", key("path")));
+            return Err(ConfigError::invalid(key("path"), "must start with '/'"));
         }
         Ok(())
     }
+}
+
+/// Checks that `path`, the value of `key`, names a file that can be opened for reading.
+fn readable_file(key: &str, path: &Path) -> Result<(), ConfigError> {
+    let unreadable = |source| ConfigError::Unreadable {
+        file: None,
+        key: key.to_string(),
+        path: path.to_path_buf(),
+        source,
+    };
+    let metadata = std::fs::File::open(path)
+        .and_then(|f| f.metadata())
+        .map_err(unreadable)?;
+    if !metadata.is_file() {
+        return Err(ConfigError::invalid(
+            key,
+            format!("{} is not a file", path.display()),
+        ));
+    }
+    Ok(())
 }
 
 /// The validated settings a broker runs with.
@@ -193,9 +234,82 @@ pub struct Config {
     pub max_connections: usize,
     /// Time a TLS or WebSocket handshake may take.
     pub handshake_timeout: Duration,
+    /// The clock of every protocol timer (will delay, session and message expiry, login
+    /// throttle) and of the times kept in the store. Not a file key or flag: the system clock
+    /// unless code sets another, e.g. [`Clock::manual`] in tests.
+    pub clock: Clock,
 }
 
 impl Config {
+    /// Checks every setting: ranges, listener consistency and files that must exist. The
+    /// error names the key (its [`ConfigError::file`] is set by the caller when the setting
+    /// came from a file). [`crate::start`] calls it first, so a `Config` built in code is
+    /// checked like one read from a file.
+    ///
+    /// `max_queued_memory_bytes` above `max_queued_bytes` is not an error: the memory bound is
+    /// capped at the byte bound (see [`Config::queue_limits`]).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let at_least = |key: &str, value: u64, min: u64| {
+            if value < min {
+                Err(ConfigError::invalid(key, format!("must be at least {min}")))
+            } else {
+                Ok(())
+            }
+        };
+        if !(64..=MQTT_MAX_PACKET_SIZE).contains(&self.max_packet_size) {
+            return Err(ConfigError::invalid(
+                "max_packet_size",
+                format!("must be between 64 and {MQTT_MAX_PACKET_SIZE} bytes"),
+            ));
+        }
+        at_least("max_queued_messages", self.max_queued_messages as u64, 1)?;
+        at_least("max_queued_bytes", self.max_queued_bytes, 1024)?;
+        at_least(
+            "max_queued_memory_bytes",
+            self.max_queued_memory_bytes,
+            1024,
+        )?;
+        at_least(
+            "store_cache_bytes",
+            self.store_cache_bytes as u64,
+            1024 * 1024,
+        )?;
+        let inflight = u64::from(self.max_inflight_messages);
+        at_least("max_inflight_messages", inflight, 1)?;
+        at_least("receive_maximum", u64::from(self.receive_maximum), 1)?;
+        for (key, value) in [
+            ("connect_timeout", self.connect_timeout),
+            ("handshake_timeout", self.handshake_timeout),
+        ] {
+            if value.is_zero() {
+                return Err(ConfigError::invalid(key, "must not be zero"));
+            }
+        }
+        let mut ports = vec![("port".to_string(), self.bind, self.port)];
+        for (i, l) in self.listeners.iter().enumerate() {
+            l.validate(i)?;
+            ports.push((format!("listener[{i}].port"), l.bind, l.port));
+        }
+        for (i, (key, bind, port)) in ports.iter().enumerate() {
+            if *port == 0 {
+                continue;
+            }
+            if let Some((other, ..)) = ports[..i].iter().find(|(_, b, p)| b == bind && p == port) {
+                return Err(ConfigError::invalid(
+                    key.as_str(),
+                    format!("{bind}:{port} is already used by `{other}`"),
+                ));
+            }
+        }
+        if let Some(path) = &self.password_file {
+            readable_file("password_file", path)?;
+        }
+        if let Some(path) = &self.acl_file {
+            readable_file("acl_file", path)?;
+        }
+        Ok(())
+    }
+
     /// The per-session backlog bounds.
     pub fn queue_limits(&self) -> crate::session::QueueLimits {
         crate::session::QueueLimits {
@@ -230,6 +344,7 @@ impl Default for Config {
             allow_anonymous: None,
             max_connections: 0,
             handshake_timeout: Duration::from_secs(10),
+            clock: Clock::system(),
         }
     }
 }
@@ -285,43 +400,122 @@ pub struct FileConfig {
     pub handshake_timeout: Option<u64>,
 }
 
-/// A configuration problem, with the file and key it concerns.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
-    /// The file the problem is in, if it came from a file.
-    pub file: Option<PathBuf>,
-    /// What is wrong, naming the key.
-    pub message: String,
+/// A configuration problem, naming the key it concerns and, when the setting came from a
+/// file, the file.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The configuration file could not be read.
+    #[error("{}: cannot read: {source}", path.display())]
+    Read {
+        /// The configuration file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML, has an unknown key, or a value of the wrong type (the
+    /// message names the key).
+    #[error("{}: {}", path.display(), source.to_string().trim_end())]
+    Parse {
+        /// The configuration file.
+        path: PathBuf,
+        /// What the TOML parser reported.
+        #[source]
+        source: toml::de::Error,
+    },
+    /// A value is out of range or does not fit with another setting.
+    #[error("{}invalid value for `{key}`: {reason}", file_prefix(file))]
+    Invalid {
+        /// The file the setting came from, if any.
+        file: Option<PathBuf>,
+        /// The key, e.g. `receive_maximum` or `listener[0].cert_file`.
+        key: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A file named by a key cannot be opened.
+    #[error("{}`{key}`: cannot read {}: {source}", file_prefix(file), path.display())]
+    Unreadable {
+        /// The configuration file the setting came from, if any.
+        file: Option<PathBuf>,
+        /// The key, e.g. `password_file`.
+        key: String,
+        /// The path it names.
+        path: PathBuf,
+        /// Why it cannot be read.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.file {
-            Some(file) => write!(f, "{}: {}", file.display(), self.message),
-            None => f.write_str(&self.message),
+fn file_prefix(file: &Option<PathBuf>) -> String {
+    file.as_ref()
+        .map(|f| format!("{}: ", f.display()))
+        .unwrap_or_default()
+}
+
+impl ConfigError {
+    fn invalid(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            file: None,
+            key: key.into(),
+            reason: reason.into(),
         }
     }
-}
 
-impl std::error::Error for ConfigError {}
+    /// The key concerned, if the problem is about one key.
+    pub fn key(&self) -> Option<&str> {
+        match self {
+            ConfigError::Invalid { key, .. } | ConfigError::Unreadable { key, .. } => Some(key),
+            ConfigError::Read { .. } | ConfigError::Parse { .. } => None,
+        }
+    }
+
+    /// The configuration file concerned, if the setting came from one.
+    pub fn file(&self) -> Option<&Path> {
+        match self {
+            ConfigError::Read { path, .. } | ConfigError::Parse { path, .. } => Some(path),
+            ConfigError::Invalid { file, .. } | ConfigError::Unreadable { file, .. } => {
+                file.as_deref()
+            }
+        }
+    }
+
+    /// The same error, saying that the setting came from `path` (unless it names a file
+    /// already).
+    pub fn in_file(mut self, path: &Path) -> ConfigError {
+        if let ConfigError::Invalid { file, .. } | ConfigError::Unreadable { file, .. } = &mut self
+            && file.is_none()
+        {
+            *file = Some(path.to_path_buf());
+        }
+        self
+    }
+}
 
 impl FileConfig {
     /// Reads and parses a TOML file.
     pub fn load(path: &Path) -> Result<FileConfig, ConfigError> {
-        let err = |message: String| ConfigError {
-            file: Some(path.to_path_buf()),
-            message,
-        };
-        let text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot read: {e}")))?;
-        toml::from_str(&text).map_err(|e| err(e.to_string().trim_end().to_string()))
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        FileConfig::parse(&text, path)
     }
 
-    /// Applies the keys that are set on top of `config`, validating each.
-    pub fn apply(&self, config: &mut Config, file: Option<&Path>) -> Result<(), ConfigError> {
-        let bad = |key: &str, why: &str| ConfigError {
-            file: file.map(Path::to_path_buf),
-            message: format!("invalid value for `{key}`: {why}"),
-        };
+    /// Parses the TOML text of the file `path`.
+    pub fn parse(text: &str, path: &Path) -> Result<FileConfig, ConfigError> {
+        toml::from_str(text).map_err(|source| ConfigError::Parse {
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+
+    /// Sets the keys that are set in the file on `config`. Relative paths are taken relative
+    /// to the directory of `file`. Nothing is checked here: call [`Config::validate`] once
+    /// every source of settings is applied, and [`ConfigError::in_file`] to name the file.
+    pub fn apply(&self, config: &mut Config, file: Option<&Path>) {
         if let Some(v) = self.bind {
             config.bind = v;
         }
@@ -338,30 +532,15 @@ impl FileConfig {
             config.durability = v;
         }
         if let Some(v) = self.max_packet_size {
-            if !(64..=MQTT_MAX_PACKET_SIZE).contains(&v) {
-                return Err(bad(
-                    "max_packet_size",
-                    "must be between 64 and 268435460 bytes",
-                ));
-            }
             config.max_packet_size = v;
         }
         if let Some(v) = self.max_queued_messages {
-            if v == 0 {
-                return Err(bad("max_queued_messages", "must be at least 1"));
-            }
             config.max_queued_messages = v;
         }
         if let Some(v) = self.max_queued_bytes {
-            if v < 1024 {
-                return Err(bad("max_queued_bytes", "must be at least 1024"));
-            }
             config.max_queued_bytes = v;
         }
         if let Some(v) = self.max_queued_memory_bytes {
-            if v < 1024 {
-                return Err(bad("max_queued_memory_bytes", "must be at least 1024"));
-            }
             config.max_queued_memory_bytes = v;
         }
         if let Some(v) = self.max_store_bytes {
@@ -371,43 +550,24 @@ impl FileConfig {
             config.queue_full = v;
         }
         if let Some(v) = self.store_cache_bytes {
-            if v < 1024 * 1024 {
-                return Err(bad("store_cache_bytes", "must be at least 1048576"));
-            }
             config.store_cache_bytes = v;
         }
         if let Some(v) = self.max_inflight_messages {
-            if v == 0 {
-                return Err(bad("max_inflight_messages", "must be at least 1"));
-            }
             config.max_inflight_messages = v;
         }
         if let Some(v) = self.receive_maximum {
-            if v == 0 {
-                return Err(bad("receive_maximum", "must be at least 1"));
-            }
             config.receive_maximum = v;
         }
         if let Some(v) = self.connect_timeout {
-            if v == 0 {
-                return Err(bad("connect_timeout", "must be at least 1 second"));
-            }
             config.connect_timeout = Duration::from_secs(v);
         }
         if let Some(v) = self.handshake_timeout {
-            if v == 0 {
-                return Err(bad("handshake_timeout", "must be at least 1 second"));
-            }
             config.handshake_timeout = Duration::from_secs(v);
         }
         // Relative paths in the file are relative to the file's directory.
         let base = file.and_then(Path::parent).unwrap_or(Path::new(""));
         let resolve = |p: &PathBuf| base.join(p);
-        for (i, l) in self.listener.iter().enumerate() {
-            l.validate(i).map_err(|message| ConfigError {
-                file: file.map(Path::to_path_buf),
-                message,
-            })?;
+        for l in &self.listener {
             let mut l = l.clone();
             l.cert_file = l.cert_file.as_ref().map(resolve);
             l.key_file = l.key_file.as_ref().map(resolve);
@@ -426,7 +586,6 @@ impl FileConfig {
         if let Some(v) = self.max_connections {
             config.max_connections = v;
         }
-        Ok(())
     }
 }
 
@@ -434,14 +593,42 @@ impl FileConfig {
 mod tests {
     use super::*;
 
+    const FILE: &str = "roost.toml";
+
+    /// Parses `text` as the file `roost.toml`, applies it to the defaults and validates.
     fn parse(text: &str) -> Result<Config, ConfigError> {
-        let file: FileConfig = toml::from_str(text).map_err(|e| ConfigError {
-            file: None,
-            message: e.to_string(),
-        })?;
+        let file = FileConfig::parse(text, Path::new(FILE))?;
         let mut config = Config::default();
-        file.apply(&mut config, Some(Path::new("roost.toml")))?;
+        file.apply(&mut config, Some(Path::new(FILE)));
+        config.validate().map_err(|e| e.in_file(Path::new(FILE)))?;
         Ok(config)
+    }
+
+    /// `certs/` of the repository, as a TOML string value.
+    fn cert(name: &str) -> String {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("certs")
+            .join(name);
+        path.display().to_string()
+    }
+
+    /// A `tls` listener on `port` with the development certificate and key.
+    fn tls_listener(port: u16) -> ListenerConfig {
+        let mut l = ListenerConfig::new(ListenerKind::Tls, IpAddr::from([127, 0, 0, 1]), port);
+        l.cert_file = Some(PathBuf::from(cert("server.pem")));
+        l.key_file = Some(PathBuf::from(cert("server.key")));
+        l
+    }
+
+    /// Validates a default `Config` changed by `change`; returns the key of the error.
+    fn invalid_key(change: impl FnOnce(&mut Config)) -> String {
+        let mut c = Config::default();
+        change(&mut c);
+        let e = c.validate().expect_err("invalid");
+        assert_eq!(e.file(), None, "{e}");
+        let key = e.key().expect("names a key").to_string();
+        assert!(e.to_string().contains(&format!("`{key}`")), "{e}");
+        key
     }
 
     #[test]
@@ -451,6 +638,11 @@ mod tests {
         assert_eq!(c.port, 1883);
         assert_eq!(c.max_queued_messages, 1_000_000);
         assert_eq!(c.queue_full, QueueFullPolicy::Backpressure);
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        Config::default().validate().expect("valid");
     }
 
     #[test]
@@ -466,38 +658,66 @@ mod tests {
         let c = parse("durability = \"buffered\"\nin_memory = true\n").unwrap();
         assert_eq!(c.durability, Durability::Buffered);
         assert!(c.in_memory);
-        let e = parse("durability = \"sometimes\"\n").unwrap_err();
-        assert!(
-            e.message.contains("durability") || e.message.contains("sometimes"),
-            "{e}"
-        );
+        let e = parse("durability = \"sometimes\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("durability") || e.contains("sometimes"), "{e}");
     }
 
     #[test]
     fn listeners_are_parsed_and_validated() {
-        let c = parse(
-            "[[listener]]\nkind = \"tls\"\nport = 8883\ncert_file = \"s.pem\"\nkey_file = \"s.key\"\n\
+        let text = format!(
+            "[[listener]]\nkind = \"tls\"\nport = 8883\ncert_file = {:?}\nkey_file = {:?}\n\
              [[listener]]\nkind = \"ws\"\nport = 8080\n",
-        )
-        .unwrap();
+            cert("server.pem"),
+            cert("server.key")
+        );
+        let c = parse(&text).unwrap();
         assert_eq!(c.listeners.len(), 2);
         assert_eq!(c.listeners[0].kind, ListenerKind::Tls);
         assert_eq!(
             c.listeners[0].cert_file.as_deref(),
-            Some(Path::new("s.pem"))
+            Some(Path::new(&cert("server.pem")))
         );
         assert_eq!(c.listeners[1].path, "/mqtt");
         let e = parse("[[listener]]\nkind = \"tls\"\nport = 8883\n").unwrap_err();
-        assert!(e.message.contains("listener[0].cert_file"), "{e}");
-        let e = parse(
-            "[[listener]]\nkind = \"tls\"\nport = 1\ncert_file = \"a\"\nkey_file = \"b\"\nrequire_certificate = true\n",
+        assert_eq!(e.key(), Some("listener[0].cert_file"), "{e}");
+        assert_eq!(e.file(), Some(Path::new(FILE)));
+        let text = format!(
+            "[[listener]]\nkind = \"tls\"\nport = 1\ncert_file = {:?}\nkey_file = {:?}\n\
+             require_certificate = true\n",
+            cert("server.pem"),
+            cert("server.key")
+        );
+        let e = parse(&text).unwrap_err();
+        assert_eq!(e.key(), Some("listener[0].ca_file"), "{e}");
+        let e = parse("[[listener]]\nkind = \"quic\"\nport = 1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("quic") || e.contains("kind"), "{e}");
+    }
+
+    #[test]
+    fn relative_paths_are_relative_to_the_file() {
+        let file = FileConfig::parse(
+            "password_file = \"passwd\"\n[[listener]]\nkind = \"tls\"\nport = 1\n\
+             cert_file = \"s.pem\"\nkey_file = \"/abs/s.key\"\n",
+            Path::new("/etc/roost/roost.toml"),
         )
-        .unwrap_err();
-        assert!(e.message.contains("ca_file"), "{e}");
-        let e = parse("[[listener]]\nkind = \"quic\"\nport = 1\n").unwrap_err();
-        assert!(
-            e.message.contains("quic") || e.message.contains("kind"),
-            "{e}"
+        .unwrap();
+        let mut c = Config::default();
+        file.apply(&mut c, Some(Path::new("/etc/roost/roost.toml")));
+        assert_eq!(
+            c.password_file.as_deref(),
+            Some(Path::new("/etc/roost/passwd"))
+        );
+        assert_eq!(
+            c.listeners[0].cert_file.as_deref(),
+            Some(Path::new("/etc/roost/s.pem"))
+        );
+        assert_eq!(
+            c.listeners[0].key_file.as_deref(),
+            Some(Path::new("/abs/s.key"))
         );
     }
 
@@ -512,19 +732,22 @@ mod tests {
         assert_eq!(c.queue_limits().memory_bytes, 4096);
         assert_eq!(c.queue_full, QueueFullPolicy::DropOldest);
         assert_eq!(c.listeners[0].queue_full, Some(QueueFullPolicy::DropNew));
-        let e = parse("queue_full = \"drop_everything\"\n").unwrap_err();
+        let e = parse("queue_full = \"drop_everything\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(
-            e.message.contains("drop_everything") || e.message.contains("queue_full"),
+            e.contains("drop_everything") || e.contains("queue_full"),
             "{e}"
         );
         let e = parse("max_queued_memory_bytes = 10\n").unwrap_err();
-        assert!(e.message.contains("max_queued_memory_bytes"), "{e}");
+        assert_eq!(e.key(), Some("max_queued_memory_bytes"), "{e}");
     }
 
     #[test]
     fn unknown_key_is_named() {
-        let e = parse("prot = 1\n").unwrap_err();
-        assert!(e.message.contains("prot"), "{e}");
+        let e = parse("prot = 1\n").unwrap_err().to_string();
+        assert!(e.contains("prot"), "{e}");
+        assert!(e.starts_with(FILE), "{e}");
     }
 
     #[test]
@@ -532,12 +755,168 @@ mod tests {
         let e = parse("max_queued_messages = 0\n").unwrap_err();
         let text = e.to_string();
         assert!(text.contains("max_queued_messages"), "{text}");
-        assert!(text.contains("roost.toml"), "{text}");
+        assert!(text.contains(FILE), "{text}");
     }
 
     #[test]
     fn wrong_type_is_reported() {
-        let e = parse("port = \"abc\"\n").unwrap_err();
-        assert!(e.message.contains("port"), "{e}");
+        let e = parse("port = \"abc\"\n").unwrap_err().to_string();
+        assert!(e.contains("port"), "{e}");
+    }
+
+    #[test]
+    fn validate_checks_ranges_of_a_config_built_in_code() {
+        assert_eq!(invalid_key(|c| c.receive_maximum = 0), "receive_maximum");
+        assert_eq!(
+            invalid_key(|c| c.max_inflight_messages = 0),
+            "max_inflight_messages"
+        );
+        assert_eq!(invalid_key(|c| c.max_packet_size = 63), "max_packet_size");
+        assert_eq!(
+            invalid_key(|c| c.max_packet_size = MQTT_MAX_PACKET_SIZE + 1),
+            "max_packet_size"
+        );
+        assert_eq!(
+            invalid_key(|c| c.max_queued_messages = 0),
+            "max_queued_messages"
+        );
+        assert_eq!(
+            invalid_key(|c| c.max_queued_bytes = 1023),
+            "max_queued_bytes"
+        );
+        assert_eq!(
+            invalid_key(|c| c.max_queued_memory_bytes = 1000),
+            "max_queued_memory_bytes"
+        );
+        assert_eq!(
+            invalid_key(|c| c.store_cache_bytes = 4096),
+            "store_cache_bytes"
+        );
+        assert_eq!(
+            invalid_key(|c| c.connect_timeout = Duration::ZERO),
+            "connect_timeout"
+        );
+        assert_eq!(
+            invalid_key(|c| c.handshake_timeout = Duration::ZERO),
+            "handshake_timeout"
+        );
+    }
+
+    #[test]
+    fn validate_accepts_limits_at_their_bounds() {
+        let c = Config {
+            max_packet_size: 64,
+            max_queued_messages: 1,
+            max_queued_bytes: 1024,
+            max_queued_memory_bytes: 1024,
+            store_cache_bytes: 1024 * 1024,
+            max_inflight_messages: 1,
+            receive_maximum: 1,
+            connect_timeout: Duration::from_millis(1),
+            handshake_timeout: Duration::from_millis(1),
+            ..Config::default()
+        };
+        c.validate().expect("valid");
+        // A memory bound above the byte bound is capped, not refused.
+        let c = Config {
+            max_queued_bytes: 4096,
+            max_queued_memory_bytes: 1 << 20,
+            ..Config::default()
+        };
+        c.validate().expect("valid");
+        assert_eq!(c.queue_limits().memory_bytes, 4096);
+    }
+
+    #[test]
+    fn validate_checks_listeners_built_in_code() {
+        let with = |l: ListenerConfig| {
+            move |c: &mut Config| {
+                c.listeners.push(tls_listener(0));
+                c.listeners.push(l);
+            }
+        };
+        Config {
+            listeners: vec![tls_listener(0)],
+            ..Config::default()
+        }
+        .validate()
+        .expect("valid");
+        let mut l = tls_listener(0);
+        l.key_file = None;
+        assert_eq!(invalid_key(with(l)), "listener[1].key_file");
+        let mut l = ListenerConfig::new(ListenerKind::Tcp, IpAddr::from([127, 0, 0, 1]), 0);
+        l.ca_file = Some(PathBuf::from(cert("ca.pem")));
+        assert_eq!(invalid_key(with(l)), "listener[1].ca_file");
+        let mut l = tls_listener(0);
+        l.use_identity_as_username = true;
+        l.ca_file = Some(PathBuf::from(cert("ca.pem")));
+        assert_eq!(invalid_key(with(l)), "listener[1].use_identity_as_username");
+        let mut l = ListenerConfig::new(ListenerKind::Ws, IpAddr::from([127, 0, 0, 1]), 0);
+        l.path = "mqtt".into();
+        assert_eq!(invalid_key(with(l)), "listener[1].path");
+    }
+
+    #[test]
+    fn validate_refuses_two_listeners_on_one_port() {
+        let key = invalid_key(|c| {
+            c.port = 1883;
+            c.listeners
+                .push(ListenerConfig::new(ListenerKind::Ws, c.bind, 1883));
+        });
+        assert_eq!(key, "listener[0].port");
+        // Port 0 picks a free port each time: never a clash.
+        let c = Config {
+            port: 0,
+            listeners: vec![ListenerConfig::new(
+                ListenerKind::Ws,
+                IpAddr::from([127, 0, 0, 1]),
+                0,
+            )],
+            ..Config::default()
+        };
+        c.validate().expect("valid");
+    }
+
+    #[test]
+    fn validate_checks_that_named_files_exist() {
+        let mut l = tls_listener(0);
+        l.cert_file = Some(PathBuf::from("/nonexistent/server.pem"));
+        let c = Config {
+            listeners: vec![l],
+            ..Config::default()
+        };
+        let e = c.validate().unwrap_err();
+        assert!(matches!(e, ConfigError::Unreadable { .. }), "{e:?}");
+        assert_eq!(e.key(), Some("listener[0].cert_file"));
+        let text = e.to_string();
+        assert!(text.contains("/nonexistent/server.pem"), "{text}");
+        assert!(
+            std::error::Error::source(&e).is_some(),
+            "keeps the I/O error"
+        );
+
+        assert_eq!(
+            invalid_key(|c| c.password_file = Some("/nonexistent/passwd".into())),
+            "password_file"
+        );
+        assert_eq!(
+            invalid_key(|c| c.acl_file = Some(PathBuf::from(env!("CARGO_MANIFEST_DIR")))),
+            "acl_file",
+            "a directory is not a file"
+        );
+    }
+
+    #[test]
+    fn in_file_names_the_file_once() {
+        let e = Config {
+            receive_maximum: 0,
+            ..Config::default()
+        }
+        .validate()
+        .unwrap_err()
+        .in_file(Path::new("a.toml"))
+        .in_file(Path::new("b.toml"));
+        assert_eq!(e.file(), Some(Path::new("a.toml")));
+        assert!(e.to_string().starts_with("a.toml: "), "{e}");
     }
 }

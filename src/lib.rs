@@ -5,6 +5,7 @@
 
 pub mod auth;
 pub mod broker;
+pub mod clock;
 pub mod codec;
 pub mod config;
 pub mod net;
@@ -13,7 +14,6 @@ pub mod session;
 pub mod store;
 pub mod topic;
 
-use std::fmt;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -24,6 +24,7 @@ use tokio_util::task::TaskTracker;
 use tracing::info;
 
 pub use broker::{Broker, MetricsSnapshot};
+pub use clock::Clock;
 pub use config::Config;
 
 /// One session as [`BrokerHandle::session_info`] reports it.
@@ -40,7 +41,7 @@ pub struct SessionInfo {
     pub dropped: u64,
 }
 
-/// How long shutdown waits for connections to close.
+/// How long shutdown waits for connections to close (real time, not the broker's clock).
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// A running broker.
@@ -54,40 +55,38 @@ pub struct BrokerHandle {
 }
 
 /// Why a broker could not start.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum StartError {
+    /// The configuration is invalid (the message names the key); see [`Config::validate`].
+    #[error("configuration error: {0}")]
+    Config(#[from] config::ConfigError),
     /// The store could not be opened or read (the message names the file).
-    Store(store::StoreError),
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
     /// The password or ACL file could not be read (the message names the file).
-    Auth(auth::AuthError),
+    #[error("password_file/acl_file: {0}")]
+    Auth(#[from] auth::AuthError),
     /// A TLS certificate or key could not be loaded (the message names the file).
-    Tls(String),
+    #[error(transparent)]
+    Tls(#[from] net::tls::TlsError),
     /// The listener could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
     Listen {
         /// The address.
         addr: SocketAddr,
         /// The error.
+        #[source]
         source: io::Error,
     },
 }
 
-impl fmt::Display for StartError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            StartError::Store(e) => e.fmt(f),
-            StartError::Auth(e) => write!(f, "password_file/acl_file: {e}"),
-            StartError::Tls(e) => f.write_str(e),
-            StartError::Listen { addr, source } => write!(f, "cannot listen on {addr}: {source}"),
-        }
-    }
-}
-
-impl std::error::Error for StartError {}
-
-/// Opens the store (unless `in_memory`), restores durable state, binds the listener and starts
-/// serving. Must be called inside a tokio runtime.
+/// Checks the configuration ([`Config::validate`]), opens the store (unless `in_memory`),
+/// restores durable state, binds the listeners and starts serving. Must be called inside a
+/// tokio runtime.
 pub async fn start(config: Config) -> Result<BrokerHandle, StartError> {
-    let access = broker::AccessControl::load(&config).map_err(StartError::Auth)?;
+    config.validate()?;
+    let access = broker::AccessControl::load(&config)?;
     let (store, loaded) = if config.in_memory {
         (None, None)
     } else {
@@ -95,14 +94,16 @@ pub async fn start(config: Config) -> Result<BrokerHandle, StartError> {
             &config.data_dir,
             config.durability,
             config.store_cache_bytes,
-        )
-        .map_err(StartError::Store)?;
+            &config.clock,
+        )?;
         (Some(store), Some(loaded))
     };
     let listeners = net::listener::bind_all(&config)
         .await
         .map_err(|e| match e {
-            net::listener::ListenError::Bind(addr, source) => StartError::Listen { addr, source },
+            net::listener::ListenError::Bind { addr, source } => {
+                StartError::Listen { addr, source }
+            }
             net::listener::ListenError::Tls(e) => StartError::Tls(e),
         })?;
     let addrs: Vec<(config::ListenerKind, SocketAddr)> = listeners

@@ -66,17 +66,16 @@ fn main() -> ExitCode {
     let mut config = Config::default();
     let mut log_level = None;
     if let Some(path) = &cli.config {
-        let file = match FileConfig::load(path).and_then(|f| {
-            f.apply(&mut config, Some(path))?;
-            Ok(f)
-        }) {
-            Ok(file) => file,
+        match FileConfig::load(path) {
+            Ok(file) => {
+                file.apply(&mut config, Some(path));
+                log_level = file.log_level;
+            }
             Err(e) => {
                 eprintln!("roost: configuration error: {e}");
                 return ExitCode::from(2);
             }
-        };
-        log_level = file.log_level;
+        }
     }
     if let Some(port) = cli.port {
         config.port = port;
@@ -92,6 +91,15 @@ fn main() -> ExitCode {
     }
     if let Some(durability) = cli.durability {
         config.durability = durability;
+    }
+    // The flags set no key that is checked, so a problem is in the file if there is one.
+    if let Err(e) = config.validate() {
+        let e = match &cli.config {
+            Some(path) => e.in_file(path),
+            None => e,
+        };
+        eprintln!("roost: configuration error: {e}");
+        return ExitCode::from(2);
     }
     let log_level = cli.log_level.or(log_level);
     if let Err(e) = init_logging(log_level.as_deref()) {

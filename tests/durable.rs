@@ -4,16 +4,24 @@
 mod common;
 
 use std::path::Path;
+use std::time::Duration;
 
 use common::*;
+use roost::Clock;
 use roost::codec::{AckKind, Packet, QoS, Version};
 use roost::store::table_sizes;
 
 async fn durable_broker(dir: &Path) -> roost::BrokerHandle {
+    durable_broker_on(dir, &Clock::system()).await
+}
+
+/// A broker on the store in `dir` whose timers and stored times follow `clock`.
+async fn durable_broker_on(dir: &Path, clock: &Clock) -> roost::BrokerHandle {
     let dir = dir.to_path_buf();
     start_broker_with(move |c| {
         c.in_memory = false;
         c.data_dir = dir;
+        c.clock = clock.clone();
     })
     .await
 }
@@ -172,26 +180,51 @@ async fn durable_session_and_retained_message_survive_a_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expired_session_is_removed_at_startup() {
     let dir = tempfile::tempdir().unwrap();
+    let clock = Clock::manual();
     let mut c = connect_packet(Version::V5, "short");
     c.clean_start = false;
     c.session_expiry_interval = 1;
     {
-        let broker = durable_broker(dir.path()).await;
+        let broker = durable_broker_on(dir.path(), &clock).await;
         let (client, _) = RawClient::connect(broker.local_addr(), c.clone()).await;
         drop(client);
         wait_detached(&broker, "short").await;
-        // Stop before the expiry timer fires: the record stays on disk.
+        // The clock stands still, so the expiry timer cannot fire: the record stays on disk.
         broker.shutdown().await;
     }
     let path = dir.path().join(roost::store::DB_FILE);
     assert_eq!(size(&table_sizes(&path).unwrap(), "sessions"), 1);
-    // Wait out the expiry on the wall clock the store uses.
-    let start = std::time::Instant::now();
-    while start.elapsed() < std::time::Duration::from_millis(2100) {
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    let broker = durable_broker(dir.path()).await;
+    // The broker is down while the expiry passes.
+    clock.advance(Duration::from_secs(2));
+    let broker = durable_broker_on(dir.path(), &clock).await;
     assert!(broker.broker().registry.get("short").is_none());
+    let (_c, connack) = RawClient::connect(broker.local_addr(), c).await;
+    assert!(!connack.session_present);
+    broker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restored_session_expires_when_the_rest_of_its_interval_passes() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Clock::manual();
+    let mut c = connect_packet(Version::V5, "later");
+    c.clean_start = false;
+    c.session_expiry_interval = 10;
+    {
+        let broker = durable_broker_on(dir.path(), &clock).await;
+        let (client, _) = RawClient::connect(broker.local_addr(), c.clone()).await;
+        drop(client);
+        wait_detached(&broker, "later").await;
+        broker.shutdown().await;
+    }
+    // Four of its ten seconds pass while the broker is down.
+    clock.advance(Duration::from_secs(4));
+    let broker = durable_broker_on(dir.path(), &clock).await;
+    assert!(broker.session_info("later").is_some(), "restored");
+    clock.advance(Duration::from_secs(5));
+    assert!(broker.session_info("later").is_some(), "nine seconds in");
+    clock.advance(Duration::from_secs(1));
+    wait_until(|| broker.session_info("later").is_none()).await;
     let (_c, connack) = RawClient::connect(broker.local_addr(), c).await;
     assert!(!connack.session_present);
     broker.shutdown().await;

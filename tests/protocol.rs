@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::*;
+use roost::Clock;
 use roost::codec::{AckKind, Disconnect, Packet, Publish, PublishProperties, QoS, Version, Will};
 
 fn will(topic: &str, payload: &'static [u8], delay: u32) -> Will {
@@ -128,13 +129,16 @@ async fn outbound_qos2_resumes_after_reconnect_with_dup_and_pubrel() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn will_is_published_on_keepalive_timeout() {
     // MQTT-3.1.2-24: no packet within 1.5 x keep alive closes the connection; the will follows.
-    let broker = start_broker().await;
+    let clock = Clock::manual();
+    let broker = start_broker_with(|c| c.clock = clock.clone()).await;
     let addr = broker.local_addr();
     let mut watcher = raw_subscriber(addr, Version::V311, "watcher", "wills/#").await;
     let mut c = connect_packet(Version::V311, "sleepy");
-    c.keep_alive = 1;
+    c.keep_alive = 10;
     c.will = Some(will("wills/sleepy", b"gone quiet", 0));
     let (mut silent, _) = RawClient::connect(addr, c).await;
+    // The watcher's keep alive is 30 s: only the silent client's 15 s run out.
+    clock.advance(Duration::from_secs(16));
     let w = expect_publish(&mut watcher).await;
     assert_eq!(w.topic, "wills/sleepy");
     assert_eq!(&w.payload[..], b"gone quiet");
@@ -218,7 +222,8 @@ async fn takeover_sends_v5_disconnect_0x8e_and_publishes_the_old_will() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn will_delay_waits_and_is_cancelled_by_a_reconnect() {
-    let broker = start_broker().await;
+    let clock = Clock::manual();
+    let broker = start_broker_with(|c| c.clock = clock.clone()).await;
     let addr = broker.local_addr();
     let mut watcher = raw_subscriber(addr, Version::V5, "watcher", "wills/#").await;
 
@@ -239,24 +244,31 @@ async fn will_delay_waits_and_is_cancelled_by_a_reconnect() {
     c.session_expiry_interval = 60;
     c.will = Some(will("wills/gone", b"late", 2));
     let (gone, _) = RawClient::connect(addr, c).await;
-    let dropped_at = std::time::Instant::now();
     drop(gone);
+    wait_detached(&broker, "gone").await;
+    // Past the flaky client's delay, short of the other's.
+    clock.advance(Duration::from_secs(1));
+    flaky.send(&Packet::PingReq).await;
+    assert_eq!(flaky.recv().await, Some(Packet::PingResp));
+    assert_eq!(broker.metrics().wills_published, 0);
+    clock.advance(Duration::from_secs(1));
     let w = expect_publish(&mut watcher).await;
     assert_eq!(
         w.topic, "wills/gone",
         "the flaky client's will was cancelled"
     );
-    assert!(dropped_at.elapsed() >= Duration::from_millis(1900));
     // The flaky client is still connected, so its will cannot have been held back by chance.
     flaky.send(&Packet::PingReq).await;
     assert_eq!(flaky.recv().await, Some(Packet::PingResp));
+    assert_eq!(broker.metrics().wills_published, 1);
     broker.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn will_is_sent_when_the_session_ends_before_the_will_delay() {
     // MQTT-3.1.2-8 / MQTT-3.1.3-9: the will goes out at the earlier of will delay and session end.
-    let broker = start_broker().await;
+    let clock = Clock::manual();
+    let broker = start_broker_with(|c| c.clock = clock.clone()).await;
     let addr = broker.local_addr();
     let mut watcher = raw_subscriber(addr, Version::V5, "watcher", "wills/#").await;
     let mut c = connect_packet(Version::V5, "short-session");
@@ -264,6 +276,8 @@ async fn will_is_sent_when_the_session_ends_before_the_will_delay() {
     c.will = Some(will("wills/short", b"session over", 3600));
     let (client, _) = RawClient::connect(addr, c).await;
     drop(client);
+    wait_detached(&broker, "short-session").await;
+    clock.advance(Duration::from_secs(1));
     let w = expect_publish(&mut watcher).await;
     assert_eq!(w.topic, "wills/short");
     assert!(broker.broker().registry.get("short-session").is_none());
@@ -272,7 +286,8 @@ async fn will_is_sent_when_the_session_ends_before_the_will_delay() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn v5_session_expires_after_its_interval() {
-    let broker = start_broker().await;
+    let clock = Clock::manual();
+    let broker = start_broker_with(|c| c.clock = clock.clone()).await;
     let addr = broker.local_addr();
     let mut c = connect_packet(Version::V5, "brief");
     c.clean_start = false;
@@ -280,6 +295,8 @@ async fn v5_session_expires_after_its_interval() {
     let (client, connack) = RawClient::connect(addr, c.clone()).await;
     assert!(!connack.session_present);
     drop(client);
+    wait_detached(&broker, "brief").await;
+    clock.advance(Duration::from_secs(1));
     wait_until(|| broker.broker().registry.get("brief").is_none()).await;
     let (_client, connack) = RawClient::connect(addr, c).await;
     assert!(!connack.session_present);

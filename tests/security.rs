@@ -539,6 +539,26 @@ async fn missing_certificate_file_stops_startup_naming_it() {
     };
     let err = roost::start(config).await.expect_err("refused");
     assert!(err.to_string().contains("/nonexistent/server.pem"), "{err}");
+    assert!(err.to_string().contains("listener[0].cert_file"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_config_built_in_code_is_refused_by_start() {
+    let config = roost::Config {
+        port: 0,
+        in_memory: true,
+        receive_maximum: 0,
+        ..roost::Config::default()
+    };
+    let err = roost::start(config).await.expect_err("refused");
+    assert!(
+        matches!(&err, roost::StartError::Config(e) if e.key() == Some("receive_maximum")),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.to_string(),
+        "configuration error: invalid value for `receive_maximum`: must be at least 1"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 /// File errors name the file, and parse errors also the line (1-based), so that the broker can
 /// refuse to start, or keep the previous file on reload, with a message an operator can act on.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum AuthError {
     /// A file could not be read or written.
     #[error("{}: {source}", path.display())]
@@ -51,7 +52,7 @@ pub enum AuthError {
     },
     /// Hashing a new password failed (for example the system random generator failed).
     #[error("hashing the password failed: {0}")]
-    Hash(String),
+    Hash(#[source] argon2::password_hash::Error),
     /// The arguments of `roost passwd` do not fit together.
     #[error("{0}")]
     Usage(String),

@@ -217,7 +217,7 @@ impl PasswordFile {
         }
         let hash = Argon2::default()
             .hash_password(password)
-            .map_err(|e| AuthError::Hash(e.to_string()))?;
+            .map_err(AuthError::Hash)?;
         let entry = Entry {
             user: user.to_owned(),
             text: hash.to_string(),

@@ -1,8 +1,9 @@
 //! Slowing down password guessing: a growing delay before answering a failed CONNECT.
 //!
 //! Sans-IO: the caller passes the current [`Instant`] and applies the returned delay itself
-//! (e.g. `tokio::time::sleep` before sending CONNACK with a "bad username or password" code and
-//! closing), so the logic is tested without sleeping.
+//! (the broker reads both from its [`Clock`](crate::Clock) and waits with `clock.sleep` before
+//! sending CONNACK with a "bad username or password" code and closing), so the logic is tested
+//! without sleeping.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;

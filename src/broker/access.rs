@@ -4,12 +4,13 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
 use tracing::{info, warn};
 
 use crate::auth::{Acl, AuthError, AuthThrottle, ClientAcl, PasswordFile, anonymous_allowed};
+use crate::clock::Clock;
 use crate::config::Config;
 
 /// The files as loaded at one moment.
@@ -43,6 +44,8 @@ pub struct AccessControl {
     acl_file: Option<std::path::PathBuf>,
     /// Bounds concurrent password verifications (each argon2 check takes ~19 MiB and a CPU).
     verifiers: tokio::sync::Semaphore,
+    /// The clock failures are timed by.
+    clock: Clock,
 }
 
 impl AccessControl {
@@ -61,6 +64,7 @@ impl AccessControl {
             verifiers: tokio::sync::Semaphore::new(
                 std::thread::available_parallelism().map_or(2, |n| n.get()),
             ),
+            clock: config.clock.clone(),
         };
         *access.files.write() = Arc::new(access.read_files()?);
         if !access.anonymous {
@@ -150,10 +154,11 @@ impl AccessControl {
         }
     }
 
-    /// The delay before answering a refused CONNECT from `peer`, growing with repeated
-    /// failures so that passwords cannot be guessed at line rate.
+    /// Records a failed login from `peer` and returns the delay before answering it, growing
+    /// with repeated failures so that passwords cannot be guessed at line rate. Wait it with
+    /// the broker's clock: `broker.clock.sleep(delay)`.
     pub fn failure_delay(&self, peer: IpAddr) -> Duration {
-        self.throttle.lock().record_failure(peer, Instant::now())
+        self.throttle.lock().record_failure(peer, self.clock.now())
     }
 
     /// Forgets the failures of `peer` after a successful login.

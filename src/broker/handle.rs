@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Instant;
 
 use parking_lot::Mutex;
 use tokio::sync::Notify;
@@ -53,6 +54,17 @@ impl ConnLink {
     pub fn kick_reason(&self) -> Option<KickReason> {
         *self.reason.lock()
     }
+}
+
+/// One absence of a session's client, as [`Broker::detach`](super::Broker::detach) reports
+/// it. The will delay and the session expiry count from `since`, so a timer set up a moment
+/// later still ends when it should.
+#[derive(Debug, Clone)]
+pub struct Absence {
+    /// When the connection was detached, on the broker's clock.
+    pub since: Instant,
+    /// Cancelled when a connection attaches or the session ends.
+    pub token: CancellationToken,
 }
 
 /// The mutable part of a shared session, behind its own lock.

@@ -6,6 +6,8 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use tracing::warn;
 
+use crate::clock::Clock;
+
 /// Shortest time between two log lines about dropped or refused messages.
 const DROP_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -56,6 +58,8 @@ pub struct Metrics {
     /// Will messages published.
     pub wills_published: AtomicU64,
     drop_log: Mutex<DropLog>,
+    /// Paces the log lines about full queues.
+    clock: Clock,
 }
 
 /// A point-in-time copy of [`Metrics`].
@@ -98,6 +102,14 @@ pub struct MetricsSnapshot {
 }
 
 impl Metrics {
+    /// Zeroed counters whose log lines are paced by `clock`.
+    pub fn with_clock(clock: Clock) -> Metrics {
+        Metrics {
+            clock,
+            ..Metrics::default()
+        }
+    }
+
     /// Adds one to a counter.
     pub fn inc(counter: &AtomicU64) {
         counter.fetch_add(1, Relaxed);
@@ -111,7 +123,7 @@ impl Metrics {
         log.dropped += dropped;
         log.refused += refused;
         log.paused += paused;
-        let now = Instant::now();
+        let now = self.clock.now();
         if log
             .last
             .is_some_and(|t| now.duration_since(t) < DROP_LOG_INTERVAL)

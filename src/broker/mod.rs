@@ -15,13 +15,14 @@ use std::sync::{Arc, Weak};
 use tokio_util::sync::CancellationToken;
 
 pub use access::{AccessControl, Verdict};
-pub use handle::{ConnLink, KickReason, SessionHandle, Slot};
+pub use handle::{Absence, ConnLink, KickReason, SessionHandle, Slot};
 pub use metrics::{Metrics, MetricsSnapshot};
 pub use pending::Pending;
 pub use router::{RouteContext, Routed, Router, Subscriber};
 pub use sessions::{AttachRequest, Registry};
 pub use will::will_message;
 
+use crate::clock::Clock;
 use crate::config::{Config, QueueFullPolicy};
 use crate::session::Message;
 use crate::store::{Op, Store};
@@ -31,6 +32,10 @@ use crate::store::{Op, Store};
 pub struct Broker {
     /// The configuration it was started with.
     pub config: Config,
+    /// The clock of every protocol timer and time read (a clone of `config.clock`): use
+    /// `clock.now()` instead of `Instant::now()` and `clock.sleep_until()` instead of tokio's
+    /// sleeps for anything a client can observe.
+    pub clock: Clock,
     /// Sessions by client id.
     pub registry: Registry,
     /// Subscriptions and retained messages.
@@ -70,13 +75,15 @@ impl Broker {
         persistent: bool,
         access: AccessControl,
     ) -> Arc<Broker> {
+        let clock = config.clock.clone();
         Arc::new_cyclic(|me| Broker {
             persistent,
             access,
             config,
             registry: Registry::default(),
-            router: Router::default(),
-            metrics: Metrics::default(),
+            router: Router::new(clock.clone()),
+            metrics: Metrics::with_clock(clock.clone()),
+            clock,
             shutdown: CancellationToken::new(),
             store,
             me: me.clone(),

@@ -7,7 +7,7 @@ use std::time::Duration;
 use tracing::info;
 
 use crate::session::{Delivery, Inflight, InflightState, NEVER_EXPIRES, PacketId, Session};
-use crate::store::{EntryState, Loaded, record::unix_now};
+use crate::store::{EntryState, Loaded, record::unix_secs};
 
 use super::Broker;
 use super::handle::SessionHandle;
@@ -22,7 +22,8 @@ impl Broker {
             message.id = self.message_id();
             self.router.retain(&Arc::new(message), None);
         }
-        let now = unix_now();
+        let now = unix_secs(self.clock.wall());
+        let started = self.clock.now();
         let sessions = loaded.sessions.len();
         let mut messages = 0;
         for stored in loaded.sessions {
@@ -83,7 +84,7 @@ impl Broker {
             if let Some(left) = remaining
                 && stored.record.expiry_interval != NEVER_EXPIRES
             {
-                self.schedule_expiry(&handle, away, Duration::from_secs(left));
+                self.schedule_expiry(&handle, away, started + Duration::from_secs(left));
             }
             self.registry.insert(handle);
         }

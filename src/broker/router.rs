@@ -6,6 +6,7 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use parking_lot::RwLock;
 
+use crate::clock::Clock;
 use crate::codec::QoS;
 use crate::config::QueueFullPolicy;
 use crate::session::{
@@ -77,9 +78,19 @@ struct Retained {
 pub struct Router {
     subscriptions: RwLock<SubscriptionTrie<u64, Subscriber>>,
     retained: RwLock<RetainedIndex<Retained>>,
+    /// Decides which retained messages have expired.
+    clock: Clock,
 }
 
 impl Router {
+    /// An empty router whose retained messages expire by `clock`.
+    pub fn new(clock: Clock) -> Router {
+        Router {
+            clock,
+            ..Router::default()
+        }
+    }
+
     /// Adds or replaces a subscription. Returns true if it replaced one (MQTT-3.8.4-3).
     pub fn subscribe(
         &self,
@@ -137,7 +148,7 @@ impl Router {
     /// The retained messages matching `filter`, skipping expired ones, each with the gate of
     /// its commit if that is still pending.
     pub fn retained_matching(&self, filter: &str) -> Vec<(Arc<Message>, Option<Arc<CommitGate>>)> {
-        let now = std::time::Instant::now();
+        let now = self.clock.now();
         let mut out = Vec::new();
         self.retained.read().for_each_match(filter, |_, r| {
             if !r.message.is_expired(now) {

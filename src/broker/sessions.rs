@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, MutexGuard};
 use tokio_util::sync::CancellationToken;
@@ -11,13 +11,14 @@ use tracing::{debug, info, warn};
 
 use crate::codec::Version;
 use crate::session::{NEVER_EXPIRES, Session};
-use crate::store::{Op, SessionKey, SessionRecord, record::unix_now};
+use crate::store::{Op, SessionKey, SessionRecord, record::unix_secs};
 
 use super::Broker;
-use super::handle::{ConnLink, KickReason, SessionHandle, Slot};
+use super::handle::{Absence, ConnLink, KickReason, SessionHandle, Slot};
 use super::pending::Pending;
 
 /// How long a takeover waits for the previous connection to finish before forcing it off.
+/// A guard against a stuck connection task, not protocol time: it stays on tokio's clock.
 const TAKEOVER_WAIT: Duration = Duration::from_secs(5);
 
 /// What a connecting client asks for.
@@ -177,9 +178,9 @@ impl Broker {
 
     /// Detaches connection `conn_id` from its session. An ephemeral session ends now; a
     /// durable one is recorded as disconnected and, with a finite expiry, gets a timer.
-    /// Returns the token that a reconnect cancels (for the will delay), or `None` if the
-    /// connection was no longer attached (it was taken over) or the session ended.
-    pub fn detach(&self, handle: &Arc<SessionHandle>, conn_id: u64) -> Option<CancellationToken> {
+    /// Returns the absence that begins (for the will delay), or `None` if the connection was
+    /// no longer attached (it was taken over) or the session ended.
+    pub fn detach(&self, handle: &Arc<SessionHandle>, conn_id: u64) -> Option<Absence> {
         // The registry lock keeps a reconnect from slipping between detach and end.
         let mut sessions = self.registry.sessions.lock();
         let mut slot = handle.slot.lock();
@@ -187,6 +188,9 @@ impl Broker {
             return None;
         }
         slot.conn = None;
+        // Read under the lock that makes the detach visible, so anyone who sees it can count
+        // on the timers below starting from no later than now.
+        let since = self.clock.now();
         let expiry = slot.session.expiry_interval;
         if expiry == 0 {
             let filters = self.end_locked(&mut sessions, &mut slot, handle);
@@ -202,18 +206,19 @@ impl Broker {
                 record: SessionRecord {
                     version: slot.session.version,
                     expiry_interval: expiry,
-                    disconnected_at: unix_now(),
+                    disconnected_at: unix_secs(self.clock.wall()),
                     incarnation: handle.key,
                 },
             }]);
             slot.persisted = true;
         }
-        let away = self.mark_away(&mut slot);
+        let token = self.mark_away(&mut slot);
         drop(slot);
         if expiry != NEVER_EXPIRES {
-            self.schedule_expiry(handle, away.clone(), Duration::from_secs(u64::from(expiry)));
+            let deadline = since + Duration::from_secs(u64::from(expiry));
+            self.schedule_expiry(handle, token.clone(), deadline);
         }
-        Some(away)
+        Some(Absence { since, token })
     }
 
     /// A fresh token for the session's current absence.
@@ -276,13 +281,13 @@ impl Broker {
         self.router.unsubscribe_all(filters.iter(), handle.key);
     }
 
-    /// Ends the session after `after` unless a connection attaches first (which cancels
-    /// `away`).
+    /// Ends the session at `deadline` (on the broker's clock) unless a connection attaches
+    /// first (which cancels `away`).
     pub(super) fn schedule_expiry(
         &self,
         handle: &Arc<SessionHandle>,
         away: CancellationToken,
-        after: Duration,
+        deadline: Instant,
     ) {
         let Some(broker) = self.me.upgrade() else {
             return;
@@ -290,7 +295,7 @@ impl Broker {
         let handle = Arc::clone(handle);
         tokio::spawn(async move {
             tokio::select! {
-                _ = tokio::time::sleep(after) => {}
+                _ = broker.clock.sleep_until(deadline) => {}
                 _ = away.cancelled() => return,
                 _ = broker.shutdown.cancelled() => return,
             }

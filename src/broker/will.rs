@@ -5,18 +5,18 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 use crate::codec::Will;
 use crate::session::Message;
 
 use super::Broker;
-use super::handle::SessionHandle;
+use super::handle::{Absence, SessionHandle};
 use super::metrics::Metrics;
 
-/// Builds the application message a will stands for.
-pub fn will_message(will: &Will, id: u64) -> Message {
+/// Builds the application message a will stands for, published at `now` (its Message Expiry
+/// Interval counts from then).
+pub fn will_message(will: &Will, id: u64, now: Instant) -> Message {
     Message {
         id,
         topic: Arc::from(will.topic.as_str()),
@@ -27,30 +27,26 @@ pub fn will_message(will: &Will, id: u64) -> Message {
         expires_at: will
             .properties
             .message_expiry_interval
-            .map(|s| Instant::now() + Duration::from_secs(u64::from(s))),
+            .map(|s| now + Duration::from_secs(u64::from(s))),
     }
 }
 
 impl Broker {
     /// Publishes `will` now, as if its client had published it.
     pub fn publish_will(&self, will: &Will, publisher: Option<u64>) {
-        let message = Arc::new(will_message(will, self.message_id()));
+        let message = Arc::new(will_message(will, self.message_id(), self.clock.now()));
         Metrics::inc(&self.metrics.wills_published);
         debug!(topic = %message.topic, "publishing will");
         self.publish_detached(&message, publisher);
     }
 
     /// Publishes `will` for a connection that ended abnormally. With a will delay and a
-    /// session that lives on (`away` is the token of its absence), waits for the delay or the
-    /// end of the session, and publishes only if no connection resumed the session meanwhile
-    /// (MQTT-3.1.3-9, MQTT-3.1.2-8). Without `away` the session has ended: publish now.
-    pub fn schedule_will(
-        &self,
-        will: Will,
-        session: &Arc<SessionHandle>,
-        away: Option<CancellationToken>,
-    ) {
-        let away = match away {
+    /// session that lives on (`away` is its absence, from [`Broker::detach`]), waits until the
+    /// delay has passed since the disconnection, or the end of the session, and publishes
+    /// only if no connection resumed the session meanwhile (MQTT-3.1.3-9, MQTT-3.1.2-8).
+    /// Without `away` the session has ended: publish now.
+    pub fn schedule_will(&self, will: Will, session: &Arc<SessionHandle>, away: Option<Absence>) {
+        let Absence { since, token: away } = match away {
             Some(away) if will.delay_interval > 0 => away,
             _ => {
                 self.publish_will(&will, Some(session.key));
@@ -61,10 +57,10 @@ impl Broker {
             return;
         };
         let session = Arc::clone(session);
-        let delay = Duration::from_secs(u64::from(will.delay_interval));
+        let deadline = since + Duration::from_secs(u64::from(will.delay_interval));
         tokio::spawn(async move {
             tokio::select! {
-                _ = tokio::time::sleep(delay) => {}
+                _ = broker.clock.sleep_until(deadline) => {}
                 _ = away.cancelled() => {}
                 _ = broker.shutdown.cancelled() => return,
             }

@@ -14,6 +14,7 @@ use tokio::time::timeout;
 use tracing::debug;
 
 use crate::broker::{Broker, ConnLink, KickReason, Metrics, Verdict};
+use crate::clock::Clock;
 use crate::config::QueueFullPolicy;
 use crate::protocol::{self, AwaitingConnect, Close, Connected};
 
@@ -121,11 +122,6 @@ pub async fn serve<S>(
     driver.finish(phase, close).await;
 }
 
-/// The time the core is given.
-fn now() -> Instant {
-    Instant::now()
-}
-
 impl<S: Transport> Driver<S> {
     async fn run(&mut self, phase: &mut Phase) -> Close {
         let Phase::Connecting(awaiting) = phase else {
@@ -145,7 +141,14 @@ impl<S: Transport> Driver<S> {
         let Phase::Connecting(awaiting) = std::mem::replace(phase, Phase::Gone) else {
             return Close::Io;
         };
-        let core = awaiting.accept(*a.connect, a.plan, a.session, a.present, a.username, now());
+        let core = awaiting.accept(
+            *a.connect,
+            a.plan,
+            a.session,
+            a.present,
+            a.username,
+            self.broker.clock.now(),
+        );
         *phase = Phase::Connected(Box::new(core));
         let Phase::Connected(core) = phase else {
             return Close::Io;
@@ -227,7 +230,7 @@ impl<S: Transport> Driver<S> {
         };
         let delay = access.failure_delay(self.peer.ip());
         debug!(peer = %self.peer, ?delay, %refusal, "authentication failed");
-        tokio::time::sleep(delay).await;
+        self.broker.clock.sleep(delay).await;
         Err(refusal)
     }
 
@@ -265,16 +268,17 @@ impl<S: Transport> Driver<S> {
 
     async fn main_loop(&mut self, core: &mut Connected) -> Result<(), Close> {
         let session = Arc::clone(core.session());
+        let clock = self.broker.clock.clone();
         let link = self.link.clone();
         let shutdown = self.broker.shutdown.clone();
         loop {
-            core.handle_input(&mut self.rbuf, now())?;
+            core.handle_input(&mut self.rbuf, clock.now())?;
             if let Some(request) = core.poll_load() {
                 Metrics::inc(&self.broker.metrics.store_reads);
                 let read = self.read_backlog(core, request).await;
                 core.loaded(request, read)?;
             }
-            core.poll_transmit(now());
+            core.poll_transmit(clock.now());
             self.settle(core).await?;
             self.flush(core).await?;
             let more_to_send = core.more_to_send();
@@ -297,7 +301,9 @@ impl<S: Transport> Driver<S> {
                     return Err(Close::Kicked(link.kick_reason().unwrap_or(KickReason::Shutdown)));
                 }
                 _ = shutdown.cancelled() => return Err(Close::Kicked(KickReason::Shutdown)),
-                _ = sleep_until(timer), if timer.is_some() => core.handle_timeout(now())?,
+                _ = sleep_until(&clock, timer), if timer.is_some() => {
+                    core.handle_timeout(clock.now())?;
+                }
                 _ = async {
                     if let Some((full, seen)) = &paused {
                         full.room_since(*seen).await;
@@ -390,6 +396,7 @@ impl<S: Transport> Driver<S> {
     ) -> Result<(), Close> {
         let link = self.link.clone();
         let shutdown = self.broker.shutdown.clone();
+        let clock = self.broker.clock.clone();
         let total = buf.len();
         while !buf.is_empty() {
             let outcome = tokio::select! {
@@ -401,7 +408,7 @@ impl<S: Transport> Driver<S> {
                     Err(Close::Kicked(link.kick_reason().unwrap_or(KickReason::Shutdown)))
                 }
                 _ = shutdown.cancelled() => Err(Close::Kicked(KickReason::Shutdown)),
-                _ = sleep_until(deadline), if deadline.is_some() => Err(Close::KeepAlive),
+                _ = sleep_until(&clock, deadline), if deadline.is_some() => Err(Close::KeepAlive),
             };
             if let Err(close) = outcome {
                 self.torn = buf.len() != total;
@@ -472,10 +479,10 @@ impl<S: Transport> Driver<S> {
     }
 }
 
-/// Sleeps until `deadline` (for ever without one).
-async fn sleep_until(deadline: Option<Instant>) {
+/// Sleeps until `deadline` on the broker's clock (for ever without one).
+async fn sleep_until(clock: &Clock, deadline: Option<Instant>) {
     match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
+        Some(deadline) => clock.sleep_until(deadline).await,
         None => std::future::pending().await,
     }
 }

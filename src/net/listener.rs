@@ -38,12 +38,38 @@ impl std::fmt::Debug for Listener {
 }
 
 /// Why a listener could not be set up.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ListenError {
     /// Binding failed.
-    Bind(SocketAddr, io::Error),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The error.
+        #[source]
+        source: io::Error,
+    },
     /// The certificate, key or CA file could not be used (the message names it).
-    Tls(String),
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+}
+
+/// Why the TLS or WebSocket handshake of an accepted connection failed.
+#[derive(Debug, thiserror::Error)]
+enum HandshakeError {
+    /// The TLS handshake failed.
+    #[error("TLS handshake failed: {0}")]
+    Tls(#[source] io::Error),
+    /// The WebSocket handshake failed.
+    #[error(transparent)]
+    Ws(#[from] ws::WsError),
+    /// A TLS listener without its TLS configuration (not reachable: `bind_all` builds it).
+    #[error("TLS listener without a TLS configuration")]
+    NoTlsConfig,
+    /// A plain TCP listener has no handshake.
+    #[error("plain TCP has no handshake")]
+    NotNeeded,
 }
 
 /// Binds the main TCP listener (`bind`:`port`) and every configured extra listener.
@@ -58,17 +84,15 @@ pub async fn bind_all(config: &Config) -> Result<Vec<Listener>, ListenError> {
                 ca_file: l.ca_file.clone(),
                 require_certificate: l.require_certificate,
             };
-            let server =
-                tls::server_config(&settings).map_err(|e| ListenError::Tls(e.to_string()))?;
+            let server = tls::server_config(&settings)?;
             Some(TlsAcceptor::from(server))
         } else {
             None
         };
         let addr = SocketAddr::new(l.bind, l.port);
-        let tcp = TcpListener::bind(addr)
-            .await
-            .map_err(|e| ListenError::Bind(addr, e))?;
-        let local_addr = tcp.local_addr().map_err(|e| ListenError::Bind(addr, e))?;
+        let bind_error = |source| ListenError::Bind { addr, source };
+        let tcp = TcpListener::bind(addr).await.map_err(bind_error)?;
+        let local_addr = tcp.local_addr().map_err(bind_error)?;
         info!(kind = ?l.kind, %local_addr, "listening");
         out.push(Listener {
             config: l.clone(),
@@ -131,7 +155,7 @@ pub async fn accept_loop(broker: Arc<Broker>, listener: Listener, tasks: TaskTra
                 });
             }
             Err(e) => {
-                // Typically out of file descriptors: back off instead of spinning.
+                // Typically out of file descriptors: back off (in real time) instead of spinning.
                 warn!(error = %e, "accept failed");
                 tokio::select! {
                     _ = broker.shutdown.cancelled() => return,
@@ -166,31 +190,30 @@ async fn handshake_then_serve(
     stream: TcpStream,
     peer: SocketAddr,
 ) {
+    // A socket-level guard, not protocol time: on tokio's clock (see `crate::clock`), so a
+    // manual broker clock cannot leave a stalled handshake open.
     let limit = broker.config.handshake_timeout;
     // A WebSocket message may carry several MQTT packets.
     let max_message = broker.config.max_packet_size as usize + 64 * 1024;
     let l = &listener.config;
     let outcome = tokio::time::timeout(limit, async {
         match (l.kind, &listener.tls) {
-            (ListenerKind::Tcp, _) => Err("plain TCP has no handshake".to_string()),
-            (ListenerKind::Ws, _) => ws::accept(stream, &l.path, max_message)
-                .await
-                .map(|s| Ready::Ws(Box::new(s)))
-                .map_err(|e| e.to_string()),
+            (ListenerKind::Tcp, _) => Err(HandshakeError::NotNeeded),
+            (ListenerKind::Ws, _) => Ok(Ready::Ws(Box::new(
+                ws::accept(stream, &l.path, max_message).await?,
+            ))),
             (ListenerKind::Tls, Some(acceptor)) => {
-                let tls = acceptor.accept(stream).await.map_err(|e| e.to_string())?;
+                let tls = acceptor.accept(stream).await.map_err(HandshakeError::Tls)?;
                 let identity = identity_of(l, tls.get_ref().1);
                 Ok(Ready::Tls(Box::new(tls), identity))
             }
             (ListenerKind::Wss, Some(acceptor)) => {
-                let tls = acceptor.accept(stream).await.map_err(|e| e.to_string())?;
+                let tls = acceptor.accept(stream).await.map_err(HandshakeError::Tls)?;
                 let identity = identity_of(l, tls.get_ref().1);
-                let ws = ws::accept(tls, &l.path, max_message)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                let ws = ws::accept(tls, &l.path, max_message).await?;
                 Ok(Ready::Wss(Box::new(ws), identity))
             }
-            (_, None) => Err("TLS listener without a TLS configuration".to_string()),
+            (_, None) => Err(HandshakeError::NoTlsConfig),
         }
     })
     .await;

@@ -5,7 +5,6 @@
 //! provider has to be installed and aws-lc is never needed. TLS 1.2 and 1.3 are offered; no
 //! ALPN protocol is required (MQTT clients rarely send one).
 
-use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -36,33 +35,52 @@ pub struct TlsSettings {
 }
 
 /// Why a TLS configuration could not be built. Every variant that concerns a file names it.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum TlsError {
     /// The file could not be read (missing, unreadable, ...).
+    #[error("cannot read {}: {source}", file.display())]
     Read {
         /// The file.
         file: PathBuf,
         /// The I/O error.
+        #[source]
         source: io::Error,
     },
     /// The file is not valid PEM (broken section markers, bad base64, ...).
+    #[error("{}: not a valid PEM file: {source}", file.display())]
     BadPem {
         /// The file.
         file: PathBuf,
         /// What the PEM parser reported.
-        detail: String,
+        #[source]
+        source: pem::Error,
     },
     /// The file holds no `CERTIFICATE` section.
+    #[error(
+        "{}: no certificate found (expected a PEM '-----BEGIN CERTIFICATE-----' section)",
+        file.display()
+    )]
     NoCertificate {
         /// The file.
         file: PathBuf,
     },
     /// The file holds no private key section.
+    #[error(
+        "{}: no private key found (expected a PEM 'BEGIN PRIVATE KEY', \
+         'BEGIN EC PRIVATE KEY' or 'BEGIN RSA PRIVATE KEY' section)",
+        file.display()
+    )]
     NoPrivateKey {
         /// The file.
         file: PathBuf,
     },
     /// The private key does not belong to the certificate.
+    #[error(
+        "{}: private key does not match the certificate in {}",
+        key_file.display(),
+        cert_file.display()
+    )]
     KeyMismatch {
         /// The certificate file.
         cert_file: PathBuf,
@@ -70,85 +88,44 @@ pub enum TlsError {
         key_file: PathBuf,
     },
     /// rustls refused the certificate or key (unsupported key type, malformed DER, ...).
+    #[error(
+        "certificate {} / key {} not usable: {source}",
+        cert_file.display(),
+        key_file.display()
+    )]
     BadCertOrKey {
         /// The certificate file.
         cert_file: PathBuf,
         /// The key file.
         key_file: PathBuf,
         /// The rustls error.
+        #[source]
         source: rustls::Error,
     },
     /// A CA certificate could not be used as a trust anchor.
+    #[error("{}: bad CA certificate: {source}", file.display())]
     BadCa {
         /// The CA file.
         file: PathBuf,
-        /// What was wrong.
-        detail: String,
+        /// What rustls reported.
+        #[source]
+        source: rustls::Error,
+    },
+    /// No client certificate verifier could be built from the CA file.
+    #[error("{}: bad CA certificate: {source}", file.display())]
+    BadVerifier {
+        /// The CA file.
+        file: PathBuf,
+        /// What rustls reported.
+        #[source]
+        source: rustls::server::VerifierBuilderError,
     },
     /// `require_certificate` is set, but there is no `ca_file` to verify certificates with.
+    #[error("require_certificate is set but no ca_file is given to verify client certificates")]
     RequireCertificateWithoutCa,
     /// rustls rejected the configuration itself (should not happen with the ring provider).
-    Config(rustls::Error),
-}
-
-impl fmt::Display for TlsError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Read { file, source } => write!(f, "cannot read {}: {source}", file.display()),
-            Self::BadPem { file, detail } => {
-                write!(f, "{}: not a valid PEM file: {detail}", file.display())
-            }
-            Self::NoCertificate { file } => write!(
-                f,
-                "{}: no certificate found (expected a PEM '-----BEGIN CERTIFICATE-----' section)",
-                file.display()
-            ),
-            Self::NoPrivateKey { file } => write!(
-                f,
-                "{}: no private key found (expected a PEM 'BEGIN PRIVATE KEY', \
-                 'BEGIN EC PRIVATE KEY' or 'BEGIN RSA PRIVATE KEY' section)",
-                file.display()
-            ),
-            Self::KeyMismatch {
-                cert_file,
-                key_file,
-            } => write!(
-                f,
-                "{}: private key does not match the certificate in {}",
-                key_file.display(),
-                cert_file.display()
-            ),
-            Self::BadCertOrKey {
-                cert_file,
-                key_file,
-                source,
-            } => write!(
-                f,
-                "certificate {} / key {} not usable: {source}",
-                cert_file.display(),
-                key_file.display()
-            ),
-            Self::BadCa { file, detail } => {
-                write!(f, "{}: bad CA certificate: {detail}", file.display())
-            }
-            Self::RequireCertificateWithoutCa => write!(
-                f,
-                "require_certificate is set but no ca_file is given to verify client certificates"
-            ),
-            Self::Config(e) => write!(f, "TLS configuration rejected: {e}"),
-        }
-    }
-}
-
-impl std::error::Error for TlsError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            Self::Read { source, .. } => Some(source),
-            Self::BadCertOrKey { source, .. } => Some(source),
-            Self::Config(e) => Some(e),
-            _ => None,
-        }
-    }
+    #[error("TLS configuration rejected: {0}")]
+    Config(#[source] rustls::Error),
 }
 
 /// Builds the rustls server configuration of a listener.
@@ -218,18 +195,18 @@ fn client_verifier(
     let cas = load_certs(ca_file)?;
     let mut roots = RootCertStore::empty();
     for ca in cas {
-        roots.add(ca).map_err(|e| TlsError::BadCa {
+        roots.add(ca).map_err(|source| TlsError::BadCa {
             file: ca_file.to_path_buf(),
-            detail: e.to_string(),
+            source,
         })?;
     }
     let mut builder = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
     if !require_certificate {
         builder = builder.allow_unauthenticated();
     }
-    builder.build().map_err(|e| TlsError::BadCa {
+    builder.build().map_err(|source| TlsError::BadVerifier {
         file: ca_file.to_path_buf(),
-        detail: e.to_string(),
+        source,
     })
 }
 
@@ -263,9 +240,9 @@ fn pem_error(file: &Path, e: pem::Error) -> TlsError {
             file: file.to_path_buf(),
             source,
         },
-        other => TlsError::BadPem {
+        source => TlsError::BadPem {
             file: file.to_path_buf(),
-            detail: other.to_string(),
+            source,
         },
     }
 }

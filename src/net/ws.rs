@@ -35,47 +35,31 @@ const SUBPROTOCOLS: [&str; 2] = ["mqtt", "mqttv3.1"];
 const READ_BUFFER_SIZE: usize = 16 * 1024;
 
 /// Why a WebSocket handshake failed.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum WsError {
     /// The request was for another path; the client got `404 Not Found`.
+    #[error("WebSocket request for unknown path {requested:?} (404)")]
     WrongPath {
         /// The path the client asked for.
         requested: String,
     },
     /// The client did not offer the `mqtt` subprotocol; it got `400 Bad Request`.
+    #[error("{}", no_subprotocol_message(offered))]
     NoMqttSubprotocol {
         /// The `Sec-WebSocket-Protocol` values it offered (empty if none).
         offered: String,
     },
     /// The request was not a valid WebSocket upgrade, or the stream failed.
-    Handshake(tungstenite::Error),
+    #[error("WebSocket handshake failed: {0}")]
+    Handshake(#[source] tungstenite::Error),
 }
 
-impl std::fmt::Display for WsError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::WrongPath { requested } => {
-                write!(f, "WebSocket request for unknown path {requested:?} (404)")
-            }
-            Self::NoMqttSubprotocol { offered } if offered.is_empty() => write!(
-                f,
-                "WebSocket client offered no subprotocol, \"mqtt\" is required (400)"
-            ),
-            Self::NoMqttSubprotocol { offered } => write!(
-                f,
-                "WebSocket client offered subprotocols {offered:?}, \"mqtt\" is required (400)"
-            ),
-            Self::Handshake(e) => write!(f, "WebSocket handshake failed: {e}"),
-        }
-    }
-}
-
-impl std::error::Error for WsError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            Self::Handshake(e) => Some(e),
-            _ => None,
-        }
+fn no_subprotocol_message(offered: &str) -> String {
+    if offered.is_empty() {
+        "WebSocket client offered no subprotocol, \"mqtt\" is required (400)".to_string()
+    } else {
+        format!("WebSocket client offered subprotocols {offered:?}, \"mqtt\" is required (400)")
     }
 }
 

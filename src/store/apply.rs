@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use redb::{ReadableTable, Table, WriteTransaction};
 
+use crate::clock::Clock;
 use crate::session::{Message, SubOptions};
 
 use super::record::{
@@ -145,11 +146,13 @@ pub struct Tables<'txn> {
     /// Stored incarnation per client id, as read or written in this transaction (`None`: no
     /// session), so a batch of operations for one session reads its record once.
     incarnations: HashMap<Arc<str>, Option<u64>>,
+    /// Turns message expiry times into the wall-clock times that are stored.
+    clock: Clock,
 }
 
 impl<'txn> Tables<'txn> {
-    /// Opens (creating if needed) every table.
-    pub fn open(txn: &'txn WriteTransaction) -> Result<Tables<'txn>, redb::Error> {
+    /// Opens (creating if needed) every table; message expiry is stored by `clock`.
+    pub fn open(txn: &'txn WriteTransaction, clock: &Clock) -> Result<Tables<'txn>, redb::Error> {
         Ok(Tables {
             sessions: txn.open_table(SESSIONS)?,
             subscriptions: txn.open_table(SUBSCRIPTIONS)?,
@@ -160,6 +163,7 @@ impl<'txn> Tables<'txn> {
             retained: txn.open_table(RETAINED)?,
             message_bytes_delta: 0,
             incarnations: HashMap::new(),
+            clock: clock.clone(),
         })
     }
 
@@ -178,8 +182,10 @@ impl<'txn> Tables<'txn> {
                 return Ok(());
             }
             Op::PutRetained { message } => {
-                self.retained
-                    .insert(&*message.topic, encode_message(message).as_slice())?;
+                self.retained.insert(
+                    &*message.topic,
+                    encode_message(message, &self.clock).as_slice(),
+                )?;
                 return Ok(());
             }
             Op::DeleteRetained { topic } => {
@@ -214,7 +220,7 @@ impl<'txn> Tables<'txn> {
                 entry,
                 ..
             } => {
-                let record = encode_entry(entry);
+                let record = encode_entry(entry, &self.clock);
                 if entry.inline.is_some() {
                     self.message_bytes_delta += record.len() as i64;
                 } else {
@@ -224,7 +230,7 @@ impl<'txn> Tables<'txn> {
                             self.refs.insert(message.id, n.saturating_add(1))?;
                         }
                         None => {
-                            let body = encode_message(message);
+                            let body = encode_message(message, &self.clock);
                             self.message_bytes_delta += body.len() as i64;
                             self.messages.insert(message.id, body.as_slice())?;
                             self.refs.insert(message.id, 1)?;
@@ -242,12 +248,12 @@ impl<'txn> Tables<'txn> {
                 let current = self
                     .queue
                     .get((client, *seq))?
-                    .map(|g| decode_entry(g.value()));
+                    .map(|g| decode_entry(g.value(), &self.clock));
                 if let Some(Ok(mut entry)) = current {
                     entry.state = *state;
                     entry.packet_id = *packet_id;
                     self.queue
-                        .insert((client, *seq), encode_entry(&entry).as_slice())?;
+                        .insert((client, *seq), encode_entry(&entry, &self.clock).as_slice())?;
                 }
             }
             Op::DeleteEntry { seq, .. } => {

@@ -6,13 +6,14 @@ use std::sync::Arc;
 
 use redb::{Database, ReadableDatabase, ReadableTable};
 
+use crate::clock::Clock;
 use crate::session::{Delivery, Message, NEVER_EXPIRES, SubOptions, message_cost};
 
 use super::StoreError;
 use super::apply::{Op, SessionKey, Tables};
 use super::record::{
-    EntryRecord, EntryState, SessionRecord, decode_entry, decode_message, decode_session,
-    decode_subscription, unix_now,
+    CorruptRecord, EntryRecord, EntryState, SessionRecord, decode_entry, decode_message,
+    decode_session, decode_subscription, unix_secs,
 };
 use super::tables::{INCOMING_QOS2, MESSAGES, QUEUE, RETAINED, SESSIONS, SUBSCRIPTIONS};
 
@@ -64,16 +65,10 @@ pub struct Loaded {
     pub message_bytes: u64,
 }
 
-fn corrupt(path: &std::path::Path, what: impl std::fmt::Display) -> StoreError {
-    StoreError::Corrupt {
-        path: path.to_path_buf(),
-        what: what.to_string(),
-    }
-}
-
-/// Reads the whole store.
-pub fn load(db: &Database, path: &std::path::Path) -> Result<Loaded, StoreError> {
-    let err = |e: redb::Error| corrupt(path, e);
+/// Reads the whole store; message expiry comes back on `clock`.
+pub fn load(db: &Database, path: &std::path::Path, clock: &Clock) -> Result<Loaded, StoreError> {
+    let err = |e: redb::Error| StoreError::read(path, e);
+    let corrupt = |e: CorruptRecord| StoreError::corrupt(path, e);
     let txn = db.begin_read().map_err(|e| err(e.into()))?;
     let sessions_t = txn.open_table(SESSIONS).map_err(|e| err(e.into()))?;
     let subs_t = txn.open_table(SUBSCRIPTIONS).map_err(|e| err(e.into()))?;
@@ -85,7 +80,7 @@ pub fn load(db: &Database, path: &std::path::Path) -> Result<Loaded, StoreError>
     let mut sessions: HashMap<String, LoadedSession> = HashMap::new();
     for item in sessions_t.iter().map_err(|e| err(e.into()))? {
         let (k, v) = item.map_err(|e| err(e.into()))?;
-        let record = decode_session(v.value()).map_err(|e| corrupt(path, e.0))?;
+        let record = decode_session(v.value()).map_err(corrupt)?;
         let client_id = k.value().to_string();
         sessions.insert(
             client_id.clone(),
@@ -103,7 +98,7 @@ pub fn load(db: &Database, path: &std::path::Path) -> Result<Loaded, StoreError>
     for item in subs_t.iter().map_err(|e| err(e.into()))? {
         let (k, v) = item.map_err(|e| err(e.into()))?;
         let (client, filter) = k.value();
-        let options = decode_subscription(v.value()).map_err(|e| corrupt(path, e.0))?;
+        let options = decode_subscription(v.value()).map_err(corrupt)?;
         if let Some(s) = sessions.get_mut(client) {
             s.subscriptions.push((filter.to_string(), options));
         }
@@ -114,7 +109,7 @@ pub fn load(db: &Database, path: &std::path::Path) -> Result<Loaded, StoreError>
     for item in queue_t.iter().map_err(|e| err(e.into()))? {
         let (k, v) = item.map_err(|e| err(e.into()))?;
         let (client, seq) = k.value();
-        let entry = decode_entry(v.value()).map_err(|e| corrupt(path, e.0))?;
+        let entry = decode_entry(v.value(), clock).map_err(corrupt)?;
         max_message_id = max_message_id.max(entry.message_id);
         let Some(s) = sessions.get_mut(client) else {
             continue;
@@ -126,7 +121,7 @@ pub fn load(db: &Database, path: &std::path::Path) -> Result<Loaded, StoreError>
             (Some(m), _) => Arc::clone(m),
             (None, Some(m)) => Arc::clone(m),
             (None, None) => {
-                let m = Arc::new(read_message(&messages_t, entry.message_id, path)?);
+                let m = Arc::new(read_message(&messages_t, entry.message_id, path, clock)?);
                 messages.insert(entry.message_id, Arc::clone(&m));
                 m
             }
@@ -161,7 +156,7 @@ pub fn load(db: &Database, path: &std::path::Path) -> Result<Loaded, StoreError>
     let mut retained = Vec::new();
     for item in retained_t.iter().map_err(|e| err(e.into()))? {
         let (_, v) = item.map_err(|e| err(e.into()))?;
-        retained.push(decode_message(0, v.value()).map_err(|e| corrupt(path, e.0))?);
+        retained.push(decode_message(0, v.value(), clock).map_err(corrupt)?);
     }
     if let Some((k, _)) = messages_t.last().map_err(|e| err(e.into()))? {
         max_message_id = max_message_id.max(k.value());
@@ -176,14 +171,15 @@ pub fn load(db: &Database, path: &std::path::Path) -> Result<Loaded, StoreError>
     })
 }
 
-/// Removes sessions whose expiry passed while the broker was down, and those that were to end
-/// with their connection (expiry 0); returns how many.
+/// Removes sessions whose expiry passed (by `clock`'s wall time) while the broker was down,
+/// and those that were to end with their connection (expiry 0); returns how many.
 pub fn drop_expired(
     db: &Database,
     path: &std::path::Path,
     loaded: &mut Loaded,
+    clock: &Clock,
 ) -> Result<usize, StoreError> {
-    let now = unix_now();
+    let now = unix_secs(clock.wall());
     let (expired, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut loaded.sessions)
         .into_iter()
         .partition(|s| {
@@ -194,10 +190,13 @@ pub fn drop_expired(
     if expired.is_empty() {
         return Ok(0);
     }
-    let err = |e: redb::Error| StoreError::Commit(format!("{}: {e}", path.display()));
+    let err = |e: redb::Error| StoreError::Commit {
+        path: path.to_path_buf(),
+        source: Arc::new(e),
+    };
     let txn = db.begin_write().map_err(|e| err(e.into()))?;
     let delta = {
-        let mut tables = Tables::open(&txn).map_err(err)?;
+        let mut tables = Tables::open(&txn, clock).map_err(err)?;
         for s in &expired {
             tables
                 .apply(&Op::DeleteSession {
@@ -219,25 +218,30 @@ fn read_message(
     messages_t: &impl ReadableTable<u64, &'static [u8]>,
     id: u64,
     path: &std::path::Path,
+    clock: &Clock,
 ) -> Result<Message, StoreError> {
     let body = messages_t
         .get(id)
-        .map_err(|e| corrupt(path, e))?
-        .ok_or_else(|| corrupt(path, format!("message {id} missing")))?;
-    decode_message(id, body.value()).map_err(|e| corrupt(path, e.0))
+        .map_err(|e| StoreError::read(path, e))?
+        .ok_or_else(|| StoreError::MissingMessage {
+            path: path.to_path_buf(),
+            id,
+        })?;
+    decode_message(id, body.value(), clock).map_err(|e| StoreError::corrupt(path, e))
 }
 
 /// Reads not-yet-sent queue entries of a session, positions `from..before`, until `max_bytes`
 /// (at least one entry). Nothing is read if `session` is no longer the stored incarnation.
+/// Message expiry comes back on `clock`.
 pub fn read_queue(
     db: &Database,
     path: &std::path::Path,
     session: &SessionKey,
-    from: u64,
-    before: u64,
+    (from, before): (u64, u64),
     max_bytes: u64,
+    clock: &Clock,
 ) -> Result<Vec<Delivery>, StoreError> {
-    let err = |e: redb::Error| corrupt(path, e);
+    let err = |e: redb::Error| StoreError::read(path, e);
     let txn = db.begin_read().map_err(|e| err(e.into()))?;
     let sessions_t = txn.open_table(SESSIONS).map_err(|e| err(e.into()))?;
     let current = sessions_t
@@ -260,7 +264,7 @@ pub fn read_queue(
     {
         let (k, v) = item.map_err(|e| err(e.into()))?;
         let (_, seq) = k.value();
-        let entry = decode_entry(v.value()).map_err(|e| corrupt(path, e.0))?;
+        let entry = decode_entry(v.value(), clock).map_err(|e| StoreError::corrupt(path, e))?;
         if entry.state != EntryState::Queued {
             // Sent already (a retained message recorded as it went out): in memory.
             continue;
@@ -269,7 +273,7 @@ pub fn read_queue(
             (Some(m), _) => Arc::clone(m),
             (None, Some((id, m))) if *id == entry.message_id => Arc::clone(m),
             _ => {
-                let m = Arc::new(read_message(&messages_t, entry.message_id, path)?);
+                let m = Arc::new(read_message(&messages_t, entry.message_id, path, clock)?);
                 cache = Some((entry.message_id, Arc::clone(&m)));
                 m
             }

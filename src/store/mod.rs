@@ -11,7 +11,7 @@ mod load;
 pub mod record;
 mod tables;
 
-use std::fmt;
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -26,9 +26,11 @@ use tracing::{error, info};
 
 pub use apply::{Op, SessionKey, entry_for};
 pub use load::{Loaded, LoadedSession};
-pub use record::{EntryRecord, EntryState, SessionRecord};
+pub use record::{CorruptRecord, EntryRecord, EntryState, SessionRecord};
 
 use tables::{META, SCHEMA_VERSION, UPGRADABLE_FROM};
+
+use crate::clock::Clock;
 
 /// File name of the database inside the data directory.
 pub const DB_FILE: &str = "roost.redb";
@@ -53,57 +55,105 @@ pub enum Durability {
     Buffered,
 }
 
-/// A storage problem. Messages name the database file.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A storage problem. Messages name the database file (or the data directory).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum StoreError {
-    /// The file could not be created or opened.
+    /// The data directory could not be created.
+    #[error("cannot open store {}: {source}", path.display())]
+    CreateDir {
+        /// The data directory.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// The database file could not be created or opened.
+    #[error("cannot open store {}: {source}", path.display())]
     Open {
         /// The database file.
         path: PathBuf,
-        /// Why.
-        why: String,
+        /// What redb reported.
+        #[source]
+        source: redb::DatabaseError,
     },
-    /// The file holds something this version cannot read.
+    /// The writer thread could not be started.
+    #[error("cannot start the writer thread of store {}: {source}", path.display())]
+    Spawn {
+        /// The database file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// Reading or preparing the file failed.
+    #[error("cannot read store {}: {source}", path.display())]
+    Read {
+        /// The database file.
+        path: PathBuf,
+        /// What redb reported.
+        #[source]
+        source: redb::Error,
+    },
+    /// A record holds something this version cannot decode.
+    #[error("store {} is corrupt: {source}", path.display())]
     Corrupt {
         /// The database file.
         path: PathBuf,
-        /// What was wrong.
-        what: String,
+        /// What was wrong with the record.
+        #[source]
+        source: CorruptRecord,
+    },
+    /// A queue entry refers to a message the file does not hold.
+    #[error("store {} is corrupt: message {id} missing", path.display())]
+    MissingMessage {
+        /// The database file.
+        path: PathBuf,
+        /// The id of the missing message.
+        id: u64,
     },
     /// The file was written with another schema version.
+    #[error(
+        "store {} has schema version {found}; this broker reads version {SCHEMA_VERSION}",
+        path.display()
+    )]
     Schema {
         /// The database file.
         path: PathBuf,
         /// The version found.
         found: u32,
     },
-    /// A commit failed at run time.
-    Commit(String),
+    /// A commit failed. The error is shared by every request of the failed transaction.
+    #[error("store {} commit failed: {source}", path.display())]
+    Commit {
+        /// The database file.
+        path: PathBuf,
+        /// What redb reported.
+        #[source]
+        source: Arc<redb::Error>,
+    },
     /// The store has shut down.
+    #[error("store is closed")]
     Closed,
 }
 
-impl fmt::Display for StoreError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            StoreError::Open { path, why } => {
-                write!(f, "cannot open store {}: {why}", path.display())
-            }
-            StoreError::Corrupt { path, what } => {
-                write!(f, "store {} is corrupt: {what}", path.display())
-            }
-            StoreError::Schema { path, found } => write!(
-                f,
-                "store {} has schema version {found}; this broker reads version {SCHEMA_VERSION}",
-                path.display()
-            ),
-            StoreError::Commit(why) => write!(f, "store commit failed: {why}"),
-            StoreError::Closed => f.write_str("store is closed"),
+impl StoreError {
+    /// A [`StoreError::Read`] for `path`.
+    pub(crate) fn read(path: &Path, source: impl Into<redb::Error>) -> StoreError {
+        StoreError::Read {
+            path: path.to_path_buf(),
+            source: source.into(),
+        }
+    }
+
+    /// A [`StoreError::Corrupt`] for `path`.
+    pub(crate) fn corrupt(path: &Path, source: CorruptRecord) -> StoreError {
+        StoreError::Corrupt {
+            path: path.to_path_buf(),
+            source,
         }
     }
 }
-
-impl std::error::Error for StoreError {}
 
 /// Counters of the writer thread.
 #[derive(Debug, Default)]
@@ -153,37 +203,42 @@ pub struct Store {
     thread: Mutex<Option<JoinHandle<()>>>,
     stats: Arc<StoreStats>,
     path: PathBuf,
+    /// The clock of the times in the records (session disconnection, message expiry).
+    clock: Clock,
 }
 
 impl Store {
     /// Opens (creating if needed) `dir/roost.redb`, checks the schema version, removes
     /// sessions that expired while the broker was down, loads the rest, and starts the writer.
+    /// Times are read from the system clock.
     pub fn open(dir: &Path, durability: Durability) -> Result<(Store, Loaded), StoreError> {
-        Store::open_with(dir, durability, DEFAULT_CACHE_BYTES)
+        Store::open_with(dir, durability, DEFAULT_CACHE_BYTES, &Clock::system())
     }
 
-    /// [`Store::open`] with a page cache of `cache_bytes` (redb's own default is 1 GiB).
+    /// [`Store::open`] with a page cache of `cache_bytes` (redb's own default is 1 GiB), and
+    /// `clock` for the times it stores and for deciding which sessions expired while the
+    /// broker was down.
     pub fn open_with(
         dir: &Path,
         durability: Durability,
         cache_bytes: usize,
+        clock: &Clock,
     ) -> Result<(Store, Loaded), StoreError> {
         let path = dir.join(DB_FILE);
-        let open_err = |why: String| StoreError::Open {
-            path: path.clone(),
-            why,
-        };
-        std::fs::create_dir_all(dir).map_err(|e| StoreError::Open {
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
             path: dir.to_path_buf(),
-            why: e.to_string(),
+            source,
         })?;
         let db = Database::builder()
             .set_cache_size(cache_bytes)
             .create(&path)
-            .map_err(|e| open_err(e.to_string()))?;
-        check_schema(&db, &path)?;
-        let mut loaded = load::load(&db, &path)?;
-        let expired = load::drop_expired(&db, &path, &mut loaded)?;
+            .map_err(|source| StoreError::Open {
+                path: path.clone(),
+                source,
+            })?;
+        check_schema(&db, &path, clock)?;
+        let mut loaded = load::load(&db, &path, clock)?;
+        let expired = load::drop_expired(&db, &path, &mut loaded, clock)?;
         info!(
             path = %path.display(),
             sessions = loaded.sessions.len(),
@@ -199,10 +254,23 @@ impl Store {
         let writer_stats = Arc::clone(&stats);
         let writer_path = path.clone();
         let writer_db = Arc::clone(&db);
+        let writer_clock = clock.clone();
         let thread = std::thread::Builder::new()
             .name("roost-store".into())
-            .spawn(move || writer(&writer_db, rx, durability, writer_stats, writer_path))
-            .map_err(|e| open_err(e.to_string()))?;
+            .spawn(move || {
+                writer(
+                    &writer_db,
+                    rx,
+                    durability,
+                    writer_stats,
+                    writer_path,
+                    writer_clock,
+                )
+            })
+            .map_err(|source| StoreError::Spawn {
+                path: path.clone(),
+                source,
+            })?;
         Ok((
             Store {
                 db: Mutex::new(Some(db)),
@@ -210,6 +278,7 @@ impl Store {
                 thread: Mutex::new(Some(thread)),
                 stats,
                 path,
+                clock: clock.clone(),
             },
             loaded,
         ))
@@ -239,14 +308,15 @@ impl Store {
     ) -> Result<Vec<crate::session::Delivery>, StoreError> {
         let db = self.db.lock().clone().ok_or(StoreError::Closed)?;
         let path = self.path.clone();
+        let clock = self.clock.clone();
         tokio::task::spawn_blocking(move || {
             load::read_queue(
                 &db,
                 &path,
                 &session,
-                request.from,
-                request.before,
+                (request.from, request.before),
                 request.max_bytes,
+                &clock,
             )
         })
         .await
@@ -306,11 +376,8 @@ impl Drop for Store {
 
 /// Checks the schema version, creating the tables on a new file. An existing file of the
 /// right version is only read, so a broker with nothing durable to do writes nothing.
-fn check_schema(db: &Database, path: &Path) -> Result<(), StoreError> {
-    let corrupt = |e: redb::Error| StoreError::Corrupt {
-        path: path.to_path_buf(),
-        what: e.to_string(),
-    };
+fn check_schema(db: &Database, path: &Path, clock: &Clock) -> Result<(), StoreError> {
+    let corrupt = |e: redb::Error| StoreError::read(path, e);
     let found = {
         let txn = redb::ReadableDatabase::begin_read(db).map_err(|e| corrupt(e.into()))?;
         match txn.open_table(META) {
@@ -330,7 +397,7 @@ fn check_schema(db: &Database, path: &Path) -> Result<(), StoreError> {
                 .map_err(|e| corrupt(e.into()))?
                 .insert("schema", SCHEMA_VERSION)
                 .map_err(|e| corrupt(e.into()))?;
-            apply::Tables::open(&txn).map_err(corrupt)?;
+            apply::Tables::open(&txn, clock).map_err(corrupt)?;
             txn.commit().map_err(|e| corrupt(e.into()))?;
             info!(path = %path.display(), from = old, to = SCHEMA_VERSION, "store schema upgraded");
             return Ok(());
@@ -348,7 +415,7 @@ fn check_schema(db: &Database, path: &Path) -> Result<(), StoreError> {
         let mut meta = txn.open_table(META).map_err(|e| corrupt(e.into()))?;
         meta.insert("schema", SCHEMA_VERSION)
             .map_err(|e| corrupt(e.into()))?;
-        apply::Tables::open(&txn).map_err(corrupt)?;
+        apply::Tables::open(&txn, clock).map_err(corrupt)?;
     }
     txn.commit().map_err(|e| corrupt(e.into()))
 }
@@ -360,7 +427,10 @@ fn writer(
     durability: Durability,
     stats: Arc<StoreStats>,
     path: PathBuf,
+    clock: Clock,
 ) {
+    // The fsync cadence is about the disk, not protocol time: it stays on the real clock, so
+    // a manual broker clock that is never advanced cannot keep commits from reaching the disk.
     let mut last_sync = Instant::now();
     let mut unsynced = false;
     loop {
@@ -369,7 +439,7 @@ fn writer(
                 Ok(r) => Some(r),
                 Err(mpsc::RecvTimeoutError::Timeout) => None,
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    let _ = commit(db, &[], true, &stats);
+                    let _ = commit(db, &[], true, &stats, &clock);
                     return;
                 }
             }
@@ -397,7 +467,7 @@ fn writer(
             Durability::Fsync => waited_on || last_sync.elapsed() >= BUFFERED_SYNC_INTERVAL,
             Durability::Buffered => last_sync.elapsed() >= BUFFERED_SYNC_INTERVAL,
         };
-        let result = commit(db, &batch, sync, &stats);
+        let result = commit(db, &batch, sync, &stats, &clock).map_err(Arc::new);
         if sync {
             last_sync = Instant::now();
             unsynced = false;
@@ -413,7 +483,10 @@ fn writer(
         stats.max_batch.fetch_max(batch.len() as u64, Relaxed);
         for request in batch {
             if let Some(done) = request.done {
-                let _ = done.send(result.clone());
+                let _ = done.send(result.clone().map_err(|source| StoreError::Commit {
+                    path: path.clone(),
+                    source,
+                }));
             }
         }
     }
@@ -424,26 +497,25 @@ fn commit(
     batch: &[Request],
     sync: bool,
     stats: &StoreStats,
-) -> Result<(), StoreError> {
-    let fail = |e: redb::Error| StoreError::Commit(e.to_string());
-    let mut txn = db.begin_write().map_err(|e| fail(e.into()))?;
+    clock: &Clock,
+) -> Result<(), redb::Error> {
+    let mut txn = db.begin_write()?;
     let durability = if sync {
         redb::Durability::Immediate
     } else {
         redb::Durability::None
     };
-    txn.set_durability(durability)
-        .map_err(|e| StoreError::Commit(e.to_string()))?;
+    txn.set_durability(durability)?;
     let delta = {
-        let mut tables = apply::Tables::open(&txn).map_err(fail)?;
+        let mut tables = apply::Tables::open(&txn, clock)?;
         for request in batch {
             for op in &request.ops {
-                tables.apply(op).map_err(fail)?;
+                tables.apply(op)?;
             }
         }
         tables.message_bytes_delta
     };
-    txn.commit().map_err(|e| fail(e.into()))?;
+    txn.commit()?;
     stats.write_transactions.fetch_add(1, Relaxed);
     if delta >= 0 {
         stats.message_bytes.fetch_add(delta as u64, Relaxed);
@@ -458,10 +530,7 @@ fn commit(
 /// Reads the number of entries in every table (for tests and diagnostics).
 pub fn table_sizes(path: &Path) -> Result<Vec<(&'static str, u64)>, StoreError> {
     use redb::ReadableTableMetadata;
-    let fail = |e: redb::Error| StoreError::Corrupt {
-        path: path.to_path_buf(),
-        what: e.to_string(),
-    };
+    let fail = |e: redb::Error| StoreError::read(path, e);
     let db = Database::open(path).map_err(|e| fail(e.into()))?;
     let txn = redb::ReadableDatabase::begin_read(&db).map_err(|e| fail(e.into()))?;
     let mut out = Vec::new();
@@ -583,12 +652,9 @@ mod tests {
             txn.commit().unwrap();
         }
         let err = Store::open(dir.path(), Durability::Fsync).unwrap_err();
-        assert_eq!(
-            err,
-            StoreError::Schema {
-                path: path.clone(),
-                found: 99
-            }
+        assert!(
+            matches!(&err, StoreError::Schema { path: p, found: 99 } if *p == path),
+            "{err:?}"
         );
         assert!(err.to_string().contains("roost.redb"), "{err}");
     }

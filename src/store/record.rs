@@ -2,18 +2,20 @@
 //! queue entries. Every record starts with a format byte so a layout change is explicit.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 
+use crate::clock::Clock;
 use crate::codec::{PublishProperties, QoS, RetainHandling, Version};
 use crate::session::{InflightState, Message, SubOptions};
 
 /// Format byte of every record written by this version.
 const FORMAT: u8 = 1;
 
-/// A record that could not be decoded.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A record that could not be decoded: what was wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
 pub struct CorruptRecord(pub &'static str);
 
 /// A persisted session.
@@ -70,16 +72,13 @@ pub struct EntryRecord {
     pub inline: Option<Arc<Message>>,
 }
 
-/// Current wall-clock time in Unix seconds.
-pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+/// A wall-clock time (from [`Clock::wall`]) in Unix seconds; 0 before 1970.
+pub fn unix_secs(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
-fn unix_millis_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
+fn unix_millis(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
 }
 
@@ -243,16 +242,17 @@ pub fn decode_subscription(data: &[u8]) -> Result<SubOptions, CorruptRecord> {
     })
 }
 
-/// Encodes a message; its expiry is kept as wall-clock time so it survives a restart.
-pub fn encode_message(m: &Message) -> Vec<u8> {
+/// Encodes a message; its expiry is kept as wall-clock time (of `clock`) so it survives a
+/// restart.
+pub fn encode_message(m: &Message, clock: &Clock) -> Vec<u8> {
     let mut w = Writer::new();
     w.bytes(m.topic.as_bytes());
     w.bytes(&m.payload);
     w.u8(m.qos as u8);
     w.u8(u8::from(m.retain));
     let expires_unix_ms = m.expires_at.map_or(0, |at| {
-        let left = at.saturating_duration_since(Instant::now()).as_millis() as u64;
-        unix_millis_now() + left.max(1)
+        let left = at.saturating_duration_since(clock.now()).as_millis() as u64;
+        unix_millis(clock.wall()) + left.max(1)
     });
     w.u64(expires_unix_ms);
     let p = &m.properties;
@@ -281,8 +281,9 @@ pub fn encode_message(m: &Message) -> Vec<u8> {
     w.0
 }
 
-/// Decodes a message, giving it store id `id`.
-pub fn decode_message(id: u64, data: &[u8]) -> Result<Message, CorruptRecord> {
+/// Decodes a message, giving it store id `id`; its expiry is brought back to `clock`'s
+/// monotonic time (an expiry already passed is now).
+pub fn decode_message(id: u64, data: &[u8], clock: &Clock) -> Result<Message, CorruptRecord> {
     let mut r = Reader::new(data)?;
     let topic: Arc<str> = Arc::from(r.string()?);
     let payload = Bytes::copy_from_slice(r.bytes()?);
@@ -307,8 +308,8 @@ pub fn decode_message(id: u64, data: &[u8]) -> Result<Message, CorruptRecord> {
     }
     r.finish()?;
     let expires_at = (expires_unix_ms != 0).then(|| {
-        let left = expires_unix_ms.saturating_sub(unix_millis_now());
-        Instant::now() + Duration::from_millis(left)
+        let left = expires_unix_ms.saturating_sub(unix_millis(clock.wall()));
+        clock.now() + Duration::from_millis(left)
     });
     Ok(Message {
         id,
@@ -328,8 +329,8 @@ pub fn decode_message(id: u64, data: &[u8]) -> Result<Message, CorruptRecord> {
     })
 }
 
-/// Encodes a queue entry.
-pub fn encode_entry(e: &EntryRecord) -> Vec<u8> {
+/// Encodes a queue entry (an inline message's expiry as with [`encode_message`]).
+pub fn encode_entry(e: &EntryRecord, clock: &Clock) -> Vec<u8> {
     let mut w = Writer::new();
     w.u64(e.message_id);
     w.u8(e.qos as u8);
@@ -346,7 +347,7 @@ pub fn encode_entry(e: &EntryRecord) -> Vec<u8> {
     }
     if let Some(m) = &e.inline {
         w.u8(1);
-        w.bytes(&encode_message(m));
+        w.bytes(&encode_message(m, clock));
     }
     w.0
 }
@@ -362,8 +363,8 @@ pub fn entry_message(data: &[u8]) -> Result<(u64, bool), CorruptRecord> {
     Ok((message_id, !r.0.is_empty()))
 }
 
-/// Decodes a queue entry.
-pub fn decode_entry(data: &[u8]) -> Result<EntryRecord, CorruptRecord> {
+/// Decodes a queue entry (an inline message's expiry as with [`decode_message`]).
+pub fn decode_entry(data: &[u8], clock: &Clock) -> Result<EntryRecord, CorruptRecord> {
     let mut r = Reader::new(data)?;
     let message_id = r.u64()?;
     let qos = r.qos()?;
@@ -384,7 +385,7 @@ pub fn decode_entry(data: &[u8]) -> Result<EntryRecord, CorruptRecord> {
         None
     } else {
         match r.u8()? {
-            1 => Some(Arc::new(decode_message(message_id, r.bytes()?)?)),
+            1 => Some(Arc::new(decode_message(message_id, r.bytes()?, clock)?)),
             _ => return Err(CorruptRecord("invalid inline message flag")),
         }
     };
@@ -403,6 +404,10 @@ pub fn decode_entry(data: &[u8]) -> Result<EntryRecord, CorruptRecord> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn clock() -> Clock {
+        Clock::manual()
+    }
 
     #[test]
     fn entry_roundtrip_with_and_without_inline_message() {
@@ -424,12 +429,13 @@ mod tests {
             subscription_ids: vec![1, 2],
             inline: None,
         };
-        let shared = encode_entry(&e);
-        assert_eq!(decode_entry(&shared), Ok(e.clone()));
+        let c = clock();
+        let shared = encode_entry(&e, &c);
+        assert_eq!(decode_entry(&shared, &c), Ok(e.clone()));
         assert_eq!(entry_message(&shared), Ok((9, false)));
         e.inline = Some(Arc::new(message));
-        let inline = encode_entry(&e);
-        assert_eq!(decode_entry(&inline), Ok(e));
+        let inline = encode_entry(&e, &c);
+        assert_eq!(decode_entry(&inline, &c), Ok(e));
         assert_eq!(entry_message(&inline), Ok((9, true)));
     }
 
@@ -474,15 +480,25 @@ mod tests {
                 correlation_data: Some(Bytes::from_static(b"c")),
                 user_properties: vec![("k".into(), "v".into()), ("k".into(), "w".into())],
             },
-            expires_at: Some(Instant::now() + Duration::from_secs(60)),
+            expires_at: None,
         };
-        let back = decode_message(7, &encode_message(&m)).unwrap();
+        let c = clock();
+        let m = Message {
+            expires_at: Some(c.now() + Duration::from_secs(60)),
+            ..m
+        };
+        let stored = encode_message(&m, &c);
+        c.advance(Duration::from_secs(20));
+        let back = decode_message(7, &stored, &c).unwrap();
         assert_eq!(back.topic, m.topic);
         assert_eq!(back.payload, m.payload);
         assert_eq!(back.properties, m.properties);
         assert!(back.retain);
-        let left = back.remaining_expiry(Instant::now()).unwrap();
-        assert!((58..=60).contains(&left), "{left}");
+        assert_eq!(back.remaining_expiry(c.now()), Some(40));
+        // Read back after its expiry passed (e.g. across a long restart): expired at once.
+        c.advance(Duration::from_secs(41));
+        let late = decode_message(7, &stored, &c).unwrap();
+        assert!(late.is_expired(c.now()));
     }
 
     #[test]
@@ -496,40 +512,48 @@ mod tests {
             subscription_ids: vec![1, 2],
             inline: None,
         };
-        assert_eq!(decode_entry(&encode_entry(&e)), Ok(e));
+        let c = clock();
+        assert_eq!(decode_entry(&encode_entry(&e, &c), &c), Ok(e));
     }
 
     #[test]
     fn corrupt_records_are_errors_not_panics() {
-        let good = encode_entry(&EntryRecord {
-            message_id: 1,
-            qos: QoS::AtLeastOnce,
-            retain: false,
-            state: EntryState::Queued,
-            packet_id: 0,
-            subscription_ids: vec![3],
-            inline: None,
-        });
+        let c = clock();
+        let good = encode_entry(
+            &EntryRecord {
+                message_id: 1,
+                qos: QoS::AtLeastOnce,
+                retain: false,
+                state: EntryState::Queued,
+                packet_id: 0,
+                subscription_ids: vec![3],
+                inline: None,
+            },
+            &c,
+        );
         for cut in 0..good.len() {
-            assert!(decode_entry(&good[..cut]).is_err(), "prefix {cut}");
+            assert!(decode_entry(&good[..cut], &c).is_err(), "prefix {cut}");
         }
         let mut wrong_format = good.clone();
         wrong_format[0] = 9;
         assert_eq!(
-            decode_entry(&wrong_format),
+            decode_entry(&wrong_format, &c),
             Err(CorruptRecord("unknown record format"))
         );
-        let mut huge = encode_message(&Message {
-            id: 1,
-            topic: Arc::from("t"),
-            payload: Bytes::new(),
-            qos: QoS::AtMostOnce,
-            retain: false,
-            properties: Default::default(),
-            expires_at: None,
-        });
+        let mut huge = encode_message(
+            &Message {
+                id: 1,
+                topic: Arc::from("t"),
+                payload: Bytes::new(),
+                qos: QoS::AtMostOnce,
+                retain: false,
+                properties: Default::default(),
+                expires_at: None,
+            },
+            &c,
+        );
         let n = huge.len();
         huge[n - 4..].copy_from_slice(&u32::MAX.to_be_bytes());
-        assert!(decode_message(1, &huge).is_err());
+        assert!(decode_message(1, &huge, &c).is_err());
     }
 }

@@ -19,6 +19,7 @@ use bytes::{Bytes, BytesMut};
 
 use crate::broker::AccessControl;
 use crate::broker::{Broker, ConnLink};
+use crate::clock::Clock;
 use crate::codec::{
     self, AckKind, Connect, Decoder, Packet, PubAckLike, Publish, PublishProperties, QoS,
     ReasonCode, RetainHandling, Subscribe, SubscribeFilter, Version,
@@ -31,7 +32,9 @@ use super::{AwaitingConnect, Close, Connected};
 /// A broker for core tests; `durable` makes it record durable sessions (without a store).
 struct World {
     broker: Arc<Broker>,
-    /// The one clock of the test: moved by hand.
+    /// The broker's clock, moved by hand...
+    clock: Clock,
+    /// ...and its time.
     now: Instant,
     next_link: u64,
     /// Timers the broker starts (session expiry, will delay) are spawned here; they never run,
@@ -41,8 +44,10 @@ struct World {
 
 impl World {
     fn new(durable: bool, adjust: impl FnOnce(&mut Config)) -> World {
+        let clock = Clock::manual();
         let mut config = Config {
             in_memory: !durable,
+            clock: clock.clone(),
             ..Config::default()
         };
         adjust(&mut config);
@@ -54,7 +59,8 @@ impl World {
         };
         World {
             broker,
-            now: Instant::now(),
+            now: clock.now(),
+            clock,
             next_link: 1,
             rt: tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -72,7 +78,8 @@ impl World {
     }
 
     fn advance(&mut self, by: Duration) {
-        self.now += by;
+        self.clock.advance(by);
+        self.now = self.clock.now();
     }
 
     /// Connects a client the way the connection task does, without authentication.
