@@ -1,18 +1,27 @@
 //! Roost: an MQTT 3.1.1 and 5.0 broker.
 //!
 //! Start a broker with [`start`] and a [`Config`]; the returned [`BrokerHandle`] tells the
-//! bound address, exposes metrics, and shuts the broker down.
+//! bound addresses, exposes metrics and introspection (sessions, subscriptions, retained
+//! messages, the store), and shuts the broker down.
+//!
+//! Public modules: [`config`] (every setting), [`codec`] (the MQTT packet model and its
+//! encoder/decoder, for test clients and tools), [`clock`] (the injected clock),
+//! [`auth`] (password files, for the `passwd` command) and [`store`] (the file name and
+//! durability modes, and a table census for tests). Everything else is internal.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs, unreachable_pub)]
 
 pub mod auth;
-pub mod broker;
+pub(crate) mod broker;
 pub mod clock;
 pub mod codec;
 pub mod config;
-pub mod net;
-pub mod protocol;
-pub mod session;
+pub(crate) mod net;
+pub(crate) mod protocol;
+pub(crate) mod session;
 pub mod store;
-pub mod topic;
+pub(crate) mod topic;
 
 use std::io;
 use std::net::SocketAddr;
@@ -23,7 +32,10 @@ use tokio::task::JoinHandle;
 use tokio_util::task::TaskTracker;
 use tracing::info;
 
-pub use broker::{Broker, MetricsSnapshot};
+use broker::Broker;
+pub use broker::metrics::MetricsSnapshot;
+pub use session::quota::BacklogStats;
+pub use store::{StoreError, StoreStatsSnapshot};
 pub use clock::Clock;
 pub use config::Config;
 
@@ -36,7 +48,7 @@ pub struct SessionInfo {
     pub durable: bool,
     /// Its backlog: messages and bytes queued, in memory, in the store only, in flight, and
     /// the highest bytes ever reached.
-    pub backlog: session::BacklogStats,
+    pub backlog: BacklogStats,
     /// Messages dropped for it by the `drop_new` / `drop_oldest` policies.
     pub dropped: u64,
 }
@@ -157,8 +169,19 @@ impl BrokerHandle {
     }
 
     /// The shared broker state.
-    pub fn broker(&self) -> &Arc<Broker> {
+    #[cfg(test)]
+    pub(crate) fn broker(&self) -> &Arc<Broker> {
         &self.broker
+    }
+
+    /// How many subscriptions (Topic Filters, over all sessions) the broker holds.
+    pub fn subscription_count(&self) -> usize {
+        self.broker.router.subscription_count()
+    }
+
+    /// How many retained messages the broker holds.
+    pub fn retained_count(&self) -> usize {
+        self.broker.router.retained_count()
     }
 
     /// A copy of the counters.

@@ -185,7 +185,7 @@ async fn retained_messages_beyond_any_queue_bound_are_all_sent_on_subscribe() {
     }
     publisher.send_raw(&buf).await;
     acks(&mut publisher, 1100).await;
-    assert_eq!(broker.broker().router.retained_count(), 1100);
+    assert_eq!(broker.retained_count(), 1100);
     for qos in [QoS::AtMostOnce, QoS::AtLeastOnce] {
         let mut durable = connect_packet(Version::V311, &format!("reader-{}", qos as u8));
         durable.clean_start = false;
@@ -239,7 +239,7 @@ async fn v5_publisher_gets_0x97_at_the_limit_and_nothing_is_delivered() {
         ))
         .await;
     assert_eq!(acks(&mut publisher, 1).await, [(101, 0x97)]);
-    assert_eq!(broker.broker().router.retained_count(), 0);
+    assert_eq!(broker.retained_count(), 0);
     assert_eq!(broker.metrics().rejected_quota_exceeded, 5);
 
     // The subscriber has exactly the five accepted messages.

@@ -197,7 +197,7 @@ async fn expired_session_is_removed_at_startup() {
     // The broker is down while the expiry passes.
     clock.advance(Duration::from_secs(2));
     let broker = durable_broker_on(dir.path(), &clock).await;
-    assert!(broker.broker().registry.get("short").is_none());
+    assert!(broker.session_info("short").is_none());
     let (_c, connack) = RawClient::connect(broker.local_addr(), c).await;
     assert!(!connack.session_present);
     broker.shutdown().await;

@@ -77,12 +77,12 @@ async fn pub_sub_all_qos_both_versions() {
     for v5 in [false, true] {
         for qos in ["0", "1", "2"] {
             let topic = format!("interop/{}/{qos}", if v5 { "v5" } else { "v311" });
-            let before = broker.broker().router.subscription_count();
+            let before = broker.subscription_count();
             let child = sub(addr, v5, &["-t", &topic, "-q", qos], 1);
-            wait_until(|| broker.broker().router.subscription_count() > before).await;
+            wait_until(|| broker.subscription_count() > before).await;
             publish(addr, v5, &["-t", &topic, "-q", qos, "-m", "hello"]).await;
             assert_eq!(output(child).await, format!("{topic} hello\n"));
-            wait_until(|| broker.broker().router.subscription_count() == before).await;
+            wait_until(|| broker.subscription_count() == before).await;
         }
     }
     broker.shutdown().await;
@@ -117,7 +117,7 @@ async fn will_from_a_killed_client() {
     let addr = broker.local_addr();
     for v5 in [false, true] {
         let watcher = sub(addr, v5, &["-t", "interop/will", "-q", "1"], 1);
-        wait_until(|| broker.broker().router.subscription_count() == 1).await;
+        wait_until(|| broker.subscription_count() == 1).await;
         let mut victim = base("mosquitto_sub", addr, v5);
         victim.args([
             "-t",
@@ -132,11 +132,11 @@ async fn will_from_a_killed_client() {
             "1",
         ]);
         let mut victim = victim.spawn().expect("victim starts");
-        wait_until(|| broker.broker().router.subscription_count() == 2).await;
+        wait_until(|| broker.subscription_count() == 2).await;
         victim.start_kill().expect("kill the victim by its pid");
         let _ = victim.wait().await;
         assert_eq!(output(watcher).await, "interop/will victim died\n");
-        wait_until(|| broker.broker().router.subscription_count() == 0).await;
+        wait_until(|| broker.subscription_count() == 0).await;
     }
     broker.shutdown().await;
 }

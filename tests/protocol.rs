@@ -280,7 +280,7 @@ async fn will_is_sent_when_the_session_ends_before_the_will_delay() {
     clock.advance(Duration::from_secs(1));
     let w = expect_publish(&mut watcher).await;
     assert_eq!(w.topic, "wills/short");
-    assert!(broker.broker().registry.get("short-session").is_none());
+    assert!(broker.session_info("short-session").is_none());
     broker.shutdown().await;
 }
 
@@ -297,7 +297,7 @@ async fn v5_session_expires_after_its_interval() {
     drop(client);
     wait_detached(&broker, "brief").await;
     clock.advance(Duration::from_secs(1));
-    wait_until(|| broker.broker().registry.get("brief").is_none()).await;
+    wait_until(|| broker.session_info("brief").is_none()).await;
     let (_client, connack) = RawClient::connect(addr, c).await;
     assert!(!connack.session_present);
     broker.shutdown().await;
@@ -321,7 +321,7 @@ async fn v5_connack_carries_assigned_id_and_limits() {
     assert_eq!(props.retain_available, Some(true));
     assert_eq!(props.wildcard_subscription_available, Some(true));
     assert_eq!(props.shared_subscription_available, Some(false));
-    assert!(broker.broker().registry.get(id).is_some());
+    assert!(broker.session_info(id).is_some());
     broker.shutdown().await;
 }
 
@@ -454,10 +454,9 @@ async fn outbound_inflight_window_follows_client_receive_maximum() {
     let b = expect_publish(&mut sub).await;
     assert_ne!(a.packet_id, b.packet_id);
     // The third waits in the queue for a PUBACK (MQTT-3.3.4-9).
-    let session = broker.broker().registry.get("window").unwrap();
     wait_until(|| {
-        let slot = session.slot.lock();
-        slot.session.outbound.inflight() == 2 && slot.session.outbound.queued() == 1
+        let backlog = broker.session_info("window").unwrap().backlog;
+        backlog.inflight == 2 && backlog.messages == 3
     })
     .await;
     assert_eq!(broker.metrics().publish_sent, 2);

@@ -78,7 +78,7 @@ async fn roundtrip(
     topic: &str,
 ) -> String {
     // The previous round's subscriber may still be leaving.
-    wait_until(|| broker.broker().router.subscription_count() == 0).await;
+    wait_until(|| broker.subscription_count() == 0).await;
     let before = 0;
     let mut sub = Command::new("mosquitto_sub");
     sub.args(["-h", &addr.ip().to_string(), "-p", &addr.port().to_string()])
@@ -89,7 +89,7 @@ async fn roundtrip(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let sub = sub.spawn().expect("mosquitto_sub starts");
-    wait_until(|| broker.broker().router.subscription_count() > before).await;
+    wait_until(|| broker.subscription_count() > before).await;
     let mut pub_args = vec!["-t", topic, "-q", "1", "-m", "hello"];
     pub_args.extend_from_slice(extra);
     let (ok, _, err) = run("mosquitto_pub", addr, &pub_args).await;

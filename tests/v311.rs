@@ -127,7 +127,7 @@ async fn retained_message_is_delivered_on_subscribe_and_cleared_by_empty_payload
         .unwrap();
     // Waiting for the retained message to be visible: a subscriber that keeps resubscribing
     // would be a sleep in disguise, so we wait on the broker's own counter instead.
-    wait_until(|| broker.broker().router.retained_count() == 1).await;
+    wait_until(|| broker.retained_count() == 1).await;
 
     let (mut late, _) = v4_connect(v4_options("late", addr)).await;
     late.subscribe("state/+", QoS::AtLeastOnce).await;
@@ -154,7 +154,7 @@ async fn retained_message_is_delivered_on_subscribe_and_cleared_by_empty_payload
         .publish("state/door", QoS::AtLeastOnce, true, "")
         .await
         .unwrap();
-    wait_until(|| broker.broker().router.retained_count() == 0).await;
+    wait_until(|| broker.retained_count() == 0).await;
     let (mut later, _) = v4_connect(v4_options("later", addr)).await;
     later.subscribe("state/+", QoS::AtLeastOnce).await;
     // The first message is the live marker: no retained message came before it.
@@ -242,7 +242,7 @@ async fn clean_session_discards_previous_session() {
     opts.set_clean_session(true);
     let (_sub, connack) = v4_connect(opts).await;
     assert!(!connack.session_present, "MQTT-3.2.2-1");
-    wait_until(|| broker.broker().router.subscription_count() == 0).await;
+    wait_until(|| broker.subscription_count() == 0).await;
     broker.shutdown().await;
 }
 

@@ -168,7 +168,7 @@ async fn retain_handling_controls_retained_delivery_on_subscribe() {
     let addr = broker.local_addr();
     let mut p = v5(addr, "p").await;
     p.send(&publish("rh", b"retained", true)).await;
-    wait_until(|| broker.broker().router.retained_count() == 1).await;
+    wait_until(|| broker.retained_count() == 1).await;
     let mut c = v5(addr, "c").await;
     let once = SubscribeFilter {
         retain_handling: RetainHandling::OnNewSubscribe,
@@ -239,12 +239,8 @@ async fn messages_over_the_clients_maximum_packet_size_are_dropped_and_counted()
     p.send(&publish("big/2", b"fits", false)).await;
     assert_eq!(&next_publish(&mut c).await.payload[..], b"fits");
     assert_eq!(broker.metrics().dropped_too_large, 1);
-    let session = broker.broker().registry.get("small").unwrap();
-    assert_eq!(
-        session.slot.lock().session.outbound.inflight(),
-        0,
-        "its packet id was released"
-    );
+    let session = broker.session_info("small").unwrap();
+    assert_eq!(session.backlog.inflight, 0, "its packet id was released");
     broker.shutdown().await;
 }
 
@@ -307,7 +303,7 @@ async fn disconnect_can_shorten_the_session_expiry_but_not_raise_it_from_zero() 
         }))
         .await;
     assert!(client.until_closed().await.is_empty());
-    wait_until(|| broker.broker().registry.get("shorten").is_none()).await;
+    wait_until(|| broker.session_info("shorten").is_none()).await;
 
     // MQTT-3.14.2-2: raising it from 0 is a protocol error.
     let (mut client, _) = RawClient::connect(addr, connect_packet(Version::V5, "raise")).await;

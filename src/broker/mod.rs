@@ -2,7 +2,7 @@
 
 mod access;
 mod handle;
-mod metrics;
+pub(crate) mod metrics;
 mod pending;
 mod restore;
 mod router;

@@ -4,7 +4,7 @@
 mod inbound;
 mod message;
 mod outbound;
-mod quota;
+pub(crate) mod quota;
 
 use std::collections::HashMap;
 

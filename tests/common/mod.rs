@@ -397,10 +397,8 @@ pub fn ack(kind: roost::codec::AckKind, packet_id: u16) -> Packet {
 pub async fn wait_detached(broker: &roost::BrokerHandle, client_id: &str) {
     wait_until(|| {
         broker
-            .broker()
-            .registry
-            .get(client_id)
-            .is_some_and(|s| s.slot.lock().conn.is_none())
+            .session_info(client_id)
+            .is_some_and(|s| !s.connected)
     })
     .await;
 }
