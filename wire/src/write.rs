@@ -148,14 +148,22 @@ pub fn encode_packet(
     let mut counter = Writer::counter();
     body(&mut counter)?;
     let remaining = counter.position();
-    let total = packet_len(remaining)?;
-    if total > buf.len() {
+    // The remaining length is encoded once, here, and its size gives the packet's.
+    let mut len = [0u8; varint::MAX_LEN];
+    let n = u32::try_from(remaining)
+        .ok()
+        .and_then(|r| varint::encode(r, &mut len).ok())
+        .ok_or(EncodeError::PacketTooLarge)?;
+    let (len, _) = len.split_at_checked(n).ok_or(EncodeError::PacketTooLarge)?;
+    // At most 1 + 4 + 268,435,455: no overflow.
+    if 1 + n + remaining > buf.len() {
         return Err(EncodeError::BufferTooSmall);
     }
     let mut w = Writer::new(buf);
-    w.fixed_header(byte1, remaining)?;
+    w.u8(byte1)?;
+    w.put(len)?;
     body(&mut w)?;
-    Ok(total)
+    Ok(w.position())
 }
 
 #[cfg(test)]
