@@ -9,6 +9,7 @@ use bytes::{Bytes, BytesMut};
 use mqttbytes::FixedHeader;
 
 use super::error::DecodeError;
+use super::packet::QoS;
 use super::reader::Reader;
 
 /// One complete packet, split off the read buffer.
@@ -58,4 +59,13 @@ pub(crate) fn split(buf: &mut BytesMut, max: usize) -> Result<Option<Frame>, Dec
         bytes,
         body_start: h.header_len,
     }))
+}
+
+/// mqttbytes' QoS as ours, for the bodies its `read` functions decode.
+pub(crate) fn qos(q: mqttbytes::QoS) -> QoS {
+    match q {
+        mqttbytes::QoS::AtMostOnce => QoS::AtMostOnce,
+        mqttbytes::QoS::AtLeastOnce => QoS::AtLeastOnce,
+        mqttbytes::QoS::ExactlyOnce => QoS::ExactlyOnce,
+    }
 }

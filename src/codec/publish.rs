@@ -10,7 +10,7 @@ use bytes::BytesMut;
 
 use super::decode::Role;
 use super::error::{DecodeError, EncodeError};
-use super::frame::Frame;
+use super::frame::{Frame, qos};
 use super::packet::{Packet, Publish, PublishProperties, QoS, Version};
 use super::properties::{self as prop, Context};
 use super::writer::{self, Encode};
@@ -94,14 +94,6 @@ fn check_topic(topic: &str, has_alias: bool) -> Result<(), DecodeError> {
         Ok(())
     } else {
         Err(DecodeError::TopicNameInvalid)
-    }
-}
-
-fn qos(q: mqttbytes::QoS) -> QoS {
-    match q {
-        mqttbytes::QoS::AtMostOnce => QoS::AtMostOnce,
-        mqttbytes::QoS::AtLeastOnce => QoS::AtLeastOnce,
-        mqttbytes::QoS::ExactlyOnce => QoS::ExactlyOnce,
     }
 }
 

@@ -6,8 +6,8 @@
 //! parser first so mqttbytes only ever sees a well-formed property block.
 
 use super::error::{DecodeError, EncodeError};
-use super::frame::Frame;
-use super::packet::{Packet, QoS, RetainHandling, SubAck, Subscribe, SubscribeFilter, Version};
+use super::frame::{Frame, qos};
+use super::packet::{Packet, RetainHandling, SubAck, Subscribe, SubscribeFilter, Version};
 use super::properties::{self as prop, Context};
 use super::writer::{self, Encode};
 use crate::topic::valid_topic_filter;
@@ -114,14 +114,6 @@ fn check_options(
         }
     }
     Ok(())
-}
-
-fn qos(q: mqttbytes::QoS) -> QoS {
-    match q {
-        mqttbytes::QoS::AtMostOnce => QoS::AtMostOnce,
-        mqttbytes::QoS::AtLeastOnce => QoS::AtLeastOnce,
-        mqttbytes::QoS::ExactlyOnce => QoS::ExactlyOnce,
-    }
 }
 
 /// Decodes a SUBACK (client side): at least one code, each a valid one for the version.
