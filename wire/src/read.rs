@@ -3,9 +3,11 @@
 
 use crate::{DecodeError, varint};
 
-/// Reads MQTT data types from the front of a packet body (or any part of one). Every read
-/// either returns a value and advances, or fails with [`DecodeError::Truncated`] (or the
-/// field's own error) and leaves the reader where it was; nothing panics.
+/// Reads MQTT data types from the front of a packet body (or any part of one); nothing
+/// panics. A read that would run past the end fails with [`DecodeError::Truncated`] and
+/// consumes nothing; a field that is all there but invalid (a string with U+0000, packet
+/// identifier 0) fails with its own error after it has been consumed. Either way the packet
+/// is malformed and decoding stops there.
 #[derive(Debug, Clone, Default)]
 pub struct Reader<'a> {
     buf: &'a [u8],
