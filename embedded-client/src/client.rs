@@ -2,7 +2,11 @@
 
 use embedded_io_async::{Read, Write};
 
-use crate::codec::{self, Inbound, PUBACK, PUBLISH, SUBACK, UNSUBACK};
+use roost_wire::{FixedHeader, Reader};
+
+use crate::codec::{
+    self, DISCONNECT, Inbound, MAX_QOS, PINGREQ, PUBACK, PUBLISH, SUBACK, UNSUBACK, protocol,
+};
 #[cfg(feature = "qos2")]
 use crate::codec::{PUBCOMP, PUBREC, PUBREL};
 use crate::{Clock, ConnectOptions, Error, Protocol, QoS, Record, SessionStore, Subscription};
@@ -166,7 +170,8 @@ pub struct Client<'b, T, C, S> {
     inb: [u16; MAX_INBOUND],
     server_max_packet: u32,
     server_recv_max: u16,
-    server_max_qos: u8,
+    /// The highest QoS to publish with: the server's maximum, capped at what this build handles.
+    max_qos: u8,
     restored: bool,
 }
 
@@ -202,7 +207,7 @@ where
             inb: [0; MAX_INBOUND],
             server_max_packet: u32::MAX,
             server_recv_max: u16::MAX,
-            server_max_qos: 2,
+            max_qos: MAX_QOS,
             restored: false,
         }
     }
@@ -308,7 +313,7 @@ where
     /// [`take_transport`](Self::take_transport) to close it.
     pub async fn disconnect(&mut self) -> Result<(), Error> {
         self.flush_checked().await?;
-        let n = codec::short(self.tx, 0xe0)?;
+        let n = codec::short(self.tx, DISCONNECT)?;
         self.queue(n);
         let r = self.flush_checked().await;
         self.fail();
@@ -445,7 +450,7 @@ where
                 match self.ping_sent {
                     Some(t) if now >= t + self.keepalive_ms => return Err(Error::Timeout),
                     None if now >= self.last_tx + self.keepalive_ms => {
-                        let n = codec::short(self.tx, 0xc0)?;
+                        let n = codec::short(self.tx, PINGREQ)?;
                         self.queue(n);
                         self.ping_sent = Some(now);
                         continue;
@@ -454,8 +459,9 @@ where
                 }
             }
             if self.rx_skip == 0 {
-                if let Some((h, rem)) = codec::frame(&self.rx[..self.rx_len])? {
-                    let total = h + rem;
+                let header = FixedHeader::parse(&self.rx[..self.rx_len]).map_err(protocol)?;
+                if let Some(header) = header {
+                    let (h, total) = (header.header_len, header.packet_len());
                     if total <= self.rx_len {
                         self.handle(h, total)?;
                         continue;
@@ -480,10 +486,15 @@ where
         if first >> 4 != PUBLISH {
             return Err(Error::Protocol);
         }
+        roost_wire::check_flags(first).map_err(protocol)?;
         let qos = (first >> 1) & 3;
-        let mut d = codec::Dec::new(&self.rx[h..]);
-        d.bin()?;
-        self.skip_ack = if qos > 0 { Some((qos, d.u16()?)) } else { None };
+        let mut r = Reader::new(&self.rx[h..]);
+        r.binary().map_err(protocol)?;
+        self.skip_ack = if qos > 0 {
+            Some((qos, r.packet_id().map_err(protocol)?))
+        } else {
+            None
+        };
         self.skip_len = total;
         self.rx_skip = total - self.rx_len;
         self.rx_len = 0;
@@ -514,7 +525,7 @@ where
 
     /// Handles the complete packet `rx[..total]`; sets `rx_done` and `handled`.
     fn handle(&mut self, h: usize, total: usize) -> Result<(), Error> {
-        let pk = codec::decode(self.rx[0], &self.rx[h..total], self.v5)?;
+        let pk = codec::decode(self.rx[0], &self.rx[h..total], self.v5).map_err(protocol)?;
         self.rx_done = total;
         let handled = match pk {
             Inbound::Publish { qos, pid } => self.on_publish(qos, pid)?,
@@ -643,24 +654,26 @@ where
     /// Decodes the event for the packet at `rx[..rx_done]` (already validated).
     fn event(&self) -> Result<Event<'_>, Error> {
         let pkt = &self.rx[..self.rx_done];
-        let (h, _) = codec::frame(pkt)?.ok_or(Error::Protocol)?;
-        let first = *pkt.first().ok_or(Error::Protocol)?;
-        let body = &pkt[h..];
+        let header = FixedHeader::parse(pkt).map_err(protocol)?;
+        let (first, body) = match header {
+            Some(h) => (h.byte1, h.body(pkt).ok_or(Error::Protocol)?),
+            None => return Err(Error::Protocol),
+        };
         let kind = first >> 4;
         if kind == PUBLISH {
-            let p = codec::decode_publish(first, body, self.v5)?;
+            let p = codec::decode_publish(first, body, self.v5).map_err(protocol)?;
             return Ok(Event::Message(Message {
                 topic: p.topic,
                 payload: p.payload,
-                qos: QoS::from_u8((p.first >> 1) & 3).ok_or(Error::Protocol)?,
-                retain: first & 1 != 0,
-                dup: first & 8 != 0,
+                qos: p.qos,
+                retain: first & roost_wire::flags::RETAIN != 0,
+                dup: first & roost_wire::flags::DUP != 0,
                 pid: p.pid,
                 #[cfg(feature = "v5")]
                 raw_properties: p.props,
             }));
         }
-        let pid = codec::Dec::new(body).u16()?;
+        let pid = Reader::new(body).u16().map_err(protocol)?;
         Ok(match kind {
             PUBACK => Event::PubAck(pid),
             #[cfg(feature = "qos2")]
@@ -669,7 +682,7 @@ where
             PUBCOMP => Event::PubComp(pid),
             SUBACK => Event::SubAck {
                 pid,
-                codes: codec::ack_codes(body, self.v5)?,
+                codes: codec::ack_codes(body, self.v5).map_err(protocol)?,
             },
             UNSUBACK => Event::UnsubAck { pid },
             _ => return Err(Error::Protocol),
@@ -706,7 +719,7 @@ where
         qos: QoS,
         retain: bool,
     ) -> Result<u16, Error> {
-        if qos as u8 > self.server_max_qos {
+        if qos as u8 > self.max_qos {
             return Err(Error::InvalidArgument);
         }
         let mut slot = None;
@@ -807,7 +820,7 @@ where
         self.keepalive_ms = u64::from(opts.keep_alive_secs) * 1000;
         self.server_max_packet = u32::MAX;
         self.server_recv_max = u16::MAX;
-        self.server_max_qos = 2;
+        self.max_qos = MAX_QOS;
 
         let fields = codec::ConnectFields {
             v5: self.v5,
@@ -830,13 +843,15 @@ where
 
         let deadline = self.clock.now_ms() + u64::from(opts.connect_timeout_ms);
         let pk = loop {
-            if let Some((h, rem)) = codec::frame(&self.rx[..self.rx_len])? {
-                let total = h + rem;
+            let header = FixedHeader::parse(&self.rx[..self.rx_len]).map_err(protocol)?;
+            if let Some(header) = header {
+                let (h, total) = (header.header_len, header.packet_len());
                 if total > self.rx.len() {
                     return Err(Error::Protocol);
                 }
                 if total <= self.rx_len {
-                    let pk = codec::decode(self.rx[0], &self.rx[h..total], self.v5)?;
+                    let pk =
+                        codec::decode(self.rx[0], &self.rx[h..total], self.v5).map_err(protocol)?;
                     // The next poll drops it; anything after it stays buffered.
                     self.rx_done = total;
                     break pk;
@@ -862,7 +877,7 @@ where
         if self.v5 {
             self.server_max_packet = limits.max_packet;
             self.server_recv_max = limits.receive_max;
-            self.server_max_qos = limits.max_qos;
+            self.max_qos = limits.max_qos.min(MAX_QOS);
             if let Some(ka) = limits.keep_alive {
                 self.keepalive_ms = u64::from(ka) * 1000;
             }

@@ -1,223 +1,47 @@
-//! The MQTT wire codec: encoders write into caller buffers, decoders borrow from them.
+//! The packets the client sends and receives, on top of `roost_wire`: encoders write into
+//! caller buffers, decoders borrow from them.
 //!
-//! Nothing here allocates or panics: every write is bounds checked and reports
-//! [`Error::BufferTooSmall`], every read reports [`Error::Protocol`] on malformed input.
+//! Nothing here allocates or panics. Encoders report [`Error::BufferTooSmall`] (and
+//! [`Error::InvalidArgument`] for fields MQTT cannot carry); decoders report the wire error,
+//! which the client treats as [`Error::Protocol`] (see [`protocol`]).
+
+use roost_wire::connect::{LEVEL_3_1_1, LEVEL_5, PROTOCOL_NAME};
+use roost_wire::flags::{CLEAN_START, PASSWORD, USER_NAME, WILL, WILL_QOS_SHIFT, WILL_RETAIN};
+pub(crate) use roost_wire::packet_type::{
+    CONNACK, CONNECT, DISCONNECT, PINGREQ, PINGRESP, PUBACK, PUBCOMP, PUBLISH, PUBREC, PUBREL,
+    SUBACK, SUBSCRIBE, UNSUBACK, UNSUBSCRIBE,
+};
+#[cfg(feature = "v5")]
+use roost_wire::property::{
+    MAXIMUM_PACKET_SIZE, MAXIMUM_QOS, Properties, Property, RECEIVE_MAXIMUM, SERVER_KEEP_ALIVE,
+    SESSION_EXPIRY_INTERVAL,
+};
+use roost_wire::{
+    DecodeError, EncodeError, Reader, Sink, check_flags, encode_packet, first_byte,
+    publish_first_byte,
+};
 
 use crate::{Error, QoS};
 
-pub(crate) const CONNACK: u8 = 2;
-pub(crate) const PUBLISH: u8 = 3;
-pub(crate) const PUBACK: u8 = 4;
-pub(crate) const PUBREC: u8 = 5;
-pub(crate) const PUBREL: u8 = 6;
-pub(crate) const PUBCOMP: u8 = 7;
-pub(crate) const SUBACK: u8 = 9;
-pub(crate) const UNSUBACK: u8 = 11;
-pub(crate) const PINGRESP: u8 = 13;
-pub(crate) const DISCONNECT: u8 = 14;
+/// The client's error for malformed or unexpected input from the server.
+#[inline]
+pub(crate) fn protocol(_: DecodeError) -> Error {
+    Error::Protocol
+}
 
-/// Largest value of the variable byte integer (remaining length).
-const VARINT_MAX: usize = 268_435_455;
-
-/// Encodes `v` (at most [`VARINT_MAX`]) into `out`, returning the number of bytes used.
-fn varint_encode(mut v: usize, out: &mut [u8; 4]) -> usize {
-    let mut n = 0;
-    loop {
-        let mut b = (v % 128) as u8;
-        v /= 128;
-        if v > 0 {
-            b |= 0x80;
-        }
-        out[n] = b;
-        n += 1;
-        if v == 0 || n == 4 {
-            return n;
-        }
+/// The client's error for a packet that cannot be encoded: too big for the transmit buffer,
+/// or a field MQTT cannot carry (a string over 64 KiB).
+#[inline]
+pub(crate) fn encoding(e: EncodeError) -> Error {
+    match e {
+        EncodeError::BufferTooSmall => Error::BufferTooSmall,
+        EncodeError::PacketTooLarge => Error::PacketTooLarge,
+        EncodeError::TooLong | EncodeError::ValueTooLarge => Error::InvalidArgument,
     }
 }
 
-/// A bounds-checked packet body writer. Packets are encoded in two passes (see [`packet`]):
-/// one that only counts, so the fixed header can be written first and a packet that exactly
-/// fits the buffer is accepted, then one that writes.
-pub(crate) struct Enc<'a> {
-    buf: &'a mut [u8],
-    pos: usize,
-    count: bool,
-}
-
-impl Enc<'_> {
-    pub(crate) fn put(&mut self, b: &[u8]) -> Result<(), Error> {
-        let end = self.pos.checked_add(b.len()).ok_or(Error::BufferTooSmall)?;
-        if !self.count {
-            let dst = self
-                .buf
-                .get_mut(self.pos..end)
-                .ok_or(Error::BufferTooSmall)?;
-            dst.copy_from_slice(b);
-        }
-        self.pos = end;
-        Ok(())
-    }
-
-    pub(crate) fn u8(&mut self, v: u8) -> Result<(), Error> {
-        self.put(&[v])
-    }
-
-    pub(crate) fn u16(&mut self, v: u16) -> Result<(), Error> {
-        self.put(&v.to_be_bytes())
-    }
-
-    #[cfg(feature = "v5")]
-    pub(crate) fn u32(&mut self, v: u32) -> Result<(), Error> {
-        self.put(&v.to_be_bytes())
-    }
-
-    /// Two-byte length prefixed binary data (also used for UTF-8 strings).
-    pub(crate) fn bin(&mut self, b: &[u8]) -> Result<(), Error> {
-        let len = u16::try_from(b.len()).map_err(|_| Error::InvalidArgument)?;
-        self.u16(len)?;
-        self.put(b)
-    }
-
-    pub(crate) fn str(&mut self, s: &str) -> Result<(), Error> {
-        self.bin(s.as_bytes())
-    }
-
-    #[cfg(feature = "v5")]
-    pub(crate) fn varint(&mut self, v: usize) -> Result<(), Error> {
-        if v > VARINT_MAX {
-            return Err(Error::InvalidArgument);
-        }
-        let mut tmp = [0u8; 4];
-        let n = varint_encode(v, &mut tmp);
-        self.put(&tmp[..n])
-    }
-}
-
-/// Encodes a packet with fixed header byte `first` and the body written by `body` into `buf`.
-/// Returns the total length; the packet starts at `buf[0]`.
-pub(crate) fn packet(
-    buf: &mut [u8],
-    first: u8,
-    body: impl Fn(&mut Enc<'_>) -> Result<(), Error>,
-) -> Result<usize, Error> {
-    let mut counter = Enc {
-        buf: &mut [],
-        pos: 0,
-        count: true,
-    };
-    body(&mut counter)?;
-    let len = counter.pos;
-    if len > VARINT_MAX {
-        return Err(Error::PacketTooLarge);
-    }
-    let mut hdr = [0u8; 4];
-    let n = varint_encode(len, &mut hdr);
-    let total = 1 + n + len;
-    if total > buf.len() {
-        return Err(Error::BufferTooSmall);
-    }
-    let head = buf.get_mut(..1 + n).ok_or(Error::BufferTooSmall)?;
-    head[0] = first;
-    head[1..].copy_from_slice(&hdr[..n]);
-    let mut e = Enc {
-        buf,
-        pos: 1 + n,
-        count: false,
-    };
-    body(&mut e)?;
-    Ok(total)
-}
-
-/// A bounds-checked reader over a received packet body.
-pub(crate) struct Dec<'a> {
-    b: &'a [u8],
-    p: usize,
-}
-
-impl<'a> Dec<'a> {
-    pub(crate) fn new(b: &'a [u8]) -> Self {
-        Dec { b, p: 0 }
-    }
-
-    pub(crate) fn take(&mut self, n: usize) -> Result<&'a [u8], Error> {
-        let end = self.p.checked_add(n).ok_or(Error::Protocol)?;
-        let s = self.b.get(self.p..end).ok_or(Error::Protocol)?;
-        self.p = end;
-        Ok(s)
-    }
-
-    pub(crate) fn u8(&mut self) -> Result<u8, Error> {
-        Ok(self.take(1)?[0])
-    }
-
-    pub(crate) fn u16(&mut self) -> Result<u16, Error> {
-        let s = self.take(2)?;
-        Ok(u16::from_be_bytes([s[0], s[1]]))
-    }
-
-    #[cfg(feature = "v5")]
-    pub(crate) fn u32(&mut self) -> Result<u32, Error> {
-        let s = self.take(4)?;
-        Ok(u32::from_be_bytes([s[0], s[1], s[2], s[3]]))
-    }
-
-    #[cfg(feature = "v5")]
-    pub(crate) fn varint(&mut self) -> Result<usize, Error> {
-        let mut v = 0usize;
-        for i in 0..4 {
-            let b = self.u8()?;
-            v |= usize::from(b & 0x7f) << (7 * i);
-            if b & 0x80 == 0 {
-                return Ok(v);
-            }
-        }
-        Err(Error::Protocol)
-    }
-
-    pub(crate) fn bin(&mut self) -> Result<&'a [u8], Error> {
-        let n = self.u16()?;
-        self.take(usize::from(n))
-    }
-
-    pub(crate) fn str(&mut self) -> Result<&'a str, Error> {
-        core::str::from_utf8(self.bin()?).map_err(|_| Error::Protocol)
-    }
-
-    pub(crate) fn rest(&mut self) -> &'a [u8] {
-        let s = self.b.get(self.p..).unwrap_or(&[]);
-        self.p = self.b.len();
-        s
-    }
-
-    pub(crate) fn is_empty(&self) -> bool {
-        self.p >= self.b.len()
-    }
-
-    /// Reads a v5 property block and returns it raw.
-    #[cfg(feature = "v5")]
-    pub(crate) fn props(&mut self) -> Result<&'a [u8], Error> {
-        let n = self.varint()?;
-        self.take(n)
-    }
-}
-
-/// Parses a fixed header at the start of `buf`.
-///
-/// Returns `Ok(None)` when more bytes are needed, else `(header length, remaining length)`.
-pub(crate) fn frame(buf: &[u8]) -> Result<Option<(usize, usize)>, Error> {
-    let mut rem = 0usize;
-    for i in 0..4 {
-        let Some(&b) = buf.get(1 + i) else {
-            return Ok(None);
-        };
-        rem |= usize::from(b & 0x7f) << (7 * i);
-        if b & 0x80 == 0 {
-            return Ok(Some((2 + i, rem)));
-        }
-    }
-    Err(Error::Protocol)
-}
+/// The highest QoS this build handles.
+pub(crate) const MAX_QOS: u8 = if cfg!(feature = "qos2") { 2 } else { 1 };
 
 /// Options for the CONNECT packet, gathered by the client.
 pub(crate) struct ConnectFields<'a> {
@@ -238,49 +62,59 @@ pub(crate) struct ConnectFields<'a> {
 
 pub(crate) fn connect(buf: &mut [u8], c: &ConnectFields<'_>) -> Result<usize, Error> {
     if c.password.is_some() && c.username.is_none() && !c.v5 {
-        // MQTT 3.1.1 forbids a password without a user name.
+        // MQTT 3.1.1 forbids a password without a user name (3.1.1 MQTT-3.1.2-22).
         return Err(Error::InvalidArgument);
     }
-    packet(buf, 0x10, |e| {
-        e.str("MQTT")?;
-        e.u8(if c.v5 { 5 } else { 4 })?;
-        let mut flags = u8::from(c.clean) << 1;
-        if let Some(w) = c.will {
-            flags |= 0x04 | (w.qos as u8) << 3 | u8::from(w.retain) << 5;
+    encode_packet(buf, first_byte(CONNECT), |w| {
+        w.string(PROTOCOL_NAME)?;
+        w.u8(if c.v5 { LEVEL_5 } else { LEVEL_3_1_1 })?;
+        let mut flags = if c.clean { CLEAN_START } else { 0 };
+        if let Some(will) = c.will {
+            flags |= WILL | (will.qos as u8) << WILL_QOS_SHIFT;
+            if will.retain {
+                flags |= WILL_RETAIN;
+            }
         }
-        flags |= u8::from(c.password.is_some()) << 6 | u8::from(c.username.is_some()) << 7;
-        e.u8(flags)?;
-        e.u16(c.keep_alive)?;
+        if c.password.is_some() {
+            flags |= PASSWORD;
+        }
+        if c.username.is_some() {
+            flags |= USER_NAME;
+        }
+        w.u8(flags)?;
+        w.u16(c.keep_alive)?;
         #[cfg(feature = "v5")]
         if c.v5 {
             let expiry = c.session_expiry != 0;
-            e.varint(if expiry { 5 } else { 0 } + 3 + 5)?;
+            // Property length: at most 13, a one-byte variable byte integer.
+            w.u8(if expiry { 5 } else { 0 } + 3 + 5)?;
             if expiry {
-                e.u8(0x11)?;
-                e.u32(c.session_expiry)?;
+                w.u8(SESSION_EXPIRY_INTERVAL)?;
+                w.u32(c.session_expiry)?;
             }
-            e.u8(0x21)?;
-            e.u16(c.receive_max)?;
-            e.u8(0x27)?;
-            e.u32(c.max_packet)?;
+            w.u8(RECEIVE_MAXIMUM)?;
+            w.u16(c.receive_max)?;
+            w.u8(MAXIMUM_PACKET_SIZE)?;
+            w.u32(c.max_packet)?;
         }
-        e.str(c.client_id)?;
-        if let Some(w) = c.will {
+        w.string(c.client_id)?;
+        if let Some(will) = c.will {
             #[cfg(feature = "v5")]
             if c.v5 {
-                e.varint(0)?;
+                w.u8(0)?; // no will properties
             }
-            e.str(w.topic)?;
-            e.bin(w.payload)?;
+            w.string(will.topic)?;
+            w.binary(will.payload)?;
         }
         if let Some(u) = c.username {
-            e.str(u)?;
+            w.string(u)?;
         }
         if let Some(p) = c.password {
-            e.bin(p)?;
+            w.binary(p)?;
         }
         Ok(())
     })
+    .map_err(encoding)
 }
 
 /// Encodes a PUBLISH. `pid` is ignored for QoS 0.
@@ -293,41 +127,43 @@ pub(crate) fn publish(
     retain: bool,
     pid: u16,
 ) -> Result<usize, Error> {
+    // MQTT-4.7.3-1, MQTT-3.3.2-2.
     if topic.is_empty() || topic.contains(['+', '#']) {
         return Err(Error::InvalidArgument);
     }
     let _ = v5;
-    packet(buf, 0x30 | (qos as u8) << 1 | u8::from(retain), |e| {
-        e.str(topic)?;
+    encode_packet(buf, publish_first_byte(false, qos, retain), |w| {
+        w.string(topic)?;
         if qos != QoS::AtMostOnce {
-            e.u16(pid)?;
+            w.u16(pid)?;
         }
         #[cfg(feature = "v5")]
         if v5 {
-            e.varint(0)?;
+            w.u8(0)?; // no properties
         }
-        e.put(payload)
+        w.put(payload)
     })
+    .map_err(encoding)
 }
 
 /// Encodes PUBACK/PUBREC/PUBREL/PUBCOMP. `reason` is only sent for v5 when non-zero.
 pub(crate) fn ack(buf: &mut [u8], kind: u8, pid: u16, reason: u8) -> Result<usize, Error> {
-    let flags = if kind == PUBREL { 2 } else { 0 };
+    let first = first_byte(kind);
     let [hi, lo] = pid.to_be_bytes();
     let (pkt, n): ([u8; 5], usize) = if reason == 0 {
-        ([kind << 4 | flags, 2, hi, lo, 0], 4)
+        ([first, 2, hi, lo, 0], 4)
     } else {
-        ([kind << 4 | flags, 3, hi, lo, reason], 5)
+        ([first, 3, hi, lo, reason], 5)
     };
     let dst = buf.get_mut(..n).ok_or(Error::BufferTooSmall)?;
     dst.copy_from_slice(&pkt[..n]);
     Ok(n)
 }
 
-/// Copies a fixed two-byte packet (PINGREQ, DISCONNECT) into `buf`.
-pub(crate) fn short(buf: &mut [u8], first: u8) -> Result<usize, Error> {
+/// Copies a packet without content (PINGREQ, DISCONNECT) into `buf`.
+pub(crate) fn short(buf: &mut [u8], kind: u8) -> Result<usize, Error> {
     let dst = buf.get_mut(..2).ok_or(Error::BufferTooSmall)?;
-    dst.copy_from_slice(&[first, 0]);
+    dst.copy_from_slice(&[first_byte(kind), 0]);
     Ok(2)
 }
 
@@ -337,21 +173,22 @@ pub(crate) fn subscribe(
     pid: u16,
     subs: &[crate::Subscription<'_>],
 ) -> Result<usize, Error> {
-    if subs.is_empty() {
+    if subs.is_empty() || subs.iter().any(|s| s.qos as u8 > MAX_QOS) {
         return Err(Error::InvalidArgument);
     }
-    packet(buf, 0x82, |e| {
-        e.u16(pid)?;
+    encode_packet(buf, first_byte(SUBSCRIBE), |w| {
+        w.u16(pid)?;
         #[cfg(feature = "v5")]
         if v5 {
-            e.varint(0)?;
+            w.u8(0)?; // no properties
         }
         for s in subs {
-            e.str(s.filter)?;
-            e.u8(s.options(v5))?;
+            w.string(s.filter)?;
+            w.u8(s.options(v5))?;
         }
         Ok(())
     })
+    .map_err(encoding)
 }
 
 pub(crate) fn unsubscribe(
@@ -364,17 +201,18 @@ pub(crate) fn unsubscribe(
         return Err(Error::InvalidArgument);
     }
     let _ = v5;
-    packet(buf, 0xa2, |e| {
-        e.u16(pid)?;
+    encode_packet(buf, first_byte(UNSUBSCRIBE), |w| {
+        w.u16(pid)?;
         #[cfg(feature = "v5")]
         if v5 {
-            e.varint(0)?;
+            w.u8(0)?; // no properties
         }
         for f in filters {
-            e.str(f)?;
+            w.string(f)?;
         }
         Ok(())
     })
+    .map_err(encoding)
 }
 
 /// A decoded inbound packet, reduced to what the state machine needs (no borrows).
@@ -420,7 +258,7 @@ pub(crate) struct ServerLimits {
 
 /// A received PUBLISH, borrowing from the receive buffer.
 pub(crate) struct PublishView<'a> {
-    pub(crate) first: u8,
+    pub(crate) qos: QoS,
     pub(crate) topic: &'a str,
     pub(crate) pid: u16,
     #[cfg(feature = "v5")]
@@ -428,46 +266,55 @@ pub(crate) struct PublishView<'a> {
     pub(crate) payload: &'a [u8],
 }
 
-pub(crate) fn decode_publish(first: u8, body: &[u8], v5: bool) -> Result<PublishView<'_>, Error> {
-    let qos = (first >> 1) & 3;
-    if qos == 3 || (qos == 2 && !cfg!(feature = "qos2")) {
-        return Err(Error::Protocol);
-    }
-    let mut d = Dec::new(body);
-    let topic = d.str()?;
-    let pid = if qos > 0 { d.u16()? } else { 0 };
-    if qos > 0 && pid == 0 {
-        return Err(Error::Protocol);
-    }
+/// Decodes the body of a PUBLISH whose first byte is `first` (flags already checked by
+/// [`decode`] or [`check_flags`]).
+pub(crate) fn decode_publish(
+    first: u8,
+    body: &[u8],
+    v5: bool,
+) -> Result<PublishView<'_>, DecodeError> {
+    let qos = match QoS::from_publish_byte(first) {
+        Some(q) if q as u8 <= MAX_QOS => q,
+        _ => return Err(DecodeError::InvalidQoS),
+    };
+    let mut r = Reader::new(body);
+    let topic = r.string()?;
+    let pid = if qos != QoS::AtMostOnce {
+        r.packet_id()?
+    } else {
+        0
+    };
     #[cfg(feature = "v5")]
-    let props = if v5 { d.props()? } else { &[] };
+    let props = if v5 { r.properties()? } else { &[] };
     let _ = v5;
     if topic.is_empty() {
         // An empty topic is only valid with a topic alias, which this client never allows.
-        return Err(Error::Protocol);
+        return Err(DecodeError::InvalidTopicName);
     }
     Ok(PublishView {
-        first,
+        qos,
         topic,
         pid,
         #[cfg(feature = "v5")]
         props,
-        payload: d.rest(),
+        payload: r.rest(),
     })
 }
 
-/// Decodes the fixed-size parts of any packet a client may receive.
-pub(crate) fn decode(first: u8, body: &[u8], v5: bool) -> Result<Inbound, Error> {
+/// Decodes the fixed-size parts of any packet a client may receive: checks the fixed-header
+/// flags, the packet type for this direction and version, and the content.
+pub(crate) fn decode(first: u8, body: &[u8], v5: bool) -> Result<Inbound, DecodeError> {
+    check_flags(first)?;
     let kind = first >> 4;
-    let flags = first & 0x0f;
-    let mut d = Dec::new(body);
+    let mut r = Reader::new(body);
     let pk = match kind {
         CONNACK => {
-            let sp = d.u8()?;
-            if sp > 1 {
-                return Err(Error::Protocol);
-            }
-            let code = d.u8()?;
+            let session_present = match r.u8()? {
+                0 => false,
+                1 => true,
+                _ => return Err(DecodeError::ReservedFlags), // MQTT-3.2.2-1
+            };
+            let code = r.u8()?;
             #[cfg(feature = "v5")]
             let mut limits = ServerLimits {
                 receive_max: u16::MAX,
@@ -476,20 +323,20 @@ pub(crate) fn decode(first: u8, body: &[u8], v5: bool) -> Result<Inbound, Error>
                 max_qos: 2,
             };
             #[cfg(feature = "v5")]
-            if v5 && !d.is_empty() {
-                let mut it = crate::Properties::new(d.props()?);
-                while let Some(p) = it.next_prop()? {
+            if v5 && !r.is_empty() {
+                let mut props = Properties::new(r.properties()?);
+                while let Some(p) = props.next_prop()? {
                     match p {
-                        crate::Property::U16(0x21, v) if v > 0 => limits.receive_max = v,
-                        crate::Property::U32(0x27, v) if v > 0 => limits.max_packet = v,
-                        crate::Property::U16(0x13, v) => limits.keep_alive = Some(v),
-                        crate::Property::Byte(0x24, v) => limits.max_qos = v,
+                        Property::U16(RECEIVE_MAXIMUM, v) if v > 0 => limits.receive_max = v,
+                        Property::U32(MAXIMUM_PACKET_SIZE, v) if v > 0 => limits.max_packet = v,
+                        Property::U16(SERVER_KEEP_ALIVE, v) => limits.keep_alive = Some(v),
+                        Property::Byte(MAXIMUM_QOS, v) => limits.max_qos = v,
                         _ => {}
                     }
                 }
             }
             Inbound::ConnAck {
-                session_present: sp == 1,
+                session_present,
                 code,
                 #[cfg(feature = "v5")]
                 limits,
@@ -498,71 +345,66 @@ pub(crate) fn decode(first: u8, body: &[u8], v5: bool) -> Result<Inbound, Error>
         PUBLISH => {
             let p = decode_publish(first, body, v5)?;
             return Ok(Inbound::Publish {
-                qos: (first >> 1) & 3,
+                qos: p.qos as u8,
                 pid: p.pid,
             });
         }
         PUBACK | PUBREC | PUBREL | PUBCOMP => {
-            let want = if kind == PUBREL { 2 } else { 0 };
-            if flags != want {
-                return Err(Error::Protocol);
+            let pid = r.packet_id()?;
+            // v5 may append a reason code (and properties, not read); 3.1.1 must not.
+            let reason = if v5 && !r.is_empty() { r.u8()? } else { 0 };
+            if !v5 {
+                r.finish()?;
             }
-            let pid = d.u16()?;
-            // v5 may append a reason code (and properties); 3.1.1 must not.
-            let reason = if v5 && !d.is_empty() { d.u8()? } else { 0 };
-            if !v5 && !d.is_empty() {
-                return Err(Error::Protocol);
-            }
-            let _ = d.rest();
             return Ok(Inbound::Ack { kind, pid, reason });
         }
         SUBACK => {
-            let pid = d.u16()?;
+            let pid = r.packet_id()?;
             #[cfg(feature = "v5")]
             if v5 {
-                d.props()?;
+                r.properties()?;
             }
-            if d.is_empty() {
-                return Err(Error::Protocol);
+            if r.is_empty() {
+                // At least one return code (MQTT 5.0 section 3.9.3).
+                return Err(DecodeError::Truncated);
             }
-            let _ = d.rest();
+            r.rest();
             Inbound::SubAck { pid }
         }
         UNSUBACK => {
-            let pid = d.u16()?;
-            let _ = d.rest();
+            let pid = r.packet_id()?;
+            r.rest();
             Inbound::UnsubAck { pid }
         }
         PINGRESP => Inbound::PingResp,
         DISCONNECT if v5 => {
-            let reason = if d.is_empty() { 0 } else { d.u8()? };
-            let _ = d.rest();
+            let reason = if r.is_empty() { 0 } else { r.u8()? };
+            r.rest();
             Inbound::Disconnect { reason }
         }
-        _ => return Err(Error::Protocol),
+        _ => return Err(DecodeError::UnexpectedPacket),
     };
-    if flags != 0 || !d.is_empty() {
-        return Err(Error::Protocol);
-    }
+    r.finish()?;
     Ok(pk)
 }
 
 /// Return codes of a SUBACK / UNSUBACK (v5), borrowing from the packet body.
-pub(crate) fn ack_codes(body: &[u8], v5: bool) -> Result<&[u8], Error> {
-    let mut d = Dec::new(body);
-    d.u16()?;
+pub(crate) fn ack_codes(body: &[u8], v5: bool) -> Result<&[u8], DecodeError> {
+    let mut r = Reader::new(body);
+    r.u16()?;
     #[cfg(feature = "v5")]
     if v5 {
-        d.props()?;
+        r.properties()?;
     }
     let _ = v5;
-    Ok(d.rest())
+    Ok(r.rest())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::{Subscription, Will};
+    use roost_wire::FixedHeader;
 
     fn fields<'a>(v5: bool, id: &'a str) -> ConnectFields<'a> {
         ConnectFields {
@@ -582,24 +424,11 @@ mod tests {
         }
     }
 
-    #[test]
-    fn varint_roundtrip_and_limits() {
-        for v in [
-            0usize, 1, 127, 128, 16_383, 16_384, 2_097_151, 2_097_152, VARINT_MAX,
-        ] {
-            let mut out = [0u8; 4];
-            let n = varint_encode(v, &mut out);
-            let mut pkt = [0u8; 5];
-            pkt[0] = 0x30;
-            pkt[1..1 + n].copy_from_slice(&out[..n]);
-            assert_eq!(frame(&pkt[..1 + n]).unwrap(), Some((1 + n, v)));
-            // Truncated length bytes need more input rather than failing.
-            if n > 1 {
-                assert_eq!(frame(&pkt[..n]).unwrap(), None);
-            }
-        }
-        assert_eq!(frame(&[0x30, 0xff, 0xff, 0xff, 0xff]), Err(Error::Protocol));
-        assert_eq!(frame(&[0x30]).unwrap(), None);
+    /// The fixed header of what the encoders write frames as the client reads it.
+    fn framed(pkt: &[u8]) -> (u8, &[u8]) {
+        let h = FixedHeader::parse(pkt).unwrap().unwrap();
+        assert_eq!(h.packet_len(), pkt.len());
+        (h.byte1, h.body(pkt).unwrap())
     }
 
     #[test]
@@ -681,17 +510,45 @@ mod tests {
     }
 
     #[test]
+    fn fields_mqtt_cannot_carry_are_invalid_arguments() {
+        let long = [b'a'; 65_536];
+        let topic = core::str::from_utf8(&long).unwrap();
+        let mut buf = [0u8; 64];
+        assert_eq!(
+            publish(&mut buf, false, topic, b"", QoS::AtMostOnce, false, 0),
+            Err(Error::InvalidArgument)
+        );
+        let subs = [Subscription::new(topic, QoS::AtMostOnce)];
+        assert_eq!(
+            subscribe(&mut buf, false, 1, &subs),
+            Err(Error::InvalidArgument)
+        );
+        assert_eq!(
+            unsubscribe(&mut buf, false, 1, &[topic]),
+            Err(Error::InvalidArgument)
+        );
+        // QoS 2 subscriptions need the qos2 feature.
+        let q2 = [Subscription::new("a", QoS::ExactlyOnce)];
+        let r = subscribe(&mut buf, false, 1, &q2);
+        if cfg!(feature = "qos2") {
+            assert_eq!(r, Ok(8));
+        } else {
+            assert_eq!(r, Err(Error::InvalidArgument));
+        }
+    }
+
+    #[test]
     fn publish_roundtrip_both_versions() {
         for v5 in [false, cfg!(feature = "v5")] {
             let mut buf = [0u8; 64];
             let n = publish(&mut buf, v5, "a/b", b"hello", QoS::AtLeastOnce, true, 7).unwrap();
-            let (h, rem) = frame(&buf[..n]).unwrap().unwrap();
-            assert_eq!(h + rem, n);
-            assert_eq!(buf[0], 0x33);
-            let p = decode_publish(buf[0], &buf[h..n], v5).unwrap();
+            let (first, body) = framed(&buf[..n]);
+            assert_eq!(first, 0x33);
+            let p = decode_publish(first, body, v5).unwrap();
             assert_eq!((p.topic, p.pid, p.payload), ("a/b", 7, &b"hello"[..]));
+            assert_eq!(p.qos, QoS::AtLeastOnce);
             assert_eq!(
-                decode(buf[0], &buf[h..n], v5).unwrap(),
+                decode(first, body, v5).unwrap(),
                 Inbound::Publish { qos: 1, pid: 7 }
             );
         }
@@ -711,17 +568,43 @@ mod tests {
         // QoS 1 with pid 0
         assert_eq!(
             decode(0x32, &[0, 1, b't', 0, 0], false),
-            Err(Error::Protocol)
+            Err(DecodeError::PacketIdZero)
         );
         // QoS 3
         assert_eq!(
             decode(0x36, &[0, 1, b't', 0, 1], false),
-            Err(Error::Protocol)
+            Err(DecodeError::InvalidQoS)
+        );
+        // DUP with QoS 0
+        assert_eq!(
+            decode(0x38, &[0, 1, b't'], false),
+            Err(DecodeError::DupWithQoS0)
         );
         // topic longer than body
-        assert_eq!(decode(0x30, &[0, 9, b't'], false), Err(Error::Protocol));
-        // invalid UTF-8 topic
-        assert_eq!(decode(0x30, &[0, 1, 0xff], false), Err(Error::Protocol));
+        assert_eq!(
+            decode(0x30, &[0, 9, b't'], false),
+            Err(DecodeError::Truncated)
+        );
+        // invalid UTF-8 topic, U+0000 in the topic, empty topic
+        assert_eq!(
+            decode(0x30, &[0, 1, 0xff], false),
+            Err(DecodeError::InvalidUtf8)
+        );
+        assert_eq!(
+            decode(0x30, &[0, 1, 0], false),
+            Err(DecodeError::NullCharacter)
+        );
+        assert_eq!(
+            decode(0x30, &[0, 0, b'x'], false),
+            Err(DecodeError::InvalidTopicName)
+        );
+        // QoS 2 needs the qos2 feature.
+        let q2 = decode(0x34, &[0, 1, b't', 0, 1], false);
+        if cfg!(feature = "qos2") {
+            assert_eq!(q2, Ok(Inbound::Publish { qos: 2, pid: 1 }));
+        } else {
+            assert_eq!(q2, Err(DecodeError::InvalidQoS));
+        }
     }
 
     #[test]
@@ -740,10 +623,29 @@ mod tests {
                 reason: 0
             })
         );
-        // PUBREL must have flags 2
-        assert_eq!(decode(0x60, &[0, 5], false), Err(Error::Protocol));
+        // PUBREL must have flags 2, the others 0
+        assert_eq!(
+            decode(0x60, &[0, 5], false),
+            Err(DecodeError::ReservedFlags)
+        );
+        assert_eq!(
+            decode(0x41, &[0, 5], false),
+            Err(DecodeError::ReservedFlags)
+        );
+        assert_eq!(
+            decode(0x62, &[0, 5], false),
+            Ok(Inbound::Ack {
+                kind: PUBREL,
+                pid: 5,
+                reason: 0
+            })
+        );
         // 3.1.1 acks have no reason code
-        assert_eq!(decode(0x50, &[0, 5, 0x80], false), Err(Error::Protocol));
+        assert_eq!(
+            decode(0x50, &[0, 5, 0x80], false),
+            Err(DecodeError::TrailingBytes)
+        );
+        assert_eq!(decode(0x40, &[0, 0], false), Err(DecodeError::PacketIdZero));
         #[cfg(feature = "v5")]
         assert_eq!(
             decode(0x50, &[0, 5, 0x87, 0], true),
@@ -772,7 +674,7 @@ mod tests {
             Ok(Inbound::SubAck { pid: 3 })
         );
         assert_eq!(ack_codes(&[0, 3, 1, 0x80], false), Ok(&[1u8, 0x80][..]));
-        assert_eq!(decode(0x90, &[0, 3], false), Err(Error::Protocol));
+        assert_eq!(decode(0x90, &[0, 3], false), Err(DecodeError::Truncated));
         let n = unsubscribe(&mut buf, false, 4, &["a/#"]).unwrap();
         assert_eq!(&buf[..n], &[0xa2, 7, 0, 4, 0, 3, b'a', b'/', b'#']);
         assert_eq!(
@@ -797,13 +699,22 @@ mod tests {
                 }
             })
         );
-        assert_eq!(decode(0x20, &[2, 0], false), Err(Error::Protocol));
+        assert_eq!(
+            decode(0x20, &[2, 0], false),
+            Err(DecodeError::ReservedFlags)
+        );
         assert_eq!(decode(0xd0, &[], false), Ok(Inbound::PingResp));
-        assert_eq!(decode(0xd0, &[1], false), Err(Error::Protocol));
+        assert_eq!(decode(0xd0, &[1], false), Err(DecodeError::TrailingBytes));
+        assert_eq!(decode(0xd1, &[], false), Err(DecodeError::ReservedFlags));
         // DISCONNECT from a server is a protocol error in 3.1.1
-        assert_eq!(decode(0xe0, &[], false), Err(Error::Protocol));
-        // CONNECT is never sent to a client
-        assert_eq!(decode(0x10, &[], false), Err(Error::Protocol));
+        assert_eq!(decode(0xe0, &[], false), Err(DecodeError::UnexpectedPacket));
+        // CONNECT is never sent to a client; type 0 is reserved
+        assert_eq!(decode(0x10, &[], false), Err(DecodeError::UnexpectedPacket));
+        assert_eq!(
+            decode(0x00, &[], false),
+            Err(DecodeError::ReservedPacketType)
+        );
+        assert_eq!(protocol(DecodeError::Truncated), Error::Protocol);
     }
 
     #[cfg(feature = "v5")]
@@ -831,6 +742,14 @@ mod tests {
             Ok(Inbound::Disconnect { reason: 0x8e })
         );
         // property block longer than the packet
-        assert_eq!(decode(0x20, &[0, 0, 9, 0x21], true), Err(Error::Protocol));
+        assert_eq!(
+            decode(0x20, &[0, 0, 9, 0x21], true),
+            Err(DecodeError::Truncated)
+        );
+        // an unknown property
+        assert_eq!(
+            decode(0x20, &[0, 0, 2, 0x7f, 0], true),
+            Err(DecodeError::UnknownProperty)
+        );
     }
 }

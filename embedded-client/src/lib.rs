@@ -54,31 +54,11 @@ pub use store::{RAM_RECORD_OVERHEAD, RamStore, Record, SessionStore, StoreError}
 
 use core::future::Future;
 
-/// Quality of service of a message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-#[repr(u8)]
-pub enum QoS {
-    /// At most once: fire and forget.
-    AtMostOnce = 0,
-    /// At least once: PUBLISH / PUBACK, duplicates possible.
-    AtLeastOnce = 1,
-    /// Exactly once: PUBLISH / PUBREC / PUBREL / PUBCOMP.
-    #[cfg(feature = "qos2")]
-    ExactlyOnce = 2,
-}
-
-impl QoS {
-    /// Converts the two QoS bits of a packet; `None` for values this build does not support.
-    pub fn from_u8(v: u8) -> Option<QoS> {
-        match v {
-            0 => Some(QoS::AtMostOnce),
-            1 => Some(QoS::AtLeastOnce),
-            #[cfg(feature = "qos2")]
-            2 => Some(QoS::ExactlyOnce),
-            _ => None,
-        }
-    }
-}
+/// Quality of service of a message (shared with the rest of Roost through `roost-wire`).
+/// Without the `qos2` feature, [`QoS::ExactlyOnce`] is refused with
+/// [`Error::InvalidArgument`] by [`Client::publish`] and [`Client::subscribe`]; a will may
+/// still use it, since the server alone delivers the will.
+pub use roost_wire::QoS;
 
 /// MQTT protocol version, chosen at connect.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -179,14 +159,20 @@ impl<'a> Subscription<'a> {
         }
     }
 
+    /// The subscription options byte (MQTT 5.0 section 3.8.3.1; only the QoS in 3.1.1).
     pub(crate) fn options(&self, v5: bool) -> u8 {
         let _ = v5;
         #[cfg(feature = "v5")]
         if v5 {
-            return self.qos as u8
-                | u8::from(self.no_local) << 2
-                | u8::from(self.retain_as_published) << 3
-                | (self.retain_handling & 3) << 4;
+            use roost_wire::flags::{NO_LOCAL, RETAIN_AS_PUBLISHED, RETAIN_HANDLING_SHIFT};
+            let mut options = self.qos as u8 | (self.retain_handling & 3) << RETAIN_HANDLING_SHIFT;
+            if self.no_local {
+                options |= NO_LOCAL;
+            }
+            if self.retain_as_published {
+                options |= RETAIN_AS_PUBLISHED;
+            }
+            return options;
         }
         self.qos as u8
     }
@@ -233,7 +219,7 @@ pub enum Error {
         reason: u8,
     },
     /// Invalid argument (empty topic, wildcard in a publish topic, string over 64 KiB, QoS
-    /// above the server's maximum, ...). Nothing was sent.
+    /// above the server's maximum, QoS 2 without the `qos2` feature, ...). Nothing was sent.
     InvalidArgument,
 }
 
@@ -269,60 +255,23 @@ impl<C: Clock + ?Sized> Clock for &mut C {
 
 /// One v5 property, as yielded by [`Properties`].
 #[cfg(feature = "v5")]
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Property<'a> {
-    /// A one-byte property: (identifier, value).
-    Byte(u8, u8),
-    /// A two-byte integer property.
-    U16(u8, u16),
-    /// A four-byte integer property.
-    U32(u8, u32),
-    /// A variable byte integer property (subscription identifier).
-    VarInt(u8, u32),
-    /// A UTF-8 string property (content type, response topic, ...).
-    Str(u8, &'a str),
-    /// A binary property (correlation data, authentication data).
-    Bin(u8, &'a [u8]),
-    /// A user property (name, value).
-    Pair(&'a str, &'a str),
-}
+pub use roost_wire::property::Property;
 
 /// Iterator over a raw v5 property block (for instance [`Message::properties`]).
 #[cfg(feature = "v5")]
 #[derive(Debug, Clone)]
-pub struct Properties<'a> {
-    d: &'a [u8],
-    p: usize,
-}
+pub struct Properties<'a>(roost_wire::property::Properties<'a>);
 
 #[cfg(feature = "v5")]
 impl<'a> Properties<'a> {
     /// Iterates over the property block `raw` (without its length prefix).
     pub fn new(raw: &'a [u8]) -> Self {
-        Properties { d: raw, p: 0 }
+        Properties(roost_wire::property::Properties::new(raw))
     }
 
     /// The next property, `Ok(None)` at the end, `Err(Error::Protocol)` if malformed.
     pub fn next_prop(&mut self) -> Result<Option<Property<'a>>, Error> {
-        let mut d = codec::Dec::new(self.d.get(self.p..).unwrap_or(&[]));
-        if d.is_empty() {
-            return Ok(None);
-        }
-        let before = self.d.len() - self.p;
-        let id = d.u8()?;
-        let p = match id {
-            0x01 | 0x17 | 0x19 | 0x24 | 0x25 | 0x28 | 0x29 | 0x2a => Property::Byte(id, d.u8()?),
-            0x13 | 0x21 | 0x22 | 0x23 => Property::U16(id, d.u16()?),
-            0x02 | 0x11 | 0x18 | 0x27 => Property::U32(id, d.u32()?),
-            0x0b => Property::VarInt(id, d.varint()? as u32),
-            0x03 | 0x08 | 0x12 | 0x15 | 0x1a | 0x1c | 0x1f => Property::Str(id, d.str()?),
-            0x09 | 0x16 => Property::Bin(id, d.bin()?),
-            0x26 => Property::Pair(d.str()?, d.str()?),
-            _ => return Err(Error::Protocol),
-        };
-        let left = d.rest().len();
-        self.p += before - left;
-        Ok(Some(p))
+        self.0.next_prop().map_err(codec::protocol)
     }
 }
 
@@ -331,7 +280,7 @@ impl<'a> Iterator for Properties<'a> {
     type Item = Property<'a>;
     /// Yields properties until the end or the first malformed one.
     fn next(&mut self) -> Option<Property<'a>> {
-        self.next_prop().ok().flatten()
+        self.0.next().and_then(Result::ok)
     }
 }
 

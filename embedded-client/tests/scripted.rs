@@ -10,6 +10,7 @@ use std::time::Duration;
 use common::*;
 use embedded_io_adapters::tokio_1::FromTokio;
 use roost_client::{Client, Error, MAX_INFLIGHT, Protocol, QoS, Record, SessionStore, StoreError};
+use roost_wire::FixedHeader;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 
 type Pipe = FromTokio<DuplexStream>;
@@ -23,18 +24,17 @@ impl Peer {
         // Long enough for the paused-clock keepalive test, whose client timers come first.
         tokio::time::timeout(Duration::from_secs(60), async {
             let mut pkt = vec![self.0.read_u8().await.unwrap()];
-            let mut rem = 0usize;
-            for i in 0..4 {
-                let b = self.0.read_u8().await.unwrap();
-                pkt.push(b);
-                rem |= usize::from(b & 0x7f) << (7 * i);
-                if b & 0x80 == 0 {
-                    break;
+            let header = loop {
+                pkt.push(self.0.read_u8().await.unwrap());
+                if let Some(h) = FixedHeader::parse(&pkt).expect("fixed header") {
+                    break h;
                 }
-            }
-            let start = pkt.len();
-            pkt.resize(start + rem, 0);
-            self.0.read_exact(&mut pkt[start..]).await.unwrap();
+            };
+            pkt.resize(header.packet_len(), 0);
+            self.0
+                .read_exact(&mut pkt[header.header_len..])
+                .await
+                .unwrap();
             pkt
         })
         .await

@@ -14,6 +14,7 @@ use roost::codec::{
     self, AckKind, Connect, Decoder, Packet, PubAckLike, PublishProperties, PublishView, QoS,
     Version,
 };
+use roost_wire::{FixedHeader, Reader};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -303,62 +304,40 @@ impl Conn {
     }
 }
 
-/// Reads a variable byte integer at the start of `b`: `Ok(None)` if incomplete, else the
-/// value and its length.
-fn varint(b: &[u8]) -> Result<Option<(usize, usize)>, String> {
-    let mut value = 0usize;
-    for i in 0..4 {
-        let Some(&byte) = b.get(i) else {
-            return Ok(None);
-        };
-        value |= usize::from(byte & 0x7F) << (7 * i);
-        if byte & 0x80 == 0 {
-            return Ok(Some((value, i + 1)));
-        }
-    }
-    Err("malformed variable byte integer".into())
-}
-
 /// The fast path for a PUBLISH at the start of `buf`: `Ok(None)` when incomplete, else the
-/// frame length and the fields the load generator uses. Bounds are checked; bad input is an
-/// error, never a panic.
+/// frame length and the fields the load generator uses. Framing, flag checks and bounds come
+/// from `roost_wire`; bad input is an error, never a panic.
 fn parse_publish(buf: &[u8], version: Version) -> Result<Option<(usize, PublishInfo)>, String> {
-    let byte1 = buf[0];
-    let Some((remaining, len_len)) = varint(&buf[1..])? else {
+    let bad = |e: roost_wire::DecodeError| format!("malformed PUBLISH from the broker: {e}");
+    let Some(header) = FixedHeader::parse(buf).map_err(bad)? else {
         return Ok(None);
     };
-    let total = 1 + len_len + remaining;
+    let total = header.packet_len();
     if total > MAX_PACKET {
         return Err(format!("PUBLISH of {total} bytes is too large"));
     }
-    let Some(body) = buf.get(1 + len_len..total) else {
+    let Some(body) = header.body(buf) else {
         return Ok(None);
     };
-    let bad = || "malformed PUBLISH from the broker".to_string();
-    let qos = QoS::from_u8((byte1 >> 1) & 0b11).ok_or_else(bad)?;
-    let topic_len = usize::from(u16::from_be_bytes([
-        *body.first().ok_or_else(bad)?,
-        *body.get(1).ok_or_else(bad)?,
-    ]));
-    let mut pos = 2 + topic_len;
-    let mut packet_id = 0;
-    if qos != QoS::AtMostOnce {
-        let id = body.get(pos..pos + 2).ok_or_else(bad)?;
-        packet_id = u16::from_be_bytes([id[0], id[1]]);
-        pos += 2;
-    }
+    roost_wire::check_flags(header.byte1).map_err(bad)?;
+    let qos = QoS::from_publish_byte(header.byte1)
+        .ok_or_else(|| bad(roost_wire::DecodeError::InvalidQoS))?;
+    let mut r = Reader::new(body);
+    r.binary().map_err(bad)?; // the topic, not needed here
+    let packet_id = match qos {
+        QoS::AtMostOnce => 0,
+        _ => r.packet_id().map_err(bad)?,
+    };
     if version == Version::V5 {
-        let (props_len, n) = varint(body.get(pos..).ok_or_else(bad)?)?.ok_or_else(bad)?;
-        pos += n + props_len;
+        r.properties().map_err(bad)?;
     }
-    let payload = body.get(pos..).ok_or_else(bad)?;
     Ok(Some((
         total,
         PublishInfo {
             qos,
             packet_id,
-            dup: byte1 & 0b1000 != 0,
-            stamp: Stamp::read(payload),
+            dup: header.byte1 & roost_wire::flags::DUP != 0,
+            stamp: Stamp::read(r.rest()),
         },
     )))
 }
@@ -412,5 +391,8 @@ mod tests {
         assert!(parse_publish(&[0x32, 0x01, 0x00], Version::V311).is_err());
         assert!(parse_publish(&[0x36, 0x00], Version::V311).is_err());
         assert!(parse_publish(&[0x30, 0xFF, 0xFF, 0xFF, 0xFF], Version::V311).is_err());
+        assert!(parse_publish(&[0x38, 0x03, 0x00, 0x01, b't'], Version::V311).is_err()); // DUP, QoS 0
+        assert!(parse_publish(&[0x32, 0x05, 0x00, 0x01, b't', 0, 0], Version::V311).is_err()); // id 0
+        assert!(parse_publish(&[0x30, 0x04, 0x00, 0x01, b't', 9], Version::V5).is_err()); // props
     }
 }

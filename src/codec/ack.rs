@@ -7,22 +7,15 @@ use super::error::{DecodeError, EncodeError};
 use super::frame::Frame;
 use super::packet::{AckKind, Packet, PubAckLike, Version};
 use super::properties::{self as prop, Context};
-use super::reason::ReasonCode;
-use super::writer::{self, Encode, Sink};
-
-/// Reason codes a PUBACK or PUBREC may carry (MQTT 5.0 3.4.2.1, 3.5.2.1).
-const PUBACK_REASONS: &[u8] = &[0x00, 0x10, 0x80, 0x83, 0x87, 0x90, 0x91, 0x97, 0x99];
-/// Reason codes a PUBREL or PUBCOMP may carry (MQTT 5.0 3.6.2.1, 3.7.2.1).
-const PUBREL_REASONS: &[u8] = &[0x00, 0x92];
+use super::writer::{self, Encode};
+use roost_wire::packet_type::{PUBACK, PUBCOMP, PUBREC, PUBREL};
+use roost_wire::{ReasonCode, Sink};
 
 /// Decodes one of the four acknowledgements. Packet id 0 is malformed (MQTT-2.2.1-3); in
 /// 3.1.1 the remaining length must be exactly 2.
 pub(crate) fn decode(f: &Frame, kind: AckKind, version: Version) -> Result<Packet, DecodeError> {
     let mut r = f.body();
-    let packet_id = r.u16()?;
-    if packet_id == 0 {
-        return Err(DecodeError::Malformed("packet identifier 0"));
-    }
+    let packet_id = r.packet_id()?;
     let mut ack = PubAckLike {
         kind,
         packet_id,
@@ -31,11 +24,7 @@ pub(crate) fn decode(f: &Frame, kind: AckKind, version: Version) -> Result<Packe
     };
     if version == Version::V5 && !r.is_empty() {
         ack.reason = ReasonCode(r.u8()?);
-        let allowed = match kind {
-            AckKind::PubAck | AckKind::PubRec => PUBACK_REASONS,
-            AckKind::PubRel | AckKind::PubComp => PUBREL_REASONS,
-        };
-        if !allowed.contains(&ack.reason.0) {
+        if !ack.reason.is_valid_v5(packet_type(kind)) {
             return Err(DecodeError::Malformed("invalid reason code"));
         }
         // Remaining length 3: no property length, no properties.
@@ -47,14 +36,19 @@ pub(crate) fn decode(f: &Frame, kind: AckKind, version: Version) -> Result<Packe
     Ok(Packet::Ack(ack))
 }
 
+/// The packet type of an acknowledgement.
+fn packet_type(kind: AckKind) -> u8 {
+    match kind {
+        AckKind::PubAck => PUBACK,
+        AckKind::PubRec => PUBREC,
+        AckKind::PubRel => PUBREL,
+        AckKind::PubComp => PUBCOMP,
+    }
+}
+
 /// The fixed-header byte of an acknowledgement (PUBREL carries flags 0010).
 pub(crate) fn first_byte(kind: AckKind) -> u8 {
-    match kind {
-        AckKind::PubAck => 0x40,
-        AckKind::PubRec => 0x50,
-        AckKind::PubRel => 0x62,
-        AckKind::PubComp => 0x70,
-    }
+    roost_wire::first_byte(packet_type(kind))
 }
 
 /// Encodes an acknowledgement body. In 5.0 the short forms are used: packet id only for
@@ -67,9 +61,9 @@ impl Encode for AckBody<'_> {
         if a.packet_id == 0 {
             return Err(EncodeError::PacketIdZero);
         }
-        s.u16(a.packet_id);
+        s.u16(a.packet_id)?;
         if self.1 == Version::V5 && (a.reason != ReasonCode::SUCCESS || a.reason_string.is_some()) {
-            s.u8(a.reason.0);
+            s.u8(a.reason.0)?;
             if a.reason_string.is_some() {
                 writer::put_props(s, &ReasonProps(a.reason_string.as_deref()))?;
             }

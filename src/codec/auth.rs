@@ -4,11 +4,9 @@ use super::error::{DecodeError, EncodeError};
 use super::frame::Frame;
 use super::packet::{Auth, Packet};
 use super::properties::{self as prop, Context};
-use super::reason::ReasonCode;
-use super::writer::{self, Encode, Sink};
-
-/// AUTH reason codes: success, continue authentication, re-authenticate (MQTT 5.0 3.15.2.1).
-const REASONS: &[u8] = &[0x00, 0x18, 0x19];
+use super::writer::{self, Encode};
+use roost_wire::packet_type::AUTH;
+use roost_wire::{ReasonCode, Sink};
 
 /// Decodes an AUTH. Remaining length 0 means reason 0x00 without properties.
 pub(crate) fn decode(f: &Frame) -> Result<Packet, DecodeError> {
@@ -16,7 +14,8 @@ pub(crate) fn decode(f: &Frame) -> Result<Packet, DecodeError> {
     let mut auth = Auth::default();
     if !r.is_empty() {
         auth.reason = ReasonCode(r.u8()?);
-        if !REASONS.contains(&auth.reason.0) {
+        // Success, continue authentication, re-authenticate (MQTT 5.0 3.15.2.1).
+        if !auth.reason.is_valid_v5(AUTH) {
             return Err(DecodeError::Malformed("invalid reason code"));
         }
         if !r.is_empty() {
@@ -41,7 +40,7 @@ impl Encode for AuthBody<'_> {
         if a.reason == ReasonCode::SUCCESS && a.method.is_none() && a.data.is_none() {
             return Ok(());
         }
-        s.u8(a.reason.0);
+        s.u8(a.reason.0)?;
         writer::put_props(s, &AuthProps(a))
     }
 }

@@ -7,15 +7,16 @@ use super::error::{DecodeError, EncodeError};
 use super::frame::Frame;
 use super::packet::{ConnAck, ConnAckProperties, Packet, Version};
 use super::properties::{self as prop, Context};
-use super::reason::ReasonCode;
-use super::writer::{self, Encode, Sink};
+use super::writer::{self, Encode};
+use roost_wire::flags::SESSION_PRESENT;
+use roost_wire::{ReasonCode, Sink};
 
 /// Decodes a CONNACK. Connect acknowledge flags other than bit 0 are malformed
 /// (MQTT-3.2.2-1).
 pub(crate) fn decode(f: &Frame, version: Version) -> Result<Packet, DecodeError> {
     let mut r = f.body();
     let flags = r.u8()?;
-    if flags & 0xFE != 0 {
+    if flags & !SESSION_PRESENT != 0 {
         return Err(DecodeError::Malformed("CONNACK reserved flags set"));
     }
     let code = r.u8()?;
@@ -41,7 +42,7 @@ pub(crate) fn decode(f: &Frame, version: Version) -> Result<Packet, DecodeError>
     };
     r.finish()?;
     Ok(Packet::ConnAck(ConnAck {
-        session_present: flags & 1 != 0,
+        session_present: flags & SESSION_PRESENT != 0,
         code: ReasonCode(code),
         properties,
     }))
@@ -52,8 +53,8 @@ pub(crate) struct ConnAckBody<'a>(pub &'a ConnAck, pub Version);
 
 impl Encode for ConnAckBody<'_> {
     fn put<S: Sink>(&self, s: &mut S) -> Result<(), EncodeError> {
-        s.u8(self.0.session_present as u8);
-        s.u8(self.0.code.0);
+        s.u8(self.0.session_present as u8)?;
+        s.u8(self.0.code.0)?;
         if self.1 == Version::V5 {
             writer::put_props(s, &ConnAckProps(&self.0.properties))?;
         }
@@ -67,22 +68,22 @@ impl Encode for ConnAckProps<'_> {
     fn put<S: Sink>(&self, s: &mut S) -> Result<(), EncodeError> {
         let p = self.0;
         let flag = |v: Option<bool>| v.map(u8::from);
-        writer::prop_u32(s, prop::SESSION_EXPIRY_INTERVAL, p.session_expiry_interval);
-        writer::prop_u16(s, prop::RECEIVE_MAXIMUM, p.receive_maximum);
-        writer::prop_u8(s, prop::MAXIMUM_QOS, p.maximum_qos);
-        writer::prop_u8(s, prop::RETAIN_AVAILABLE, flag(p.retain_available));
-        writer::prop_u32(s, prop::MAXIMUM_PACKET_SIZE, p.maximum_packet_size);
+        writer::prop_u32(s, prop::SESSION_EXPIRY_INTERVAL, p.session_expiry_interval)?;
+        writer::prop_u16(s, prop::RECEIVE_MAXIMUM, p.receive_maximum)?;
+        writer::prop_u8(s, prop::MAXIMUM_QOS, p.maximum_qos)?;
+        writer::prop_u8(s, prop::RETAIN_AVAILABLE, flag(p.retain_available))?;
+        writer::prop_u32(s, prop::MAXIMUM_PACKET_SIZE, p.maximum_packet_size)?;
         let assigned = p.assigned_client_identifier.as_deref();
         writer::prop_str(s, prop::ASSIGNED_CLIENT_IDENTIFIER, assigned)?;
-        writer::prop_u16(s, prop::TOPIC_ALIAS_MAXIMUM, p.topic_alias_maximum);
+        writer::prop_u16(s, prop::TOPIC_ALIAS_MAXIMUM, p.topic_alias_maximum)?;
         writer::prop_str(s, prop::REASON_STRING, p.reason_string.as_deref())?;
         let wildcard = flag(p.wildcard_subscription_available);
-        writer::prop_u8(s, prop::WILDCARD_SUBSCRIPTION_AVAILABLE, wildcard);
+        writer::prop_u8(s, prop::WILDCARD_SUBSCRIPTION_AVAILABLE, wildcard)?;
         let sub_ids = flag(p.subscription_identifiers_available);
-        writer::prop_u8(s, prop::SUBSCRIPTION_IDENTIFIER_AVAILABLE, sub_ids);
+        writer::prop_u8(s, prop::SUBSCRIPTION_IDENTIFIER_AVAILABLE, sub_ids)?;
         let shared = flag(p.shared_subscription_available);
-        writer::prop_u8(s, prop::SHARED_SUBSCRIPTION_AVAILABLE, shared);
-        writer::prop_u16(s, prop::SERVER_KEEP_ALIVE, p.server_keep_alive);
+        writer::prop_u8(s, prop::SHARED_SUBSCRIPTION_AVAILABLE, shared)?;
+        writer::prop_u16(s, prop::SERVER_KEEP_ALIVE, p.server_keep_alive)?;
         Ok(())
     }
 }

@@ -9,36 +9,36 @@ use super::packet::{Connect, QoS, Version, Will};
 use super::properties::{self as prop, Context};
 use super::publish::PublishPropsEnc;
 use super::reader::Reader;
-use super::writer::{self, Encode, Sink};
+use super::writer::{self, Encode};
 use crate::topic::valid_topic_name;
-
-const FLAG_CLEAN: u8 = 0x02;
-const FLAG_WILL: u8 = 0x04;
-const FLAG_WILL_RETAIN: u8 = 0x20;
-const FLAG_PASSWORD: u8 = 0x40;
-const FLAG_USERNAME: u8 = 0x80;
+use roost_wire::Sink;
+use roost_wire::connect::{LEVEL_3_1_1, LEVEL_5, PROTOCOL_NAME};
+use roost_wire::flags::{
+    CLEAN_START, CONNECT_RESERVED, PASSWORD, USER_NAME, WILL, WILL_QOS_SHIFT, WILL_RETAIN,
+};
 
 /// Reads the protocol name and level: "MQTT" with level 4 or 5. Anything else (including
 /// level 3 "MQIsdp") is [`DecodeError::UnsupportedProtocol`].
-pub(crate) fn read_protocol(r: &mut Reader) -> Result<Version, DecodeError> {
-    let name = r.binary()?;
+pub(crate) fn read_protocol(r: &mut Reader<'_>) -> Result<Version, DecodeError> {
+    let name = r.binary_raw()?;
     let level = r.u8()?;
-    match (&name[..], level) {
-        (b"MQTT", 4) => Ok(Version::V311),
-        (b"MQTT", 5) => Ok(Version::V5),
+    match level {
+        _ if name != PROTOCOL_NAME.as_bytes() => Err(DecodeError::UnsupportedProtocol { level }),
+        LEVEL_3_1_1 => Ok(Version::V311),
+        LEVEL_5 => Ok(Version::V5),
         _ => Err(DecodeError::UnsupportedProtocol { level }),
     }
 }
 
 /// Decodes the rest of a CONNECT, after the protocol level.
-pub(crate) fn decode(mut r: Reader, version: Version) -> Result<Connect, DecodeError> {
+pub(crate) fn decode(mut r: Reader<'_>, version: Version) -> Result<Connect, DecodeError> {
     let flags = r.u8()?;
-    if flags & 0x01 != 0 {
+    if flags & CONNECT_RESERVED != 0 {
         return Err(DecodeError::Malformed("CONNECT reserved flag set")); // MQTT-3.1.2-3
     }
-    let will_flag = flags & FLAG_WILL != 0;
-    let will_qos = (flags >> 3) & 0b11;
-    let will_retain = flags & FLAG_WILL_RETAIN != 0;
+    let will_flag = flags & WILL != 0;
+    let will_qos = (flags >> WILL_QOS_SHIFT) & 0b11;
+    let will_retain = flags & WILL_RETAIN != 0;
     if !will_flag && (will_qos != 0 || will_retain) {
         // MQTT-3.1.2-11, MQTT-3.1.2-13, MQTT-3.1.2-15
         return Err(DecodeError::Malformed(
@@ -46,8 +46,8 @@ pub(crate) fn decode(mut r: Reader, version: Version) -> Result<Connect, DecodeE
         ));
     }
     let will_qos = QoS::from_u8(will_qos).ok_or(DecodeError::Malformed("will QoS 3"))?; // MQTT-3.1.2-14
-    let has_username = flags & FLAG_USERNAME != 0;
-    let has_password = flags & FLAG_PASSWORD != 0;
+    let has_username = flags & USER_NAME != 0;
+    let has_password = flags & PASSWORD != 0;
     if version == Version::V311 && has_password && !has_username {
         return Err(DecodeError::Malformed(
             "password flag without user name flag",
@@ -73,7 +73,7 @@ pub(crate) fn decode(mut r: Reader, version: Version) -> Result<Connect, DecodeE
     Ok(Connect {
         version,
         client_id,
-        clean_start: flags & FLAG_CLEAN != 0,
+        clean_start: flags & CLEAN_START != 0,
         keep_alive,
         will,
         username,
@@ -92,7 +92,7 @@ pub(crate) fn decode(mut r: Reader, version: Version) -> Result<Connect, DecodeE
 
 /// The will: properties (5.0), topic, payload. The topic must be a valid topic name.
 fn decode_will(
-    r: &mut Reader,
+    r: &mut Reader<'_>,
     version: Version,
     qos: QoS,
     retain: bool,
@@ -129,45 +129,45 @@ pub(crate) struct ConnectBody<'a>(pub &'a Connect, pub Version);
 impl Encode for ConnectBody<'_> {
     fn put<S: Sink>(&self, s: &mut S) -> Result<(), EncodeError> {
         let (c, version) = (self.0, self.1);
-        writer::put_str(s, "MQTT")?;
+        s.string(PROTOCOL_NAME)?;
         s.u8(match version {
-            Version::V311 => 4,
-            Version::V5 => 5,
-        });
+            Version::V311 => LEVEL_3_1_1,
+            Version::V5 => LEVEL_5,
+        })?;
         let mut flags = 0u8;
         if c.clean_start {
-            flags |= FLAG_CLEAN;
+            flags |= CLEAN_START;
         }
         if let Some(w) = &c.will {
-            flags |= FLAG_WILL | ((w.qos as u8) << 3);
+            flags |= WILL | ((w.qos as u8) << WILL_QOS_SHIFT);
             if w.retain {
-                flags |= FLAG_WILL_RETAIN;
+                flags |= WILL_RETAIN;
             }
         }
         if c.username.is_some() {
-            flags |= FLAG_USERNAME;
+            flags |= USER_NAME;
         }
         if c.password.is_some() {
-            flags |= FLAG_PASSWORD;
+            flags |= PASSWORD;
         }
-        s.u8(flags);
-        s.u16(c.keep_alive);
+        s.u8(flags)?;
+        s.u16(c.keep_alive)?;
         if version == Version::V5 {
             writer::put_props(s, &ConnectProps(c))?;
         }
-        writer::put_str(s, &c.client_id)?;
+        s.string(&c.client_id)?;
         if let Some(w) = &c.will {
             if version == Version::V5 {
                 writer::put_props(s, &WillProps(w))?;
             }
-            writer::put_str(s, &w.topic)?;
-            writer::put_bin(s, &w.payload)?;
+            s.string(&w.topic)?;
+            s.binary(&w.payload)?;
         }
         if let Some(u) = &c.username {
-            writer::put_str(s, u)?;
+            s.string(u)?;
         }
         if let Some(p) = &c.password {
-            writer::put_bin(s, p)?;
+            s.binary(p)?;
         }
         Ok(())
     }
@@ -184,16 +184,16 @@ impl Encode for ConnectProps<'_> {
             s,
             prop::SESSION_EXPIRY_INTERVAL,
             nonzero(c.session_expiry_interval),
-        );
+        )?;
         let receive_maximum = (c.receive_maximum != u16::MAX).then_some(c.receive_maximum);
-        writer::prop_u16(s, prop::RECEIVE_MAXIMUM, receive_maximum);
-        writer::prop_u32(s, prop::MAXIMUM_PACKET_SIZE, c.maximum_packet_size);
+        writer::prop_u16(s, prop::RECEIVE_MAXIMUM, receive_maximum)?;
+        writer::prop_u32(s, prop::MAXIMUM_PACKET_SIZE, c.maximum_packet_size)?;
         let alias_max = (c.topic_alias_maximum != 0).then_some(c.topic_alias_maximum);
-        writer::prop_u16(s, prop::TOPIC_ALIAS_MAXIMUM, alias_max);
+        writer::prop_u16(s, prop::TOPIC_ALIAS_MAXIMUM, alias_max)?;
         let response = c.request_response_information.then_some(1);
-        writer::prop_u8(s, prop::REQUEST_RESPONSE_INFORMATION, response);
+        writer::prop_u8(s, prop::REQUEST_RESPONSE_INFORMATION, response)?;
         let problem = (!c.request_problem_information).then_some(0);
-        writer::prop_u8(s, prop::REQUEST_PROBLEM_INFORMATION, problem);
+        writer::prop_u8(s, prop::REQUEST_PROBLEM_INFORMATION, problem)?;
         writer::prop_user(s, &c.user_properties)?;
         let method = c.authentication_method.as_deref();
         writer::prop_str(s, prop::AUTHENTICATION_METHOD, method)?;
@@ -208,7 +208,7 @@ struct WillProps<'a>(&'a Will);
 impl Encode for WillProps<'_> {
     fn put<S: Sink>(&self, s: &mut S) -> Result<(), EncodeError> {
         let delay = (self.0.delay_interval != 0).then_some(self.0.delay_interval);
-        writer::prop_u32(s, prop::WILL_DELAY_INTERVAL, delay);
+        writer::prop_u32(s, prop::WILL_DELAY_INTERVAL, delay)?;
         PublishPropsEnc {
             props: &self.0.properties,
             topic_alias: None,

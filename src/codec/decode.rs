@@ -2,6 +2,7 @@
 //! fixed-header flag checks, then dispatch to each packet's module.
 
 use bytes::BytesMut;
+use roost_wire::{check_flags, packet_type as kind};
 
 use super::error::DecodeError;
 use super::frame::{self, Frame};
@@ -15,25 +16,6 @@ pub enum Role {
     Server,
     /// Decodes server-to-client packets (load generator, tests).
     Client,
-}
-
-/// Packet type numbers (MQTT 2.1.2).
-pub(crate) mod kind {
-    pub const CONNECT: u8 = 1;
-    pub const CONNACK: u8 = 2;
-    pub const PUBLISH: u8 = 3;
-    pub const PUBACK: u8 = 4;
-    pub const PUBREC: u8 = 5;
-    pub const PUBREL: u8 = 6;
-    pub const PUBCOMP: u8 = 7;
-    pub const SUBSCRIBE: u8 = 8;
-    pub const SUBACK: u8 = 9;
-    pub const UNSUBSCRIBE: u8 = 10;
-    pub const UNSUBACK: u8 = 11;
-    pub const PINGREQ: u8 = 12;
-    pub const PINGRESP: u8 = 13;
-    pub const DISCONNECT: u8 = 14;
-    pub const AUTH: u8 = 15;
 }
 
 /// A strict, incremental MQTT decoder for one connection.
@@ -111,7 +93,7 @@ impl Decoder {
         if kind == kind::AUTH && version == Version::V311 {
             return Err(DecodeError::Protocol("AUTH does not exist in MQTT 3.1.1"));
         }
-        check_flags(f.byte1)?;
+        check_flags(f.byte1)?; // MQTT-2.1.3-1, MQTT-3.3.1-2, MQTT-3.3.1-4
         let role = self.role;
         match kind {
             kind::CONNACK => connack::decode(f, version),
@@ -128,7 +110,7 @@ impl Decoder {
             kind::PINGRESP => empty(f, Packet::PingResp),
             kind::DISCONNECT => disconnect::decode(f, version, role),
             kind::AUTH => auth::decode(f),
-            _ => Err(DecodeError::Malformed("reserved packet type 0")),
+            _ => Err(roost_wire::DecodeError::ReservedPacketType.into()),
         }
     }
 
@@ -142,23 +124,18 @@ impl Decoder {
     }
 }
 
-/// Rejects packet types the peer may not send: a client never sends CONNACK, SUBACK,
-/// UNSUBACK or PINGRESP, a server never sends CONNECT, SUBSCRIBE, UNSUBSCRIBE or PINGREQ.
+/// Rejects packet types the peer may not send (MQTT 5.0 section 2.1.2): a client never sends
+/// CONNACK, SUBACK, UNSUBACK or PINGRESP, a server never sends CONNECT, SUBSCRIBE,
+/// UNSUBSCRIBE or PINGREQ. Type 0 is malformed.
 fn check_direction(kind: u8, role: Role) -> Result<(), DecodeError> {
-    let wrong = match role {
-        Role::Server => matches!(
-            kind,
-            kind::CONNACK | kind::SUBACK | kind::UNSUBACK | kind::PINGRESP
-        ),
-        Role::Client => matches!(
-            kind,
-            kind::CONNECT | kind::SUBSCRIBE | kind::UNSUBSCRIBE | kind::PINGREQ
-        ),
-    };
     if kind == 0 {
-        return Err(DecodeError::Malformed("reserved packet type 0"));
+        return Err(roost_wire::DecodeError::ReservedPacketType.into());
     }
-    if wrong {
+    let allowed = match role {
+        Role::Server => roost_wire::sent_by_client(kind),
+        Role::Client => roost_wire::sent_by_server(kind),
+    };
+    if !allowed {
         return Err(DecodeError::Protocol(
             "packet type not allowed in this direction",
         ));
@@ -166,39 +143,8 @@ fn check_direction(kind: u8, role: Role) -> Result<(), DecodeError> {
     Ok(())
 }
 
-/// Fixed-header flag rules (MQTT 2.1.3): PUBREL, SUBSCRIBE and UNSUBSCRIBE must carry 0b0010
-/// (MQTT-3.6.1-1, MQTT-3.8.1-1, MQTT-3.10.1-1), other types except PUBLISH 0 (MQTT-2.2.2-2);
-/// PUBLISH must not have QoS 3 (MQTT-3.3.1-4) nor DUP with QoS 0 (MQTT-3.3.1-2).
-pub(crate) fn check_flags(byte1: u8) -> Result<(), DecodeError> {
-    let flags = byte1 & 0x0F;
-    match byte1 >> 4 {
-        kind::PUBLISH => {
-            let qos = (flags >> 1) & 0b11;
-            if qos == 3 {
-                return Err(DecodeError::Malformed("PUBLISH with QoS 3"));
-            }
-            if qos == 0 && flags & 0b1000 != 0 {
-                return Err(DecodeError::Malformed("PUBLISH with DUP set and QoS 0"));
-            }
-            Ok(())
-        }
-        kind::PUBREL | kind::SUBSCRIBE | kind::UNSUBSCRIBE if flags != 0b0010 => Err(
-            DecodeError::Malformed("reserved fixed header flags must be 0010"),
-        ),
-        kind::PUBREL | kind::SUBSCRIBE | kind::UNSUBSCRIBE => Ok(()),
-        _ if flags != 0 => Err(DecodeError::Malformed(
-            "reserved fixed header flags must be 0",
-        )),
-        _ => Ok(()),
-    }
-}
-
 /// PINGREQ and PINGRESP: no content allowed.
 fn empty(f: &Frame, packet: Packet) -> Result<Packet, DecodeError> {
-    if f.remaining_len() != 0 {
-        return Err(DecodeError::Malformed(
-            "bytes left after the packet's content",
-        ));
-    }
+    f.body().finish()?;
     Ok(packet)
 }

@@ -8,14 +8,9 @@ use super::error::{DecodeError, EncodeError};
 use super::frame::Frame;
 use super::packet::{Disconnect, Packet, Version};
 use super::properties::{self as prop, Context};
-use super::reason::ReasonCode;
-use super::writer::{self, Encode, Sink};
-
-/// DISCONNECT reason codes (MQTT 5.0 3.14.2.1).
-const REASONS: &[u8] = &[
-    0x00, 0x04, 0x80, 0x81, 0x82, 0x83, 0x87, 0x89, 0x8B, 0x8D, 0x8E, 0x8F, 0x90, 0x93, 0x94, 0x95,
-    0x96, 0x97, 0x98, 0x99, 0x9A, 0x9B, 0x9C, 0x9D, 0x9E, 0x9F, 0xA0, 0xA1, 0xA2,
-];
+use super::writer::{self, Encode};
+use roost_wire::packet_type::DISCONNECT;
+use roost_wire::{ReasonCode, Sink};
 
 /// Decodes a DISCONNECT. In 3.1.1 the remaining length must be 0.
 pub(crate) fn decode(f: &Frame, version: Version, role: Role) -> Result<Packet, DecodeError> {
@@ -23,7 +18,7 @@ pub(crate) fn decode(f: &Frame, version: Version, role: Role) -> Result<Packet, 
     let mut d = Disconnect::default();
     if version == Version::V5 && !r.is_empty() {
         d.reason = ReasonCode(r.u8()?);
-        if !REASONS.contains(&d.reason.0) {
+        if !d.reason.is_valid_v5(DISCONNECT) {
             return Err(DecodeError::Malformed("invalid reason code"));
         }
         if !r.is_empty() {
@@ -56,7 +51,7 @@ impl Encode for DisconnectBody<'_> {
         let props = DisconnectProps(d);
         let has_props = writer::measure(&props)? > 0;
         if d.reason != ReasonCode::SUCCESS || has_props {
-            s.u8(d.reason.0);
+            s.u8(d.reason.0)?;
         }
         if has_props {
             writer::put_props(s, &props)?;
@@ -70,7 +65,7 @@ struct DisconnectProps<'a>(&'a Disconnect);
 impl Encode for DisconnectProps<'_> {
     fn put<S: Sink>(&self, s: &mut S) -> Result<(), EncodeError> {
         let d = self.0;
-        writer::prop_u32(s, prop::SESSION_EXPIRY_INTERVAL, d.session_expiry_interval);
+        writer::prop_u32(s, prop::SESSION_EXPIRY_INTERVAL, d.session_expiry_interval)?;
         writer::prop_str(s, prop::REASON_STRING, d.reason_string.as_deref())?;
         writer::prop_str(s, prop::SERVER_REFERENCE, d.server_reference.as_deref())
     }

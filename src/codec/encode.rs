@@ -16,12 +16,16 @@ use super::publish::{PublishView, encode_publish};
 use super::subscribe::{SubAckBody, SubscribeBody};
 use super::unsubscribe::{UnsubAckBody, UnsubscribeBody};
 use super::writer::{Encode, emit};
+use roost_wire::first_byte;
+use roost_wire::packet_type::{
+    AUTH, CONNACK, CONNECT, DISCONNECT, PINGREQ, PINGRESP, SUBACK, SUBSCRIBE, UNSUBACK, UNSUBSCRIBE,
+};
 
 /// An empty body (PINGREQ, PINGRESP).
 struct Empty;
 
 impl Encode for Empty {
-    fn put<S: super::writer::Sink>(&self, _: &mut S) -> Result<(), EncodeError> {
+    fn put<S: roost_wire::Sink>(&self, _: &mut S) -> Result<(), EncodeError> {
         Ok(())
     }
 }
@@ -43,8 +47,8 @@ pub fn encode(
     buf: &mut BytesMut,
 ) -> Result<usize, EncodeError> {
     match packet {
-        Packet::Connect(c) => emit(0x10, &ConnectBody(c, version), max_size, buf),
-        Packet::ConnAck(c) => emit(0x20, &ConnAckBody(c, version), max_size, buf),
+        Packet::Connect(c) => emit(first_byte(CONNECT), &ConnectBody(c, version), max_size, buf),
+        Packet::ConnAck(c) => emit(first_byte(CONNACK), &ConnAckBody(c, version), max_size, buf),
         Packet::Publish(p) => encode_publish(&PublishView::from(p), version, max_size, buf),
         Packet::Ack(a) => emit(
             super::ack::first_byte(a.kind),
@@ -52,15 +56,35 @@ pub fn encode(
             max_size,
             buf,
         ),
-        Packet::Subscribe(s) => emit(0x82, &SubscribeBody(s, version), max_size, buf),
-        Packet::SubAck(s) => emit(0x90, &SubAckBody(s, version), max_size, buf),
-        Packet::Unsubscribe(u) => emit(0xA2, &UnsubscribeBody(u, version), max_size, buf),
-        Packet::UnsubAck(u) => emit(0xB0, &UnsubAckBody(u, version), max_size, buf),
-        Packet::PingReq => emit(0xC0, &Empty, max_size, buf),
-        Packet::PingResp => emit(0xD0, &Empty, max_size, buf),
-        Packet::Disconnect(d) => emit(0xE0, &DisconnectBody(d, version), max_size, buf),
+        Packet::Subscribe(s) => emit(
+            first_byte(SUBSCRIBE),
+            &SubscribeBody(s, version),
+            max_size,
+            buf,
+        ),
+        Packet::SubAck(s) => emit(first_byte(SUBACK), &SubAckBody(s, version), max_size, buf),
+        Packet::Unsubscribe(u) => emit(
+            first_byte(UNSUBSCRIBE),
+            &UnsubscribeBody(u, version),
+            max_size,
+            buf,
+        ),
+        Packet::UnsubAck(u) => emit(
+            first_byte(UNSUBACK),
+            &UnsubAckBody(u, version),
+            max_size,
+            buf,
+        ),
+        Packet::PingReq => emit(first_byte(PINGREQ), &Empty, max_size, buf),
+        Packet::PingResp => emit(first_byte(PINGRESP), &Empty, max_size, buf),
+        Packet::Disconnect(d) => emit(
+            first_byte(DISCONNECT),
+            &DisconnectBody(d, version),
+            max_size,
+            buf,
+        ),
         Packet::Auth(a) => match version {
-            Version::V5 => emit(0xF0, &AuthBody(a), max_size, buf),
+            Version::V5 => emit(first_byte(AUTH), &AuthBody(a), max_size, buf),
             Version::V311 => Err(EncodeError::UnsupportedInVersion),
         },
     }

@@ -1,6 +1,6 @@
 //! Errors reported by the decoder and the encoder.
 
-use super::reason::ReasonCode;
+use roost_wire::ReasonCode;
 use thiserror::Error;
 
 /// Why an incoming byte stream could not be decoded into a packet.
@@ -50,6 +50,18 @@ impl DecodeError {
     }
 }
 
+/// The wire primitives' errors: a packet that arrives in the wrong direction (or state) is a
+/// protocol error, an invalid topic name keeps its own variant, everything else is malformed.
+impl From<roost_wire::DecodeError> for DecodeError {
+    fn from(e: roost_wire::DecodeError) -> Self {
+        match e {
+            roost_wire::DecodeError::UnexpectedPacket => DecodeError::Protocol(e.as_str()),
+            roost_wire::DecodeError::InvalidTopicName => DecodeError::TopicNameInvalid,
+            _ => DecodeError::Malformed(e.as_str()),
+        }
+    }
+}
+
 /// Why a packet could not be encoded. Nothing is appended to the buffer when encoding fails.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum EncodeError {
@@ -75,3 +87,25 @@ pub enum EncodeError {
     #[error("packet type not supported in this protocol version")]
     UnsupportedInVersion,
 }
+
+/// The wire primitives' errors. The broker encodes into growing buffers and frames packets
+/// itself (see `writer::emit`), so a full buffer or an oversized remaining length only shows
+/// up here as [`EncodeError::TooLarge`] without a known size.
+impl From<roost_wire::EncodeError> for EncodeError {
+    fn from(e: roost_wire::EncodeError) -> Self {
+        match e {
+            roost_wire::EncodeError::TooLong => EncodeError::StringTooLong,
+            roost_wire::EncodeError::ValueTooLarge => EncodeError::ValueTooLarge,
+            roost_wire::EncodeError::BufferTooSmall | roost_wire::EncodeError::PacketTooLarge => {
+                EncodeError::TooLarge {
+                    size: usize::MAX,
+                    max: MAX_PACKET_LEN,
+                }
+            }
+        }
+    }
+}
+
+/// The largest packet MQTT can express: first byte, four remaining-length bytes and the
+/// largest remaining length.
+pub(crate) const MAX_PACKET_LEN: usize = 1 + 4 + roost_wire::varint::MAX as usize;

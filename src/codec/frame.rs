@@ -1,15 +1,16 @@
 //! Framing: find one complete packet at the front of the read buffer.
 //!
-//! mqttbytes' `check()` decides whether the frame is complete. Before that, the fixed header
-//! is parsed here too, so an oversized packet is refused as soon as its remaining length is
-//! readable, before its body arrives (`check()` compares the limit with the remaining length
-//! only and cannot report the header length).
+//! The fixed header is parsed once, by [`roost_wire::FixedHeader::parse`], so an oversized
+//! packet is refused as soon as its remaining length is readable, before its body arrives.
+//! mqttbytes' `read` functions get the same header as an `mqttbytes::FixedHeader` built from
+//! it, without parsing the bytes again.
 
 use bytes::{Bytes, BytesMut};
 use mqttbytes::FixedHeader;
 
 use super::error::DecodeError;
-use super::reader::{Reader, parse_varint};
+use super::packet::QoS;
+use super::reader::Reader;
 
 /// One complete packet, split off the read buffer.
 pub(crate) struct Frame {
@@ -29,14 +30,9 @@ impl Frame {
         self.byte1 >> 4
     }
 
-    /// The remaining length: variable header plus payload.
-    pub(crate) fn remaining_len(&self) -> usize {
-        self.bytes.len() - self.body_start
-    }
-
     /// A reader over the variable header and payload.
-    pub(crate) fn body(&self) -> Reader {
-        Reader::new(self.bytes.slice(self.body_start..))
+    pub(crate) fn body(&self) -> Reader<'_> {
+        Reader::new(&self.bytes, self.body_start)
     }
 }
 
@@ -46,26 +42,30 @@ impl Frame {
 /// bytes (whole packet, as MQTT 5.0 Maximum Packet Size counts) fails with
 /// [`DecodeError::TooLarge`] as soon as its fixed header is readable.
 pub(crate) fn split(buf: &mut BytesMut, max: usize) -> Result<Option<Frame>, DecodeError> {
-    let Some((remaining, len_len)) = buf.get(1..).map(parse_varint).transpose()?.flatten() else {
+    let Some(h) = roost_wire::FixedHeader::parse(buf)? else {
         return Ok(None);
     };
-    let total = 1 + len_len + remaining;
+    let total = h.packet_len();
     if total > max {
         return Err(DecodeError::TooLarge { size: total, max });
     }
-    let header = match mqttbytes::check(buf.iter(), usize::MAX) {
-        Ok(header) => header,
-        Err(mqttbytes::Error::InsufficientBytes(_)) => return Ok(None),
-        Err(_) => return Err(DecodeError::Malformed("invalid remaining length")),
-    };
-    if header.frame_length() != total {
-        return Err(DecodeError::Malformed("invalid remaining length"));
+    if buf.len() < total {
+        return Ok(None);
     }
     let bytes = buf.split_to(total).freeze();
     Ok(Some(Frame {
-        header,
-        byte1: bytes[0], // the frame is at least 2 bytes long
+        header: FixedHeader::new(h.byte1, h.header_len - 1, h.remaining_len),
+        byte1: h.byte1,
         bytes,
-        body_start: 1 + len_len,
+        body_start: h.header_len,
     }))
+}
+
+/// mqttbytes' QoS as ours, for the bodies its `read` functions decode.
+pub(crate) fn qos(q: mqttbytes::QoS) -> QoS {
+    match q {
+        mqttbytes::QoS::AtMostOnce => QoS::AtMostOnce,
+        mqttbytes::QoS::AtLeastOnce => QoS::AtLeastOnce,
+        mqttbytes::QoS::ExactlyOnce => QoS::ExactlyOnce,
+    }
 }

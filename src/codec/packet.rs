@@ -3,8 +3,9 @@
 //! One type per MQTT control packet, covering both protocol versions. Fields that exist only in
 //! MQTT 5.0 are ignored when a packet is encoded for 3.1.1.
 
-use super::reason::ReasonCode;
 use bytes::Bytes;
+pub use roost_wire::QoS;
+use roost_wire::ReasonCode;
 
 /// The protocol version a connection is locked to by its CONNECT.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -13,30 +14,6 @@ pub enum Version {
     V311,
     /// MQTT 5.0 (protocol level 5).
     V5,
-}
-
-/// Quality of service level.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-#[repr(u8)]
-pub enum QoS {
-    /// At most once.
-    AtMostOnce = 0,
-    /// At least once.
-    AtLeastOnce = 1,
-    /// Exactly once.
-    ExactlyOnce = 2,
-}
-
-impl QoS {
-    /// The QoS for a wire value, or `None` for 3 and above.
-    pub fn from_u8(v: u8) -> Option<QoS> {
-        match v {
-            0 => Some(QoS::AtMostOnce),
-            1 => Some(QoS::AtLeastOnce),
-            2 => Some(QoS::ExactlyOnce),
-            _ => None,
-        }
-    }
 }
 
 /// A user property: a UTF-8 key/value pair (MQTT 5.0).

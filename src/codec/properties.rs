@@ -1,42 +1,17 @@
-//! MQTT 5.0 properties: one strict parser shared by every packet, and the identifiers.
+//! MQTT 5.0 properties: one strict parser shared by every packet.
 //!
 //! mqttbytes has one extractor per packet that neither keeps a property inside the property
 //! length nor rejects duplicates or forbidden zero values, so every v5 packet goes through
-//! [`parse`] instead.
+//! [`parse`] instead. Identifiers, value types and the reading of each property come from
+//! [`roost_wire::property`]; this module adds which properties each packet allows, the value
+//! rules, and the owned copies.
 
 use bytes::Bytes;
+pub(crate) use roost_wire::property::*;
 
 use super::error::DecodeError;
 use super::packet::UserProperty;
 use super::reader::Reader;
-
-pub(crate) const PAYLOAD_FORMAT_INDICATOR: u8 = 0x01;
-pub(crate) const MESSAGE_EXPIRY_INTERVAL: u8 = 0x02;
-pub(crate) const CONTENT_TYPE: u8 = 0x03;
-pub(crate) const RESPONSE_TOPIC: u8 = 0x08;
-pub(crate) const CORRELATION_DATA: u8 = 0x09;
-pub(crate) const SUBSCRIPTION_IDENTIFIER: u8 = 0x0B;
-pub(crate) const SESSION_EXPIRY_INTERVAL: u8 = 0x11;
-pub(crate) const ASSIGNED_CLIENT_IDENTIFIER: u8 = 0x12;
-pub(crate) const SERVER_KEEP_ALIVE: u8 = 0x13;
-pub(crate) const AUTHENTICATION_METHOD: u8 = 0x15;
-pub(crate) const AUTHENTICATION_DATA: u8 = 0x16;
-pub(crate) const REQUEST_PROBLEM_INFORMATION: u8 = 0x17;
-pub(crate) const WILL_DELAY_INTERVAL: u8 = 0x18;
-pub(crate) const REQUEST_RESPONSE_INFORMATION: u8 = 0x19;
-pub(crate) const RESPONSE_INFORMATION: u8 = 0x1A;
-pub(crate) const SERVER_REFERENCE: u8 = 0x1C;
-pub(crate) const REASON_STRING: u8 = 0x1F;
-pub(crate) const RECEIVE_MAXIMUM: u8 = 0x21;
-pub(crate) const TOPIC_ALIAS_MAXIMUM: u8 = 0x22;
-pub(crate) const TOPIC_ALIAS: u8 = 0x23;
-pub(crate) const MAXIMUM_QOS: u8 = 0x24;
-pub(crate) const RETAIN_AVAILABLE: u8 = 0x25;
-pub(crate) const USER_PROPERTY: u8 = 0x26;
-pub(crate) const MAXIMUM_PACKET_SIZE: u8 = 0x27;
-pub(crate) const WILDCARD_SUBSCRIPTION_AVAILABLE: u8 = 0x28;
-pub(crate) const SUBSCRIPTION_IDENTIFIER_AVAILABLE: u8 = 0x29;
-pub(crate) const SHARED_SUBSCRIPTION_AVAILABLE: u8 = 0x2A;
 
 /// Which property set is being parsed: each allows different properties (MQTT 5.0 table 2-4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,8 +96,8 @@ pub(crate) struct Properties {
 }
 
 /// A one-byte property that must be 0 or 1 (MQTT 5.0 section 3.1.2.11 and 3.2.2.3).
-fn flag(r: &mut Reader) -> Result<bool, DecodeError> {
-    match r.u8()? {
+fn flag(v: u8) -> Result<bool, DecodeError> {
+    match v {
         0 => Ok(false),
         1 => Ok(true),
         _ => Err(DecodeError::Protocol("property value must be 0 or 1")),
@@ -130,8 +105,8 @@ fn flag(r: &mut Reader) -> Result<bool, DecodeError> {
 }
 
 /// A two-byte property that must not be 0 (receive maximum, topic alias).
-fn nonzero_u16(r: &mut Reader, what: &'static str) -> Result<u16, DecodeError> {
-    match r.u16()? {
+fn nonzero_u16(v: u16, what: &'static str) -> Result<u16, DecodeError> {
+    match v {
         0 => Err(DecodeError::Protocol(what)),
         v => Ok(v),
     }
@@ -140,13 +115,13 @@ fn nonzero_u16(r: &mut Reader, what: &'static str) -> Result<u16, DecodeError> {
 /// Parses a property length and the properties it covers, for a packet of kind `ctx`.
 ///
 /// - A property length past the end of the packet, an unknown property or one not allowed in
-///   `ctx` is malformed.
+///   `ctx` is malformed, as is a value that runs past the property length.
 /// - A repeated property is a protocol error, except User Property, and Subscription
 ///   Identifier when `repeat_subscription_id` is set (server-to-client PUBLISH).
 /// - Receive Maximum 0, Maximum Packet Size 0, Topic Alias 0, Subscription Identifier 0 and
 ///   flag properties other than 0 or 1 are protocol errors.
 pub(crate) fn parse(
-    r: &mut Reader,
+    r: &mut Reader<'_>,
     ctx: Context,
     repeat_subscription_id: bool,
 ) -> Result<Properties, DecodeError> {
@@ -157,73 +132,76 @@ pub(crate) fn parse(
         ));
     }
     let mut p = Properties::default();
-    if len == 0 {
-        return Ok(p);
-    }
-    let mut r = Reader::new(r.take(len)?);
+    let mut block = roost_wire::property::Properties::new(r.take_raw(len)?);
     let mut seen = 0u64;
-    while !r.is_empty() {
-        let id = r.varint()?;
-        let id = match u8::try_from(id) {
-            Ok(id) if allowed(id, ctx) => id,
-            _ => {
-                return Err(DecodeError::Malformed(
-                    "property not allowed in this packet",
-                ));
-            }
-        };
+    while let Some(prop) = block.next_prop()? {
+        let id = prop.id();
+        if !allowed(id, ctx) {
+            return Err(DecodeError::Malformed(
+                "property not allowed in this packet",
+            ));
+        }
         let repeatable =
             id == USER_PROPERTY || (id == SUBSCRIPTION_IDENTIFIER && repeat_subscription_id);
-        let bit = 1u64 << id;
+        let bit = 1u64 << id; // every allowed id is below 64
         if seen & bit != 0 && !repeatable {
             return Err(DecodeError::Protocol("property included more than once"));
         }
         seen |= bit;
-        match id {
-            PAYLOAD_FORMAT_INDICATOR => p.payload_format_indicator = Some(flag(&mut r)? as u8),
-            MESSAGE_EXPIRY_INTERVAL => p.message_expiry_interval = Some(r.u32()?),
-            CONTENT_TYPE => p.content_type = Some(r.string()?),
-            RESPONSE_TOPIC => p.response_topic = Some(r.string()?),
-            CORRELATION_DATA => p.correlation_data = Some(r.binary()?),
-            SUBSCRIPTION_IDENTIFIER => match r.varint()? {
-                0 => return Err(DecodeError::Protocol("subscription identifier 0")),
-                // A varint is at most 268,435,455, which fits a u32.
-                v => p.subscription_identifiers.push(v as u32),
-            },
-            SESSION_EXPIRY_INTERVAL => p.session_expiry_interval = Some(r.u32()?),
-            ASSIGNED_CLIENT_IDENTIFIER => p.assigned_client_identifier = Some(r.string()?),
-            SERVER_KEEP_ALIVE => p.server_keep_alive = Some(r.u16()?),
-            AUTHENTICATION_METHOD => p.authentication_method = Some(r.string()?),
-            AUTHENTICATION_DATA => p.authentication_data = Some(r.binary()?),
-            REQUEST_PROBLEM_INFORMATION => p.request_problem_information = Some(flag(&mut r)?),
-            WILL_DELAY_INTERVAL => p.will_delay_interval = Some(r.u32()?),
-            REQUEST_RESPONSE_INFORMATION => p.request_response_information = Some(flag(&mut r)?),
-            RESPONSE_INFORMATION => p.response_information = Some(r.string()?),
-            SERVER_REFERENCE => p.server_reference = Some(r.string()?),
-            REASON_STRING => p.reason_string = Some(r.string()?),
-            RECEIVE_MAXIMUM => {
-                p.receive_maximum = Some(nonzero_u16(&mut r, "receive maximum 0")?);
+        match prop {
+            Property::Byte(PAYLOAD_FORMAT_INDICATOR, v) => {
+                p.payload_format_indicator = Some(flag(v)? as u8);
             }
-            TOPIC_ALIAS_MAXIMUM => p.topic_alias_maximum = Some(r.u16()?),
-            TOPIC_ALIAS => p.topic_alias = Some(nonzero_u16(&mut r, "topic alias 0")?),
-            MAXIMUM_QOS => p.maximum_qos = Some(flag(&mut r)? as u8),
-            RETAIN_AVAILABLE => p.retain_available = Some(flag(&mut r)?),
-            USER_PROPERTY => {
-                let key = r.string()?;
-                let value = r.string()?;
-                p.user_properties.push((key, value));
+            Property::Byte(REQUEST_PROBLEM_INFORMATION, v) => {
+                p.request_problem_information = Some(flag(v)?);
             }
-            MAXIMUM_PACKET_SIZE => match r.u32()? {
-                0 => return Err(DecodeError::Protocol("maximum packet size 0")),
-                v => p.maximum_packet_size = Some(v),
-            },
-            WILDCARD_SUBSCRIPTION_AVAILABLE => {
-                p.wildcard_subscription_available = Some(flag(&mut r)?)
+            Property::Byte(REQUEST_RESPONSE_INFORMATION, v) => {
+                p.request_response_information = Some(flag(v)?);
             }
-            SUBSCRIPTION_IDENTIFIER_AVAILABLE => {
-                p.subscription_identifiers_available = Some(flag(&mut r)?)
+            Property::Byte(MAXIMUM_QOS, v) => p.maximum_qos = Some(flag(v)? as u8),
+            Property::Byte(RETAIN_AVAILABLE, v) => p.retain_available = Some(flag(v)?),
+            Property::Byte(WILDCARD_SUBSCRIPTION_AVAILABLE, v) => {
+                p.wildcard_subscription_available = Some(flag(v)?);
             }
-            SHARED_SUBSCRIPTION_AVAILABLE => p.shared_subscription_available = Some(flag(&mut r)?),
+            Property::Byte(SUBSCRIPTION_IDENTIFIER_AVAILABLE, v) => {
+                p.subscription_identifiers_available = Some(flag(v)?);
+            }
+            Property::Byte(SHARED_SUBSCRIPTION_AVAILABLE, v) => {
+                p.shared_subscription_available = Some(flag(v)?);
+            }
+            Property::U16(SERVER_KEEP_ALIVE, v) => p.server_keep_alive = Some(v),
+            Property::U16(RECEIVE_MAXIMUM, v) => {
+                p.receive_maximum = Some(nonzero_u16(v, "receive maximum 0")?);
+            }
+            Property::U16(TOPIC_ALIAS_MAXIMUM, v) => p.topic_alias_maximum = Some(v),
+            Property::U16(TOPIC_ALIAS, v) => p.topic_alias = Some(nonzero_u16(v, "topic alias 0")?),
+            Property::U32(MESSAGE_EXPIRY_INTERVAL, v) => p.message_expiry_interval = Some(v),
+            Property::U32(SESSION_EXPIRY_INTERVAL, v) => p.session_expiry_interval = Some(v),
+            Property::U32(WILL_DELAY_INTERVAL, v) => p.will_delay_interval = Some(v),
+            Property::U32(MAXIMUM_PACKET_SIZE, 0) => {
+                return Err(DecodeError::Protocol("maximum packet size 0"));
+            }
+            Property::U32(MAXIMUM_PACKET_SIZE, v) => p.maximum_packet_size = Some(v),
+            Property::VarInt(SUBSCRIPTION_IDENTIFIER, 0) => {
+                return Err(DecodeError::Protocol("subscription identifier 0"));
+            }
+            Property::VarInt(SUBSCRIPTION_IDENTIFIER, v) => p.subscription_identifiers.push(v),
+            Property::Str(CONTENT_TYPE, v) => p.content_type = Some(v.to_owned()),
+            Property::Str(RESPONSE_TOPIC, v) => p.response_topic = Some(v.to_owned()),
+            Property::Str(ASSIGNED_CLIENT_IDENTIFIER, v) => {
+                p.assigned_client_identifier = Some(v.to_owned());
+            }
+            Property::Str(AUTHENTICATION_METHOD, v) => {
+                p.authentication_method = Some(v.to_owned());
+            }
+            Property::Str(RESPONSE_INFORMATION, v) => p.response_information = Some(v.to_owned()),
+            Property::Str(SERVER_REFERENCE, v) => p.server_reference = Some(v.to_owned()),
+            Property::Str(REASON_STRING, v) => p.reason_string = Some(v.to_owned()),
+            Property::Bin(CORRELATION_DATA, v) => p.correlation_data = Some(r.shared(v)),
+            Property::Bin(AUTHENTICATION_DATA, v) => p.authentication_data = Some(r.shared(v)),
+            Property::Pair(key, value) => {
+                p.user_properties.push((key.to_owned(), value.to_owned()));
+            }
             _ => return Err(DecodeError::Malformed("unknown property")),
         }
     }

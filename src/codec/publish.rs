@@ -10,12 +10,12 @@ use bytes::BytesMut;
 
 use super::decode::Role;
 use super::error::{DecodeError, EncodeError};
-use super::frame::Frame;
+use super::frame::{Frame, qos};
 use super::packet::{Packet, Publish, PublishProperties, QoS, Version};
 use super::properties::{self as prop, Context};
-use super::reader::{MAX_VARINT, to_string};
-use super::writer::{self, Encode, Sink};
+use super::writer::{self, Encode};
 use crate::topic::valid_topic_name;
+use roost_wire::Sink;
 
 /// Decodes a PUBLISH whose fixed-header flags were already checked.
 pub(crate) fn decode(f: &Frame, version: Version, role: Role) -> Result<Packet, DecodeError> {
@@ -32,6 +32,10 @@ fn decode_v4(f: &Frame) -> Result<Publish, DecodeError> {
         mqttbytes::Error::TopicNotUtf8 => DecodeError::Malformed("string is not valid UTF-8"),
         _ => DecodeError::Malformed("PUBLISH shorter than its content"),
     })?;
+    if p.topic.as_bytes().contains(&0) {
+        // mqttbytes checks UTF-8 but not U+0000 (MQTT-1.5.4-2).
+        return Err(roost_wire::DecodeError::NullCharacter.into());
+    }
     check_topic(&p.topic, false)?;
     Ok(Publish {
         dup: p.dup,
@@ -47,15 +51,12 @@ fn decode_v4(f: &Frame) -> Result<Publish, DecodeError> {
 }
 
 fn decode_v5(f: &Frame, role: Role) -> Result<Publish, DecodeError> {
-    let qos = QoS::from_u8((f.byte1 >> 1) & 0b11).ok_or(DecodeError::Malformed("QoS 3"))?;
+    let qos = QoS::from_publish_byte(f.byte1).ok_or(roost_wire::DecodeError::InvalidQoS)?;
     let mut r = f.body();
-    let raw_topic = r.binary()?;
+    let raw_topic = r.binary_raw()?;
     let packet_id = match qos {
         QoS::AtMostOnce => 0,
-        _ => match r.u16()? {
-            0 => return Err(DecodeError::Malformed("packet identifier 0")), // MQTT-2.2.1-3
-            id => id,
-        },
+        _ => r.packet_id()?, // MQTT-2.2.1-3
     };
     // A client may not send subscription identifiers; a server may send several.
     let mut props = prop::parse(&mut r, Context::Publish, role == Role::Client)?;
@@ -64,8 +65,8 @@ fn decode_v5(f: &Frame, role: Role) -> Result<Publish, DecodeError> {
             "subscription identifier from a client",
         )); // MQTT-3.3.4-6
     }
-    let topic = to_string(&raw_topic)?;
-    check_topic(&topic, props.topic_alias.is_some())?;
+    let topic = roost_wire::utf8_string(raw_topic)?;
+    check_topic(topic, props.topic_alias.is_some())?;
     if let Some(t) = &props.response_topic
         && !valid_topic_name(t)
     {
@@ -74,10 +75,10 @@ fn decode_v5(f: &Frame, role: Role) -> Result<Publish, DecodeError> {
         ));
     }
     Ok(Publish {
-        dup: f.byte1 & 0b1000 != 0,
+        dup: f.byte1 & roost_wire::flags::DUP != 0,
         qos,
-        retain: f.byte1 & 1 != 0,
-        topic,
+        retain: f.byte1 & roost_wire::flags::RETAIN != 0,
+        topic: topic.to_owned(),
         packet_id,
         payload: r.rest(),
         topic_alias: props.topic_alias,
@@ -87,23 +88,12 @@ fn decode_v5(f: &Frame, role: Role) -> Result<Publish, DecodeError> {
 }
 
 /// A topic name must be valid (no wildcards, MQTT-3.3.2-2); it may be empty only in 5.0 with a
-/// topic alias. U+0000 is a malformed string (MQTT-1.5.4-2).
+/// topic alias.
 fn check_topic(topic: &str, has_alias: bool) -> Result<(), DecodeError> {
-    if topic.as_bytes().contains(&0) {
-        return Err(DecodeError::Malformed("string contains U+0000"));
-    }
     if (topic.is_empty() && has_alias) || valid_topic_name(topic) {
         Ok(())
     } else {
         Err(DecodeError::TopicNameInvalid)
-    }
-}
-
-fn qos(q: mqttbytes::QoS) -> QoS {
-    match q {
-        mqttbytes::QoS::AtMostOnce => QoS::AtMostOnce,
-        mqttbytes::QoS::AtLeastOnce => QoS::AtLeastOnce,
-        mqttbytes::QoS::ExactlyOnce => QoS::ExactlyOnce,
     }
 }
 
@@ -153,9 +143,9 @@ struct PublishBody<'a, 'b>(&'b PublishView<'a>, Version);
 impl Encode for PublishBody<'_, '_> {
     fn put<S: Sink>(&self, s: &mut S) -> Result<(), EncodeError> {
         let p = self.0;
-        writer::put_str(s, p.topic)?;
+        s.string(p.topic)?;
         if p.qos != QoS::AtMostOnce {
-            s.u16(p.packet_id);
+            s.u16(p.packet_id)?;
         }
         if self.1 == Version::V5 {
             let props = PublishPropsEnc {
@@ -165,7 +155,7 @@ impl Encode for PublishBody<'_, '_> {
             };
             writer::put_props(s, &props)?;
         }
-        s.slice(p.payload);
+        s.put(p.payload)?;
         Ok(())
     }
 }
@@ -184,15 +174,15 @@ impl Encode for PublishPropsEnc<'_> {
             s,
             prop::PAYLOAD_FORMAT_INDICATOR,
             p.payload_format_indicator,
-        );
-        writer::prop_u32(s, prop::MESSAGE_EXPIRY_INTERVAL, p.message_expiry_interval);
+        )?;
+        writer::prop_u32(s, prop::MESSAGE_EXPIRY_INTERVAL, p.message_expiry_interval)?;
         writer::prop_str(s, prop::CONTENT_TYPE, p.content_type.as_deref())?;
         writer::prop_str(s, prop::RESPONSE_TOPIC, p.response_topic.as_deref())?;
         writer::prop_bin(s, prop::CORRELATION_DATA, p.correlation_data.as_deref())?;
-        writer::prop_u16(s, prop::TOPIC_ALIAS, self.topic_alias);
+        writer::prop_u16(s, prop::TOPIC_ALIAS, self.topic_alias)?;
         for &id in self.subscription_identifiers {
-            s.u8(prop::SUBSCRIPTION_IDENTIFIER);
-            writer::put_varint(s, id as usize)?;
+            s.u8(prop::SUBSCRIPTION_IDENTIFIER)?;
+            s.varint(id)?;
         }
         writer::prop_user(s, &p.user_properties)
     }
@@ -202,7 +192,7 @@ fn first_byte(p: &PublishView<'_>) -> Result<u8, EncodeError> {
     if p.qos != QoS::AtMostOnce && p.packet_id == 0 {
         return Err(EncodeError::PacketIdZero);
     }
-    Ok(0x30 | ((p.dup as u8) << 3) | ((p.qos as u8) << 1) | p.retain as u8)
+    Ok(roost_wire::publish_first_byte(p.dup, p.qos, p.retain))
 }
 
 /// Appends the encoding of a borrowed PUBLISH for `version` to `buf`, directly (no temporary
@@ -224,11 +214,5 @@ pub fn encode_publish(
 pub fn publish_len(p: &PublishView<'_>, version: Version) -> Result<usize, EncodeError> {
     first_byte(p)?;
     let remaining = writer::measure(&PublishBody(p, version))?;
-    if remaining > MAX_VARINT {
-        return Err(EncodeError::TooLarge {
-            size: 1 + 4 + remaining,
-            max: 1 + 4 + MAX_VARINT,
-        });
-    }
-    Ok(1 + writer::varint_len(remaining) + remaining)
+    writer::packet_len(remaining)
 }

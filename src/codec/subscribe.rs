@@ -6,20 +6,17 @@
 //! parser first so mqttbytes only ever sees a well-formed property block.
 
 use super::error::{DecodeError, EncodeError};
-use super::frame::Frame;
-use super::packet::{Packet, QoS, RetainHandling, SubAck, Subscribe, SubscribeFilter, Version};
+use super::frame::{Frame, qos};
+use super::packet::{Packet, RetainHandling, SubAck, Subscribe, SubscribeFilter, Version};
 use super::properties::{self as prop, Context};
-use super::reader::Reader;
-use super::reason::ReasonCode;
-use super::writer::{self, Encode, Sink};
+use super::writer::{self, Encode};
 use crate::topic::valid_topic_filter;
-
-/// SUBACK return codes in 3.1.1 (MQTT 3.1.1 3.9.3).
-const SUBACK_CODES_V4: &[u8] = &[0x00, 0x01, 0x02, 0x80];
-/// SUBACK reason codes in 5.0 (MQTT 5.0 3.9.3).
-const SUBACK_CODES_V5: &[u8] = &[
-    0x00, 0x01, 0x02, 0x80, 0x83, 0x87, 0x8F, 0x91, 0x97, 0x9E, 0xA1, 0xA2,
-];
+use roost_wire::flags::{
+    NO_LOCAL, RETAIN_AS_PUBLISHED, RETAIN_HANDLING_SHIFT, SUBSCRIPTION_RESERVED_V5,
+    SUBSCRIPTION_RESERVED_V311,
+};
+use roost_wire::packet_type::SUBACK;
+use roost_wire::{ReasonCode, Sink};
 
 fn malformed(_: mqttbytes::Error) -> DecodeError {
     DecodeError::Malformed("invalid SUBSCRIBE content")
@@ -28,10 +25,7 @@ fn malformed(_: mqttbytes::Error) -> DecodeError {
 /// Decodes a SUBSCRIBE whose fixed-header flags were already checked.
 pub(crate) fn decode(f: &Frame, version: Version) -> Result<Packet, DecodeError> {
     let mut r = f.body();
-    let packet_id = r.u16()?;
-    if packet_id == 0 {
-        return Err(DecodeError::Malformed("packet identifier 0")); // MQTT-2.2.1-3
-    }
+    let packet_id = r.packet_id()?; // MQTT-2.2.1-3
     let mut props = match version {
         Version::V5 => prop::parse(&mut r, Context::Subscribe, false)?,
         Version::V311 => prop::Properties::default(),
@@ -100,8 +94,8 @@ fn check_options(
     version: Version,
 ) -> Result<(), DecodeError> {
     let reserved = match version {
-        Version::V311 => 0b1111_1100,
-        Version::V5 => 0b1100_0000,
+        Version::V311 => SUBSCRIPTION_RESERVED_V311,
+        Version::V5 => SUBSCRIPTION_RESERVED_V5,
     };
     for sf in filters {
         at += 2 + sf.filter.len();
@@ -115,51 +109,32 @@ fn check_options(
                 "reserved subscription option bits set",
             ));
         }
-        if options & 0b11 == 3 || (options >> 4) & 0b11 == 3 {
+        if options & 0b11 == 3 || (options >> RETAIN_HANDLING_SHIFT) & 0b11 == 3 {
             return Err(DecodeError::Malformed("QoS 3 or retain handling 3"));
         }
     }
     Ok(())
 }
 
-fn qos(q: mqttbytes::QoS) -> QoS {
-    match q {
-        mqttbytes::QoS::AtMostOnce => QoS::AtMostOnce,
-        mqttbytes::QoS::AtLeastOnce => QoS::AtLeastOnce,
-        mqttbytes::QoS::ExactlyOnce => QoS::ExactlyOnce,
-    }
-}
-
 /// Decodes a SUBACK (client side): at least one code, each a valid one for the version.
 pub(crate) fn decode_suback(f: &Frame, version: Version) -> Result<Packet, DecodeError> {
     let mut r = f.body();
-    let packet_id = read_packet_id(&mut r)?;
-    let allowed = match version {
-        Version::V311 => SUBACK_CODES_V4,
-        Version::V5 => {
-            prop::parse(&mut r, Context::SubAck, false)?;
-            SUBACK_CODES_V5
-        }
-    };
-    let codes = r.rest().to_vec();
+    let packet_id = r.packet_id()?;
+    if version == Version::V5 {
+        prop::parse(&mut r, Context::SubAck, false)?;
+    }
+    let codes: Vec<ReasonCode> = r.rest().iter().map(|&c| ReasonCode(c)).collect();
     if codes.is_empty() {
         return Err(DecodeError::Malformed("SUBACK without return codes"));
     }
-    if !codes.iter().all(|c| allowed.contains(c)) {
+    let valid = |c: &ReasonCode| match version {
+        Version::V311 => c.is_valid_v311_suback(),
+        Version::V5 => c.is_valid_v5(SUBACK),
+    };
+    if !codes.iter().all(valid) {
         return Err(DecodeError::Malformed("invalid SUBACK return code"));
     }
-    Ok(Packet::SubAck(SubAck {
-        packet_id,
-        codes: codes.into_iter().map(ReasonCode).collect(),
-    }))
-}
-
-/// A non-zero packet identifier (MQTT-2.2.1-3).
-pub(crate) fn read_packet_id(r: &mut Reader) -> Result<u16, DecodeError> {
-    match r.u16()? {
-        0 => Err(DecodeError::Malformed("packet identifier 0")),
-        id => Ok(id),
-    }
+    Ok(Packet::SubAck(SubAck { packet_id, codes }))
 }
 
 /// Encodes a SUBSCRIBE body.
@@ -171,19 +146,23 @@ impl Encode for SubscribeBody<'_> {
         if sub.packet_id == 0 {
             return Err(EncodeError::PacketIdZero);
         }
-        s.u16(sub.packet_id);
+        s.u16(sub.packet_id)?;
         if self.1 == Version::V5 {
             writer::put_props(s, &SubscribeProps(sub))?;
         }
         for sf in &sub.filters {
-            writer::put_str(s, &sf.filter)?;
+            s.string(&sf.filter)?;
             let mut options = sf.qos as u8;
             if self.1 == Version::V5 {
-                options |= (sf.no_local as u8) << 2
-                    | (sf.retain_as_published as u8) << 3
-                    | (sf.retain_handling as u8) << 4;
+                if sf.no_local {
+                    options |= NO_LOCAL;
+                }
+                if sf.retain_as_published {
+                    options |= RETAIN_AS_PUBLISHED;
+                }
+                options |= (sf.retain_handling as u8) << RETAIN_HANDLING_SHIFT;
             }
-            s.u8(options);
+            s.u8(options)?;
         }
         Ok(())
     }
@@ -194,8 +173,8 @@ struct SubscribeProps<'a>(&'a Subscribe);
 impl Encode for SubscribeProps<'_> {
     fn put<S: Sink>(&self, s: &mut S) -> Result<(), EncodeError> {
         if let Some(id) = self.0.subscription_identifier {
-            s.u8(prop::SUBSCRIPTION_IDENTIFIER);
-            writer::put_varint(s, id as usize)?;
+            s.u8(prop::SUBSCRIPTION_IDENTIFIER)?;
+            s.varint(id)?;
         }
         writer::prop_user(s, &self.0.user_properties)
     }
@@ -209,12 +188,12 @@ impl Encode for SubAckBody<'_> {
         if self.0.packet_id == 0 {
             return Err(EncodeError::PacketIdZero);
         }
-        s.u16(self.0.packet_id);
+        s.u16(self.0.packet_id)?;
         if self.1 == Version::V5 {
-            s.u8(0); // property length
+            s.u8(0)?; // property length
         }
         for code in &self.0.codes {
-            s.u8(code.0);
+            s.u8(code.0)?;
         }
         Ok(())
     }

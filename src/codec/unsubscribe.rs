@@ -8,19 +8,15 @@ use super::error::{DecodeError, EncodeError};
 use super::frame::Frame;
 use super::packet::{Packet, UnsubAck, Unsubscribe, Version};
 use super::properties::{self as prop, Context};
-use super::reader::to_string;
-use super::reason::ReasonCode;
-use super::subscribe::read_packet_id;
-use super::writer::{self, Encode, Sink};
+use super::writer::{self, Encode};
 use crate::topic::valid_topic_filter;
-
-/// UNSUBACK reason codes in 5.0 (MQTT 5.0 3.11.3).
-const UNSUBACK_CODES: &[u8] = &[0x00, 0x11, 0x80, 0x83, 0x87, 0x8F, 0x91];
+use roost_wire::packet_type::UNSUBACK;
+use roost_wire::{ReasonCode, Sink};
 
 /// Decodes an UNSUBSCRIBE whose fixed-header flags were already checked.
 pub(crate) fn decode(f: &Frame, version: Version) -> Result<Packet, DecodeError> {
     let mut r = f.body();
-    let packet_id = read_packet_id(&mut r)?;
+    let packet_id = r.packet_id()?;
     let (filters, user_properties) = match version {
         Version::V311 => {
             let u = mqttbytes::v4::Unsubscribe::read(f.header, f.bytes.clone())
@@ -40,7 +36,7 @@ pub(crate) fn decode(f: &Frame, version: Version) -> Result<Packet, DecodeError>
         return Err(DecodeError::Malformed("UNSUBSCRIBE without filters")); // MQTT-3.10.3-2
     }
     for filter in &filters {
-        to_string(filter.as_bytes())?; // U+0000, which mqttbytes lets through
+        roost_wire::utf8_string(filter.as_bytes())?; // U+0000, which mqttbytes lets through
         if !valid_topic_filter(filter) {
             return Err(DecodeError::Malformed("invalid topic filter"));
         }
@@ -56,7 +52,7 @@ pub(crate) fn decode(f: &Frame, version: Version) -> Result<Packet, DecodeError>
 /// valid reason code in 5.0.
 pub(crate) fn decode_unsuback(f: &Frame, version: Version) -> Result<Packet, DecodeError> {
     let mut r = f.body();
-    let packet_id = read_packet_id(&mut r)?;
+    let packet_id = r.packet_id()?;
     let codes = match version {
         Version::V311 => {
             r.finish()?;
@@ -64,17 +60,14 @@ pub(crate) fn decode_unsuback(f: &Frame, version: Version) -> Result<Packet, Dec
         }
         Version::V5 => {
             prop::parse(&mut r, Context::UnsubAck, false)?;
-            let codes = r.rest().to_vec();
-            if codes.is_empty() || !codes.iter().all(|c| UNSUBACK_CODES.contains(c)) {
+            let codes: Vec<ReasonCode> = r.rest().iter().map(|&c| ReasonCode(c)).collect();
+            if codes.is_empty() || !codes.iter().all(|c| c.is_valid_v5(UNSUBACK)) {
                 return Err(DecodeError::Malformed("invalid UNSUBACK reason codes"));
             }
             codes
         }
     };
-    Ok(Packet::UnsubAck(UnsubAck {
-        packet_id,
-        codes: codes.into_iter().map(ReasonCode).collect(),
-    }))
+    Ok(Packet::UnsubAck(UnsubAck { packet_id, codes }))
 }
 
 /// Encodes an UNSUBSCRIBE body.
@@ -86,12 +79,12 @@ impl Encode for UnsubscribeBody<'_> {
         if u.packet_id == 0 {
             return Err(EncodeError::PacketIdZero);
         }
-        s.u16(u.packet_id);
+        s.u16(u.packet_id)?;
         if self.1 == Version::V5 {
             writer::put_props(s, &UserProps(&u.user_properties))?;
         }
         for filter in &u.filters {
-            writer::put_str(s, filter)?;
+            s.string(filter)?;
         }
         Ok(())
     }
@@ -113,11 +106,11 @@ impl Encode for UnsubAckBody<'_> {
         if self.0.packet_id == 0 {
             return Err(EncodeError::PacketIdZero);
         }
-        s.u16(self.0.packet_id);
+        s.u16(self.0.packet_id)?;
         if self.1 == Version::V5 {
-            s.u8(0); // property length
+            s.u8(0)?; // property length
             for code in &self.0.codes {
-                s.u8(code.0);
+                s.u8(code.0)?;
             }
         }
         Ok(())

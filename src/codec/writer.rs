@@ -1,55 +1,39 @@
-//! Encoding primitives: a [`Sink`] that either measures or writes, so each packet's layout is
-//! described once and used for both its length and its bytes.
+//! Encoding on top of [`roost_wire::Sink`]: each packet's layout is described once (an
+//! [`Encode`] impl) and used for both its length ([`roost_wire::Writer::counter`]) and its
+//! bytes (appended to a `BytesMut` through [`Append`]).
 
 use bytes::{BufMut, BytesMut};
+use roost_wire::{Sink, Writer};
 
-use super::error::EncodeError;
+use super::error::{EncodeError, MAX_PACKET_LEN};
 use super::packet::UserProperty;
-use super::reader::MAX_VARINT;
 
-/// Where encoded bytes go: a [`Counter`] (measuring pass) or a `BytesMut` (writing pass).
-pub(crate) trait Sink {
-    /// One byte.
-    fn u8(&mut self, v: u8);
-    /// A big-endian two byte integer.
-    fn u16(&mut self, v: u16);
-    /// A big-endian four byte integer.
-    fn u32(&mut self, v: u32);
-    /// Raw bytes.
-    fn slice(&mut self, v: &[u8]);
-}
+/// A [`Sink`] that appends to a `BytesMut`; it never fails.
+pub(crate) struct Append<'a>(pub &'a mut BytesMut);
 
-/// A [`Sink`] that only counts bytes.
-#[derive(Default)]
-pub(crate) struct Counter(pub usize);
+impl Sink for Append<'_> {
+    #[inline]
+    fn put(&mut self, bytes: &[u8]) -> Result<(), roost_wire::EncodeError> {
+        self.0.extend_from_slice(bytes);
+        Ok(())
+    }
 
-impl Sink for Counter {
-    fn u8(&mut self, _: u8) {
-        self.0 += 1;
+    #[inline]
+    fn u8(&mut self, v: u8) -> Result<(), roost_wire::EncodeError> {
+        self.0.put_u8(v);
+        Ok(())
     }
-    fn u16(&mut self, _: u16) {
-        self.0 += 2;
-    }
-    fn u32(&mut self, _: u32) {
-        self.0 += 4;
-    }
-    fn slice(&mut self, v: &[u8]) {
-        self.0 += v.len();
-    }
-}
 
-impl Sink for BytesMut {
-    fn u8(&mut self, v: u8) {
-        self.put_u8(v);
+    #[inline]
+    fn u16(&mut self, v: u16) -> Result<(), roost_wire::EncodeError> {
+        self.0.put_u16(v);
+        Ok(())
     }
-    fn u16(&mut self, v: u16) {
-        self.put_u16(v);
-    }
-    fn u32(&mut self, v: u32) {
-        self.put_u32(v);
-    }
-    fn slice(&mut self, v: &[u8]) {
-        self.extend_from_slice(v);
+
+    #[inline]
+    fn u32(&mut self, v: u32) -> Result<(), roost_wire::EncodeError> {
+        self.0.put_u32(v);
+        Ok(())
     }
 }
 
@@ -61,113 +45,80 @@ pub(crate) trait Encode {
 
 /// The encoded length of `e`, validating it on the way (string lengths, values).
 pub(crate) fn measure<E: Encode>(e: &E) -> Result<usize, EncodeError> {
-    let mut c = Counter::default();
+    let mut c = Writer::counter();
     e.put(&mut c)?;
-    Ok(c.0)
-}
-
-/// Number of bytes of the variable byte integer for `v` (`v` <= 268,435,455).
-pub(crate) fn varint_len(v: usize) -> usize {
-    match v {
-        0..=127 => 1,
-        128..=16_383 => 2,
-        16_384..=2_097_151 => 3,
-        _ => 4,
-    }
-}
-
-/// A variable byte integer.
-pub(crate) fn put_varint<S: Sink>(s: &mut S, mut v: usize) -> Result<(), EncodeError> {
-    if v > MAX_VARINT {
-        return Err(EncodeError::ValueTooLarge);
-    }
-    loop {
-        let mut byte = (v % 128) as u8;
-        v /= 128;
-        if v > 0 {
-            byte |= 0x80;
-        }
-        s.u8(byte);
-        if v == 0 {
-            return Ok(());
-        }
-    }
-}
-
-/// Binary data with its two byte length; over 65535 bytes is an error, never truncated.
-pub(crate) fn put_bin<S: Sink>(s: &mut S, v: &[u8]) -> Result<(), EncodeError> {
-    let len = u16::try_from(v.len()).map_err(|_| EncodeError::StringTooLong)?;
-    s.u16(len);
-    s.slice(v);
-    Ok(())
-}
-
-/// A UTF-8 string with its two byte length.
-pub(crate) fn put_str<S: Sink>(s: &mut S, v: &str) -> Result<(), EncodeError> {
-    put_bin(s, v.as_bytes())
+    Ok(c.position())
 }
 
 /// A property block: its length, then the properties described by `props`.
 pub(crate) fn put_props<S: Sink, E: Encode>(s: &mut S, props: &E) -> Result<(), EncodeError> {
     let len = measure(props)?;
-    put_varint(s, len)?;
+    s.varint(u32::try_from(len).map_err(|_| EncodeError::ValueTooLarge)?)?;
     props.put(s)
 }
 
 /// Optional one-byte property.
-pub(crate) fn prop_u8<S: Sink>(s: &mut S, id: u8, v: Option<u8>) {
+pub(crate) fn prop_u8<S: Sink>(s: &mut S, id: u8, v: Option<u8>) -> Result<(), EncodeError> {
     if let Some(v) = v {
-        s.u8(id);
-        s.u8(v);
+        s.u8(id)?;
+        s.u8(v)?;
     }
+    Ok(())
 }
 
 /// Optional two-byte property.
-pub(crate) fn prop_u16<S: Sink>(s: &mut S, id: u8, v: Option<u16>) {
+pub(crate) fn prop_u16<S: Sink>(s: &mut S, id: u8, v: Option<u16>) -> Result<(), EncodeError> {
     if let Some(v) = v {
-        s.u8(id);
-        s.u16(v);
+        s.u8(id)?;
+        s.u16(v)?;
     }
+    Ok(())
 }
 
 /// Optional four-byte property.
-pub(crate) fn prop_u32<S: Sink>(s: &mut S, id: u8, v: Option<u32>) {
+pub(crate) fn prop_u32<S: Sink>(s: &mut S, id: u8, v: Option<u32>) -> Result<(), EncodeError> {
     if let Some(v) = v {
-        s.u8(id);
-        s.u32(v);
+        s.u8(id)?;
+        s.u32(v)?;
     }
+    Ok(())
 }
 
 /// Optional string property.
 pub(crate) fn prop_str<S: Sink>(s: &mut S, id: u8, v: Option<&str>) -> Result<(), EncodeError> {
-    match v {
-        Some(v) => {
-            s.u8(id);
-            put_str(s, v)
-        }
-        None => Ok(()),
+    if let Some(v) = v {
+        s.u8(id)?;
+        s.string(v)?;
     }
+    Ok(())
 }
 
 /// Optional binary property.
 pub(crate) fn prop_bin<S: Sink>(s: &mut S, id: u8, v: Option<&[u8]>) -> Result<(), EncodeError> {
-    match v {
-        Some(v) => {
-            s.u8(id);
-            put_bin(s, v)
-        }
-        None => Ok(()),
+    if let Some(v) = v {
+        s.u8(id)?;
+        s.binary(v)?;
     }
+    Ok(())
 }
 
 /// User properties, in order.
 pub(crate) fn prop_user<S: Sink>(s: &mut S, v: &[UserProperty]) -> Result<(), EncodeError> {
     for (key, value) in v {
-        s.u8(super::properties::USER_PROPERTY);
-        put_str(s, key)?;
-        put_str(s, value)?;
+        s.u8(roost_wire::property::USER_PROPERTY)?;
+        s.string(key)?;
+        s.string(value)?;
     }
     Ok(())
+}
+
+/// The size of a whole packet with `remaining` bytes after the fixed header; too large for
+/// the remaining-length field is [`EncodeError::TooLarge`].
+pub(crate) fn packet_len(remaining: usize) -> Result<usize, EncodeError> {
+    roost_wire::packet_len(remaining).map_err(|_| EncodeError::TooLarge {
+        size: remaining.saturating_add(5),
+        max: MAX_PACKET_LEN,
+    })
 }
 
 /// Appends a whole packet: fixed header byte `byte1`, remaining length, then `body`.
@@ -181,18 +132,15 @@ pub(crate) fn emit<E: Encode>(
     buf: &mut BytesMut,
 ) -> Result<usize, EncodeError> {
     let remaining = measure(body)?;
-    if remaining > MAX_VARINT {
-        return Err(EncodeError::TooLarge {
-            size: 1 + 4 + remaining,
-            max: 1 + 4 + MAX_VARINT,
-        });
-    }
-    let total = 1 + varint_len(remaining) + remaining;
+    let total = packet_len(remaining)?;
     check_max(total, max_size)?;
     let start = buf.len();
     buf.reserve(total);
-    buf.u8(byte1);
-    let written = put_varint(buf, remaining).and_then(|()| body.put(buf));
+    let mut out = Append(buf);
+    let written = match out.fixed_header(byte1, remaining) {
+        Ok(()) => body.put(&mut out),
+        Err(e) => Err(e.into()),
+    };
     if let Err(e) = written {
         buf.truncate(start);
         return Err(e);

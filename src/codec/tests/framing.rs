@@ -1,4 +1,4 @@
-//! Framing through mqttbytes `check()`, remaining length, maximum packet size, packet-type
+//! Framing (`roost_wire::FixedHeader`), remaining length, maximum packet size, packet-type
 //! direction and fixed-header flags.
 
 use super::*;
@@ -18,8 +18,7 @@ fn every_prefix_needs_more_and_consumes_nothing() {
     ));
 }
 
-/// Once the frame is complete, any failure while reading it is malformed (mqttbytes would say
-/// InsufficientBytes / MalformedPacket), never "need more".
+/// Once the frame is complete, any failure while reading it is malformed, never "need more".
 #[test]
 fn complete_frame_with_short_content_is_malformed() {
     // Topic length says 5 bytes, the frame holds 1.

@@ -21,21 +21,9 @@ pub(super) const MAX: usize = 1 << 20;
 
 /// A packet from its first byte and body: computes the remaining length.
 pub(super) fn pkt(byte1: u8, body: &[u8]) -> Vec<u8> {
-    let mut v = vec![byte1];
-    let mut len = body.len();
-    loop {
-        let mut b = (len % 128) as u8;
-        len /= 128;
-        if len > 0 {
-            b |= 0x80;
-        }
-        v.push(b);
-        if len == 0 {
-            break;
-        }
-    }
-    v.extend_from_slice(body);
-    v
+    let mut len = [0u8; 4];
+    let n = roost_wire::varint::encode(body.len() as u32, &mut len).expect("remaining length");
+    [&[byte1][..], &len[..n], body].concat()
 }
 
 /// A two-byte-length-prefixed string.
