@@ -34,10 +34,10 @@ use tracing::info;
 
 use broker::Broker;
 pub use broker::metrics::MetricsSnapshot;
-pub use session::quota::BacklogStats;
-pub use store::{StoreError, StoreStatsSnapshot};
 pub use clock::Clock;
 pub use config::Config;
+pub use session::quota::BacklogStats;
+pub use store::{StoreError, StoreStatsSnapshot};
 
 /// One session as [`BrokerHandle::session_info`] reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -166,12 +166,6 @@ impl BrokerHandle {
     /// Re-reads the password and ACL files; on error the previous ones stay in force.
     pub fn reload_auth(&self) -> Result<(), auth::AuthError> {
         self.broker.access.reload()
-    }
-
-    /// The shared broker state.
-    #[cfg(test)]
-    pub(crate) fn broker(&self) -> &Arc<Broker> {
-        &self.broker
     }
 
     /// How many subscriptions (Topic Filters, over all sessions) the broker holds.

@@ -15,7 +15,7 @@ use crate::config::Config;
 
 /// The files as loaded at one moment.
 #[derive(Debug, Default)]
-pub struct Files {
+pub(crate) struct Files {
     /// The password file, if configured.
     pub passwords: Option<Arc<PasswordFile>>,
     /// The ACL file, if configured.
@@ -24,7 +24,7 @@ pub struct Files {
 
 /// The outcome of checking a CONNECT's credentials.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     /// Accepted, with the username the client is known by (ACLs use it).
     Accepted(Option<String>),
     /// A username was given and the password did not match (3.1.1: 0x04, 5.0: 0x86).
@@ -35,7 +35,7 @@ pub enum Verdict {
 
 /// Authentication and authorization state shared by all connections.
 #[derive(Debug)]
-pub struct AccessControl {
+pub(crate) struct AccessControl {
     files: RwLock<Arc<Files>>,
     generation: AtomicU64,
     anonymous: bool,
@@ -51,7 +51,7 @@ pub struct AccessControl {
 impl AccessControl {
     /// Loads the files named in `config`; an unreadable or malformed file is an error naming
     /// it (and the line).
-    pub fn load(config: &Config) -> Result<AccessControl, AuthError> {
+    pub(crate) fn load(config: &Config) -> Result<AccessControl, AuthError> {
         let mut addrs: Vec<IpAddr> = vec![config.bind];
         addrs.extend(config.listeners.iter().map(|l| l.bind));
         let access = AccessControl {
@@ -91,7 +91,7 @@ impl AccessControl {
     }
 
     /// Re-reads both files. On error the previous ones stay in force.
-    pub fn reload(&self) -> Result<(), AuthError> {
+    pub(crate) fn reload(&self) -> Result<(), AuthError> {
         match self.read_files() {
             Ok(files) => {
                 *self.files.write() = Arc::new(files);
@@ -107,19 +107,19 @@ impl AccessControl {
     }
 
     /// Changes every time the files are reloaded.
-    pub fn generation(&self) -> u64 {
+    pub(crate) fn generation(&self) -> u64 {
         self.generation.load(Relaxed)
     }
 
     /// The files currently in force.
-    pub fn files(&self) -> Arc<Files> {
+    pub(crate) fn files(&self) -> Arc<Files> {
         Arc::clone(&self.files.read())
     }
 
     /// Judges a CONNECT. `identity` is the certificate name when the listener uses it as the
     /// username; otherwise the CONNECT's username and password are checked. Password
     /// verification is slow by design, so it runs off the async threads.
-    pub async fn authenticate(
+    pub(crate) async fn authenticate(
         &self,
         identity: Option<String>,
         username: Option<String>,
@@ -157,17 +157,21 @@ impl AccessControl {
     /// Records a failed login from `peer` and returns the delay before answering it, growing
     /// with repeated failures so that passwords cannot be guessed at line rate. Wait it with
     /// the broker's clock: `broker.clock.sleep(delay)`.
-    pub fn failure_delay(&self, peer: IpAddr) -> Duration {
+    pub(crate) fn failure_delay(&self, peer: IpAddr) -> Duration {
         self.throttle.lock().record_failure(peer, self.clock.now())
     }
 
     /// Forgets the failures of `peer` after a successful login.
-    pub fn succeeded(&self, peer: IpAddr) {
+    pub(crate) fn succeeded(&self, peer: IpAddr) {
         self.throttle.lock().record_success(peer);
     }
 
     /// The ACL rules of one client, or `None` when no ACL file is set (everything allowed).
-    pub fn client_acl(&self, username: Option<&str>, client_id: &str) -> Option<Arc<ClientAcl>> {
+    pub(crate) fn client_acl(
+        &self,
+        username: Option<&str>,
+        client_id: &str,
+    ) -> Option<Arc<ClientAcl>> {
         self.files()
             .acl
             .as_ref()

@@ -13,7 +13,7 @@ use crate::session::Session;
 
 /// Why a connection is asked to close from outside its own task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum KickReason {
+pub(crate) enum KickReason {
     /// Another connection with the same client id took the session over (v5: 0x8E).
     TakenOver,
     /// The broker is shutting down (v5: 0x8B).
@@ -22,7 +22,7 @@ pub enum KickReason {
 
 /// The link from a session to the connection currently attached to it.
 #[derive(Debug, Clone)]
-pub struct ConnLink {
+pub(crate) struct ConnLink {
     /// Unique id of the connection.
     pub id: u64,
     /// Cancelled to ask the connection to close.
@@ -35,7 +35,7 @@ pub struct ConnLink {
 
 impl ConnLink {
     /// A link for a new connection.
-    pub fn new(id: u64) -> ConnLink {
+    pub(crate) fn new(id: u64) -> ConnLink {
         ConnLink {
             id,
             kick: CancellationToken::new(),
@@ -45,13 +45,13 @@ impl ConnLink {
     }
 
     /// Asks the connection to close for `reason`.
-    pub fn kick(&self, reason: KickReason) {
+    pub(crate) fn kick(&self, reason: KickReason) {
         self.reason.lock().get_or_insert(reason);
         self.kick.cancel();
     }
 
     /// Why the connection was kicked, if it was.
-    pub fn kick_reason(&self) -> Option<KickReason> {
+    pub(crate) fn kick_reason(&self) -> Option<KickReason> {
         *self.reason.lock()
     }
 }
@@ -60,7 +60,7 @@ impl ConnLink {
 /// it. The will delay and the session expiry count from `since`, so a timer set up a moment
 /// later still ends when it should.
 #[derive(Debug, Clone)]
-pub struct Absence {
+pub(crate) struct Absence {
     /// When the connection was detached, on the broker's clock.
     pub since: Instant,
     /// Cancelled when a connection attaches or the session ends.
@@ -69,7 +69,7 @@ pub struct Absence {
 
 /// The mutable part of a shared session, behind its own lock.
 #[derive(Debug)]
-pub struct Slot {
+pub(crate) struct Slot {
     /// The protocol state.
     pub session: Session,
     /// The attached connection, if any.
@@ -90,7 +90,7 @@ pub struct Slot {
 
 /// A session shared between tasks. Lock order: never hold `slot` while taking a router lock.
 #[derive(Debug)]
-pub struct SessionHandle {
+pub(crate) struct SessionHandle {
     /// Unique key of this session (client ids can be reused by later sessions).
     pub key: u64,
     /// The client identifier.
@@ -111,7 +111,7 @@ pub struct SessionHandle {
 
 impl SessionHandle {
     /// How the store names this session: client id and incarnation (the session key).
-    pub fn store_key(&self) -> crate::store::SessionKey {
+    pub(crate) fn store_key(&self) -> crate::store::SessionKey {
         crate::store::SessionKey {
             client: Arc::clone(&self.client_id),
             incarnation: self.key,
@@ -119,7 +119,12 @@ impl SessionHandle {
     }
 
     /// A new shared session attached to `conn`.
-    pub fn new(key: u64, client_id: Arc<str>, session: Session, conn: Option<ConnLink>) -> Self {
+    pub(crate) fn new(
+        key: u64,
+        client_id: Arc<str>,
+        session: Session,
+        conn: Option<ConnLink>,
+    ) -> Self {
         SessionHandle {
             key,
             client_id,
@@ -142,18 +147,18 @@ impl SessionHandle {
 
     /// True if messages are in flight to the client or queued for it (it has acknowledgements
     /// to send).
-    pub fn owes_client(&self) -> bool {
+    pub(crate) fn owes_client(&self) -> bool {
         let slot = self.slot.lock();
         slot.session.outbound.inflight() > 0 || slot.session.outbound.queued() > 0
     }
 
     /// The backlog generation; read under the slot lock when the queue is found full.
-    pub fn room_seq(&self) -> u64 {
+    pub(crate) fn room_seq(&self) -> u64 {
         self.room_seq.load(Ordering::SeqCst)
     }
 
     /// Says that the backlog shrank (call after the slot lock is released).
-    pub fn notify_room(&self) {
+    pub(crate) fn notify_room(&self) {
         self.room_seq.fetch_add(1, Ordering::SeqCst);
         if self.room_waiters.load(Ordering::SeqCst) > 0 {
             self.room.notify_waiters();
@@ -161,7 +166,7 @@ impl SessionHandle {
     }
 
     /// Waits until the backlog has shrunk since generation `seen`, or the session ended.
-    pub async fn room_since(&self, seen: u64) {
+    pub(crate) async fn room_since(&self, seen: u64) {
         struct Waiting<'a>(&'a AtomicUsize);
         impl Drop for Waiting<'_> {
             fn drop(&mut self) {

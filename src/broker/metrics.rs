@@ -22,7 +22,7 @@ struct DropLog {
 
 /// Live counters, updated without locks.
 #[derive(Debug, Default)]
-pub struct Metrics {
+pub(crate) struct Metrics {
     /// TCP connections accepted.
     pub connections_accepted: AtomicU64,
     /// Connections open right now (handshaking, awaiting CONNECT, or connected).
@@ -103,7 +103,7 @@ pub struct MetricsSnapshot {
 
 impl Metrics {
     /// Zeroed counters whose log lines are paced by `clock`.
-    pub fn with_clock(clock: Clock) -> Metrics {
+    pub(crate) fn with_clock(clock: Clock) -> Metrics {
         Metrics {
             clock,
             ..Metrics::default()
@@ -111,14 +111,14 @@ impl Metrics {
     }
 
     /// Adds one to a counter.
-    pub fn inc(counter: &AtomicU64) {
+    pub(crate) fn inc(counter: &AtomicU64) {
         counter.fetch_add(1, Relaxed);
     }
 
     /// Logs drops (`dropped`), refusals (`refused`) and pauses (`paused`) at a full queue,
     /// at most once per 10 s, with the broker-wide counts since the previous line and the
     /// client id of the session that was full most recently.
-    pub fn log_queue_full(&self, client_id: &str, dropped: u64, refused: u64, paused: u64) {
+    pub(crate) fn log_queue_full(&self, client_id: &str, dropped: u64, refused: u64, paused: u64) {
         let mut log = self.drop_log.lock();
         log.dropped += dropped;
         log.refused += refused;
@@ -146,7 +146,7 @@ impl Metrics {
     }
 
     /// Reads every counter.
-    pub fn snapshot(&self) -> MetricsSnapshot {
+    pub(crate) fn snapshot(&self) -> MetricsSnapshot {
         MetricsSnapshot {
             connections_accepted: self.connections_accepted.load(Relaxed),
             connections_open: self.connections_open.load(Relaxed),

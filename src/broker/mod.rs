@@ -14,13 +14,12 @@ use std::sync::{Arc, Weak};
 
 use tokio_util::sync::CancellationToken;
 
-pub use access::{AccessControl, Verdict};
-pub use handle::{Absence, ConnLink, KickReason, SessionHandle, Slot};
-pub use metrics::{Metrics, MetricsSnapshot};
-pub use pending::Pending;
-pub use router::{RouteContext, Routed, Router, Subscriber};
-pub use sessions::{AttachRequest, Registry};
-pub use will::will_message;
+pub(crate) use access::{AccessControl, Verdict};
+pub(crate) use handle::{ConnLink, KickReason, SessionHandle};
+pub(crate) use metrics::Metrics;
+pub(crate) use pending::Pending;
+pub(crate) use router::{RouteContext, Routed, Router};
+pub(crate) use sessions::{AttachRequest, Registry};
 
 use crate::clock::Clock;
 use crate::config::{Config, QueueFullPolicy};
@@ -29,7 +28,7 @@ use crate::store::{Op, Store};
 
 /// Everything the connections of one broker share.
 #[derive(Debug)]
-pub struct Broker {
+pub(crate) struct Broker {
     /// The configuration it was started with.
     pub config: Config,
     /// The clock of every protocol timer and time read (a clone of `config.clock`): use
@@ -57,7 +56,7 @@ pub struct Broker {
 
 impl Broker {
     /// New shared state for `config`, persisting to `store` if given.
-    pub fn new(config: Config, store: Option<Store>, access: AccessControl) -> Arc<Broker> {
+    pub(crate) fn new(config: Config, store: Option<Store>, access: AccessControl) -> Arc<Broker> {
         let persistent = store.is_some();
         Broker::build(config, store, persistent, access)
     }
@@ -93,12 +92,12 @@ impl Broker {
     }
 
     /// True if durable state is written to a store.
-    pub fn persistent(&self) -> bool {
+    pub(crate) fn persistent(&self) -> bool {
         self.persistent
     }
 
     /// A store id for a message that may be persisted (0 when running in memory).
-    pub fn message_id(&self) -> u64 {
+    pub(crate) fn message_id(&self) -> u64 {
         if self.persistent() {
             self.next_message_id.fetch_add(1, Relaxed)
         } else {
@@ -107,7 +106,7 @@ impl Broker {
     }
 
     /// A fresh connection id.
-    pub fn next_connection_id(&self) -> u64 {
+    pub(crate) fn next_connection_id(&self) -> u64 {
         self.next_connection.fetch_add(1, Relaxed)
     }
 
@@ -115,7 +114,7 @@ impl Broker {
     /// messages if its RETAIN flag is set. Durable changes go to `pending` (which must be given
     /// when there is a store). `policy` says what a full queue does; under back-pressure a
     /// refused message changes nothing, the retained message included.
-    pub fn publish(
+    pub(crate) fn publish(
         &self,
         message: &Arc<Message>,
         publisher: Option<u64>,
@@ -150,7 +149,7 @@ impl Broker {
     }
 
     /// False once the store holds `max_store_bytes` of queued messages.
-    pub fn store_has_room(&self) -> bool {
+    pub(crate) fn store_has_room(&self) -> bool {
         let max = self.config.max_store_bytes;
         match &self.store {
             Some(store) if max != 0 => store.queued_bytes() < max,
@@ -161,7 +160,7 @@ impl Broker {
     /// Publishes a message that no connection waits on (a will): with a store, its durable
     /// changes are committed in the background and its deliveries released afterwards.
     /// Nobody can be slowed or told, so a full queue drops it there (counted).
-    pub fn publish_detached(&self, message: &Arc<Message>, publisher: Option<u64>) {
+    pub(crate) fn publish_detached(&self, message: &Arc<Message>, publisher: Option<u64>) {
         let policy = QueueFullPolicy::DropNew;
         let Some(broker) = self.me.upgrade().filter(|b| b.persistent()) else {
             self.publish(message, publisher, policy, None);
@@ -176,7 +175,7 @@ impl Broker {
     }
 
     /// Commits `ops` (if any); false if the store reported a failure.
-    pub async fn commit(&self, ops: Vec<Op>) -> bool {
+    pub(crate) async fn commit(&self, ops: Vec<Op>) -> bool {
         match (&self.store, ops.is_empty()) {
             (Some(store), false) => store.commit(ops).await.is_ok(),
             _ => true,
@@ -184,7 +183,7 @@ impl Broker {
     }
 
     /// Hands `ops` to the store without waiting.
-    pub fn submit(&self, ops: Vec<Op>) {
+    pub(crate) fn submit(&self, ops: Vec<Op>) {
         if let Some(store) = &self.store {
             store.submit(ops);
         }

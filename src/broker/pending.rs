@@ -13,7 +13,7 @@ use super::handle::SessionHandle;
 /// sessions (once per batch, so subscribers take many messages per wake-up), then writes its
 /// acknowledgements.
 #[derive(Debug, Default)]
-pub struct Pending {
+pub(crate) struct Pending {
     /// Whether the broker has a store: only then are deliveries gated.
     pub persistent: bool,
     /// Operations to commit, in order.
@@ -34,7 +34,7 @@ pub struct Pending {
 
 impl Pending {
     /// An empty batch; `persistent` says whether the broker has a store.
-    pub fn new(persistent: bool) -> Pending {
+    pub(crate) fn new(persistent: bool) -> Pending {
         Pending {
             persistent,
             ..Default::default()
@@ -42,18 +42,18 @@ impl Pending {
     }
 
     /// Adds an operation that must be committed before the batch's output is written.
-    pub fn push(&mut self, op: Op) {
+    pub(crate) fn push(&mut self, op: Op) {
         self.ops.push(op);
         self.must_wait = true;
     }
 
     /// Adds an operation nothing waits for (e.g. deleting an acknowledged entry).
-    pub fn push_async(&mut self, op: Op) {
+    pub(crate) fn push_async(&mut self, op: Op) {
         self.ops.push(op);
     }
 
     /// The gate for deliveries of this batch (`None` without a store: nothing to wait for).
-    pub fn gate(&mut self) -> Option<Arc<CommitGate>> {
+    pub(crate) fn gate(&mut self) -> Option<Arc<CommitGate>> {
         if !self.persistent {
             return None;
         }
@@ -61,7 +61,7 @@ impl Pending {
     }
 
     /// True if nothing was gathered.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.ops.is_empty()
             && self.gate.is_none()
             && self.wake.is_empty()
@@ -69,7 +69,7 @@ impl Pending {
     }
 
     /// Opens (or fails) the gate and wakes the sessions holding its deliveries.
-    pub fn release(&mut self, committed: bool) {
+    pub(crate) fn release(&mut self, committed: bool) {
         if let Some(gate) = self.gate.take() {
             gate.resolve(committed);
         }

@@ -15,7 +15,7 @@ use super::handle::SessionHandle;
 impl Broker {
     /// Loads what the store returned at open. Sessions come back without a connection; those
     /// with a finite expiry get their remaining time.
-    pub fn restore(&self, loaded: Loaded) {
+    pub(crate) fn restore(&self, loaded: Loaded) {
         self.next_message_id
             .store(loaded.max_message_id + 1, Relaxed);
         for mut message in loaded.retained {

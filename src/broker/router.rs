@@ -21,7 +21,7 @@ use super::pending::Pending;
 
 /// What routing a message needs to know beyond the message itself.
 #[derive(Debug, Clone, Copy)]
-pub struct RouteContext<'a> {
+pub(crate) struct RouteContext<'a> {
     /// Counters.
     pub metrics: &'a Metrics,
     /// What to do at a full queue.
@@ -33,7 +33,7 @@ pub struct RouteContext<'a> {
 
 /// The result of routing a message.
 #[derive(Debug)]
-pub enum Routed {
+pub(crate) enum Routed {
     /// Queued for every matching session that had room (or dropped there by the policy).
     /// `matched` counts the sessions whose subscriptions matched and may read the topic.
     Delivered {
@@ -51,7 +51,7 @@ pub enum Routed {
 
 /// A subscription as stored in the trie.
 #[derive(Debug, Clone)]
-pub struct Subscriber {
+pub(crate) struct Subscriber {
     /// The session that subscribed.
     pub session: Arc<SessionHandle>,
     /// Its options.
@@ -75,7 +75,7 @@ struct Retained {
 
 /// Subscriptions and retained messages.
 #[derive(Debug, Default)]
-pub struct Router {
+pub(crate) struct Router {
     subscriptions: RwLock<SubscriptionTrie<u64, Subscriber>>,
     retained: RwLock<RetainedIndex<Retained>>,
     /// Decides which retained messages have expired.
@@ -84,7 +84,7 @@ pub struct Router {
 
 impl Router {
     /// An empty router whose retained messages expire by `clock`.
-    pub fn new(clock: Clock) -> Router {
+    pub(crate) fn new(clock: Clock) -> Router {
         Router {
             clock,
             ..Router::default()
@@ -92,7 +92,7 @@ impl Router {
     }
 
     /// Adds or replaces a subscription. Returns true if it replaced one (MQTT-3.8.4-3).
-    pub fn subscribe(
+    pub(crate) fn subscribe(
         &self,
         filter: &str,
         session: &Arc<SessionHandle>,
@@ -109,7 +109,7 @@ impl Router {
     }
 
     /// Removes a subscription. Returns true if it existed.
-    pub fn unsubscribe(&self, filter: &str, session_key: u64) -> bool {
+    pub(crate) fn unsubscribe(&self, filter: &str, session_key: u64) -> bool {
         self.subscriptions
             .write()
             .remove(filter, &session_key)
@@ -117,7 +117,7 @@ impl Router {
     }
 
     /// Removes every listed subscription of a session.
-    pub fn unsubscribe_all<'a>(&self, filters: impl Iterator<Item = &'a String>, key: u64) {
+    pub(crate) fn unsubscribe_all<'a>(&self, filters: impl Iterator<Item = &'a String>, key: u64) {
         let mut trie = self.subscriptions.write();
         for filter in filters {
             trie.remove(filter, &key);
@@ -125,14 +125,14 @@ impl Router {
     }
 
     /// Number of subscriptions in the trie.
-    pub fn subscription_count(&self) -> usize {
+    pub(crate) fn subscription_count(&self) -> usize {
         self.subscriptions.read().len()
     }
 
     /// Stores, replaces or (with an empty payload) deletes the retained message of a topic
     /// (MQTT-3.3.1-5, MQTT-3.3.1-10, MQTT-3.3.1-11). `gate` is the publisher's pending commit:
     /// deliveries made from it wait for that commit too.
-    pub fn retain(&self, message: &Arc<Message>, gate: Option<Arc<CommitGate>>) {
+    pub(crate) fn retain(&self, message: &Arc<Message>, gate: Option<Arc<CommitGate>>) {
         let mut retained = self.retained.write();
         if message.payload.is_empty() {
             retained.remove(&message.topic);
@@ -147,7 +147,10 @@ impl Router {
 
     /// The retained messages matching `filter`, skipping expired ones, each with the gate of
     /// its commit if that is still pending.
-    pub fn retained_matching(&self, filter: &str) -> Vec<(Arc<Message>, Option<Arc<CommitGate>>)> {
+    pub(crate) fn retained_matching(
+        &self,
+        filter: &str,
+    ) -> Vec<(Arc<Message>, Option<Arc<CommitGate>>)> {
         let now = self.clock.now();
         let mut out = Vec::new();
         self.retained.read().for_each_match(filter, |_, r| {
@@ -160,7 +163,7 @@ impl Router {
     }
 
     /// Number of retained messages.
-    pub fn retained_count(&self) -> usize {
+    pub(crate) fn retained_count(&self) -> usize {
         self.retained.read().len()
     }
 
@@ -174,7 +177,7 @@ impl Router {
     /// All or nothing: every target's room is reserved first; if a QoS 1/2 delivery does not
     /// fit and the policy is back-pressure, nothing is queued anywhere and [`Routed::Full`]
     /// names the session that is full.
-    pub fn route(
+    pub(crate) fn route(
         &self,
         message: &Arc<Message>,
         publisher: Option<u64>,

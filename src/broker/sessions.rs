@@ -23,7 +23,7 @@ const TAKEOVER_WAIT: Duration = Duration::from_secs(5);
 
 /// What a connecting client asks for.
 #[derive(Debug, Clone)]
-pub struct AttachRequest {
+pub(crate) struct AttachRequest {
     /// Client identifier (already assigned if the client sent none).
     pub client_id: Arc<str>,
     /// Clean session / clean start.
@@ -38,13 +38,13 @@ pub struct AttachRequest {
 
 /// Client id to session.
 #[derive(Debug, Default)]
-pub struct Registry {
+pub(crate) struct Registry {
     sessions: Mutex<HashMap<Arc<str>, Arc<SessionHandle>>>,
 }
 
 impl Registry {
     /// The session of a client id, if one exists.
-    pub fn get(&self, client_id: &str) -> Option<Arc<SessionHandle>> {
+    pub(crate) fn get(&self, client_id: &str) -> Option<Arc<SessionHandle>> {
         self.sessions.lock().get(client_id).cloned()
     }
 
@@ -67,7 +67,7 @@ impl Broker {
     /// Attaches connection `link` to the session of `req.client_id`, taking over a connection
     /// already attached (MQTT-3.1.4-3). Returns the session and the Session Present flag; the
     /// store changes to commit before CONNACK go to `pending`.
-    pub async fn attach(
+    pub(crate) async fn attach(
         &self,
         req: &AttachRequest,
         link: &ConnLink,
@@ -180,7 +180,7 @@ impl Broker {
     /// durable one is recorded as disconnected and, with a finite expiry, gets a timer.
     /// Returns the absence that begins (for the will delay), or `None` if the connection was
     /// no longer attached (it was taken over) or the session ended.
-    pub fn detach(&self, handle: &Arc<SessionHandle>, conn_id: u64) -> Option<Absence> {
+    pub(crate) fn detach(&self, handle: &Arc<SessionHandle>, conn_id: u64) -> Option<Absence> {
         // The registry lock keeps a reconnect from slipping between detach and end.
         let mut sessions = self.registry.sessions.lock();
         let mut slot = handle.slot.lock();
@@ -232,7 +232,11 @@ impl Broker {
 
     /// Ends a session unless `still` says otherwise, judged under the registry and slot locks
     /// so that no connection can attach in between.
-    pub fn end_session_if(&self, handle: &Arc<SessionHandle>, still: impl FnOnce(&Slot) -> bool) {
+    pub(crate) fn end_session_if(
+        &self,
+        handle: &Arc<SessionHandle>,
+        still: impl FnOnce(&Slot) -> bool,
+    ) {
         let mut sessions = self.registry.sessions.lock();
         let mut slot = handle.slot.lock();
         if slot.ended || !still(&slot) {

@@ -16,7 +16,7 @@ use super::metrics::Metrics;
 
 /// Builds the application message a will stands for, published at `now` (its Message Expiry
 /// Interval counts from then).
-pub fn will_message(will: &Will, id: u64, now: Instant) -> Message {
+pub(crate) fn will_message(will: &Will, id: u64, now: Instant) -> Message {
     Message {
         id,
         topic: Arc::from(will.topic.as_str()),
@@ -33,7 +33,7 @@ pub fn will_message(will: &Will, id: u64, now: Instant) -> Message {
 
 impl Broker {
     /// Publishes `will` now, as if its client had published it.
-    pub fn publish_will(&self, will: &Will, publisher: Option<u64>) {
+    pub(crate) fn publish_will(&self, will: &Will, publisher: Option<u64>) {
         let message = Arc::new(will_message(will, self.message_id(), self.clock.now()));
         Metrics::inc(&self.metrics.wills_published);
         debug!(topic = %message.topic, "publishing will");
@@ -45,7 +45,12 @@ impl Broker {
     /// delay has passed since the disconnection, or the end of the session, and publishes
     /// only if no connection resumed the session meanwhile (MQTT-3.1.3-9, MQTT-3.1.2-8).
     /// Without `away` the session has ended: publish now.
-    pub fn schedule_will(&self, will: Will, session: &Arc<SessionHandle>, away: Option<Absence>) {
+    pub(crate) fn schedule_will(
+        &self,
+        will: Will,
+        session: &Arc<SessionHandle>,
+        away: Option<Absence>,
+    ) {
         let Absence { since, token: away } = match away {
             Some(away) if will.delay_interval > 0 => away,
             _ => {

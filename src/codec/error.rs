@@ -9,6 +9,7 @@ use thiserror::Error;
 /// 5.0, DISCONNECT with [`DecodeError::reason_code`]) where the protocol allows it, then
 /// closes.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
 pub enum DecodeError {
     /// The bytes do not form a valid packet (MQTT 5.0 reason code 0x81).
     #[error("malformed packet: {0}")]
@@ -64,6 +65,7 @@ impl From<roost_wire::DecodeError> for DecodeError {
 
 /// Why a packet could not be encoded. Nothing is appended to the buffer when encoding fails.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
 pub enum EncodeError {
     /// The encoded packet would exceed the receiver's maximum packet size (MQTT-3.1.2-24) or
     /// the largest size the remaining-length field can express.

@@ -280,6 +280,7 @@ pub struct Auth {
 
 /// Any MQTT control packet.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Packet {
     /// CONNECT.
     Connect(Box<Connect>),

@@ -32,7 +32,7 @@ const DRAIN_BYTES: usize = 1024 * 1024;
 
 /// What a TLS listener learned from the client certificate, for `use_identity_as_username`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CertIdentity {
+pub(crate) enum CertIdentity {
     /// The listener does not use certificate identities.
     NotUsed,
     /// The verified certificate's Common Name.
@@ -42,7 +42,7 @@ pub enum CertIdentity {
 }
 
 /// A byte stream a connection runs over.
-pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send {
+pub(crate) trait Transport: AsyncRead + AsyncWrite + Unpin + Send {
     /// Resolves when a read may make progress, so that an idle connection need not hold a read
     /// buffer while it waits. Streams that cannot tell (TLS, WebSocket) resolve at once.
     fn readable(&self) -> impl std::future::Future<Output = ()> + Send {
@@ -95,7 +95,7 @@ struct Driver<S> {
 
 /// Serves one client connection to completion. `queue_full` is the listener's policy for
 /// PUBLISH packets that meet a full queue.
-pub async fn serve<S>(
+pub(crate) async fn serve<S>(
     broker: Arc<Broker>,
     stream: S,
     peer: SocketAddr,

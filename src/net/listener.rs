@@ -19,7 +19,7 @@ use super::conn::{self, CertIdentity};
 use super::{tls, ws};
 
 /// A bound listener, ready to accept.
-pub struct Listener {
+pub(crate) struct Listener {
     /// Its configuration.
     pub config: ListenerConfig,
     /// The address it is bound to (the real port when 0 was asked).
@@ -40,7 +40,7 @@ impl std::fmt::Debug for Listener {
 /// Why a listener could not be set up.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum ListenError {
+pub(crate) enum ListenError {
     /// Binding failed.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -73,7 +73,7 @@ enum HandshakeError {
 }
 
 /// Binds the main TCP listener (`bind`:`port`) and every configured extra listener.
-pub async fn bind_all(config: &Config) -> Result<Vec<Listener>, ListenError> {
+pub(crate) async fn bind_all(config: &Config) -> Result<Vec<Listener>, ListenError> {
     let main = ListenerConfig::new(ListenerKind::Tcp, config.bind, config.port);
     let mut out = Vec::new();
     for l in std::iter::once(&main).chain(config.listeners.iter()) {
@@ -127,7 +127,7 @@ impl Drop for OpenConnection {
 
 /// Accepts connections until the broker shuts down. Each connection runs in a task tracked by
 /// `tasks`, so shutdown can wait for them.
-pub async fn accept_loop(broker: Arc<Broker>, listener: Listener, tasks: TaskTracker) {
+pub(crate) async fn accept_loop(broker: Arc<Broker>, listener: Listener, tasks: TaskTracker) {
     let listener = Arc::new(listener);
     loop {
         let accepted = tokio::select! {

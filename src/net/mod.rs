@@ -1,6 +1,6 @@
 //! Listeners and the per-connection task.
 
-pub mod conn;
-pub mod listener;
-pub mod tls;
-pub mod ws;
+pub(crate) mod conn;
+pub(crate) mod listener;
+pub(crate) mod tls;
+pub(crate) mod ws;

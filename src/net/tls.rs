@@ -19,7 +19,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 /// TLS settings of one listener.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TlsSettings {
+pub(crate) struct TlsSettings {
     /// PEM file with the server certificate, optionally followed by its intermediate
     /// certificates (leaf first).
     pub cert_file: PathBuf,
@@ -133,7 +133,7 @@ pub enum TlsError {
 /// Uses the ring provider, TLS 1.2 and 1.3, no required ALPN. With `ca_file`, client
 /// certificates are verified against it (and optional unless `require_certificate`);
 /// `require_certificate` without `ca_file` is an error. The files are read once, here.
-pub fn server_config(s: &TlsSettings) -> Result<Arc<ServerConfig>, TlsError> {
+pub(crate) fn server_config(s: &TlsSettings) -> Result<Arc<ServerConfig>, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
 
     let certs = load_certs(&s.cert_file)?;
@@ -175,7 +175,7 @@ pub fn server_config(s: &TlsSettings) -> Result<Arc<ServerConfig>, TlsError> {
 /// for one), when the subject has no CN, or when the CN is not a string. A certificate is only
 /// present after it was verified against the listener's CA, so the CN can be trusted as an
 /// identity. With several CNs, the first one is returned (as mosquitto does).
-pub fn peer_common_name(conn: &rustls::ServerConnection) -> Option<String> {
+pub(crate) fn peer_common_name(conn: &rustls::ServerConnection) -> Option<String> {
     let leaf = conn.peer_certificates()?.first()?;
     common_name(leaf.as_ref())
 }

@@ -37,7 +37,7 @@ const READ_BUFFER_SIZE: usize = 16 * 1024;
 /// Why a WebSocket handshake failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum WsError {
+pub(crate) enum WsError {
     /// The request was for another path; the client got `404 Not Found`.
     #[error("WebSocket request for unknown path {requested:?} (404)")]
     WrongPath {
@@ -76,7 +76,7 @@ fn no_subprotocol_message(offered: &str) -> String {
 /// message may carry more than one packet (e.g. `max_packet_size + 64 KiB`).
 ///
 /// This function does not time out by itself: wrap it in the listener's connect timeout.
-pub async fn accept<S>(
+pub(crate) async fn accept<S>(
     stream: S,
     path: &str,
     max_message_size: usize,
@@ -173,7 +173,7 @@ fn error_response(status: StatusCode, body: String) -> ErrorResponse {
 /// the underlying stream (when that stream is busy): call `flush` after writing to be sure
 /// they went out. `poll_flush` flushes the WebSocket and the underlying stream;
 /// `poll_shutdown` sends a close frame and shuts down the underlying stream.
-pub struct WsStream<S> {
+pub(crate) struct WsStream<S> {
     inner: WebSocketStream<S>,
     /// Unread rest of the last binary message.
     pending: Bytes,
@@ -188,14 +188,6 @@ impl<S> WsStream<S> {
             pending: Bytes::new(),
             read_closed: false,
         }
-    }
-
-    /// The underlying stream (e.g. to get the TLS session or the peer address).
-    pub fn get_ref(&self) -> &S
-    where
-        S: AsyncRead + AsyncWrite + Unpin,
-    {
-        self.inner.get_ref()
     }
 }
 

@@ -6,7 +6,7 @@ use crate::codec::{DecodeError, ReasonCode};
 
 /// Why a connection ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Close {
+pub(crate) enum Close {
     /// The client sent DISCONNECT; `will` is true for MQTT 5.0 reason 0x04.
     ClientDisconnect {
         /// Publish the will anyway (reason 0x04).
@@ -36,7 +36,7 @@ pub enum Close {
 impl Close {
     /// True if the broker, not the client, ends the connection while the client may still
     /// be sending (at shutdown the process is about to close every socket anyway).
-    pub fn server_initiated(self) -> bool {
+    pub(crate) fn server_initiated(self) -> bool {
         !matches!(
             self,
             Close::ClientDisconnect { .. } | Close::Io | Close::Kicked(KickReason::Shutdown)
@@ -45,7 +45,7 @@ impl Close {
 
     /// The v5 DISCONNECT reason to send, if any, and whether the will is published
     /// (MQTT-3.1.2-8: on every end but a normal DISCONNECT, a refused CONNECT and shutdown).
-    pub fn outcome(self) -> (Option<ReasonCode>, bool) {
+    pub(crate) fn outcome(self) -> (Option<ReasonCode>, bool) {
         match self {
             Close::ClientDisconnect { will } => (None, will),
             Close::Io => (None, true),
@@ -60,7 +60,7 @@ impl Close {
     }
 
     /// The close a decoding error calls for, with its MQTT 5.0 reason code.
-    pub fn from_decode(e: &DecodeError) -> Close {
+    pub(crate) fn from_decode(e: &DecodeError) -> Close {
         let why = match e {
             DecodeError::TooLarge { .. } => "packet too large",
             DecodeError::TopicNameInvalid => "invalid topic name",

@@ -21,7 +21,7 @@ use super::{Close, Connected};
 
 /// A connection that has not been accepted yet: only a CONNECT may come.
 #[derive(Debug)]
-pub struct AwaitingConnect {
+pub(crate) struct AwaitingConnect {
     broker: Arc<Broker>,
     peer: SocketAddr,
     queue_full: QueueFullPolicy,
@@ -32,7 +32,7 @@ pub struct AwaitingConnect {
 
 /// What an acceptable CONNECT asks for, before a session is attached.
 #[derive(Debug, Clone)]
-pub struct ConnectPlan {
+pub(crate) struct ConnectPlan {
     /// The session to attach (with the client id assigned if the client sent none).
     pub request: AttachRequest,
     /// The client id was assigned by the broker (MQTT 5.0 says so in CONNACK).
@@ -41,7 +41,7 @@ pub struct ConnectPlan {
 
 /// The CONNACK code refusing a client whose authentication gave `verdict`, `None` if it was
 /// accepted (MQTT-3.1.4-2; 3.1.1 table 3.1, MQTT 5.0 section 3.2.2.2).
-pub fn refusal(verdict: &Verdict, version: Version) -> Option<ReasonCode> {
+pub(crate) fn refusal(verdict: &Verdict, version: Version) -> Option<ReasonCode> {
     let v5 = version == Version::V5;
     Some(match verdict {
         Verdict::Accepted(_) => return None,
@@ -55,7 +55,7 @@ pub fn refusal(verdict: &Verdict, version: Version) -> Option<ReasonCode> {
 impl AwaitingConnect {
     /// A new connection from `peer`; `queue_full` is its listener's policy for PUBLISH packets
     /// that meet a full queue.
-    pub fn new(broker: Arc<Broker>, peer: SocketAddr, queue_full: QueueFullPolicy) -> Self {
+    pub(crate) fn new(broker: Arc<Broker>, peer: SocketAddr, queue_full: QueueFullPolicy) -> Self {
         let max_packet = broker.config.max_packet_size as usize;
         let persistent = broker.persistent();
         AwaitingConnect {
@@ -71,7 +71,10 @@ impl AwaitingConnect {
     /// Decodes the first packet, which must be a CONNECT. `Ok(None)`: more bytes are needed.
     /// An unsupported protocol level is answered with CONNACK 0x01 (MQTT-3.1.2-2); anything
     /// else closes without an answer (MQTT-3.1.0-1).
-    pub fn read_connect(&mut self, input: &mut BytesMut) -> Result<Option<Box<Connect>>, Close> {
+    pub(crate) fn read_connect(
+        &mut self,
+        input: &mut BytesMut,
+    ) -> Result<Option<Box<Connect>>, Close> {
         match self.decoder.decode(input) {
             Ok(Some(Packet::Connect(connect))) => Ok(Some(connect)),
             Ok(Some(_)) => Err(Close::Io),
@@ -92,7 +95,7 @@ impl AwaitingConnect {
 
     /// Checks what can be checked before authentication and plans the session; `Err` is the
     /// CONNACK code to refuse with.
-    pub fn plan(&self, connect: &Connect) -> Result<ConnectPlan, ReasonCode> {
+    pub(crate) fn plan(&self, connect: &Connect) -> Result<ConnectPlan, ReasonCode> {
         let version = connect.version;
         if connect.client_id.is_empty() && version == Version::V311 && !connect.clean_start {
             // MQTT-3.1.3-8: a zero-byte client id needs clean session.
@@ -131,12 +134,12 @@ impl AwaitingConnect {
 
     /// Where the broker records the store changes of attaching the session (they are
     /// committed before CONNACK goes out).
-    pub fn pending_mut(&mut self) -> &mut Pending {
+    pub(crate) fn pending_mut(&mut self) -> &mut Pending {
         &mut self.pending
     }
 
     /// Answers CONNACK with refusal `code` (MQTT-3.2.2-5); the connection then closes.
-    pub fn refuse(&mut self, version: Version, code: ReasonCode) -> Close {
+    pub(crate) fn refuse(&mut self, version: Version, code: ReasonCode) -> Close {
         debug!(peer = %self.peer, %code, "CONNECT refused");
         let connack = Packet::ConnAck(ConnAck {
             session_present: false,
@@ -148,14 +151,14 @@ impl AwaitingConnect {
     }
 
     /// What is ready to be written (a refusal).
-    pub fn output(&mut self) -> &mut BytesMut {
+    pub(crate) fn output(&mut self) -> &mut BytesMut {
         &mut self.out
     }
 
     /// Accepts the CONNECT on `session` (attached by the driver; `present` is Session
     /// Present) for the authenticated `username`: answers CONNACK and, for a resumed session,
     /// queues the resend of what was in flight (MQTT-4.4.0-1).
-    pub fn accept(
+    pub(crate) fn accept(
         self,
         connect: Connect,
         plan: ConnectPlan,

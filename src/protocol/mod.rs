@@ -50,21 +50,21 @@ use crate::session::Delivery;
 use crate::session::{CommitGate, LoadRequest, Transmit};
 use crate::store::Op;
 
-pub use close::Close;
-pub use connect::{AwaitingConnect, ConnectPlan, refusal};
+pub(crate) use close::Close;
+pub(crate) use connect::{AwaitingConnect, ConnectPlan, refusal};
 
 /// Bytes of deliveries gathered into the output before it is written.
-pub const WRITE_BUDGET: usize = 256 * 1024;
+pub(crate) const WRITE_BUDGET: usize = 256 * 1024;
 /// While a PUBLISH is paused, at most this many packets are read and held behind it...
 const MAX_HELD: usize = 256;
 /// ...taking at most about this much memory; then reading stops until the pause ends.
 const MAX_HELD_BYTES: usize = 1024 * 1024;
 /// A paused PUBLISH is tried again at least this often, whatever woke or did not wake it.
-pub const PAUSE_RETRY: Duration = Duration::from_secs(1);
+pub(crate) const PAUSE_RETRY: Duration = Duration::from_secs(1);
 
 /// A batch of store operations, and what waits on it.
 #[derive(Debug)]
-pub struct Commit {
+pub(crate) struct Commit {
     /// The operations, in order.
     pub ops: Vec<Op>,
     /// True if output (an acknowledgement, a PUBREL, a PUBLISH with a recorded packet id)
@@ -78,7 +78,7 @@ pub struct Commit {
 
 /// What ending a connection leaves for the broker to do.
 #[derive(Debug)]
-pub struct Ending {
+pub(crate) struct Ending {
     /// The session the connection was attached to (to detach).
     pub session: Arc<SessionHandle>,
     /// The will to publish (or to schedule, with a will delay), if the way the connection
@@ -88,7 +88,7 @@ pub struct Ending {
 
 /// A connection whose CONNECT was accepted: every packet after CONNECT.
 #[derive(Debug)]
-pub struct Connected {
+pub(crate) struct Connected {
     broker: Arc<Broker>,
     peer: SocketAddr,
     session: Arc<SessionHandle>,
@@ -146,13 +146,8 @@ fn held_size(packet: &Packet) -> usize {
 
 impl Connected {
     /// The session this connection is attached to.
-    pub fn session(&self) -> &Arc<SessionHandle> {
+    pub(crate) fn session(&self) -> &Arc<SessionHandle> {
         &self.session
-    }
-
-    /// The negotiated protocol version.
-    pub fn version(&self) -> Version {
-        self.version
     }
 
     /// Decodes and handles every complete packet in `input`, and first tries a paused
@@ -161,7 +156,11 @@ impl Connected {
     /// While a PUBLISH is paused, packets that do not depend on it (acknowledgements, PINGREQ,
     /// DISCONNECT) are handled at once, so a client's own deliveries keep flowing; the others
     /// are held in order behind it, up to a bound (then [`Connected::wants_read`] is false).
-    pub fn handle_input(&mut self, input: &mut BytesMut, now: Instant) -> Result<usize, Close> {
+    pub(crate) fn handle_input(
+        &mut self,
+        input: &mut BytesMut,
+        now: Instant,
+    ) -> Result<usize, Close> {
         if self.stall.is_some() && self.retry_stalled(now)? {
             // Keep alive is not held against a client whose reads were paused.
             self.touch(now);
@@ -205,7 +204,7 @@ impl Connected {
     }
 
     /// Handles one decoded packet.
-    pub fn handle(&mut self, packet: Packet, now: Instant) -> Result<(), Close> {
+    pub(crate) fn handle(&mut self, packet: Packet, now: Instant) -> Result<(), Close> {
         match packet {
             Packet::Publish(p) => self.handle_publish(p, now),
             Packet::Ack(a) => self.handle_ack(a),
@@ -234,7 +233,7 @@ impl Connected {
     }
 
     /// True unless a paused connection has read and held as much as it may.
-    pub fn wants_read(&self) -> bool {
+    pub(crate) fn wants_read(&self) -> bool {
         self.stall.is_none() || !self.held_full()
     }
 
@@ -245,7 +244,7 @@ impl Connected {
     /// The session a paused PUBLISH waits on, and the backlog generation it saw: the driver
     /// waits for [`SessionHandle::room_since`] (or the next timeout) and calls
     /// [`Connected::handle_input`] again.
-    pub fn paused_on(&self) -> Option<(Arc<SessionHandle>, u64)> {
+    pub(crate) fn paused_on(&self) -> Option<(Arc<SessionHandle>, u64)> {
         self.stall
             .as_ref()
             .map(|s| (Arc::clone(&s.session), s.room_seq))
@@ -256,13 +255,13 @@ impl Connected {
     /// may be paused on its queue in turn. The connection closes
     /// ([`Close::PausedWithAcksUnread`]) rather than stay in that cycle; the client resends
     /// what was not acknowledged when it reconnects.
-    pub fn stuck(&self) -> bool {
+    pub(crate) fn stuck(&self) -> bool {
         self.stall.is_some() && self.held_full() && self.session.owes_client()
     }
 
     /// When the driver must call [`Connected::handle_timeout`] (or, while paused,
     /// [`Connected::handle_input`]) at the latest.
-    pub fn poll_timeout(&self) -> Option<Instant> {
+    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
         match self.stall_tried {
             // Keep alive is not enforced while reads are paused.
             Some(tried) if self.stall.is_some() => Some(tried + PAUSE_RETRY),
@@ -272,7 +271,7 @@ impl Connected {
 
     /// How long a write may wait for the client to read: until the keep alive runs out
     /// (`None` while reads are paused, or without keep alive).
-    pub fn write_deadline(&self) -> Option<Instant> {
+    pub(crate) fn write_deadline(&self) -> Option<Instant> {
         if self.stall.is_some() {
             None
         } else {
@@ -282,7 +281,7 @@ impl Connected {
 
     /// Checks the timers at `now`: nothing received within 1.5 times the keep alive closes the
     /// connection (MQTT-3.1.2-24).
-    pub fn handle_timeout(&mut self, now: Instant) -> Result<(), Close> {
+    pub(crate) fn handle_timeout(&mut self, now: Instant) -> Result<(), Close> {
         if self.stall.is_some() {
             return Ok(());
         }
@@ -297,13 +296,13 @@ impl Connected {
 
     /// True if the write budget ran out with deliveries still queued: call
     /// [`Connected::poll_transmit`] again after writing, without waiting for a wake-up.
-    pub fn more_to_send(&self) -> bool {
+    pub(crate) fn more_to_send(&self) -> bool {
         self.more_to_send
     }
 
     /// A window of the durable backlog to read from the store, once the memory queue runs
     /// low. Answer with [`Connected::loaded`].
-    pub fn poll_load(&mut self) -> Option<LoadRequest> {
+    pub(crate) fn poll_load(&mut self) -> Option<LoadRequest> {
         if !self.pending.persistent {
             return None;
         }
@@ -312,7 +311,7 @@ impl Connected {
 
     /// Takes what the store returned for `request` (`None`: the read failed, and the
     /// connection closes).
-    pub fn loaded(
+    pub(crate) fn loaded(
         &mut self,
         request: LoadRequest,
         read: Option<Vec<Delivery>>,
@@ -334,7 +333,7 @@ impl Connected {
 
     /// The store operations of the packets handled since the last commit, if any. The output
     /// is held until [`Connected::committed`] reports the result.
-    pub fn poll_commit(&mut self) -> Option<Commit> {
+    pub(crate) fn poll_commit(&mut self) -> Option<Commit> {
         if self.committing.is_some() || self.pending.is_empty() {
             return None;
         }
@@ -350,7 +349,7 @@ impl Connected {
     /// Takes the result of the commit from [`Connected::poll_commit`]: the deliveries it held
     /// are released, and its output may go out. On a failure nothing of the batch is
     /// acknowledged: the output is discarded and the connection closes; the client will retry.
-    pub fn committed(&mut self, ok: bool) -> Result<(), Close> {
+    pub(crate) fn committed(&mut self, ok: bool) -> Result<(), Close> {
         let added = self.committing.take().unwrap_or_default();
         self.pending.release(ok);
         if ok {
@@ -367,7 +366,7 @@ impl Connected {
 
     /// The encoded packets ready to be written, `None` while a commit they may depend on is
     /// outstanding (or nothing is ready). The driver writes them and clears the buffer.
-    pub fn output(&mut self) -> Option<&mut BytesMut> {
+    pub(crate) fn output(&mut self) -> Option<&mut BytesMut> {
         if self.committing.is_some() || !self.pending.is_empty() || self.out.is_empty() {
             return None;
         }
@@ -377,7 +376,7 @@ impl Connected {
     /// Ends the connection for `close`: encodes the MQTT 5.0 DISCONNECT its reason calls for
     /// into the output, and says whether the will goes out. Call after the last commit
     /// returned.
-    pub fn end(&mut self, close: Close) -> Ending {
+    pub(crate) fn end(&mut self, close: Close) -> Ending {
         let (reason, publish_will) = close.outcome();
         if let (Some(reason), Version::V5) = (reason, self.version) {
             let _ = self.send(&Packet::Disconnect(crate::codec::Disconnect {

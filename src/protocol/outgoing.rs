@@ -49,7 +49,7 @@ impl Connected {
     /// Moves deliveries from the session queue into the output, as far as the inflight
     /// window and the write budget allow. Messages whose expiry passed by `now` are dropped
     /// (MQTT-3.3.2-5).
-    pub fn poll_transmit(&mut self, now: Instant) {
+    pub(crate) fn poll_transmit(&mut self, now: Instant) {
         let session = Arc::clone(&self.session);
         let mut expired = Vec::new();
         let mut budget = 0usize;

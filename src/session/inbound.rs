@@ -4,7 +4,7 @@ use std::collections::HashSet;
 
 /// What to do with an incoming QoS 2 PUBLISH.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Qos2Publish {
+pub(crate) enum Qos2Publish {
     /// First time this packet id is seen: deliver the message, then answer PUBREC.
     Deliver,
     /// The id is still awaiting PUBREL: a retransmission. Answer PUBREC, deliver nothing
@@ -14,13 +14,13 @@ pub enum Qos2Publish {
 
 /// The inbound half of a session.
 #[derive(Debug, Default)]
-pub struct Inbound {
+pub(crate) struct Inbound {
     awaiting_rel: HashSet<u16>,
 }
 
 impl Inbound {
     /// Records a QoS 2 PUBLISH and says whether it is new.
-    pub fn on_publish_qos2(&mut self, packet_id: u16) -> Qos2Publish {
+    pub(crate) fn on_publish_qos2(&mut self, packet_id: u16) -> Qos2Publish {
         if self.awaiting_rel.insert(packet_id) {
             Qos2Publish::Deliver
         } else {
@@ -29,24 +29,19 @@ impl Inbound {
     }
 
     /// Whether a QoS 2 packet id is awaiting PUBREL.
-    pub fn is_pending(&self, packet_id: u16) -> bool {
+    pub(crate) fn is_pending(&self, packet_id: u16) -> bool {
         self.awaiting_rel.contains(&packet_id)
     }
 
     /// PUBREL: forgets the id. Returns false if it was not pending (the PUBCOMP is still sent;
     /// MQTT 5.0 uses reason 0x92).
-    pub fn on_pubrel(&mut self, packet_id: u16) -> bool {
+    pub(crate) fn on_pubrel(&mut self, packet_id: u16) -> bool {
         self.awaiting_rel.remove(&packet_id)
     }
 
     /// Number of QoS 2 ids awaiting PUBREL: they count against our Receive Maximum.
-    pub fn pending(&self) -> usize {
+    pub(crate) fn pending(&self) -> usize {
         self.awaiting_rel.len()
-    }
-
-    /// Forgets all pending ids (a new session).
-    pub fn clear(&mut self) {
-        self.awaiting_rel.clear();
     }
 }
 

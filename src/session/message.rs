@@ -29,11 +29,11 @@ pub struct Message {
 
 /// Payloads up to this size are copied out of the connection's read buffer when a message is
 /// kept; larger ones are kept as a slice of it (the buffer is then mostly that payload).
-pub const COPY_PAYLOAD_BELOW: usize = 64 * 1024;
+pub(super) const COPY_PAYLOAD_BELOW: usize = 64 * 1024;
 
 /// A payload fit to be kept: a small payload is copied, so that it does not hold on to the
 /// whole read buffer it was decoded from (and memory bounds in bytes mean what they say).
-pub fn owned_payload(payload: Bytes) -> Bytes {
+pub(crate) fn owned_payload(payload: Bytes) -> Bytes {
     if payload.len() < COPY_PAYLOAD_BELOW {
         Bytes::copy_from_slice(&payload)
     } else {
@@ -43,7 +43,7 @@ pub fn owned_payload(payload: Bytes) -> Bytes {
 
 /// Message properties fit to be kept: the correlation data (the one binary property, a slice of
 /// the read buffer when decoded) is copied out.
-pub fn kept_properties(properties: &PublishProperties) -> PublishProperties {
+pub(crate) fn kept_properties(properties: &PublishProperties) -> PublishProperties {
     PublishProperties {
         correlation_data: properties
             .correlation_data

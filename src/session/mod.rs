@@ -8,19 +8,19 @@ pub(crate) mod quota;
 
 use std::collections::HashMap;
 
-pub use inbound::{Inbound, Qos2Publish};
-pub use message::{CommitGate, Delivery, GateState, Message, kept_properties, owned_payload};
-pub use outbound::{
+pub(crate) use inbound::{Inbound, Qos2Publish};
+pub(crate) use message::{
+    CommitGate, Delivery, GateState, Message, kept_properties, owned_payload,
+};
+pub(crate) use outbound::{
     AckOutcome, Inflight, InflightState, LoadRequest, Outbound, PacketId, Refused, Transmit,
 };
-pub use quota::{
-    BacklogStats, DELIVERY_OVERHEAD, Placement, QueueLimits, delivery_cost, message_cost,
-};
+pub(crate) use quota::{Placement, QueueLimits, delivery_cost, message_cost};
 
 use crate::codec::{QoS, RetainHandling, Version};
 
 /// Session expiry value meaning "never expires" (MQTT 5.0, and 3.1.1 clean_session=0).
-pub const NEVER_EXPIRES: u32 = u32::MAX;
+pub(crate) const NEVER_EXPIRES: u32 = u32::MAX;
 
 /// The options a subscription was made with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,7 +52,7 @@ impl SubOptions {
 
 /// Everything the broker remembers about one client between and during connections.
 #[derive(Debug)]
-pub struct Session {
+pub(crate) struct Session {
     /// Protocol version of the most recent connection.
     pub version: Version,
     /// Session expiry interval in seconds: 0 ends the session with the connection,
@@ -72,7 +72,7 @@ pub struct Session {
 
 impl Session {
     /// A new, empty session.
-    pub fn new(
+    pub(crate) fn new(
         version: Version,
         expiry_interval: u32,
         limits: QueueLimits,
@@ -90,14 +90,14 @@ impl Session {
     }
 
     /// Allocates a position in the persisted queue.
-    pub fn take_seq(&mut self) -> u64 {
+    pub(crate) fn take_seq(&mut self) -> u64 {
         let seq = self.next_seq;
         self.next_seq += 1;
         seq
     }
 
     /// True if the session outlives its connection.
-    pub fn is_durable(&self) -> bool {
+    pub(crate) fn is_durable(&self) -> bool {
         self.expiry_interval > 0
     }
 }

@@ -14,7 +14,7 @@ use super::message::{CommitGate, Delivery, GateState};
 use super::quota::{BacklogStats, Placement, QueueLimits, delivery_cost};
 
 /// A Packet Identifier: never 0 (MQTT-2.3.1-1).
-pub type PacketId = NonZeroU16;
+pub(crate) type PacketId = NonZeroU16;
 
 /// State of an outbound QoS 1/2 message that has been sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,7 +27,7 @@ pub enum InflightState {
 
 /// An outbound message holding a packet id.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Inflight {
+pub(crate) struct Inflight {
     /// Packet identifier in use.
     pub packet_id: PacketId,
     /// What was sent.
@@ -38,7 +38,7 @@ pub struct Inflight {
 
 /// What the connection must send next.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Transmit {
+pub(crate) enum Transmit {
     /// A PUBLISH.
     Publish {
         /// The delivery to encode.
@@ -57,7 +57,7 @@ pub enum Transmit {
 
 /// Why a delivery was not admitted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refused {
+pub(crate) enum Refused {
     /// The backlog is at one of its limits.
     Full,
     /// A QoS 0 message for a session with no connection: discarded, as the spec allows.
@@ -66,7 +66,7 @@ pub enum Refused {
 
 /// Outcome of a PUBACK / PUBREC / PUBCOMP from the client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AckOutcome {
+pub(crate) enum AckOutcome {
     /// The packet id was in flight in the expected state and the step was applied. `seq` is
     /// the delivery's position in the persisted queue (0 if not persisted).
     Done {
@@ -108,7 +108,7 @@ struct Stored {
 
 /// The outbound half of a session.
 #[derive(Debug)]
-pub struct Outbound {
+pub(crate) struct Outbound {
     queue: VecDeque<Delivery>,
     inflight: VecDeque<Inflight>,
     /// Retained messages owed to new subscriptions, sent before the queue as the window allows.
@@ -131,7 +131,7 @@ pub struct Outbound {
 
 impl Outbound {
     /// An empty flow with backlog limits and an inflight window.
-    pub fn new(limits: QueueLimits, window: u16) -> Outbound {
+    pub(crate) fn new(limits: QueueLimits, window: u16) -> Outbound {
         Outbound {
             queue: VecDeque::new(),
             inflight: VecDeque::new(),
@@ -150,32 +150,32 @@ impl Outbound {
     }
 
     /// Changes the inflight window, e.g. to a reconnecting client's Receive Maximum.
-    pub fn set_window(&mut self, window: u16) {
+    pub(crate) fn set_window(&mut self, window: u16) {
         self.window = usize::from(window.max(1));
     }
 
     /// Number of queued (not yet sent) deliveries held in memory.
-    pub fn queued(&self) -> usize {
+    pub(crate) fn queued(&self) -> usize {
         self.queue.len()
     }
 
     /// Number of messages holding a packet id.
-    pub fn inflight(&self) -> usize {
+    pub(crate) fn inflight(&self) -> usize {
         self.inflight.len()
     }
 
     /// Messages in the backlog: in memory, in flight, in the store only, and reserved.
-    pub fn backlog_messages(&self) -> usize {
+    pub(crate) fn backlog_messages(&self) -> usize {
         self.queue.len() + self.inflight.len() + self.stored.count + self.reserved.0
     }
 
     /// Bytes of the backlog.
-    pub fn backlog_bytes(&self) -> u64 {
+    pub(crate) fn backlog_bytes(&self) -> u64 {
         self.memory_bytes + self.stored.bytes + self.reserved.1
     }
 
     /// A snapshot of the backlog.
-    pub fn stats(&self) -> BacklogStats {
+    pub(crate) fn stats(&self) -> BacklogStats {
         BacklogStats {
             messages: self.backlog_messages(),
             bytes: self.backlog_bytes(),
@@ -192,7 +192,7 @@ impl Outbound {
     /// be written to the store (a QoS 1/2 message for a durable session of a broker with a
     /// store); only such a delivery may go beyond the memory bound. An admitted delivery is
     /// reserved until [`Outbound::place`] or [`Outbound::unreserve`].
-    pub fn reserve(
+    pub(crate) fn reserve(
         &mut self,
         cost: u64,
         qos: QoS,
@@ -224,14 +224,18 @@ impl Outbound {
 
     /// Admits and places a delivery that is never written to the store (reserve, then place).
     #[cfg(test)]
-    pub fn enqueue(&mut self, delivery: Delivery, online: bool) -> Result<Placement, Refused> {
+    pub(crate) fn enqueue(
+        &mut self,
+        delivery: Delivery,
+        online: bool,
+    ) -> Result<Placement, Refused> {
         let cost = delivery_cost(&delivery);
         self.reserve(cost, delivery.qos, false, online)?;
         Ok(self.place(delivery, cost, false, online))
     }
 
     /// Gives back a reservation that will not be placed.
-    pub fn unreserve(&mut self, cost: u64) {
+    pub(crate) fn unreserve(&mut self, cost: u64) {
         self.reserved.0 = self.reserved.0.saturating_sub(1);
         self.reserved.1 = self.reserved.1.saturating_sub(cost);
     }
@@ -240,7 +244,7 @@ impl Outbound {
     /// waiting in the store (order is kept), otherwise, if `storable`, in the store only (the
     /// caller writes it there). An offline session keeps storable deliveries in the store
     /// only: its memory is not spent on a client that is away.
-    pub fn place(
+    pub(crate) fn place(
         &mut self,
         delivery: Delivery,
         cost: u64,
@@ -301,7 +305,7 @@ impl Outbound {
     /// policy). Returns its queue position, or `None` if nothing in memory can be dropped.
     /// One whose publisher's commit is still pending is not dropped (its store entry may not
     /// exist yet).
-    pub fn evict_oldest(&mut self) -> Option<u64> {
+    pub(crate) fn evict_oldest(&mut self) -> Option<u64> {
         let front = self.queue.front()?;
         if front
             .gate
@@ -320,7 +324,7 @@ impl Outbound {
     /// entry takes the newer message, the higher QoS and every subscription identifier. These
     /// are sent before the queue, a window at a time, and are not counted against the backlog
     /// limits (the messages are shared with the retained index). Returns false if merged.
-    pub fn push_retained(&mut self, delivery: Delivery) -> bool {
+    pub(crate) fn push_retained(&mut self, delivery: Delivery) -> bool {
         let topic = Arc::clone(&delivery.message.topic);
         if let Some(waiting) = self.retained_waiting.get_mut(&topic) {
             let qos = waiting.qos.max(delivery.qos);
@@ -344,7 +348,7 @@ impl Outbound {
 
     /// What to read back from the store, if the memory queue has run low and the store holds
     /// more. Marks a read under way until [`Outbound::loaded`].
-    pub fn load_request(&mut self) -> Option<LoadRequest> {
+    pub(crate) fn load_request(&mut self) -> Option<LoadRequest> {
         if self.stored.loading || self.stored.count == 0 {
             return None;
         }
@@ -374,7 +378,7 @@ impl Outbound {
 
     /// Takes the deliveries read for `request` into memory, in order. `None` means the read
     /// failed; the range stays in the store.
-    pub fn loaded(&mut self, request: LoadRequest, deliveries: Option<Vec<Delivery>>) {
+    pub(crate) fn loaded(&mut self, request: LoadRequest, deliveries: Option<Vec<Delivery>>) {
         self.stored.loading = false;
         let Some(deliveries) = deliveries else {
             return;
@@ -406,12 +410,12 @@ impl Outbound {
 
     /// Entries that were counted as in the store but were not found there, since the last
     /// call (should be 0; the caller logs anything else).
-    pub fn take_lost(&mut self) -> usize {
+    pub(crate) fn take_lost(&mut self) -> usize {
         std::mem::take(&mut self.stored.lost)
     }
 
     /// Restores the part of a loaded session's queue left in the store.
-    pub fn restore_stored(&mut self, from: u64, count: usize, bytes: u64) {
+    pub(crate) fn restore_stored(&mut self, from: u64, count: usize, bytes: u64) {
         self.stored.from = from;
         self.stored.count = count;
         self.stored.bytes = bytes;
@@ -421,7 +425,11 @@ impl Outbound {
     /// (MQTT-3.3.2-5) and their queue positions pushed to `expired` so the caller can count
     /// them and delete them from the store. A delivery whose commit is pending holds the queue
     /// (order is kept); one whose commit failed is dropped.
-    pub fn next_transmit(&mut self, now: Instant, expired: &mut Vec<u64>) -> Option<Transmit> {
+    pub(crate) fn next_transmit(
+        &mut self,
+        now: Instant,
+        expired: &mut Vec<u64>,
+    ) -> Option<Transmit> {
         if self.resends > 0 {
             let sent = self.inflight.len() - self.resends;
             if sent >= self.window {
@@ -501,7 +509,7 @@ impl Outbound {
 
     /// Gives a stored queue position to the inflight entry of `packet_id` (a retained message
     /// sent to a durable session is recorded in its queue as it goes out).
-    pub fn set_seq(&mut self, packet_id: PacketId, seq: u64) {
+    pub(crate) fn set_seq(&mut self, packet_id: PacketId, seq: u64) {
         if let Some(i) = self.position(packet_id.get()) {
             self.inflight[i].delivery.seq = seq;
         }
@@ -510,18 +518,18 @@ impl Outbound {
     /// After a reconnect: everything in flight is to be sent again, unacknowledged PUBLISH with
     /// DUP=1 and PUBREL for PUBREC'd ids, in the original order (MQTT-4.4.0-1), by
     /// [`Outbound::next_transmit`] and within the client's current window (MQTT-3.3.4-9).
-    pub fn resend_inflight(&mut self) {
+    pub(crate) fn resend_inflight(&mut self) {
         self.resends = self.inflight.len();
     }
 
     /// PUBACK: completes a QoS 1 delivery.
-    pub fn on_puback(&mut self, packet_id: u16) -> AckOutcome {
+    pub(crate) fn on_puback(&mut self, packet_id: u16) -> AckOutcome {
         self.complete(packet_id, QoS::AtLeastOnce, InflightState::Published)
     }
 
     /// PUBREC: moves a QoS 2 delivery to the released state, after which a PUBREL is due.
     /// A PUBREC with a failure reason code (`failed`) ends the delivery instead (MQTT 5.0).
-    pub fn on_pubrec(&mut self, packet_id: u16, failed: bool) -> AckOutcome {
+    pub(crate) fn on_pubrec(&mut self, packet_id: u16, failed: bool) -> AckOutcome {
         if failed {
             return self.complete(packet_id, QoS::ExactlyOnce, InflightState::Published);
         }
@@ -538,14 +546,14 @@ impl Outbound {
     }
 
     /// PUBCOMP: completes a QoS 2 delivery.
-    pub fn on_pubcomp(&mut self, packet_id: u16) -> AckOutcome {
+    pub(crate) fn on_pubcomp(&mut self, packet_id: u16) -> AckOutcome {
         self.complete(packet_id, QoS::ExactlyOnce, InflightState::Released)
     }
 
     /// Forgets an inflight message without an acknowledgement, e.g. one that could not be sent
     /// because it exceeds the client's Maximum Packet Size (MQTT-3.1.2-25).
     /// Returns the persisted queue position of the discarded message, if it was in flight.
-    pub fn discard(&mut self, packet_id: u16) -> Option<u64> {
+    pub(crate) fn discard(&mut self, packet_id: u16) -> Option<u64> {
         let i = self.position(packet_id)?;
         self.remove_at(i).map(|f| f.delivery.seq)
     }
@@ -561,7 +569,7 @@ impl Outbound {
     }
 
     /// Drops every queued, inflight and stored-only message, returning how many there were.
-    pub fn clear(&mut self) -> usize {
+    pub(crate) fn clear(&mut self) -> usize {
         let n = self.queue.len() + self.inflight.len() + self.stored.count;
         self.queue.clear();
         self.inflight.clear();
@@ -612,14 +620,14 @@ impl Outbound {
     }
 
     /// Restores an inflight entry (used when a session is loaded from storage).
-    pub fn restore_inflight(&mut self, entry: Inflight) {
+    pub(crate) fn restore_inflight(&mut self, entry: Inflight) {
         self.next_id = entry.packet_id.checked_add(1).unwrap_or(PacketId::MIN);
         self.add_memory(delivery_cost(&entry.delivery));
         self.inflight.push_back(entry);
     }
 
     /// Restores a queued delivery (used when a session is loaded from storage).
-    pub fn restore_queued(&mut self, delivery: Delivery) {
+    pub(crate) fn restore_queued(&mut self, delivery: Delivery) {
         self.add_memory(delivery_cost(&delivery));
         self.queue.push_back(delivery);
     }

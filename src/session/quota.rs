@@ -15,15 +15,15 @@ use super::message::{Delivery, Message};
 
 /// Bytes counted for a delivery on top of its topic and payload: the queue entry, the shared
 /// message header and the bookkeeping around them.
-pub const DELIVERY_OVERHEAD: u64 = 128;
+pub(crate) const DELIVERY_OVERHEAD: u64 = 128;
 
 /// The bytes each delivery of a message is counted as.
-pub fn message_cost(message: &Message) -> u64 {
+pub(crate) fn message_cost(message: &Message) -> u64 {
     message.payload.len() as u64 + message.topic.len() as u64 + DELIVERY_OVERHEAD
 }
 
 /// The bytes a delivery is counted as.
-pub fn delivery_cost(delivery: &Delivery) -> u64 {
+pub(crate) fn delivery_cost(delivery: &Delivery) -> u64 {
     message_cost(&delivery.message)
 }
 
@@ -49,7 +49,7 @@ impl QueueLimits {
 
 /// Where an admitted delivery goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Placement {
+pub(crate) enum Placement {
     /// Into the in-memory queue.
     Memory,
     /// Into the store only; read back when the client drains.

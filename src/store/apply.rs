@@ -133,7 +133,7 @@ impl Op {
 }
 
 /// The open tables of one write transaction.
-pub struct Tables<'txn> {
+pub(super) struct Tables<'txn> {
     sessions: Table<'txn, &'static str, &'static [u8]>,
     subscriptions: Table<'txn, (&'static str, &'static str), &'static [u8]>,
     messages: Table<'txn, u64, &'static [u8]>,
@@ -152,7 +152,10 @@ pub struct Tables<'txn> {
 
 impl<'txn> Tables<'txn> {
     /// Opens (creating if needed) every table; message expiry is stored by `clock`.
-    pub fn open(txn: &'txn WriteTransaction, clock: &Clock) -> Result<Tables<'txn>, redb::Error> {
+    pub(super) fn open(
+        txn: &'txn WriteTransaction,
+        clock: &Clock,
+    ) -> Result<Tables<'txn>, redb::Error> {
         Ok(Tables {
             sessions: txn.open_table(SESSIONS)?,
             subscriptions: txn.open_table(SUBSCRIPTIONS)?,
@@ -168,7 +171,7 @@ impl<'txn> Tables<'txn> {
     }
 
     /// Applies one operation.
-    pub fn apply(&mut self, op: &Op) -> Result<(), redb::Error> {
+    pub(super) fn apply(&mut self, op: &Op) -> Result<(), redb::Error> {
         match op {
             Op::PutSession { session, record } => {
                 let record = SessionRecord {

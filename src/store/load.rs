@@ -66,7 +66,11 @@ pub struct Loaded {
 }
 
 /// Reads the whole store; message expiry comes back on `clock`.
-pub fn load(db: &Database, path: &std::path::Path, clock: &Clock) -> Result<Loaded, StoreError> {
+pub(super) fn load(
+    db: &Database,
+    path: &std::path::Path,
+    clock: &Clock,
+) -> Result<Loaded, StoreError> {
     let err = |e: redb::Error| StoreError::read(path, e);
     let corrupt = |e: CorruptRecord| StoreError::corrupt(path, e);
     let txn = db.begin_read().map_err(|e| err(e.into()))?;
@@ -173,7 +177,7 @@ pub fn load(db: &Database, path: &std::path::Path, clock: &Clock) -> Result<Load
 
 /// Removes sessions whose expiry passed (by `clock`'s wall time) while the broker was down,
 /// and those that were to end with their connection (expiry 0); returns how many.
-pub fn drop_expired(
+pub(super) fn drop_expired(
     db: &Database,
     path: &std::path::Path,
     loaded: &mut Loaded,
@@ -233,7 +237,7 @@ fn read_message(
 /// Reads not-yet-sent queue entries of a session, positions `from..before`, until `max_bytes`
 /// (at least one entry). Nothing is read if `session` is no longer the stored incarnation.
 /// Message expiry comes back on `clock`.
-pub fn read_queue(
+pub(super) fn read_queue(
     db: &Database,
     path: &std::path::Path,
     session: &SessionKey,

@@ -6,26 +6,27 @@ use redb::TableDefinition;
 /// the versions listed in [`UPGRADABLE_FROM`].
 ///
 /// 2: a queue entry may carry its message inline (a message queued for one session only).
-pub const SCHEMA_VERSION: u32 = 2;
+pub(super) const SCHEMA_VERSION: u32 = 2;
 
 /// Older versions this one reads as they are; opening one records [`SCHEMA_VERSION`], so the
 /// older broker refuses the file with a clear message instead of misreading it.
-pub const UPGRADABLE_FROM: &[u32] = &[1];
+pub(super) const UPGRADABLE_FROM: &[u32] = &[1];
 
 /// `"schema"` -> [`SCHEMA_VERSION`].
-pub const META: TableDefinition<&str, u32> = TableDefinition::new("meta");
+pub(super) const META: TableDefinition<&str, u32> = TableDefinition::new("meta");
 /// Client id -> session record.
-pub const SESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("sessions");
+pub(super) const SESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("sessions");
 /// (client id, topic filter) -> subscription options.
-pub const SUBSCRIPTIONS: TableDefinition<(&str, &str), &[u8]> =
+pub(super) const SUBSCRIPTIONS: TableDefinition<(&str, &str), &[u8]> =
     TableDefinition::new("subscriptions");
 /// Message id -> message, stored once however many queues hold it.
-pub const MESSAGES: TableDefinition<u64, &[u8]> = TableDefinition::new("messages");
+pub(super) const MESSAGES: TableDefinition<u64, &[u8]> = TableDefinition::new("messages");
 /// Message id -> number of queue entries referring to it.
-pub const MESSAGE_REFS: TableDefinition<u64, u32> = TableDefinition::new("message_refs");
+pub(super) const MESSAGE_REFS: TableDefinition<u64, u32> = TableDefinition::new("message_refs");
 /// (client id, sequence) -> queue entry.
-pub const QUEUE: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("queue");
+pub(super) const QUEUE: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("queue");
 /// (client id, packet id) of inbound QoS 2 messages awaiting PUBREL.
-pub const INCOMING_QOS2: TableDefinition<(&str, u16), u8> = TableDefinition::new("incoming_qos2");
+pub(super) const INCOMING_QOS2: TableDefinition<(&str, u16), u8> =
+    TableDefinition::new("incoming_qos2");
 /// Topic -> retained message.
-pub const RETAINED: TableDefinition<&str, &[u8]> = TableDefinition::new("retained");
+pub(super) const RETAINED: TableDefinition<&str, &[u8]> = TableDefinition::new("retained");

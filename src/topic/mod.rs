@@ -22,18 +22,18 @@
 mod retained;
 mod trie;
 
-pub use retained::RetainedIndex;
-pub use trie::SubscriptionTrie;
+pub(crate) use retained::RetainedIndex;
+pub(crate) use trie::SubscriptionTrie;
 
 /// True if `name` is a valid topic name for PUBLISH: at least one byte, no wildcard characters
 /// and no U+0000 (MQTT-4.7.3-1, MQTT-4.7.3-2, MQTT-3.3.2-2).
-pub fn valid_topic_name(name: &str) -> bool {
+pub(crate) fn valid_topic_name(name: &str) -> bool {
     !name.is_empty() && !name.bytes().any(|b| b == b'+' || b == b'#' || b == 0)
 }
 
 /// True if `filter` is a valid topic filter: at least one byte, no U+0000, `+` only as a whole
 /// level and `#` only as the whole last level (MQTT-4.7.1-2, MQTT-4.7.1-3, MQTT-4.7.3-1).
-pub fn valid_topic_filter(filter: &str) -> bool {
+pub(crate) fn valid_topic_filter(filter: &str) -> bool {
     if filter.is_empty() || filter.as_bytes().contains(&0) {
         return false;
     }
@@ -54,7 +54,7 @@ pub fn valid_topic_filter(filter: &str) -> bool {
 ///
 /// This is the reference matcher; [`SubscriptionTrie`] and [`RetainedIndex`] implement the same
 /// rules (see the module documentation). It does not allocate.
-pub fn matches(filter: &str, topic: &str) -> bool {
+pub(crate) fn matches(filter: &str, topic: &str) -> bool {
     let mut filter_levels = filter.split('/');
     let mut topic_levels = topic.split('/');
     // MQTT-4.7.2-1: a filter starting with a wildcard does not match a `$` topic.

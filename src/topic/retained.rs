@@ -11,7 +11,7 @@ use super::split_level;
 /// rules of [`super::matches`]. Nothing recurses, so very deep topics cannot overflow the stack,
 /// and removing a topic prunes the levels only it used.
 #[derive(Debug)]
-pub struct RetainedIndex<V> {
+pub(crate) struct RetainedIndex<V> {
     root: Node<V>,
     len: usize,
 }
@@ -27,13 +27,14 @@ impl<V> Default for RetainedIndex<V> {
 
 impl<V> RetainedIndex<V> {
     /// An empty index. Does not allocate.
-    pub fn new() -> Self {
+    #[cfg(test)]
+    pub(crate) fn new() -> Self {
         Self::default()
     }
 
     /// Stores `value` for the topic name `topic`, returning the value it replaces, if any
     /// (a new retained message replaces the one stored for that topic).
-    pub fn insert(&mut self, topic: &str, value: V) -> Option<V> {
+    pub(crate) fn insert(&mut self, topic: &str, value: V) -> Option<V> {
         let mut node = &mut self.root;
         for level in topic.split('/') {
             // Look up before inserting so an existing level costs no allocation.
@@ -57,7 +58,7 @@ impl<V> RetainedIndex<V> {
 
     /// Removes and returns the value stored for `topic`, if any. Levels left without a value
     /// or children are removed.
-    pub fn remove(&mut self, topic: &str) -> Option<V> {
+    pub(crate) fn remove(&mut self, topic: &str) -> Option<V> {
         // Pass 1, read-only: find the node, and the deepest node on the path that stays anyway
         // (it has a value or another child, or is the root).
         let mut node = &self.root;
@@ -93,7 +94,8 @@ impl<V> RetainedIndex<V> {
     }
 
     /// The value stored for exactly the topic name `topic`, if any.
-    pub fn get(&self, topic: &str) -> Option<&V> {
+    #[cfg(test)]
+    pub(crate) fn get(&self, topic: &str) -> Option<&V> {
         let mut node = &self.root;
         for level in topic.split('/') {
             node = node.children.get(level)?;
@@ -107,7 +109,7 @@ impl<V> RetainedIndex<V> {
     ///
     /// Walks the filter's levels: literal levels are looked up, `+` visits every child, `#`
     /// visits the whole subtree. The order of calls is unspecified.
-    pub fn for_each_match(&self, filter: &str, mut f: impl FnMut(&str, &V)) {
+    pub(crate) fn for_each_match(&self, filter: &str, mut f: impl FnMut(&str, &V)) {
         let mut walk: Vec<(&Node<V>, Option<&str>)> = Vec::new();
         let mut subtrees: Vec<&Node<V>> = Vec::new();
         Self::step(
@@ -129,7 +131,8 @@ impl<V> RetainedIndex<V> {
 
     /// Calls `f` with the topic and value of every stored topic, `$` topics included, in
     /// unspecified order (e.g. to find expired retained messages).
-    pub fn for_each(&self, mut f: impl FnMut(&str, &V)) {
+    #[cfg(test)]
+    pub(crate) fn for_each(&self, mut f: impl FnMut(&str, &V)) {
         let mut pending = vec![&self.root];
         while let Some(node) = pending.pop() {
             node.visit(&mut f);
@@ -138,12 +141,13 @@ impl<V> RetainedIndex<V> {
     }
 
     /// The number of stored topics.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.len
     }
 
     /// True if no topic is stored.
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
         self.len == 0
     }
 

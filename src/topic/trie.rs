@@ -19,7 +19,7 @@ use super::split_level;
 /// filters and topics (tens of thousands of levels) cannot overflow the stack, and removing the
 /// last subscription on a branch prunes the branch so memory does not grow.
 #[derive(Debug)]
-pub struct SubscriptionTrie<K, V> {
+pub(crate) struct SubscriptionTrie<K, V> {
     root: Node<K, V>,
     len: usize,
 }
@@ -35,7 +35,8 @@ impl<K, V> Default for SubscriptionTrie<K, V> {
 
 impl<K: Clone + Eq + Hash, V> SubscriptionTrie<K, V> {
     /// An empty trie. Does not allocate.
-    pub fn new() -> Self {
+    #[cfg(test)]
+    pub(crate) fn new() -> Self {
         Self::default()
     }
 
@@ -45,7 +46,7 @@ impl<K: Clone + Eq + Hash, V> SubscriptionTrie<K, V> {
     /// and the old one returned: a SUBSCRIBE for an existing filter replaces the subscription
     /// (MQTT-3.8.4-3). Otherwise returns `None`. The filter should be valid
     /// ([`super::valid_topic_filter`]); see the module documentation for invalid ones.
-    pub fn insert(&mut self, filter: &str, key: K, value: V) -> Option<V> {
+    pub(crate) fn insert(&mut self, filter: &str, key: K, value: V) -> Option<V> {
         let mut node = &mut self.root;
         for level in filter.split('/') {
             node = node.child_or_insert(level);
@@ -63,7 +64,7 @@ impl<K: Clone + Eq + Hash, V> SubscriptionTrie<K, V> {
     /// The filter is compared byte for byte with the stored filters, wildcards included
     /// (MQTT-3.10.4-1): removing `a/+` does not touch `a/b`. Nodes left without subscribers or
     /// children are removed.
-    pub fn remove(&mut self, filter: &str, key: &K) -> Option<V> {
+    pub(crate) fn remove(&mut self, filter: &str, key: &K) -> Option<V> {
         // Pass 1, read-only: find the node, and the deepest node on the path that stays anyway
         // (it has subscribers or another child, or is the root); everything below it goes if the
         // filter's node ends up empty.
@@ -100,7 +101,8 @@ impl<K: Clone + Eq + Hash, V> SubscriptionTrie<K, V> {
     }
 
     /// The value of `key`'s subscription to exactly `filter` (compared byte for byte), if any.
-    pub fn get(&self, filter: &str, key: &K) -> Option<&V> {
+    #[cfg(test)]
+    pub(crate) fn get(&self, filter: &str, key: &K) -> Option<&V> {
         let mut node = &self.root;
         for level in filter.split('/') {
             node = node.child(level)?;
@@ -116,7 +118,7 @@ impl<K: Clone + Eq + Hash, V> SubscriptionTrie<K, V> {
     /// merges them (MQTT-3.3.5-1). The order of calls is unspecified. The walk does not
     /// allocate unless more than 16 `+` branches are pending at once, and costs O(levels
     /// visited + matches).
-    pub fn for_each_match(&self, topic: &str, mut f: impl FnMut(&K, &V)) {
+    pub(crate) fn for_each_match(&self, topic: &str, mut f: impl FnMut(&K, &V)) {
         let (level, rest) = split_level(topic);
         let mut stack = WalkStack::new((&self.root, rest));
         // The root is special: its `+` and `#` slots do not apply to `$` topics.
@@ -158,12 +160,13 @@ impl<K: Clone + Eq + Hash, V> SubscriptionTrie<K, V> {
     }
 
     /// The number of stored (filter, key) subscriptions.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.len
     }
 
     /// True if there are no subscriptions.
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
         self.len == 0
     }
 }

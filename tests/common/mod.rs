@@ -395,10 +395,5 @@ pub fn ack(kind: roost::codec::AckKind, packet_id: u16) -> Packet {
 
 /// Waits until the session of `client_id` exists and has no connection attached.
 pub async fn wait_detached(broker: &roost::BrokerHandle, client_id: &str) {
-    wait_until(|| {
-        broker
-            .session_info(client_id)
-            .is_some_and(|s| !s.connected)
-    })
-    .await;
+    wait_until(|| broker.session_info(client_id).is_some_and(|s| !s.connected)).await;
 }
