@@ -23,7 +23,7 @@ pub(crate) use sessions::{AttachRequest, Registry};
 
 use crate::clock::Clock;
 use crate::config::{Config, QueueFullPolicy};
-use crate::session::Message;
+use crate::session::{Message, MessageId};
 use crate::store::{Op, Store};
 
 /// Everything the connections of one broker share.
@@ -97,11 +97,11 @@ impl Broker {
     }
 
     /// A store id for a message that may be persisted (0 when running in memory).
-    pub(crate) fn message_id(&self) -> u64 {
+    pub(crate) fn message_id(&self) -> Option<MessageId> {
         if self.persistent() {
-            self.next_message_id.fetch_add(1, Relaxed)
+            MessageId::new(self.next_message_id.fetch_add(1, Relaxed))
         } else {
-            0
+            None
         }
     }
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tracing::info;
 
-use crate::session::{Delivery, Inflight, InflightState, NEVER_EXPIRES, PacketId, Session};
+use crate::session::{Delivery, Inflight, InflightState, NEVER_EXPIRES, PacketId, Seq, Session};
 use crate::store::{EntryState, Loaded, record::unix_secs};
 
 use super::Broker;
@@ -34,7 +34,7 @@ impl Broker {
                 self.config.queue_limits(),
                 self.config.max_inflight_messages,
             );
-            session.next_seq = stored.max_seq + 1;
+            session.next_seq = Seq::MIN.saturating_add(stored.max_seq);
             if let Some((from, count, bytes)) = stored.stored {
                 // Not read into memory until the client is back.
                 messages += count;
@@ -44,7 +44,7 @@ impl Broker {
                 messages += 1;
                 let mut delivery =
                     Delivery::new(message, entry.qos, entry.retain, entry.subscription_ids);
-                delivery.seq = seq;
+                delivery.seq = Seq::new(seq);
                 let state = match entry.state {
                     EntryState::Queued => None,
                     EntryState::Published => Some(InflightState::Published),

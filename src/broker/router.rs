@@ -208,7 +208,7 @@ impl Router {
             let online = slot.conn.is_some();
             let qos = message.qos.min(target.qos);
             let storable =
-                persistent && slot.persisted && qos != QoS::AtMostOnce && message.id != 0;
+                persistent && slot.persisted && qos != QoS::AtMostOnce && message.id.is_some();
             let admitted_here = if storable && !ctx.store_has_room {
                 // A durable session's message must be written to the store, which is full.
                 Err(Refused::Full)
@@ -252,9 +252,9 @@ impl Router {
                         let persisted = slot.persisted;
                         let mut room = false;
                         let mut evicted = 0;
-                        while let Some(seq) = slot.session.outbound.evict_oldest() {
+                        while let Some(dropped) = slot.session.outbound.evict_oldest() {
                             evicted += 1;
-                            if seq != 0
+                            if let Some(seq) = dropped.seq
                                 && persisted
                                 && let Some(p) = pending.as_deref_mut()
                             {
@@ -316,10 +316,11 @@ impl Router {
             }
             let online = slot.conn.is_some();
             let persist = storable && slot.persisted;
-            let op = if persist {
-                delivery.seq = slot.session.take_seq();
+            let op = if persist && let Some(id) = delivery.message.id {
+                let seq = slot.session.take_seq();
+                delivery.seq = Some(seq);
                 let mut entry = entry_for(
-                    delivery.message.id,
+                    id,
                     delivery.qos,
                     delivery.retain,
                     &delivery.subscription_ids,
@@ -329,7 +330,7 @@ impl Router {
                 }
                 Some(Op::Enqueue {
                     session: session.store_key(),
-                    seq: delivery.seq,
+                    seq,
                     message: Arc::clone(&delivery.message),
                     entry,
                 })

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use tracing::debug;
 
 use crate::codec::Will;
-use crate::session::Message;
+use crate::session::{Message, MessageId};
 
 use super::Broker;
 use super::handle::{Absence, SessionHandle};
@@ -16,7 +16,7 @@ use super::metrics::Metrics;
 
 /// Builds the application message a will stands for, published at `now` (its Message Expiry
 /// Interval counts from then).
-pub(crate) fn will_message(will: &Will, id: u64, now: Instant) -> Message {
+pub(crate) fn will_message(will: &Will, id: Option<MessageId>, now: Instant) -> Message {
     Message {
         id,
         topic: Arc::from(will.topic.as_str()),

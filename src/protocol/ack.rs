@@ -22,7 +22,7 @@ impl Connected {
                 AckKind::PubComp => session.outbound.on_pubcomp(id),
                 AckKind::PubRel => {
                     if session.inbound.on_pubrel(id) {
-                        AckOutcome::Done { seq: 0 }
+                        AckOutcome::Done { seq: None }
                     } else {
                         AckOutcome::UnknownPacketId
                     }
@@ -44,13 +44,13 @@ impl Connected {
             match ack.kind {
                 // PUBREL must not go out before the released state is durable, or a
                 // restart would resend the PUBLISH the client already released.
-                AckKind::PubRec if !failed && seq != 0 => p.push(Op::UpdateEntry {
+                AckKind::PubRec if !failed && let Some(seq) = seq => p.push(Op::UpdateEntry {
                     session,
                     seq,
                     state: EntryState::Released,
                     packet_id: id,
                 }),
-                _ if seq != 0 => p.push_async(Op::DeleteEntry { session, seq }),
+                _ if let Some(seq) = seq => p.push_async(Op::DeleteEntry { session, seq }),
                 _ => {}
             }
         }

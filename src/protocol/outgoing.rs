@@ -74,19 +74,18 @@ impl Connected {
                         {
                             budget += delivery.message.payload.len() + delivery.message.topic.len();
                             freed |= packet_id.is_none();
-                            if let Some(id) = *packet_id
+                            if let (Some(id), Some(message_id)) = (*packet_id, delivery.message.id)
                                 && persisted
                                 && !*dup
-                                && delivery.seq == 0
-                                && delivery.message.id != 0
+                                && delivery.seq.is_none()
                             {
                                 // A retained message sent on SUBSCRIBE enters the durable
                                 // queue as it goes out (already sent, so never read back).
                                 let seq = slot.session.take_seq();
                                 slot.session.outbound.set_seq(id, seq);
-                                delivery.seq = seq;
+                                delivery.seq = Some(seq);
                                 let mut entry = entry_for(
-                                    delivery.message.id,
+                                    message_id,
                                     delivery.qos,
                                     delivery.retain,
                                     &delivery.subscription_ids,
@@ -144,14 +143,14 @@ impl Connected {
                     dup: false,
                 } = &t
                 && delivery.qos == QoS::ExactlyOnce
-                && delivery.seq != 0
+                && let Some(seq) = delivery.seq
             {
                 let p = &mut self.pending;
                 // The packet id is durable before the PUBLISH leaves, so a restart resends
                 // the same id and the client can recognise the duplicate.
                 p.push(Op::UpdateEntry {
                     session: session.store_key(),
-                    seq: delivery.seq,
+                    seq,
                     state: EntryState::Published,
                     packet_id: id.get(),
                 });
@@ -159,13 +158,13 @@ impl Connected {
             self.write_transmit(&t, now, &mut released);
         }
         self.transmits = transmits;
-        let mut done: Vec<u64> = expired;
+        let mut done = expired;
         if !released.is_empty() {
             let mut slot = session.slot.lock();
             done.extend(
                 released
                     .iter()
-                    .filter_map(|id| slot.session.outbound.discard(id.get())),
+                    .map(|id| slot.session.outbound.discard(id.get())),
             );
         }
         if freed || !done.is_empty() {
@@ -173,7 +172,7 @@ impl Connected {
         }
         if persisted {
             let p = &mut self.pending;
-            for seq in done.into_iter().filter(|s| *s != 0) {
+            for seq in done.into_iter().flatten() {
                 p.push_async(Op::DeleteEntry {
                     session: session.store_key(),
                     seq,

@@ -182,7 +182,7 @@ impl Connected {
             None
         };
         let id = match publish.qos {
-            QoS::AtMostOnce => 0,
+            QoS::AtMostOnce => None,
             _ => self.broker.message_id(),
         };
         Arc::new(Message {

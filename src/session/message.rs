@@ -8,11 +8,18 @@ use bytes::Bytes;
 
 use crate::codec::{PublishProperties, QoS};
 
+/// The store's identifier of a message (never 0).
+pub(crate) type MessageId = std::num::NonZeroU64;
+
+/// A position in a session's stored queue (never 0).
+pub(crate) type Seq = std::num::NonZeroU64;
+
 /// A published application message, shared by every session it is delivered to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Message {
-    /// Store identifier (0 when the message is never persisted).
-    pub id: u64,
+    /// Store identifier; `None` when the message is never persisted (QoS 0, or a broker
+    /// running in memory).
+    pub id: Option<MessageId>,
     /// Topic name.
     pub topic: Arc<str>,
     /// Payload, shared without copying.
@@ -94,8 +101,8 @@ pub struct Delivery {
     pub retain: bool,
     /// Subscription identifiers of the matching subscriptions (MQTT 5.0).
     pub subscription_ids: Vec<u32>,
-    /// Position in the session's persisted queue (0 when not persisted).
-    pub seq: u64,
+    /// Position in the session's persisted queue, `None` when not persisted.
+    pub seq: Option<Seq>,
     /// Held back until the store has committed the publish that produced it.
     pub gate: Option<Arc<CommitGate>>,
 }
@@ -126,7 +133,7 @@ impl Delivery {
             qos,
             retain,
             subscription_ids,
-            seq: 0,
+            seq: None,
             gate: None,
         }
     }

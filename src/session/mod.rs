@@ -10,7 +10,7 @@ use std::collections::HashMap;
 
 pub(crate) use inbound::{Inbound, Qos2Publish};
 pub(crate) use message::{
-    CommitGate, Delivery, GateState, Message, kept_properties, owned_payload,
+    CommitGate, Delivery, GateState, Message, MessageId, Seq, kept_properties, owned_payload,
 };
 pub(crate) use outbound::{
     AckOutcome, Inflight, InflightState, LoadRequest, Outbound, PacketId, Refused, Transmit,
@@ -67,7 +67,7 @@ pub(crate) struct Session {
     /// Messages dropped by the `drop_new`/`drop_oldest` policies, over the session's life.
     pub dropped: u64,
     /// Next position in the persisted queue.
-    pub next_seq: u64,
+    pub next_seq: Seq,
 }
 
 impl Session {
@@ -85,14 +85,14 @@ impl Session {
             outbound: Outbound::new(limits, window),
             inbound: Inbound::default(),
             dropped: 0,
-            next_seq: 1,
+            next_seq: Seq::MIN,
         }
     }
 
     /// Allocates a position in the persisted queue.
-    pub(crate) fn take_seq(&mut self) -> u64 {
+    pub(crate) fn take_seq(&mut self) -> Seq {
         let seq = self.next_seq;
-        self.next_seq += 1;
+        self.next_seq = seq.saturating_add(1);
         seq
     }
 

@@ -10,8 +10,13 @@ use std::time::Instant;
 
 use crate::codec::QoS;
 
-use super::message::{CommitGate, Delivery, GateState};
+use super::message::{CommitGate, Delivery, GateState, Seq};
 use super::quota::{BacklogStats, Placement, QueueLimits, delivery_cost};
+
+/// The queue position of a delivery in the store's terms (where 0 is never used).
+fn position(delivery: &Delivery) -> u64 {
+    delivery.seq.map_or(0, Seq::get)
+}
 
 /// A Packet Identifier: never 0 (MQTT-2.3.1-1).
 pub(crate) type PacketId = NonZeroU16;
@@ -67,11 +72,10 @@ pub(crate) enum Refused {
 /// Outcome of a PUBACK / PUBREC / PUBCOMP from the client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum AckOutcome {
-    /// The packet id was in flight in the expected state and the step was applied. `seq` is
-    /// the delivery's position in the persisted queue (0 if not persisted).
+    /// The packet id was in flight in the expected state and the step was applied.
     Done {
-        /// Persisted queue position of the message.
-        seq: u64,
+        /// The delivery's position in the persisted queue, `None` if not persisted.
+        seq: Option<Seq>,
     },
     /// No message is in flight with that packet id in that state.
     UnknownPacketId,
@@ -256,7 +260,7 @@ impl Outbound {
         let over = self.memory_bytes + cost > self.limits.memory_bytes;
         if storable && (self.stored.count > 0 || over || !online) {
             if self.stored.count == 0 {
-                self.stored.from = delivery.seq;
+                self.stored.from = position(&delivery);
                 self.stored.bytes = 0;
             }
             self.stored.count += 1;
@@ -266,7 +270,7 @@ impl Outbound {
             {
                 self.stored
                     .unsettled
-                    .push_back((delivery.seq, Arc::clone(gate), cost));
+                    .push_back((position(&delivery), Arc::clone(gate), cost));
             }
             return Placement::Store;
         }
@@ -302,10 +306,9 @@ impl Outbound {
     }
 
     /// Drops the oldest queued (not yet sent) message to make room (the `drop_oldest`
-    /// policy). Returns its queue position, or `None` if nothing in memory can be dropped.
-    /// One whose publisher's commit is still pending is not dropped (its store entry may not
-    /// exist yet).
-    pub(crate) fn evict_oldest(&mut self) -> Option<u64> {
+    /// policy). Returns it, or `None` if nothing in memory can be dropped. One whose
+    /// publisher's commit is still pending is not dropped (its store entry may not exist yet).
+    pub(crate) fn evict_oldest(&mut self) -> Option<Delivery> {
         let front = self.queue.front()?;
         if front
             .gate
@@ -316,7 +319,7 @@ impl Outbound {
         }
         let delivery = self.queue.pop_front()?;
         self.sub_memory(delivery_cost(&delivery));
-        Some(delivery.seq)
+        Some(delivery)
     }
 
     /// Adds a retained message owed to a new subscription. A topic already waiting is not
@@ -390,7 +393,7 @@ impl Outbound {
         let read_all = deliveries.is_empty();
         for delivery in deliveries {
             let cost = delivery_cost(&delivery);
-            self.stored.from = delivery.seq + 1;
+            self.stored.from = position(&delivery) + 1;
             self.stored.count = self.stored.count.saturating_sub(1);
             self.stored.bytes = self.stored.bytes.saturating_sub(cost);
             self.queue.push_back(delivery);
@@ -422,13 +425,13 @@ impl Outbound {
     }
 
     /// The next PUBLISH to send, if the window allows. Expired messages are skipped
-    /// (MQTT-3.3.2-5) and their queue positions pushed to `expired` so the caller can count
-    /// them and delete them from the store. A delivery whose commit is pending holds the queue
+    /// (MQTT-3.3.2-5) and their queue positions (`None`: not stored) pushed to `expired` so
+    /// the caller can count them and delete them from the store. A delivery whose commit is pending holds the queue
     /// (order is kept); one whose commit failed is dropped.
     pub(crate) fn next_transmit(
         &mut self,
         now: Instant,
-        expired: &mut Vec<u64>,
+        expired: &mut Vec<Option<Seq>>,
     ) -> Option<Transmit> {
         if self.resends > 0 {
             let sent = self.inflight.len() - self.resends;
@@ -509,9 +512,9 @@ impl Outbound {
 
     /// Gives a stored queue position to the inflight entry of `packet_id` (a retained message
     /// sent to a durable session is recorded in its queue as it goes out).
-    pub(crate) fn set_seq(&mut self, packet_id: PacketId, seq: u64) {
+    pub(crate) fn set_seq(&mut self, packet_id: PacketId, seq: Seq) {
         if let Some(i) = self.position(packet_id.get()) {
-            self.inflight[i].delivery.seq = seq;
+            self.inflight[i].delivery.seq = Some(seq);
         }
     }
 
@@ -553,9 +556,9 @@ impl Outbound {
     /// Forgets an inflight message without an acknowledgement, e.g. one that could not be sent
     /// because it exceeds the client's Maximum Packet Size (MQTT-3.1.2-25).
     /// Returns the persisted queue position of the discarded message, if it was in flight.
-    pub(crate) fn discard(&mut self, packet_id: u16) -> Option<u64> {
+    pub(crate) fn discard(&mut self, packet_id: u16) -> Option<Seq> {
         let i = self.position(packet_id)?;
-        self.remove_at(i).map(|f| f.delivery.seq)
+        self.remove_at(i).and_then(|f| f.delivery.seq)
     }
 
     /// Removes an inflight entry, keeping the count of entries still to be resent right.
@@ -645,7 +648,7 @@ mod tests {
     fn delivery(qos: QoS) -> Delivery {
         Delivery::new(
             Arc::new(Message {
-                id: 0,
+                id: None,
                 topic: Arc::from("t"),
                 payload: Bytes::from_static(b"x"),
                 qos,
@@ -671,7 +674,7 @@ mod tests {
         o.next_transmit(Instant::now(), &mut expired)
     }
 
-    const DONE: AckOutcome = AckOutcome::Done { seq: 0 };
+    const DONE: AckOutcome = AckOutcome::Done { seq: None };
 
     fn id(n: u16) -> PacketId {
         PacketId::new(n).expect("not 0")
@@ -859,12 +862,12 @@ mod tests {
         o.enqueue(d, true).unwrap();
         let mut expired = Vec::new();
         assert_eq!(o.next_transmit(Instant::now(), &mut expired), None);
-        assert_eq!(expired, vec![0]);
+        assert_eq!(expired, vec![None]);
     }
 
     fn durable_delivery(qos: QoS, seq: u64, gate: Option<Arc<CommitGate>>) -> Delivery {
         let mut d = delivery(qos);
-        d.seq = seq;
+        d.seq = Seq::new(seq);
         d.gate = gate;
         d
     }
@@ -1019,7 +1022,7 @@ mod tests {
             o.enqueue(delivery(QoS::AtLeastOnce), false),
             Err(Refused::Full)
         );
-        assert_eq!(o.evict_oldest(), Some(1));
+        assert_eq!(o.evict_oldest().and_then(|d| d.seq), Seq::new(1));
         assert!(o.enqueue(delivery(QoS::AtLeastOnce), false).is_ok());
     }
 

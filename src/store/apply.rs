@@ -6,7 +6,7 @@ use std::sync::Arc;
 use redb::{ReadableTable, Table, WriteTransaction};
 
 use crate::clock::Clock;
-use crate::session::{Message, SubOptions};
+use crate::session::{Message, MessageId, Seq, SubOptions};
 
 use super::record::{
     EntryRecord, EntryState, SessionRecord, decode_entry, decode_session, encode_entry,
@@ -64,7 +64,7 @@ pub enum Op {
         /// The session.
         session: SessionKey,
         /// Queue position.
-        seq: u64,
+        seq: Seq,
         /// The message (its `id` keys the messages table).
         message: Arc<Message>,
         /// The entry.
@@ -75,7 +75,7 @@ pub enum Op {
         /// The session.
         session: SessionKey,
         /// Queue position.
-        seq: u64,
+        seq: Seq,
         /// New state.
         state: EntryState,
         /// Packet id in use.
@@ -86,7 +86,7 @@ pub enum Op {
         /// The session.
         session: SessionKey,
         /// Queue position.
-        seq: u64,
+        seq: Seq,
     },
     /// Records an inbound QoS 2 packet id awaiting PUBREL.
     PutIncoming {
@@ -227,20 +227,21 @@ impl<'txn> Tables<'txn> {
                 if entry.inline.is_some() {
                     self.message_bytes_delta += record.len() as i64;
                 } else {
-                    let refs = self.refs.get(message.id)?.map(|g| g.value());
+                    let id = entry.message_id;
+                    let refs = self.refs.get(id)?.map(|g| g.value());
                     match refs {
                         Some(n) => {
-                            self.refs.insert(message.id, n.saturating_add(1))?;
+                            self.refs.insert(id, n.saturating_add(1))?;
                         }
                         None => {
                             let body = encode_message(message, &self.clock);
                             self.message_bytes_delta += body.len() as i64;
-                            self.messages.insert(message.id, body.as_slice())?;
-                            self.refs.insert(message.id, 1)?;
+                            self.messages.insert(id, body.as_slice())?;
+                            self.refs.insert(id, 1)?;
                         }
                     }
                 }
-                self.queue.insert((client, *seq), record.as_slice())?;
+                self.queue.insert((client, seq.get()), record.as_slice())?;
             }
             Op::UpdateEntry {
                 seq,
@@ -250,19 +251,21 @@ impl<'txn> Tables<'txn> {
             } => {
                 let current = self
                     .queue
-                    .get((client, *seq))?
+                    .get((client, seq.get()))?
                     .map(|g| decode_entry(g.value(), &self.clock));
                 if let Some(Ok(mut entry)) = current {
                     entry.state = *state;
                     entry.packet_id = *packet_id;
-                    self.queue
-                        .insert((client, *seq), encode_entry(&entry, &self.clock).as_slice())?;
+                    self.queue.insert(
+                        (client, seq.get()),
+                        encode_entry(&entry, &self.clock).as_slice(),
+                    )?;
                 }
             }
             Op::DeleteEntry { seq, .. } => {
                 let removed = self
                     .queue
-                    .remove((client, *seq))?
+                    .remove((client, seq.get()))?
                     .map(|g| (g.value().len(), entry_message(g.value()).ok()));
                 self.forget_entry(removed)?;
             }
@@ -355,13 +358,13 @@ impl<'txn> Tables<'txn> {
 
 /// Helper for tests and the loader: an entry record for a delivery.
 pub fn entry_for(
-    message_id: u64,
+    message_id: MessageId,
     qos: crate::codec::QoS,
     retain: bool,
     ids: &[u32],
 ) -> EntryRecord {
     EntryRecord {
-        message_id,
+        message_id: message_id.get(),
         qos,
         retain,
         state: EntryState::Queued,

@@ -283,7 +283,7 @@ pub(super) fn read_queue(
             }
         };
         let mut delivery = Delivery::new(message, entry.qos, entry.retain, entry.subscription_ids);
-        delivery.seq = seq;
+        delivery.seq = crate::session::Seq::new(seq);
         let cost = crate::session::delivery_cost(&delivery);
         if bytes + cost > max_bytes && !out.is_empty() {
             break;

@@ -552,6 +552,15 @@ pub fn table_sizes(path: &Path) -> Result<Vec<(&'static str, u64)>, StoreError> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::session::{MessageId, Seq};
+
+    fn mid(n: u64) -> MessageId {
+        MessageId::new(n).expect("not 0")
+    }
+
+    fn sq(n: u64) -> Seq {
+        Seq::new(n).expect("not 0")
+    }
 
     #[test]
     fn new_store_records_the_schema_version_and_reopens() {
@@ -589,7 +598,7 @@ mod tests {
             }];
             for seq in 1..=20u64 {
                 let message = Arc::new(Message {
-                    id: seq,
+                    id: MessageId::new(seq),
                     topic: Arc::from("t"),
                     payload: bytes::Bytes::from(vec![1u8; 1000]),
                     qos: QoS::AtLeastOnce,
@@ -597,13 +606,13 @@ mod tests {
                     properties: Default::default(),
                     expires_at: None,
                 });
-                let mut entry = entry_for(seq, QoS::AtLeastOnce, false, &[]);
+                let mut entry = entry_for(mid(seq), QoS::AtLeastOnce, false, &[]);
                 if seq % 2 == 0 {
                     entry.inline = Some(Arc::clone(&message));
                 }
                 ops.push(Op::Enqueue {
                     session: key.clone(),
-                    seq,
+                    seq: sq(seq),
                     message,
                     entry,
                 });
@@ -669,7 +678,7 @@ mod tests {
             incarnation: 77,
         };
         let message = Arc::new(Message {
-            id: 5,
+            id: MessageId::new(5),
             topic: Arc::from("t"),
             payload: bytes::Bytes::from_static(b"m"),
             qos: QoS::AtLeastOnce,
@@ -699,19 +708,19 @@ mod tests {
                 },
                 Op::Enqueue {
                     session: client.clone(),
-                    seq: 1,
+                    seq: sq(1),
                     message: Arc::clone(&message),
-                    entry: entry_for(5, QoS::AtLeastOnce, false, &[]),
+                    entry: entry_for(mid(5), QoS::AtLeastOnce, false, &[]),
                 },
                 Op::Enqueue {
                     session: client.clone(),
-                    seq: 2,
+                    seq: sq(2),
                     message: Arc::clone(&message),
-                    entry: entry_for(5, QoS::AtLeastOnce, false, &[]),
+                    entry: entry_for(mid(5), QoS::AtLeastOnce, false, &[]),
                 },
                 Op::UpdateEntry {
                     session: client.clone(),
-                    seq: 1,
+                    seq: sq(1),
                     state: EntryState::Published,
                     packet_id: 7,
                 },
@@ -721,7 +730,7 @@ mod tests {
                 },
                 Op::DeleteEntry {
                     session: client.clone(),
-                    seq: 2,
+                    seq: sq(2),
                 },
             ]))
             .unwrap();
@@ -758,7 +767,7 @@ mod tests {
             incarnation: 0,
         };
         let message = Arc::new(Message {
-            id: 9,
+            id: MessageId::new(9),
             topic: Arc::from("t"),
             payload: bytes::Bytes::from_static(b"late"),
             qos: QoS::AtLeastOnce,
@@ -785,9 +794,9 @@ mod tests {
                 // ...and a publisher's late write for incarnation 1 must not land in 2.
                 Op::Enqueue {
                     session: key(1),
-                    seq: 1,
+                    seq: sq(1),
                     message: Arc::clone(&message),
-                    entry: entry_for(9, QoS::AtLeastOnce, false, &[]),
+                    entry: entry_for(mid(9), QoS::AtLeastOnce, false, &[]),
                 },
                 Op::PutIncoming {
                     session: key(1),

@@ -312,7 +312,7 @@ pub fn decode_message(id: u64, data: &[u8], clock: &Clock) -> Result<Message, Co
         clock.now() + Duration::from_millis(left)
     });
     Ok(Message {
-        id,
+        id: crate::session::MessageId::new(id),
         topic,
         payload,
         qos,
@@ -404,6 +404,7 @@ pub fn decode_entry(data: &[u8], clock: &Clock) -> Result<EntryRecord, CorruptRe
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::session::MessageId;
 
     fn clock() -> Clock {
         Clock::manual()
@@ -412,7 +413,7 @@ mod tests {
     #[test]
     fn entry_roundtrip_with_and_without_inline_message() {
         let message = Message {
-            id: 9,
+            id: MessageId::new(9),
             topic: Arc::from("a/b"),
             payload: Bytes::from_static(b"payload"),
             qos: QoS::AtLeastOnce,
@@ -467,7 +468,7 @@ mod tests {
     #[test]
     fn message_roundtrip_keeps_properties_and_remaining_expiry() {
         let m = Message {
-            id: 7,
+            id: MessageId::new(7),
             topic: Arc::from("a/b/ü"),
             payload: Bytes::from_static(&[0, 1, 2, 255]),
             qos: QoS::AtLeastOnce,
@@ -542,7 +543,7 @@ mod tests {
         );
         let mut huge = encode_message(
             &Message {
-                id: 1,
+                id: MessageId::new(1),
                 topic: Arc::from("t"),
                 payload: Bytes::new(),
                 qos: QoS::AtMostOnce,
