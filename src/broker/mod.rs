@@ -7,6 +7,8 @@ mod pending;
 mod restore;
 mod router;
 mod sessions;
+#[cfg(test)]
+mod tests;
 mod will;
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
