@@ -97,6 +97,32 @@ pub struct Connect {
     pub authentication_data: Option<Bytes>,
 }
 
+impl Connect {
+    /// A CONNECT for `client_id` with clean start, no keep alive, no will and no credentials,
+    /// and the MQTT 5.0 values a client sends when it sets none (Receive Maximum 65535,
+    /// Request Problem Information on).
+    pub fn new(version: Version, client_id: &str) -> Connect {
+        Connect {
+            version,
+            client_id: client_id.to_string(),
+            clean_start: true,
+            keep_alive: 0,
+            will: None,
+            username: None,
+            password: None,
+            session_expiry_interval: 0,
+            receive_maximum: 65535,
+            maximum_packet_size: None,
+            topic_alias_maximum: 0,
+            request_response_information: false,
+            request_problem_information: true,
+            user_properties: Vec::new(),
+            authentication_method: None,
+            authentication_data: None,
+        }
+    }
+}
+
 /// Properties the server may put in CONNACK (MQTT 5.0).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ConnAckProperties {

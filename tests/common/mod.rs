@@ -231,22 +231,8 @@ pub struct RawClient {
 /// A CONNECT with defaults: clean start, keep alive 30 s, no will.
 pub fn connect_packet(version: Version, client_id: &str) -> Connect {
     Connect {
-        version,
-        client_id: client_id.to_string(),
-        clean_start: true,
         keep_alive: 30,
-        will: None,
-        username: None,
-        password: None,
-        session_expiry_interval: 0,
-        receive_maximum: 65535,
-        maximum_packet_size: None,
-        topic_alias_maximum: 0,
-        request_response_information: false,
-        request_problem_information: true,
-        user_properties: Vec::new(),
-        authentication_method: None,
-        authentication_data: None,
+        ..Connect::new(version, client_id)
     }
 }
 
