@@ -12,8 +12,8 @@
 //! wait and socket-level timeouts. A manual clock that is never advanced must not be able to
 //! hang those.
 //!
-//! The clock is part of [`Config`](crate::Config) (`config.clock`) and kept by the broker as
-//! [`Broker::clock`](crate::Broker::clock).
+//! The clock is part of [`Config`](crate::Config) (`config.clock`); the broker keeps it and
+//! every timer of the broker reads it.
 
 use std::fmt;
 use std::sync::Arc;

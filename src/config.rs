@@ -522,9 +522,6 @@ impl FileConfig {
         if let Some(v) = self.port {
             config.port = v;
         }
-        if let Some(v) = &self.data_dir {
-            config.data_dir = v.clone();
-        }
         if let Some(v) = self.in_memory {
             config.in_memory = v;
         }
@@ -567,6 +564,9 @@ impl FileConfig {
         // Relative paths in the file are relative to the file's directory.
         let base = file.and_then(Path::parent).unwrap_or(Path::new(""));
         let resolve = |p: &PathBuf| base.join(p);
+        if let Some(v) = &self.data_dir {
+            config.data_dir = resolve(v);
+        }
         for l in &self.listener {
             let mut l = l.clone();
             l.cert_file = l.cert_file.as_ref().map(resolve);
@@ -700,7 +700,7 @@ mod tests {
     #[test]
     fn relative_paths_are_relative_to_the_file() {
         let file = FileConfig::parse(
-            "password_file = \"passwd\"\n[[listener]]\nkind = \"tls\"\nport = 1\n\
+            "password_file = \"passwd\"\ndata_dir = \"data\"\n[[listener]]\nkind = \"tls\"\nport = 1\n\
              cert_file = \"s.pem\"\nkey_file = \"/abs/s.key\"\n",
             Path::new("/etc/roost/roost.toml"),
         )
@@ -711,6 +711,7 @@ mod tests {
             c.password_file.as_deref(),
             Some(Path::new("/etc/roost/passwd"))
         );
+        assert_eq!(c.data_dir, Path::new("/etc/roost/data"));
         assert_eq!(
             c.listeners[0].cert_file.as_deref(),
             Some(Path::new("/etc/roost/s.pem"))

@@ -5,9 +5,25 @@
 //! messages, the store), and shuts the broker down.
 //!
 //! Public modules: [`config`] (every setting), [`codec`] (the MQTT packet model and its
-//! encoder/decoder, for test clients and tools), [`clock`] (the injected clock),
-//! [`auth`] (password files, for the `passwd` command) and [`store`] (the file name and
-//! durability modes, and a table census for tests). Everything else is internal.
+//! encoder/decoder, for test clients and tools), [`clock`] (the injected clock), [`auth`]
+//! (password files and the `passwd` command) and [`store`] (the file name, durability modes,
+//! errors and a table census for tests). Everything else is internal.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), roost::StartError> {
+//! let config = roost::Config {
+//!     port: 0,          // any free port on 127.0.0.1
+//!     in_memory: true,  // no store
+//!     ..roost::Config::default()
+//! };
+//! let broker = roost::start(config).await?;
+//! println!("listening on {}", broker.local_addr());
+//! assert_eq!(broker.metrics().connections_open, 0);
+//! broker.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]

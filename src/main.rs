@@ -101,9 +101,18 @@ fn main() -> ExitCode {
         eprintln!("roost: configuration error: {e}");
         return ExitCode::from(2);
     }
-    let log_level = cli.log_level.or(log_level);
+    let (log_level, from_file) = match (cli.log_level, log_level) {
+        (Some(flag), _) => (Some(flag), false),
+        (None, file) => (file, true),
+    };
     if let Err(e) = init_logging(log_level.as_deref()) {
-        eprintln!("roost: invalid log level: {e}");
+        match (&cli.config, from_file) {
+            (Some(path), true) => eprintln!(
+                "roost: configuration error: {}: invalid value for `log_level`: {e}",
+                path.display()
+            ),
+            _ => eprintln!("roost: invalid value for --log-level: {e}"),
+        }
         return ExitCode::from(2);
     }
 
@@ -124,7 +133,8 @@ fn main() -> ExitCode {
 fn init_logging(level: Option<&str>) -> Result<(), String> {
     let filter = match level {
         Some(level) => EnvFilter::try_new(level).map_err(|e| format!("{level}: {e}"))?,
-        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        None => EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| EnvFilter::new("info,rustls=error")),
     };
     use std::io::IsTerminal;
     tracing_subscriber::fmt()

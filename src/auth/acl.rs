@@ -59,7 +59,7 @@ use crate::topic;
 
 /// The kind of access a client asks for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Access {
+pub(crate) enum Access {
     /// Subscribe with a filter, or receive a message published to a topic.
     Read,
     /// Publish to a topic (also the topic of a will message).
@@ -125,6 +125,7 @@ impl RuleSet {
         granted.then_some(true)
     }
 
+    #[cfg(test)]
     fn is_empty(&self) -> bool {
         self.deny.is_empty() && self.allow.is_empty()
     }
@@ -132,7 +133,7 @@ impl RuleSet {
 
 /// A parsed ACL file. Cheap to share (`Arc<Acl>`); immutable once built.
 #[derive(Clone, Debug, Default)]
-pub struct Acl {
+pub(crate) struct Acl {
     anonymous: Arc<RuleSet>,
     users: HashMap<String, Arc<RuleSet>>,
     /// Patterns in file order, not yet substituted.
@@ -141,12 +142,12 @@ pub struct Acl {
 
 impl Acl {
     /// Reads and parses the ACL file at `path`.
-    pub fn load(path: &Path) -> Result<Acl, AuthError> {
+    pub(crate) fn load(path: &Path) -> Result<Acl, AuthError> {
         Acl::parse(&read_text(path)?, path)
     }
 
     /// Parses ACL text; `origin` names the file in errors.
-    pub fn parse(text: &str, origin: &Path) -> Result<Acl, AuthError> {
+    pub(crate) fn parse(text: &str, origin: &Path) -> Result<Acl, AuthError> {
         let mut anonymous = RuleSet::default();
         let mut users: HashMap<String, RuleSet> = HashMap::new();
         let mut patterns = Vec::new();
@@ -195,7 +196,8 @@ impl Acl {
     /// May the client `username` (`None`: anonymous) with client id `client_id` have `access`
     /// to `topic_or_filter`? See [`ClientAcl::check`]. For many checks by one client, resolve
     /// its rules once with [`Acl::client`].
-    pub fn check(
+    #[cfg(test)]
+    pub(crate) fn check(
         &self,
         username: Option<&str>,
         client_id: &str,
@@ -209,7 +211,7 @@ impl Acl {
     /// The rules that apply to one client, with patterns substituted: build it once at
     /// CONNECT and check every PUBLISH and SUBSCRIBE of the connection against it (rebuild it
     /// when the ACL file is reloaded).
-    pub fn client(&self, username: Option<&str>, client_id: &str) -> ClientAcl {
+    pub(crate) fn client(&self, username: Option<&str>, client_id: &str) -> ClientAcl {
         let section = match username {
             None => Some(Arc::clone(&self.anonymous)),
             Some(user) => self.users.get(user).cloned(),
@@ -257,7 +259,7 @@ enum PatternStage {
 /// The ACL rules that apply to one client (its section and its substituted patterns); built by
 /// [`Acl::client`].
 #[derive(Clone, Debug)]
-pub struct ClientAcl {
+pub(crate) struct ClientAcl {
     /// The user's (or the anonymous) section; `None` if the file has none for this user.
     section: Option<Arc<RuleSet>>,
     patterns: PatternStage,
@@ -285,7 +287,7 @@ impl ClientAcl {
     /// [`Access::Read`] for each message delivered (and each retained message sent) on it.
     /// When [`ClientAcl::has_deny_rules`] is false, a granted subscription implies that every
     /// matching topic is readable, and those per-message checks can be skipped.
-    pub fn check(&self, topic_or_filter: &str, access: Access) -> bool {
+    pub(crate) fn check(&self, topic_or_filter: &str, access: Access) -> bool {
         let valid = match access {
             Access::Write => topic::valid_topic_name(topic_or_filter),
             Access::Read => topic::valid_topic_filter(topic_or_filter),
@@ -308,7 +310,8 @@ impl ClientAcl {
 
     /// True if some `deny` rule (or an unsafe username or client id) can refuse a topic inside
     /// a subscription that [`ClientAcl::check`] granted; see there.
-    pub fn has_deny_rules(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn has_deny_rules(&self) -> bool {
         let section = self.section.as_ref().is_some_and(|s| !s.deny.is_empty());
         let patterns = match &self.patterns {
             PatternStage::DenyAll => true,
@@ -318,7 +321,8 @@ impl ClientAcl {
     }
 
     /// True if no rule at all applies to this client: every check is refused.
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
         let section = self.section.as_ref().is_none_or(|s| s.is_empty());
         let patterns = match &self.patterns {
             PatternStage::DenyAll => true,

@@ -10,7 +10,7 @@ use std::net::IpAddr;
 /// default. This follows the intent of mosquitto 2.0, which made `allow_anonymous` default to
 /// false and, with no listener configured, listens on the loopback interface only while
 /// allowing anonymous clients there. With no listener at all the answer is false.
-pub fn anonymous_allowed(explicit: Option<bool>, listener_addrs: &[IpAddr]) -> bool {
+pub(crate) fn anonymous_allowed(explicit: Option<bool>, listener_addrs: &[IpAddr]) -> bool {
     explicit.unwrap_or_else(|| {
         !listener_addrs.is_empty()
             && listener_addrs

@@ -3,13 +3,12 @@
 //!
 //! Sans-IO apart from reading and writing the two files: no sockets, no async runtime. The
 //! broker wires it in:
-//! - at CONNECT: [`anonymous_allowed`] for clients without a username, else
+//! - at CONNECT: `anonymous_allowed` for clients without a username, else
 //!   [`PasswordFile::verify`] (slow by design: run it in `spawn_blocking`), and on failure
-//!   [`AuthThrottle::record_failure`] gives the delay to wait before refusing;
-//! - then [`Acl::client`] resolves the client's ACL rules once, and [`ClientAcl::check`]
-//!   judges each PUBLISH ([`Access::Write`]), SUBSCRIBE filter and, when
-//!   [`ClientAcl::has_deny_rules`], each delivery ([`Access::Read`]). Without an ACL file the
-//!   broker allows every topic; with one, everything not granted is denied.
+//!   `AuthThrottle::record_failure` gives the delay to wait before refusing;
+//! - then `Acl::client` resolves the client's ACL rules once, and `ClientAcl::check` judges
+//!   each PUBLISH (write access), SUBSCRIBE filter and delivery (read access). Without an ACL
+//!   file the broker allows every topic; with one, everything not granted is denied.
 //! - `roost passwd` ([`PasswdArgs`], [`passwd_command`]) edits a password file.
 //!
 //! Both files use mosquitto's formats, so existing mosquitto password and ACL files work
@@ -25,12 +24,14 @@ mod passwd_cmd;
 mod password;
 mod throttle;
 
-pub use acl::{Access, Acl, ClientAcl};
-pub use anonymous::anonymous_allowed;
+pub(crate) use acl::{Access, Acl, ClientAcl};
+pub(crate) use anonymous::anonymous_allowed;
 pub use error::AuthError;
 pub use passwd_cmd::{PasswdArgs, passwd_command};
 pub use password::PasswordFile;
-pub use throttle::{AuthThrottle, ThrottleConfig};
+pub(crate) use throttle::AuthThrottle;
+#[cfg(test)]
+pub(crate) use throttle::ThrottleConfig;
 
 #[cfg(test)]
 mod tests;

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 /// Tuning of an [`AuthThrottle`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ThrottleConfig {
+pub(crate) struct ThrottleConfig {
     /// The delay after the first failure; it doubles with each further consecutive failure.
     pub base_delay: Duration,
     /// The largest delay ever returned.
@@ -45,7 +45,7 @@ impl Default for ThrottleConfig {
 /// The delay only slows a sequential guesser; it does not stop a distributed one, and the
 /// broker should apply it without holding a connection slot it needs for other clients.
 #[derive(Clone, Debug)]
-pub struct AuthThrottle {
+pub(crate) struct AuthThrottle {
     config: ThrottleConfig,
     peers: HashMap<IpAddr, Peer>,
     /// Peers ordered by last failure (with a sequence number to break ties), for eviction.
@@ -68,7 +68,7 @@ impl Default for AuthThrottle {
 
 impl AuthThrottle {
     /// A throttle with the given tuning.
-    pub fn new(config: ThrottleConfig) -> AuthThrottle {
+    pub(crate) fn new(config: ThrottleConfig) -> AuthThrottle {
         AuthThrottle {
             config,
             peers: HashMap::new(),
@@ -79,7 +79,7 @@ impl AuthThrottle {
 
     /// Records a failed authentication from `peer` at `now` and returns how long to wait
     /// before answering it.
-    pub fn record_failure(&mut self, peer: IpAddr, now: Instant) -> Duration {
+    pub(crate) fn record_failure(&mut self, peer: IpAddr, now: Instant) -> Duration {
         let key = peer_key(peer);
         let failures = match self.peers.remove(&key) {
             Some(old) => {
@@ -110,14 +110,15 @@ impl AuthThrottle {
     }
 
     /// Records a successful authentication from `peer`: its count starts again from zero.
-    pub fn record_success(&mut self, peer: IpAddr) {
+    pub(crate) fn record_success(&mut self, peer: IpAddr) {
         if let Some(old) = self.peers.remove(&peer_key(peer)) {
             self.by_age.remove(&(old.last_failure, old.seq));
         }
     }
 
     /// The number of consecutive failures counted for `peer` at `now` (0 after a quiet period).
-    pub fn failures(&self, peer: IpAddr, now: Instant) -> u32 {
+    #[cfg(test)]
+    pub(crate) fn failures(&self, peer: IpAddr, now: Instant) -> u32 {
         match self.peers.get(&peer_key(peer)) {
             Some(p) if !self.is_quiet(p, now) => p.failures,
             _ => 0,
@@ -126,7 +127,8 @@ impl AuthThrottle {
 
     /// Forgets every peer quiet since before `now - quiet_period`. Optional (the map is
     /// bounded anyway); call it now and then to give the memory back.
-    pub fn prune(&mut self, now: Instant) {
+    #[cfg(test)]
+    pub(crate) fn prune(&mut self, now: Instant) {
         while let Some((&(last, seq), &key)) = self.by_age.first_key_value() {
             if now.saturating_duration_since(last) < self.config.quiet_period {
                 break;
@@ -137,12 +139,14 @@ impl AuthThrottle {
     }
 
     /// The number of peers tracked.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
         self.peers.len()
     }
 
     /// True if no peer is tracked.
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
         self.peers.is_empty()
     }
 

@@ -62,42 +62,43 @@ pub(crate) struct Metrics {
     clock: Clock,
 }
 
-/// A point-in-time copy of [`Metrics`].
+/// A point-in-time copy of the broker's counters, from [`crate::BrokerHandle::metrics`]. Every
+/// counter counts up from 0 since the broker started.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct MetricsSnapshot {
-    /// See [`Metrics::connections_accepted`].
+    /// TCP connections accepted.
     pub connections_accepted: u64,
-    /// See [`Metrics::connections_open`].
+    /// Connections open right now (handshaking, awaiting CONNECT, or connected).
     pub connections_open: u64,
-    /// See [`Metrics::connections_refused`].
+    /// Connections closed at once because `max_connections` was reached.
     pub connections_refused: u64,
-    /// See [`Metrics::publish_received`].
+    /// PUBLISH packets received from clients.
     pub publish_received: u64,
-    /// See [`Metrics::deliveries_enqueued`].
+    /// Deliveries placed in session queues.
     pub deliveries_enqueued: u64,
-    /// See [`Metrics::publish_sent`].
+    /// PUBLISH packets written to clients.
     pub publish_sent: u64,
-    /// See [`Metrics::dropped_queue_full`].
+    /// Messages dropped at a full session queue by the `drop_new` or `drop_oldest` policy.
     pub dropped_queue_full: u64,
-    /// See [`Metrics::dropped_qos0_queue_full`].
+    /// QoS 0 deliveries dropped because the session's queue was at a limit.
     pub dropped_qos0_queue_full: u64,
-    /// See [`Metrics::rejected_quota_exceeded`].
+    /// QoS 1/2 PUBLISH refused with reason 0x97 (quota exceeded) at a full queue (MQTT 5.0).
     pub rejected_quota_exceeded: u64,
-    /// See [`Metrics::backpressure_pauses`].
+    /// Times a connection's reads were paused because a queue its PUBLISH goes to was full.
     pub backpressure_pauses: u64,
-    /// See [`Metrics::deliveries_stored`].
+    /// Deliveries placed in the store only (beyond a session's memory bound, or while away).
     pub deliveries_stored: u64,
-    /// See [`Metrics::store_reads`].
+    /// Reads of stored deliveries back into memory.
     pub store_reads: u64,
-    /// See [`Metrics::dropped_qos0_offline`].
+    /// QoS 0 messages not kept for a session without a connection.
     pub dropped_qos0_offline: u64,
-    /// See [`Metrics::dropped_too_large`].
+    /// Messages dropped because they exceeded the client's Maximum Packet Size.
     pub dropped_too_large: u64,
-    /// See [`Metrics::expired`].
+    /// Messages whose Message Expiry Interval passed while queued.
     pub expired: u64,
-    /// See [`Metrics::protocol_errors`].
+    /// Connections closed for a malformed packet or a protocol error.
     pub protocol_errors: u64,
-    /// See [`Metrics::wills_published`].
+    /// Will messages published.
     pub wills_published: u64,
 }
 

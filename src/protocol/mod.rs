@@ -19,10 +19,10 @@
 //!   is durable; [`Connected::end`] says what ending the connection does (the will, the last
 //!   DISCONNECT).
 //!
-//! One packet type per file: [`publish`](self::publish) (PUBLISH in, PUBACK/PUBREC out, the
-//! pause of a full queue), `ack` (PUBACK, PUBREC, PUBREL, PUBCOMP in), `subscribe`
-//! (SUBSCRIBE, UNSUBSCRIBE), `disconnect`, `outgoing` (deliveries out, encoding), and
-//! `connect` (CONNECT, CONNACK, resume).
+//! One packet type per file: `publish` (PUBLISH in, PUBACK/PUBREC out, the pause of a full
+//! queue), `ack` (PUBACK, PUBREC, PUBREL, PUBCOMP in), `subscribe` (SUBSCRIBE, UNSUBSCRIBE),
+//! `disconnect`, `outgoing` (deliveries out, encoding), `connect` (CONNECT, CONNACK, resume),
+//! and `close` (what each way of ending means for the will and the last DISCONNECT).
 
 mod ack;
 mod close;

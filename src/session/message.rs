@@ -16,7 +16,7 @@ pub(crate) type Seq = std::num::NonZeroU64;
 
 /// A published application message, shared by every session it is delivered to.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Message {
+pub(crate) struct Message {
     /// Store identifier; `None` when the message is never persisted (QoS 0, or a broker
     /// running in memory).
     pub id: Option<MessageId>,
@@ -63,7 +63,7 @@ pub(crate) fn kept_properties(properties: &PublishProperties) -> PublishProperti
 impl Message {
     /// This message, its payload copied out of the read buffer if it is small (see
     /// [`owned_payload`]); the same `Arc` if there is nothing to gain.
-    pub fn to_kept(self: &Arc<Message>) -> Arc<Message> {
+    pub(crate) fn to_kept(self: &Arc<Message>) -> Arc<Message> {
         let copy_payload = !self.payload.is_empty() && self.payload.len() < COPY_PAYLOAD_BELOW;
         if !copy_payload && self.properties.correlation_data.is_none() {
             return Arc::clone(self);
@@ -76,13 +76,13 @@ impl Message {
     }
 
     /// True if the message has a Message Expiry Interval that has passed at `now`.
-    pub fn is_expired(&self, now: Instant) -> bool {
+    pub(crate) fn is_expired(&self, now: Instant) -> bool {
         self.expires_at.is_some_and(|at| at <= now)
     }
 
     /// The remaining expiry interval in whole seconds, as forwarded to a subscriber
     /// (MQTT-3.3.2-6), or `None` if the message does not expire.
-    pub fn remaining_expiry(&self, now: Instant) -> Option<u32> {
+    pub(crate) fn remaining_expiry(&self, now: Instant) -> Option<u32> {
         self.expires_at.map(|at| {
             let left = at.saturating_duration_since(now).as_secs();
             u32::try_from(left).unwrap_or(u32::MAX).max(1)
@@ -92,7 +92,7 @@ impl Message {
 
 /// One message on its way to one session, with the per-subscriber delivery parameters.
 #[derive(Debug, Clone)]
-pub struct Delivery {
+pub(crate) struct Delivery {
     /// The shared message.
     pub message: Arc<Message>,
     /// Delivery QoS: the lower of the published QoS and the granted QoS.
@@ -127,7 +127,12 @@ impl Eq for Delivery {}
 
 impl Delivery {
     /// A delivery that is neither persisted nor gated.
-    pub fn new(message: Arc<Message>, qos: QoS, retain: bool, subscription_ids: Vec<u32>) -> Self {
+    pub(crate) fn new(
+        message: Arc<Message>,
+        qos: QoS,
+        retain: bool,
+        subscription_ids: Vec<u32>,
+    ) -> Self {
         Delivery {
             message,
             qos,
@@ -143,14 +148,14 @@ impl Delivery {
 /// a subscriber before the publisher's state is durable, or a crash could make the publisher's
 /// retry a second delivery.
 #[derive(Debug, Default)]
-pub struct CommitGate {
+pub(crate) struct CommitGate {
     state: AtomicU8,
     resolved: tokio::sync::Notify,
 }
 
 /// What a [`CommitGate`] says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum GateState {
+pub(crate) enum GateState {
     /// The commit has not returned yet.
     Pending,
     /// Committed: the delivery may go out.
@@ -161,7 +166,7 @@ pub enum GateState {
 
 impl CommitGate {
     /// The current state.
-    pub fn state(&self) -> GateState {
+    pub(crate) fn state(&self) -> GateState {
         match self.state.load(Ordering::Acquire) {
             0 => GateState::Pending,
             1 => GateState::Open,
@@ -170,13 +175,13 @@ impl CommitGate {
     }
 
     /// Marks the commit done (`ok`) or failed.
-    pub fn resolve(&self, ok: bool) {
+    pub(crate) fn resolve(&self, ok: bool) {
         self.state.store(if ok { 1 } else { 2 }, Ordering::Release);
         self.resolved.notify_waiters();
     }
 
     /// Waits until the commit has returned (either way).
-    pub async fn settled(&self) {
+    pub(crate) async fn settled(&self) {
         let notified = self.resolved.notified();
         tokio::pin!(notified);
         // Registered before the check, so a resolve in between is not missed.

@@ -24,7 +24,7 @@ pub(crate) const NEVER_EXPIRES: u32 = u32::MAX;
 
 /// The options a subscription was made with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SubOptions {
+pub(crate) struct SubOptions {
     /// Granted (maximum) QoS.
     pub qos: QoS,
     /// Do not deliver messages published by this same client (MQTT 5.0).
@@ -39,7 +39,8 @@ pub struct SubOptions {
 
 impl SubOptions {
     /// Options of a plain 3.1.1-style subscription at `qos`.
-    pub fn with_qos(qos: QoS) -> SubOptions {
+    #[cfg(test)]
+    pub(crate) fn with_qos(qos: QoS) -> SubOptions {
         SubOptions {
             qos,
             no_local: false,

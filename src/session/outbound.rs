@@ -23,7 +23,7 @@ pub(crate) type PacketId = NonZeroU16;
 
 /// State of an outbound QoS 1/2 message that has been sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum InflightState {
+pub(crate) enum InflightState {
     /// PUBLISH sent; waiting for PUBACK (QoS 1) or PUBREC (QoS 2).
     Published,
     /// PUBREC received and PUBREL sent; waiting for PUBCOMP.
@@ -83,7 +83,7 @@ pub(crate) enum AckOutcome {
 
 /// A range of the persisted queue to read back into memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LoadRequest {
+pub(crate) struct LoadRequest {
     /// First queue position to read.
     pub from: u64,
     /// Positions from here on are not read (their commit has not returned yet).

@@ -21,7 +21,7 @@ use super::tables::{
 /// ended, or a clean start replaced it, while the operation was in flight) is skipped, so late
 /// writes never reach a later session with the same client id.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SessionKey {
+pub(crate) struct SessionKey {
     /// Client id.
     pub client: Arc<str>,
     /// Unique id of this session incarnation.
@@ -30,7 +30,7 @@ pub struct SessionKey {
 
 /// One change to durable state.
 #[derive(Debug, Clone)]
-pub enum Op {
+pub(crate) enum Op {
     /// Creates or updates a session.
     PutSession {
         /// The session.
@@ -357,7 +357,7 @@ impl<'txn> Tables<'txn> {
 }
 
 /// Helper for tests and the loader: an entry record for a delivery.
-pub fn entry_for(
+pub(crate) fn entry_for(
     message_id: MessageId,
     qos: crate::codec::QoS,
     retain: bool,

@@ -19,7 +19,7 @@ use super::tables::{INCOMING_QOS2, MESSAGES, QUEUE, RETAINED, SESSIONS, SUBSCRIP
 
 /// A durable session as found in the store.
 #[derive(Debug, Clone)]
-pub struct LoadedSession {
+pub(crate) struct LoadedSession {
     /// Client id.
     pub client_id: String,
     /// Its record.
@@ -40,7 +40,7 @@ pub struct LoadedSession {
 impl LoadedSession {
     /// Seconds left before the session expires, counted from its disconnection (a session that
     /// was connected when the broker stopped counts from now). `None` = never expires.
-    pub fn remaining_expiry(&self, now: u64) -> Option<u64> {
+    pub(crate) fn remaining_expiry(&self, now: u64) -> Option<u64> {
         if self.record.expiry_interval == NEVER_EXPIRES {
             return None;
         }
@@ -54,7 +54,7 @@ impl LoadedSession {
 
 /// Everything the store holds, ready to rebuild the broker's memory.
 #[derive(Debug, Default)]
-pub struct Loaded {
+pub(crate) struct Loaded {
     /// Durable sessions that have not expired.
     pub sessions: Vec<LoadedSession>,
     /// Retained messages.

@@ -1,6 +1,6 @@
 //! Durable state in redb, written by one dedicated thread with group commit.
 //!
-//! Connections hand batches of [`Op`]s to the store. The writer thread drains everything
+//! Connections hand batches of operations to the store. The writer thread drains everything
 //! queued, applies it in one write transaction, commits once (one fdatasync with `fsync`
 //! durability), then answers every waiter. Batches grow with load and add no latency when the
 //! broker is idle. Ephemeral sessions never produce operations, so a broker with only clean
@@ -8,7 +8,7 @@
 
 mod apply;
 mod load;
-pub mod record;
+pub(crate) mod record;
 mod tables;
 
 use std::io;
@@ -24,9 +24,10 @@ use redb::Database;
 use tokio::sync::oneshot;
 use tracing::{error, info};
 
-pub use apply::{Op, SessionKey, entry_for};
-pub use load::{Loaded, LoadedSession};
-pub use record::{CorruptRecord, EntryRecord, EntryState, SessionRecord};
+pub(crate) use apply::{Op, SessionKey, entry_for};
+pub(crate) use load::Loaded;
+pub use record::CorruptRecord;
+pub(crate) use record::{EntryState, SessionRecord};
 
 use tables::{META, SCHEMA_VERSION, UPGRADABLE_FROM};
 
@@ -196,7 +197,7 @@ struct Request {
 
 /// Handle to the store and its writer thread.
 #[derive(Debug)]
-pub struct Store {
+pub(crate) struct Store {
     /// Shared with the writer thread for reads; `None` once closed.
     db: Mutex<Option<Arc<Database>>>,
     tx: Mutex<Option<mpsc::Sender<Request>>>,
@@ -211,14 +212,15 @@ impl Store {
     /// Opens (creating if needed) `dir/roost.redb`, checks the schema version, removes
     /// sessions that expired while the broker was down, loads the rest, and starts the writer.
     /// Times are read from the system clock.
-    pub fn open(dir: &Path, durability: Durability) -> Result<(Store, Loaded), StoreError> {
+    #[cfg(test)]
+    pub(crate) fn open(dir: &Path, durability: Durability) -> Result<(Store, Loaded), StoreError> {
         Store::open_with(dir, durability, DEFAULT_CACHE_BYTES, &Clock::system())
     }
 
     /// [`Store::open`] with a page cache of `cache_bytes` (redb's own default is 1 GiB), and
     /// `clock` for the times it stores and for deciding which sessions expired while the
     /// broker was down.
-    pub fn open_with(
+    pub(crate) fn open_with(
         dir: &Path,
         durability: Durability,
         cache_bytes: usize,
@@ -284,13 +286,8 @@ impl Store {
         ))
     }
 
-    /// The database file.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// Applies `ops` and waits until they are committed.
-    pub async fn commit(&self, ops: Vec<Op>) -> Result<(), StoreError> {
+    pub(crate) async fn commit(&self, ops: Vec<Op>) -> Result<(), StoreError> {
         let (done, wait) = oneshot::channel();
         self.send(Request {
             ops,
@@ -301,7 +298,7 @@ impl Store {
 
     /// Reads up to `request.max_bytes` of a session's queued (not yet sent) entries, from
     /// `request.from` up to (not including) `request.before`, off the writer thread.
-    pub async fn read_queue(
+    pub(crate) async fn read_queue(
         &self,
         session: SessionKey,
         request: crate::session::LoadRequest,
@@ -324,12 +321,12 @@ impl Store {
     }
 
     /// Bytes of queued messages in the store, as of the last commit.
-    pub fn queued_bytes(&self) -> u64 {
+    pub(crate) fn queued_bytes(&self) -> u64 {
         self.stats.message_bytes.load(Relaxed)
     }
 
     /// Applies `ops` without waiting; a failure is logged by the writer.
-    pub fn submit(&self, ops: Vec<Op>) {
+    pub(crate) fn submit(&self, ops: Vec<Op>) {
         if ops.is_empty() {
             return;
         }
@@ -346,7 +343,7 @@ impl Store {
     }
 
     /// Counters.
-    pub fn stats(&self) -> StoreStatsSnapshot {
+    pub(crate) fn stats(&self) -> StoreStatsSnapshot {
         let s = &self.stats;
         StoreStatsSnapshot {
             write_transactions: s.write_transactions.load(Relaxed),
@@ -359,7 +356,7 @@ impl Store {
     }
 
     /// Commits what is queued, stops the writer and closes the file.
-    pub fn close(&self) {
+    pub(crate) fn close(&self) {
         self.db.lock().take();
         self.tx.lock().take();
         if let Some(thread) = self.thread.lock().take() {

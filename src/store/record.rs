@@ -20,7 +20,7 @@ pub struct CorruptRecord(pub &'static str);
 
 /// A persisted session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SessionRecord {
+pub(crate) struct SessionRecord {
     /// Protocol version of the last connection.
     pub version: Version,
     /// Session expiry interval (u32::MAX = never).
@@ -33,7 +33,7 @@ pub struct SessionRecord {
 
 /// Where a queued message stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EntryState {
+pub(crate) enum EntryState {
     /// Not sent yet (or a QoS 1 send that was not recorded).
     Queued,
     /// Sent with `packet_id`, awaiting PUBACK/PUBREC.
@@ -53,7 +53,7 @@ impl From<InflightState> for EntryState {
 
 /// One message in one session's queue.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EntryRecord {
+pub(crate) struct EntryRecord {
     /// The message, stored once in the messages table.
     pub message_id: u64,
     /// Delivery QoS.
@@ -73,7 +73,7 @@ pub struct EntryRecord {
 }
 
 /// A wall-clock time (from [`Clock::wall`]) in Unix seconds; 0 before 1970.
-pub fn unix_secs(t: SystemTime) -> u64 {
+pub(crate) fn unix_secs(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
@@ -180,7 +180,7 @@ impl<'a> Reader<'a> {
 }
 
 /// Encodes a session record.
-pub fn encode_session(r: &SessionRecord) -> Vec<u8> {
+pub(crate) fn encode_session(r: &SessionRecord) -> Vec<u8> {
     let mut w = Writer::new();
     w.u8(match r.version {
         Version::V311 => 4,
@@ -193,7 +193,7 @@ pub fn encode_session(r: &SessionRecord) -> Vec<u8> {
 }
 
 /// Decodes a session record.
-pub fn decode_session(data: &[u8]) -> Result<SessionRecord, CorruptRecord> {
+pub(crate) fn decode_session(data: &[u8]) -> Result<SessionRecord, CorruptRecord> {
     let mut r = Reader::new(data)?;
     let version = match r.u8()? {
         4 => Version::V311,
@@ -211,7 +211,7 @@ pub fn decode_session(data: &[u8]) -> Result<SessionRecord, CorruptRecord> {
 }
 
 /// Encodes subscription options.
-pub fn encode_subscription(o: &SubOptions) -> Vec<u8> {
+pub(crate) fn encode_subscription(o: &SubOptions) -> Vec<u8> {
     let mut w = Writer::new();
     w.u8(o.qos as u8);
     let flags = u8::from(o.no_local) | (u8::from(o.retain_as_published) << 1);
@@ -221,7 +221,7 @@ pub fn encode_subscription(o: &SubOptions) -> Vec<u8> {
 }
 
 /// Decodes subscription options.
-pub fn decode_subscription(data: &[u8]) -> Result<SubOptions, CorruptRecord> {
+pub(crate) fn decode_subscription(data: &[u8]) -> Result<SubOptions, CorruptRecord> {
     let mut r = Reader::new(data)?;
     let qos = r.qos()?;
     let flags = r.u8()?;
@@ -244,7 +244,7 @@ pub fn decode_subscription(data: &[u8]) -> Result<SubOptions, CorruptRecord> {
 
 /// Encodes a message; its expiry is kept as wall-clock time (of `clock`) so it survives a
 /// restart.
-pub fn encode_message(m: &Message, clock: &Clock) -> Vec<u8> {
+pub(crate) fn encode_message(m: &Message, clock: &Clock) -> Vec<u8> {
     let mut w = Writer::new();
     w.bytes(m.topic.as_bytes());
     w.bytes(&m.payload);
@@ -283,7 +283,11 @@ pub fn encode_message(m: &Message, clock: &Clock) -> Vec<u8> {
 
 /// Decodes a message, giving it store id `id`; its expiry is brought back to `clock`'s
 /// monotonic time (an expiry already passed is now).
-pub fn decode_message(id: u64, data: &[u8], clock: &Clock) -> Result<Message, CorruptRecord> {
+pub(crate) fn decode_message(
+    id: u64,
+    data: &[u8],
+    clock: &Clock,
+) -> Result<Message, CorruptRecord> {
     let mut r = Reader::new(data)?;
     let topic: Arc<str> = Arc::from(r.string()?);
     let payload = Bytes::copy_from_slice(r.bytes()?);
@@ -330,7 +334,7 @@ pub fn decode_message(id: u64, data: &[u8], clock: &Clock) -> Result<Message, Co
 }
 
 /// Encodes a queue entry (an inline message's expiry as with [`encode_message`]).
-pub fn encode_entry(e: &EntryRecord, clock: &Clock) -> Vec<u8> {
+pub(crate) fn encode_entry(e: &EntryRecord, clock: &Clock) -> Vec<u8> {
     let mut w = Writer::new();
     w.u64(e.message_id);
     w.u8(e.qos as u8);
@@ -354,7 +358,7 @@ pub fn encode_entry(e: &EntryRecord, clock: &Clock) -> Vec<u8> {
 
 /// Whether an encoded queue entry holds its message inline (see [`EntryRecord::inline`]),
 /// and the id of the message it refers to. Reads only the head of the record.
-pub fn entry_message(data: &[u8]) -> Result<(u64, bool), CorruptRecord> {
+pub(crate) fn entry_message(data: &[u8]) -> Result<(u64, bool), CorruptRecord> {
     let mut r = Reader::new(data)?;
     let message_id = r.u64()?;
     r.take(5)?;
@@ -364,7 +368,7 @@ pub fn entry_message(data: &[u8]) -> Result<(u64, bool), CorruptRecord> {
 }
 
 /// Decodes a queue entry (an inline message's expiry as with [`decode_message`]).
-pub fn decode_entry(data: &[u8], clock: &Clock) -> Result<EntryRecord, CorruptRecord> {
+pub(crate) fn decode_entry(data: &[u8], clock: &Clock) -> Result<EntryRecord, CorruptRecord> {
     let mut r = Reader::new(data)?;
     let message_id = r.u64()?;
     let qos = r.qos()?;
