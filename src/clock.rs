@@ -75,7 +75,9 @@ impl Clock {
     /// The current monotonic time, for deadlines and expiry.
     pub fn now(&self) -> Instant {
         match &self.inner {
-            Inner::System => Instant::now(),
+            // tokio's clock, so that an embedder's tests with tokio's paused time see the same
+            // time as the timers (`tokio::time::sleep_until`) that wait on it.
+            Inner::System => tokio::time::Instant::now().into_std(),
             Inner::Manual(m) => m.start + *m.elapsed.borrow(),
         }
     }

@@ -565,7 +565,9 @@ impl FileConfig {
         let base = file.and_then(Path::parent).unwrap_or(Path::new(""));
         let resolve = |p: &PathBuf| base.join(p);
         if let Some(v) = &self.data_dir {
-            config.data_dir = resolve(v);
+            // Like `--data-dir` and the default: relative to the working directory. (Moving
+            // it would leave an existing store behind without a word.)
+            config.data_dir = v.clone();
         }
         for l in &self.listener {
             let mut l = l.clone();
@@ -711,7 +713,11 @@ mod tests {
             c.password_file.as_deref(),
             Some(Path::new("/etc/roost/passwd"))
         );
-        assert_eq!(c.data_dir, Path::new("/etc/roost/data"));
+        assert_eq!(
+            c.data_dir,
+            Path::new("data"),
+            "the store is where it always was"
+        );
         assert_eq!(
             c.listeners[0].cert_file.as_deref(),
             Some(Path::new("/etc/roost/s.pem"))

@@ -65,6 +65,12 @@ fn main() -> ExitCode {
     }
     let mut config = Config::default();
     let mut log_level = None;
+    // Keys the flags set: a problem with any other key is in the file, if there is one.
+    let from_flags = [
+        ("port", cli.port.is_some()),
+        ("bind", cli.bind.is_some()),
+        ("data_dir", cli.data_dir.is_some()),
+    ];
     if let Some(path) = &cli.config {
         match FileConfig::load(path) {
             Ok(file) => {
@@ -92,11 +98,13 @@ fn main() -> ExitCode {
     if let Some(durability) = cli.durability {
         config.durability = durability;
     }
-    // The flags set no key that is checked, so a problem is in the file if there is one.
     if let Err(e) = config.validate() {
+        let flagged = from_flags
+            .iter()
+            .any(|(key, set)| *set && e.key() == Some(*key));
         let e = match &cli.config {
-            Some(path) => e.in_file(path),
-            None => e,
+            Some(path) if !flagged => e.in_file(path),
+            _ => e,
         };
         eprintln!("roost: configuration error: {e}");
         return ExitCode::from(2);

@@ -29,6 +29,8 @@ const CLOSE_GRACE: Duration = Duration::from_secs(2);
 const DRAIN_TIME: Duration = Duration::from_secs(1);
 /// ...and how many bytes at most.
 const DRAIN_BYTES: usize = 1024 * 1024;
+/// A paused PUBLISH is tried again at least this often, whatever woke or did not wake it.
+const PAUSE_RETRY: Duration = Duration::from_secs(1);
 
 /// What a TLS listener learned from the client certificate, for `use_identity_as_username`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -230,7 +232,9 @@ impl<S: Transport> Driver<S> {
         };
         let delay = access.failure_delay(self.peer.ip());
         debug!(peer = %self.peer, ?delay, %refusal, "authentication failed");
-        self.broker.clock.sleep(delay).await;
+        // Real time: the delay guards the process against guessing, like a socket timeout,
+        // and must pass even on a test clock that nobody moves.
+        tokio::time::sleep(delay).await;
         Err(refusal)
     }
 
@@ -306,7 +310,9 @@ impl<S: Transport> Driver<S> {
                 }
                 _ = async {
                     if let Some((full, seen)) = &paused {
-                        full.room_since(*seen).await;
+                        // The retry period (real time, a safety net) covers room made where
+                        // nobody notifies: the store freeing bytes, a failed commit.
+                        let _ = timeout(PAUSE_RETRY, full.room_since(*seen)).await;
                     }
                 }, if paused.is_some() => {}
                 read = async {
@@ -373,7 +379,7 @@ impl<S: Transport> Driver<S> {
     /// down, or the keep alive runs out while the client is not reading. Each partial write
     /// advances the buffer, so an interrupted flush is known to be torn.
     async fn flush(&mut self, core: &mut Connected) -> Result<(), Close> {
-        let deadline = core.write_deadline();
+        let deadline = core.poll_timeout();
         let Some(out) = core.output() else {
             return Ok(());
         };
@@ -430,15 +436,15 @@ impl<S: Transport> Driver<S> {
     /// (so a takeover waiting on this connection can proceed at once), then a last v5
     /// DISCONNECT where due and the socket close.
     async fn finish(&mut self, phase: Phase, close: Close) {
+        let mut close = close;
         let mut out = match phase {
             Phase::Connecting(mut awaiting) => std::mem::take(awaiting.output()),
             Phase::Gone => BytesMut::new(),
             Phase::Connected(mut core) => {
                 // Output already produced goes out only if what it acknowledges is committed.
-                let close = match self.settle(&mut core).await {
-                    Ok(()) => close,
-                    Err(failure) => failure,
-                };
+                if let Err(failure) = self.settle(&mut core).await {
+                    close = close.then(failure);
+                }
                 let ending = core.end(close);
                 if let Close::Violation { why, reason } = close {
                     Metrics::inc(&self.broker.metrics.protocol_errors);

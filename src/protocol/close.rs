@@ -59,6 +59,19 @@ impl Close {
         }
     }
 
+    /// How the connection ends when `later` (the failure of the last commit) happens after it
+    /// was already ending for `self`. The client's own DISCONNECT keeps deciding the will
+    /// (MQTT-3.14.4-3) and gets no DISCONNECT back; a refusal and shutdown stay what they
+    /// were; anything else becomes `later`.
+    pub(crate) fn then(self, later: Close) -> Close {
+        match self {
+            Close::ClientDisconnect { .. }
+            | Close::Refused
+            | Close::Kicked(KickReason::Shutdown) => self,
+            _ => later,
+        }
+    }
+
     /// The close a decoding error calls for, with its MQTT 5.0 reason code.
     pub(crate) fn from_decode(e: &DecodeError) -> Close {
         let why = match e {

@@ -217,11 +217,11 @@ impl AwaitingConnect {
             decoder: self.decoder,
             out: self.out,
             pending: self.pending,
+            acknowledged: false,
             committing: None,
             transmits: Vec::new(),
             more_to_send: false,
             stall: None,
-            stall_tried: None,
             held: VecDeque::new(),
             held_bytes: 0,
         };

@@ -59,8 +59,6 @@ pub(crate) const WRITE_BUDGET: usize = 256 * 1024;
 const MAX_HELD: usize = 256;
 /// ...taking at most about this much memory; then reading stops until the pause ends.
 const MAX_HELD_BYTES: usize = 1024 * 1024;
-/// A paused PUBLISH is tried again at least this often, whatever woke or did not wake it.
-pub(crate) const PAUSE_RETRY: Duration = Duration::from_secs(1);
 
 /// A batch of store operations, and what waits on it.
 #[derive(Debug)]
@@ -115,6 +113,9 @@ pub(crate) struct Connected {
     out: BytesMut,
     /// Durable changes of the packets handled since the last commit.
     pending: Pending,
+    /// The CONNACK has been let out (or committed): until then a failed commit refuses the
+    /// connection with a CONNACK instead of ending it with a DISCONNECT.
+    acknowledged: bool,
     /// A commit was handed out and its result has not come back: output is held.
     committing: Option<Vec<u16>>,
     /// Scratch list of packets taken from the session under its lock.
@@ -123,8 +124,6 @@ pub(crate) struct Connected {
     more_to_send: bool,
     /// A PUBLISH paused by a full queue (3.1.1 back-pressure).
     stall: Option<publish::Stall>,
-    /// When the paused PUBLISH was last tried.
-    stall_tried: Option<Instant>,
     /// Packets read while paused that must wait for the paused PUBLISH, in order.
     held: VecDeque<Packet>,
     /// About the memory `held` takes (see `held_size`).
@@ -161,7 +160,7 @@ impl Connected {
         input: &mut BytesMut,
         now: Instant,
     ) -> Result<usize, Close> {
-        if self.stall.is_some() && self.retry_stalled(now)? {
+        if self.stall.is_some() && self.retry_stalled()? {
             // Keep alive is not held against a client whose reads were paused.
             self.touch(now);
         }
@@ -242,8 +241,8 @@ impl Connected {
     }
 
     /// The session a paused PUBLISH waits on, and the backlog generation it saw: the driver
-    /// waits for [`SessionHandle::room_since`] (or the next timeout) and calls
-    /// [`Connected::handle_input`] again.
+    /// waits for [`SessionHandle::room_since`] (and, as a safety net for room that nobody
+    /// signals, a retry period of its own) and calls [`Connected::handle_input`] again.
     pub(crate) fn paused_on(&self) -> Option<(Arc<SessionHandle>, u64)> {
         self.stall
             .as_ref()
@@ -259,19 +258,11 @@ impl Connected {
         self.stall.is_some() && self.held_full() && self.session.owes_client()
     }
 
-    /// When the driver must call [`Connected::handle_timeout`] (or, while paused,
-    /// [`Connected::handle_input`]) at the latest.
+    /// When the driver must call [`Connected::handle_timeout`] at the latest: when the keep
+    /// alive runs out. A write that waits for the client to read gives up then too. `None`
+    /// without keep alive, and while reads are paused (keep alive is not held against a
+    /// client whose reads the broker paused).
     pub(crate) fn poll_timeout(&self) -> Option<Instant> {
-        match self.stall_tried {
-            // Keep alive is not enforced while reads are paused.
-            Some(tried) if self.stall.is_some() => Some(tried + PAUSE_RETRY),
-            _ => self.deadline,
-        }
-    }
-
-    /// How long a write may wait for the client to read: until the keep alive runs out
-    /// (`None` while reads are paused, or without keep alive).
-    pub(crate) fn write_deadline(&self) -> Option<Instant> {
         if self.stall.is_some() {
             None
         } else {
@@ -353,6 +344,7 @@ impl Connected {
         let added = self.committing.take().unwrap_or_default();
         self.pending.release(ok);
         if ok {
+            self.acknowledged = true;
             return Ok(());
         }
         let mut slot = self.session.slot.lock();
@@ -361,6 +353,20 @@ impl Connected {
         }
         drop(slot);
         self.out.clear();
+        if !self.acknowledged {
+            // The session could not be recorded: the CONNECT is refused, the first packet the
+            // client reads being a CONNACK (MQTT-3.2.0-1) that says so (MQTT-3.2.2-6).
+            let code = match self.version {
+                Version::V5 => ReasonCode::UNSPECIFIED_ERROR,
+                Version::V311 => ReasonCode::V3_SERVER_UNAVAILABLE,
+            };
+            let _ = self.send(&Packet::ConnAck(crate::codec::ConnAck {
+                session_present: false,
+                code,
+                properties: Default::default(),
+            }));
+            return Err(Close::Refused);
+        }
         Err(Close::StorageFailure)
     }
 
@@ -370,6 +376,7 @@ impl Connected {
         if self.committing.is_some() || !self.pending.is_empty() || self.out.is_empty() {
             return None;
         }
+        self.acknowledged = true;
         Some(&mut self.out)
     }
 

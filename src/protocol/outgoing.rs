@@ -164,7 +164,7 @@ impl Connected {
             done.extend(
                 released
                     .iter()
-                    .map(|id| slot.session.outbound.discard(id.get())),
+                    .filter_map(|id| slot.session.outbound.discard(id.get())),
             );
         }
         if freed || !done.is_empty() {

@@ -79,17 +79,12 @@ impl Connected {
             }
         }
         let message = self.message_of(publish, now);
-        self.publish_message(message, packet_id, now)
+        self.publish_message(message, packet_id)
     }
 
     /// Routes a message and acknowledges it, or, at a full queue, refuses it (MQTT 5.0: 0x97)
     /// or pauses (MQTT 3.1.1).
-    fn publish_message(
-        &mut self,
-        message: Arc<Message>,
-        packet_id: u16,
-        now: Instant,
-    ) -> Result<(), Close> {
+    fn publish_message(&mut self, message: Arc<Message>, packet_id: u16) -> Result<(), Close> {
         let broker = Arc::clone(&self.broker);
         let qos = message.qos;
         let routed = broker.publish(
@@ -102,7 +97,6 @@ impl Connected {
             Routed::Delivered { matched } => {
                 // Through, even if it had been paused.
                 self.stall = None;
-                self.stall_tried = None;
                 matched
             }
             Routed::Full { session, room_seq } => {
@@ -129,7 +123,6 @@ impl Connected {
                     session,
                     room_seq,
                 });
-                self.stall_tried = Some(now);
                 return Ok(());
             }
         };
@@ -147,12 +140,12 @@ impl Connected {
     ///
     /// Tried whatever woke the connection: routing again is cheap, and room can come from
     /// places that do not notify the full session (the store freeing bytes, a failed commit).
-    pub(super) fn retry_stalled(&mut self, now: Instant) -> Result<bool, Close> {
+    pub(super) fn retry_stalled(&mut self) -> Result<bool, Close> {
         let Some(stall) = &self.stall else {
             return Ok(true);
         };
         let (message, packet_id) = (Arc::clone(&stall.message), stall.packet_id);
-        self.publish_message(message, packet_id, now)?;
+        self.publish_message(message, packet_id)?;
         Ok(self.stall.is_none())
     }
 

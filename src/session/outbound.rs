@@ -556,9 +556,10 @@ impl Outbound {
     /// Forgets an inflight message without an acknowledgement, e.g. one that could not be sent
     /// because it exceeds the client's Maximum Packet Size (MQTT-3.1.2-25).
     /// Returns the persisted queue position of the discarded message, if it was in flight.
-    pub(crate) fn discard(&mut self, packet_id: u16) -> Option<Seq> {
+    /// `None` if no message was in flight with that id; `Some(None)` if one was, not stored.
+    pub(crate) fn discard(&mut self, packet_id: u16) -> Option<Option<Seq>> {
         let i = self.position(packet_id)?;
-        self.remove_at(i).and_then(|f| f.delivery.seq)
+        self.remove_at(i).map(|f| f.delivery.seq)
     }
 
     /// Removes an inflight entry, keeping the count of entries still to be resent right.

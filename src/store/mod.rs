@@ -241,8 +241,10 @@ impl Store {
         check_schema(&db, &path, clock)?;
         let mut loaded = load::load(&db, &path, clock)?;
         let expired = load::drop_expired(&db, &path, &mut loaded, clock)?;
+        // The absolute path, so the operator sees which store this is.
+        let shown = std::path::absolute(&path).unwrap_or_else(|_| path.clone());
         info!(
-            path = %path.display(),
+            path = %shown.display(),
             sessions = loaded.sessions.len(),
             retained = loaded.retained.len(),
             expired,

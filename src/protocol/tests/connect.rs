@@ -163,6 +163,40 @@ fn durable_connack_waits_for_the_session_record() {
 }
 
 #[test]
+fn a_failed_commit_of_the_session_record_refuses_with_a_connack() {
+    // MQTT-3.2.0-1: the first packet the client reads is a CONNACK, here a refusal (0x80 in
+    // MQTT 5.0, 0x03 "server unavailable" in 3.1.1), and no DISCONNECT follows.
+    for (version, code) in [
+        (Version::V5, ReasonCode::UNSPECIFIED_ERROR),
+        (Version::V311, ReasonCode::V3_SERVER_UNAVAILABLE),
+    ] {
+        let w = World::durable();
+        let mut awaiting =
+            AwaitingConnect::new(Arc::clone(&w.broker), peer(), QueueFullPolicy::Backpressure);
+        let c = durable(version, "d");
+        let plan = awaiting.plan(&c).expect("acceptable");
+        let link = ConnLink::new(1);
+        let (session, present) = w.rt.block_on(w.broker.attach(
+            &plan.request,
+            &link,
+            awaiting.pending_mut(),
+        ));
+        let mut core = awaiting.accept(c, plan, session, present, None, w.now);
+        core.poll_commit().expect("the session record");
+        assert_eq!(core.committed(false), Err(Close::Refused));
+        let ending = core.end(Close::Refused);
+        assert!(ending.will.is_none());
+        let mut out = core.output().map(std::mem::take).expect("the refusal");
+        let mut decoder = Decoder::client(version, usize::MAX);
+        let Some(Packet::ConnAck(ack)) = decoder.decode(&mut out).unwrap() else {
+            panic!("CONNACK first")
+        };
+        assert_eq!(ack.code, code);
+        assert!(out.is_empty(), "nothing after it");
+    }
+}
+
+#[test]
 fn resumed_session_is_present() {
     let mut w = World::durable();
     let c = w.connect(durable(Version::V311, "d"));

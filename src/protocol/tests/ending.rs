@@ -69,6 +69,18 @@ fn the_will_goes_out_on_every_end_but_a_normal_disconnect_and_shutdown() {
 }
 
 #[test]
+fn a_failed_last_commit_does_not_change_a_clients_own_disconnect() {
+    // MQTT-3.14.4-3: after a normal DISCONNECT the will is discarded, whatever happens next.
+    let failure = Close::StorageFailure;
+    let normal = Close::ClientDisconnect { will: false };
+    assert_eq!(normal.then(failure), normal);
+    let shutdown = Close::Kicked(KickReason::Shutdown);
+    assert_eq!(shutdown.then(failure), shutdown);
+    assert_eq!(Close::Io.then(failure), failure);
+    assert_eq!(Close::KeepAlive.then(failure), failure);
+}
+
+#[test]
 fn disconnect_reason_decides_the_will() {
     let mut w = World::memory();
     let mut c = w.connect(with_will(Version::V5));

@@ -34,7 +34,10 @@ fn more_qos2_in_flight_than_receive_maximum_closes_with_0x93() {
 fn full(version: Version) -> (World, Client, Client) {
     let mut w = World::new(false, |c| c.max_queued_messages = 1);
     let mut s = subscriber(&mut w, connect(Version::V5, "s"), "t", QoS::AtLeastOnce);
-    let mut p = w.connect(connect(version, "p"));
+    let mut c = connect(version, "p");
+    c.keep_alive = 10;
+    let mut p = w.connect(c);
+    assert!(p.core.poll_timeout().is_some(), "keep alive runs");
     p.send(&[publish("t", QoS::AtLeastOnce, 1, b"first")], w.now)
         .unwrap();
     assert_eq!(s.step(w.now).unwrap().len(), 1, "in flight, unacknowledged");
@@ -79,13 +82,9 @@ fn v311_publisher_meeting_a_full_queue_is_paused_until_there_is_room() {
     let (full_session, _) = p.core.paused_on().expect("paused");
     assert_eq!(&*full_session.client_id, "s");
     assert_eq!(w.broker.metrics.snapshot().backpressure_pauses, 1);
-    // Keep alive is not enforced while paused; the retry timer is.
-    assert_eq!(p.core.write_deadline(), None);
-    assert_eq!(
-        p.core.poll_timeout(),
-        Some(w.now + super::super::PAUSE_RETRY)
-    );
-    w.advance(Duration::from_secs(1));
+    // Keep alive is not enforced while paused.
+    assert_eq!(p.core.poll_timeout(), None);
+    w.advance(Duration::from_secs(60));
     assert!(p.send(&[], w.now).unwrap().is_empty(), "still full");
     s.send(&[ack(AckKind::PubAck, 1)], w.now).unwrap();
     let got = p.send(&[], w.now).unwrap();
@@ -97,6 +96,11 @@ fn v311_publisher_meeting_a_full_queue_is_paused_until_there_is_room() {
     );
     assert!(matches!(&got[1], Packet::SubAck(a) if a.packet_id == 3));
     assert!(p.core.paused_on().is_none());
+    assert_eq!(
+        p.core.poll_timeout(),
+        Some(w.now + Duration::from_secs(15)),
+        "keep alive restarts when the pause ends"
+    );
     let m = as_publish(only(s.step(w.now).unwrap()));
     assert_eq!(&m.payload[..], b"x");
 }
