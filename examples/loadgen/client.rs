@@ -117,22 +117,10 @@ pub struct Conn {
 /// The CONNECT packet for `o`.
 fn connect_packet(o: &ConnectOptions) -> Connect {
     Connect {
-        version: o.version,
-        client_id: o.client_id.clone(),
         clean_start: o.clean_start,
         keep_alive: o.keep_alive,
-        will: None,
-        username: None,
-        password: None,
         session_expiry_interval: o.session_expiry,
-        receive_maximum: 65535,
-        maximum_packet_size: None,
-        topic_alias_maximum: 0,
-        request_response_information: false,
-        request_problem_information: true,
-        user_properties: Vec::new(),
-        authentication_method: None,
-        authentication_data: None,
+        ..Connect::new(o.version, &o.client_id)
     }
 }
 

@@ -141,17 +141,7 @@ fn a_partial_connect_waits_for_more_bytes() {
 fn durable_connack_waits_for_the_session_record() {
     // Promise 1: CONNACK that creates durable state goes out only once it is committed.
     let mut w = World::durable();
-    let mut awaiting =
-        AwaitingConnect::new(Arc::clone(&w.broker), peer(), QueueFullPolicy::Backpressure);
-    let c = durable(Version::V5, "d");
-    let plan = awaiting.plan(&c).expect("acceptable");
-    let link = ConnLink::new(1);
-    let (session, present) = w.rt.block_on(w.broker.attach(
-        &plan.request,
-        &link,
-        awaiting.pending_mut(),
-    ));
-    let mut core = awaiting.accept(c, plan, session, present, None, w.now);
+    let mut core = w.accept(durable(Version::V5, "d"));
     assert!(core.output().is_none(), "CONNACK held");
     let commit = core.poll_commit().expect("the session record");
     assert!(commit.must_wait);
@@ -170,18 +160,8 @@ fn a_failed_commit_of_the_session_record_refuses_with_a_connack() {
         (Version::V5, ReasonCode::UNSPECIFIED_ERROR),
         (Version::V311, ReasonCode::V3_SERVER_UNAVAILABLE),
     ] {
-        let w = World::durable();
-        let mut awaiting =
-            AwaitingConnect::new(Arc::clone(&w.broker), peer(), QueueFullPolicy::Backpressure);
-        let c = durable(version, "d");
-        let plan = awaiting.plan(&c).expect("acceptable");
-        let link = ConnLink::new(1);
-        let (session, present) = w.rt.block_on(w.broker.attach(
-            &plan.request,
-            &link,
-            awaiting.pending_mut(),
-        ));
-        let mut core = awaiting.accept(c, plan, session, present, None, w.now);
+        let mut w = World::durable();
+        let mut core = w.accept(durable(version, "d"));
         core.poll_commit().expect("the session record");
         assert_eq!(core.committed(false), Err(Close::Refused));
         let ending = core.end(Close::Refused);

@@ -92,6 +92,25 @@ impl World {
         client
     }
 
+    /// Accepts `connect` the way the driver does, and hands back the core before anything
+    /// is committed or written.
+    fn accept(&mut self, connect: Connect) -> Connected {
+        let mut awaiting = AwaitingConnect::new(
+            Arc::clone(&self.broker),
+            peer(),
+            QueueFullPolicy::Backpressure,
+        );
+        let plan = awaiting.plan(&connect).expect("acceptable");
+        let link = ConnLink::new(self.next_link);
+        self.next_link += 1;
+        let (session, present) = self.rt.block_on(self.broker.attach(
+            &plan.request,
+            &link,
+            awaiting.pending_mut(),
+        ));
+        awaiting.accept(connect, plan, session, present, None, self.now)
+    }
+
     /// Connects and returns the client with its CONNACK.
     fn try_connect(&mut self, connect: Connect) -> (Client, Packet) {
         let version = connect.version;
