@@ -92,27 +92,9 @@ impl World {
         client
     }
 
-    /// Accepts `connect` the way the driver does, and hands back the core before anything
-    /// is committed or written.
-    fn accept(&mut self, connect: Connect) -> Connected {
-        let mut awaiting = AwaitingConnect::new(
-            Arc::clone(&self.broker),
-            peer(),
-            QueueFullPolicy::Backpressure,
-        );
-        let plan = awaiting.plan(&connect).expect("acceptable");
-        let link = ConnLink::new(self.next_link);
-        self.next_link += 1;
-        let (session, present) = self.rt.block_on(self.broker.attach(
-            &plan.request,
-            &link,
-            awaiting.pending_mut(),
-        ));
-        awaiting.accept(connect, plan, session, present, None, self.now)
-    }
-
-    /// Connects and returns the client with its CONNACK.
-    fn try_connect(&mut self, connect: Connect) -> (Client, Packet) {
+    /// Accepts `connect` (sent as bytes) the way the driver does, and hands back the core,
+    /// before anything is committed or written, with the connection's link.
+    fn accept_linked(&mut self, connect: Connect) -> (Connected, ConnLink) {
         let version = connect.version;
         let mut awaiting = AwaitingConnect::new(
             Arc::clone(&self.broker),
@@ -140,6 +122,18 @@ impl World {
             awaiting.pending_mut(),
         ));
         let core = awaiting.accept(*connect, plan, session, present, None, self.now);
+        (core, link)
+    }
+
+    /// [`World::accept_linked`] without the link.
+    fn accept(&mut self, connect: Connect) -> Connected {
+        self.accept_linked(connect).0
+    }
+
+    /// Connects and returns the client with its CONNACK.
+    fn try_connect(&mut self, connect: Connect) -> (Client, Packet) {
+        let version = connect.version;
+        let (core, link) = self.accept_linked(connect);
         let mut client = Client {
             core,
             link,
