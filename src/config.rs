@@ -219,6 +219,12 @@ pub struct Config {
     pub max_inflight_messages: u16,
     /// Inbound QoS 1/2 messages a client may have unacknowledged (our Receive Maximum).
     pub receive_maximum: u16,
+    /// The longest keep alive, in seconds, a client may choose; 0 = no limit (any keep
+    /// alive, 0 included). With a limit, a client asking for more, or for 0, is held to the
+    /// limit: an MQTT 5.0 client is told so with Server Keep Alive in CONNACK (MQTT 5.0
+    /// 3.2.2.3.14); a 3.1.1 client cannot be told, so it is refused with CONNACK 0x02
+    /// (as mosquitto does).
+    pub max_keepalive: u16,
     /// Time a client has to send CONNECT after the TCP connection is accepted.
     pub connect_timeout: Duration,
     /// Listeners besides the main TCP one on `bind:port`.
@@ -337,6 +343,7 @@ impl Default for Config {
             store_cache_bytes: crate::store::DEFAULT_CACHE_BYTES,
             max_inflight_messages: 100,
             receive_maximum: 100,
+            max_keepalive: 0,
             connect_timeout: Duration::from_secs(10),
             listeners: Vec::new(),
             password_file: None,
@@ -383,6 +390,8 @@ pub struct FileConfig {
     pub max_inflight_messages: Option<u16>,
     /// See [`Config::receive_maximum`].
     pub receive_maximum: Option<u16>,
+    /// See [`Config::max_keepalive`].
+    pub max_keepalive: Option<u16>,
     /// Seconds; see [`Config::connect_timeout`].
     pub connect_timeout: Option<u64>,
     /// Extra listeners; see [`ListenerConfig`].
@@ -554,6 +563,9 @@ impl FileConfig {
         }
         if let Some(v) = self.receive_maximum {
             config.receive_maximum = v;
+        }
+        if let Some(v) = self.max_keepalive {
+            config.max_keepalive = v;
         }
         if let Some(v) = self.connect_timeout {
             config.connect_timeout = Duration::from_secs(v);

@@ -8,7 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::*;
 use roost::codec::{
-    AckKind, Connect, Disconnect, Packet, PubAckLike, Publish, PublishProperties, QoS,
+    AckKind, Connect, Disconnect, Packet, PubAckLike, Publish, PublishProperties, QoS, ReasonCode,
     RetainHandling, Subscribe, SubscribeFilter, Version, Will,
 };
 
@@ -331,5 +331,34 @@ async fn receive_maximum_does_not_apply_to_v311() {
             .await;
         assert!(matches!(c.recv().await, Some(Packet::Ack(a)) if a.kind == AckKind::PubRec));
     }
+    broker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_keepalive_is_announced_to_v5_and_enforced_refused_for_v311() {
+    // MQTT 5.0 3.2.2.3.14 (Server Keep Alive); 3.1.1 has no way to say it: CONNACK 0x02.
+    let clock = roost::Clock::manual();
+    let broker = start_broker_with(|c| {
+        c.max_keepalive = 20;
+        c.clock = clock.clone();
+    })
+    .await;
+    let addr = broker.local_addr();
+    let mut c = connect_packet(Version::V5, "lazy");
+    c.keep_alive = 0;
+    let (mut lazy, connack) = RawClient::connect(addr, c).await;
+    assert_eq!(connack.code, ReasonCode::SUCCESS);
+    assert_eq!(connack.properties.server_keep_alive, Some(20));
+    // Held to it: silent past 1.5 x 20 s, it is closed with 0x8D.
+    clock.advance(Duration::from_secs(31));
+    let last = lazy.until_closed().await;
+    assert!(
+        matches!(&last[..], [Packet::Disconnect(d)] if d.reason == ReasonCode::KEEP_ALIVE_TIMEOUT),
+        "{last:?}"
+    );
+    let mut c = connect_packet(Version::V311, "old");
+    c.keep_alive = 60;
+    let (_old, connack) = RawClient::connect(addr, c).await;
+    assert_eq!(connack.code, ReasonCode::V3_IDENTIFIER_REJECTED);
     broker.shutdown().await;
 }

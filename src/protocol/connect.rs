@@ -37,6 +37,10 @@ pub(crate) struct ConnectPlan {
     pub request: AttachRequest,
     /// The client id was assigned by the broker (MQTT 5.0 says so in CONNACK).
     pub assigned: bool,
+    /// The keep alive the connection is held to, in seconds (0: none).
+    pub keep_alive: u16,
+    /// Set when the broker overrides the client's keep alive (MQTT 5.0 Server Keep Alive).
+    pub server_keep_alive: Option<u16>,
 }
 
 /// The CONNACK code refusing a client whose authentication gave `verdict`, `None` if it was
@@ -105,6 +109,15 @@ impl AwaitingConnect {
             // Enhanced authentication is not offered.
             return Err(ReasonCode::BAD_AUTHENTICATION_METHOD);
         }
+        // `max_keepalive`: a keep alive over the limit, or none at all, is held to the limit;
+        // only MQTT 5.0 can say so (Server Keep Alive, MQTT 5.0 3.2.2.3.14).
+        let max = self.broker.config.max_keepalive;
+        let over = max != 0 && (connect.keep_alive == 0 || connect.keep_alive > max);
+        let (keep_alive, server_keep_alive) = match (over, version) {
+            (false, _) => (connect.keep_alive, None),
+            (true, Version::V5) => (max, Some(max)),
+            (true, Version::V311) => return Err(ReasonCode::V3_IDENTIFIER_REJECTED),
+        };
         let assigned = connect.client_id.is_empty();
         let client_id: Arc<str> = if assigned {
             use rand::RngExt;
@@ -129,6 +142,8 @@ impl AwaitingConnect {
                 window,
             },
             assigned,
+            keep_alive,
+            server_keep_alive,
         })
     }
 
@@ -193,10 +208,11 @@ impl AwaitingConnect {
                 wildcard_subscription_available: Some(true),
                 subscription_identifiers_available: Some(true),
                 shared_subscription_available: Some(false),
+                server_keep_alive: plan.server_keep_alive,
                 ..Default::default()
             },
         };
-        let keep_alive = match connect.keep_alive {
+        let keep_alive = match plan.keep_alive {
             0 => None,
             secs => Some(Duration::from_millis(u64::from(secs) * 1500)),
         };

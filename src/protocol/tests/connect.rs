@@ -194,3 +194,49 @@ fn resumed_session_is_present() {
     };
     assert!(!ack.session_present);
 }
+
+#[test]
+fn max_keepalive_holds_a_v5_client_to_the_limit_and_says_so() {
+    // MQTT 5.0 3.2.2.3.14: Server Keep Alive in CONNACK; the client must use it.
+    for asked in [0u16, 31, 600] {
+        let mut w = World::new(false, |c| c.max_keepalive = 30);
+        let mut c = connect(Version::V5, "k");
+        c.keep_alive = asked;
+        let (k, connack) = w.try_connect(c);
+        let Packet::ConnAck(ack) = connack else {
+            panic!("CONNACK")
+        };
+        assert_eq!(ack.code, ReasonCode::SUCCESS);
+        assert_eq!(ack.properties.server_keep_alive, Some(30), "asked {asked}");
+        assert_eq!(k.core.poll_timeout(), Some(w.now + Duration::from_secs(45)));
+    }
+    // Within the limit: the client's own keep alive, no Server Keep Alive.
+    let mut w = World::new(false, |c| c.max_keepalive = 30);
+    let mut c = connect(Version::V5, "k");
+    c.keep_alive = 20;
+    let (_k, connack) = w.try_connect(c);
+    let Packet::ConnAck(ack) = connack else {
+        panic!("CONNACK")
+    };
+    assert_eq!(ack.properties.server_keep_alive, None);
+}
+
+#[test]
+fn max_keepalive_refuses_a_v311_client_asking_for_more_or_none() {
+    // 3.1.1 has no Server Keep Alive: CONNACK 0x02, as mosquitto does.
+    let w = World::new(false, |c| c.max_keepalive = 30);
+    let awaiting =
+        AwaitingConnect::new(Arc::clone(&w.broker), peer(), QueueFullPolicy::Backpressure);
+    for asked in [0u16, 31] {
+        let mut c = connect(Version::V311, "k");
+        c.keep_alive = asked;
+        assert_eq!(
+            awaiting.plan(&c).expect_err("refused"),
+            ReasonCode::V3_IDENTIFIER_REJECTED,
+            "asked {asked}"
+        );
+    }
+    let mut c = connect(Version::V311, "k");
+    c.keep_alive = 30;
+    assert_eq!(awaiting.plan(&c).expect("accepted").keep_alive, 30);
+}
