@@ -172,3 +172,53 @@ async fn persistent_session_with_c() {
     }
     broker.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt_3_1_clients_publish_and_subscribe_at_every_qos() {
+    // MQTT 3.1 ("MQIsdp", level 3), as old devices and gateways still speak it.
+    if !available() {
+        return;
+    }
+    let broker = start_broker().await;
+    let addr = broker.local_addr();
+    for qos in ["0", "1", "2"] {
+        let topic = format!("interop/v31/{qos}");
+        let before = broker.subscription_count();
+        let child = sub(addr, false, &["-V", "mqttv31", "-t", &topic, "-q", qos], 1);
+        wait_until(|| broker.subscription_count() > before).await;
+        let args = ["-V", "mqttv31", "-t", &topic, "-q", qos, "-m", "old"];
+        publish(addr, false, &args).await;
+        assert_eq!(output(child).await, format!("{topic} old\n"));
+        wait_until(|| broker.subscription_count() == before).await;
+    }
+    // A durable 3.1 session keeps what was published while it was away.
+    let durable = [
+        "-V",
+        "mqttv31",
+        "-i",
+        "old-device",
+        "-c",
+        "-t",
+        "interop/v31/q",
+        "-q",
+        "1",
+    ];
+    let child = sub(addr, false, &[&durable[..], &["-E"]].concat(), 1);
+    let out = tokio::time::timeout(WAIT, child.wait_with_output()).await;
+    assert!(out.expect("in time").expect("runs").status.success());
+    wait_detached(&broker, "old-device").await;
+    let args = [
+        "-V",
+        "mqttv31",
+        "-t",
+        "interop/v31/q",
+        "-q",
+        "1",
+        "-m",
+        "kept",
+    ];
+    publish(addr, false, &args).await;
+    let child = sub(addr, false, &durable, 1);
+    assert_eq!(output(child).await, "interop/v31/q kept\n");
+    broker.shutdown().await;
+}

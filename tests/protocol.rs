@@ -8,7 +8,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::*;
 use roost::Clock;
-use roost::codec::{AckKind, Disconnect, Packet, Publish, PublishProperties, QoS, Version, Will};
+use roost::codec::{
+    AckKind, Disconnect, Packet, Publish, PublishProperties, QoS, ReasonCode, Version, Will,
+};
 
 fn will(topic: &str, payload: &'static [u8], delay: u32) -> Will {
     Will {
@@ -345,13 +347,14 @@ async fn v311_empty_client_id_needs_clean_session() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unsupported_protocol_level_gets_connack_0x01() {
-    // MQTT-3.1.2-2: MQTT 3.1 ("MQIsdp", level 3) is answered with return code 0x01.
+    // MQTT-3.1.2-2: a level the broker does not speak (here "MQTT" level 6) is answered with
+    // return code 0x01.
     let broker = start_broker().await;
     let mut c = RawClient::open(broker.local_addr(), Version::V311).await;
     let mut connect = vec![0x10, 0x00];
-    connect.extend_from_slice(&[0x00, 0x06]);
-    connect.extend_from_slice(b"MQIsdp");
-    connect.extend_from_slice(&[0x03, 0x02, 0x00, 0x3C, 0x00, 0x01, b'x']);
+    connect.extend_from_slice(&[0x00, 0x04]);
+    connect.extend_from_slice(b"MQTT");
+    connect.extend_from_slice(&[0x06, 0x02, 0x00, 0x3C, 0x00, 0x01, b'x']);
     connect[1] = (connect.len() - 2) as u8;
     c.send_raw(&connect).await;
     assert_eq!(c.raw_until_closed().await, vec![0x20, 0x02, 0x00, 0x01]);
@@ -522,5 +525,62 @@ async fn disconnect_0x93_is_readable_by_a_client_still_sending() {
         seen.len(),
         seen.last()
     );
+    broker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bridge_gets_no_local_and_retain_as_published_so_bridged_brokers_do_not_loop() {
+    // The bridge bit of the protocol level (0x80 | 4), as mosquitto bridges send it.
+    let broker = start_broker().await;
+    let addr = broker.local_addr();
+    let mut c = connect_packet(Version::V311, "bridge-to-cloud");
+    c.bridge = true;
+    let (mut bridge, connack) = RawClient::connect(addr, c).await;
+    assert_eq!(connack.code, ReasonCode::SUCCESS);
+    bridge.send(&subscribe("site/#", QoS::AtLeastOnce)).await;
+    assert!(matches!(bridge.recv().await, Some(Packet::SubAck(_))));
+    // Its own message does not come back to it...
+    bridge
+        .send(&publish_with(
+            "site/a",
+            QoS::AtLeastOnce,
+            1,
+            b"from the cloud",
+            true,
+        ))
+        .await;
+    assert!(matches!(bridge.recv().await, Some(Packet::Ack(_))));
+    // ...and a local client's retained message keeps its RETAIN flag on the way out.
+    let (mut local, _) = RawClient::connect(addr, connect_packet(Version::V311, "local")).await;
+    local
+        .send(&publish_with("site/b", QoS::AtLeastOnce, 1, b"local", true))
+        .await;
+    assert!(matches!(local.recv().await, Some(Packet::Ack(_))));
+    let got = expect_publish(&mut bridge).await;
+    assert_eq!((got.topic.as_str(), got.retain), ("site/b", true));
+    broker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt_3_1_client_ids_are_1_to_23_characters_and_connack_has_no_session_present() {
+    let broker = start_broker().await;
+    let addr = broker.local_addr();
+    for id in ["", "abcdefghijklmnopqrstuvwx"] {
+        let mut c = connect_packet(Version::V311, id);
+        c.mqtt31 = true;
+        let (_c, connack) = RawClient::connect(addr, c).await;
+        assert_eq!(connack.code, ReasonCode::V3_IDENTIFIER_REJECTED, "{id:?}");
+    }
+    let mut c = connect_packet(Version::V311, "abcdefghijklmnopqrstuvw");
+    c.mqtt31 = true;
+    c.clean_start = false;
+    let (first, connack) = RawClient::connect(addr, c.clone()).await;
+    assert_eq!(connack.code, ReasonCode::SUCCESS);
+    drop(first);
+    wait_detached(&broker, "abcdefghijklmnopqrstuvw").await;
+    let (_again, connack) = RawClient::connect(addr, c).await;
+    assert_eq!(connack.code, ReasonCode::SUCCESS);
+    assert!(!connack.session_present, "3.1's CONNACK has no such flag");
+    assert!(broker.session_info("abcdefghijklmnopqrstuvw").is_some());
     broker.shutdown().await;
 }

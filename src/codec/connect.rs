@@ -12,22 +12,42 @@ use super::reader::Reader;
 use super::writer::{self, Encode};
 use crate::topic::valid_topic_name;
 use roost_wire::Sink;
-use roost_wire::connect::{LEVEL_3_1_1, LEVEL_5, PROTOCOL_NAME};
+use roost_wire::connect::{
+    BRIDGE, LEVEL_3_1, LEVEL_3_1_1, LEVEL_5, PROTOCOL_NAME, PROTOCOL_NAME_3_1,
+};
 use roost_wire::flags::{
     CLEAN_START, CONNECT_RESERVED, PASSWORD, USER_NAME, WILL, WILL_QOS_SHIFT, WILL_RETAIN,
 };
 
-/// Reads the protocol name and level: "MQTT" with level 4 or 5. Anything else (including
-/// level 3 "MQIsdp") is [`DecodeError::UnsupportedProtocol`].
-pub(crate) fn read_protocol(r: &mut Reader<'_>) -> Result<Version, DecodeError> {
+/// What a CONNECT's protocol name and level say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Protocol {
+    /// The wire format that follows (MQTT 3.1 shares 3.1.1's).
+    pub(crate) version: Version,
+    /// "MQIsdp" level 3: MQTT 3.1.
+    pub(crate) mqtt31: bool,
+    /// The bridge bit (0x80) was set on level 3 or 4.
+    pub(crate) bridge: bool,
+}
+
+/// Reads the protocol name and level: "MQTT" with level 4 or 5, or "MQIsdp" with level 3
+/// (MQTT 3.1); levels 3 and 4 may carry the bridge bit. Anything else is
+/// [`DecodeError::UnsupportedProtocol`] (answered with CONNACK 0x01, MQTT-3.1.2-2).
+pub(crate) fn read_protocol(r: &mut Reader<'_>) -> Result<Protocol, DecodeError> {
     let name = r.binary_raw()?;
-    let level = r.u8()?;
-    match level {
-        _ if name != PROTOCOL_NAME.as_bytes() => Err(DecodeError::UnsupportedProtocol { level }),
-        LEVEL_3_1_1 => Ok(Version::V311),
-        LEVEL_5 => Ok(Version::V5),
-        _ => Err(DecodeError::UnsupportedProtocol { level }),
-    }
+    let raw = r.u8()?;
+    let bridge = raw & BRIDGE != 0;
+    let (version, mqtt31) = match (name, raw & !BRIDGE) {
+        (n, LEVEL_3_1_1) if n == PROTOCOL_NAME.as_bytes() => (Version::V311, false),
+        (n, LEVEL_5) if n == PROTOCOL_NAME.as_bytes() && !bridge => (Version::V5, false),
+        (n, LEVEL_3_1) if n == PROTOCOL_NAME_3_1.as_bytes() => (Version::V311, true),
+        _ => return Err(DecodeError::UnsupportedProtocol { level: raw }),
+    };
+    Ok(Protocol {
+        version,
+        mqtt31,
+        bridge,
+    })
 }
 
 /// Decodes the rest of a CONNECT, after the protocol level.
@@ -87,6 +107,8 @@ pub(crate) fn decode(mut r: Reader<'_>, version: Version) -> Result<Connect, Dec
         user_properties: std::mem::take(&mut props.user_properties),
         authentication_method: props.authentication_method,
         authentication_data: props.authentication_data,
+        mqtt31: false,
+        bridge: false,
     })
 }
 
@@ -129,11 +151,21 @@ pub(crate) struct ConnectBody<'a>(pub &'a Connect, pub Version);
 impl Encode for ConnectBody<'_> {
     fn put<S: Sink>(&self, s: &mut S) -> Result<(), EncodeError> {
         let (c, version) = (self.0, self.1);
-        s.string(PROTOCOL_NAME)?;
-        s.u8(match version {
-            Version::V311 => LEVEL_3_1_1,
-            Version::V5 => LEVEL_5,
-        })?;
+        let bridge = if c.bridge { BRIDGE } else { 0 };
+        match version {
+            Version::V311 if c.mqtt31 => {
+                s.string(PROTOCOL_NAME_3_1)?;
+                s.u8(LEVEL_3_1 | bridge)?;
+            }
+            Version::V311 => {
+                s.string(PROTOCOL_NAME)?;
+                s.u8(LEVEL_3_1_1 | bridge)?;
+            }
+            Version::V5 => {
+                s.string(PROTOCOL_NAME)?;
+                s.u8(LEVEL_5)?;
+            }
+        }
         let mut flags = 0u8;
         if c.clean_start {
             flags |= CLEAN_START;

@@ -118,9 +118,12 @@ impl Decoder {
     fn connect(&mut self, f: &Frame) -> Result<Packet, DecodeError> {
         check_flags(f.byte1)?;
         let mut r = f.body();
-        let version = connect::read_protocol(&mut r)?;
-        self.version = Some(version);
-        connect::decode(r, version).map(|c| Packet::Connect(Box::new(c)))
+        let protocol = connect::read_protocol(&mut r)?;
+        self.version = Some(protocol.version);
+        let mut c = connect::decode(r, protocol.version)?;
+        c.mqtt31 = protocol.mqtt31;
+        c.bridge = protocol.bridge;
+        Ok(Packet::Connect(Box::new(c)))
     }
 }
 

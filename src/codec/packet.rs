@@ -95,6 +95,11 @@ pub struct Connect {
     pub authentication_method: Option<String>,
     /// Authentication data (MQTT 5.0).
     pub authentication_data: Option<Bytes>,
+    /// MQTT 3.1 (protocol name "MQIsdp", level 3), which shares 3.1.1's wire format:
+    /// `version` is [`Version::V311`].
+    pub mqtt31: bool,
+    /// The bridge bit of the protocol level was set (a broker connecting as a bridge).
+    pub bridge: bool,
 }
 
 impl Connect {
@@ -119,6 +124,8 @@ impl Connect {
             user_properties: Vec::new(),
             authentication_method: None,
             authentication_data: None,
+            mqtt31: false,
+            bridge: false,
         }
     }
 }

@@ -105,6 +105,10 @@ impl AwaitingConnect {
             // MQTT-3.1.3-8: a zero-byte client id needs clean session.
             return Err(ReasonCode::V3_IDENTIFIER_REJECTED);
         }
+        if connect.mqtt31 && !(1..=23).contains(&connect.client_id.len()) {
+            // MQTT 3.1: a client id is 1 to 23 characters; anything else gets CONNACK 0x02.
+            return Err(ReasonCode::V3_IDENTIFIER_REJECTED);
+        }
         if version == Version::V5 && connect.authentication_method.is_some() {
             // Enhanced authentication is not offered.
             return Err(ReasonCode::BAD_AUTHENTICATION_METHOD);
@@ -216,6 +220,8 @@ impl AwaitingConnect {
             0 => None,
             secs => Some(Duration::from_millis(u64::from(secs) * 1500)),
         };
+        // MQTT 3.1's CONNACK has no Session Present flag (its first byte is reserved).
+        let present_flag = present && !connect.mqtt31;
         let mut connected = Connected {
             broker: self.broker,
             peer: self.peer,
@@ -230,6 +236,7 @@ impl AwaitingConnect {
             acl,
             acl_generation,
             queue_full: self.queue_full,
+            bridge: connect.bridge,
             decoder: self.decoder,
             out: self.out,
             pending: self.pending,
@@ -242,7 +249,7 @@ impl AwaitingConnect {
             held_bytes: 0,
         };
         let _ = connected.send(&Packet::ConnAck(ConnAck {
-            session_present: present,
+            session_present: present_flag,
             code: ReasonCode::SUCCESS,
             properties,
         }));

@@ -108,6 +108,10 @@ pub(crate) struct Connected {
     acl_generation: u64,
     /// What a full queue does to this connection's PUBLISH packets.
     queue_full: QueueFullPolicy,
+    /// A broker connected as a bridge (the bridge bit of the protocol level): its
+    /// subscriptions are No Local and Retain As Published, so two brokers bridged both ways
+    /// do not send messages back and forth.
+    bridge: bool,
     decoder: Decoder,
     /// Encoded packets not yet handed to the driver.
     out: BytesMut,

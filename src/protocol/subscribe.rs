@@ -43,8 +43,8 @@ impl Connected {
             }
             let options = SubOptions {
                 qos: f.qos,
-                no_local: f.no_local,
-                retain_as_published: f.retain_as_published,
+                no_local: f.no_local || self.bridge,
+                retain_as_published: f.retain_as_published || self.bridge,
                 retain_handling: f.retain_handling,
                 subscription_id: subscribe.subscription_identifier,
             };

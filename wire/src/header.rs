@@ -86,6 +86,13 @@ pub mod connect {
     pub const LEVEL_3_1_1: u8 = 4;
     /// Protocol level of MQTT 5.0.
     pub const LEVEL_5: u8 = 5;
+    /// The protocol name of MQTT 3.1, the version before 3.1.1.
+    pub const PROTOCOL_NAME_3_1: &str = "MQIsdp";
+    /// Protocol level of MQTT 3.1.
+    pub const LEVEL_3_1: u8 = 3;
+    /// Set in the protocol level by a broker connecting as a bridge (mosquitto's
+    /// `try_private`), on top of level 3 or 4. Not part of the specifications.
+    pub const BRIDGE: u8 = 0x80;
 }
 
 use packet_type::*;

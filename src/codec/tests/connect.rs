@@ -61,10 +61,51 @@ fn level_5_connect_is_parsed_as_v5() {
 }
 
 #[test]
-fn unsupported_protocol_levels_and_names() {
+fn mqtt_3_1_is_read_with_the_3_1_1_wire_format() {
     let mqisdp = pkt(0x10, &cat(&[&s("MQIsdp"), &[3, 0x02, 0, 60], &s("c")]));
+    let c = connect_of(decode_connect(&mqisdp));
     assert_eq!(
-        decode_connect(&mqisdp),
+        (c.version, c.mqtt31, c.bridge),
+        (Version::V311, true, false)
+    );
+    assert_eq!((c.client_id.as_str(), c.keep_alive), ("c", 60));
+    // Encoded back the same way.
+    let mut out = BytesMut::new();
+    crate::codec::encode(&Packet::Connect(Box::new(c)), Version::V311, None, &mut out).unwrap();
+    assert_eq!(&out[..], &mqisdp[..]);
+}
+
+#[test]
+fn the_bridge_bit_is_read_on_levels_3_and_4_only() {
+    for (name, level, mqtt31) in [("MQTT", 4u8, false), ("MQIsdp", 3, true)] {
+        let bytes = pkt(
+            0x10,
+            &cat(&[&s(name), &[0x80 | level, 0x02, 0, 60], &s("b")]),
+        );
+        let c = connect_of(decode_connect(&bytes));
+        assert!(c.bridge, "{name}");
+        assert_eq!((c.version, c.mqtt31), (Version::V311, mqtt31));
+        let mut out = BytesMut::new();
+        crate::codec::encode(&Packet::Connect(Box::new(c)), Version::V311, None, &mut out).unwrap();
+        assert_eq!(&out[..], &bytes[..], "{name}");
+    }
+    let v5_bridge = pkt(0x10, &cat(&[&s("MQTT"), &[0x85, 0x02, 0, 60, 0], &s("b")]));
+    assert_eq!(
+        decode_connect(&v5_bridge),
+        Err(DecodeError::UnsupportedProtocol { level: 0x85 })
+    );
+}
+
+#[test]
+fn unsupported_protocol_levels_and_names() {
+    let wrong_level = pkt(0x10, &cat(&[&s("MQIsdp"), &[4, 0x02, 0, 60], &s("c")]));
+    assert_eq!(
+        decode_connect(&wrong_level),
+        Err(DecodeError::UnsupportedProtocol { level: 4 })
+    );
+    let mqtt_3 = pkt(0x10, &cat(&[&s("MQTT"), &[3, 0x02, 0, 60], &s("c")]));
+    assert_eq!(
+        decode_connect(&mqtt_3),
         Err(DecodeError::UnsupportedProtocol { level: 3 })
     );
     assert_eq!(

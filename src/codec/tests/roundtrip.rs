@@ -65,6 +65,8 @@ pub(super) fn client_packets(v: Version) -> Vec<Packet> {
             user_properties: if v5 { user() } else { Vec::new() },
             authentication_method: v5.then(|| "PLAIN".into()),
             authentication_data: v5.then(|| Bytes::from_static(b"secret")),
+            mqtt31: false,
+            bridge: !v5,
         })),
         Packet::Connect(Box::new(Connect::new(v, ""))),
         Packet::Publish(publish(v, QoS::AtMostOnce, 0)),
