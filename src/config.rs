@@ -202,6 +202,11 @@ pub struct Config {
     pub durability: Durability,
     /// Largest packet accepted from a client, in bytes (whole packet, header included).
     pub max_packet_size: u32,
+    /// Largest WebSocket message (and frame) accepted, in bytes. One message may carry many
+    /// MQTT packets (MQTT-6.0.0-2), so this is separate from `max_packet_size`; it must be at
+    /// least `max_packet_size`. A WebSocket connection may hold one message this large in
+    /// memory while it is read.
+    pub websocket_max_message_bytes: usize,
     /// Most messages in one session's backlog (queued, in flight and in the store).
     pub max_queued_messages: usize,
     /// Most bytes in one session's backlog (topic + payload + 128 per message).
@@ -268,6 +273,11 @@ impl Config {
                 format!("must be between 64 and {MQTT_MAX_PACKET_SIZE} bytes"),
             ));
         }
+        at_least(
+            "websocket_max_message_bytes",
+            self.websocket_max_message_bytes as u64,
+            u64::from(self.max_packet_size),
+        )?;
         at_least("max_queued_messages", self.max_queued_messages as u64, 1)?;
         at_least("max_queued_bytes", self.max_queued_bytes, 1024)?;
         at_least(
@@ -335,6 +345,7 @@ impl Default for Config {
             in_memory: false,
             durability: Durability::Fsync,
             max_packet_size: 1024 * 1024,
+            websocket_max_message_bytes: 16 * 1024 * 1024,
             max_queued_messages: 1_000_000,
             max_queued_bytes: 512 * 1024 * 1024,
             max_queued_memory_bytes: 2 * 1024 * 1024,
@@ -374,6 +385,8 @@ pub struct FileConfig {
     pub log_level: Option<String>,
     /// See [`Config::max_packet_size`].
     pub max_packet_size: Option<u32>,
+    /// See [`Config::websocket_max_message_bytes`].
+    pub websocket_max_message_bytes: Option<usize>,
     /// See [`Config::max_queued_messages`].
     pub max_queued_messages: Option<usize>,
     /// See [`Config::max_queued_bytes`].
@@ -539,6 +552,9 @@ impl FileConfig {
         }
         if let Some(v) = self.max_packet_size {
             config.max_packet_size = v;
+        }
+        if let Some(v) = self.websocket_max_message_bytes {
+            config.websocket_max_message_bytes = v;
         }
         if let Some(v) = self.max_queued_messages {
             config.max_queued_messages = v;

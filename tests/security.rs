@@ -602,3 +602,89 @@ async fn resumed_session_gets_only_what_the_new_user_may_read() {
     }
     broker.shutdown().await;
 }
+
+/// Opens a raw MQTT-over-WebSocket connection to `addr` (path `/mqtt`, subprotocol `mqtt`).
+async fn raw_websocket(
+    addr: SocketAddr,
+) -> tokio_tungstenite::WebSocketStream<tokio::net::TcpStream> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut request = format!("ws://127.0.0.1:{}/mqtt", addr.port())
+        .into_client_request()
+        .unwrap();
+    request
+        .headers_mut()
+        .insert("Sec-WebSocket-Protocol", "mqtt".parse().unwrap());
+    let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+        .max_message_size(Some(64 << 20))
+        .max_frame_size(Some(64 << 20));
+    let (ws, _) = tokio::time::timeout(
+        WAIT,
+        tokio_tungstenite::client_async_with_config(request, tcp, Some(config)),
+    )
+    .await
+    .expect("handshake in time")
+    .expect("handshake");
+    ws
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_websocket_message_may_carry_thousands_of_packets() {
+    // MQTT-6.0.0-2: packets are not aligned with WebSocket messages; a 1.2 MiB message of
+    // 200-byte PUBLISH packets is read whole (the limit is websocket_max_message_bytes, not
+    // max_packet_size), and a message over that limit closes only that connection.
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let broker = start_broker_with(|c| {
+        c.websocket_max_message_bytes = 2 << 20;
+        c.listeners.push(ListenerConfig::new(
+            ListenerKind::Ws,
+            [127, 0, 0, 1].into(),
+            0,
+        ));
+    })
+    .await;
+    let ws_addr = broker.addr_of(ListenerKind::Ws).unwrap();
+    let (mut sub, _) =
+        RawClient::connect(broker.local_addr(), connect_packet(Version::V311, "sub")).await;
+    sub.send(&subscribe("many/#", QoS::AtMostOnce)).await;
+    assert!(matches!(sub.recv().await, Some(Packet::SubAck(_))));
+
+    let mut ws = raw_websocket(ws_addr).await;
+    let mut bytes = bytes::BytesMut::new();
+    let connect = Packet::Connect(Box::new(connect_packet(Version::V311, "ws-batch")));
+    roost::codec::encode(&connect, Version::V311, None, &mut bytes).unwrap();
+    const COUNT: usize = 6000;
+    for _ in 0..COUNT {
+        let p = publish("many/t", QoS::AtMostOnce, 0, &[b'x'; 190][..]);
+        roost::codec::encode(&p, Version::V311, None, &mut bytes).unwrap();
+    }
+    assert!(bytes.len() > 1_200_000, "{} bytes", bytes.len());
+    ws.send(Message::Binary(bytes.freeze())).await.unwrap();
+    let mut got = 0;
+    while got < COUNT {
+        match sub.recv().await {
+            Some(Packet::Publish(p)) => {
+                assert_eq!(p.payload.len(), 190);
+                got += 1;
+            }
+            other => panic!("after {got}: {other:?}"),
+        }
+    }
+    // Over the WebSocket limit: that connection ends, the broker goes on.
+    let mut big = raw_websocket(ws_addr).await;
+    let _ = big.send(Message::Binary(vec![0u8; 3 << 20].into())).await;
+    let end = tokio::time::timeout(WAIT, async {
+        loop {
+            match big.next().await {
+                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => break,
+                Some(Ok(_)) => {}
+            }
+        }
+    })
+    .await;
+    assert!(end.is_ok(), "closed");
+    sub.send(&Packet::PingReq).await;
+    assert_eq!(sub.recv().await, Some(Packet::PingResp));
+    broker.shutdown().await;
+}

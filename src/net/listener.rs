@@ -193,8 +193,8 @@ async fn handshake_then_serve(
     // A socket-level guard, not protocol time: on tokio's clock (see `crate::clock`), so a
     // manual broker clock cannot leave a stalled handshake open.
     let limit = broker.config.handshake_timeout;
-    // A WebSocket message may carry several MQTT packets.
-    let max_message = broker.config.max_packet_size as usize + 64 * 1024;
+    // A WebSocket message may carry many MQTT packets (MQTT-6.0.0-2): its own limit.
+    let max_message = broker.config.websocket_max_message_bytes;
     let l = &listener.config;
     let outcome = tokio::time::timeout(limit, async {
         match (l.kind, &listener.tls) {

@@ -72,8 +72,8 @@ fn no_subprotocol_message(offered: &str) -> String {
 /// with [`WsError::Handshake`].
 ///
 /// `max_message_size` bounds both one incoming WebSocket message and one frame; a larger one
-/// fails the read with an error. Use the broker's maximum packet size plus some slack, since a
-/// message may carry more than one packet (e.g. `max_packet_size + 64 KiB`).
+/// fails the read with an error. A message may carry many packets (MQTT-6.0.0-2), so this is
+/// the listener's `websocket_max_message_bytes`, not the maximum packet size.
 ///
 /// This function does not time out by itself: wrap it in the listener's connect timeout.
 pub(crate) async fn accept<S>(
