@@ -230,6 +230,9 @@ pub struct Config {
     /// 3.2.2.3.14); a 3.1.1 client cannot be told, so it is refused with CONNACK 0x02
     /// (as mosquitto does).
     pub max_keepalive: u16,
+    /// The Topic Alias Maximum offered to MQTT 5.0 clients in CONNACK: how many topic aliases
+    /// each may set (MQTT 5.0 3.2.2.3.8); 0 refuses aliases.
+    pub topic_alias_maximum: u16,
     /// Time a client has to send CONNECT after the TCP connection is accepted.
     pub connect_timeout: Duration,
     /// Listeners besides the main TCP one on `bind:port`.
@@ -355,6 +358,7 @@ impl Default for Config {
             max_inflight_messages: 100,
             receive_maximum: 100,
             max_keepalive: 0,
+            topic_alias_maximum: 10,
             connect_timeout: Duration::from_secs(10),
             listeners: Vec::new(),
             password_file: None,
@@ -405,6 +409,8 @@ pub struct FileConfig {
     pub receive_maximum: Option<u16>,
     /// See [`Config::max_keepalive`].
     pub max_keepalive: Option<u16>,
+    /// See [`Config::topic_alias_maximum`].
+    pub topic_alias_maximum: Option<u16>,
     /// Seconds; see [`Config::connect_timeout`].
     pub connect_timeout: Option<u64>,
     /// Extra listeners; see [`ListenerConfig`].
@@ -582,6 +588,9 @@ impl FileConfig {
         }
         if let Some(v) = self.max_keepalive {
             config.max_keepalive = v;
+        }
+        if let Some(v) = self.topic_alias_maximum {
+            config.topic_alias_maximum = v;
         }
         if let Some(v) = self.connect_timeout {
             config.connect_timeout = Duration::from_secs(v);

@@ -362,3 +362,43 @@ async fn max_keepalive_is_announced_to_v5_and_enforced_refused_for_v311() {
     assert_eq!(connack.code, ReasonCode::V3_IDENTIFIER_REJECTED);
     broker.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topic_aliases_work_both_ways_over_a_socket() {
+    // MQTT 5.0 3.3.2.3.4: the broker offers Topic Alias Maximum (here 2) and resolves the
+    // publisher's aliases; towards a subscriber that allows aliases it sends a known topic as
+    // its alias alone, never above the subscriber's maximum (MQTT-3.3.2-10).
+    let broker = start_broker_with(|c| c.topic_alias_maximum = 2).await;
+    let addr = broker.local_addr();
+    let mut c = connect_packet(Version::V5, "alias-sub");
+    c.topic_alias_maximum = 5;
+    let (mut sub, _) = RawClient::connect(addr, c).await;
+    subscribe(&mut sub, vec![filter("alias/#")], None).await;
+    let (mut p, connack) = RawClient::connect(addr, connect_packet(Version::V5, "alias-pub")).await;
+    assert_eq!(connack.properties.topic_alias_maximum, Some(2));
+    let aliased = |topic: &str, alias: u16, payload: &'static [u8]| {
+        let mut m = publish(topic, payload, false);
+        if let Packet::Publish(m) = &mut m {
+            m.topic_alias = Some(alias);
+        }
+        m
+    };
+    p.send(&aliased("alias/long/topic/name", 2, b"1")).await;
+    p.send(&aliased("", 2, b"2")).await;
+    let first = next_publish(&mut sub).await;
+    let second = next_publish(&mut sub).await;
+    assert_eq!(
+        (first.topic.as_str(), first.topic_alias),
+        ("alias/long/topic/name", Some(1))
+    );
+    assert_eq!((second.topic.as_str(), second.topic_alias), ("", Some(1)));
+    assert_eq!(&second.payload[..], b"2");
+    // An alias over the maximum ends the publisher's connection with 0x94.
+    p.send(&aliased("alias/x", 3, b"3")).await;
+    let last = p.until_closed().await;
+    assert!(
+        matches!(&last[..], [Packet::Disconnect(d)] if d.reason == ReasonCode::TOPIC_ALIAS_INVALID),
+        "{last:?}"
+    );
+    broker.shutdown().await;
+}

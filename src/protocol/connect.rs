@@ -207,7 +207,7 @@ impl AwaitingConnect {
                 receive_maximum: Some(config.receive_maximum),
                 maximum_packet_size: Some(config.max_packet_size),
                 assigned_client_identifier: plan.assigned.then(|| client_id.to_string()),
-                topic_alias_maximum: Some(0),
+                topic_alias_maximum: Some(config.topic_alias_maximum),
                 retain_available: Some(true),
                 wildcard_subscription_available: Some(true),
                 subscription_identifiers_available: Some(true),
@@ -215,6 +215,10 @@ impl AwaitingConnect {
                 server_keep_alive: plan.server_keep_alive,
                 ..Default::default()
             },
+        };
+        let alias_max = match version {
+            Version::V5 => config.topic_alias_maximum,
+            Version::V311 => 0,
         };
         let keep_alive = match plan.keep_alive {
             0 => None,
@@ -236,6 +240,11 @@ impl AwaitingConnect {
             acl,
             acl_generation,
             queue_full: self.queue_full,
+            aliases_in: super::alias::InboundAliases::new(alias_max),
+            aliases_out: super::alias::OutboundAliases::new(match version {
+                Version::V5 => connect.topic_alias_maximum,
+                Version::V311 => 0,
+            }),
             bridge: connect.bridge,
             decoder: self.decoder,
             out: self.out,

@@ -25,6 +25,7 @@
 //! and `close` (what each way of ending means for the will and the last DISCONNECT).
 
 mod ack;
+mod alias;
 mod close;
 mod connect;
 mod disconnect;
@@ -108,6 +109,10 @@ pub(crate) struct Connected {
     acl_generation: u64,
     /// What a full queue does to this connection's PUBLISH packets.
     queue_full: QueueFullPolicy,
+    /// Topic aliases the client set (MQTT 5.0).
+    aliases_in: alias::InboundAliases,
+    /// Topic aliases given to topics sent to the client (MQTT 5.0).
+    aliases_out: alias::OutboundAliases,
     /// A broker connected as a bridge (the bridge bit of the protocol level): its
     /// subscriptions are No Local and Retain As Published, so two brokers bridged both ways
     /// do not send messages back and forth.

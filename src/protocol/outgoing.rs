@@ -14,6 +14,7 @@ use crate::codec::{
 use crate::session::{Delivery, PacketId, Transmit};
 use crate::store::{EntryState, Op, entry_for};
 
+use super::alias::Alias;
 use super::{Close, Connected, WRITE_BUDGET};
 
 impl Connected {
@@ -226,17 +227,27 @@ impl Connected {
             }
             _ => &message.properties,
         };
+        // A topic the client knows by its alias goes out as the alias alone (MQTT 5.0
+        // 3.3.2.3.4); the alias is learnt only if the packet is written.
+        let alias = self.aliases_out.choose(&message.topic);
+        let (topic, topic_alias) = match alias {
+            Alias::None => (&*message.topic, None),
+            Alias::Known(a) => ("", Some(a)),
+            Alias::New(a) => (&*message.topic, Some(a)),
+        };
         let view = PublishView {
             dup,
             qos: delivery.qos,
             retain: delivery.retain,
-            topic: &message.topic,
+            topic,
             packet_id: packet_id.map_or(0, PacketId::get),
             payload: &message.payload,
             properties,
-            topic_alias: None,
+            topic_alias,
             subscription_identifiers: &delivery.subscription_ids,
         };
-        codec::encode_publish(&view, self.version, self.max_packet_out, &mut self.out).map(|_| ())
+        codec::encode_publish(&view, self.version, self.max_packet_out, &mut self.out)?;
+        self.aliases_out.sent(&message.topic, alias);
+        Ok(())
     }
 }

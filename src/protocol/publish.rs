@@ -31,18 +31,18 @@ pub(super) struct Stall {
 impl Connected {
     pub(super) fn handle_publish(&mut self, publish: Publish, now: Instant) -> Result<(), Close> {
         Metrics::inc(&self.broker.metrics.publish_received);
-        if publish.topic_alias.is_some() {
-            // Our Topic Alias Maximum is 0 (MQTT-3.3.2-9).
-            return Err(Close::Violation {
-                reason: ReasonCode::TOPIC_ALIAS_INVALID,
-                why: "topic alias not allowed",
-            });
-        }
+        let mut publish = publish;
+        let topic: Arc<str> = match publish.topic_alias {
+            Some(alias) => self
+                .aliases_in
+                .resolve(alias, std::mem::take(&mut publish.topic))?,
+            None => Arc::from(std::mem::take(&mut publish.topic)),
+        };
         let packet_id = publish.packet_id;
         // A denied PUBLISH is not routed. MQTT 5.0 says so with 0x87; 3.1.1 has no way to, so
         // it is acknowledged as usual (as mosquitto does).
-        if !self.allowed(&publish.topic, Access::Write) {
-            debug!(client_id = %self.session.client_id, topic = %publish.topic, "PUBLISH denied by ACL");
+        if !self.allowed(&topic, Access::Write) {
+            debug!(client_id = %self.session.client_id, %topic, "PUBLISH denied by ACL");
             return match (self.version, publish.qos) {
                 (_, QoS::AtMostOnce) => Ok(()),
                 (Version::V5, QoS::AtLeastOnce) => {
@@ -78,7 +78,7 @@ impl Connected {
                 });
             }
         }
-        let message = self.message_of(publish, now);
+        let message = self.message_of(publish, topic, now);
         self.publish_message(message, packet_id)
     }
 
@@ -164,8 +164,9 @@ impl Connected {
         }
     }
 
-    /// Builds the application message of a PUBLISH received at `now`.
-    fn message_of(&self, publish: Publish, now: Instant) -> Arc<Message> {
+    /// Builds the application message of a PUBLISH (to `topic`, its alias resolved) received
+    /// at `now`.
+    fn message_of(&self, publish: Publish, topic: Arc<str>, now: Instant) -> Arc<Message> {
         let expires_at = if self.version == Version::V5 {
             publish
                 .properties
@@ -180,7 +181,7 @@ impl Connected {
         };
         Arc::new(Message {
             id,
-            topic: Arc::from(publish.topic),
+            topic,
             payload: publish.payload,
             qos: publish.qos,
             retain: publish.retain,

@@ -19,6 +19,7 @@ fn v5_connack_announces_the_server_limits() {
     let mut w = World::new(false, |c| {
         c.receive_maximum = 7;
         c.max_packet_size = 4096;
+        c.topic_alias_maximum = 3;
     });
     let (_c, connack) = w.try_connect(connect(Version::V5, "a"));
     let Packet::ConnAck(c) = connack else {
@@ -27,7 +28,7 @@ fn v5_connack_announces_the_server_limits() {
     let p = c.properties;
     assert_eq!(p.receive_maximum, Some(7));
     assert_eq!(p.maximum_packet_size, Some(4096));
-    assert_eq!(p.topic_alias_maximum, Some(0));
+    assert_eq!(p.topic_alias_maximum, Some(3));
     assert_eq!(p.shared_subscription_available, Some(false));
     assert_eq!(p.assigned_client_identifier, None);
 }

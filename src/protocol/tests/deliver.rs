@@ -159,3 +159,91 @@ fn messages_over_the_clients_maximum_packet_size_are_dropped() {
     assert_eq!(w.broker.metrics.snapshot().dropped_too_large, 1);
     assert_eq!(s.core.session().slot.lock().session.outbound.inflight(), 1);
 }
+
+fn with_alias(mut p: Packet, topic: &str, alias: u16) -> Packet {
+    if let Packet::Publish(p) = &mut p {
+        p.topic = topic.to_string();
+        p.topic_alias = Some(alias);
+    }
+    p
+}
+
+#[test]
+fn topic_aliases_from_the_client_are_set_then_used() {
+    // MQTT 5.0 3.3.2.3.4: CONNACK offers Topic Alias Maximum; an alias is set with a topic
+    // and then used with an empty one.
+    let mut w = World::memory();
+    let mut s = subscriber(
+        &mut w,
+        connect(Version::V5, "s"),
+        "sensors/#",
+        QoS::AtMostOnce,
+    );
+    let (mut p, connack) = w.try_connect(connect(Version::V5, "p"));
+    let Packet::ConnAck(ack) = connack else {
+        panic!("CONNACK")
+    };
+    assert_eq!(ack.properties.topic_alias_maximum, Some(10));
+    let first = with_alias(publish("x", QoS::AtMostOnce, 0, b"1"), "sensors/t", 3);
+    let again = with_alias(publish("x", QoS::AtMostOnce, 0, b"2"), "", 3);
+    p.send(&[first, again], w.now).unwrap();
+    let got: Vec<String> = s
+        .step(w.now)
+        .unwrap()
+        .into_iter()
+        .map(|m| as_publish(m).topic)
+        .collect();
+    assert_eq!(
+        got,
+        vec!["sensors/t", "sensors/t"],
+        "the subscriber sees the topic"
+    );
+    let unset = with_alias(publish("x", QoS::AtMostOnce, 0, b"3"), "", 4);
+    let close = p.send(&[unset], w.now).expect_err("closes");
+    assert!(
+        matches!(close, Close::Violation { reason, .. } if reason == ReasonCode::PROTOCOL_ERROR)
+    );
+}
+
+#[test]
+fn topics_go_out_as_aliases_when_the_client_allows_them() {
+    // MQTT-3.3.2-10: never more aliases than the client's Topic Alias Maximum.
+    let mut w = World::memory();
+    let mut c = connect(Version::V5, "s");
+    c.topic_alias_maximum = 1;
+    let mut s = subscriber(&mut w, c, "a/#", QoS::AtMostOnce);
+    let mut p = w.connect(connect(Version::V5, "p"));
+    for topic in ["a/1", "a/1", "a/2", "a/2", "a/1"] {
+        p.send(&[publish(topic, QoS::AtMostOnce, 0, b"m")], w.now)
+            .unwrap();
+    }
+    let got: Vec<(String, Option<u16>)> = s
+        .step(w.now)
+        .unwrap()
+        .into_iter()
+        .map(|m| {
+            let m = as_publish(m);
+            (m.topic, m.topic_alias)
+        })
+        .collect();
+    let expected = [
+        ("a/1", Some(1)),
+        ("", Some(1)),
+        ("a/2", Some(1)),
+        ("", Some(1)),
+        ("a/1", Some(1)),
+    ];
+    let expected: Vec<(String, Option<u16>)> =
+        expected.iter().map(|(t, a)| (t.to_string(), *a)).collect();
+    assert_eq!(got, expected);
+    // A v3.1.1 client never gets aliases.
+    let mut old = subscriber(
+        &mut w,
+        connect(Version::V311, "old"),
+        "a/#",
+        QoS::AtMostOnce,
+    );
+    p.send(&[publish("a/1", QoS::AtMostOnce, 0, b"m")], w.now)
+        .unwrap();
+    assert_eq!(as_publish(only(old.step(w.now).unwrap())).topic, "a/1");
+}

@@ -10,13 +10,13 @@ fn violation(close: Close) -> ReasonCode {
 }
 
 #[test]
-fn a_topic_alias_is_refused_since_none_was_offered() {
-    // MQTT-3.3.2-9 (Topic Alias Maximum 0): 0x94.
+fn a_topic_alias_over_the_maximum_is_refused_with_0x94() {
+    // MQTT-3.3.2-9: no alias above the Topic Alias Maximum of CONNACK (here 10).
     let mut w = World::memory();
     let mut c = w.connect(connect(Version::V5, "a"));
     let mut p = publish("t", QoS::AtMostOnce, 0, b"x");
     if let Packet::Publish(p) = &mut p {
-        p.topic_alias = Some(1);
+        p.topic_alias = Some(11);
     }
     let close = c.send(&[p], w.now).expect_err("closes");
     assert_eq!(violation(close), ReasonCode::TOPIC_ALIAS_INVALID);
