@@ -233,6 +233,10 @@ pub struct Config {
     /// The Topic Alias Maximum offered to MQTT 5.0 clients in CONNACK: how many topic aliases
     /// each may set (MQTT 5.0 3.2.2.3.8); 0 refuses aliases.
     pub topic_alias_maximum: u16,
+    /// Start of the Response Information sent to MQTT 5.0 clients that ask for it (Request
+    /// Response Information = 1): the client gets `{prefix}{client id}/` as the basis of its
+    /// response topics (MQTT 5.0 4.10).
+    pub response_topic_prefix: String,
     /// Time a client has to send CONNECT after the TCP connection is accepted.
     pub connect_timeout: Duration,
     /// Listeners besides the main TCP one on `bind:port`.
@@ -281,6 +285,12 @@ impl Config {
             self.websocket_max_message_bytes as u64,
             u64::from(self.max_packet_size),
         )?;
+        if self.response_topic_prefix.contains(['+', '#', '\0']) {
+            return Err(ConfigError::invalid(
+                "response_topic_prefix",
+                "must be the start of a topic name: no '+', '#' or NUL".to_string(),
+            ));
+        }
         at_least("max_queued_messages", self.max_queued_messages as u64, 1)?;
         at_least("max_queued_bytes", self.max_queued_bytes, 1024)?;
         at_least(
@@ -359,6 +369,7 @@ impl Default for Config {
             receive_maximum: 100,
             max_keepalive: 0,
             topic_alias_maximum: 10,
+            response_topic_prefix: "response/".to_string(),
             connect_timeout: Duration::from_secs(10),
             listeners: Vec::new(),
             password_file: None,
@@ -411,6 +422,8 @@ pub struct FileConfig {
     pub max_keepalive: Option<u16>,
     /// See [`Config::topic_alias_maximum`].
     pub topic_alias_maximum: Option<u16>,
+    /// See [`Config::response_topic_prefix`].
+    pub response_topic_prefix: Option<String>,
     /// Seconds; see [`Config::connect_timeout`].
     pub connect_timeout: Option<u64>,
     /// Extra listeners; see [`ListenerConfig`].
@@ -591,6 +604,9 @@ impl FileConfig {
         }
         if let Some(v) = self.topic_alias_maximum {
             config.topic_alias_maximum = v;
+        }
+        if let Some(v) = &self.response_topic_prefix {
+            config.response_topic_prefix = v.clone();
         }
         if let Some(v) = self.connect_timeout {
             config.connect_timeout = Duration::from_secs(v);

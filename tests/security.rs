@@ -369,7 +369,16 @@ async fn acl_denies_by_default_and_grants_per_user_and_pattern() {
     let mut anon = login(addr, Version::V5, "anon", None).await;
     anon.send(&publish("inbox/bob", QoS::AtLeastOnce, 1, b"anon5"))
         .await;
-    assert_eq!(anon.recv().await, Some(ack_with(AckKind::PubAck, 1, 0x87)));
+    match anon.recv().await {
+        Some(Packet::Ack(a)) => {
+            assert_eq!(
+                (a.kind, a.packet_id, a.reason.0),
+                (AckKind::PubAck, 1, 0x87)
+            );
+            assert!(a.reason_string.is_some(), "says why");
+        }
+        other => panic!("expected PUBACK 0x87, got {other:?}"),
+    }
     let mut anon3 = login(addr, Version::V311, "anon3", None).await;
     anon3
         .send(&publish("inbox/bob", QoS::AtLeastOnce, 1, b"anon3"))

@@ -37,6 +37,7 @@ pub(crate) fn decode(f: &Frame, version: Version) -> Result<Packet, DecodeError>
                 subscription_identifiers_available: p.subscription_identifiers_available,
                 shared_subscription_available: p.shared_subscription_available,
                 server_keep_alive: p.server_keep_alive,
+                response_information: p.response_information,
             }
         }
     };
@@ -84,6 +85,8 @@ impl Encode for ConnAckProps<'_> {
         let shared = flag(p.shared_subscription_available);
         writer::prop_u8(s, prop::SHARED_SUBSCRIPTION_AVAILABLE, shared)?;
         writer::prop_u16(s, prop::SERVER_KEEP_ALIVE, p.server_keep_alive)?;
+        let response = p.response_information.as_deref();
+        writer::prop_str(s, prop::RESPONSE_INFORMATION, response)?;
         Ok(())
     }
 }

@@ -157,6 +157,8 @@ pub struct ConnAckProperties {
     pub shared_subscription_available: Option<bool>,
     /// Keep alive the server imposes.
     pub server_keep_alive: Option<u16>,
+    /// Response Information: the basis of response topics, when the client asked for it.
+    pub response_information: Option<String>,
 }
 
 /// CONNACK, server to client.

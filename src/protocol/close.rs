@@ -72,6 +72,18 @@ impl Close {
         }
     }
 
+    /// The Reason String of the DISCONNECT this close sends.
+    pub(crate) fn explain(self) -> Option<&'static str> {
+        Some(match self {
+            Close::Violation { why, .. } => why,
+            Close::KeepAlive => "nothing received within 1.5 times the keep alive",
+            Close::Kicked(KickReason::TakenOver) => "another connection took the session over",
+            Close::Kicked(KickReason::Shutdown) => "the server is shutting down",
+            Close::StorageFailure => "the server could not store the session's state",
+            _ => return None,
+        })
+    }
+
     /// The close a decoding error calls for, with its MQTT 5.0 reason code.
     pub(crate) fn from_decode(e: &DecodeError) -> Close {
         let why = match e {

@@ -163,7 +163,11 @@ impl AwaitingConnect {
         let connack = Packet::ConnAck(ConnAck {
             session_present: false,
             code,
-            properties: ConnAckProperties::default(),
+            properties: ConnAckProperties {
+                // A Reason String is always allowed on CONNACK (MQTT-3.1.2-29).
+                reason_string: (version == Version::V5).then(|| code.to_string()),
+                ..Default::default()
+            },
         });
         let _ = codec::encode(&connack, version, None, &mut self.out);
         Close::Refused
@@ -213,6 +217,10 @@ impl AwaitingConnect {
                 subscription_identifiers_available: Some(true),
                 shared_subscription_available: Some(false),
                 server_keep_alive: plan.server_keep_alive,
+                // MQTT 5.0 4.10: a basis for response topics, when asked for.
+                response_information: connect
+                    .request_response_information
+                    .then(|| format!("{}{client_id}/", config.response_topic_prefix)),
                 ..Default::default()
             },
         };
@@ -240,6 +248,7 @@ impl AwaitingConnect {
             acl,
             acl_generation,
             queue_full: self.queue_full,
+            problem_information: connect.request_problem_information,
             aliases_in: super::alias::InboundAliases::new(alias_max),
             aliases_out: super::alias::OutboundAliases::new(match version {
                 Version::V5 => connect.topic_alias_maximum,

@@ -109,6 +109,9 @@ pub(crate) struct Connected {
     acl_generation: u64,
     /// What a full queue does to this connection's PUBLISH packets.
     queue_full: QueueFullPolicy,
+    /// The client accepts Reason Strings and User Properties on acknowledgements (MQTT 5.0
+    /// Request Problem Information, MQTT-3.1.2-29).
+    problem_information: bool,
     /// Topic aliases the client set (MQTT 5.0).
     aliases_in: alias::InboundAliases,
     /// Topic aliases given to topics sent to the client (MQTT 5.0).
@@ -395,8 +398,10 @@ impl Connected {
     pub(crate) fn end(&mut self, close: Close) -> Ending {
         let (reason, publish_will) = close.outcome();
         if let (Some(reason), Version::V5) = (reason, self.version) {
+            // A Reason String is always allowed on DISCONNECT (MQTT-3.1.2-29).
             let _ = self.send(&Packet::Disconnect(crate::codec::Disconnect {
                 reason,
+                reason_string: close.explain().map(str::to_owned),
                 ..Default::default()
             }));
         }

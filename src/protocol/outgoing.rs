@@ -39,11 +39,17 @@ impl Connected {
         } else {
             ReasonCode::SUCCESS
         };
+        // Only when the client did not turn problem information off (MQTT-3.1.2-29).
+        let reason_string = if self.problem_information {
+            explain(reason).map(str::to_owned)
+        } else {
+            None
+        };
         self.send(&Packet::Ack(PubAckLike {
             kind,
             packet_id,
             reason,
-            reason_string: None,
+            reason_string,
         }))
     }
 
@@ -250,4 +256,18 @@ impl Connected {
         self.aliases_out.sent(&message.topic, alias);
         Ok(())
     }
+}
+
+/// The Reason String sent with an acknowledgement that reports a failure.
+fn explain(reason: ReasonCode) -> Option<&'static str> {
+    Some(match reason {
+        ReasonCode::QUOTA_EXCEEDED => {
+            "a subscriber's queue is full: nothing was queued, retry later"
+        }
+        ReasonCode::NOT_AUTHORIZED => "not authorized to publish to this topic",
+        ReasonCode::PACKET_IDENTIFIER_NOT_FOUND => {
+            "no message in flight has this packet identifier"
+        }
+        _ => return None,
+    })
 }

@@ -204,6 +204,7 @@ pub(super) fn server_packets(v: Version) -> Vec<Packet> {
                     subscription_identifiers_available: Some(true),
                     shared_subscription_available: Some(false),
                     server_keep_alive: Some(120),
+                    response_information: Some("response/auto-1/".into()),
                 }
             } else {
                 ConnAckProperties::default()

@@ -241,3 +241,24 @@ fn max_keepalive_refuses_a_v311_client_asking_for_more_or_none() {
     c.keep_alive = 30;
     assert_eq!(awaiting.plan(&c).expect("accepted").keep_alive, 30);
 }
+
+#[test]
+fn response_information_is_given_to_a_client_that_asks() {
+    // MQTT 5.0 3.1.2.11.6 / 4.10: Request Response Information 1 -> Response Information.
+    let mut w = World::new(false, |c| c.response_topic_prefix = "replies/".into());
+    let mut c = connect(Version::V5, "dev-7");
+    c.request_response_information = true;
+    let (_c, connack) = w.try_connect(c);
+    let Packet::ConnAck(ack) = connack else {
+        panic!("CONNACK")
+    };
+    assert_eq!(
+        ack.properties.response_information.as_deref(),
+        Some("replies/dev-7/")
+    );
+    let (_c, connack) = w.try_connect(connect(Version::V5, "dev-8"));
+    let Packet::ConnAck(ack) = connack else {
+        panic!("CONNACK")
+    };
+    assert_eq!(ack.properties.response_information, None, "not asked");
+}

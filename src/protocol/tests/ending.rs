@@ -56,14 +56,21 @@ fn the_will_goes_out_on_every_end_but_a_normal_disconnect_and_shutdown() {
             let c = w.connect(with_will(version));
             let (got_will, last) = c.close(&w, close);
             assert_eq!(got_will.is_some(), will, "{close:?} {version:?}");
-            let expected: Vec<Packet> = match (disconnect, version) {
-                (Some(reason), Version::V5) => vec![Packet::Disconnect(codec::Disconnect {
-                    reason,
-                    ..Default::default()
-                })],
+            let reasons: Vec<ReasonCode> = last
+                .iter()
+                .map(|p| match p {
+                    Packet::Disconnect(d) => {
+                        assert!(d.reason_string.is_some(), "says why");
+                        d.reason
+                    }
+                    other => panic!("{other:?}"),
+                })
+                .collect();
+            let expected: Vec<ReasonCode> = match (disconnect, version) {
+                (Some(reason), Version::V5) => vec![reason],
                 _ => Vec::new(),
             };
-            assert_eq!(last, expected, "{close:?} {version:?}");
+            assert_eq!(reasons, expected, "{close:?} {version:?}");
         }
     }
 }

@@ -118,3 +118,26 @@ fn a_paused_publisher_stops_reading_once_it_holds_enough() {
     assert!(!input.is_empty(), "the rest stays unread");
     assert!(!p.core.stuck(), "it owes nothing to its own client");
 }
+
+#[test]
+fn a_refusal_says_why_unless_the_client_asked_for_no_problem_information() {
+    // MQTT-3.1.2-29: with Request Problem Information 0, no Reason String on a PUBACK.
+    let (w, mut p, _s) = full(Version::V5);
+    let a = as_ack(only(
+        p.send(&[publish("t", QoS::AtLeastOnce, 2, b"x")], w.now)
+            .unwrap(),
+    ));
+    assert_eq!(a.reason, ReasonCode::QUOTA_EXCEEDED);
+    assert!(a.reason_string.is_some());
+    let mut w = w;
+    let mut c = connect(Version::V5, "quiet");
+    c.request_problem_information = false;
+    let mut quiet = w.connect(c);
+    let a = as_ack(only(
+        quiet
+            .send(&[publish("t", QoS::AtLeastOnce, 1, b"x")], w.now)
+            .unwrap(),
+    ));
+    assert_eq!(a.reason, ReasonCode::QUOTA_EXCEEDED);
+    assert_eq!(a.reason_string, None);
+}
