@@ -187,6 +187,9 @@ fn readable_file(key: &str, path: &Path) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// The highest `topic_alias_maximum`: each alias holds a topic of up to 64 KiB per connection.
+pub const MAX_TOPIC_ALIAS_MAXIMUM: u16 = 1024;
+
 /// The validated settings a broker runs with.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -205,7 +208,7 @@ pub struct Config {
     /// Largest WebSocket message (and frame) accepted, in bytes. One message may carry many
     /// MQTT packets (MQTT-6.0.0-2), so this is separate from `max_packet_size`; it must be at
     /// least `max_packet_size`. A WebSocket connection may hold one message this large in
-    /// memory while it is read.
+    /// memory while it is read, before it has authenticated too, so keep it modest.
     pub websocket_max_message_bytes: usize,
     /// Most messages in one session's backlog (queued, in flight and in the store).
     pub max_queued_messages: usize,
@@ -285,6 +288,12 @@ impl Config {
             self.websocket_max_message_bytes as u64,
             u64::from(self.max_packet_size),
         )?;
+        if self.topic_alias_maximum > MAX_TOPIC_ALIAS_MAXIMUM {
+            return Err(ConfigError::invalid(
+                "topic_alias_maximum",
+                format!("must be at most {MAX_TOPIC_ALIAS_MAXIMUM}"),
+            ));
+        }
         if self.response_topic_prefix.contains(['+', '#', '\0']) {
             return Err(ConfigError::invalid(
                 "response_topic_prefix",
@@ -358,7 +367,7 @@ impl Default for Config {
             in_memory: false,
             durability: Durability::Fsync,
             max_packet_size: 1024 * 1024,
-            websocket_max_message_bytes: 16 * 1024 * 1024,
+            websocket_max_message_bytes: 2 * 1024 * 1024,
             max_queued_messages: 1_000_000,
             max_queued_bytes: 512 * 1024 * 1024,
             max_queued_memory_bytes: 2 * 1024 * 1024,
@@ -827,6 +836,18 @@ mod tests {
     #[test]
     fn validate_checks_ranges_of_a_config_built_in_code() {
         assert_eq!(invalid_key(|c| c.receive_maximum = 0), "receive_maximum");
+        assert_eq!(
+            invalid_key(|c| c.topic_alias_maximum = MAX_TOPIC_ALIAS_MAXIMUM + 1),
+            "topic_alias_maximum"
+        );
+        assert_eq!(
+            invalid_key(|c| c.response_topic_prefix = "a/+/".into()),
+            "response_topic_prefix"
+        );
+        assert_eq!(
+            invalid_key(|c| c.websocket_max_message_bytes = 1000),
+            "websocket_max_message_bytes"
+        );
         assert_eq!(
             invalid_key(|c| c.max_inflight_messages = 0),
             "max_inflight_messages"

@@ -51,9 +51,15 @@ pub(crate) fn read_protocol(r: &mut Reader<'_>) -> Result<Protocol, DecodeError>
 }
 
 /// Decodes the rest of a CONNECT, after the protocol level.
-pub(crate) fn decode(mut r: Reader<'_>, version: Version) -> Result<Connect, DecodeError> {
+///
+/// MQTT 3.1 is read as mosquitto reads it: its reserved flag is not checked, a password may
+/// come without a user name, and a user name or password whose flag is set but that is
+/// missing from the end of the packet counts as absent (the 3.1 specification allows it).
+pub(crate) fn decode(mut r: Reader<'_>, protocol: Protocol) -> Result<Connect, DecodeError> {
+    let version = protocol.version;
+    let legacy = protocol.mqtt31;
     let flags = r.u8()?;
-    if flags & CONNECT_RESERVED != 0 {
+    if flags & CONNECT_RESERVED != 0 && !legacy {
         return Err(DecodeError::Malformed("CONNECT reserved flag set")); // MQTT-3.1.2-3
     }
     let will_flag = flags & WILL != 0;
@@ -68,7 +74,7 @@ pub(crate) fn decode(mut r: Reader<'_>, version: Version) -> Result<Connect, Dec
     let will_qos = QoS::from_u8(will_qos).ok_or(DecodeError::Malformed("will QoS 3"))?; // MQTT-3.1.2-14
     let has_username = flags & USER_NAME != 0;
     let has_password = flags & PASSWORD != 0;
-    if version == Version::V311 && has_password && !has_username {
+    if version == Version::V311 && !legacy && has_password && !has_username {
         return Err(DecodeError::Malformed(
             "password flag without user name flag",
         )); // MQTT-3.1.2-22
@@ -87,8 +93,9 @@ pub(crate) fn decode(mut r: Reader<'_>, version: Version) -> Result<Connect, Dec
     } else {
         None
     };
-    let username = has_username.then(|| r.string()).transpose()?;
-    let password = has_password.then(|| r.binary()).transpose()?;
+    let present = |r: &Reader<'_>, flag: bool| flag && !(legacy && r.is_empty());
+    let username = present(&r, has_username).then(|| r.string()).transpose()?;
+    let password = present(&r, has_password).then(|| r.binary()).transpose()?;
     r.finish()?;
     Ok(Connect {
         version,
@@ -107,8 +114,8 @@ pub(crate) fn decode(mut r: Reader<'_>, version: Version) -> Result<Connect, Dec
         user_properties: std::mem::take(&mut props.user_properties),
         authentication_method: props.authentication_method,
         authentication_data: props.authentication_data,
-        mqtt31: false,
-        bridge: false,
+        mqtt31: protocol.mqtt31,
+        bridge: protocol.bridge,
     })
 }
 

@@ -120,10 +120,7 @@ impl Decoder {
         let mut r = f.body();
         let protocol = connect::read_protocol(&mut r)?;
         self.version = Some(protocol.version);
-        let mut c = connect::decode(r, protocol.version)?;
-        c.mqtt31 = protocol.mqtt31;
-        c.bridge = protocol.bridge;
-        Ok(Packet::Connect(Box::new(c)))
+        connect::decode(r, protocol).map(|c| Packet::Connect(Box::new(c)))
     }
 }
 

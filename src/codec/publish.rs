@@ -90,10 +90,14 @@ fn decode_v5(f: &Frame, role: Role) -> Result<Publish, DecodeError> {
 /// A topic name must be valid (no wildcards, MQTT-3.3.2-2); it may be empty only in 5.0 with a
 /// topic alias.
 fn check_topic(topic: &str, has_alias: bool) -> Result<(), DecodeError> {
-    if (topic.is_empty() && has_alias) || valid_topic_name(topic) {
-        Ok(())
-    } else {
-        Err(DecodeError::TopicNameInvalid)
+    match (topic.is_empty(), has_alias) {
+        (true, true) => Ok(()),
+        // MQTT 5.0 3.3.2.1: no topic name and no alias is a protocol error (0x82).
+        (true, false) => Err(DecodeError::Protocol(
+            "empty topic name without a topic alias",
+        )),
+        _ if valid_topic_name(topic) => Ok(()),
+        _ => Err(DecodeError::TopicNameInvalid),
     }
 }
 

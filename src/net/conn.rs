@@ -171,14 +171,13 @@ impl<S: Transport> Driver<S> {
             }
             Ok(result) => result?,
         };
-        let version = connect.version;
         let plan = awaiting
             .plan(&connect)
-            .map_err(|code| awaiting.refuse(version, code))?;
+            .map_err(|code| awaiting.refuse(&connect, code))?;
         let username = self
             .authenticate(&connect)
             .await
-            .map_err(|code| awaiting.refuse(version, code))?;
+            .map_err(|code| awaiting.refuse(&connect, code))?;
         let (session, present) = self
             .broker
             .attach(&plan.request, &self.link, awaiting.pending_mut())

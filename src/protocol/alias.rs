@@ -15,12 +15,17 @@ use crate::codec::ReasonCode;
 
 use super::Close;
 
+/// The topics a client's aliases hold may take at most this many bytes per connection.
+const MAX_INBOUND_ALIAS_BYTES: usize = 256 * 1024;
+
 /// The aliases the client set, by alias number.
 #[derive(Debug, Default)]
 pub(super) struct InboundAliases {
     /// Our Topic Alias Maximum.
     max: u16,
     topics: HashMap<u16, Arc<str>>,
+    /// Bytes of the topics held.
+    bytes: usize,
 }
 
 impl InboundAliases {
@@ -29,6 +34,7 @@ impl InboundAliases {
         InboundAliases {
             max,
             topics: HashMap::new(),
+            bytes: 0,
         }
     }
 
@@ -48,7 +54,16 @@ impl InboundAliases {
             });
         }
         let topic: Arc<str> = Arc::from(topic);
-        self.topics.insert(alias, Arc::clone(&topic));
+        self.bytes += topic.len();
+        if let Some(old) = self.topics.insert(alias, Arc::clone(&topic)) {
+            self.bytes -= old.len();
+        }
+        if self.bytes > MAX_INBOUND_ALIAS_BYTES {
+            return Err(Close::Violation {
+                reason: ReasonCode::QUOTA_EXCEEDED,
+                why: "the topics of the topic aliases take too much memory",
+            });
+        }
         Ok(topic)
     }
 }

@@ -12,7 +12,7 @@ use tracing::{debug, warn};
 use crate::auth::Access;
 use crate::broker::{AttachRequest, Broker, Pending, SessionHandle, Verdict};
 use crate::codec::{
-    self, ConnAck, ConnAckProperties, Connect, DecodeError, Decoder, Packet, ReasonCode, Version,
+    ConnAck, ConnAckProperties, Connect, DecodeError, Decoder, Packet, ReasonCode, Version,
 };
 use crate::config::QueueFullPolicy;
 use crate::session::NEVER_EXPIRES;
@@ -105,7 +105,7 @@ impl AwaitingConnect {
             // MQTT-3.1.3-8: a zero-byte client id needs clean session.
             return Err(ReasonCode::V3_IDENTIFIER_REJECTED);
         }
-        if connect.mqtt31 && !(1..=23).contains(&connect.client_id.len()) {
+        if connect.mqtt31 && !(1..=23).contains(&connect.client_id.chars().count()) {
             // MQTT 3.1: a client id is 1 to 23 characters; anything else gets CONNACK 0x02.
             return Err(ReasonCode::V3_IDENTIFIER_REJECTED);
         }
@@ -158,7 +158,8 @@ impl AwaitingConnect {
     }
 
     /// Answers CONNACK with refusal `code` (MQTT-3.2.2-5); the connection then closes.
-    pub(crate) fn refuse(&mut self, version: Version, code: ReasonCode) -> Close {
+    pub(crate) fn refuse(&mut self, connect: &Connect, code: ReasonCode) -> Close {
+        let version = connect.version;
         debug!(peer = %self.peer, %code, "CONNECT refused");
         let connack = Packet::ConnAck(ConnAck {
             session_present: false,
@@ -169,7 +170,8 @@ impl AwaitingConnect {
                 ..Default::default()
             },
         });
-        let _ = codec::encode(&connack, version, None, &mut self.out);
+        let max = connect.maximum_packet_size;
+        super::outgoing::send_within(&connack, version, max, &mut self.out, self.peer);
         Close::Refused
     }
 
@@ -218,9 +220,11 @@ impl AwaitingConnect {
                 shared_subscription_available: Some(false),
                 server_keep_alive: plan.server_keep_alive,
                 // MQTT 5.0 4.10: a basis for response topics, when asked for.
-                response_information: connect
-                    .request_response_information
-                    .then(|| format!("{}{client_id}/", config.response_topic_prefix)),
+                // Only for an id that is one valid topic level: another id would make a
+                // topic with wildcards, or one inside another client's topics.
+                response_information: (connect.request_response_information
+                    && !client_id.contains(['/', '+', '#']))
+                .then(|| format!("{}{client_id}/", config.response_topic_prefix)),
                 ..Default::default()
             },
         };

@@ -20,10 +20,13 @@ use super::{Close, Connected, WRITE_BUDGET};
 impl Connected {
     /// Encodes a response packet into the write buffer.
     pub(super) fn send(&mut self, packet: &Packet) -> Result<(), Close> {
-        if let Err(e) = codec::encode(packet, self.version, self.max_packet_out, &mut self.out) {
-            // Only a client-imposed Maximum Packet Size can make a response unsendable.
-            debug!(peer = %self.peer, error = ?e, "response not sent");
-        }
+        send_within(
+            packet,
+            self.version,
+            self.max_packet_out,
+            &mut self.out,
+            self.peer,
+        );
         Ok(())
     }
 
@@ -235,24 +238,31 @@ impl Connected {
         };
         // A topic the client knows by its alias goes out as the alias alone (MQTT 5.0
         // 3.3.2.3.4); the alias is learnt only if the packet is written.
-        let alias = self.aliases_out.choose(&message.topic);
-        let (topic, topic_alias) = match alias {
-            Alias::None => (&*message.topic, None),
-            Alias::Known(a) => ("", Some(a)),
-            Alias::New(a) => (&*message.topic, Some(a)),
-        };
-        let view = PublishView {
-            dup,
-            qos: delivery.qos,
-            retain: delivery.retain,
-            topic,
-            packet_id: packet_id.map_or(0, PacketId::get),
-            payload: &message.payload,
-            properties,
-            topic_alias,
-            subscription_identifiers: &delivery.subscription_ids,
-        };
-        codec::encode_publish(&view, self.version, self.max_packet_out, &mut self.out)?;
+        let mut alias = self.aliases_out.choose(&message.topic);
+        loop {
+            let (topic, topic_alias) = match alias {
+                Alias::None => (&*message.topic, None),
+                Alias::Known(a) => ("", Some(a)),
+                Alias::New(a) => (&*message.topic, Some(a)),
+            };
+            let view = PublishView {
+                dup,
+                qos: delivery.qos,
+                retain: delivery.retain,
+                topic,
+                packet_id: packet_id.map_or(0, PacketId::get),
+                payload: &message.payload,
+                properties,
+                topic_alias,
+                subscription_identifiers: &delivery.subscription_ids,
+            };
+            match codec::encode_publish(&view, self.version, self.max_packet_out, &mut self.out) {
+                Ok(_) => break,
+                // The alias property may be what makes it too large: try without.
+                Err(EncodeError::TooLarge { .. }) if alias != Alias::None => alias = Alias::None,
+                Err(e) => return Err(e),
+            }
+        }
         self.aliases_out.sent(&message.topic, alias);
         Ok(())
     }
@@ -270,4 +280,49 @@ fn explain(reason: ReasonCode) -> Option<&'static str> {
         }
         _ => return None,
     })
+}
+
+/// Encodes a packet the broker generates within the client's Maximum Packet Size. What is
+/// only informative (Reason String, Response Information) is left out when it would make the
+/// packet too large (MQTT-3.2.2-19, MQTT-3.4.2-2, MQTT-3.14.2-3); only a packet too large
+/// without it is not sent.
+pub(super) fn send_within(
+    packet: &Packet,
+    version: crate::codec::Version,
+    max: Option<u32>,
+    out: &mut bytes::BytesMut,
+    peer: std::net::SocketAddr,
+) {
+    let Err(e) = codec::encode(packet, version, max, out) else {
+        return;
+    };
+    let lean = match (&e, packet) {
+        (EncodeError::TooLarge { .. }, Packet::Ack(a)) if a.reason_string.is_some() => {
+            Some(Packet::Ack(PubAckLike {
+                reason_string: None,
+                ..a.clone()
+            }))
+        }
+        (EncodeError::TooLarge { .. }, Packet::Disconnect(d)) if d.reason_string.is_some() => {
+            Some(Packet::Disconnect(codec::Disconnect {
+                reason_string: None,
+                ..d.clone()
+            }))
+        }
+        (EncodeError::TooLarge { .. }, Packet::ConnAck(c)) => {
+            let mut c = c.clone();
+            c.properties.reason_string = None;
+            c.properties.response_information = None;
+            Some(Packet::ConnAck(c))
+        }
+        _ => None,
+    };
+    let result = match &lean {
+        Some(lean) => codec::encode(lean, version, max, out).map(|_| ()),
+        None => Err(e),
+    };
+    if let Err(e) = result {
+        // Only a client-imposed Maximum Packet Size can make a response unsendable.
+        debug!(%peer, error = ?e, "response not sent");
+    }
 }

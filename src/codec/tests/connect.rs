@@ -244,3 +244,30 @@ fn version_is_known_after_a_malformed_connect() {
     assert_malformed(decode_all(&mut d, &connect(5, 0x03, &s("c"))));
     assert_eq!(d.version(), Some(Version::V5));
 }
+
+#[test]
+fn mqtt_3_1_is_read_as_leniently_as_mosquitto_reads_it() {
+    // 3.1: the reserved flag is not checked, a password may come without a user name, and
+    // a flagged user name or password missing at the end counts as absent.
+    let body = |flags: u8, rest: &[u8]| {
+        pkt(
+            0x10,
+            &cat(&[&s("MQIsdp"), &[3, flags, 0, 60], &s("c"), rest]),
+        )
+    };
+    let c = connect_of(decode_connect(&body(0x03, &[])));
+    assert!(c.clean_start && c.mqtt31);
+    let c = connect_of(decode_connect(&body(0x42, &[0, 2, b'p', b'w'])));
+    assert_eq!(
+        (c.username, c.password.as_deref()),
+        (None, Some(&b"pw"[..]))
+    );
+    let c = connect_of(decode_connect(&body(0xC2, &[])));
+    assert_eq!((c.username, c.password), (None, None));
+    // 3.1.1 keeps the strict rules.
+    assert_malformed(decode_connect(&connect(
+        4,
+        0x42,
+        &cat(&[&s("c"), &[0, 2, b'p', b'w']]),
+    )));
+}

@@ -55,7 +55,7 @@ fn v311_empty_client_id_without_clean_session_is_refused() {
     let c = durable(Version::V311, "");
     let code = awaiting.plan(&c).expect_err("refused");
     assert_eq!(code, ReasonCode::V3_IDENTIFIER_REJECTED);
-    assert_eq!(awaiting.refuse(Version::V311, code), Close::Refused);
+    assert_eq!(awaiting.refuse(&c, code), Close::Refused);
     assert_eq!(&awaiting.output()[..], &[0x20, 0x02, 0x00, 0x02]);
 }
 
@@ -261,4 +261,16 @@ fn response_information_is_given_to_a_client_that_asks() {
         panic!("CONNACK")
     };
     assert_eq!(ack.properties.response_information, None, "not asked");
+}
+
+#[test]
+fn no_response_information_for_an_id_that_is_not_one_topic_level() {
+    let mut w = World::memory();
+    let mut c = connect(Version::V5, "site/dev");
+    c.request_response_information = true;
+    let (_c, connack) = w.try_connect(c);
+    let Packet::ConnAck(ack) = connack else {
+        panic!("CONNACK")
+    };
+    assert_eq!(ack.properties.response_information, None);
 }

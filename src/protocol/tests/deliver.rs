@@ -247,3 +247,21 @@ fn topics_go_out_as_aliases_when_the_client_allows_them() {
         .unwrap();
     assert_eq!(as_publish(only(old.step(w.now).unwrap())).topic, "a/1");
 }
+
+#[test]
+fn a_new_alias_is_not_used_when_it_would_make_the_message_too_large() {
+    // The 3 bytes of a Topic Alias must not cost the client a message that fits without it.
+    let mut w = World::memory();
+    let mut c = connect(Version::V5, "s");
+    c.topic_alias_maximum = 2;
+    c.maximum_packet_size = Some(40);
+    let mut s = subscriber(&mut w, c, "a/#", QoS::AtMostOnce);
+    let mut p = w.connect(connect(Version::V5, "p"));
+    // 1 + 1 + (2 + 3) + 1 (no properties) + 32 = 40 bytes without an alias.
+    let payload = b"0123456789abcdef0123456789abcdef";
+    p.send(&[publish("a/b", QoS::AtMostOnce, 0, payload)], w.now)
+        .unwrap();
+    let m = as_publish(only(s.step(w.now).unwrap()));
+    assert_eq!((m.topic.as_str(), m.topic_alias), ("a/b", None));
+    assert_eq!(w.broker.metrics.snapshot().dropped_too_large, 0);
+}
