@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use roost::codec::{AckKind, Packet, QoS, RetainHandling, Subscribe, SubscribeFilter, Version};
+use roost::codec::{AckKind, Packet, QoS, Subscribe, Version};
 use tokio::task::JoinSet;
 
 use crate::client::{Conn, ConnectOptions, Incoming, Stamp};
@@ -361,18 +361,7 @@ pub async fn run(common: &Common, args: &PubSubArgs) -> Result<(), String> {
 
 /// Sends SUBSCRIBE for `filter` and waits for a SUBACK that grants it.
 async fn subscribe(mut conn: Conn, filter: &str, qos: QoS) -> Result<Conn, String> {
-    conn.queue(&Packet::Subscribe(Subscribe {
-        packet_id: 1,
-        filters: vec![SubscribeFilter {
-            filter: filter.to_string(),
-            qos,
-            no_local: false,
-            retain_as_published: false,
-            retain_handling: RetainHandling::OnSubscribe,
-        }],
-        subscription_identifier: None,
-        user_properties: Vec::new(),
-    }))?;
+    conn.queue(&Packet::Subscribe(Subscribe::single(1, filter, qos)))?;
     conn.flush().await?;
     let wait = tokio::time::timeout(Duration::from_secs(30), async {
         loop {

@@ -12,7 +12,7 @@ use crate::config::QueueFullPolicy;
 use crate::session::{
     CommitGate, Delivery, GateState, Message, Placement, Refused, SubOptions, message_cost,
 };
-use crate::store::{Op, entry_for};
+use crate::store::{Op, delivery_entry};
 use crate::topic::{RetainedIndex, SubscriptionTrie};
 
 use super::handle::SessionHandle;
@@ -319,12 +319,7 @@ impl Router {
             let op = if persist && let Some(id) = delivery.message.id {
                 let seq = slot.session.take_seq();
                 delivery.seq = Some(seq);
-                let mut entry = entry_for(
-                    id,
-                    delivery.qos,
-                    delivery.retain,
-                    &delivery.subscription_ids,
-                );
+                let mut entry = delivery_entry(id, &delivery);
                 if inline {
                     entry.inline = Some(Arc::clone(&delivery.message));
                 }

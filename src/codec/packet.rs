@@ -260,6 +260,25 @@ pub struct Subscribe {
     pub user_properties: Vec<UserProperty>,
 }
 
+impl Subscribe {
+    /// A SUBSCRIBE to one `filter` at `qos` with the default options (No Local and Retain As
+    /// Published off, retained messages sent on subscribe).
+    pub fn single(packet_id: u16, filter: &str, qos: QoS) -> Subscribe {
+        Subscribe {
+            packet_id,
+            filters: vec![SubscribeFilter {
+                filter: filter.to_string(),
+                qos,
+                no_local: false,
+                retain_as_published: false,
+                retain_handling: RetainHandling::OnSubscribe,
+            }],
+            subscription_identifier: None,
+            user_properties: Vec::new(),
+        }
+    }
+}
+
 /// SUBACK, server to client.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SubAck {

@@ -12,7 +12,7 @@ use crate::codec::{
     ReasonCode, Version,
 };
 use crate::session::{Delivery, PacketId, Transmit};
-use crate::store::{EntryState, Op, entry_for};
+use crate::store::{EntryState, Op, delivery_entry};
 
 use super::alias::Alias;
 use super::{Close, Connected, WRITE_BUDGET};
@@ -94,12 +94,7 @@ impl Connected {
                                 let seq = slot.session.take_seq();
                                 slot.session.outbound.set_seq(id, seq);
                                 delivery.seq = Some(seq);
-                                let mut entry = entry_for(
-                                    message_id,
-                                    delivery.qos,
-                                    delivery.retain,
-                                    &delivery.subscription_ids,
-                                );
+                                let mut entry = delivery_entry(message_id, delivery);
                                 entry.state = EntryState::Published;
                                 entry.packet_id = id.get();
                                 recorded.push(Op::Enqueue {

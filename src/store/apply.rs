@@ -356,7 +356,17 @@ impl<'txn> Tables<'txn> {
     }
 }
 
-/// Helper for tests and the loader: an entry record for a delivery.
+/// The queue entry of `delivery`, whose message has store id `id`, as queued (not yet sent).
+pub(crate) fn delivery_entry(id: MessageId, delivery: &crate::session::Delivery) -> EntryRecord {
+    entry_for(
+        id,
+        delivery.qos,
+        delivery.retain,
+        &delivery.subscription_ids,
+    )
+}
+
+/// An entry record for a message queued with `qos`, `retain` and subscription `ids`.
 pub(crate) fn entry_for(
     message_id: MessageId,
     qos: crate::codec::QoS,

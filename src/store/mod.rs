@@ -24,7 +24,9 @@ use redb::Database;
 use tokio::sync::oneshot;
 use tracing::{error, info};
 
-pub(crate) use apply::{Op, SessionKey, entry_for};
+#[cfg(test)]
+pub(crate) use apply::entry_for;
+pub(crate) use apply::{Op, SessionKey, delivery_entry};
 pub(crate) use load::Loaded;
 pub use record::CorruptRecord;
 pub(crate) use record::{EntryState, SessionRecord};

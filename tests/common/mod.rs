@@ -350,18 +350,7 @@ pub fn publish(topic: &str, qos: roost::codec::QoS, packet_id: u16, payload: &[u
 
 /// SUBSCRIBE (packet id 1) to one filter with default options.
 pub fn subscribe(filter: &str, qos: roost::codec::QoS) -> Packet {
-    Packet::Subscribe(roost::codec::Subscribe {
-        packet_id: 1,
-        filters: vec![roost::codec::SubscribeFilter {
-            filter: filter.to_string(),
-            qos,
-            no_local: false,
-            retain_as_published: false,
-            retain_handling: roost::codec::RetainHandling::OnSubscribe,
-        }],
-        subscription_identifier: None,
-        user_properties: Vec::new(),
-    })
+    Packet::Subscribe(roost::codec::Subscribe::single(1, filter, qos))
 }
 
 /// PUBACK, PUBREC, PUBREL or PUBCOMP with a reason code.

@@ -22,7 +22,7 @@ use crate::broker::{Broker, ConnLink};
 use crate::clock::Clock;
 use crate::codec::{
     self, AckKind, Connect, Decoder, Packet, PubAckLike, Publish, PublishProperties, QoS,
-    ReasonCode, RetainHandling, Subscribe, SubscribeFilter, Version,
+    ReasonCode, Subscribe, Version,
 };
 use crate::config::{Config, QueueFullPolicy};
 use crate::store::Op;
@@ -252,18 +252,7 @@ fn publish(topic: &str, qos: QoS, packet_id: u16, payload: &'static [u8]) -> Pac
 }
 
 fn subscribe(packet_id: u16, filter: &str, qos: QoS) -> Packet {
-    Packet::Subscribe(Subscribe {
-        packet_id,
-        filters: vec![SubscribeFilter {
-            filter: filter.to_string(),
-            qos,
-            no_local: false,
-            retain_as_published: false,
-            retain_handling: RetainHandling::OnSubscribe,
-        }],
-        subscription_identifier: None,
-        user_properties: Vec::new(),
-    })
+    Packet::Subscribe(Subscribe::single(packet_id, filter, qos))
 }
 
 fn ack(kind: AckKind, packet_id: u16) -> Packet {
