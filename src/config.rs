@@ -56,6 +56,27 @@ pub enum QueueFullPolicy {
     DropOldest,
 }
 
+/// How a message for a Shared Subscription picks one member of the group (MQTT 5.0 4.8.2
+/// leaves the choice to the server). Only members with a connection are picked while there are
+/// any; a member that cannot take the message (its backlog is full) is passed over for the
+/// next one in the same order.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SharedSubscriptionStrategy {
+    /// Each message to the next member in turn.
+    #[default]
+    RoundRobin,
+    /// Each message to a member picked at random.
+    Random,
+    /// Every message to the same member for as long as it can take them.
+    Sticky,
+    /// Messages of one publisher (by client id) to the same member while the group is
+    /// unchanged.
+    HashClientId,
+    /// Messages of one topic to the same member while the group is unchanged.
+    HashTopic,
+}
+
 /// One extra listener (`[[listener]]` in the file).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -240,6 +261,8 @@ pub struct Config {
     /// Response Information = 1): the client gets `{prefix}{client id}/` as the basis of its
     /// response topics (MQTT 5.0 4.10).
     pub response_topic_prefix: String,
+    /// How each message for a Shared Subscription picks the member of the group it goes to.
+    pub shared_subscription_strategy: SharedSubscriptionStrategy,
     /// Time a client has to send CONNECT after the TCP connection is accepted.
     pub connect_timeout: Duration,
     /// Listeners besides the main TCP one on `bind:port`.
@@ -379,6 +402,7 @@ impl Default for Config {
             max_keepalive: 0,
             topic_alias_maximum: 10,
             response_topic_prefix: "response/".to_string(),
+            shared_subscription_strategy: SharedSubscriptionStrategy::RoundRobin,
             connect_timeout: Duration::from_secs(10),
             listeners: Vec::new(),
             password_file: None,
@@ -433,6 +457,9 @@ pub struct FileConfig {
     pub topic_alias_maximum: Option<u16>,
     /// See [`Config::response_topic_prefix`].
     pub response_topic_prefix: Option<String>,
+    /// See [`Config::shared_subscription_strategy`]: `"round_robin"`, `"random"`, `"sticky"`,
+    /// `"hash_client_id"` or `"hash_topic"`.
+    pub shared_subscription_strategy: Option<SharedSubscriptionStrategy>,
     /// Seconds; see [`Config::connect_timeout`].
     pub connect_timeout: Option<u64>,
     /// Extra listeners; see [`ListenerConfig`].
@@ -598,6 +625,9 @@ impl FileConfig {
         }
         if let Some(v) = self.queue_full {
             config.queue_full = v;
+        }
+        if let Some(v) = self.shared_subscription_strategy {
+            config.shared_subscription_strategy = v;
         }
         if let Some(v) = self.store_cache_bytes {
             config.store_cache_bytes = v;
@@ -788,6 +818,28 @@ mod tests {
             c.listeners[0].key_file.as_deref(),
             Some(Path::new("/abs/s.key"))
         );
+    }
+
+    #[test]
+    fn shared_subscription_strategies() {
+        assert_eq!(
+            parse("").unwrap().shared_subscription_strategy,
+            SharedSubscriptionStrategy::RoundRobin
+        );
+        for (name, strategy) in [
+            ("round_robin", SharedSubscriptionStrategy::RoundRobin),
+            ("random", SharedSubscriptionStrategy::Random),
+            ("sticky", SharedSubscriptionStrategy::Sticky),
+            ("hash_client_id", SharedSubscriptionStrategy::HashClientId),
+            ("hash_topic", SharedSubscriptionStrategy::HashTopic),
+        ] {
+            let c = parse(&format!("shared_subscription_strategy = \"{name}\"\n")).unwrap();
+            assert_eq!(c.shared_subscription_strategy, strategy);
+        }
+        let e = parse("shared_subscription_strategy = \"fastest\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("shared_subscription_strategy"), "{e}");
     }
 
     #[test]

@@ -50,6 +50,7 @@ use tracing::info;
 
 use broker::Broker;
 pub use broker::metrics::MetricsSnapshot;
+pub use broker::shared::SharedSubscriptionInfo;
 pub use clock::Clock;
 pub use config::Config;
 pub use session::quota::BacklogStats;
@@ -184,9 +185,16 @@ impl BrokerHandle {
         self.broker.access.reload()
     }
 
-    /// How many subscriptions (Topic Filters, over all sessions) the broker holds.
+    /// How many subscriptions (Topic Filters, over all sessions, each membership of a Shared
+    /// Subscription group included) the broker holds.
     pub fn subscription_count(&self) -> usize {
         self.broker.router.subscription_count()
+    }
+
+    /// Every Shared Subscription group (`$share/{ShareName}/{filter}` with at least one
+    /// member), ordered by ShareName and filter, with its members and counters.
+    pub fn shared_subscriptions(&self) -> Vec<SharedSubscriptionInfo> {
+        self.broker.router.shared_info()
     }
 
     /// How many retained messages the broker holds.

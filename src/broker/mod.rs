@@ -7,6 +7,7 @@ mod pending;
 mod restore;
 mod router;
 mod sessions;
+pub(crate) mod shared;
 #[cfg(test)]
 mod tests;
 mod will;
@@ -119,15 +120,11 @@ impl Broker {
     pub(crate) fn publish(
         &self,
         message: &Arc<Message>,
-        publisher: Option<u64>,
+        publisher: Option<&SessionHandle>,
         policy: QueueFullPolicy,
         mut pending: Option<&mut Pending>,
     ) -> Routed {
-        let ctx = RouteContext {
-            metrics: &self.metrics,
-            policy,
-            store_has_room: self.store_has_room(),
-        };
+        let ctx = self.route_context(policy);
         let routed = self
             .router
             .route(message, publisher, &ctx, pending.as_deref_mut());
@@ -150,6 +147,16 @@ impl Broker {
         routed
     }
 
+    /// What routing needs to know, with full-queue policy `policy`.
+    pub(crate) fn route_context(&self, policy: QueueFullPolicy) -> RouteContext<'_> {
+        RouteContext {
+            metrics: &self.metrics,
+            policy,
+            store_has_room: self.store_has_room(),
+            strategy: self.config.shared_subscription_strategy,
+        }
+    }
+
     /// False once the store holds `max_store_bytes` of queued messages.
     pub(crate) fn store_has_room(&self) -> bool {
         let max = self.config.max_store_bytes;
@@ -162,7 +169,11 @@ impl Broker {
     /// Publishes a message that no connection waits on (a will): with a store, its durable
     /// changes are committed in the background and its deliveries released afterwards.
     /// Nobody can be slowed or told, so a full queue drops it there (counted).
-    pub(crate) fn publish_detached(&self, message: &Arc<Message>, publisher: Option<u64>) {
+    pub(crate) fn publish_detached(
+        &self,
+        message: &Arc<Message>,
+        publisher: Option<&SessionHandle>,
+    ) {
         let policy = QueueFullPolicy::DropNew;
         let Some(broker) = self.me.upgrade().filter(|b| b.persistent()) else {
             self.publish(message, publisher, policy, None);

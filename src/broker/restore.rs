@@ -45,6 +45,7 @@ impl Broker {
                 let mut delivery =
                     Delivery::new(message, entry.qos, entry.retain, entry.subscription_ids);
                 delivery.seq = Seq::new(seq);
+                delivery.group = entry.group;
                 let state = match entry.state {
                     EntryState::Queued => None,
                     EntryState::Published => Some(InflightState::Published),

@@ -1,5 +1,5 @@
-//! Routing: the subscription trie, the retained messages, and fan-out of a message to the
-//! sessions whose subscriptions match it.
+//! Routing: the subscription trie, the Shared Subscription groups, the retained messages, and
+//! fan-out of a message to the sessions whose subscriptions match it.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -8,16 +8,15 @@ use parking_lot::RwLock;
 
 use crate::clock::Clock;
 use crate::codec::QoS;
-use crate::config::QueueFullPolicy;
-use crate::session::{
-    CommitGate, Delivery, GateState, Message, Placement, Refused, SubOptions, message_cost,
-};
+use crate::config::{QueueFullPolicy, SharedSubscriptionStrategy};
+use crate::session::{CommitGate, Delivery, GateState, Message, Refused, SubOptions, message_cost};
 use crate::store::{Op, delivery_entry};
-use crate::topic::{RetainedIndex, SubscriptionTrie};
+use crate::topic::{self, RetainedIndex, SubscriptionTrie};
 
 use super::handle::SessionHandle;
 use super::metrics::Metrics;
 use super::pending::Pending;
+use super::shared::{Group, Member, SharedSubscriptionInfo, SharedSubscriptions};
 
 /// What routing a message needs to know beyond the message itself.
 #[derive(Debug, Clone, Copy)]
@@ -29,6 +28,8 @@ pub(crate) struct RouteContext<'a> {
     /// False once the store holds `max_store_bytes` of queued messages: messages for durable
     /// sessions (which must be written to the store) are refused as if their queue were full.
     pub store_has_room: bool,
+    /// How a Shared Subscription group picks its member.
+    pub strategy: SharedSubscriptionStrategy,
 }
 
 /// The result of routing a message.
@@ -58,12 +59,27 @@ pub(crate) struct Subscriber {
     pub options: SubOptions,
 }
 
-/// One session's share of a message after overlapping subscriptions are merged.
+/// One session's share of a message after overlapping subscriptions are merged, or the member
+/// of a group offered a message.
 struct Target {
     session: Arc<SessionHandle>,
     qos: QoS,
     retain_as_published: bool,
     subscription_ids: Vec<u32>,
+    /// The group, for a member of one.
+    group: Option<Arc<Group>>,
+}
+
+impl Target {
+    fn member(member: &Member, group: &Arc<Group>) -> Target {
+        Target {
+            session: Arc::clone(&member.session),
+            qos: member.options.qos,
+            retain_as_published: member.options.retain_as_published,
+            subscription_ids: member.options.subscription_id.into_iter().collect(),
+            group: Some(Arc::clone(group)),
+        }
+    }
 }
 
 /// A retained message, with the gate of the commit that stores it while that is pending.
@@ -77,6 +93,7 @@ struct Retained {
 #[derive(Debug, Default)]
 pub(crate) struct Router {
     subscriptions: RwLock<SubscriptionTrie<u64, Subscriber>>,
+    shared: RwLock<SharedSubscriptions>,
     retained: RwLock<RetainedIndex<Retained>>,
     /// Decides which retained messages have expired.
     clock: Clock,
@@ -91,13 +108,24 @@ impl Router {
         }
     }
 
-    /// Adds or replaces a subscription. Returns true if it replaced one (MQTT-3.8.4-3).
+    /// Adds or replaces a subscription; a Shared Subscription (`$share/...`, already
+    /// validated) joins its group. Returns true if it replaced one (MQTT-3.8.4-3).
     pub(crate) fn subscribe(
         &self,
         filter: &str,
         session: &Arc<SessionHandle>,
         options: SubOptions,
     ) -> bool {
+        match topic::shared(filter) {
+            Some(Ok(shared)) => {
+                return self
+                    .shared
+                    .write()
+                    .subscribe(filter, shared, session, options);
+            }
+            Some(Err(())) => return false,
+            None => {}
+        }
         let subscriber = Subscriber {
             session: Arc::clone(session),
             options,
@@ -110,6 +138,13 @@ impl Router {
 
     /// Removes a subscription. Returns true if it existed.
     pub(crate) fn unsubscribe(&self, filter: &str, session_key: u64) -> bool {
+        match topic::shared(filter) {
+            Some(Ok(shared)) => {
+                return self.shared.write().unsubscribe(filter, shared, session_key);
+            }
+            Some(Err(())) => return false,
+            None => {}
+        }
         self.subscriptions
             .write()
             .remove(filter, &session_key)
@@ -120,13 +155,21 @@ impl Router {
     pub(crate) fn unsubscribe_all<'a>(&self, filters: impl Iterator<Item = &'a String>, key: u64) {
         let mut trie = self.subscriptions.write();
         for filter in filters {
-            trie.remove(filter, &key);
+            match topic::shared(filter) {
+                Some(Ok(shared)) => {
+                    self.shared.write().unsubscribe(filter, shared, key);
+                }
+                Some(Err(())) => {}
+                None => {
+                    trie.remove(filter, &key);
+                }
+            }
         }
     }
 
-    /// Number of subscriptions in the trie.
+    /// Number of subscriptions, memberships of Shared Subscription groups included.
     pub(crate) fn subscription_count(&self) -> usize {
-        self.subscriptions.read().len()
+        self.subscriptions.read().len() + self.shared.read().len()
     }
 
     /// Stores, replaces or (with an empty payload) deletes the retained message of a topic
@@ -167,12 +210,14 @@ impl Router {
         self.retained.read().len()
     }
 
-    /// Queues `message` for every session with a matching subscription and wakes their
-    /// connections. A session with several matching subscriptions gets one copy at the highest
-    /// granted QoS, carrying every subscription identifier (MQTT-3.3.5-1). `publisher` is the
-    /// session key of the sender, for No Local. With a store (`pending` is `Some`), QoS 1/2
-    /// deliveries are held until the publisher's batch is committed, and durable sessions'
-    /// queue entries are recorded.
+    /// Queues `message` for every session with a matching subscription, and for one member of
+    /// every Shared Subscription group whose filter matches, and wakes their connections. A
+    /// session with several matching (non-shared) subscriptions gets one copy at the highest
+    /// granted QoS, carrying every subscription identifier (MQTT-3.3.5-1); a copy it gets as a
+    /// member of a group is separate (MQTT 5.0 4.8.2). `publisher` is the sender's session,
+    /// for No Local and the `hash_client_id` strategy. With a store (`pending` is `Some`),
+    /// QoS 1/2 deliveries are held until the publisher's batch is committed, and durable
+    /// sessions' queue entries are recorded.
     ///
     /// All or nothing: every target's room is reserved first; if a QoS 1/2 delivery does not
     /// fit and the policy is back-pressure, nothing is queued anywhere and [`Routed::Full`]
@@ -180,127 +225,99 @@ impl Router {
     pub(crate) fn route(
         &self,
         message: &Arc<Message>,
-        publisher: Option<u64>,
+        publisher: Option<&SessionHandle>,
         ctx: &RouteContext<'_>,
         mut pending: Option<&mut Pending>,
     ) -> Routed {
-        let targets = self.targets(message, publisher);
+        let (targets, groups) = self.targets(message, publisher.map(|p| p.key));
         let persistent = pending.as_ref().is_some_and(|p| p.persistent);
-        let metrics = ctx.metrics;
-        let cost = message_cost(message);
+        let admit =
+            |target: &Target, presence, apply_policy, pending: &mut Option<&mut Pending>| {
+                let ask = Ask {
+                    message,
+                    ctx,
+                    persistent,
+                    presence,
+                    apply_policy,
+                };
+                self.admit(target, &ask, pending)
+            };
         let mut matched = 0;
+        let mut admitted: Vec<(Target, QoS, bool, bool)> = Vec::with_capacity(targets.len());
+        let full = |target: Target, room_seq, admitted: &[(Target, QoS, bool, bool)]| {
+            let cost = message_cost(message);
+            for (t, ..) in admitted {
+                t.session.slot.lock().session.outbound.unreserve(cost);
+                // Another publisher may have found it full because of this reservation.
+                t.session.notify_room();
+            }
+            Routed::Full {
+                session: target.session,
+                room_seq,
+            }
+        };
+        for target in targets {
+            match admit(&target, Presence::Any, true, &mut pending) {
+                Admission::Admitted {
+                    qos,
+                    storable,
+                    online,
+                } => {
+                    matched += 1;
+                    admitted.push((target, qos, storable, online));
+                }
+                Admission::Passed => {}
+                Admission::Dropped => matched += 1,
+                Admission::Full { room_seq } => return full(target, room_seq, &admitted),
+            }
+        }
+        let publisher_id = publisher.map(|p| &*p.client_id);
+        for group in groups {
+            let candidates = group.candidates(ctx.strategy, publisher_id, &message.topic);
+            let choice = self.choose(&candidates, &group, |t, presence| {
+                admit(t, presence, false, &mut pending)
+            });
+            let outcome = match choice {
+                Choice::Admitted(target, qos, storable, online) => {
+                    Some((target, qos, storable, online))
+                }
+                Choice::Full(target) => match admit(&target, Presence::Any, true, &mut pending) {
+                    Admission::Admitted {
+                        qos,
+                        storable,
+                        online,
+                    } => Some((target, qos, storable, online)),
+                    Admission::Full { room_seq } => return full(target, room_seq, &admitted),
+                    Admission::Passed | Admission::Dropped => None,
+                },
+                Choice::OfflineOnly => {
+                    // QoS 0 with no member online: discarded, as for any offline session.
+                    Metrics::inc(&ctx.metrics.dropped_qos0_offline);
+                    None
+                }
+                Choice::Nobody => continue,
+            };
+            matched += 1;
+            admitted.extend(outcome);
+        }
         // Some session is away: its copy may wait for a long time, so a small payload is
         // copied out of the publisher's read buffer instead of pinning all of it.
-        let mut away = false;
-        let mut admitted: Vec<(Target, QoS, bool)> = Vec::with_capacity(targets.len());
-        for target in targets {
-            let mut slot = target.session.slot.lock();
-            if slot.ended {
-                continue;
-            }
-            if let Some(acl) = &slot.acl
-                && !acl.check(&message.topic, crate::auth::Access::Read)
-            {
-                // Not readable by the client now attached (deny rules, another user, a reload).
-                continue;
-            }
-            matched += 1;
-            let online = slot.conn.is_some();
-            let qos = message.qos.min(target.qos);
-            let storable =
-                persistent && slot.persisted && qos != QoS::AtMostOnce && message.id.is_some();
-            let admitted_here = if storable && !ctx.store_has_room {
-                // A durable session's message must be written to the store, which is full.
-                Err(Refused::Full)
-            } else {
-                slot.session.outbound.reserve(cost, qos, storable, online)
-            };
-            match admitted_here {
-                Ok(()) => {}
-                Err(Refused::OfflineQoS0) => {
-                    Metrics::inc(&metrics.dropped_qos0_offline);
-                    continue;
-                }
-                Err(Refused::Full) if qos == QoS::AtMostOnce => {
-                    // The spec allows dropping QoS 0 (MQTT 4.3.1); counted.
-                    Metrics::inc(&metrics.dropped_qos0_queue_full);
-                    continue;
-                }
-                Err(Refused::Full) => match ctx.policy {
-                    QueueFullPolicy::Backpressure => {
-                        let room_seq = target.session.room_seq();
-                        drop(slot);
-                        for (t, _, _) in &admitted {
-                            t.session.slot.lock().session.outbound.unreserve(cost);
-                            // Another publisher may have found it full because of this
-                            // reservation.
-                            t.session.notify_room();
-                        }
-                        return Routed::Full {
-                            session: target.session,
-                            room_seq,
-                        };
-                    }
-                    QueueFullPolicy::DropNew => {
-                        slot.session.dropped += 1;
-                        drop(slot);
-                        Metrics::inc(&metrics.dropped_queue_full);
-                        metrics.log_queue_full(&target.session.client_id, 1, 0, 0);
-                        continue;
-                    }
-                    QueueFullPolicy::DropOldest => {
-                        let persisted = slot.persisted;
-                        let mut room = false;
-                        let mut evicted = 0;
-                        while let Some(dropped) = slot.session.outbound.evict_oldest() {
-                            evicted += 1;
-                            if let Some(seq) = dropped.seq
-                                && persisted
-                                && let Some(p) = pending.as_deref_mut()
-                            {
-                                p.push_async(Op::DeleteEntry {
-                                    session: target.session.store_key(),
-                                    seq,
-                                });
-                            }
-                            if slot
-                                .session
-                                .outbound
-                                .reserve(cost, qos, storable, online)
-                                .is_ok()
-                            {
-                                room = true;
-                                break;
-                            }
-                        }
-                        let dropped = evicted + u64::from(!room);
-                        slot.session.dropped += dropped;
-                        metrics.dropped_queue_full.fetch_add(dropped, Relaxed);
-                        metrics.log_queue_full(&target.session.client_id, dropped, 0, 0);
-                        if !room {
-                            continue;
-                        }
-                    }
-                },
-            }
-            away |= !online;
-            drop(slot);
-            admitted.push((target, qos, storable));
-        }
+        let away = admitted.iter().any(|(.., online)| !online);
         let message = &if away {
             message.to_kept()
         } else {
             Arc::clone(message)
         };
         // A message stored for one session only is kept in its queue entry.
-        let inline = admitted.iter().filter(|(_, _, storable)| *storable).count() == 1;
-        for (target, qos, storable) in admitted {
+        let inline = admitted.iter().filter(|(_, _, s, _)| *s).count() == 1;
+        for (target, qos, storable, _) in admitted {
             let mut delivery = Delivery::new(
                 Arc::clone(message),
                 qos,
                 target.retain_as_published && message.retain,
-                target.subscription_ids,
+                target.subscription_ids.clone(),
             );
+            delivery.group = target.group.as_ref().map(|g| Arc::clone(&g.key));
             // Every copy of a QoS 1/2 publish waits for the publisher's commit, even one
             // downgraded to QoS 0: a publisher retrying after a crash must not cause a second.
             if let Some(p) = pending.as_deref_mut()
@@ -308,53 +325,320 @@ impl Router {
             {
                 delivery.gate = p.gate();
             }
-            let session = &target.session;
-            let mut slot = session.slot.lock();
-            if slot.ended {
-                slot.session.outbound.unreserve(cost);
-                continue;
-            }
-            let online = slot.conn.is_some();
-            let persist = storable && slot.persisted;
-            let op = if persist && let Some(id) = delivery.message.id {
-                let seq = slot.session.take_seq();
-                delivery.seq = Some(seq);
-                let mut entry = delivery_entry(id, &delivery);
-                if inline {
-                    entry.inline = Some(Arc::clone(&delivery.message));
-                }
-                Some(Op::Enqueue {
-                    session: session.store_key(),
-                    seq,
-                    message: Arc::clone(&delivery.message),
-                    entry,
-                })
-            } else {
-                None
-            };
-            let placement = slot.session.outbound.place(delivery, cost, persist, online);
-            drop(slot);
-            Metrics::inc(&metrics.deliveries_enqueued);
-            if placement == Placement::Store {
-                Metrics::inc(&metrics.deliveries_stored);
-            }
-            match pending.as_deref_mut() {
-                Some(p) => {
-                    if let Some(op) = op {
-                        p.push(op);
-                    }
-                    // Woken once the batch is settled (even if it was offline a moment ago: it
-                    // may have reconnected and be waiting on this delivery's gate).
-                    p.wake.push(Arc::clone(session));
-                }
-                None if online => session.wake.notify_one(),
-                None => {}
-            }
+            let placement = Placement { storable, inline };
+            self.place(&target, delivery, placement, ctx.metrics, &mut pending);
         }
         Routed::Delivered { matched }
     }
 
-    fn targets(&self, message: &Message, publisher: Option<u64>) -> Vec<Target> {
+    /// Offers a message to the members of `group` in the order of `candidates`: first to
+    /// members with a connection; only when none is connected, to members that are away (a
+    /// durable session keeps it until its client is back). `probe` tries one member without
+    /// applying the full-queue policy.
+    fn choose(
+        &self,
+        candidates: &[Member],
+        group: &Arc<Group>,
+        mut probe: impl FnMut(&Target, Presence) -> Admission,
+    ) -> Choice {
+        let mut full = None;
+        let mut offline_only = false;
+        for presence in [Presence::Online, Presence::Offline] {
+            for member in candidates {
+                let target = Target::member(member, group);
+                match probe(&target, presence) {
+                    Admission::Admitted {
+                        qos,
+                        storable,
+                        online,
+                    } => return Choice::Admitted(target, qos, storable, online),
+                    Admission::Passed => {}
+                    Admission::Dropped => offline_only = true,
+                    Admission::Full { .. } => {
+                        full.get_or_insert(target);
+                    }
+                }
+            }
+            if full.is_some() {
+                // A connected member is full: the message waits for it (or the policy
+                // decides), not in the queue of a member that is away.
+                break;
+            }
+        }
+        match (full, offline_only) {
+            (Some(target), _) => Choice::Full(target),
+            (None, true) => Choice::OfflineOnly,
+            (None, false) => Choice::Nobody,
+        }
+    }
+
+    /// Gives each of `deliveries`, the unacknowledged QoS 1/2 messages of a session that has
+    /// ended, to another member of the group it came through (MQTT 5.0 4.8.2), chosen as for
+    /// a new message. A member at a backlog limit still takes it: the message was
+    /// acknowledged to its publisher and there is no one to slow down. Returns how many found
+    /// a member; the others (their group has no member left, or they expired) are gone.
+    pub(crate) fn redistribute(
+        &self,
+        deliveries: Vec<Delivery>,
+        ctx: &RouteContext<'_>,
+        mut pending: Option<&mut Pending>,
+    ) -> usize {
+        let persistent = pending.as_ref().is_some_and(|p| p.persistent);
+        let now = self.clock.now();
+        let mut moved = 0;
+        for old in deliveries {
+            let Some(group) = old
+                .group
+                .as_deref()
+                .and_then(|key| self.shared.read().group(key))
+            else {
+                continue;
+            };
+            let message = &old.message;
+            if message.is_expired(now) {
+                Metrics::inc(&ctx.metrics.expired);
+                continue;
+            }
+            let candidates = group.candidates(ctx.strategy, None, &message.topic);
+            let ask = |presence| Ask {
+                message,
+                ctx,
+                persistent,
+                presence,
+                apply_policy: false,
+            };
+            let choice = self.choose(&candidates, &group, |t, presence| {
+                self.admit(t, &ask(presence), &mut None)
+            });
+            let (target, qos, storable) = match choice {
+                Choice::Admitted(target, qos, storable, _) => (target, qos, storable),
+                Choice::Full(target) => match self.admit_over_limit(&target, &ask(Presence::Any)) {
+                    Some((qos, storable)) => (target, qos, storable),
+                    None => continue,
+                },
+                Choice::OfflineOnly | Choice::Nobody => continue,
+            };
+            let mut delivery = Delivery::new(
+                Arc::clone(message),
+                qos,
+                old.retain,
+                target.subscription_ids.clone(),
+            );
+            delivery.group = Some(Arc::clone(&group.key));
+            delivery.gate = match (&old.gate, pending.as_deref_mut()) {
+                // Its publisher's commit has not returned yet: it still decides.
+                (Some(gate), _) if gate.state() == GateState::Pending => Some(Arc::clone(gate)),
+                (_, Some(p)) => p.gate(),
+                (_, None) => None,
+            };
+            let placement = Placement {
+                storable,
+                inline: true,
+            };
+            if self.place(&target, delivery, placement, ctx.metrics, &mut pending) {
+                group.redistributed();
+                moved += 1;
+            }
+        }
+        moved
+    }
+
+    /// Decides whether `target` takes the message: the ACL, whether the session is connected
+    /// (as `ask.presence` requires), the QoS, and its backlog limits with the full-queue
+    /// policy (or without: `ask.apply_policy` false only reports it full). An admitted
+    /// delivery is reserved until [`Router::place`].
+    fn admit(
+        &self,
+        target: &Target,
+        ask: &Ask<'_>,
+        pending: &mut Option<&mut Pending>,
+    ) -> Admission {
+        let Ask {
+            message,
+            ctx,
+            persistent,
+            presence,
+            apply_policy,
+        } = *ask;
+        let metrics = ctx.metrics;
+        let cost = message_cost(message);
+        let mut slot = target.session.slot.lock();
+        if slot.ended {
+            return Admission::Passed;
+        }
+        if let Some(acl) = &slot.acl
+            && !acl.check(&message.topic, crate::auth::Access::Read)
+        {
+            // Not readable by the client now attached (deny rules, another user, a reload).
+            return Admission::Passed;
+        }
+        let online = slot.conn.is_some();
+        match presence {
+            Presence::Online if !online => return Admission::Passed,
+            Presence::Offline if online => return Admission::Passed,
+            _ => {}
+        }
+        let qos = message.qos.min(target.qos);
+        let storable =
+            persistent && slot.persisted && qos != QoS::AtMostOnce && message.id.is_some();
+        let reserved = if storable && !ctx.store_has_room {
+            // A durable session's message must be written to the store, which is full.
+            Err(Refused::Full)
+        } else {
+            slot.session.outbound.reserve(cost, qos, storable, online)
+        };
+        let admitted = Admission::Admitted {
+            qos,
+            storable,
+            online,
+        };
+        match reserved {
+            Ok(()) => admitted,
+            Err(Refused::OfflineQoS0) => {
+                if apply_policy {
+                    Metrics::inc(&metrics.dropped_qos0_offline);
+                }
+                Admission::Dropped
+            }
+            Err(Refused::Full) if !apply_policy => Admission::Full {
+                room_seq: target.session.room_seq(),
+            },
+            Err(Refused::Full) if qos == QoS::AtMostOnce => {
+                // The spec allows dropping QoS 0 (MQTT 4.3.1); counted.
+                Metrics::inc(&metrics.dropped_qos0_queue_full);
+                Admission::Dropped
+            }
+            Err(Refused::Full) => match ctx.policy {
+                QueueFullPolicy::Backpressure => Admission::Full {
+                    room_seq: target.session.room_seq(),
+                },
+                QueueFullPolicy::DropNew => {
+                    slot.session.dropped += 1;
+                    drop(slot);
+                    Metrics::inc(&metrics.dropped_queue_full);
+                    metrics.log_queue_full(&target.session.client_id, 1, 0, 0);
+                    Admission::Dropped
+                }
+                QueueFullPolicy::DropOldest => {
+                    let persisted = slot.persisted;
+                    let mut room = false;
+                    let mut evicted = 0;
+                    while let Some(dropped) = slot.session.outbound.evict_oldest() {
+                        evicted += 1;
+                        if let Some(seq) = dropped.seq
+                            && persisted
+                            && let Some(p) = pending.as_deref_mut()
+                        {
+                            p.push_async(Op::DeleteEntry {
+                                session: target.session.store_key(),
+                                seq,
+                            });
+                        }
+                        if slot
+                            .session
+                            .outbound
+                            .reserve(cost, qos, storable, online)
+                            .is_ok()
+                        {
+                            room = true;
+                            break;
+                        }
+                    }
+                    let dropped = evicted + u64::from(!room);
+                    slot.session.dropped += dropped;
+                    metrics.dropped_queue_full.fetch_add(dropped, Relaxed);
+                    metrics.log_queue_full(&target.session.client_id, dropped, 0, 0);
+                    if room { admitted } else { Admission::Dropped }
+                }
+            },
+        }
+    }
+
+    /// Admits a delivery to `target` beyond its backlog limits (see [`Router::redistribute`]);
+    /// `None` if the session has ended or may not read the topic.
+    fn admit_over_limit(&self, target: &Target, ask: &Ask<'_>) -> Option<(QoS, bool)> {
+        let message = ask.message;
+        let mut slot = target.session.slot.lock();
+        if slot.ended
+            || slot
+                .acl
+                .as_ref()
+                .is_some_and(|acl| !acl.check(&message.topic, crate::auth::Access::Read))
+        {
+            return None;
+        }
+        let qos = message.qos.min(target.qos);
+        let storable =
+            ask.persistent && slot.persisted && qos != QoS::AtMostOnce && message.id.is_some();
+        slot.session
+            .outbound
+            .reserve_over_limit(message_cost(message));
+        Some((qos, storable))
+    }
+
+    /// Places a reserved delivery in `target`'s queue (recording it in the store if
+    /// `placement.storable`) and arranges for its connection to be woken. Returns false if
+    /// the session ended meanwhile.
+    fn place(
+        &self,
+        target: &Target,
+        mut delivery: Delivery,
+        placement: Placement,
+        metrics: &Metrics,
+        pending: &mut Option<&mut Pending>,
+    ) -> bool {
+        let cost = message_cost(&delivery.message);
+        let session = &target.session;
+        let mut slot = session.slot.lock();
+        if slot.ended {
+            slot.session.outbound.unreserve(cost);
+            return false;
+        }
+        let online = slot.conn.is_some();
+        let persist = placement.storable && slot.persisted;
+        let op = if persist && let Some(id) = delivery.message.id {
+            let seq = slot.session.take_seq();
+            delivery.seq = Some(seq);
+            let mut entry = delivery_entry(id, &delivery);
+            if placement.inline {
+                entry.inline = Some(Arc::clone(&delivery.message));
+            }
+            Some(Op::Enqueue {
+                session: session.store_key(),
+                seq,
+                message: Arc::clone(&delivery.message),
+                entry,
+            })
+        } else {
+            None
+        };
+        let placed = slot.session.outbound.place(delivery, cost, persist, online);
+        drop(slot);
+        if let Some(group) = &target.group {
+            group.delivered_to(session);
+        }
+        Metrics::inc(&metrics.deliveries_enqueued);
+        if placed == crate::session::Placement::Store {
+            Metrics::inc(&metrics.deliveries_stored);
+        }
+        match pending.as_deref_mut() {
+            Some(p) => {
+                if let Some(op) = op {
+                    p.push(op);
+                }
+                // Woken once the batch is settled (even if it was offline a moment ago: it
+                // may have reconnected and be waiting on this delivery's gate).
+                p.wake.push(Arc::clone(session));
+            }
+            None if online => session.wake.notify_one(),
+            None => {}
+        }
+        true
+    }
+
+    /// The sessions whose own subscriptions match (merged per session), and the groups whose
+    /// filter matches.
+    fn targets(&self, message: &Message, publisher: Option<u64>) -> (Vec<Target>, Vec<Arc<Group>>) {
         let mut found: Vec<(u64, Target)> = Vec::new();
         self.subscriptions
             .read()
@@ -369,6 +653,7 @@ impl Router {
                         qos: sub.options.qos,
                         retain_as_published: sub.options.retain_as_published,
                         subscription_ids: sub.options.subscription_id.into_iter().collect(),
+                        group: None,
                     },
                 ));
             });
@@ -386,6 +671,85 @@ impl Router {
                 true
             });
         }
-        found.into_iter().map(|(_, target)| target).collect()
+        let mut groups = Vec::new();
+        self.shared
+            .read()
+            .for_each_match(&message.topic, |group| groups.push(Arc::clone(group)));
+        (
+            found.into_iter().map(|(_, target)| target).collect(),
+            groups,
+        )
     }
+
+    /// Every Shared Subscription group with its counters.
+    pub(crate) fn shared_info(&self) -> Vec<SharedSubscriptionInfo> {
+        self.shared.read().info()
+    }
+}
+
+/// Which sessions [`Router::admit`] considers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Presence {
+    /// Any session.
+    Any,
+    /// Only a session with a connection.
+    Online,
+    /// Only a session without one.
+    Offline,
+}
+
+/// What [`Router::admit`] is asked.
+#[derive(Clone, Copy)]
+struct Ask<'a> {
+    message: &'a Arc<Message>,
+    ctx: &'a RouteContext<'a>,
+    /// The broker has a store.
+    persistent: bool,
+    presence: Presence,
+    /// Apply the full-queue policy (else only report a full queue).
+    apply_policy: bool,
+}
+
+/// What [`Router::admit`] decided.
+#[derive(Debug)]
+enum Admission {
+    /// Reserved: to be placed at `qos`.
+    Admitted {
+        qos: QoS,
+        /// Written to the store.
+        storable: bool,
+        /// The session has a connection.
+        online: bool,
+    },
+    /// Not for this session (ended, not readable, or not of the presence asked for).
+    Passed,
+    /// For this session, and dropped there (counted when the policy was applied).
+    Dropped,
+    /// A QoS 1/2 delivery that does not fit under back-pressure (or any delivery that does not
+    /// fit, when only probing).
+    Full {
+        /// The session's backlog generation.
+        room_seq: u64,
+    },
+}
+
+/// The member of a group a message goes to.
+enum Choice {
+    /// This member took it.
+    Admitted(Target, QoS, bool, bool),
+    /// No member took it; this connected member was the first found full.
+    Full(Target),
+    /// Members are away and the message is QoS 0.
+    OfflineOnly,
+    /// No member may receive it.
+    Nobody,
+}
+
+/// How [`Router::place`] places a delivery.
+#[derive(Debug, Clone, Copy)]
+struct Placement {
+    /// Written to the store if the session is durable.
+    storable: bool,
+    /// The message goes into the queue entry itself (it is stored for this session only).
+    inline: bool,
 }

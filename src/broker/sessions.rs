@@ -7,15 +7,21 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, MutexGuard};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::codec::Version;
-use crate::session::{NEVER_EXPIRES, Session};
+use crate::config::QueueFullPolicy;
+use crate::session::{Delivery, LoadRequest, NEVER_EXPIRES, Session};
 use crate::store::{Op, SessionKey, SessionRecord, record::unix_secs};
+use crate::topic::SHARE_PREFIX;
 
 use super::Broker;
 use super::handle::{Absence, ConnLink, KickReason, SessionHandle, Slot};
 use super::pending::Pending;
+
+/// Bytes of an ended session's stored backlog read (and moved to other members of its Shared
+/// Subscriptions) per commit.
+const MOVE_CHUNK_BYTES: u64 = 4 * 1024 * 1024;
 
 /// How long a takeover waits for the previous connection to finish before forcing it off.
 /// A guard against a stuck connection task, not protocol time: it stays on tokio's clock.
@@ -36,13 +42,71 @@ pub(crate) struct AttachRequest {
     pub window: u16,
 }
 
+/// What ending a session leaves for [`Broker::finish_end`].
+#[derive(Debug)]
+pub(super) struct Ended {
+    /// Its subscriptions, to remove from the router.
+    filters: Vec<String>,
+    /// Its unacknowledged Shared Subscription deliveries, for other members.
+    moving: Vec<Delivery>,
+    /// Set when the session's deletion from the store waits until its Shared Subscription
+    /// messages (in `moving` and in its stored-only backlog) have moved.
+    deferred: Option<Deferred>,
+}
+
+/// A durable session whose deletion from the store waits (see [`Ended::deferred`]).
+#[derive(Debug)]
+pub(super) struct Deferred {
+    /// Its store key.
+    key: SessionKey,
+    /// Its stored-only backlog: first position and count.
+    stored: Option<(u64, usize)>,
+    /// Cancelled when done (the client id's entry in [`Registry::ending`]).
+    done: CancellationToken,
+}
+
+/// Removes a client id from [`Registry::ending`] and wakes whoever waits for it when dropped.
+struct Finished {
+    broker: Arc<Broker>,
+    client_id: Arc<str>,
+    done: CancellationToken,
+}
+
+impl Drop for Finished {
+    fn drop(&mut self) {
+        // Under the registry lock, like every change of `ending`. One entry per client id at
+        // a time: no session for the id can begin while it is there.
+        let _sessions = self.broker.registry.sessions.lock();
+        self.broker.registry.ending.lock().remove(&self.client_id);
+        self.done.cancel();
+    }
+}
+
+fn log_moved(client_id: &str, moved: usize) {
+    if moved > 0 {
+        info!(
+            client_id,
+            moved, "unacknowledged shared subscription messages moved to other members"
+        );
+    }
+}
+
 /// Client id to session.
 #[derive(Debug, Default)]
 pub(crate) struct Registry {
     sessions: Mutex<HashMap<Arc<str>, Arc<SessionHandle>>>,
+    /// Client ids whose ended session is still being taken apart in the store (its Shared
+    /// Subscription messages moving to other members): a new session for the id waits for
+    /// the token. Changed only under the `sessions` lock.
+    ending: Mutex<HashMap<Arc<str>, CancellationToken>>,
 }
 
 impl Registry {
+    /// The token of an ended session of `client_id` still being taken apart, if any.
+    fn ending(&self, client_id: &str) -> Option<CancellationToken> {
+        self.ending.lock().get(client_id).cloned()
+    }
+
     /// The session of a client id, if one exists.
     pub(crate) fn get(&self, client_id: &str) -> Option<Arc<SessionHandle>> {
         self.sessions.lock().get(client_id).cloned()
@@ -74,6 +138,10 @@ impl Broker {
         pending: &mut Pending,
     ) -> (Arc<SessionHandle>, bool) {
         loop {
+            if let Some(ending) = self.registry.ending(&req.client_id) {
+                ending.cancelled().await;
+                continue;
+            }
             if let Some(existing) = self.registry.get(&req.client_id) {
                 let current = existing.slot.lock().conn.clone();
                 if let Some(old) = current {
@@ -103,6 +171,9 @@ impl Broker {
         pending: &mut Pending,
     ) -> Option<(Arc<SessionHandle>, bool)> {
         let mut sessions = self.registry.sessions.lock();
+        if self.registry.ending.lock().contains_key(&req.client_id) {
+            return None;
+        }
         let mut replaced = None;
         if let Some(existing) = sessions.get(&req.client_id).cloned() {
             let mut slot = existing.slot.lock();
@@ -123,16 +194,17 @@ impl Broker {
                 drop(slot);
                 return Some((existing, true));
             }
-            // Clean start: the old session ends here (MQTT-3.1.2-4).
-            if slot.persisted {
-                slot.persisted = false;
-                pending.push(Op::DeleteSession {
-                    session: existing.store_key(),
-                });
-            }
-            let filters = self.end_locked(&mut sessions, &mut slot, &existing);
+            // Clean start: the old session ends here (MQTT-3.1.2-4). Its deletion is
+            // submitted now, ahead of the new session's record.
+            let ended = self.end_locked(&mut sessions, &mut slot, &existing);
             drop(slot);
-            replaced = Some((existing, filters));
+            if ended.deferred.is_some() {
+                // Its store entries move to other members first; the new session waits.
+                drop(sessions);
+                self.finish_end(&existing, ended);
+                return None;
+            }
+            replaced = Some((existing, ended));
         }
         let session = Session::new(
             req.version,
@@ -149,8 +221,8 @@ impl Broker {
         self.record_session(handle.store_key(), &mut handle.slot.lock(), pending);
         sessions.insert(Arc::clone(&req.client_id), Arc::clone(&handle));
         drop(sessions);
-        if let Some((old, filters)) = replaced {
-            self.finish_end(&old, filters);
+        if let Some((old, ended)) = replaced {
+            self.finish_end(&old, ended);
         }
         Some((handle, false))
     }
@@ -193,10 +265,10 @@ impl Broker {
         let since = self.clock.now();
         let expiry = slot.session.expiry_interval;
         if expiry == 0 {
-            let filters = self.end_locked(&mut sessions, &mut slot, handle);
+            let ended = self.end_locked(&mut sessions, &mut slot, handle);
             drop(slot);
             drop(sessions);
-            self.finish_end(handle, filters);
+            self.finish_end(handle, ended);
             return None;
         }
         drop(sessions);
@@ -242,32 +314,49 @@ impl Broker {
         if slot.ended || !still(&slot) {
             return;
         }
-        let filters = self.end_locked(&mut sessions, &mut slot, handle);
+        let ended = self.end_locked(&mut sessions, &mut slot, handle);
         drop(slot);
         drop(sessions);
-        self.finish_end(handle, filters);
+        self.finish_end(handle, ended);
     }
 
-    /// Marks a session ended and removes it from the registry; returns its filters for
-    /// [`Broker::finish_end`], to be called once the locks are released.
+    /// Marks a session ended, removes it from the registry and deletes it from the store;
+    /// returns what [`Broker::finish_end`] does once the locks are released. A durable session
+    /// holding Shared Subscription messages is deleted from the store only once those have
+    /// moved to other members (see [`Ended::deferred`]).
     fn end_locked(
         &self,
         sessions: &mut MutexGuard<'_, HashMap<Arc<str>, Arc<SessionHandle>>>,
         slot: &mut Slot,
         handle: &Arc<SessionHandle>,
-    ) -> Vec<String> {
+    ) -> Ended {
         slot.ended = true;
         if let Some(away) = slot.away.take() {
             away.cancel();
         }
-        let discarded = slot.session.outbound.clear();
+        let shared = slot
+            .session
+            .subscriptions
+            .keys()
+            .any(|f| f.starts_with(SHARE_PREFIX));
+        let stored = slot.session.outbound.stored_range().filter(|_| shared);
+        let (discarded, moving) = slot.session.outbound.close();
         // Publishers paused on this session's queue retry (and find it gone).
         handle.notify_room();
+        let mut deferred = None;
         if slot.persisted {
             slot.persisted = false;
-            self.submit(vec![Op::DeleteSession {
-                session: handle.store_key(),
-            }]);
+            let key = handle.store_key();
+            if moving.is_empty() && stored.is_none() {
+                self.submit(vec![Op::DeleteSession { session: key }]);
+            } else {
+                let done = CancellationToken::new();
+                self.registry
+                    .ending
+                    .lock()
+                    .insert(Arc::clone(&handle.client_id), done.clone());
+                deferred = Some(Deferred { key, stored, done });
+            }
         }
         if sessions
             .get(&handle.client_id)
@@ -276,13 +365,109 @@ impl Broker {
             sessions.remove(&handle.client_id);
         }
         debug!(client_id = %handle.client_id, discarded, "session ended");
-        slot.session.subscriptions.keys().cloned().collect()
+        Ended {
+            filters: slot.session.subscriptions.keys().cloned().collect(),
+            moving,
+            deferred,
+        }
     }
 
-    /// The part of ending a session done without locks: wake will timers, drop subscriptions.
-    fn finish_end(&self, handle: &Arc<SessionHandle>, filters: Vec<String>) {
+    /// The part of ending a session done without locks: wake will timers, drop subscriptions,
+    /// and move its unacknowledged Shared Subscription messages to other members.
+    fn finish_end(&self, handle: &Arc<SessionHandle>, ended: Ended) {
         handle.ended.cancel();
-        self.router.unsubscribe_all(filters.iter(), handle.key);
+        self.router
+            .unsubscribe_all(ended.filters.iter(), handle.key);
+        if ended.moving.is_empty() && ended.deferred.is_none() {
+            return;
+        }
+        let Some(broker) = self.me.upgrade() else {
+            return;
+        };
+        if !broker.persistent() {
+            let ctx = broker.route_context(QueueFullPolicy::Backpressure);
+            let moved = broker.router.redistribute(ended.moving, &ctx, None);
+            log_moved(&handle.client_id, moved);
+            return;
+        }
+        let client_id = Arc::clone(&handle.client_id);
+        tokio::spawn(async move {
+            broker
+                .move_shared(client_id, ended.moving, ended.deferred)
+                .await;
+        });
+    }
+
+    /// Moves the unacknowledged Shared Subscription messages of an ended session to other
+    /// members, `moving` (from memory) first, then those in its stored-only backlog, a chunk
+    /// per commit; each commit also deletes the moved entries from the old session, so a crash
+    /// neither loses nor repeats one. Then the old session is deleted from the store.
+    async fn move_shared(
+        self: Arc<Broker>,
+        client_id: Arc<str>,
+        moving: Vec<Delivery>,
+        deferred: Option<Deferred>,
+    ) {
+        // Lets a new session for the client id go ahead, however this ends.
+        let _finished = deferred.as_ref().map(|d| Finished {
+            broker: Arc::clone(&self),
+            client_id: Arc::clone(&client_id),
+            done: d.done.clone(),
+        });
+        let old = deferred.as_ref().map(|d| d.key.clone());
+        let mut moved = 0;
+        let mut chunk = Some(moving);
+        let mut next = deferred
+            .as_ref()
+            .and_then(|d| d.stored)
+            .map(|(from, _)| from);
+        while let Some(deliveries) = chunk.take() {
+            let mut pending = Pending::new(true);
+            if let Some(old) = &old {
+                for seq in deliveries.iter().filter_map(|d| d.seq) {
+                    pending.push_async(Op::DeleteEntry {
+                        session: old.clone(),
+                        seq,
+                    });
+                }
+            }
+            let ctx = self.route_context(QueueFullPolicy::Backpressure);
+            let shared = deliveries
+                .into_iter()
+                .filter(|d| d.group.is_some() && d.qos != crate::codec::QoS::AtMostOnce)
+                .collect();
+            moved += self.router.redistribute(shared, &ctx, Some(&mut pending));
+            let committed = self.commit(std::mem::take(&mut pending.ops)).await;
+            pending.release(committed);
+            if !committed {
+                error!(%client_id, "could not move shared subscription messages of an ended session; they stay in the store");
+                return;
+            }
+            if let (Some(old), Some(from), Some(store)) = (&old, next, &self.store) {
+                let request = LoadRequest {
+                    from,
+                    before: u64::MAX,
+                    max_bytes: MOVE_CHUNK_BYTES,
+                };
+                match store.read_queue(old.clone(), request).await {
+                    Ok(read) if read.is_empty() => next = None,
+                    Ok(read) => {
+                        next = read.last().and_then(|d| d.seq).map(|seq| seq.get() + 1);
+                        chunk = Some(read);
+                    }
+                    Err(e) => {
+                        error!(%client_id, error = %e, "could not read the backlog of an ended session; it stays in the store");
+                        return;
+                    }
+                }
+            }
+        }
+        log_moved(&client_id, moved);
+        if let Some(old) = old
+            && !self.commit(vec![Op::DeleteSession { session: old }]).await
+        {
+            error!(%client_id, "could not delete an ended session from the store");
+        }
     }
 
     /// Ends the session at `deadline` (on the broker's clock) unless a connection attaches

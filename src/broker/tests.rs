@@ -84,7 +84,7 @@ fn queued(s: &SessionHandle) -> Vec<(QoS, bool, Vec<u32>)> {
 fn publish(
     b: &Broker,
     m: &Arc<Message>,
-    publisher: Option<u64>,
+    publisher: Option<&SessionHandle>,
     policy: QueueFullPolicy,
 ) -> Routed {
     b.publish(m, publisher, policy, None)
@@ -133,7 +133,7 @@ fn no_local_skips_the_publishers_own_session() {
     publish(
         &b,
         &message("t", QoS::AtMostOnce, false, b"m"),
-        Some(s.key),
+        Some(&s),
         QueueFullPolicy::Backpressure,
     );
     assert!(queued(&s).is_empty());

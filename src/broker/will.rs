@@ -33,7 +33,7 @@ pub(crate) fn will_message(will: &Will, id: Option<MessageId>, now: Instant) -> 
 
 impl Broker {
     /// Publishes `will` now, as if its client had published it.
-    pub(crate) fn publish_will(&self, will: &Will, publisher: Option<u64>) {
+    pub(crate) fn publish_will(&self, will: &Will, publisher: Option<&SessionHandle>) {
         let message = Arc::new(will_message(will, self.message_id(), self.clock.now()));
         Metrics::inc(&self.metrics.wills_published);
         debug!(topic = %message.topic, "publishing will");
@@ -54,7 +54,7 @@ impl Broker {
         let Absence { since, token: away } = match away {
             Some(away) if will.delay_interval > 0 => away,
             _ => {
-                self.publish_will(&will, Some(session.key));
+                self.publish_will(&will, Some(session));
                 return;
             }
         };
@@ -76,7 +76,7 @@ impl Broker {
                 !slot.ended && away.is_cancelled()
             };
             if !resumed {
-                broker.publish_will(&will, Some(session.key));
+                broker.publish_will(&will, Some(&session));
             }
         });
     }

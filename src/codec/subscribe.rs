@@ -10,7 +10,7 @@ use super::frame::{Frame, qos};
 use super::packet::{Packet, RetainHandling, SubAck, Subscribe, SubscribeFilter, Version};
 use super::properties::{self as prop, Context};
 use super::writer::{self, Encode};
-use crate::topic::valid_topic_filter;
+use crate::topic::{shared, valid_topic_filter};
 use roost_wire::flags::{
     NO_LOCAL, RETAIN_AS_PUBLISHED, RETAIN_HANDLING_SHIFT, SUBSCRIPTION_RESERVED_V5,
     SUBSCRIPTION_RESERVED_V311,
@@ -70,7 +70,9 @@ pub(crate) fn decode(f: &Frame, version: Version) -> Result<Packet, DecodeError>
     }
     check_options(f, payload_start, &filters, version)?;
     for sf in &filters {
-        if !valid_topic_filter(&sf.filter) {
+        // A Shared Subscription with an invalid ShareName or filter is refused in SUBACK
+        // (0x8F), not as a malformed packet.
+        if !valid_topic_filter(&sf.filter) && shared(&sf.filter).is_none() {
             return Err(DecodeError::Malformed("invalid topic filter")); // MQTT-4.7.1-2/3
         }
         if sf.no_local && sf.filter.starts_with("$share/") {

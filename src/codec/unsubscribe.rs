@@ -9,7 +9,7 @@ use super::frame::Frame;
 use super::packet::{Packet, UnsubAck, Unsubscribe, Version};
 use super::properties::{self as prop, Context};
 use super::writer::{self, Encode};
-use crate::topic::valid_topic_filter;
+use crate::topic::{shared, valid_topic_filter};
 use roost_wire::packet_type::UNSUBACK;
 use roost_wire::{ReasonCode, Sink};
 
@@ -37,7 +37,8 @@ pub(crate) fn decode(f: &Frame, version: Version) -> Result<Packet, DecodeError>
     }
     for filter in &filters {
         roost_wire::utf8_string(filter.as_bytes())?; // U+0000, which mqttbytes lets through
-        if !valid_topic_filter(filter) {
+        // An invalid Shared Subscription filter is simply not subscribed (0x11).
+        if !valid_topic_filter(filter) && shared(filter).is_none() {
             return Err(DecodeError::Malformed("invalid topic filter"));
         }
     }

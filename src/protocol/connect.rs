@@ -217,7 +217,7 @@ impl AwaitingConnect {
                 retain_available: Some(true),
                 wildcard_subscription_available: Some(true),
                 subscription_identifiers_available: Some(true),
-                shared_subscription_available: Some(false),
+                shared_subscription_available: Some(true),
                 server_keep_alive: plan.server_keep_alive,
                 // MQTT 5.0 4.10: a basis for response topics, when asked for.
                 // Only for an id that is one valid topic level: another id would make a

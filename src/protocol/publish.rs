@@ -89,7 +89,7 @@ impl Connected {
         let qos = message.qos;
         let routed = broker.publish(
             &message,
-            Some(self.session.key),
+            Some(&self.session),
             self.queue_full,
             Some(&mut self.pending),
         );

@@ -11,6 +11,7 @@ use crate::codec::{
 };
 use crate::session::{Delivery, SubOptions};
 use crate::store::Op;
+use crate::topic;
 
 use super::{Close, Connected};
 
@@ -26,14 +27,22 @@ impl Connected {
         let mut retained_at: std::collections::HashMap<Arc<str>, usize> =
             std::collections::HashMap::new();
         for f in subscribe.filters {
-            if f.filter.starts_with("$share/") {
-                codes.push(match version {
-                    Version::V5 => ReasonCode::SHARED_SUBSCRIPTIONS_NOT_SUPPORTED,
-                    Version::V311 => ReasonCode::V3_SUBSCRIBE_FAILURE,
-                });
-                continue;
-            }
-            if !self.allowed(&f.filter, Access::Read) {
+            // A Shared Subscription: the ACL is checked against its Topic Filter, and it gets
+            // no retained messages (MQTT 5.0 4.8.2).
+            let (matched_filter, shared) = match topic::shared(&f.filter) {
+                None => (f.filter.as_str(), false),
+                Some(Ok(shared)) => (shared.filter, true),
+                Some(Err(())) => {
+                    // MQTT-4.8.2-1, MQTT-4.8.2-2.
+                    debug!(client_id = %session.client_id, filter = %f.filter, "invalid shared subscription");
+                    codes.push(match version {
+                        Version::V5 => ReasonCode::TOPIC_FILTER_INVALID,
+                        Version::V311 => ReasonCode::V3_SUBSCRIBE_FAILURE,
+                    });
+                    continue;
+                }
+            };
+            if !self.allowed(matched_filter, Access::Read) {
                 debug!(client_id = %session.client_id, filter = %f.filter, "SUBSCRIBE denied by ACL");
                 codes.push(match version {
                     Version::V5 => ReasonCode::NOT_AUTHORIZED,
@@ -43,7 +52,9 @@ impl Connected {
             }
             let options = SubOptions {
                 qos: f.qos,
-                no_local: f.no_local || self.bridge,
+                // No Local on a Shared Subscription is refused by the codec (MQTT-3.8.3-4); a
+                // bridge's messages reach its own group's other members.
+                no_local: f.no_local || (self.bridge && !shared),
                 retain_as_published: f.retain_as_published || self.bridge,
                 retain_handling: f.retain_handling,
                 subscription_id: subscribe.subscription_identifier,
@@ -67,11 +78,12 @@ impl Connected {
                 });
             }
             codes.push(ReasonCode(f.qos as u8));
-            let send_retained = match f.retain_handling {
-                RetainHandling::OnSubscribe => true,
-                RetainHandling::OnNewSubscribe => !existed,
-                RetainHandling::Never => false,
-            };
+            let send_retained = !shared
+                && match f.retain_handling {
+                    RetainHandling::OnSubscribe => true,
+                    RetainHandling::OnNewSubscribe => !existed,
+                    RetainHandling::Never => false,
+                };
             if send_retained {
                 // MQTT-3.3.1-6 / MQTT-3.3.1-8: retained messages go out with RETAIN=1.
                 for (message, gate) in self.broker.router.retained_matching(&f.filter) {

@@ -105,6 +105,9 @@ pub(crate) struct Delivery {
     pub seq: Option<Seq>,
     /// Held back until the store has committed the publish that produced it.
     pub gate: Option<Arc<CommitGate>>,
+    /// The Shared Subscription (`$share/{ShareName}/{filter}`) it was delivered through, if
+    /// any: when the session ends unacknowledged, it goes to another member of that group.
+    pub group: Option<Arc<str>>,
 }
 
 impl PartialEq for Delivery {
@@ -119,6 +122,7 @@ impl PartialEq for Delivery {
             && self.retain == other.retain
             && self.subscription_ids == other.subscription_ids
             && self.seq == other.seq
+            && self.group == other.group
             && same_gate
     }
 }
@@ -140,6 +144,7 @@ impl Delivery {
             subscription_ids,
             seq: None,
             gate: None,
+            group: None,
         }
     }
 }

@@ -238,6 +238,15 @@ impl Outbound {
         Ok(self.place(delivery, cost, false, online))
     }
 
+    /// Reserves room for a delivery whatever the limits say: for a message that was already
+    /// acknowledged to its publisher and has nowhere else to go (a Shared Subscription's
+    /// message moving from a member whose session ended).
+    pub(crate) fn reserve_over_limit(&mut self, cost: u64) {
+        self.reserved.0 += 1;
+        self.reserved.1 += cost;
+        self.peak_bytes = self.peak_bytes.max(self.backlog_bytes());
+    }
+
     /// Gives back a reservation that will not be placed.
     pub(crate) fn unreserve(&mut self, cost: u64) {
         self.reserved.0 = self.reserved.0.saturating_sub(1);
@@ -570,6 +579,30 @@ impl Outbound {
         let entry = self.inflight.remove(i)?;
         self.sub_memory(delivery_cost(&entry.delivery));
         Some(entry)
+    }
+
+    /// Ends the flow: drops everything, returning how many messages there were, and hands
+    /// back the deliveries the client has not taken responsibility for (queued, or sent and
+    /// not acknowledged; a QoS 2 message whose PUBREC arrived is the client's) that came
+    /// through a Shared Subscription, so that another member can have them. Deliveries held
+    /// only in the store are not read: see [`Outbound::stored_range`].
+    pub(crate) fn close(&mut self) -> (usize, Vec<Delivery>) {
+        let shared = |d: &Delivery| d.group.is_some() && d.qos != QoS::AtMostOnce;
+        let unacknowledged: Vec<Delivery> = self
+            .inflight
+            .iter()
+            .filter(|f| f.state == InflightState::Published)
+            .map(|f| &f.delivery)
+            .chain(&self.queue)
+            .filter(|d| shared(d))
+            .cloned()
+            .collect();
+        (self.clear(), unacknowledged)
+    }
+
+    /// The part of the backlog held only in the store: first queue position and count.
+    pub(crate) fn stored_range(&self) -> Option<(u64, usize)> {
+        (self.stored.count > 0).then_some((self.stored.from, self.stored.count))
     }
 
     /// Drops every queued, inflight and stored-only message, returning how many there were.

@@ -358,12 +358,15 @@ impl<'txn> Tables<'txn> {
 
 /// The queue entry of `delivery`, whose message has store id `id`, as queued (not yet sent).
 pub(crate) fn delivery_entry(id: MessageId, delivery: &crate::session::Delivery) -> EntryRecord {
-    entry_for(
-        id,
-        delivery.qos,
-        delivery.retain,
-        &delivery.subscription_ids,
-    )
+    EntryRecord {
+        group: delivery.group.clone(),
+        ..entry_for(
+            id,
+            delivery.qos,
+            delivery.retain,
+            &delivery.subscription_ids,
+        )
+    }
 }
 
 /// An entry record for a message queued with `qos`, `retain` and subscription `ids`.
@@ -381,5 +384,6 @@ pub(crate) fn entry_for(
         packet_id: 0,
         subscription_ids: ids.to_vec(),
         inline: None,
+        group: None,
     }
 }

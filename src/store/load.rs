@@ -284,6 +284,7 @@ pub(super) fn read_queue(
         };
         let mut delivery = Delivery::new(message, entry.qos, entry.retain, entry.subscription_ids);
         delivery.seq = crate::session::Seq::new(seq);
+        delivery.group = entry.group;
         let cost = crate::session::delivery_cost(&delivery);
         if bytes + cost > max_bytes && !out.is_empty() {
             break;

@@ -70,6 +70,9 @@ pub(crate) struct EntryRecord {
     /// (one B-tree write instead of three, and one delete instead of three); otherwise it is
     /// in the messages table under `message_id`.
     pub inline: Option<Arc<Message>>,
+    /// The Shared Subscription it was delivered through (see
+    /// [`crate::session::Delivery::group`]).
+    pub group: Option<Arc<str>>,
 }
 
 /// A wall-clock time (from [`Clock::wall`]) in Unix seconds; 0 before 1970.
@@ -349,12 +352,23 @@ pub(crate) fn encode_entry(e: &EntryRecord, clock: &Clock) -> Vec<u8> {
     for id in &e.subscription_ids {
         w.u32(*id);
     }
+    // Optional tagged sections, each at most once and in this order; a record written before
+    // a section existed simply lacks it.
     if let Some(m) = &e.inline {
-        w.u8(1);
+        w.u8(TAG_INLINE);
         w.bytes(&encode_message(m, clock));
+    }
+    if let Some(group) = &e.group {
+        w.u8(TAG_GROUP);
+        w.bytes(group.as_bytes());
     }
     w.0
 }
+
+/// Entry section: the message itself (see [`EntryRecord::inline`]).
+const TAG_INLINE: u8 = 1;
+/// Entry section: the Shared Subscription (see [`EntryRecord::group`]).
+const TAG_GROUP: u8 = 2;
 
 /// Whether an encoded queue entry holds its message inline (see [`EntryRecord::inline`]),
 /// and the id of the message it refers to. Reads only the head of the record.
@@ -364,7 +378,7 @@ pub(crate) fn entry_message(data: &[u8]) -> Result<(u64, bool), CorruptRecord> {
     r.take(5)?;
     let n = r.u32()? as usize;
     r.take(n.saturating_mul(4))?;
-    Ok((message_id, !r.0.is_empty()))
+    Ok((message_id, r.0.first() == Some(&TAG_INLINE)))
 }
 
 /// Decodes a queue entry (an inline message's expiry as with [`decode_message`]).
@@ -385,14 +399,21 @@ pub(crate) fn decode_entry(data: &[u8], clock: &Clock) -> Result<EntryRecord, Co
     for _ in 0..n {
         subscription_ids.push(r.u32()?);
     }
-    let inline = if r.0.is_empty() {
-        None
-    } else {
-        match r.u8()? {
-            1 => Some(Arc::new(decode_message(message_id, r.bytes()?, clock)?)),
-            _ => return Err(CorruptRecord("invalid inline message flag")),
+    let mut inline = None;
+    let mut group = None;
+    let mut last = 0;
+    while !r.0.is_empty() {
+        let tag = r.u8()?;
+        if tag <= last {
+            return Err(CorruptRecord("entry sections out of order"));
         }
-    };
+        last = tag;
+        match tag {
+            TAG_INLINE => inline = Some(Arc::new(decode_message(message_id, r.bytes()?, clock)?)),
+            TAG_GROUP => group = Some(Arc::from(r.string()?)),
+            _ => return Err(CorruptRecord("unknown entry section")),
+        }
+    }
     r.finish()?;
     Ok(EntryRecord {
         message_id,
@@ -402,6 +423,7 @@ pub(crate) fn decode_entry(data: &[u8], clock: &Clock) -> Result<EntryRecord, Co
         packet_id,
         subscription_ids,
         inline,
+        group,
     })
 }
 
@@ -433,15 +455,56 @@ mod tests {
             packet_id: 12,
             subscription_ids: vec![1, 2],
             inline: None,
+            group: None,
         };
         let c = clock();
         let shared = encode_entry(&e, &c);
         assert_eq!(decode_entry(&shared, &c), Ok(e.clone()));
         assert_eq!(entry_message(&shared), Ok((9, false)));
+        e.group = Some(Arc::from("$share/g/a/#"));
+        let grouped = encode_entry(&e, &c);
+        assert_eq!(decode_entry(&grouped, &c), Ok(e.clone()));
+        assert_eq!(entry_message(&grouped), Ok((9, false)));
         e.inline = Some(Arc::new(message));
         let inline = encode_entry(&e, &c);
-        assert_eq!(decode_entry(&inline, &c), Ok(e));
+        assert_eq!(decode_entry(&inline, &c), Ok(e.clone()));
         assert_eq!(entry_message(&inline), Ok((9, true)));
+        e.group = None;
+        let inline = encode_entry(&e, &c);
+        assert_eq!(decode_entry(&inline, &c), Ok(e));
+        // Sections out of order or unknown are corrupt, not skipped.
+        let mut bad = encode_entry(
+            &EntryRecord {
+                inline: None,
+                ..e_group()
+            },
+            &c,
+        );
+        bad.extend_from_slice(&[TAG_INLINE, 0, 0, 0, 0]);
+        assert!(decode_entry(&bad, &c).is_err());
+        let mut unknown = encode_entry(
+            &EntryRecord {
+                inline: None,
+                group: None,
+                ..e_group()
+            },
+            &c,
+        );
+        unknown.push(9);
+        assert!(decode_entry(&unknown, &c).is_err());
+    }
+
+    fn e_group() -> EntryRecord {
+        EntryRecord {
+            message_id: 1,
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            state: EntryState::Queued,
+            packet_id: 0,
+            subscription_ids: vec![],
+            inline: None,
+            group: Some(Arc::from("$share/g/t")),
+        }
     }
 
     #[test]
@@ -516,6 +579,7 @@ mod tests {
             packet_id: 65535,
             subscription_ids: vec![1, 2],
             inline: None,
+            group: None,
         };
         let c = clock();
         assert_eq!(decode_entry(&encode_entry(&e, &c), &c), Ok(e));
@@ -533,6 +597,7 @@ mod tests {
                 packet_id: 0,
                 subscription_ids: vec![3],
                 inline: None,
+                group: None,
             },
             &c,
         );

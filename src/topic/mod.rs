@@ -12,8 +12,8 @@
 //! level and any number of child levels (`a/#` matches `a`, `a/`, `a/b/c`); a filter whose first
 //! level is `+` or `#` does not match a topic starting with `$` (MQTT-4.7.2-1).
 //!
-//! Shared subscriptions (`$share/group/filter`) are not interpreted here: such a filter is an
-//! ordinary literal filter to this module.
+//! Shared subscriptions (`$share/{ShareName}/{filter}`) are split by [`shared`]; the trie and
+//! the matchers see only the filter part.
 //!
 //! For an invalid filter (see [`valid_topic_filter`]) the behavior is defined but not useful:
 //! a level that merely contains `+` or `#` (`a+`) is a literal level, and a `#` level that is
@@ -48,6 +48,32 @@ pub(crate) fn valid_topic_filter(filter: &str) -> bool {
         }
     }
     true
+}
+
+/// The prefix of a Shared Subscription's Topic Filter (MQTT 5.0 4.8.2).
+pub(crate) const SHARE_PREFIX: &str = "$share/";
+
+/// The parts of a Shared Subscription's Topic Filter `$share/{ShareName}/{filter}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SharedFilter<'a> {
+    /// The ShareName: the consumer group.
+    pub share_name: &'a str,
+    /// The Topic Filter that messages are matched against.
+    pub filter: &'a str,
+}
+
+/// Splits a filter that starts with `$share/`: `None` if it is an ordinary filter,
+/// `Some(Err(()))` if it is a Shared Subscription that is not valid: the ShareName must be at
+/// least one character without `/`, `+` or `#`, followed by `/` and a valid Topic Filter
+/// (MQTT-4.8.2-1, MQTT-4.8.2-2).
+#[allow(clippy::result_unit_err)]
+pub(crate) fn shared(filter: &str) -> Option<Result<SharedFilter<'_>, ()>> {
+    let rest = filter.strip_prefix(SHARE_PREFIX)?;
+    let parsed = rest.split_once('/').and_then(|(share_name, filter)| {
+        let name_ok = !share_name.is_empty() && !share_name.contains(['+', '#', '\0']);
+        (name_ok && valid_topic_filter(filter)).then_some(SharedFilter { share_name, filter })
+    });
+    Some(parsed.ok_or(()))
 }
 
 /// True if the topic filter `filter` matches the topic name `topic`.
@@ -106,6 +132,34 @@ mod tests {
         assert!(valid_topic_name("$SYS/broker"));
         assert!(valid_topic_name("ünïcödé/日本"));
         assert!(valid_topic_name(" "));
+    }
+
+    #[test]
+    fn shared_subscription_filters() {
+        fn ok(f: &str) -> Option<SharedFilter<'_>> {
+            shared(f).and_then(Result::ok)
+        }
+        assert_eq!(shared("a/b"), None);
+        assert_eq!(shared("$share"), None, "no slash: an ordinary filter");
+        assert_eq!(shared("$SHARE/g/t"), None, "case matters");
+        assert_eq!(
+            ok("$share/g/a/+"),
+            Some(SharedFilter {
+                share_name: "g",
+                filter: "a/+"
+            })
+        );
+        assert_eq!(ok("$share/g/#").map(|s| s.filter), Some("#"));
+        assert_eq!(ok("$share/g//").map(|s| s.filter), Some("/"));
+        // MQTT-4.8.2-1: a ShareName of at least one character.
+        assert_eq!(shared("$share//t"), Some(Err(())));
+        // MQTT-4.8.2-2: no `/`, `+` or `#` in it, and a Topic Filter after it.
+        assert_eq!(shared("$share/g+/t"), Some(Err(())));
+        assert_eq!(shared("$share/#"), Some(Err(())));
+        assert_eq!(shared("$share/+/t"), Some(Err(())));
+        assert_eq!(shared("$share/g"), Some(Err(())));
+        assert_eq!(shared("$share/g/"), Some(Err(())));
+        assert_eq!(shared("$share/g/a/#/b"), Some(Err(())));
     }
 
     #[test]

@@ -29,7 +29,7 @@ fn v5_connack_announces_the_server_limits() {
     assert_eq!(p.receive_maximum, Some(7));
     assert_eq!(p.maximum_packet_size, Some(4096));
     assert_eq!(p.topic_alias_maximum, Some(3));
-    assert_eq!(p.shared_subscription_available, Some(false));
+    assert_eq!(p.shared_subscription_available, Some(true));
     assert_eq!(p.assigned_client_identifier, None);
 }
 

@@ -114,25 +114,6 @@ fn unsubscribe_answers_per_filter_and_stops_delivery() {
 }
 
 #[test]
-fn shared_subscriptions_are_refused_per_filter() {
-    let mut w = World::memory();
-    for (version, code) in [
-        (Version::V5, ReasonCode::SHARED_SUBSCRIPTIONS_NOT_SUPPORTED),
-        (Version::V311, ReasonCode::V3_SUBSCRIBE_FAILURE),
-    ] {
-        let mut c = w.connect(connect(version, "s"));
-        let Packet::SubAck(s) = only(
-            c.send(&[subscribe(1, "$share/g/t", QoS::AtMostOnce)], w.now)
-                .unwrap(),
-        ) else {
-            panic!("SUBACK")
-        };
-        assert_eq!(s.codes, vec![code]);
-        c.close(&w, Close::Io);
-    }
-}
-
-#[test]
 fn retained_message_follows_the_suback_with_retain_set() {
     // MQTT-3.3.1-6: a retained message sent for a new subscription has RETAIN=1; it is sent
     // at the lower of its QoS and the granted QoS (MQTT-3.8.4-6).

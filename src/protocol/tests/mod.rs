@@ -9,6 +9,7 @@ mod ending;
 mod errors;
 mod flow;
 mod inbound;
+mod shared;
 mod timers;
 
 use std::net::SocketAddr;
