@@ -222,3 +222,42 @@ async fn mqtt_3_1_clients_publish_and_subscribe_at_every_qos() {
     assert_eq!(output(child).await, "interop/v31/q kept\n");
     broker.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_subscription_members_share_the_messages() {
+    // MQTT 5.0 4.8.2, with `mosquitto_sub -t '$share/{group}/{filter}'` in 5.0, in 3.1.1 and
+    // both in one group: each message reaches exactly one member, taking turns.
+    if !available() {
+        return;
+    }
+    let broker = start_broker().await;
+    let addr = broker.local_addr();
+    for (i, (a_v5, b_v5)) in [(true, true), (false, false), (true, false)]
+        .into_iter()
+        .enumerate()
+    {
+        let topic = format!("interop/shared/{i}");
+        let filter = format!("$share/workers/{topic}");
+        let before = broker.subscription_count();
+        let a = sub(addr, a_v5, &["-t", &filter, "-q", "1"], 5);
+        let b = sub(addr, b_v5, &["-t", &filter, "-q", "1"], 5);
+        wait_until(|| broker.subscription_count() == before + 2).await;
+        let mut expected = Vec::new();
+        for n in 0..10 {
+            let payload = format!("job-{n}");
+            publish(addr, true, &["-t", &topic, "-q", "1", "-m", &payload]).await;
+            expected.push(format!("{topic} {payload}"));
+        }
+        let (a, b) = (output(a).await, output(b).await);
+        let mut got: Vec<String> = a.lines().chain(b.lines()).map(str::to_string).collect();
+        got.sort();
+        expected.sort();
+        assert_eq!(got, expected, "a: {a}\nb: {b}");
+        wait_until(|| broker.subscription_count() == before).await;
+    }
+    assert!(
+        broker.shared_subscriptions().is_empty(),
+        "groups end with their last member"
+    );
+    broker.shutdown().await;
+}

@@ -187,8 +187,11 @@ pub(super) fn drop_expired(
     let (expired, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut loaded.sessions)
         .into_iter()
         .partition(|s| {
-            s.record.expiry_interval == 0
-                || (s.record.disconnected_at != 0 && s.remaining_expiry(now) == Some(0))
+            let over = s.record.expiry_interval == 0
+                || (s.record.disconnected_at != 0 && s.remaining_expiry(now) == Some(0));
+            // One holding Shared Subscription messages is restored and ends at once, so that
+            // they go to other members of their groups (MQTT 5.0 4.8.2).
+            over && !holds_shared_messages(s)
         });
     loaded.sessions = kept;
     if expired.is_empty() {
@@ -216,6 +219,15 @@ pub(super) fn drop_expired(
     txn.commit().map_err(|e| err(e.into()))?;
     loaded.message_bytes = loaded.message_bytes.saturating_add_signed(delta);
     Ok(expired.len())
+}
+
+/// True if a session has a Shared Subscription and messages queued.
+fn holds_shared_messages(s: &LoadedSession) -> bool {
+    let shared = s
+        .subscriptions
+        .iter()
+        .any(|(filter, _)| filter.starts_with(crate::topic::SHARE_PREFIX));
+    shared && (s.stored.is_some() || !s.entries.is_empty())
 }
 
 fn read_message(
