@@ -82,11 +82,19 @@ impl Drop for Finished {
     }
 }
 
-fn log_moved(client_id: &str, moved: usize) {
+/// Logs the outcome of moving an ended session's Shared Subscription messages: `moved` found
+/// another member, `left` did not (their group had no other member, or they expired).
+fn log_moved(client_id: &str, moved: usize, left: usize) {
     if moved > 0 {
         info!(
             client_id,
             moved, "unacknowledged shared subscription messages moved to other members"
+        );
+    }
+    if left > 0 {
+        info!(
+            client_id,
+            left, "unacknowledged shared subscription messages had no other member to go to"
         );
     }
 }
@@ -386,8 +394,9 @@ impl Broker {
         };
         if !broker.persistent() {
             let ctx = broker.route_context(QueueFullPolicy::Backpressure);
+            let total = ended.moving.len();
             let moved = broker.router.redistribute(ended.moving, &ctx, None);
-            log_moved(&handle.client_id, moved);
+            log_moved(&handle.client_id, moved, total - moved);
             return;
         }
         let client_id = Arc::clone(&handle.client_id);
@@ -401,7 +410,9 @@ impl Broker {
     /// Moves the unacknowledged Shared Subscription messages of an ended session to other
     /// members, `moving` (from memory) first, then those in its stored-only backlog, a chunk
     /// per commit; each commit also deletes the moved entries from the old session, so a crash
-    /// neither loses nor repeats one. Then the old session is deleted from the store.
+    /// neither loses nor repeats one. Then the old session is deleted from the store. A store
+    /// error is retried every second until it succeeds or the broker stops (meanwhile a new
+    /// session for the client id waits): giving up would lose acknowledged messages.
     async fn move_shared(
         self: Arc<Broker>,
         client_id: Arc<str>,
@@ -415,15 +426,79 @@ impl Broker {
             done: d.done.clone(),
         });
         let old = deferred.as_ref().map(|d| d.key.clone());
-        let mut moved = 0;
+        let (mut moved, mut left) = (0, 0);
         let mut chunk = Some(moving);
         let mut next = deferred
             .as_ref()
             .and_then(|d| d.stored)
             .map(|(from, _)| from);
         while let Some(deliveries) = chunk.take() {
+            let Some((m, l)) = self.move_chunk(&client_id, old.as_ref(), deliveries).await else {
+                return;
+            };
+            moved += m;
+            left += l;
+            let (Some(old), Some(from), Some(store)) = (&old, next, &self.store) else {
+                continue;
+            };
+            let request = LoadRequest {
+                from,
+                before: u64::MAX,
+                max_bytes: MOVE_CHUNK_BYTES,
+            };
+            let read = loop {
+                match store.read_queue(old.clone(), request).await {
+                    Ok(read) => break read,
+                    Err(e) => {
+                        error!(%client_id, error = %e, "could not read the backlog of an ended session; retrying");
+                        if !self.pause_before_retry().await {
+                            return;
+                        }
+                    }
+                }
+            };
+            next = read.last().and_then(|d| d.seq).map(|seq| seq.get() + 1);
+            chunk = (!read.is_empty()).then_some(read);
+        }
+        log_moved(&client_id, moved, left);
+        let Some(old) = old else {
+            return;
+        };
+        while !self
+            .commit(vec![Op::DeleteSession {
+                session: old.clone(),
+            }])
+            .await
+        {
+            error!(%client_id, "could not delete an ended session from the store; retrying");
+            if !self.pause_before_retry().await {
+                return;
+            }
+        }
+    }
+
+    /// Moves one chunk of an ended session's deliveries (see [`Broker::move_shared`]) and
+    /// deletes their entries from the old session `old`, in one commit. Returns how many found
+    /// a member and how many did not, or `None` if the broker stopped first (a durable session then stays in the
+    /// store and hands its messages on after the restart, see `store::load::drop_expired`).
+    async fn move_chunk(
+        &self,
+        client_id: &str,
+        old: Option<&SessionKey>,
+        deliveries: Vec<Delivery>,
+    ) -> Option<(usize, usize)> {
+        let shared: Vec<Delivery> = deliveries
+            .iter()
+            .filter(|d| d.group.is_some() && d.qos != crate::codec::QoS::AtMostOnce)
+            .cloned()
+            .collect();
+        loop {
+            if self.shutdown.is_cancelled() {
+                // The other members are going too.
+                return None;
+            }
             let mut pending = Pending::new(true);
-            if let Some(old) = &old {
+            if let Some(old) = old {
                 for seq in deliveries.iter().filter_map(|d| d.seq) {
                     pending.push_async(Op::DeleteEntry {
                         session: old.clone(),
@@ -432,41 +507,31 @@ impl Broker {
                 }
             }
             let ctx = self.route_context(QueueFullPolicy::Backpressure);
-            let shared = deliveries
-                .into_iter()
-                .filter(|d| d.group.is_some() && d.qos != crate::codec::QoS::AtMostOnce)
-                .collect();
-            moved += self.router.redistribute(shared, &ctx, Some(&mut pending));
+            let moved = self
+                .router
+                .redistribute(shared.clone(), &ctx, Some(&mut pending));
             let committed = self.commit(std::mem::take(&mut pending.ops)).await;
+            // A failed commit drops the copies just placed (their gate fails).
             pending.release(committed);
-            if !committed {
-                error!(%client_id, "could not move shared subscription messages of an ended session; they stay in the store");
-                return;
+            if committed {
+                return Some((moved, shared.len() - moved));
             }
-            if let (Some(old), Some(from), Some(store)) = (&old, next, &self.store) {
-                let request = LoadRequest {
-                    from,
-                    before: u64::MAX,
-                    max_bytes: MOVE_CHUNK_BYTES,
-                };
-                match store.read_queue(old.clone(), request).await {
-                    Ok(read) if read.is_empty() => next = None,
-                    Ok(read) => {
-                        next = read.last().and_then(|d| d.seq).map(|seq| seq.get() + 1);
-                        chunk = Some(read);
-                    }
-                    Err(e) => {
-                        error!(%client_id, error = %e, "could not read the backlog of an ended session; it stays in the store");
-                        return;
-                    }
-                }
+            error!(
+                client_id,
+                "could not commit the move of an ended session's shared subscription messages; retrying"
+            );
+            if !self.pause_before_retry().await {
+                return None;
             }
         }
-        log_moved(&client_id, moved);
-        if let Some(old) = old
-            && !self.commit(vec![Op::DeleteSession { session: old }]).await
-        {
-            error!(%client_id, "could not delete an ended session from the store");
+    }
+
+    /// Waits a second (real time: it paces retries against the store) before a retry; false
+    /// if the broker is shutting down.
+    async fn pause_before_retry(&self) -> bool {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => true,
+            _ = self.shutdown.cancelled() => false,
         }
     }
 

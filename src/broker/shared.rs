@@ -58,7 +58,10 @@ impl Group {
     }
 
     /// The members in the order `strategy` offers them a message of `topic` from the client
-    /// `publisher`: the preferred member first, then the others in turn.
+    /// `publisher`: those with a connection first, the preferred one leading and the others
+    /// following in turn, then those away (in the same manner, for when nobody is connected).
+    /// The strategy chooses among the connected members, so that they share the work evenly
+    /// whoever is away.
     pub(crate) fn candidates(
         &self,
         strategy: SharedSubscriptionStrategy,
@@ -66,12 +69,34 @@ impl Group {
         topic: &str,
     ) -> Vec<Member> {
         let members = self.members.read();
+        let (mut online, mut away): (Vec<&Member>, Vec<&Member>) = members
+            .iter()
+            .partition(|m| m.session.slot.lock().conn.is_some());
+        let order = if online.is_empty() {
+            &mut away
+        } else {
+            &mut online
+        };
+        let first = self.first(order, strategy, publisher, topic);
+        order.rotate_left(first);
+        online.into_iter().chain(away).cloned().collect()
+    }
+
+    /// The position in `members` (not empty) of the member `strategy` prefers.
+    fn first(
+        &self,
+        members: &[&Member],
+        strategy: SharedSubscriptionStrategy,
+        publisher: Option<&str>,
+        topic: &str,
+    ) -> usize {
         let n = members.len();
-        if n == 0 {
-            return Vec::new();
+        if n <= 1 {
+            return 0;
         }
         let hash = |s: &str| BuildHasherDefault::<DefaultHasher>::default().hash_one(s);
-        let first = match strategy {
+        let pick = |h: u64| usize::try_from(h % n as u64).unwrap_or(0);
+        match strategy {
             SharedSubscriptionStrategy::RoundRobin => self.turn.fetch_add(1, Relaxed) % n,
             SharedSubscriptionStrategy::Random => rand::random_range(0..n),
             SharedSubscriptionStrategy::Sticky => {
@@ -81,16 +106,9 @@ impl Group {
                     .position(|m| m.session.key == key)
                     .unwrap_or_else(|| rand::random_range(0..n))
             }
-            SharedSubscriptionStrategy::HashClientId => {
-                publisher.map_or(0, |id| (hash(id) % n as u64) as usize)
-            }
-            SharedSubscriptionStrategy::HashTopic => (hash(topic) % n as u64) as usize,
-        };
-        members[first..]
-            .iter()
-            .chain(&members[..first])
-            .cloned()
-            .collect()
+            SharedSubscriptionStrategy::HashClientId => publisher.map_or(0, |id| pick(hash(id))),
+            SharedSubscriptionStrategy::HashTopic => pick(hash(topic)),
+        }
     }
 
     /// Records that `session` took a message.

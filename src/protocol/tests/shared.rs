@@ -307,6 +307,70 @@ fn a_durable_member_that_is_away_keeps_what_it_was_sent() {
 }
 
 #[test]
+fn a_durable_member_starting_clean_hands_its_messages_on() {
+    // Its old session ends (MQTT-3.1.2-4); the new connection waits until the messages the
+    // old one held have moved, then gets a session of its own.
+    let mut w = World::durable();
+    let mut a = subscriber(
+        &mut w,
+        durable(Version::V5, "a"),
+        "$share/g/t",
+        QoS::AtLeastOnce,
+    );
+    let mut b = subscriber(
+        &mut w,
+        connect(Version::V5, "b"),
+        "$share/g/t",
+        QoS::AtLeastOnce,
+    );
+    let mut p = w.connect(connect(Version::V5, "p"));
+    publish_n(&w, &mut p, "t", QoS::AtLeastOnce, 2);
+    let held = received(&mut a, w.now);
+    assert_eq!(held.len(), 1);
+    assert_eq!(received(&mut b, w.now).len(), 1);
+    a.close(&w, Close::Io);
+    let (_a, connack) = w.try_connect(connect(Version::V5, "a"));
+    let Packet::ConnAck(connack) = connack else {
+        panic!("CONNACK")
+    };
+    assert!(!connack.session_present);
+    let moved = received(&mut b, w.now);
+    assert_eq!(moved.len(), 1);
+    assert_eq!(moved[0].payload, held[0].payload);
+    assert_eq!(group(&w).redistributed, 1);
+}
+
+#[test]
+fn connected_members_share_evenly_whoever_is_away() {
+    let mut w = World::durable();
+    let away = subscriber(
+        &mut w,
+        durable(Version::V5, "away"),
+        "$share/g/t",
+        QoS::AtLeastOnce,
+    );
+    away.close(&w, Close::Io);
+    let mut b = subscriber(
+        &mut w,
+        connect(Version::V5, "b"),
+        "$share/g/t",
+        QoS::AtLeastOnce,
+    );
+    let mut c = subscriber(
+        &mut w,
+        connect(Version::V5, "c"),
+        "$share/g/t",
+        QoS::AtLeastOnce,
+    );
+    let mut p = w.connect(connect(Version::V5, "p"));
+    publish_n(&w, &mut p, "t", QoS::AtLeastOnce, 6);
+    assert_eq!(received(&mut b, w.now).len(), 3);
+    assert_eq!(received(&mut c, w.now).len(), 3);
+    let g = group(&w);
+    assert_eq!((g.members, g.online, g.delivered), (3, 2, 6));
+}
+
+#[test]
 fn with_no_member_connected_messages_queue_to_the_durable_members() {
     let mut w = World::durable();
     for id in ["a", "b"] {
