@@ -322,7 +322,7 @@ async fn v5_connack_carries_assigned_id_and_limits() {
     assert_eq!(props.maximum_packet_size, Some(4096));
     assert_eq!(props.retain_available, Some(true));
     assert_eq!(props.wildcard_subscription_available, Some(true));
-    assert_eq!(props.shared_subscription_available, Some(false));
+    assert_eq!(props.shared_subscription_available, Some(true));
     assert!(broker.session_info(id).is_some());
     broker.shutdown().await;
 }
