@@ -43,6 +43,16 @@ fn payloads_of(v: &[&'static str]) -> Vec<Bytes> {
     v.iter().map(|s| Bytes::from_static(s.as_bytes())).collect()
 }
 
+/// Ephemeral clients subscribed to `filter` at QoS 0.
+fn clients<const N: usize>(w: &mut World, who: [(Version, &str); N], filter: &str) -> [Client; N] {
+    who.map(|(version, id)| subscriber(w, connect(version, id), filter, QoS::AtMostOnce))
+}
+
+/// A member of `$share/g/t` at QoS 1.
+fn member(w: &mut World, c: Connect) -> Client {
+    subscriber(w, c, "$share/g/t", QoS::AtLeastOnce)
+}
+
 fn group(w: &World) -> crate::SharedSubscriptionInfo {
     let mut groups = w.broker.router.shared_info();
     assert_eq!(groups.len(), 1, "{groups:?}");
@@ -53,30 +63,13 @@ fn group(w: &World) -> crate::SharedSubscriptionInfo {
 fn each_message_goes_to_one_member_of_each_group_in_turn() {
     let mut w = World::memory();
     // A 5.0 and a 3.1.1 member (3.1.1 clients may use `$share/` too).
-    let mut a = subscriber(
+    let [mut a, mut b] = clients(
         &mut w,
-        connect(Version::V5, "a"),
+        [(Version::V5, "a"), (Version::V311, "b")],
         "$share/g/t/+",
-        QoS::AtMostOnce,
     );
-    let mut b = subscriber(
-        &mut w,
-        connect(Version::V311, "b"),
-        "$share/g/t/+",
-        QoS::AtMostOnce,
-    );
-    let mut h = subscriber(
-        &mut w,
-        connect(Version::V5, "h"),
-        "$share/h/t/#",
-        QoS::AtMostOnce,
-    );
-    let mut plain = subscriber(
-        &mut w,
-        connect(Version::V5, "plain"),
-        "t/+",
-        QoS::AtMostOnce,
-    );
+    let [mut h] = clients(&mut w, [(Version::V5, "h")], "$share/h/t/#");
+    let [mut plain] = clients(&mut w, [(Version::V5, "plain")], "t/+");
     let mut p = w.connect(connect(Version::V5, "p"));
     publish_n(&w, &mut p, "t/x", QoS::AtMostOnce, 6);
     let (ga, gb) = (received(&mut a, w.now), received(&mut b, w.now));
@@ -227,18 +220,14 @@ fn unacknowledged_messages_of_an_ended_member_go_to_another() {
     // and QoS 2 messages not yet acknowledged go to another member; a QoS 2 message whose
     // PUBREC arrived is the client's and does not.
     let mut w = World::memory();
-    let mut a = subscriber(
-        &mut w,
-        connect(Version::V5, "a"),
-        "$share/g/t",
-        QoS::ExactlyOnce,
-    );
-    let mut b = subscriber(
-        &mut w,
-        connect(Version::V5, "b"),
-        "$share/g/t",
-        QoS::ExactlyOnce,
-    );
+    let [mut a, mut b] = ["a", "b"].map(|id| {
+        subscriber(
+            &mut w,
+            connect(Version::V5, id),
+            "$share/g/t",
+            QoS::ExactlyOnce,
+        )
+    });
     let mut p = w.connect(connect(Version::V5, "p"));
     publish_n(&w, &mut p, "t", QoS::AtLeastOnce, 4);
     let mut q2 = publish("t", QoS::ExactlyOnce, 9, b"q2-released");
@@ -277,18 +266,8 @@ fn a_durable_member_that_is_away_keeps_what_it_was_sent() {
     // MQTT 5.0 4.8.2: the server may wait for the client to come back; new messages go to the
     // members that are connected.
     let mut w = World::durable();
-    let mut a = subscriber(
-        &mut w,
-        durable(Version::V5, "a"),
-        "$share/g/t",
-        QoS::AtLeastOnce,
-    );
-    let mut b = subscriber(
-        &mut w,
-        connect(Version::V5, "b"),
-        "$share/g/t",
-        QoS::AtLeastOnce,
-    );
+    let mut a = member(&mut w, durable(Version::V5, "a"));
+    let mut b = member(&mut w, connect(Version::V5, "b"));
     let mut p = w.connect(connect(Version::V5, "p"));
     publish_n(&w, &mut p, "t", QoS::AtLeastOnce, 1);
     assert_eq!(received(&mut a, w.now).len(), 1);
@@ -311,18 +290,8 @@ fn a_durable_member_starting_clean_hands_its_messages_on() {
     // Its old session ends (MQTT-3.1.2-4); the new connection waits until the messages the
     // old one held have moved, then gets a session of its own.
     let mut w = World::durable();
-    let mut a = subscriber(
-        &mut w,
-        durable(Version::V5, "a"),
-        "$share/g/t",
-        QoS::AtLeastOnce,
-    );
-    let mut b = subscriber(
-        &mut w,
-        connect(Version::V5, "b"),
-        "$share/g/t",
-        QoS::AtLeastOnce,
-    );
+    let mut a = member(&mut w, durable(Version::V5, "a"));
+    let mut b = member(&mut w, connect(Version::V5, "b"));
     let mut p = w.connect(connect(Version::V5, "p"));
     publish_n(&w, &mut p, "t", QoS::AtLeastOnce, 2);
     let held = received(&mut a, w.now);
@@ -343,25 +312,10 @@ fn a_durable_member_starting_clean_hands_its_messages_on() {
 #[test]
 fn connected_members_share_evenly_whoever_is_away() {
     let mut w = World::durable();
-    let away = subscriber(
-        &mut w,
-        durable(Version::V5, "away"),
-        "$share/g/t",
-        QoS::AtLeastOnce,
-    );
+    let away = member(&mut w, durable(Version::V5, "away"));
     away.close(&w, Close::Io);
-    let mut b = subscriber(
-        &mut w,
-        connect(Version::V5, "b"),
-        "$share/g/t",
-        QoS::AtLeastOnce,
-    );
-    let mut c = subscriber(
-        &mut w,
-        connect(Version::V5, "c"),
-        "$share/g/t",
-        QoS::AtLeastOnce,
-    );
+    let mut b = member(&mut w, connect(Version::V5, "b"));
+    let mut c = member(&mut w, connect(Version::V5, "c"));
     let mut p = w.connect(connect(Version::V5, "p"));
     publish_n(&w, &mut p, "t", QoS::AtLeastOnce, 6);
     assert_eq!(received(&mut b, w.now).len(), 3);
@@ -400,18 +354,8 @@ fn with_no_member_connected_messages_queue_to_the_durable_members() {
 #[test]
 fn a_full_member_is_passed_over() {
     let mut w = World::new(false, |c| c.max_queued_messages = 2);
-    let mut a = subscriber(
-        &mut w,
-        connect(Version::V5, "a"),
-        "$share/g/t",
-        QoS::AtLeastOnce,
-    );
-    let mut b = subscriber(
-        &mut w,
-        connect(Version::V5, "b"),
-        "$share/g/t",
-        QoS::AtLeastOnce,
-    );
+    let mut a = member(&mut w, connect(Version::V5, "a"));
+    let mut b = member(&mut w, connect(Version::V5, "b"));
     let mut p = w.connect(connect(Version::V5, "p"));
     let mut to_a = 0;
     for _ in 0..8 {
