@@ -60,6 +60,9 @@ impl Broker {
                     _ => session.outbound.restore_queued(delivery),
                 }
             }
+            if stored.holds_shared {
+                session.outbound.mark_shared();
+            }
             for packet_id in stored.incoming {
                 session.inbound.on_publish_qos2(packet_id);
             }

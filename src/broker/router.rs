@@ -47,6 +47,9 @@ pub(crate) enum Routed {
         session: Arc<SessionHandle>,
         /// Its backlog generation when it was found full (see [`SessionHandle::room_since`]).
         room_seq: u64,
+        /// For a Shared Subscription, the group's other full members with their generations:
+        /// room in any of them lets the message through.
+        also: Vec<(Arc<SessionHandle>, u64)>,
     },
 }
 
@@ -244,7 +247,7 @@ impl Router {
             };
         let mut matched = 0;
         let mut admitted: Vec<(Target, QoS, bool, bool)> = Vec::with_capacity(targets.len());
-        let full = |target: Target, room_seq, admitted: &[(Target, QoS, bool, bool)]| {
+        let full = |target: Target, room_seq, also, admitted: &[(Target, QoS, bool, bool)]| {
             let cost = message_cost(message);
             for (t, ..) in admitted {
                 t.session.slot.lock().session.outbound.unreserve(cost);
@@ -254,6 +257,7 @@ impl Router {
             Routed::Full {
                 session: target.session,
                 room_seq,
+                also,
             }
         };
         for target in targets {
@@ -268,7 +272,9 @@ impl Router {
                 }
                 Admission::Passed => {}
                 Admission::Dropped => matched += 1,
-                Admission::Full { room_seq } => return full(target, room_seq, &admitted),
+                Admission::Full { room_seq } => {
+                    return full(target, room_seq, Vec::new(), &admitted);
+                }
             }
         }
         let publisher_id = publisher.map(|p| &*p.client_id);
@@ -281,15 +287,19 @@ impl Router {
                 Choice::Admitted(target, qos, storable, online) => {
                     Some((target, qos, storable, online))
                 }
-                Choice::Full(target) => match admit(&target, Presence::Any, true, &mut pending) {
-                    Admission::Admitted {
-                        qos,
-                        storable,
-                        online,
-                    } => Some((target, qos, storable, online)),
-                    Admission::Full { room_seq } => return full(target, room_seq, &admitted),
-                    Admission::Passed | Admission::Dropped => None,
-                },
+                Choice::Full(target, also) => {
+                    match admit(&target, Presence::Any, true, &mut pending) {
+                        Admission::Admitted {
+                            qos,
+                            storable,
+                            online,
+                        } => Some((target, qos, storable, online)),
+                        Admission::Full { room_seq } => {
+                            return full(target, room_seq, also, &admitted);
+                        }
+                        Admission::Passed | Admission::Dropped => None,
+                    }
+                }
                 Choice::OfflineOnly => {
                     // QoS 0 with no member online: discarded, as for any offline session.
                     Metrics::inc(&ctx.metrics.dropped_qos0_offline);
@@ -342,6 +352,7 @@ impl Router {
         mut probe: impl FnMut(&Target, Presence) -> Admission,
     ) -> Choice {
         let mut full = None;
+        let mut also = Vec::new();
         let mut offline_only = false;
         for presence in [Presence::Online, Presence::Offline] {
             for member in candidates {
@@ -354,8 +365,12 @@ impl Router {
                     } => return Choice::Admitted(target, qos, storable, online),
                     Admission::Passed => {}
                     Admission::Dropped => offline_only = true,
-                    Admission::Full { .. } => {
-                        full.get_or_insert(target);
+                    Admission::Full { room_seq } => {
+                        if full.is_none() {
+                            full = Some(target);
+                        } else {
+                            also.push((Arc::clone(&target.session), room_seq));
+                        }
                     }
                 }
             }
@@ -366,7 +381,7 @@ impl Router {
             }
         }
         match (full, offline_only) {
-            (Some(target), _) => Choice::Full(target),
+            (Some(target), _) => Choice::Full(target, also),
             (None, true) => Choice::OfflineOnly,
             (None, false) => Choice::Nobody,
         }
@@ -412,25 +427,25 @@ impl Router {
             });
             let (target, qos, storable) = match choice {
                 Choice::Admitted(target, qos, storable, _) => (target, qos, storable),
-                Choice::Full(target) => match self.admit_over_limit(&target, &ask(Presence::Any)) {
-                    Some((qos, storable)) => (target, qos, storable),
-                    None => continue,
-                },
+                Choice::Full(target, _) => {
+                    match self.admit_over_limit(&target, &ask(Presence::Any)) {
+                        Some((qos, storable)) => (target, qos, storable),
+                        None => continue,
+                    }
+                }
                 Choice::OfflineOnly | Choice::Nobody => continue,
             };
+            // The RETAIN flag as this member's subscription asks (MQTT-3.3.1-12).
             let mut delivery = Delivery::new(
                 Arc::clone(message),
                 qos,
-                old.retain,
+                target.retain_as_published && message.retain,
                 target.subscription_ids.clone(),
             );
             delivery.group = Some(Arc::clone(&group.key));
-            delivery.gate = match (&old.gate, pending.as_deref_mut()) {
-                // Its publisher's commit has not returned yet: it still decides.
-                (Some(gate), _) if gate.state() == GateState::Pending => Some(Arc::clone(gate)),
-                (_, Some(p)) => p.gate(),
-                (_, None) => None,
-            };
+            // The publisher's commit has returned (the caller waited for it); this waits for
+            // the commit of the move.
+            delivery.gate = pending.as_deref_mut().and_then(Pending::gate);
             let placement = Placement {
                 storable,
                 inline: true,
@@ -737,8 +752,9 @@ enum Admission {
 enum Choice {
     /// This member took it.
     Admitted(Target, QoS, bool, bool),
-    /// No member took it; this connected member was the first found full.
-    Full(Target),
+    /// No member took it; this connected member was the first found full, and these others
+    /// (with their backlog generations) were full too.
+    Full(Target, Vec<(Arc<SessionHandle>, u64)>),
     /// Members are away and the message is QoS 0.
     OfflineOnly,
     /// No member may receive it.

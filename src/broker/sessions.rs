@@ -11,9 +11,8 @@ use tracing::{debug, error, info, warn};
 
 use crate::codec::Version;
 use crate::config::QueueFullPolicy;
-use crate::session::{Delivery, LoadRequest, NEVER_EXPIRES, Session};
+use crate::session::{Delivery, GateState, LoadRequest, NEVER_EXPIRES, Session};
 use crate::store::{Op, SessionKey, SessionRecord, record::unix_secs};
-use crate::topic::SHARE_PREFIX;
 
 use super::Broker;
 use super::handle::{Absence, ConnLink, KickReason, SessionHandle, Slot};
@@ -61,6 +60,8 @@ pub(super) struct Deferred {
     key: SessionKey,
     /// Its stored-only backlog: first position and count.
     stored: Option<(u64, usize)>,
+    /// Pending commits of entries in that backlog.
+    unsettled: Vec<Arc<crate::session::CommitGate>>,
     /// Cancelled when done (the client id's entry in [`Registry::ending`]).
     done: CancellationToken,
 }
@@ -342,12 +343,15 @@ impl Broker {
         if let Some(away) = slot.away.take() {
             away.cancel();
         }
-        let shared = slot
-            .session
-            .subscriptions
-            .keys()
-            .any(|f| f.starts_with(SHARE_PREFIX));
+        let shared = slot.session.outbound.holds_shared();
         let stored = slot.session.outbound.stored_range().filter(|_| shared);
+        // Entries of the stored-only part whose commit has not returned yet: the store is
+        // read only once they have (or they would be missed, though acknowledged).
+        let unsettled = if stored.is_some() {
+            slot.session.outbound.unsettled_gates()
+        } else {
+            Vec::new()
+        };
         let (discarded, moving) = slot.session.outbound.close();
         // Publishers paused on this session's queue retry (and find it gone).
         handle.notify_room();
@@ -363,7 +367,12 @@ impl Broker {
                     .ending
                     .lock()
                     .insert(Arc::clone(&handle.client_id), done.clone());
-                deferred = Some(Deferred { key, stored, done });
+                deferred = Some(Deferred {
+                    key,
+                    stored,
+                    unsettled,
+                    done,
+                });
             }
         }
         if sessions
@@ -425,6 +434,22 @@ impl Broker {
             client_id: Arc::clone(&client_id),
             done: d.done.clone(),
         });
+        // Every publisher's commit these deliveries depend on must have returned: an entry
+        // still on its way to the store would be missed by the read, and a delivery whose
+        // publisher was never acknowledged must not move at all.
+        let mut gates: Vec<Arc<crate::session::CommitGate>> =
+            moving.iter().filter_map(|d| d.gate.clone()).collect();
+        gates.extend(deferred.iter().flat_map(|d| d.unsettled.iter().cloned()));
+        for gate in gates {
+            tokio::select! {
+                _ = gate.settled() => {}
+                _ = self.shutdown.cancelled() => return,
+            }
+        }
+        let moving: Vec<Delivery> = moving
+            .into_iter()
+            .filter(|d| d.gate.as_ref().is_none_or(|g| g.state() == GateState::Open))
+            .collect();
         let old = deferred.as_ref().map(|d| d.key.clone());
         let (mut moved, mut left) = (0, 0);
         let mut chunk = Some(moving);

@@ -295,7 +295,7 @@ impl<S: Transport> Driver<S> {
                 debug!(client_id = %session.client_id, "paused with acknowledgements unread: closing");
                 return Err(Close::PausedWithAcksUnread);
             }
-            let paused = core.paused_on();
+            let paused = core.paused_on_any();
             let reading = core.wants_read();
             let timer = core.poll_timeout();
             tokio::select! {
@@ -308,12 +308,11 @@ impl<S: Transport> Driver<S> {
                     core.handle_timeout(clock.now())?;
                 }
                 _ = async {
-                    if let Some((full, seen)) = &paused {
-                        // The retry period (real time, a safety net) covers room made where
-                        // nobody notifies: the store freeing bytes, a failed commit.
-                        let _ = timeout(PAUSE_RETRY, full.room_since(*seen)).await;
-                    }
-                }, if paused.is_some() => {}
+                    // Room in any of them. The retry period (real time, a safety net) covers
+                    // room made where nobody notifies: the store freeing bytes, a failed commit.
+                    let waits = paused.iter().map(|(full, seen)| Box::pin(full.room_since(*seen)));
+                    let _ = timeout(PAUSE_RETRY, futures_util::future::select_all(waits)).await;
+                }, if !paused.is_empty() => {}
                 read = async {
                     if idle {
                         self.stream.readable().await;

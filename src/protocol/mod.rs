@@ -255,10 +255,22 @@ impl Connected {
     /// The session a paused PUBLISH waits on, and the backlog generation it saw: the driver
     /// waits for [`SessionHandle::room_since`] (and, as a safety net for room that nobody
     /// signals, a retry period of its own) and calls [`Connected::handle_input`] again.
+    #[cfg(test)]
     pub(crate) fn paused_on(&self) -> Option<(Arc<SessionHandle>, u64)> {
         self.stall
             .as_ref()
             .map(|s| (Arc::clone(&s.session), s.room_seq))
+    }
+
+    /// Every session whose room would let a paused PUBLISH through (several for a Shared
+    /// Subscription whose connected members are all full), with the generations seen; empty
+    /// when not paused.
+    pub(crate) fn paused_on_any(&self) -> Vec<(Arc<SessionHandle>, u64)> {
+        self.stall.as_ref().map_or_else(Vec::new, |s| {
+            std::iter::once((Arc::clone(&s.session), s.room_seq))
+                .chain(s.also.iter().cloned())
+                .collect()
+        })
     }
 
     /// True when paused with nothing more to read while this client has messages to

@@ -26,6 +26,9 @@ pub(super) struct Stall {
     pub(super) session: Arc<SessionHandle>,
     /// That session's backlog generation when it was found full.
     pub(super) room_seq: u64,
+    /// Other sessions whose room would let it through too (members of a Shared
+    /// Subscription group), with their generations.
+    pub(super) also: Vec<(Arc<SessionHandle>, u64)>,
 }
 
 impl Connected {
@@ -99,7 +102,11 @@ impl Connected {
                 self.stall = None;
                 matched
             }
-            Routed::Full { session, room_seq } => {
+            Routed::Full {
+                session,
+                room_seq,
+                also,
+            } => {
                 let metrics = &broker.metrics;
                 if self.version == Version::V5 {
                     // Refused whole: nothing was queued anywhere, the retained message is
@@ -122,6 +129,7 @@ impl Connected {
                     packet_id,
                     session,
                     room_seq,
+                    also,
                 });
                 return Ok(());
             }

@@ -15,6 +15,10 @@ use crate::topic;
 
 use super::{Close, Connected};
 
+/// The longest Shared Subscription filter (`$share/{ShareName}/{filter}`, in bytes) accepted:
+/// each message queued through one carries it in the store.
+pub(crate) const MAX_SHARED_FILTER_BYTES: usize = 512;
+
 impl Connected {
     pub(super) fn handle_subscribe(&mut self, subscribe: Subscribe) -> Result<(), Close> {
         let session = std::sync::Arc::clone(&self.session);
@@ -31,6 +35,15 @@ impl Connected {
             // no retained messages (MQTT 5.0 4.8.2).
             let (matched_filter, shared) = match topic::shared(&f.filter) {
                 None => (f.filter.as_str(), false),
+                Some(Ok(_)) if f.filter.len() > MAX_SHARED_FILTER_BYTES => {
+                    // Kept with every message queued through it: bounded.
+                    debug!(client_id = %session.client_id, len = f.filter.len(), "shared subscription filter too long");
+                    codes.push(match version {
+                        Version::V5 => ReasonCode::QUOTA_EXCEEDED,
+                        Version::V311 => ReasonCode::V3_SUBSCRIBE_FAILURE,
+                    });
+                    continue;
+                }
                 Some(Ok(shared)) => (shared.filter, true),
                 Some(Err(())) => {
                     // MQTT-4.8.2-1, MQTT-4.8.2-2.

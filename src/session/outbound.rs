@@ -131,6 +131,9 @@ pub(crate) struct Outbound {
     reserved: (usize, u64),
     peak_bytes: u64,
     peak_memory_bytes: u64,
+    /// A Shared Subscription's message was placed here at some time (it may be among the
+    /// stored-only entries, which are read back when the session ends).
+    holds_shared: bool,
 }
 
 impl Outbound {
@@ -150,7 +153,30 @@ impl Outbound {
             reserved: (0, 0),
             peak_bytes: 0,
             peak_memory_bytes: 0,
+            holds_shared: false,
         }
+    }
+
+    /// True if a Shared Subscription's message was ever placed here (or restored).
+    pub(crate) fn holds_shared(&self) -> bool {
+        self.holds_shared
+    }
+
+    /// Records that the stored-only part of a restored backlog may hold Shared Subscription
+    /// messages.
+    pub(crate) fn mark_shared(&mut self) {
+        self.holds_shared = true;
+    }
+
+    /// The commits still pending of deliveries placed in the store only: until they return,
+    /// the store may not hold those entries yet.
+    pub(crate) fn unsettled_gates(&self) -> Vec<Arc<CommitGate>> {
+        self.stored
+            .unsettled
+            .iter()
+            .map(|(_, gate, _)| Arc::clone(gate))
+            .filter(|gate| gate.state() == GateState::Pending)
+            .collect()
     }
 
     /// Changes the inflight window, e.g. to a reconnecting client's Receive Maximum.
@@ -266,6 +292,7 @@ impl Outbound {
     ) -> Placement {
         self.unreserve(cost);
         self.prune_unsettled();
+        self.holds_shared |= delivery.group.is_some();
         let over = self.memory_bytes + cost > self.limits.memory_bytes;
         if storable && (self.stored.count > 0 || over || !online) {
             if self.stored.count == 0 {
@@ -582,16 +609,16 @@ impl Outbound {
     }
 
     /// Ends the flow: drops everything, returning how many messages there were, and hands
-    /// back the deliveries the client has not taken responsibility for (queued, or sent and
-    /// not acknowledged; a QoS 2 message whose PUBREC arrived is the client's) that came
-    /// through a Shared Subscription, so that another member can have them. Deliveries held
-    /// only in the store are not read: see [`Outbound::stored_range`].
+    /// back the QoS 1/2 deliveries that came through a Shared Subscription and may go to
+    /// another member (MQTT 5.0 4.8.2): those not sent yet, and QoS 1 ones sent without a
+    /// PUBACK. A QoS 2 message once sent must not go to any other client (MQTT-4.8.2-5).
+    /// Deliveries held only in the store are not read: see [`Outbound::stored_range`].
     pub(crate) fn close(&mut self) -> (usize, Vec<Delivery>) {
         let shared = |d: &Delivery| d.group.is_some() && d.qos != QoS::AtMostOnce;
         let unacknowledged: Vec<Delivery> = self
             .inflight
             .iter()
-            .filter(|f| f.state == InflightState::Published)
+            .filter(|f| f.state == InflightState::Published && f.delivery.qos == QoS::AtLeastOnce)
             .map(|f| &f.delivery)
             .chain(&self.queue)
             .filter(|d| shared(d))
@@ -658,6 +685,7 @@ impl Outbound {
 
     /// Restores an inflight entry (used when a session is loaded from storage).
     pub(crate) fn restore_inflight(&mut self, entry: Inflight) {
+        self.holds_shared |= entry.delivery.group.is_some();
         self.next_id = entry.packet_id.checked_add(1).unwrap_or(PacketId::MIN);
         self.add_memory(delivery_cost(&entry.delivery));
         self.inflight.push_back(entry);
@@ -665,6 +693,7 @@ impl Outbound {
 
     /// Restores a queued delivery (used when a session is loaded from storage).
     pub(crate) fn restore_queued(&mut self, delivery: Delivery) {
+        self.holds_shared |= delivery.group.is_some();
         self.add_memory(delivery_cost(&delivery));
         self.queue.push_back(delivery);
     }
@@ -982,6 +1011,51 @@ mod tests {
         );
         assert_eq!(o.stats().stored_messages, 0);
         assert_eq!(publish_id(send(&mut o)), 3);
+    }
+
+    #[test]
+    fn a_closing_flow_names_its_pending_stored_commits_and_movable_shared_deliveries() {
+        let cost = delivery_cost(&delivery(QoS::AtLeastOnce));
+        let mut o = Outbound::new(QueueLimits::UNLIMITED, 10);
+        assert!(!o.holds_shared());
+        let (open, pending) = (
+            Arc::new(CommitGate::default()),
+            Arc::new(CommitGate::default()),
+        );
+        for (seq, gate) in [(1, &open), (2, &pending)] {
+            o.reserve(cost, QoS::AtLeastOnce, true, false).unwrap();
+            let mut d = durable_delivery(QoS::AtLeastOnce, seq, Some(Arc::clone(gate)));
+            d.group = Some(Arc::from("$share/g/t"));
+            assert_eq!(o.place(d, cost, true, false), Placement::Store);
+        }
+        open.resolve(true);
+        assert!(o.holds_shared());
+        let gates = o.unsettled_gates();
+        assert_eq!(gates.len(), 1);
+        assert!(
+            Arc::ptr_eq(&gates[0], &pending),
+            "only the commit still pending"
+        );
+        assert_eq!(o.stored_range(), Some((1, 2)));
+        // In memory: a QoS 1 sent and a QoS 2 sent (neither acknowledged), and one queued.
+        let mut online = Outbound::new(QueueLimits::UNLIMITED, 2);
+        for qos in [QoS::AtLeastOnce, QoS::ExactlyOnce, QoS::ExactlyOnce] {
+            let mut d = delivery(qos);
+            d.group = Some(Arc::from("$share/g/t"));
+            online.enqueue(d, true).unwrap();
+        }
+        let now = Instant::now();
+        let mut expired = Vec::new();
+        assert!(online.next_transmit(now, &mut expired).is_some());
+        assert!(online.next_transmit(now, &mut expired).is_some());
+        let (count, movable) = online.close();
+        assert_eq!(count, 3);
+        let qos: Vec<QoS> = movable.iter().map(|d| d.qos).collect();
+        assert_eq!(
+            qos,
+            [QoS::AtLeastOnce, QoS::ExactlyOnce],
+            "the QoS 1 in flight and the queued QoS 2; not the QoS 2 sent (MQTT-4.8.2-5)"
+        );
     }
 
     #[test]

@@ -35,6 +35,8 @@ pub(crate) struct LoadedSession {
     pub max_seq: u64,
     /// Inbound QoS 2 packet ids awaiting PUBREL.
     pub incoming: Vec<u16>,
+    /// Some queue entry came through a Shared Subscription.
+    pub holds_shared: bool,
 }
 
 impl LoadedSession {
@@ -96,6 +98,7 @@ pub(super) fn load(
                 stored: None,
                 max_seq: 0,
                 incoming: Vec::new(),
+                holds_shared: false,
             },
         );
     }
@@ -131,6 +134,7 @@ pub(super) fn load(
             }
         };
         s.max_seq = s.max_seq.max(seq);
+        s.holds_shared |= entry.group.is_some();
         if entry.state == EntryState::Queued {
             // Not sent yet: stays in the store until the client is back and drains.
             let cost = message_cost(&message);
@@ -221,13 +225,9 @@ pub(super) fn drop_expired(
     Ok(expired.len())
 }
 
-/// True if a session has a Shared Subscription and messages queued.
+/// True if a session holds messages that came through a Shared Subscription.
 fn holds_shared_messages(s: &LoadedSession) -> bool {
-    let shared = s
-        .subscriptions
-        .iter()
-        .any(|(filter, _)| filter.starts_with(crate::topic::SHARE_PREFIX));
-    shared && (s.stored.is_some() || !s.entries.is_empty())
+    s.holds_shared
 }
 
 fn read_message(

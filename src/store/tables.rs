@@ -6,11 +6,12 @@ use redb::TableDefinition;
 /// the versions listed in [`UPGRADABLE_FROM`].
 ///
 /// 2: a queue entry may carry its message inline (a message queued for one session only).
-pub(super) const SCHEMA_VERSION: u32 = 2;
+/// 3: a queue entry may name the Shared Subscription it came through.
+pub(super) const SCHEMA_VERSION: u32 = 3;
 
 /// Older versions this one reads as they are; opening one records [`SCHEMA_VERSION`], so the
 /// older broker refuses the file with a clear message instead of misreading it.
-pub(super) const UPGRADABLE_FROM: &[u32] = &[1];
+pub(super) const UPGRADABLE_FROM: &[u32] = &[1, 2];
 
 /// `"schema"` -> [`SCHEMA_VERSION`].
 pub(super) const META: TableDefinition<&str, u32> = TableDefinition::new("meta");
