@@ -31,6 +31,28 @@ pub enum ListenerKind {
     Wss,
 }
 
+impl std::fmt::Display for ListenerKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ListenerKind::Tcp => "tcp",
+            ListenerKind::Tls => "tls",
+            ListenerKind::Ws => "ws",
+            ListenerKind::Wss => "wss",
+        })
+    }
+}
+
+/// How the binary writes its log lines.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One human-readable line per event.
+    #[default]
+    Text,
+    /// One JSON object per line (timestamp, level, message, fields), for log collectors.
+    Json,
+}
+
 impl ListenerKind {
     /// True for the kinds that need a certificate.
     pub fn is_tls(self) -> bool {
@@ -431,6 +453,8 @@ pub struct FileConfig {
     pub durability: Option<Durability>,
     /// Log filter, e.g. `info` or `roost=debug` (used by the binary).
     pub log_level: Option<String>,
+    /// `"text"` (the default) or `"json"` (used by the binary).
+    pub log_format: Option<LogFormat>,
     /// See [`Config::max_packet_size`].
     pub max_packet_size: Option<u32>,
     /// See [`Config::websocket_max_message_bytes`].

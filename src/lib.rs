@@ -140,6 +140,18 @@ pub async fn start(config: Config) -> Result<BrokerHandle, StartError> {
         .map(|l| (l.config.kind, l.local_addr))
         .collect();
     let local_addr = addrs[0].1;
+    let listening: Vec<String> = addrs.iter().map(|(k, a)| format!("{k} {a}")).collect();
+    let store_at = if config.in_memory {
+        "in memory (nothing survives a restart)".to_string()
+    } else {
+        config.data_dir.join(store::DB_FILE).display().to_string()
+    };
+    info!(
+        version = env!("CARGO_PKG_VERSION"),
+        listeners = %listening.join(", "),
+        store = %store_at,
+        "roost started"
+    );
     let broker = Broker::new(config, store, access);
     if let Some(loaded) = loaded {
         broker.restore(loaded);

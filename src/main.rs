@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use roost::auth::{PasswdArgs, passwd_command};
-use roost::config::{Config, FileConfig};
+use roost::config::{Config, FileConfig, LogFormat};
 use tracing_subscriber::EnvFilter;
 
 /// Roost: an MQTT 3.1.1 and 5.0 broker.
@@ -28,6 +28,9 @@ struct Cli {
     /// Log filter such as `info` or `roost=debug` [default: info]. RUST_LOG also works.
     #[arg(long, env = "ROOST_LOG_LEVEL")]
     log_level: Option<String>,
+    /// Log line format: `text` or `json` (one object per line) [default: text].
+    #[arg(long, env = "ROOST_LOG_FORMAT", value_enum)]
+    log_format: Option<LogFormat>,
     /// Directory for durable state [default: roost-data].
     #[arg(long, env = "ROOST_DATA_DIR")]
     data_dir: Option<PathBuf>,
@@ -65,6 +68,7 @@ fn main() -> ExitCode {
     }
     let mut config = Config::default();
     let mut log_level = None;
+    let mut log_format = None;
     // Keys the flags set: a problem with any other key is in the file, if there is one.
     let from_flags = [
         ("port", cli.port.is_some()),
@@ -74,8 +78,9 @@ fn main() -> ExitCode {
     if let Some(path) = &cli.config {
         match FileConfig::load(path) {
             Ok(file) => {
+                log_level = file.log_level.clone();
+                log_format = file.log_format;
                 file.apply(&mut config, Some(path));
-                log_level = file.log_level;
             }
             Err(e) => {
                 eprintln!("roost: configuration error: {e}");
@@ -113,7 +118,8 @@ fn main() -> ExitCode {
         (Some(flag), _) => (Some(flag), false),
         (None, file) => (file, true),
     };
-    if let Err(e) = init_logging(log_level.as_deref()) {
+    let log_format = cli.log_format.or(log_format).unwrap_or_default();
+    if let Err(e) = init_logging(log_level.as_deref(), log_format) {
         match (&cli.config, from_file) {
             (Some(path), true) => eprintln!(
                 "roost: configuration error: {}: invalid value for `log_level`: {e}",
@@ -138,18 +144,21 @@ fn main() -> ExitCode {
 }
 
 /// `--log-level` (or the file's `log_level`) wins; otherwise RUST_LOG; otherwise `info`.
-fn init_logging(level: Option<&str>) -> Result<(), String> {
+/// Lines go to stderr, as text or as one JSON object each.
+fn init_logging(level: Option<&str>, format: LogFormat) -> Result<(), String> {
     let filter = match level {
         Some(level) => EnvFilter::try_new(level).map_err(|e| format!("{level}: {e}"))?,
         None => EnvFilter::try_from_default_env()
             .unwrap_or_else(|_| EnvFilter::new("info,rustls=error")),
     };
     use std::io::IsTerminal;
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
     Ok(())
 }
 
@@ -157,8 +166,8 @@ async fn run(config: Config) -> ExitCode {
     let handle = match roost::start(config).await {
         Ok(handle) => handle,
         Err(e) => {
-            tracing::error!("{e}");
-            eprintln!("roost: {e}");
+            // Once, through the log (stderr, in the chosen format).
+            tracing::error!("cannot start: {e}");
             return ExitCode::FAILURE;
         }
     };

@@ -20,6 +20,31 @@ struct DropLog {
     paused: u64,
 }
 
+/// Paces a log line about an event that may repeat many times a second: the first event
+/// is logged at once, later ones at most once per 10 s (real time), with their count.
+#[derive(Debug, Default)]
+pub(crate) struct LogPace {
+    /// When the last line was written, and the events since.
+    state: Mutex<(Option<std::time::Instant>, u64)>,
+}
+
+impl LogPace {
+    /// Counts one event; `Some(n)` if a line is due now, `n` being the events it covers.
+    pub(crate) fn tick(&self) -> Option<u64> {
+        let mut state = self.state.lock();
+        state.1 += 1;
+        let now = std::time::Instant::now();
+        if state
+            .0
+            .is_some_and(|t| now.duration_since(t) < DROP_LOG_INTERVAL)
+        {
+            return None;
+        }
+        state.0 = Some(now);
+        Some(std::mem::take(&mut state.1))
+    }
+}
+
 /// Live counters, updated without locks.
 #[derive(Debug, Default)]
 pub(crate) struct Metrics {
@@ -57,6 +82,12 @@ pub(crate) struct Metrics {
     pub protocol_errors: AtomicU64,
     /// Will messages published.
     pub wills_published: AtomicU64,
+    /// TLS or WebSocket handshakes that failed or timed out.
+    pub handshake_failures: AtomicU64,
+    /// PUBLISH and SUBSCRIBE filters refused by the ACL (each logged at debug).
+    pub acl_denied: AtomicU64,
+    /// Paces the log line about connections refused at `max_connections`.
+    pub refusal_log: LogPace,
     drop_log: Mutex<DropLog>,
     /// Paces the log lines about full queues.
     clock: Clock,
@@ -100,6 +131,10 @@ pub struct MetricsSnapshot {
     pub protocol_errors: u64,
     /// Will messages published.
     pub wills_published: u64,
+    /// TLS or WebSocket handshakes that failed or timed out.
+    pub handshake_failures: u64,
+    /// PUBLISH and SUBSCRIBE filters refused by the ACL.
+    pub acl_denied: u64,
 }
 
 impl Metrics {
@@ -166,6 +201,8 @@ impl Metrics {
             expired: self.expired.load(Relaxed),
             protocol_errors: self.protocol_errors.load(Relaxed),
             wills_published: self.wills_published.load(Relaxed),
+            handshake_failures: self.handshake_failures.load(Relaxed),
+            acl_denied: self.acl_denied.load(Relaxed),
         }
     }
 }

@@ -72,6 +72,22 @@ impl Close {
         }
     }
 
+    /// Why the connection ended, for the log.
+    pub(crate) fn describe(self) -> &'static str {
+        match self {
+            Close::ClientDisconnect { will: false } => "DISCONNECT from the client",
+            Close::ClientDisconnect { will: true } => "DISCONNECT from the client (with will)",
+            Close::Io => "connection closed by the client or lost",
+            Close::Refused => "CONNECT refused",
+            Close::Violation { why, .. } => why,
+            Close::KeepAlive => "keep alive expired",
+            Close::Kicked(KickReason::TakenOver) => "session taken over",
+            Close::Kicked(KickReason::Shutdown) => "server shutting down",
+            Close::StorageFailure => "store failure",
+            Close::PausedWithAcksUnread => "paused with acknowledgements unread",
+        }
+    }
+
     /// The Reason String of the DISCONNECT this close sends.
     pub(crate) fn explain(self) -> Option<&'static str> {
         Some(match self {

@@ -48,11 +48,19 @@ impl BrokerProcess {
             let mut addr_tx = Some(addr_tx);
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { return };
-                if let Some(rest) = line.split("local_addr=").nth(1)
+                // `local_addr=...` in text lines, `"local_addr":"..."` in JSON ones.
+                let addr = line
+                    .split("local_addr=")
+                    .nth(1)
+                    .and_then(|rest| rest.split_whitespace().next())
+                    .or_else(|| {
+                        let rest = line.split("\"local_addr\":\"").nth(1)?;
+                        rest.split('"').next()
+                    });
+                if let Some(addr) = addr
                     && let Some(tx) = addr_tx.take()
                 {
-                    let addr = rest.split_whitespace().next().unwrap_or("").to_string();
-                    let _ = tx.send(addr);
+                    let _ = tx.send(addr.to_string());
                     continue;
                 }
                 let _ = log_tx.send(line);
