@@ -285,6 +285,8 @@ pub struct Config {
     pub response_topic_prefix: String,
     /// How each message for a Shared Subscription picks the member of the group it goes to.
     pub shared_subscription_strategy: SharedSubscriptionStrategy,
+    /// Seconds between updates of the `$SYS` topics; 0 turns them off.
+    pub sys_interval: u64,
     /// Time a client has to send CONNECT after the TCP connection is accepted.
     pub connect_timeout: Duration,
     /// Listeners besides the main TCP one on `bind:port`.
@@ -425,6 +427,7 @@ impl Default for Config {
             topic_alias_maximum: 10,
             response_topic_prefix: "response/".to_string(),
             shared_subscription_strategy: SharedSubscriptionStrategy::RoundRobin,
+            sys_interval: 10,
             connect_timeout: Duration::from_secs(10),
             listeners: Vec::new(),
             password_file: None,
@@ -484,6 +487,8 @@ pub struct FileConfig {
     /// See [`Config::shared_subscription_strategy`]: `"round_robin"`, `"random"`, `"sticky"`,
     /// `"hash_client_id"` or `"hash_topic"`.
     pub shared_subscription_strategy: Option<SharedSubscriptionStrategy>,
+    /// Seconds; see [`Config::sys_interval`].
+    pub sys_interval: Option<u64>,
     /// Seconds; see [`Config::connect_timeout`].
     pub connect_timeout: Option<u64>,
     /// Extra listeners; see [`ListenerConfig`].
@@ -652,6 +657,9 @@ impl FileConfig {
         }
         if let Some(v) = self.shared_subscription_strategy {
             config.shared_subscription_strategy = v;
+        }
+        if let Some(v) = self.sys_interval {
+            config.sys_interval = v;
         }
         if let Some(v) = self.store_cache_bytes {
             config.store_cache_bytes = v;

@@ -156,6 +156,7 @@ pub async fn start(config: Config) -> Result<BrokerHandle, StartError> {
     if let Some(loaded) = loaded {
         broker.restore(loaded);
     }
+    tokio::spawn(broker::sys::run(Arc::clone(&broker)));
     let tasks = TaskTracker::new();
     let acceptors = listeners
         .into_iter()

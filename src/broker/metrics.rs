@@ -84,6 +84,20 @@ pub(crate) struct Metrics {
     pub wills_published: AtomicU64,
     /// TLS or WebSocket handshakes that failed or timed out.
     pub handshake_failures: AtomicU64,
+    /// MQTT packets received from clients, of every type.
+    pub packets_received: AtomicU64,
+    /// MQTT packets written to clients other than PUBLISH (those are `publish_sent`).
+    pub control_packets_sent: AtomicU64,
+    /// Bytes read from client connections (after TLS and WebSocket framing).
+    pub bytes_received: AtomicU64,
+    /// Bytes written to client connections (before TLS and WebSocket framing).
+    pub bytes_sent: AtomicU64,
+    /// Clients connected right now (CONNACK sent, not yet gone).
+    pub clients_connected: AtomicU64,
+    /// The most clients connected at once since the broker started.
+    pub clients_maximum: AtomicU64,
+    /// Sessions that ended because their expiry interval passed.
+    pub sessions_expired: AtomicU64,
     /// PUBLISH and SUBSCRIBE filters refused by the ACL (each logged at debug).
     pub acl_denied: AtomicU64,
     /// Paces the log line about connections refused at `max_connections`.
@@ -133,6 +147,20 @@ pub struct MetricsSnapshot {
     pub wills_published: u64,
     /// TLS or WebSocket handshakes that failed or timed out.
     pub handshake_failures: u64,
+    /// MQTT packets received from clients, of every type.
+    pub packets_received: u64,
+    /// MQTT packets written to clients other than PUBLISH.
+    pub control_packets_sent: u64,
+    /// Bytes read from client connections.
+    pub bytes_received: u64,
+    /// Bytes written to client connections.
+    pub bytes_sent: u64,
+    /// Clients connected right now.
+    pub clients_connected: u64,
+    /// The most clients connected at once.
+    pub clients_maximum: u64,
+    /// Sessions that ended because their expiry interval passed.
+    pub sessions_expired: u64,
     /// PUBLISH and SUBSCRIBE filters refused by the ACL.
     pub acl_denied: u64,
 }
@@ -202,6 +230,13 @@ impl Metrics {
             protocol_errors: self.protocol_errors.load(Relaxed),
             wills_published: self.wills_published.load(Relaxed),
             handshake_failures: self.handshake_failures.load(Relaxed),
+            packets_received: self.packets_received.load(Relaxed),
+            control_packets_sent: self.control_packets_sent.load(Relaxed),
+            bytes_received: self.bytes_received.load(Relaxed),
+            bytes_sent: self.bytes_sent.load(Relaxed),
+            clients_connected: self.clients_connected.load(Relaxed),
+            clients_maximum: self.clients_maximum.load(Relaxed),
+            sessions_expired: self.sessions_expired.load(Relaxed),
             acl_denied: self.acl_denied.load(Relaxed),
         }
     }

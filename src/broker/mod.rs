@@ -8,6 +8,7 @@ mod restore;
 mod router;
 mod sessions;
 pub(crate) mod shared;
+pub(crate) mod sys;
 #[cfg(test)]
 mod tests;
 mod will;

@@ -6,6 +6,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
@@ -221,6 +222,9 @@ impl<S: Transport> Driver<S> {
             session_present = a.present,
             "client connected"
         );
+        let metrics = &self.broker.metrics;
+        let now = metrics.clients_connected.fetch_add(1, Relaxed) + 1;
+        metrics.clients_maximum.fetch_max(now, Relaxed);
         self.attached = Some(Attached {
             client_id: Arc::clone(&a.session.client_id),
             since: std::time::Instant::now(),
@@ -310,10 +314,18 @@ impl<S: Transport> Driver<S> {
         match self.stream.read_buf(&mut self.rbuf).await {
             Ok(0) | Err(_) => Err(Close::Io),
             Ok(n) => {
+                self.count_read(n);
                 self.adapt_read_size(n, spare);
                 Ok(())
             }
         }
+    }
+
+    fn count_read(&self, n: usize) {
+        self.broker
+            .metrics
+            .bytes_received
+            .fetch_add(n as u64, Relaxed);
     }
 
     /// Makes room for the next read; returns the room available.
@@ -389,7 +401,10 @@ impl<S: Transport> Driver<S> {
                     let spare = self.prepare_read();
                     (self.stream.read_buf(&mut self.rbuf).await, spare)
                 }, if reading => match read {
-                    (Ok(n), spare) if n > 0 => self.adapt_read_size(n, spare),
+                    (Ok(n), spare) if n > 0 => {
+                        self.count_read(n);
+                        self.adapt_read_size(n, spare);
+                    }
                     _ => return Err(Close::Io),
                 },
                 _ = session.wake.notified(), if !more_to_send => {}
@@ -474,7 +489,10 @@ impl<S: Transport> Driver<S> {
         while !buf.is_empty() {
             let outcome = tokio::select! {
                 written = self.stream.write_buf(buf) => match written {
-                    Ok(n) if n > 0 => Ok(()),
+                    Ok(n) if n > 0 => {
+                        self.broker.metrics.bytes_sent.fetch_add(n as u64, Relaxed);
+                        Ok(())
+                    }
                     _ => Err(Close::Io),
                 },
                 _ = link.kick.cancelled() => {
@@ -517,6 +535,7 @@ impl<S: Transport> Driver<S> {
                     Metrics::inc(&self.broker.metrics.protocol_errors);
                 }
                 if let Some(a) = &self.attached {
+                    self.broker.metrics.clients_connected.fetch_sub(1, Relaxed);
                     let reason_code = close.outcome().0.map(|c| c.to_string());
                     info!(
                         client_id = %a.client_id,

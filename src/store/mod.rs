@@ -173,6 +173,10 @@ pub struct StoreStats {
     pub failures: AtomicU64,
     /// Bytes of queued messages in the store (the records of the messages table).
     pub message_bytes: AtomicU64,
+    /// Write transactions that were synced to the disk (fsync).
+    pub synced_transactions: AtomicU64,
+    /// Microseconds spent in synced write transactions, fsync included, all together.
+    pub synced_micros: AtomicU64,
 }
 
 /// A point-in-time copy of [`StoreStats`].
@@ -190,6 +194,10 @@ pub struct StoreStatsSnapshot {
     pub failures: u64,
     /// See [`StoreStats::message_bytes`].
     pub message_bytes: u64,
+    /// See [`StoreStats::synced_transactions`].
+    pub synced_transactions: u64,
+    /// See [`StoreStats::synced_micros`].
+    pub synced_micros: u64,
 }
 
 struct Request {
@@ -356,6 +364,8 @@ impl Store {
             max_batch: s.max_batch.load(Relaxed),
             failures: s.failures.load(Relaxed),
             message_bytes: s.message_bytes.load(Relaxed),
+            synced_transactions: s.synced_transactions.load(Relaxed),
+            synced_micros: s.synced_micros.load(Relaxed),
         }
     }
 
@@ -468,7 +478,13 @@ fn writer(
             Durability::Fsync => waited_on || last_sync.elapsed() >= BUFFERED_SYNC_INTERVAL,
             Durability::Buffered => last_sync.elapsed() >= BUFFERED_SYNC_INTERVAL,
         };
+        let started = Instant::now();
         let result = commit(db, &batch, sync, &stats, &clock).map_err(Arc::new);
+        if sync && result.is_ok() {
+            let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+            stats.synced_transactions.fetch_add(1, Relaxed);
+            stats.synced_micros.fetch_add(micros, Relaxed);
+        }
         if sync {
             last_sync = Instant::now();
             unsynced = false;

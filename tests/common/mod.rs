@@ -27,11 +27,13 @@ pub async fn start_broker() -> BrokerHandle {
 }
 
 /// Starts a broker on an ephemeral port after letting the caller adjust the configuration.
-/// It runs in memory unless the caller sets `in_memory = false` and a `data_dir`.
+/// It runs in memory unless the caller sets `in_memory = false` and a `data_dir`, and
+/// without `$SYS` topics (which are retained messages) unless it sets `sys_interval`.
 pub async fn start_broker_with(adjust: impl FnOnce(&mut Config)) -> BrokerHandle {
     let mut config = Config {
         port: 0,
         in_memory: true,
+        sys_interval: 0,
         ..Config::default()
     };
     adjust(&mut config);
