@@ -51,8 +51,11 @@ struct Sampler {
     last_store: (u64, u64),
 }
 
+/// Reads one counter from a snapshot.
+type Counter = fn(&MetricsSnapshot) -> u64;
+
 /// The counters that have load averages, with their topic under `$SYS/broker/load/`.
-const LOADS: [(&str, fn(&MetricsSnapshot) -> u64); 7] = [
+const LOADS: [(&str, Counter); 7] = [
     ("messages/received", |m| m.packets_received),
     ("messages/sent", |m| m.control_packets_sent + m.publish_sent),
     ("publish/received", |m| m.publish_received),
