@@ -99,6 +99,72 @@ pub enum SharedSubscriptionStrategy {
     HashTopic,
 }
 
+/// The HTTP listener (`[http]` in the file): Prometheus `/metrics`, the admin API under
+/// `/api/v1/` and the dashboard at `/`. Off unless configured.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Address to bind; loopback unless set.
+    #[serde(default = "loopback")]
+    pub bind: IpAddr,
+    /// Port; 0 picks a free one.
+    #[serde(default = "default_http_port")]
+    pub port: u16,
+    /// A bearer token that grants access (`Authorization: Bearer TOKEN`).
+    pub token: Option<String>,
+    /// Users of the password file (`password_file`) that may sign in with HTTP Basic
+    /// authentication (the dashboard in a browser does).
+    #[serde(default)]
+    pub admin_users: Vec<String>,
+}
+
+fn default_http_port() -> u16 {
+    8080
+}
+
+impl HttpConfig {
+    /// An HTTP listener on `bind`:`port` without authentication.
+    pub fn new(bind: IpAddr, port: u16) -> HttpConfig {
+        HttpConfig {
+            bind,
+            port,
+            token: None,
+            admin_users: Vec::new(),
+        }
+    }
+
+    /// True if requests must authenticate.
+    pub fn requires_auth(&self) -> bool {
+        self.token.is_some() || !self.admin_users.is_empty()
+    }
+
+    fn validate(&self, password_file: Option<&Path>) -> Result<(), ConfigError> {
+        if self.token.as_deref().is_some_and(|t| t.len() < 16) {
+            return Err(ConfigError::invalid(
+                "http.token",
+                "must be at least 16 characters".to_string(),
+            ));
+        }
+        if !self.admin_users.is_empty() && password_file.is_none() {
+            return Err(ConfigError::invalid(
+                "http.admin_users",
+                "needs password_file (the users sign in with their MQTT password)".to_string(),
+            ));
+        }
+        if !self.bind.is_loopback() && !self.requires_auth() {
+            return Err(ConfigError::invalid(
+                "http.bind",
+                format!(
+                    "{} is not a loopback address: set http.token or http.admin_users so that \
+                     the admin API is not open to the network",
+                    self.bind
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// One extra listener (`[[listener]]` in the file).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -287,6 +353,8 @@ pub struct Config {
     pub shared_subscription_strategy: SharedSubscriptionStrategy,
     /// Seconds between updates of the `$SYS` topics; 0 turns them off.
     pub sys_interval: u64,
+    /// The HTTP listener (metrics, admin API, dashboard), if any.
+    pub http: Option<HttpConfig>,
     /// Time a client has to send CONNECT after the TCP connection is accepted.
     pub connect_timeout: Duration,
     /// Listeners besides the main TCP one on `bind:port`.
@@ -392,6 +460,9 @@ impl Config {
         if let Some(path) = &self.acl_file {
             readable_file("acl_file", path)?;
         }
+        if let Some(http) = &self.http {
+            http.validate(self.password_file.as_deref())?;
+        }
         Ok(())
     }
 
@@ -428,6 +499,7 @@ impl Default for Config {
             response_topic_prefix: "response/".to_string(),
             shared_subscription_strategy: SharedSubscriptionStrategy::RoundRobin,
             sys_interval: 10,
+            http: None,
             connect_timeout: Duration::from_secs(10),
             listeners: Vec::new(),
             password_file: None,
@@ -489,6 +561,8 @@ pub struct FileConfig {
     pub shared_subscription_strategy: Option<SharedSubscriptionStrategy>,
     /// Seconds; see [`Config::sys_interval`].
     pub sys_interval: Option<u64>,
+    /// See [`Config::http`].
+    pub http: Option<HttpConfig>,
     /// Seconds; see [`Config::connect_timeout`].
     pub connect_timeout: Option<u64>,
     /// Extra listeners; see [`ListenerConfig`].
@@ -660,6 +734,9 @@ impl FileConfig {
         }
         if let Some(v) = self.sys_interval {
             config.sys_interval = v;
+        }
+        if let Some(v) = &self.http {
+            config.http = Some(v.clone());
         }
         if let Some(v) = self.store_cache_bytes {
             config.store_cache_bytes = v;

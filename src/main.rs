@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use roost::auth::{PasswdArgs, passwd_command};
 use roost::config::{Config, FileConfig, LogFormat};
+use roost::ctl::{CtlArgs, ctl_command};
 use tracing_subscriber::EnvFilter;
 
 /// Roost: an MQTT 3.1.1 and 5.0 broker.
@@ -45,6 +46,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     Passwd(PasswdArgs),
+    Ctl(CtlArgs),
 }
 
 fn parse_durability(s: &str) -> Result<roost::store::Durability, String> {
@@ -57,14 +59,26 @@ fn parse_durability(s: &str) -> Result<roost::store::Durability, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Some(Command::Passwd(args)) = cli.command {
-        return match passwd_command(args) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("roost passwd: {e}");
-                ExitCode::FAILURE
-            }
-        };
+    match cli.command {
+        Some(Command::Passwd(args)) => {
+            return match passwd_command(args) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("roost passwd: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        Some(Command::Ctl(args)) => {
+            return match ctl_command(&args, &mut std::io::stdout().lock()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("roost ctl: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        None => {}
     }
     let mut config = Config::default();
     let mut log_level = None;

@@ -4,6 +4,9 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use tracing::warn;
 
 use crate::clock::Clock;
@@ -42,6 +45,78 @@ impl LogPace {
         }
         state.0 = Some(now);
         Some(std::mem::take(&mut state.1))
+    }
+}
+
+/// Counters per listener, labelled `listener="tcp 127.0.0.1:1883"` in the Prometheus exposition.
+#[derive(Debug, Default)]
+pub(crate) struct PerListener {
+    accepted: Family<Vec<(String, String)>, Counter>,
+    refused: Family<Vec<(String, String)>, Counter>,
+    handshake_failures: Family<Vec<(String, String)>, Counter>,
+    connected: Family<Vec<(String, String)>, Gauge>,
+}
+
+/// What happened on a listener.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum ListenerEvent {
+    /// A connection was accepted.
+    Accepted,
+    /// A connection was refused at `max_connections`.
+    Refused,
+    /// A TLS or WebSocket handshake failed.
+    HandshakeFailed,
+    /// A client connected (CONNACK sent).
+    Connected,
+    /// A connected client went away.
+    Disconnected,
+}
+
+impl PerListener {
+    /// Counts `event` on the listener named `listener`.
+    pub(crate) fn count(&self, listener: &impl std::fmt::Display, event: ListenerEvent) {
+        let labels = vec![("listener".to_string(), listener.to_string())];
+        match event {
+            ListenerEvent::Accepted => {
+                self.accepted.get_or_create(&labels).inc();
+            }
+            ListenerEvent::Refused => {
+                self.refused.get_or_create(&labels).inc();
+            }
+            ListenerEvent::HandshakeFailed => {
+                self.handshake_failures.get_or_create(&labels).inc();
+            }
+            ListenerEvent::Connected => {
+                self.connected.get_or_create(&labels).inc();
+            }
+            ListenerEvent::Disconnected => {
+                self.connected.get_or_create(&labels).dec();
+            }
+        }
+    }
+
+    /// Adds the families to `registry`.
+    pub(crate) fn register(&self, registry: &mut prometheus_client::registry::Registry) {
+        registry.register(
+            "listener_connections_accepted",
+            "TCP connections accepted, per listener",
+            self.accepted.clone(),
+        );
+        registry.register(
+            "listener_connections_refused",
+            "Connections refused at max_connections, per listener",
+            self.refused.clone(),
+        );
+        registry.register(
+            "listener_handshake_failures",
+            "TLS or WebSocket handshakes that failed or timed out, per listener",
+            self.handshake_failures.clone(),
+        );
+        registry.register(
+            "listener_clients_connected",
+            "Clients connected, per listener",
+            self.connected.clone(),
+        );
     }
 }
 
@@ -102,6 +177,8 @@ pub(crate) struct Metrics {
     pub acl_denied: AtomicU64,
     /// Paces the log line about connections refused at `max_connections`.
     pub refusal_log: LogPace,
+    /// Counters per listener.
+    pub per_listener: PerListener,
     drop_log: Mutex<DropLog>,
     /// Paces the log lines about full queues.
     clock: Clock,
@@ -109,7 +186,7 @@ pub(crate) struct Metrics {
 
 /// A point-in-time copy of the broker's counters, from [`crate::BrokerHandle::metrics`]. Every
 /// counter counts up from 0 since the broker started.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct MetricsSnapshot {
     /// TCP connections accepted.
     pub connections_accepted: u64,

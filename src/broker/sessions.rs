@@ -139,6 +139,11 @@ impl Registry {
             .insert(Arc::clone(&handle.client_id), handle);
     }
 
+    /// Every session, in no particular order.
+    pub(crate) fn handles(&self) -> Vec<Arc<SessionHandle>> {
+        self.sessions.lock().values().cloned().collect()
+    }
+
     /// Counts over every session: how many there are, how many have a connection, and the
     /// messages in their backlogs.
     pub(crate) fn summary(&self) -> SessionsSummary {
@@ -296,6 +301,7 @@ impl Broker {
             return None;
         }
         slot.conn = None;
+        slot.client = None;
         // Read under the lock that makes the detach visible, so anyone who sees it can count
         // on the timers below starting from no later than now.
         let since = self.clock.now();

@@ -73,7 +73,7 @@ pub(crate) async fn run(broker: Arc<Broker>) {
         return;
     }
     let mut sampler = Sampler {
-        started: broker.clock.now(),
+        started: broker.started,
         last: None,
         loads: [Load::default(); 7],
         last_store: (0, 0),

@@ -14,6 +14,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::timeout;
 use tracing::{debug, info};
 
+use crate::broker::metrics::ListenerEvent;
 use crate::broker::{Broker, ConnLink, KickReason, Metrics, Verdict};
 use crate::clock::Clock;
 use crate::codec::Version;
@@ -210,6 +211,14 @@ impl<S: Transport> Driver<S> {
             .as_deref()
             .or(c.username.as_deref())
             .unwrap_or("");
+        a.session.slot.lock().client = Some(crate::broker::ClientInfo {
+            peer: self.peer,
+            listener: self.via.to_string(),
+            protocol,
+            username: a.username.clone(),
+            keep_alive: a.plan.keep_alive,
+            connected_at: crate::store::record::unix_secs(self.broker.clock.wall()),
+        });
         info!(
             client_id = %a.session.client_id,
             peer = %self.peer,
@@ -225,6 +234,9 @@ impl<S: Transport> Driver<S> {
         let metrics = &self.broker.metrics;
         let now = metrics.clients_connected.fetch_add(1, Relaxed) + 1;
         metrics.clients_maximum.fetch_max(now, Relaxed);
+        metrics
+            .per_listener
+            .count(&self.via, ListenerEvent::Connected);
         self.attached = Some(Attached {
             client_id: Arc::clone(&a.session.client_id),
             since: std::time::Instant::now(),
@@ -535,7 +547,11 @@ impl<S: Transport> Driver<S> {
                     Metrics::inc(&self.broker.metrics.protocol_errors);
                 }
                 if let Some(a) = &self.attached {
-                    self.broker.metrics.clients_connected.fetch_sub(1, Relaxed);
+                    let metrics = &self.broker.metrics;
+                    metrics.clients_connected.fetch_sub(1, Relaxed);
+                    metrics
+                        .per_listener
+                        .count(&self.via, ListenerEvent::Disconnected);
                     let reason_code = close.outcome().0.map(|c| c.to_string());
                     info!(
                         client_id = %a.client_id,

@@ -12,6 +12,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
+use crate::broker::metrics::ListenerEvent;
 use crate::broker::{Broker, Metrics};
 use crate::config::{Config, ListenerConfig, ListenerKind, QueueFullPolicy};
 
@@ -140,12 +141,20 @@ pub(crate) async fn accept_loop(broker: Arc<Broker>, listener: Listener, tasks: 
                 // Counted here, before the task is spawned, so a burst cannot overshoot.
                 let Some(open) = OpenConnection::take(&broker, max) else {
                     Metrics::inc(&broker.metrics.connections_refused);
+                    broker
+                        .metrics
+                        .per_listener
+                        .count(&via(&listener), ListenerEvent::Refused);
                     if let Some(since_last) = broker.metrics.refusal_log.tick() {
                         warn!(%peer, listener = %via(&listener), max, refused_since_last_line = since_last, "max_connections reached: connection refused");
                     }
                     drop(stream);
                     continue;
                 };
+                broker
+                    .metrics
+                    .per_listener
+                    .count(&via(&listener), ListenerEvent::Accepted);
                 if let Err(e) = stream.set_nodelay(true) {
                     debug!(%peer, error = %e, "TCP_NODELAY not set");
                 }
@@ -231,11 +240,19 @@ async fn handshake_then_serve(
         Ok(Ok(ready)) => ready,
         Ok(Err(e)) => {
             Metrics::inc(&broker.metrics.handshake_failures);
+            broker
+                .metrics
+                .per_listener
+                .count(&via(listener), ListenerEvent::HandshakeFailed);
             info!(%peer, listener = %via(listener), error = %e, "handshake failed");
             return;
         }
         Err(_) => {
             Metrics::inc(&broker.metrics.handshake_failures);
+            broker
+                .metrics
+                .per_listener
+                .count(&via(listener), ListenerEvent::HandshakeFailed);
             info!(%peer, listener = %via(listener), "handshake timed out");
             return;
         }

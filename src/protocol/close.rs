@@ -54,6 +54,7 @@ impl Close {
             Close::KeepAlive => (Some(ReasonCode::KEEP_ALIVE_TIMEOUT), true),
             Close::Kicked(KickReason::TakenOver) => (Some(ReasonCode::SESSION_TAKEN_OVER), true),
             Close::Kicked(KickReason::Shutdown) => (Some(ReasonCode::SERVER_SHUTTING_DOWN), false),
+            Close::Kicked(KickReason::Admin) => (Some(ReasonCode::ADMINISTRATIVE_ACTION), true),
             Close::StorageFailure => (Some(ReasonCode::UNSPECIFIED_ERROR), true),
             Close::PausedWithAcksUnread => (None, true),
         }
@@ -83,6 +84,7 @@ impl Close {
             Close::KeepAlive => "keep alive expired",
             Close::Kicked(KickReason::TakenOver) => "session taken over",
             Close::Kicked(KickReason::Shutdown) => "server shutting down",
+            Close::Kicked(KickReason::Admin) => "disconnected by an operator",
             Close::StorageFailure => "store failure",
             Close::PausedWithAcksUnread => "paused with acknowledgements unread",
         }
@@ -95,6 +97,7 @@ impl Close {
             Close::KeepAlive => "nothing received within 1.5 times the keep alive",
             Close::Kicked(KickReason::TakenOver) => "another connection took the session over",
             Close::Kicked(KickReason::Shutdown) => "the server is shutting down",
+            Close::Kicked(KickReason::Admin) => "disconnected by an operator",
             Close::StorageFailure => "the server could not store the session's state",
             _ => return None,
         })
