@@ -14,6 +14,9 @@ use serde::Deserialize;
 use crate::clock::Clock;
 use crate::store::Durability;
 
+mod mosquitto;
+pub use mosquitto::{MosquittoConf, looks_like_mosquitto, parse_mosquitto, resolve};
+
 /// Largest packet size MQTT can express (remaining length of 268,435,455 bytes plus header).
 pub const MQTT_MAX_PACKET_SIZE: u32 = 268_435_460;
 
@@ -162,6 +165,24 @@ impl HttpConfig {
             ));
         }
         Ok(())
+    }
+}
+
+fn policy_name(p: QueueFullPolicy) -> &'static str {
+    match p {
+        QueueFullPolicy::Backpressure => "backpressure",
+        QueueFullPolicy::DropNew => "drop_new",
+        QueueFullPolicy::DropOldest => "drop_oldest",
+    }
+}
+
+fn strategy_name(s: SharedSubscriptionStrategy) -> &'static str {
+    match s {
+        SharedSubscriptionStrategy::RoundRobin => "round_robin",
+        SharedSubscriptionStrategy::Random => "random",
+        SharedSubscriptionStrategy::Sticky => "sticky",
+        SharedSubscriptionStrategy::HashClientId => "hash_client_id",
+        SharedSubscriptionStrategy::HashTopic => "hash_topic",
     }
 }
 
@@ -466,6 +487,101 @@ impl Config {
         Ok(())
     }
 
+    /// The settings as `key = value` lines in the TOML file's terms (what `roost check-config`
+    /// prints).
+    pub fn describe(&self) -> String {
+        let opt = |p: &Option<PathBuf>| match p {
+            Some(p) => format!("{:?}", p.display().to_string()),
+            None => "\"\"  # none".to_string(),
+        };
+        let mut out = format!(
+            "bind = \"{}\"\nport = {}\ndata_dir = {:?}\nin_memory = {}\ndurability = \"{}\"\n\
+             max_packet_size = {}\nwebsocket_max_message_bytes = {}\nmax_queued_messages = {}\n\
+             max_queued_bytes = {}\nmax_queued_memory_bytes = {}\nmax_store_bytes = {}\n\
+             queue_full = \"{}\"\nstore_cache_bytes = {}\nmax_inflight_messages = {}\n\
+             receive_maximum = {}\nmax_keepalive = {}\ntopic_alias_maximum = {}\n\
+             response_topic_prefix = {:?}\nshared_subscription_strategy = \"{}\"\n\
+             sys_interval = {}\nconnect_timeout = {}\nhandshake_timeout = {}\n\
+             max_connections = {}\npassword_file = {}\nacl_file = {}\nallow_anonymous = {}\n",
+            self.bind,
+            self.port,
+            self.data_dir.display().to_string(),
+            self.in_memory,
+            match self.durability {
+                Durability::Fsync => "fsync",
+                Durability::Buffered => "buffered",
+            },
+            self.max_packet_size,
+            self.websocket_max_message_bytes,
+            self.max_queued_messages,
+            self.max_queued_bytes,
+            self.max_queued_memory_bytes,
+            self.max_store_bytes,
+            policy_name(self.queue_full),
+            self.store_cache_bytes,
+            self.max_inflight_messages,
+            self.receive_maximum,
+            self.max_keepalive,
+            self.topic_alias_maximum,
+            self.response_topic_prefix,
+            strategy_name(self.shared_subscription_strategy),
+            self.sys_interval,
+            self.connect_timeout.as_secs(),
+            self.handshake_timeout.as_secs(),
+            self.max_connections,
+            opt(&self.password_file),
+            opt(&self.acl_file),
+            match self.allow_anonymous {
+                Some(v) => v.to_string(),
+                None => format!(
+                    "{}  # not set: only while every listener is on loopback",
+                    self.listeners.iter().all(|l| l.bind.is_loopback()) && self.bind.is_loopback()
+                ),
+            },
+        );
+        for l in &self.listeners {
+            out.push_str(&format!(
+                "\n[[listener]]\nkind = \"{}\"\nbind = \"{}\"\nport = {}\n",
+                l.kind, l.bind, l.port
+            ));
+            for (key, path) in [
+                ("cert_file", &l.cert_file),
+                ("key_file", &l.key_file),
+                ("ca_file", &l.ca_file),
+            ] {
+                if path.is_some() {
+                    out.push_str(&format!("{key} = {}\n", opt(path)));
+                }
+            }
+            if l.require_certificate {
+                out.push_str("require_certificate = true\n");
+            }
+            if l.use_identity_as_username {
+                out.push_str("use_identity_as_username = true\n");
+            }
+            if l.kind == ListenerKind::Ws || l.kind == ListenerKind::Wss {
+                out.push_str(&format!("path = {:?}\n", l.path));
+            }
+            if let Some(p) = l.queue_full {
+                out.push_str(&format!("queue_full = \"{}\"\n", policy_name(p)));
+            }
+        }
+        if let Some(h) = &self.http {
+            out.push_str(&format!(
+                "\n[http]\nbind = \"{}\"\nport = {}\ntoken = {}\nadmin_users = {:?}\n",
+                h.bind,
+                h.port,
+                if h.token.is_some() {
+                    "\"...\"  # set, not shown"
+                } else {
+                    "\"\"  # none"
+                },
+                h.admin_users
+            ));
+        }
+        out
+    }
+
     /// The per-session backlog bounds.
     pub fn queue_limits(&self) -> crate::session::QueueLimits {
         crate::session::QueueLimits {
@@ -604,6 +720,18 @@ pub enum ConfigError {
         #[source]
         source: toml::de::Error,
     },
+    /// A line of a mosquitto.conf has a value that cannot be read.
+    #[error("{}:{line}: `{key}`: {reason}", path.display())]
+    Mosquitto {
+        /// The file.
+        path: PathBuf,
+        /// The line, from 1.
+        line: usize,
+        /// The key.
+        key: String,
+        /// What is wrong with the value.
+        reason: String,
+    },
     /// A value is out of range or does not fit with another setting.
     #[error("{}invalid value for `{key}`: {reason}", file_prefix(file))]
     Invalid {
@@ -647,7 +775,9 @@ impl ConfigError {
     /// The key concerned, if the problem is about one key.
     pub fn key(&self) -> Option<&str> {
         match self {
-            ConfigError::Invalid { key, .. } | ConfigError::Unreadable { key, .. } => Some(key),
+            ConfigError::Invalid { key, .. }
+            | ConfigError::Unreadable { key, .. }
+            | ConfigError::Mosquitto { key, .. } => Some(key),
             ConfigError::Read { .. } | ConfigError::Parse { .. } => None,
         }
     }
@@ -655,7 +785,9 @@ impl ConfigError {
     /// The configuration file concerned, if the setting came from one.
     pub fn file(&self) -> Option<&Path> {
         match self {
-            ConfigError::Read { path, .. } | ConfigError::Parse { path, .. } => Some(path),
+            ConfigError::Read { path, .. }
+            | ConfigError::Parse { path, .. }
+            | ConfigError::Mosquitto { path, .. } => Some(path),
             ConfigError::Invalid { file, .. } | ConfigError::Unreadable { file, .. } => {
                 file.as_deref()
             }
@@ -682,6 +814,24 @@ impl FileConfig {
             source,
         })?;
         FileConfig::parse(&text, path)
+    }
+
+    /// Reads `path` as TOML, or as a mosquitto.conf when it looks like one (see
+    /// [`looks_like_mosquitto`]; `mosquitto` forces it); returns the settings and a warning
+    /// for each mosquitto key that was ignored.
+    pub fn load_any(
+        path: &Path,
+        mosquitto: bool,
+    ) -> Result<(FileConfig, Vec<String>), ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        if mosquitto || looks_like_mosquitto(&text, path) {
+            let conf = parse_mosquitto(&text, path)?;
+            return Ok((conf.file, conf.warnings));
+        }
+        Ok((FileConfig::parse(&text, path)?, Vec::new()))
     }
 
     /// Parses the TOML text of the file `path`.

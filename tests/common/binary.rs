@@ -31,11 +31,20 @@ impl BrokerProcess {
             format!("max_queued_messages = 100000\n{extra_config}"),
         )
         .expect("config written");
+        let mut args: Vec<std::ffi::OsString> =
+            ["--port", "0", "--log-level", "info", "--data-dir"]
+                .map(Into::into)
+                .to_vec();
+        args.push(data_dir.into());
+        args.push("--config".into());
+        args.push(config.into());
+        Self::spawn(&args)
+    }
+
+    /// Starts the broker with exactly `args`; its log must name the address it listens on.
+    pub fn spawn(args: &[std::ffi::OsString]) -> BrokerProcess {
         let mut child = Command::new(env!("CARGO_BIN_EXE_roost"))
-            .args(["--port", "0", "--log-level", "info", "--data-dir"])
-            .arg(data_dir)
-            .arg("--config")
-            .arg(&config)
+            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
