@@ -484,7 +484,40 @@ impl Config {
         if let Some(http) = &self.http {
             http.validate(self.password_file.as_deref())?;
         }
+        self.someone_can_connect()?;
         Ok(())
+    }
+
+    /// Refuses a configuration under which no client could ever connect: a listener on a
+    /// network address turns anonymous access off (as in mosquitto 2.0), and without a password
+    /// file or certificate identities nobody else can connect either.
+    fn someone_can_connect(&self) -> Result<(), ConfigError> {
+        let addrs: Vec<IpAddr> = std::iter::once(self.bind)
+            .chain(self.listeners.iter().map(|l| l.bind))
+            .collect();
+        let anonymous = crate::auth::anonymous_allowed(self.allow_anonymous, &addrs);
+        let identities = self.listeners.iter().any(|l| l.use_identity_as_username);
+        if anonymous || self.password_file.is_some() || identities {
+            return Ok(());
+        }
+        let reason = match self.allow_anonymous {
+            Some(false) => "is false and there is no password_file or certificate identity: \
+                 no client could connect; set password_file"
+                .to_string(),
+            _ => {
+                let public = addrs
+                    .iter()
+                    .find(|a| !a.to_canonical().is_loopback())
+                    .map_or_else(String::new, ToString::to_string);
+                format!(
+                    "is not set, and a listener on {public} (not loopback) turns anonymous access \
+                     off (as in mosquitto 2.0); without a password_file no client could connect: \
+                     set password_file (see `roost passwd`), or allow_anonymous = true to let \
+                     anyone on the network in"
+                )
+            }
+        };
+        Err(ConfigError::invalid("allow_anonymous", reason))
     }
 
     /// The settings as `key = value` lines in the TOML file's terms (what `roost check-config`
@@ -1000,10 +1033,19 @@ mod tests {
 
     #[test]
     fn file_keys_override_defaults() {
-        let c = parse("port = 1999\nbind = \"0.0.0.0\"\nmax_packet_size = 4096\n").unwrap();
+        let c = parse("port = 1999\nbind = \"0.0.0.0\"\nallow_anonymous = true\nmax_packet_size = 4096\n").unwrap();
         assert_eq!(c.port, 1999);
         assert_eq!(c.bind.to_string(), "0.0.0.0");
         assert_eq!(c.max_packet_size, 4096);
+    }
+
+    #[test]
+    fn a_network_listener_without_any_way_in_is_refused() {
+        let e = parse("bind = \"0.0.0.0\"\n").unwrap_err().to_string();
+        assert!(e.contains("allow_anonymous") && e.contains("password_file"), "{e}");
+        let e = parse("allow_anonymous = false\n").unwrap_err().to_string();
+        assert!(e.contains("no client could connect"), "{e}");
+        parse("bind = \"0.0.0.0\"\nallow_anonymous = true\n").expect("anyone may connect");
     }
 
     #[test]
