@@ -14,6 +14,9 @@ use serde::Deserialize;
 use crate::clock::Clock;
 use crate::store::Durability;
 
+mod mosquitto;
+pub use mosquitto::{MosquittoConf, looks_like_mosquitto, parse_mosquitto, resolve};
+
 /// Largest packet size MQTT can express (remaining length of 268,435,455 bytes plus header).
 pub const MQTT_MAX_PACKET_SIZE: u32 = 268_435_460;
 
@@ -29,6 +32,28 @@ pub enum ListenerKind {
     Ws,
     /// MQTT over WebSocket over TLS.
     Wss,
+}
+
+impl std::fmt::Display for ListenerKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ListenerKind::Tcp => "tcp",
+            ListenerKind::Tls => "tls",
+            ListenerKind::Ws => "ws",
+            ListenerKind::Wss => "wss",
+        })
+    }
+}
+
+/// How the binary writes its log lines.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One human-readable line per event.
+    #[default]
+    Text,
+    /// One JSON object per line (timestamp, level, message, fields), for log collectors.
+    Json,
 }
 
 impl ListenerKind {
@@ -75,6 +100,90 @@ pub enum SharedSubscriptionStrategy {
     HashClientId,
     /// Messages of one topic to the same member while the group is unchanged.
     HashTopic,
+}
+
+/// The HTTP listener (`[http]` in the file): Prometheus `/metrics`, the admin API under
+/// `/api/v1/` and the dashboard at `/`. Off unless configured.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Address to bind; loopback unless set.
+    #[serde(default = "loopback")]
+    pub bind: IpAddr,
+    /// Port; 0 picks a free one.
+    #[serde(default = "default_http_port")]
+    pub port: u16,
+    /// A bearer token that grants access (`Authorization: Bearer TOKEN`).
+    pub token: Option<String>,
+    /// Users of the password file (`password_file`) that may sign in with HTTP Basic
+    /// authentication (the dashboard in a browser does).
+    #[serde(default)]
+    pub admin_users: Vec<String>,
+}
+
+fn default_http_port() -> u16 {
+    8080
+}
+
+impl HttpConfig {
+    /// An HTTP listener on `bind`:`port` without authentication.
+    pub fn new(bind: IpAddr, port: u16) -> HttpConfig {
+        HttpConfig {
+            bind,
+            port,
+            token: None,
+            admin_users: Vec::new(),
+        }
+    }
+
+    /// True if requests must authenticate.
+    pub fn requires_auth(&self) -> bool {
+        self.token.is_some() || !self.admin_users.is_empty()
+    }
+
+    fn validate(&self, password_file: Option<&Path>) -> Result<(), ConfigError> {
+        if self.token.as_deref().is_some_and(|t| t.len() < 16) {
+            return Err(ConfigError::invalid(
+                "http.token",
+                "must be at least 16 characters".to_string(),
+            ));
+        }
+        if !self.admin_users.is_empty() && password_file.is_none() {
+            return Err(ConfigError::invalid(
+                "http.admin_users",
+                "needs password_file (the users sign in with their MQTT password)".to_string(),
+            ));
+        }
+        if !self.bind.is_loopback() && !self.requires_auth() {
+            return Err(ConfigError::invalid(
+                "http.bind",
+                format!(
+                    "{} is not a loopback address: set http.token or http.admin_users so that \
+                     the admin API is not open to the network",
+                    self.bind
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn policy_name(p: QueueFullPolicy) -> &'static str {
+    match p {
+        QueueFullPolicy::Backpressure => "backpressure",
+        QueueFullPolicy::DropNew => "drop_new",
+        QueueFullPolicy::DropOldest => "drop_oldest",
+    }
+}
+
+fn strategy_name(s: SharedSubscriptionStrategy) -> &'static str {
+    match s {
+        SharedSubscriptionStrategy::RoundRobin => "round_robin",
+        SharedSubscriptionStrategy::Random => "random",
+        SharedSubscriptionStrategy::Sticky => "sticky",
+        SharedSubscriptionStrategy::HashClientId => "hash_client_id",
+        SharedSubscriptionStrategy::HashTopic => "hash_topic",
+    }
 }
 
 /// One extra listener (`[[listener]]` in the file).
@@ -263,6 +372,10 @@ pub struct Config {
     pub response_topic_prefix: String,
     /// How each message for a Shared Subscription picks the member of the group it goes to.
     pub shared_subscription_strategy: SharedSubscriptionStrategy,
+    /// Seconds between updates of the `$SYS` topics; 0 turns them off.
+    pub sys_interval: u64,
+    /// The HTTP listener (metrics, admin API, dashboard), if any.
+    pub http: Option<HttpConfig>,
     /// Time a client has to send CONNECT after the TCP connection is accepted.
     pub connect_timeout: Duration,
     /// Listeners besides the main TCP one on `bind:port`.
@@ -368,7 +481,138 @@ impl Config {
         if let Some(path) = &self.acl_file {
             readable_file("acl_file", path)?;
         }
+        if let Some(http) = &self.http {
+            http.validate(self.password_file.as_deref())?;
+        }
+        self.someone_can_connect()?;
         Ok(())
+    }
+
+    /// Refuses a configuration under which no client could ever connect: a listener on a
+    /// network address turns anonymous access off (as in mosquitto 2.0), and without a password
+    /// file or certificate identities nobody else can connect either.
+    fn someone_can_connect(&self) -> Result<(), ConfigError> {
+        let addrs: Vec<IpAddr> = std::iter::once(self.bind)
+            .chain(self.listeners.iter().map(|l| l.bind))
+            .collect();
+        let anonymous = crate::auth::anonymous_allowed(self.allow_anonymous, &addrs);
+        let identities = self.listeners.iter().any(|l| l.use_identity_as_username);
+        if anonymous || self.password_file.is_some() || identities {
+            return Ok(());
+        }
+        let reason = match self.allow_anonymous {
+            Some(false) => "is false and there is no password_file or certificate identity: \
+                 no client could connect; set password_file"
+                .to_string(),
+            _ => {
+                let public = addrs
+                    .iter()
+                    .find(|a| !a.to_canonical().is_loopback())
+                    .map_or_else(String::new, ToString::to_string);
+                format!(
+                    "is not set, and a listener on {public} (not loopback) turns anonymous access \
+                     off (as in mosquitto 2.0); without a password_file no client could connect: \
+                     set password_file (see `roost passwd`), or allow_anonymous = true to let \
+                     anyone on the network in"
+                )
+            }
+        };
+        Err(ConfigError::invalid("allow_anonymous", reason))
+    }
+
+    /// The settings as `key = value` lines in the TOML file's terms (what `roost check-config`
+    /// prints).
+    pub fn describe(&self) -> String {
+        let opt = |p: &Option<PathBuf>| match p {
+            Some(p) => format!("{:?}", p.display().to_string()),
+            None => "\"\"  # none".to_string(),
+        };
+        let mut out = format!(
+            "bind = \"{}\"\nport = {}\ndata_dir = {:?}\nin_memory = {}\ndurability = \"{}\"\n\
+             max_packet_size = {}\nwebsocket_max_message_bytes = {}\nmax_queued_messages = {}\n\
+             max_queued_bytes = {}\nmax_queued_memory_bytes = {}\nmax_store_bytes = {}\n\
+             queue_full = \"{}\"\nstore_cache_bytes = {}\nmax_inflight_messages = {}\n\
+             receive_maximum = {}\nmax_keepalive = {}\ntopic_alias_maximum = {}\n\
+             response_topic_prefix = {:?}\nshared_subscription_strategy = \"{}\"\n\
+             sys_interval = {}\nconnect_timeout = {}\nhandshake_timeout = {}\n\
+             max_connections = {}\npassword_file = {}\nacl_file = {}\nallow_anonymous = {}\n",
+            self.bind,
+            self.port,
+            self.data_dir.display().to_string(),
+            self.in_memory,
+            match self.durability {
+                Durability::Fsync => "fsync",
+                Durability::Buffered => "buffered",
+            },
+            self.max_packet_size,
+            self.websocket_max_message_bytes,
+            self.max_queued_messages,
+            self.max_queued_bytes,
+            self.max_queued_memory_bytes,
+            self.max_store_bytes,
+            policy_name(self.queue_full),
+            self.store_cache_bytes,
+            self.max_inflight_messages,
+            self.receive_maximum,
+            self.max_keepalive,
+            self.topic_alias_maximum,
+            self.response_topic_prefix,
+            strategy_name(self.shared_subscription_strategy),
+            self.sys_interval,
+            self.connect_timeout.as_secs(),
+            self.handshake_timeout.as_secs(),
+            self.max_connections,
+            opt(&self.password_file),
+            opt(&self.acl_file),
+            match self.allow_anonymous {
+                Some(v) => v.to_string(),
+                None => format!(
+                    "{}  # not set: only while every listener is on loopback",
+                    self.listeners.iter().all(|l| l.bind.is_loopback()) && self.bind.is_loopback()
+                ),
+            },
+        );
+        for l in &self.listeners {
+            out.push_str(&format!(
+                "\n[[listener]]\nkind = \"{}\"\nbind = \"{}\"\nport = {}\n",
+                l.kind, l.bind, l.port
+            ));
+            for (key, path) in [
+                ("cert_file", &l.cert_file),
+                ("key_file", &l.key_file),
+                ("ca_file", &l.ca_file),
+            ] {
+                if path.is_some() {
+                    out.push_str(&format!("{key} = {}\n", opt(path)));
+                }
+            }
+            if l.require_certificate {
+                out.push_str("require_certificate = true\n");
+            }
+            if l.use_identity_as_username {
+                out.push_str("use_identity_as_username = true\n");
+            }
+            if l.kind == ListenerKind::Ws || l.kind == ListenerKind::Wss {
+                out.push_str(&format!("path = {:?}\n", l.path));
+            }
+            if let Some(p) = l.queue_full {
+                out.push_str(&format!("queue_full = \"{}\"\n", policy_name(p)));
+            }
+        }
+        if let Some(h) = &self.http {
+            out.push_str(&format!(
+                "\n[http]\nbind = \"{}\"\nport = {}\ntoken = {}\nadmin_users = {:?}\n",
+                h.bind,
+                h.port,
+                if h.token.is_some() {
+                    "\"...\"  # set, not shown"
+                } else {
+                    "\"\"  # none"
+                },
+                h.admin_users
+            ));
+        }
+        out
     }
 
     /// The per-session backlog bounds.
@@ -403,6 +647,8 @@ impl Default for Config {
             topic_alias_maximum: 10,
             response_topic_prefix: "response/".to_string(),
             shared_subscription_strategy: SharedSubscriptionStrategy::RoundRobin,
+            sys_interval: 10,
+            http: None,
             connect_timeout: Duration::from_secs(10),
             listeners: Vec::new(),
             password_file: None,
@@ -431,6 +677,8 @@ pub struct FileConfig {
     pub durability: Option<Durability>,
     /// Log filter, e.g. `info` or `roost=debug` (used by the binary).
     pub log_level: Option<String>,
+    /// `"text"` (the default) or `"json"` (used by the binary).
+    pub log_format: Option<LogFormat>,
     /// See [`Config::max_packet_size`].
     pub max_packet_size: Option<u32>,
     /// See [`Config::websocket_max_message_bytes`].
@@ -460,6 +708,10 @@ pub struct FileConfig {
     /// See [`Config::shared_subscription_strategy`]: `"round_robin"`, `"random"`, `"sticky"`,
     /// `"hash_client_id"` or `"hash_topic"`.
     pub shared_subscription_strategy: Option<SharedSubscriptionStrategy>,
+    /// Seconds; see [`Config::sys_interval`].
+    pub sys_interval: Option<u64>,
+    /// See [`Config::http`].
+    pub http: Option<HttpConfig>,
     /// Seconds; see [`Config::connect_timeout`].
     pub connect_timeout: Option<u64>,
     /// Extra listeners; see [`ListenerConfig`].
@@ -500,6 +752,18 @@ pub enum ConfigError {
         /// What the TOML parser reported.
         #[source]
         source: toml::de::Error,
+    },
+    /// A line of a mosquitto.conf has a value that cannot be read.
+    #[error("{}:{line}: `{key}`: {reason}", path.display())]
+    Mosquitto {
+        /// The file.
+        path: PathBuf,
+        /// The line, from 1.
+        line: usize,
+        /// The key.
+        key: String,
+        /// What is wrong with the value.
+        reason: String,
     },
     /// A value is out of range or does not fit with another setting.
     #[error("{}invalid value for `{key}`: {reason}", file_prefix(file))]
@@ -544,7 +808,9 @@ impl ConfigError {
     /// The key concerned, if the problem is about one key.
     pub fn key(&self) -> Option<&str> {
         match self {
-            ConfigError::Invalid { key, .. } | ConfigError::Unreadable { key, .. } => Some(key),
+            ConfigError::Invalid { key, .. }
+            | ConfigError::Unreadable { key, .. }
+            | ConfigError::Mosquitto { key, .. } => Some(key),
             ConfigError::Read { .. } | ConfigError::Parse { .. } => None,
         }
     }
@@ -552,7 +818,9 @@ impl ConfigError {
     /// The configuration file concerned, if the setting came from one.
     pub fn file(&self) -> Option<&Path> {
         match self {
-            ConfigError::Read { path, .. } | ConfigError::Parse { path, .. } => Some(path),
+            ConfigError::Read { path, .. }
+            | ConfigError::Parse { path, .. }
+            | ConfigError::Mosquitto { path, .. } => Some(path),
             ConfigError::Invalid { file, .. } | ConfigError::Unreadable { file, .. } => {
                 file.as_deref()
             }
@@ -579,6 +847,24 @@ impl FileConfig {
             source,
         })?;
         FileConfig::parse(&text, path)
+    }
+
+    /// Reads `path` as TOML, or as a mosquitto.conf when it looks like one (see
+    /// [`looks_like_mosquitto`]; `mosquitto` forces it); returns the settings and a warning
+    /// for each mosquitto key that was ignored.
+    pub fn load_any(
+        path: &Path,
+        mosquitto: bool,
+    ) -> Result<(FileConfig, Vec<String>), ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        if mosquitto || looks_like_mosquitto(&text, path) {
+            let conf = parse_mosquitto(&text, path)?;
+            return Ok((conf.file, conf.warnings));
+        }
+        Ok((FileConfig::parse(&text, path)?, Vec::new()))
     }
 
     /// Parses the TOML text of the file `path`.
@@ -628,6 +914,12 @@ impl FileConfig {
         }
         if let Some(v) = self.shared_subscription_strategy {
             config.shared_subscription_strategy = v;
+        }
+        if let Some(v) = self.sys_interval {
+            config.sys_interval = v;
+        }
+        if let Some(v) = &self.http {
+            config.http = Some(v.clone());
         }
         if let Some(v) = self.store_cache_bytes {
             config.store_cache_bytes = v;
@@ -741,10 +1033,19 @@ mod tests {
 
     #[test]
     fn file_keys_override_defaults() {
-        let c = parse("port = 1999\nbind = \"0.0.0.0\"\nmax_packet_size = 4096\n").unwrap();
+        let c = parse("port = 1999\nbind = \"0.0.0.0\"\nallow_anonymous = true\nmax_packet_size = 4096\n").unwrap();
         assert_eq!(c.port, 1999);
         assert_eq!(c.bind.to_string(), "0.0.0.0");
         assert_eq!(c.max_packet_size, 4096);
+    }
+
+    #[test]
+    fn a_network_listener_without_any_way_in_is_refused() {
+        let e = parse("bind = \"0.0.0.0\"\n").unwrap_err().to_string();
+        assert!(e.contains("allow_anonymous") && e.contains("password_file"), "{e}");
+        let e = parse("allow_anonymous = false\n").unwrap_err().to_string();
+        assert!(e.contains("no client could connect"), "{e}");
+        parse("bind = \"0.0.0.0\"\nallow_anonymous = true\n").expect("anyone may connect");
     }
 
     #[test]

@@ -33,6 +33,8 @@ pub(crate) mod broker;
 pub mod clock;
 pub mod codec;
 pub mod config;
+pub mod ctl;
+pub(crate) mod http;
 pub(crate) mod net;
 pub(crate) mod protocol;
 pub(crate) mod session;
@@ -79,6 +81,7 @@ pub struct BrokerHandle {
     broker: Arc<Broker>,
     local_addr: SocketAddr,
     addrs: Vec<(config::ListenerKind, SocketAddr)>,
+    http_addr: Option<SocketAddr>,
     tasks: TaskTracker,
     acceptors: Vec<JoinHandle<()>>,
 }
@@ -139,12 +142,46 @@ pub async fn start(config: Config) -> Result<BrokerHandle, StartError> {
         .iter()
         .map(|l| (l.config.kind, l.local_addr))
         .collect();
+    let http = match &config.http {
+        Some(h) => {
+            let addr = SocketAddr::new(h.bind, h.port);
+            let listener = http::bind(h)
+                .await
+                .map_err(|source| StartError::Listen { addr, source })?;
+            let local = listener
+                .local_addr()
+                .map_err(|source| StartError::Listen { addr, source })?;
+            info!(kind = "http", local_addr = %local, "listening");
+            Some((h.clone(), listener, local))
+        }
+        None => None,
+    };
     let local_addr = addrs[0].1;
+    let mut listening: Vec<String> = addrs.iter().map(|(k, a)| format!("{k} {a}")).collect();
+    if let Some((_, _, a)) = &http {
+        listening.push(format!("http {a}"));
+    }
+    let store_at = if config.in_memory {
+        "in memory (nothing survives a restart)".to_string()
+    } else {
+        config.data_dir.join(store::DB_FILE).display().to_string()
+    };
+    info!(
+        version = env!("CARGO_PKG_VERSION"),
+        listeners = %listening.join(", "),
+        store = %store_at,
+        "roost started"
+    );
     let broker = Broker::new(config, store, access);
     if let Some(loaded) = loaded {
         broker.restore(loaded);
     }
+    tokio::spawn(broker::sys::run(Arc::clone(&broker)));
     let tasks = TaskTracker::new();
+    let http_addr = http.as_ref().map(|(_, _, a)| *a);
+    let http_task = http.map(|(config, listener, _)| {
+        tokio::spawn(http::serve(Arc::clone(&broker), config, listener))
+    });
     let acceptors = listeners
         .into_iter()
         .map(|l| {
@@ -154,17 +191,24 @@ pub async fn start(config: Config) -> Result<BrokerHandle, StartError> {
                 tasks.clone(),
             ))
         })
+        .chain(http_task)
         .collect();
     Ok(BrokerHandle {
         broker,
         local_addr,
         addrs,
+        http_addr,
         tasks,
         acceptors,
     })
 }
 
 impl BrokerHandle {
+    /// The address of the HTTP listener (metrics, admin API, dashboard), if configured.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http_addr
+    }
+
     /// The address the TCP listener is bound to.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr

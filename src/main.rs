@@ -1,13 +1,13 @@
 //! The `roost` command: parse flags, load the configuration, run the broker until Ctrl-C or
 //! SIGTERM.
 
-use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use roost::auth::{PasswdArgs, passwd_command};
-use roost::config::{Config, FileConfig};
+use roost::config::{Config, FileConfig, LogFormat};
+use roost::ctl::{CtlArgs, ctl_command};
 use tracing_subscriber::EnvFilter;
 
 /// Roost: an MQTT 3.1.1 and 5.0 broker.
@@ -19,15 +19,25 @@ struct Cli {
     /// TCP port to listen on [default: 1883].
     #[arg(short, long, env = "ROOST_PORT")]
     port: Option<u16>,
-    /// Address to bind [default: 127.0.0.1].
+    /// Address or host name to bind [default: 127.0.0.1].
     #[arg(long, env = "ROOST_BIND")]
-    bind: Option<IpAddr>,
-    /// TOML configuration file; flags override its keys.
+    bind: Option<String>,
+    /// Configuration file: TOML, or a mosquitto.conf (recognised by its `key value` lines or
+    /// a `.conf` name); flags override its keys.
     #[arg(short, long, env = "ROOST_CONFIG")]
     config: Option<PathBuf>,
+    /// A mosquitto.conf, whatever its name.
+    #[arg(long, conflicts_with = "config")]
+    mosquitto_conf: Option<PathBuf>,
+    /// Verbose logging, like mosquitto's -v (the same as --log-level debug).
+    #[arg(short, long, conflicts_with = "log_level")]
+    verbose: bool,
     /// Log filter such as `info` or `roost=debug` [default: info]. RUST_LOG also works.
     #[arg(long, env = "ROOST_LOG_LEVEL")]
     log_level: Option<String>,
+    /// Log line format: `text` or `json` (one object per line) [default: text].
+    #[arg(long, env = "ROOST_LOG_FORMAT", value_enum)]
+    log_format: Option<LogFormat>,
     /// Directory for durable state [default: roost-data].
     #[arg(long, env = "ROOST_DATA_DIR")]
     data_dir: Option<PathBuf>,
@@ -42,6 +52,18 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     Passwd(PasswdArgs),
+    Ctl(CtlArgs),
+    CheckConfig(CheckConfigArgs),
+}
+
+/// Check a configuration file (TOML or mosquitto.conf) and print the settings it gives.
+#[derive(Debug, clap::Args)]
+struct CheckConfigArgs {
+    /// The file.
+    file: PathBuf,
+    /// Read it as a mosquitto.conf whatever its name.
+    #[arg(long)]
+    mosquitto: bool,
 }
 
 fn parse_durability(s: &str) -> Result<roost::store::Durability, String> {
@@ -54,67 +76,38 @@ fn parse_durability(s: &str) -> Result<roost::store::Durability, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Some(Command::Passwd(args)) = cli.command {
-        return match passwd_command(args) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("roost passwd: {e}");
-                ExitCode::FAILURE
-            }
-        };
-    }
-    let mut config = Config::default();
-    let mut log_level = None;
-    // Keys the flags set: a problem with any other key is in the file, if there is one.
-    let from_flags = [
-        ("port", cli.port.is_some()),
-        ("bind", cli.bind.is_some()),
-        ("data_dir", cli.data_dir.is_some()),
-    ];
-    if let Some(path) = &cli.config {
-        match FileConfig::load(path) {
-            Ok(file) => {
-                file.apply(&mut config, Some(path));
-                log_level = file.log_level;
-            }
-            Err(e) => {
-                eprintln!("roost: configuration error: {e}");
-                return ExitCode::from(2);
-            }
+    match cli.command {
+        Some(Command::Passwd(args)) => {
+            return match passwd_command(args) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("roost passwd: {e}");
+                    ExitCode::FAILURE
+                }
+            };
         }
+        Some(Command::Ctl(args)) => {
+            return match ctl_command(&args, &mut std::io::stdout().lock()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("roost ctl: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        Some(Command::CheckConfig(args)) => return check_config(&args),
+        None => {}
     }
-    if let Some(port) = cli.port {
-        config.port = port;
-    }
-    if let Some(bind) = cli.bind {
-        config.bind = bind;
-    }
-    if let Some(dir) = cli.data_dir {
-        config.data_dir = dir;
-    }
-    if cli.in_memory {
-        config.in_memory = true;
-    }
-    if let Some(durability) = cli.durability {
-        config.durability = durability;
-    }
-    if let Err(e) = config.validate() {
-        let flagged = from_flags
-            .iter()
-            .any(|(key, set)| *set && e.key() == Some(*key));
-        let e = match &cli.config {
-            Some(path) if !flagged => e.in_file(path),
-            _ => e,
-        };
-        eprintln!("roost: configuration error: {e}");
-        return ExitCode::from(2);
-    }
-    let (log_level, from_file) = match (cli.log_level, log_level) {
-        (Some(flag), _) => (Some(flag), false),
-        (None, file) => (file, true),
+    let settings = match settings(&cli) {
+        Ok(settings) => settings,
+        Err(message) => {
+            eprintln!("roost: {message}");
+            return ExitCode::from(2);
+        }
     };
-    if let Err(e) = init_logging(log_level.as_deref()) {
-        match (&cli.config, from_file) {
+    let config = settings.config;
+    if let Err(e) = init_logging(settings.log_level.as_deref(), settings.log_format) {
+        match (&cli.config, settings.level_from_file) {
             (Some(path), true) => eprintln!(
                 "roost: configuration error: {}: invalid value for `log_level`: {e}",
                 path.display()
@@ -122,6 +115,9 @@ fn main() -> ExitCode {
             _ => eprintln!("roost: invalid value for --log-level: {e}"),
         }
         return ExitCode::from(2);
+    }
+    for warning in &settings.warnings {
+        tracing::warn!("{warning}");
     }
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -137,28 +133,127 @@ fn main() -> ExitCode {
     runtime.block_on(run(config))
 }
 
+/// Everything the broker runs with, from the defaults, the file and the flags.
+struct Settings {
+    config: Config,
+    log_level: Option<String>,
+    /// The log level came from the file, not a flag.
+    level_from_file: bool,
+    log_format: LogFormat,
+    /// Keys of a mosquitto.conf that were ignored.
+    warnings: Vec<String>,
+}
+
+/// Reads the configuration file (TOML or mosquitto.conf) and applies the flags; the error is
+/// the message to print, naming the key and the file.
+fn settings(cli: &Cli) -> Result<Settings, String> {
+    let mut config = Config::default();
+    let (mut log_level, mut log_format, mut warnings) = (None, None, Vec::new());
+    let file = cli.mosquitto_conf.as_ref().or(cli.config.as_ref());
+    if let Some(path) = file {
+        let (loaded, ignored) = FileConfig::load_any(path, cli.mosquitto_conf.is_some())
+            .map_err(|e| format!("configuration error: {e}"))?;
+        log_level = loaded.log_level.clone();
+        log_format = loaded.log_format;
+        loaded.apply(&mut config, Some(path));
+        warnings = ignored;
+    }
+    // Keys the flags set: a problem with any other key is in the file, if there is one.
+    let from_flags = [
+        ("port", cli.port.is_some()),
+        ("bind", cli.bind.is_some()),
+        ("data_dir", cli.data_dir.is_some()),
+    ];
+    if let Some(port) = cli.port {
+        config.port = port;
+    }
+    if let Some(bind) = &cli.bind {
+        config.bind = roost::config::resolve(bind)
+            .ok_or_else(|| format!("invalid value for --bind: cannot resolve `{bind}`"))?;
+    }
+    if let Some(dir) = &cli.data_dir {
+        config.data_dir = dir.clone();
+    }
+    if cli.in_memory {
+        config.in_memory = true;
+    }
+    if let Some(durability) = cli.durability {
+        config.durability = durability;
+    }
+    if let Err(e) = config.validate() {
+        let flagged = from_flags
+            .iter()
+            .any(|(key, set)| *set && e.key() == Some(*key));
+        let e = match file {
+            Some(path) if !flagged => e.in_file(path),
+            _ => e,
+        };
+        return Err(format!("configuration error: {e}"));
+    }
+    let level_from_file = cli.log_level.is_none() && !cli.verbose;
+    let log_level = if cli.verbose {
+        Some("debug".to_string())
+    } else {
+        cli.log_level.clone().or(log_level)
+    };
+    Ok(Settings {
+        config,
+        log_level,
+        level_from_file,
+        log_format: cli.log_format.or(log_format).unwrap_or_default(),
+        warnings,
+    })
+}
+
 /// `--log-level` (or the file's `log_level`) wins; otherwise RUST_LOG; otherwise `info`.
-fn init_logging(level: Option<&str>) -> Result<(), String> {
+/// Lines go to stderr, as text or as one JSON object each.
+fn init_logging(level: Option<&str>, format: LogFormat) -> Result<(), String> {
     let filter = match level {
         Some(level) => EnvFilter::try_new(level).map_err(|e| format!("{level}: {e}"))?,
         None => EnvFilter::try_from_default_env()
             .unwrap_or_else(|_| EnvFilter::new("info,rustls=error")),
     };
     use std::io::IsTerminal;
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
     Ok(())
+}
+
+/// `roost check-config FILE`: exit 0 and print the effective settings, or exit 2 with the
+/// error. Ignored mosquitto keys are listed as warnings.
+fn check_config(args: &CheckConfigArgs) -> ExitCode {
+    let mut config = Config::default();
+    let result = FileConfig::load_any(&args.file, args.mosquitto).and_then(|(file, warnings)| {
+        file.apply(&mut config, Some(&args.file));
+        config.validate().map_err(|e| e.in_file(&args.file))?;
+        Ok(warnings)
+    });
+    match result {
+        Ok(warnings) => {
+            for w in &warnings {
+                eprintln!("warning: {w}");
+            }
+            print!("{}", config.describe());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("roost: configuration error: {e}");
+            ExitCode::from(2)
+        }
+    }
 }
 
 async fn run(config: Config) -> ExitCode {
     let handle = match roost::start(config).await {
         Ok(handle) => handle,
         Err(e) => {
-            tracing::error!("{e}");
-            eprintln!("roost: {e}");
+            // Once, through the log (stderr, in the chosen format).
+            tracing::error!("cannot start: {e}");
             return ExitCode::FAILURE;
         }
     };

@@ -261,3 +261,20 @@ async fn shared_subscription_members_share_the_messages() {
     );
     broker.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sys_topics_with_mosquitto_sub() {
+    if !available() {
+        return;
+    }
+    let broker = start_broker_with(|c| c.sys_interval = 10).await;
+    let addr = broker.local_addr();
+    for v5 in [false, true] {
+        let child = sub(addr, v5, &["-t", "$SYS/broker/version"], 1);
+        let version = format!("$SYS/broker/version roost {}\n", env!("CARGO_PKG_VERSION"));
+        assert_eq!(output(child).await, version);
+        let child = sub(addr, v5, &["-t", "$SYS/broker/clients/connected"], 1);
+        assert_eq!(output(child).await, "$SYS/broker/clients/connected 0\n");
+    }
+    broker.shutdown().await;
+}

@@ -18,6 +18,8 @@ pub(crate) enum KickReason {
     TakenOver,
     /// The broker is shutting down (v5: 0x8B).
     Shutdown,
+    /// An operator disconnected it through the admin API (v5: 0x98, administrative action).
+    Admin,
 }
 
 /// The link from a session to the connection currently attached to it.
@@ -86,6 +88,25 @@ pub(crate) struct Slot {
     /// ACL rules of the connected client, checked on every delivery (a resumed session may
     /// belong to another user than the one who subscribed).
     pub acl: Option<Arc<crate::auth::ClientAcl>>,
+    /// Who is connected, for the admin API (`None` while away).
+    pub client: Option<ClientInfo>,
+}
+
+/// The connection attached to a session, as the admin API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub(crate) struct ClientInfo {
+    /// Remote address.
+    pub peer: std::net::SocketAddr,
+    /// The listener, e.g. `tcp 127.0.0.1:1883`.
+    pub listener: String,
+    /// `3.1`, `3.1.1` or `5.0`.
+    pub protocol: &'static str,
+    /// The authenticated username, if any.
+    pub username: Option<String>,
+    /// The keep alive in force, in seconds.
+    pub keep_alive: u16,
+    /// When it connected, in Unix seconds.
+    pub connected_at: u64,
 }
 
 /// A session shared between tasks. Lock order: never hold `slot` while taking a router lock.
@@ -136,6 +157,7 @@ impl SessionHandle {
                 persisted: false,
                 away: None,
                 acl: None,
+                client: None,
             }),
             wake: Notify::new(),
             ended: CancellationToken::new(),

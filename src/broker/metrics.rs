@@ -4,6 +4,9 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use tracing::warn;
 
 use crate::clock::Clock;
@@ -18,6 +21,103 @@ struct DropLog {
     dropped: u64,
     refused: u64,
     paused: u64,
+}
+
+/// Paces a log line about an event that may repeat many times a second: the first event
+/// is logged at once, later ones at most once per 10 s (real time), with their count.
+#[derive(Debug, Default)]
+pub(crate) struct LogPace {
+    /// When the last line was written, and the events since.
+    state: Mutex<(Option<std::time::Instant>, u64)>,
+}
+
+impl LogPace {
+    /// Counts one event; `Some(n)` if a line is due now, `n` being the events it covers.
+    pub(crate) fn tick(&self) -> Option<u64> {
+        let mut state = self.state.lock();
+        state.1 += 1;
+        let now = std::time::Instant::now();
+        if state
+            .0
+            .is_some_and(|t| now.duration_since(t) < DROP_LOG_INTERVAL)
+        {
+            return None;
+        }
+        state.0 = Some(now);
+        Some(std::mem::take(&mut state.1))
+    }
+}
+
+/// Counters per listener, labelled `listener="tcp 127.0.0.1:1883"` in the Prometheus exposition.
+#[derive(Debug, Default)]
+pub(crate) struct PerListener {
+    accepted: Family<Vec<(String, String)>, Counter>,
+    refused: Family<Vec<(String, String)>, Counter>,
+    handshake_failures: Family<Vec<(String, String)>, Counter>,
+    connected: Family<Vec<(String, String)>, Gauge>,
+}
+
+/// What happened on a listener.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum ListenerEvent {
+    /// A connection was accepted.
+    Accepted,
+    /// A connection was refused at `max_connections`.
+    Refused,
+    /// A TLS or WebSocket handshake failed.
+    HandshakeFailed,
+    /// A client connected (CONNACK sent).
+    Connected,
+    /// A connected client went away.
+    Disconnected,
+}
+
+impl PerListener {
+    /// Counts `event` on the listener named `listener`.
+    pub(crate) fn count(&self, listener: &impl std::fmt::Display, event: ListenerEvent) {
+        let labels = vec![("listener".to_string(), listener.to_string())];
+        match event {
+            ListenerEvent::Accepted => {
+                self.accepted.get_or_create(&labels).inc();
+            }
+            ListenerEvent::Refused => {
+                self.refused.get_or_create(&labels).inc();
+            }
+            ListenerEvent::HandshakeFailed => {
+                self.handshake_failures.get_or_create(&labels).inc();
+            }
+            ListenerEvent::Connected => {
+                self.connected.get_or_create(&labels).inc();
+            }
+            ListenerEvent::Disconnected => {
+                self.connected.get_or_create(&labels).dec();
+            }
+        }
+    }
+
+    /// Adds the families to `registry`.
+    pub(crate) fn register(&self, registry: &mut prometheus_client::registry::Registry) {
+        registry.register(
+            "listener_connections_accepted",
+            "TCP connections accepted, per listener",
+            self.accepted.clone(),
+        );
+        registry.register(
+            "listener_connections_refused",
+            "Connections refused at max_connections, per listener",
+            self.refused.clone(),
+        );
+        registry.register(
+            "listener_handshake_failures",
+            "TLS or WebSocket handshakes that failed or timed out, per listener",
+            self.handshake_failures.clone(),
+        );
+        registry.register(
+            "listener_clients_connected",
+            "Clients connected, per listener",
+            self.connected.clone(),
+        );
+    }
 }
 
 /// Live counters, updated without locks.
@@ -57,6 +157,28 @@ pub(crate) struct Metrics {
     pub protocol_errors: AtomicU64,
     /// Will messages published.
     pub wills_published: AtomicU64,
+    /// TLS or WebSocket handshakes that failed or timed out.
+    pub handshake_failures: AtomicU64,
+    /// MQTT packets received from clients, of every type.
+    pub packets_received: AtomicU64,
+    /// MQTT packets written to clients other than PUBLISH (those are `publish_sent`).
+    pub control_packets_sent: AtomicU64,
+    /// Bytes read from client connections (after TLS and WebSocket framing).
+    pub bytes_received: AtomicU64,
+    /// Bytes written to client connections (before TLS and WebSocket framing).
+    pub bytes_sent: AtomicU64,
+    /// Clients connected right now (CONNACK sent, not yet gone).
+    pub clients_connected: AtomicU64,
+    /// The most clients connected at once since the broker started.
+    pub clients_maximum: AtomicU64,
+    /// Sessions that ended because their expiry interval passed.
+    pub sessions_expired: AtomicU64,
+    /// PUBLISH and SUBSCRIBE filters refused by the ACL (each logged at debug).
+    pub acl_denied: AtomicU64,
+    /// Paces the log line about connections refused at `max_connections`.
+    pub refusal_log: LogPace,
+    /// Counters per listener.
+    pub per_listener: PerListener,
     drop_log: Mutex<DropLog>,
     /// Paces the log lines about full queues.
     clock: Clock,
@@ -64,7 +186,7 @@ pub(crate) struct Metrics {
 
 /// A point-in-time copy of the broker's counters, from [`crate::BrokerHandle::metrics`]. Every
 /// counter counts up from 0 since the broker started.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct MetricsSnapshot {
     /// TCP connections accepted.
     pub connections_accepted: u64,
@@ -100,6 +222,24 @@ pub struct MetricsSnapshot {
     pub protocol_errors: u64,
     /// Will messages published.
     pub wills_published: u64,
+    /// TLS or WebSocket handshakes that failed or timed out.
+    pub handshake_failures: u64,
+    /// MQTT packets received from clients, of every type.
+    pub packets_received: u64,
+    /// MQTT packets written to clients other than PUBLISH.
+    pub control_packets_sent: u64,
+    /// Bytes read from client connections.
+    pub bytes_received: u64,
+    /// Bytes written to client connections.
+    pub bytes_sent: u64,
+    /// Clients connected right now.
+    pub clients_connected: u64,
+    /// The most clients connected at once.
+    pub clients_maximum: u64,
+    /// Sessions that ended because their expiry interval passed.
+    pub sessions_expired: u64,
+    /// PUBLISH and SUBSCRIBE filters refused by the ACL.
+    pub acl_denied: u64,
 }
 
 impl Metrics {
@@ -166,6 +306,15 @@ impl Metrics {
             expired: self.expired.load(Relaxed),
             protocol_errors: self.protocol_errors.load(Relaxed),
             wills_published: self.wills_published.load(Relaxed),
+            handshake_failures: self.handshake_failures.load(Relaxed),
+            packets_received: self.packets_received.load(Relaxed),
+            control_packets_sent: self.control_packets_sent.load(Relaxed),
+            bytes_received: self.bytes_received.load(Relaxed),
+            bytes_sent: self.bytes_sent.load(Relaxed),
+            clients_connected: self.clients_connected.load(Relaxed),
+            clients_maximum: self.clients_maximum.load(Relaxed),
+            sessions_expired: self.sessions_expired.load(Relaxed),
+            acl_denied: self.acl_denied.load(Relaxed),
         }
     }
 }

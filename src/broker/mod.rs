@@ -8,6 +8,7 @@ mod restore;
 mod router;
 mod sessions;
 pub(crate) mod shared;
+pub(crate) mod sys;
 #[cfg(test)]
 mod tests;
 mod will;
@@ -18,7 +19,7 @@ use std::sync::{Arc, Weak};
 use tokio_util::sync::CancellationToken;
 
 pub(crate) use access::{AccessControl, Verdict};
-pub(crate) use handle::{ConnLink, KickReason, SessionHandle};
+pub(crate) use handle::{ClientInfo, ConnLink, KickReason, SessionHandle};
 pub(crate) use metrics::Metrics;
 pub(crate) use pending::Pending;
 pub(crate) use router::{RouteContext, Routed, Router};
@@ -48,6 +49,8 @@ pub(crate) struct Broker {
     pub shutdown: CancellationToken,
     /// Durable state; `None` when running in memory only.
     pub store: Option<Store>,
+    /// When the broker started, on its clock.
+    pub started: std::time::Instant,
     /// Authentication and authorization.
     pub access: AccessControl,
     /// Durable sessions are recorded (normally: there is a store).
@@ -85,6 +88,7 @@ impl Broker {
             registry: Registry::default(),
             router: Router::new(clock.clone()),
             metrics: Metrics::with_clock(clock.clone()),
+            started: clock.now(),
             clock,
             shutdown: CancellationToken::new(),
             store,

@@ -15,6 +15,7 @@ use crate::session::{Delivery, GateState, LoadRequest, NEVER_EXPIRES, Session};
 use crate::store::{Op, SessionKey, SessionRecord, record::unix_secs};
 
 use super::Broker;
+use super::Metrics;
 use super::handle::{Absence, ConnLink, KickReason, SessionHandle, Slot};
 use super::pending::Pending;
 
@@ -100,6 +101,17 @@ fn log_moved(client_id: &str, moved: usize, left: usize) {
     }
 }
 
+/// Counts over every session (see [`Registry::summary`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct SessionsSummary {
+    /// Sessions.
+    pub total: usize,
+    /// Sessions with a connection.
+    pub connected: usize,
+    /// Messages in their backlogs (queued, in flight, in the store).
+    pub queued_messages: usize,
+}
+
 /// Client id to session.
 #[derive(Debug, Default)]
 pub(crate) struct Registry {
@@ -126,6 +138,27 @@ impl Registry {
         self.sessions
             .lock()
             .insert(Arc::clone(&handle.client_id), handle);
+    }
+
+    /// Every session, in no particular order.
+    pub(crate) fn handles(&self) -> Vec<Arc<SessionHandle>> {
+        self.sessions.lock().values().cloned().collect()
+    }
+
+    /// Counts over every session: how many there are, how many have a connection, and the
+    /// messages in their backlogs.
+    pub(crate) fn summary(&self) -> SessionsSummary {
+        let sessions = self.sessions.lock();
+        let mut summary = SessionsSummary {
+            total: sessions.len(),
+            ..SessionsSummary::default()
+        };
+        for handle in sessions.values() {
+            let slot = handle.slot.lock();
+            summary.connected += usize::from(slot.conn.is_some());
+            summary.queued_messages += slot.session.outbound.backlog_messages();
+        }
+        summary
     }
 
     /// A key for a new session incarnation. It also names the incarnation in the store, so it
@@ -269,6 +302,7 @@ impl Broker {
             return None;
         }
         slot.conn = None;
+        slot.client = None;
         // Read under the lock that makes the detach visible, so anyone who sees it can count
         // on the timers below starting from no later than now.
         let since = self.clock.now();
@@ -581,6 +615,7 @@ impl Broker {
             broker.end_session_if(&handle, |slot| {
                 let expired = slot.conn.is_none() && !away.is_cancelled();
                 if expired {
+                    Metrics::inc(&broker.metrics.sessions_expired);
                     info!(client_id = %handle.client_id, "session expired");
                 }
                 expired

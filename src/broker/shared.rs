@@ -140,7 +140,7 @@ impl Group {
 
 /// One Shared Subscription and its counters, from
 /// [`crate::BrokerHandle::shared_subscriptions`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct SharedSubscriptionInfo {
     /// The ShareName (the group).
     pub share_name: String,

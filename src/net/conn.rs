@@ -6,17 +6,21 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::timeout;
-use tracing::debug;
+use tracing::{debug, info};
 
+use crate::broker::metrics::ListenerEvent;
 use crate::broker::{Broker, ConnLink, KickReason, Metrics, Verdict};
 use crate::clock::Clock;
-use crate::config::QueueFullPolicy;
+use crate::codec::Version;
+use crate::config::{ListenerKind, QueueFullPolicy};
 use crate::protocol::{self, AwaitingConnect, Close, Connected};
+use crate::session::NEVER_EXPIRES;
 
 /// Smallest read reservation: an idle connection holds little more than this.
 const MIN_READ: usize = 512;
@@ -31,6 +35,27 @@ const DRAIN_TIME: Duration = Duration::from_secs(1);
 const DRAIN_BYTES: usize = 1024 * 1024;
 /// A paused PUBLISH is tried again at least this often, whatever woke or did not wake it.
 const PAUSE_RETRY: Duration = Duration::from_secs(1);
+
+/// The listener a connection came through, as its log lines name it (`tcp 127.0.0.1:1883`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Via {
+    /// Transport.
+    pub kind: ListenerKind,
+    /// The listener's address.
+    pub addr: SocketAddr,
+}
+
+impl std::fmt::Display for Via {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.kind, self.addr)
+    }
+}
+
+/// The client of a connection once it is connected, for the line its end logs.
+struct Attached {
+    client_id: Arc<str>,
+    since: std::time::Instant,
+}
 
 /// What a TLS listener learned from the client certificate, for `use_identity_as_username`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,6 +118,10 @@ struct Driver<S> {
     identity: CertIdentity,
     /// A write was cut off mid-packet: nothing more may be written.
     torn: bool,
+    /// The listener.
+    via: Via,
+    /// Set once connected.
+    attached: Option<Attached>,
 }
 
 /// Serves one client connection to completion. `queue_full` is the listener's policy for
@@ -101,6 +130,7 @@ pub(crate) async fn serve<S>(
     broker: Arc<Broker>,
     stream: S,
     peer: SocketAddr,
+    via: Via,
     identity: CertIdentity,
     queue_full: QueueFullPolicy,
 ) where
@@ -118,6 +148,8 @@ pub(crate) async fn serve<S>(
         link,
         identity,
         torn: false,
+        via,
+        attached: None,
     };
     let mut phase = Phase::Connecting(AwaitingConnect::new(broker, peer, queue_full));
     let close = driver.run(&mut phase).await;
@@ -140,6 +172,7 @@ impl<S: Transport> Driver<S> {
             Ok(accepted) => accepted,
             Err(close) => return close,
         };
+        self.log_connected(&a);
         let Phase::Connecting(awaiting) = std::mem::replace(phase, Phase::Gone) else {
             return Close::Io;
         };
@@ -161,23 +194,74 @@ impl<S: Transport> Driver<S> {
         }
     }
 
+    /// The line of a new connection: who, from where, through which listener, with what.
+    fn log_connected(&mut self, a: &Accepted) {
+        let c = &a.connect;
+        let protocol = match (c.version, c.mqtt31) {
+            (_, true) => "3.1",
+            (Version::V311, false) => "3.1.1",
+            (Version::V5, false) => "5.0",
+        };
+        let expiry = match a.plan.request.expiry_interval {
+            NEVER_EXPIRES => "never".to_string(),
+            secs => format!("{secs}s"),
+        };
+        let username = a
+            .username
+            .as_deref()
+            .or(c.username.as_deref())
+            .unwrap_or("");
+        a.session.slot.lock().client = Some(crate::broker::ClientInfo {
+            peer: self.peer,
+            listener: self.via.to_string(),
+            protocol,
+            username: a.username.clone(),
+            keep_alive: a.plan.keep_alive,
+            connected_at: crate::store::record::unix_secs(self.broker.clock.wall()),
+        });
+        info!(
+            client_id = %a.session.client_id,
+            peer = %self.peer,
+            listener = %self.via,
+            protocol,
+            clean_start = c.clean_start,
+            session_expiry = %expiry,
+            keep_alive = a.plan.keep_alive,
+            username,
+            session_present = a.present,
+            "client connected"
+        );
+        let metrics = &self.broker.metrics;
+        let now = metrics.clients_connected.fetch_add(1, Relaxed) + 1;
+        metrics.clients_maximum.fetch_max(now, Relaxed);
+        metrics
+            .per_listener
+            .count(&self.via, ListenerEvent::Connected);
+        self.attached = Some(Attached {
+            client_id: Arc::clone(&a.session.client_id),
+            since: std::time::Instant::now(),
+        });
+    }
+
     /// Waits (bounded) for the CONNECT, authenticates it and attaches its session.
     async fn connect_phase(&mut self, awaiting: &mut AwaitingConnect) -> Result<Accepted, Close> {
         let limit = self.broker.config.connect_timeout;
         let connect = match timeout(limit, self.read_connect(awaiting)).await {
             Err(_) => {
-                debug!(peer = %self.peer, "no CONNECT in time");
+                info!(peer = %self.peer, listener = %self.via, "no CONNECT in time: closed");
                 return Err(Close::Io);
             }
             Ok(result) => result?,
         };
-        let plan = awaiting
-            .plan(&connect)
-            .map_err(|code| awaiting.refuse(&connect, code))?;
-        let username = self
-            .authenticate(&connect)
-            .await
-            .map_err(|code| awaiting.refuse(&connect, code))?;
+        let plan = awaiting.plan(&connect).map_err(|code| {
+            info!(peer = %self.peer, listener = %self.via, client_id = %connect.client_id, %code, "CONNECT refused");
+            awaiting.refuse(&connect, code)
+        })?;
+        let username = self.authenticate(&connect).await.map_err(|code| {
+            let username = connect.username.as_deref().unwrap_or("");
+            info!(peer = %self.peer, listener = %self.via, client_id = %connect.client_id, username, %code, "login refused");
+            awaiting.refuse(&connect, code)
+        })?;
         let (session, present) = self
             .broker
             .attach(&plan.request, &self.link, awaiting.pending_mut())
@@ -242,10 +326,18 @@ impl<S: Transport> Driver<S> {
         match self.stream.read_buf(&mut self.rbuf).await {
             Ok(0) | Err(_) => Err(Close::Io),
             Ok(n) => {
+                self.count_read(n);
                 self.adapt_read_size(n, spare);
                 Ok(())
             }
         }
+    }
+
+    fn count_read(&self, n: usize) {
+        self.broker
+            .metrics
+            .bytes_received
+            .fetch_add(n as u64, Relaxed);
     }
 
     /// Makes room for the next read; returns the room available.
@@ -320,7 +412,10 @@ impl<S: Transport> Driver<S> {
                     let spare = self.prepare_read();
                     (self.stream.read_buf(&mut self.rbuf).await, spare)
                 }, if reading => match read {
-                    (Ok(n), spare) if n > 0 => self.adapt_read_size(n, spare),
+                    (Ok(n), spare) if n > 0 => {
+                        self.count_read(n);
+                        self.adapt_read_size(n, spare);
+                    }
                     _ => return Err(Close::Io),
                 },
                 _ = session.wake.notified(), if !more_to_send => {}
@@ -405,7 +500,10 @@ impl<S: Transport> Driver<S> {
         while !buf.is_empty() {
             let outcome = tokio::select! {
                 written = self.stream.write_buf(buf) => match written {
-                    Ok(n) if n > 0 => Ok(()),
+                    Ok(n) if n > 0 => {
+                        self.broker.metrics.bytes_sent.fetch_add(n as u64, Relaxed);
+                        Ok(())
+                    }
                     _ => Err(Close::Io),
                 },
                 _ = link.kick.cancelled() => {
@@ -444,9 +542,24 @@ impl<S: Transport> Driver<S> {
                     close = close.then(failure);
                 }
                 let ending = core.end(close);
-                if let Close::Violation { why, reason } = close {
+                if let Close::Violation { .. } = close {
                     Metrics::inc(&self.broker.metrics.protocol_errors);
-                    debug!(peer = %self.peer, %reason, why, "protocol violation");
+                }
+                if let Some(a) = &self.attached {
+                    let metrics = &self.broker.metrics;
+                    metrics.clients_connected.fetch_sub(1, Relaxed);
+                    metrics
+                        .per_listener
+                        .count(&self.via, ListenerEvent::Disconnected);
+                    let reason_code = close.outcome().0.map(|c| c.to_string());
+                    info!(
+                        client_id = %a.client_id,
+                        peer = %self.peer,
+                        reason = close.describe(),
+                        reason_code = reason_code.as_deref().unwrap_or(""),
+                        duration = ?a.since.elapsed(),
+                        "client disconnected"
+                    );
                 }
                 let away = self.broker.detach(&ending.session, self.link.id);
                 if let Some(will) = ending.will {

@@ -12,10 +12,11 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
+use crate::broker::metrics::ListenerEvent;
 use crate::broker::{Broker, Metrics};
 use crate::config::{Config, ListenerConfig, ListenerKind, QueueFullPolicy};
 
-use super::conn::{self, CertIdentity};
+use super::conn::{self, CertIdentity, Via};
 use super::{tls, ws};
 
 /// A bound listener, ready to accept.
@@ -140,10 +141,20 @@ pub(crate) async fn accept_loop(broker: Arc<Broker>, listener: Listener, tasks: 
                 // Counted here, before the task is spawned, so a burst cannot overshoot.
                 let Some(open) = OpenConnection::take(&broker, max) else {
                     Metrics::inc(&broker.metrics.connections_refused);
-                    debug!(%peer, max, "connection limit reached: refused");
+                    broker
+                        .metrics
+                        .per_listener
+                        .count(&via(&listener), ListenerEvent::Refused);
+                    if let Some(since_last) = broker.metrics.refusal_log.tick() {
+                        warn!(%peer, listener = %via(&listener), max, refused_since_last_line = since_last, "max_connections reached: connection refused");
+                    }
                     drop(stream);
                     continue;
                 };
+                broker
+                    .metrics
+                    .per_listener
+                    .count(&via(&listener), ListenerEvent::Accepted);
                 if let Err(e) = stream.set_nodelay(true) {
                     debug!(%peer, error = %e, "TCP_NODELAY not set");
                 }
@@ -166,6 +177,13 @@ pub(crate) async fn accept_loop(broker: Arc<Broker>, listener: Listener, tasks: 
     }
 }
 
+fn via(listener: &Listener) -> Via {
+    Via {
+        kind: listener.config.kind,
+        addr: listener.local_addr,
+    }
+}
+
 async fn handshake_and_serve(
     broker: &Arc<Broker>,
     listener: &Listener,
@@ -178,7 +196,8 @@ async fn handshake_and_serve(
         .unwrap_or(broker.config.queue_full);
     if listener.config.kind == ListenerKind::Tcp {
         // The common case stays small: no handshake state in this task's future.
-        return serve(broker, stream, peer, CertIdentity::NotUsed, policy).await;
+        let via = via(listener);
+        return serve(broker, stream, peer, via, CertIdentity::NotUsed, policy).await;
     }
     // TLS and WebSocket state is large; it lives on the heap, not in every task's future.
     Box::pin(handshake_then_serve(broker, listener, stream, peer)).await;
@@ -220,19 +239,30 @@ async fn handshake_then_serve(
     let ready = match outcome {
         Ok(Ok(ready)) => ready,
         Ok(Err(e)) => {
-            debug!(%peer, kind = ?l.kind, error = %e, "handshake failed");
+            Metrics::inc(&broker.metrics.handshake_failures);
+            broker
+                .metrics
+                .per_listener
+                .count(&via(listener), ListenerEvent::HandshakeFailed);
+            info!(%peer, listener = %via(listener), error = %e, "handshake failed");
             return;
         }
         Err(_) => {
-            debug!(%peer, kind = ?l.kind, "handshake timed out");
+            Metrics::inc(&broker.metrics.handshake_failures);
+            broker
+                .metrics
+                .per_listener
+                .count(&via(listener), ListenerEvent::HandshakeFailed);
+            info!(%peer, listener = %via(listener), "handshake timed out");
             return;
         }
     };
     let policy = l.queue_full.unwrap_or(broker.config.queue_full);
+    let via = via(listener);
     match ready {
-        Ready::Ws(s) => serve(broker, *s, peer, CertIdentity::NotUsed, policy).await,
-        Ready::Tls(s, identity) => serve(broker, *s, peer, identity, policy).await,
-        Ready::Wss(s, identity) => serve(broker, *s, peer, identity, policy).await,
+        Ready::Ws(s) => serve(broker, *s, peer, via, CertIdentity::NotUsed, policy).await,
+        Ready::Tls(s, identity) => serve(broker, *s, peer, via, identity, policy).await,
+        Ready::Wss(s, identity) => serve(broker, *s, peer, via, identity, policy).await,
     }
 }
 
@@ -240,10 +270,11 @@ async fn serve<S: conn::Transport>(
     broker: &Arc<Broker>,
     stream: S,
     peer: SocketAddr,
+    via: Via,
     identity: CertIdentity,
     policy: QueueFullPolicy,
 ) {
-    conn::serve(Arc::clone(broker), stream, peer, identity, policy).await;
+    conn::serve(Arc::clone(broker), stream, peer, via, identity, policy).await;
 }
 
 type TlsStream = tokio_rustls::server::TlsStream<TcpStream>;

@@ -54,6 +54,7 @@ impl Close {
             Close::KeepAlive => (Some(ReasonCode::KEEP_ALIVE_TIMEOUT), true),
             Close::Kicked(KickReason::TakenOver) => (Some(ReasonCode::SESSION_TAKEN_OVER), true),
             Close::Kicked(KickReason::Shutdown) => (Some(ReasonCode::SERVER_SHUTTING_DOWN), false),
+            Close::Kicked(KickReason::Admin) => (Some(ReasonCode::ADMINISTRATIVE_ACTION), true),
             Close::StorageFailure => (Some(ReasonCode::UNSPECIFIED_ERROR), true),
             Close::PausedWithAcksUnread => (None, true),
         }
@@ -72,6 +73,23 @@ impl Close {
         }
     }
 
+    /// Why the connection ended, for the log.
+    pub(crate) fn describe(self) -> &'static str {
+        match self {
+            Close::ClientDisconnect { will: false } => "DISCONNECT from the client",
+            Close::ClientDisconnect { will: true } => "DISCONNECT from the client (with will)",
+            Close::Io => "connection closed by the client or lost",
+            Close::Refused => "CONNECT refused",
+            Close::Violation { why, .. } => why,
+            Close::KeepAlive => "keep alive expired",
+            Close::Kicked(KickReason::TakenOver) => "session taken over",
+            Close::Kicked(KickReason::Shutdown) => "server shutting down",
+            Close::Kicked(KickReason::Admin) => "disconnected by an operator",
+            Close::StorageFailure => "store failure",
+            Close::PausedWithAcksUnread => "paused with acknowledgements unread",
+        }
+    }
+
     /// The Reason String of the DISCONNECT this close sends.
     pub(crate) fn explain(self) -> Option<&'static str> {
         Some(match self {
@@ -79,6 +97,7 @@ impl Close {
             Close::KeepAlive => "nothing received within 1.5 times the keep alive",
             Close::Kicked(KickReason::TakenOver) => "another connection took the session over",
             Close::Kicked(KickReason::Shutdown) => "the server is shutting down",
+            Close::Kicked(KickReason::Admin) => "disconnected by an operator",
             Close::StorageFailure => "the server could not store the session's state",
             _ => return None,
         })

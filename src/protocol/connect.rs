@@ -160,7 +160,6 @@ impl AwaitingConnect {
     /// Answers CONNACK with refusal `code` (MQTT-3.2.2-5); the connection then closes.
     pub(crate) fn refuse(&mut self, connect: &Connect, code: ReasonCode) -> Close {
         let version = connect.version;
-        debug!(peer = %self.peer, %code, "CONNECT refused");
         let connack = Packet::ConnAck(ConnAck {
             session_present: false,
             code,
@@ -194,7 +193,6 @@ impl AwaitingConnect {
     ) -> Connected {
         let version = connect.version;
         let client_id = &plan.request.client_id;
-        debug!(peer = %self.peer, %client_id, ?version, present, "client connected");
         let config = &self.broker.config;
         let access = &self.broker.access;
         let acl = access.client_acl(username.as_deref(), client_id);

@@ -210,6 +210,10 @@ impl Connected {
         }
         if handled > 0 {
             self.touch(now);
+            self.broker
+                .metrics
+                .packets_received
+                .fetch_add(handled as u64, std::sync::atomic::Ordering::Relaxed);
         }
         Ok(handled)
     }

@@ -20,6 +20,7 @@ use super::{Close, Connected, WRITE_BUDGET};
 impl Connected {
     /// Encodes a response packet into the write buffer.
     pub(super) fn send(&mut self, packet: &Packet) -> Result<(), Close> {
+        Metrics::inc(&self.broker.metrics.control_packets_sent);
         send_within(
             packet,
             self.version,

@@ -45,6 +45,7 @@ impl Connected {
         // A denied PUBLISH is not routed. MQTT 5.0 says so with 0x87; 3.1.1 has no way to, so
         // it is acknowledged as usual (as mosquitto does).
         if !self.allowed(&topic, Access::Write) {
+            crate::broker::Metrics::inc(&self.broker.metrics.acl_denied);
             debug!(client_id = %self.session.client_id, %topic, "PUBLISH denied by ACL");
             return match (self.version, publish.qos) {
                 (_, QoS::AtMostOnce) => Ok(()),

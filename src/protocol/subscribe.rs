@@ -56,6 +56,7 @@ impl Connected {
                 }
             };
             if !self.allowed(matched_filter, Access::Read) {
+                crate::broker::Metrics::inc(&self.broker.metrics.acl_denied);
                 debug!(client_id = %session.client_id, filter = %f.filter, "SUBSCRIBE denied by ACL");
                 codes.push(match version {
                     Version::V5 => ReasonCode::NOT_AUTHORIZED,

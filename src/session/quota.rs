@@ -57,7 +57,7 @@ pub(crate) enum Placement {
 }
 
 /// A snapshot of one session's backlog, for metrics and introspection.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct BacklogStats {
     /// Messages in the backlog (queued in memory, in flight, in the store only, reserved).
     pub messages: usize,

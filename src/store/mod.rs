@@ -173,10 +173,35 @@ pub struct StoreStats {
     pub failures: AtomicU64,
     /// Bytes of queued messages in the store (the records of the messages table).
     pub message_bytes: AtomicU64,
+    /// Write transactions that were synced to the disk (fsync).
+    pub synced_transactions: AtomicU64,
+    /// Microseconds spent in synced write transactions, fsync included, all together.
+    pub synced_micros: AtomicU64,
+}
+
+/// Distributions of the writer thread's work, for the Prometheus exposition.
+#[derive(Debug)]
+pub(crate) struct StoreHistograms {
+    /// Seconds per write transaction, fsync included when there is one.
+    pub commit_seconds: prometheus_client::metrics::histogram::Histogram,
+    /// Requests (connection batches) per write transaction.
+    pub batch_requests: prometheus_client::metrics::histogram::Histogram,
+}
+
+impl Default for StoreHistograms {
+    fn default() -> Self {
+        use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+        StoreHistograms {
+            // 50 µs to about 3 s.
+            commit_seconds: Histogram::new(exponential_buckets(0.000_05, 2.0, 16)),
+            // 1 to 4096 requests.
+            batch_requests: Histogram::new(exponential_buckets(1.0, 2.0, 13)),
+        }
+    }
 }
 
 /// A point-in-time copy of [`StoreStats`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct StoreStatsSnapshot {
     /// See [`StoreStats::write_transactions`].
     pub write_transactions: u64,
@@ -190,6 +215,10 @@ pub struct StoreStatsSnapshot {
     pub failures: u64,
     /// See [`StoreStats::message_bytes`].
     pub message_bytes: u64,
+    /// See [`StoreStats::synced_transactions`].
+    pub synced_transactions: u64,
+    /// See [`StoreStats::synced_micros`].
+    pub synced_micros: u64,
 }
 
 struct Request {
@@ -205,6 +234,8 @@ pub(crate) struct Store {
     tx: Mutex<Option<mpsc::Sender<Request>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
     stats: Arc<StoreStats>,
+    /// Distributions of commit time and batch size.
+    pub(crate) histograms: Arc<StoreHistograms>,
     path: PathBuf,
     /// The clock of the times in the records (session disconnection, message expiry).
     clock: Clock,
@@ -257,7 +288,8 @@ impl Store {
         stats.message_bytes.store(loaded.message_bytes, Relaxed);
         let db = Arc::new(db);
         let (tx, rx) = mpsc::channel();
-        let writer_stats = Arc::clone(&stats);
+        let histograms = Arc::new(StoreHistograms::default());
+        let writer_stats = (Arc::clone(&stats), Arc::clone(&histograms));
         let writer_path = path.clone();
         let writer_db = Arc::clone(&db);
         let writer_clock = clock.clone();
@@ -283,6 +315,7 @@ impl Store {
                 tx: Mutex::new(Some(tx)),
                 thread: Mutex::new(Some(thread)),
                 stats,
+                histograms,
                 path,
                 clock: clock.clone(),
             },
@@ -356,6 +389,8 @@ impl Store {
             max_batch: s.max_batch.load(Relaxed),
             failures: s.failures.load(Relaxed),
             message_bytes: s.message_bytes.load(Relaxed),
+            synced_transactions: s.synced_transactions.load(Relaxed),
+            synced_micros: s.synced_micros.load(Relaxed),
         }
     }
 
@@ -426,7 +461,7 @@ fn writer(
     db: &Database,
     rx: mpsc::Receiver<Request>,
     durability: Durability,
-    stats: Arc<StoreStats>,
+    (stats, histograms): (Arc<StoreStats>, Arc<StoreHistograms>),
     path: PathBuf,
     clock: Clock,
 ) {
@@ -468,7 +503,18 @@ fn writer(
             Durability::Fsync => waited_on || last_sync.elapsed() >= BUFFERED_SYNC_INTERVAL,
             Durability::Buffered => last_sync.elapsed() >= BUFFERED_SYNC_INTERVAL,
         };
+        let started = Instant::now();
         let result = commit(db, &batch, sync, &stats, &clock).map_err(Arc::new);
+        let took = started.elapsed();
+        if result.is_ok() && !batch.is_empty() {
+            histograms.commit_seconds.observe(took.as_secs_f64());
+            histograms.batch_requests.observe(batch.len() as f64);
+        }
+        if sync && result.is_ok() {
+            let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+            stats.synced_transactions.fetch_add(1, Relaxed);
+            stats.synced_micros.fetch_add(micros, Relaxed);
+        }
         if sync {
             last_sync = Instant::now();
             unsynced = false;

@@ -31,11 +31,20 @@ impl BrokerProcess {
             format!("max_queued_messages = 100000\n{extra_config}"),
         )
         .expect("config written");
+        let mut args: Vec<std::ffi::OsString> =
+            ["--port", "0", "--log-level", "info", "--data-dir"]
+                .map(Into::into)
+                .to_vec();
+        args.push(data_dir.into());
+        args.push("--config".into());
+        args.push(config.into());
+        Self::spawn(&args)
+    }
+
+    /// Starts the broker with exactly `args`; its log must name the address it listens on.
+    pub fn spawn(args: &[std::ffi::OsString]) -> BrokerProcess {
         let mut child = Command::new(env!("CARGO_BIN_EXE_roost"))
-            .args(["--port", "0", "--log-level", "info", "--data-dir"])
-            .arg(data_dir)
-            .arg("--config")
-            .arg(&config)
+            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -48,11 +57,19 @@ impl BrokerProcess {
             let mut addr_tx = Some(addr_tx);
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { return };
-                if let Some(rest) = line.split("local_addr=").nth(1)
+                // `local_addr=...` in text lines, `"local_addr":"..."` in JSON ones.
+                let addr = line
+                    .split("local_addr=")
+                    .nth(1)
+                    .and_then(|rest| rest.split_whitespace().next())
+                    .or_else(|| {
+                        let rest = line.split("\"local_addr\":\"").nth(1)?;
+                        rest.split('"').next()
+                    });
+                if let Some(addr) = addr
                     && let Some(tx) = addr_tx.take()
                 {
-                    let addr = rest.split_whitespace().next().unwrap_or("").to_string();
-                    let _ = tx.send(addr);
+                    let _ = tx.send(addr.to_string());
                     continue;
                 }
                 let _ = log_tx.send(line);

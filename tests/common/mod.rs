@@ -27,11 +27,13 @@ pub async fn start_broker() -> BrokerHandle {
 }
 
 /// Starts a broker on an ephemeral port after letting the caller adjust the configuration.
-/// It runs in memory unless the caller sets `in_memory = false` and a `data_dir`.
+/// It runs in memory unless the caller sets `in_memory = false` and a `data_dir`, and
+/// without `$SYS` topics (which are retained messages) unless it sets `sys_interval`.
 pub async fn start_broker_with(adjust: impl FnOnce(&mut Config)) -> BrokerHandle {
     let mut config = Config {
         port: 0,
         in_memory: true,
+        sys_interval: 0,
         ..Config::default()
     };
     adjust(&mut config);
@@ -371,4 +373,30 @@ pub fn ack(kind: roost::codec::AckKind, packet_id: u16) -> Packet {
 /// Waits until the session of `client_id` exists and has no connection attached.
 pub async fn wait_detached(broker: &roost::BrokerHandle, client_id: &str) {
     wait_until(|| broker.session_info(client_id).is_some_and(|s| !s.connected)).await;
+}
+
+/// An HTTP request to the broker's HTTP listener (bounded); returns status and body.
+pub async fn http(method: &str, url: &str, authorization: Option<&str>) -> (u16, String) {
+    let (method, url) = (method.to_string(), url.to_string());
+    let authorization = authorization.map(str::to_string);
+    tokio::task::spawn_blocking(move || {
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(WAIT))
+            .build()
+            .new_agent();
+        let mut request = match method.as_str() {
+            "DELETE" => agent.delete(&url),
+            _ => agent.get(&url),
+        };
+        if let Some(a) = &authorization {
+            request = request.header("Authorization", a);
+        }
+        let mut response = request.call().expect("HTTP answer");
+        let status = response.status().as_u16();
+        let body = response.body_mut().read_to_string().expect("HTTP body");
+        (status, body)
+    })
+    .await
+    .expect("HTTP task")
 }

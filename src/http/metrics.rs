@@ -1,0 +1,237 @@
+//! `/metrics`: the broker's counters and gauges in the Prometheus text format (prometheus-client),
+//! read at scrape time from the same counters `$SYS` and the admin API use, plus the store's
+//! histograms of commit time and batch size.
+
+use std::sync::{Arc, Weak};
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
+
+use crate::broker::Broker;
+
+/// The registry served at `/metrics`.
+pub(crate) fn registry(broker: &Arc<Broker>) -> Registry {
+    let mut registry = Registry::with_prefix("roost");
+    registry.register_collector(Box::new(BrokerCollector {
+        broker: Arc::downgrade(broker),
+    }));
+    if let Some(store) = &broker.store {
+        let h = &store.histograms;
+        registry.register(
+            "store_commit_seconds",
+            "Time of one store write transaction, fsync included when there is one",
+            h.commit_seconds.clone(),
+        );
+        registry.register(
+            "store_commit_batch_requests",
+            "Connection batches committed in one store write transaction",
+            h.batch_requests.clone(),
+        );
+    }
+    broker.metrics.per_listener.register(&mut registry);
+    registry
+}
+
+/// Reads every counter at scrape time.
+#[derive(Debug)]
+struct BrokerCollector {
+    broker: Weak<Broker>,
+}
+
+/// One value: name (without the `roost_` prefix and, for counters, the `_total` suffix),
+/// help text, and the value.
+type Value = (&'static str, &'static str, u64);
+
+impl Collector for BrokerCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let Some(broker) = self.broker.upgrade() else {
+            return Ok(());
+        };
+        let m = broker.metrics.snapshot();
+        let s = broker.store.as_ref().map(|s| s.stats()).unwrap_or_default();
+        let counters: [Value; 26] = [
+            (
+                "connections_accepted",
+                "TCP connections accepted",
+                m.connections_accepted,
+            ),
+            (
+                "connections_refused",
+                "Connections refused at max_connections",
+                m.connections_refused,
+            ),
+            (
+                "handshake_failures",
+                "TLS or WebSocket handshakes that failed or timed out",
+                m.handshake_failures,
+            ),
+            (
+                "packets_received",
+                "MQTT packets received, of every type",
+                m.packets_received,
+            ),
+            (
+                "packets_sent",
+                "MQTT packets sent, of every type",
+                m.control_packets_sent + m.publish_sent,
+            ),
+            (
+                "publish_received",
+                "PUBLISH packets received",
+                m.publish_received,
+            ),
+            ("publish_sent", "PUBLISH packets sent", m.publish_sent),
+            (
+                "bytes_received",
+                "Bytes read from client connections",
+                m.bytes_received,
+            ),
+            (
+                "bytes_sent",
+                "Bytes written to client connections",
+                m.bytes_sent,
+            ),
+            (
+                "deliveries_enqueued",
+                "Deliveries placed in session queues",
+                m.deliveries_enqueued,
+            ),
+            (
+                "deliveries_stored",
+                "Deliveries placed in the store only",
+                m.deliveries_stored,
+            ),
+            (
+                "store_reads",
+                "Windows of stored backlog read back into memory",
+                m.store_reads,
+            ),
+            (
+                "dropped_queue_full",
+                "Messages dropped at a full queue by drop_new or drop_oldest",
+                m.dropped_queue_full,
+            ),
+            (
+                "dropped_qos0_queue_full",
+                "QoS 0 deliveries dropped at a full queue",
+                m.dropped_qos0_queue_full,
+            ),
+            (
+                "dropped_qos0_offline",
+                "QoS 0 messages not kept for an absent client",
+                m.dropped_qos0_offline,
+            ),
+            (
+                "dropped_too_large",
+                "Messages over the client's Maximum Packet Size",
+                m.dropped_too_large,
+            ),
+            (
+                "expired",
+                "Messages whose Message Expiry Interval passed while queued",
+                m.expired,
+            ),
+            (
+                "rejected_quota_exceeded",
+                "QoS 1/2 PUBLISH refused with 0x97 at a full queue",
+                m.rejected_quota_exceeded,
+            ),
+            (
+                "backpressure_pauses",
+                "Times a 3.1.1 publisher was paused at a full queue",
+                m.backpressure_pauses,
+            ),
+            (
+                "protocol_errors",
+                "Connections closed for a malformed packet or protocol error",
+                m.protocol_errors,
+            ),
+            (
+                "acl_denied",
+                "PUBLISH and SUBSCRIBE filters refused by the ACL",
+                m.acl_denied,
+            ),
+            (
+                "wills_published",
+                "Will messages published",
+                m.wills_published,
+            ),
+            (
+                "sessions_expired",
+                "Sessions ended by their expiry interval",
+                m.sessions_expired,
+            ),
+            (
+                "store_commits",
+                "Store write transactions",
+                s.write_transactions,
+            ),
+            (
+                "store_synced_commits",
+                "Store write transactions synced to disk",
+                s.synced_transactions,
+            ),
+            ("store_failures", "Store commits that failed", s.failures),
+        ];
+        for (name, help, value) in counters {
+            let counter = ConstCounter::new(value);
+            counter.encode(encoder.encode_descriptor(
+                name,
+                help,
+                None,
+                counter.metric_type(),
+            )?)?;
+        }
+        let sessions = broker.registry.summary();
+        let gauges: [Value; 8] = [
+            (
+                "connections_open",
+                "Connections open (handshaking, awaiting CONNECT or connected)",
+                m.connections_open,
+            ),
+            (
+                "clients_connected",
+                "Clients connected",
+                m.clients_connected,
+            ),
+            (
+                "clients_maximum",
+                "The most clients connected at once since start",
+                m.clients_maximum,
+            ),
+            (
+                "sessions",
+                "Sessions, connected or not",
+                sessions.total as u64,
+            ),
+            (
+                "backlog_messages",
+                "Messages in session backlogs (queued, in flight, stored)",
+                sessions.queued_messages as u64,
+            ),
+            (
+                "subscriptions",
+                "Subscriptions, Shared Subscription memberships included",
+                broker.router.subscription_count() as u64,
+            ),
+            (
+                "retained_messages",
+                "Retained messages",
+                broker.router.retained_count() as u64,
+            ),
+            (
+                "store_message_bytes",
+                "Bytes of queued messages in the store",
+                s.message_bytes,
+            ),
+        ];
+        for (name, help, value) in gauges {
+            let gauge = ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX));
+            gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)?;
+        }
+        Ok(())
+    }
+}
