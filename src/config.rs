@@ -1033,7 +1033,10 @@ mod tests {
 
     #[test]
     fn file_keys_override_defaults() {
-        let c = parse("port = 1999\nbind = \"0.0.0.0\"\nallow_anonymous = true\nmax_packet_size = 4096\n").unwrap();
+        let c = parse(
+            "port = 1999\nbind = \"0.0.0.0\"\nallow_anonymous = true\nmax_packet_size = 4096\n",
+        )
+        .unwrap();
         assert_eq!(c.port, 1999);
         assert_eq!(c.bind.to_string(), "0.0.0.0");
         assert_eq!(c.max_packet_size, 4096);
@@ -1042,7 +1045,10 @@ mod tests {
     #[test]
     fn a_network_listener_without_any_way_in_is_refused() {
         let e = parse("bind = \"0.0.0.0\"\n").unwrap_err().to_string();
-        assert!(e.contains("allow_anonymous") && e.contains("password_file"), "{e}");
+        assert!(
+            e.contains("allow_anonymous") && e.contains("password_file"),
+            "{e}"
+        );
         let e = parse("allow_anonymous = false\n").unwrap_err().to_string();
         assert!(e.contains("no client could connect"), "{e}");
         parse("bind = \"0.0.0.0\"\nallow_anonymous = true\n").expect("anyone may connect");

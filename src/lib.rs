@@ -82,6 +82,7 @@ pub struct BrokerHandle {
     local_addr: SocketAddr,
     addrs: Vec<(config::ListenerKind, SocketAddr)>,
     http_addr: Option<SocketAddr>,
+    tls: Vec<Arc<net::listener::ReloadableTls>>,
     tasks: TaskTracker,
     acceptors: Vec<JoinHandle<()>>,
 }
@@ -138,6 +139,10 @@ pub async fn start(config: Config) -> Result<BrokerHandle, StartError> {
             }
             net::listener::ListenError::Tls(e) => StartError::Tls(e),
         })?;
+    let tls: Vec<_> = listeners
+        .iter()
+        .filter_map(net::listener::Listener::reloadable_tls)
+        .collect();
     let addrs: Vec<(config::ListenerKind, SocketAddr)> = listeners
         .iter()
         .map(|l| (l.config.kind, l.local_addr))
@@ -198,6 +203,7 @@ pub async fn start(config: Config) -> Result<BrokerHandle, StartError> {
         local_addr,
         addrs,
         http_addr,
+        tls,
         tasks,
         acceptors,
     })
@@ -227,6 +233,31 @@ impl BrokerHandle {
     /// Re-reads the password and ACL files; on error the previous ones stay in force.
     pub fn reload_auth(&self) -> Result<(), auth::AuthError> {
         self.broker.access.reload()
+    }
+
+    /// Reads the certificate, key and CA files of every TLS listener again (certificate
+    /// rotation): connections accepted afterwards use the new ones, established connections
+    /// keep theirs. A listener whose files cannot be used keeps its previous ones; the first
+    /// such error is returned after every listener was tried. Returns how many were reloaded.
+    pub fn reload_tls(&self) -> Result<usize, net::tls::TlsError> {
+        let mut first_error = None;
+        let mut reloaded = 0;
+        for t in &self.tls {
+            match t.reload() {
+                Ok(()) => {
+                    reloaded += 1;
+                    info!(listener = %t.name, "TLS certificate and key reloaded");
+                }
+                Err(e) => {
+                    tracing::warn!(listener = %t.name, error = %e, "TLS reload failed; keeping the previous certificate");
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(reloaded),
+        }
     }
 
     /// How many subscriptions (Topic Filters, over all sessions, each membership of a Shared

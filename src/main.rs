@@ -257,13 +257,24 @@ async fn run(config: Config) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // Under systemd (Type=notify), the unit is active from here on.
+    notify_systemd(&[sd_notify::NotifyState::Ready]);
     wait_for_signal(&handle).await;
     tracing::info!("shutting down");
+    notify_systemd(&[sd_notify::NotifyState::Stopping]);
     handle.shutdown().await;
     ExitCode::SUCCESS
 }
 
-/// Waits for Ctrl-C or SIGTERM; SIGHUP reloads the password and ACL files meanwhile.
+/// Tells systemd (when it started us with `NOTIFY_SOCKET`) how the service stands.
+fn notify_systemd(states: &[sd_notify::NotifyState]) {
+    if let Err(e) = sd_notify::notify(states) {
+        tracing::warn!(error = %e, "could not notify systemd");
+    }
+}
+
+/// Waits for Ctrl-C or SIGTERM; SIGHUP reloads the password and ACL files and the TLS
+/// certificates meanwhile.
 async fn wait_for_signal(handle: &roost::BrokerHandle) {
     #[cfg(unix)]
     {
@@ -280,9 +291,14 @@ async fn wait_for_signal(handle: &roost::BrokerHandle) {
                 _ = tokio::signal::ctrl_c() => return,
                 _ = term.recv() => return,
                 _ = hup.recv() => {
-                    tracing::info!("SIGHUP: reloading password and ACL files");
-                    // A failure is logged inside; the previous files stay in force.
+                    let mut reloading = vec![sd_notify::NotifyState::Reloading];
+                    reloading.extend(sd_notify::NotifyState::monotonic_usec_now().ok());
+                    notify_systemd(&reloading);
+                    tracing::info!("SIGHUP: reloading password and ACL files and TLS certificates");
+                    // Failures are logged inside; the previous files stay in force.
                     let _ = handle.reload_auth();
+                    let _ = handle.reload_tls();
+                    notify_systemd(&[sd_notify::NotifyState::Ready]);
                 }
             }
         }

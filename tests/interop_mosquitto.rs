@@ -278,3 +278,58 @@ async fn sys_topics_with_mosquitto_sub() {
     }
     broker.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_certificates_are_reloaded_without_a_restart() {
+    // What SIGHUP does: new connections get the new certificate, the broker keeps running.
+    if !available() {
+        return;
+    }
+    let certs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("certs");
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("server.pem"), dir.path().join("server.key"));
+    let install = |pem: &str, k: &str| {
+        std::fs::copy(certs.join(pem), &cert).unwrap();
+        std::fs::copy(certs.join(k), &key).unwrap();
+    };
+    install("server.pem", "server.key");
+    let broker = start_broker_with(|c| {
+        let mut l = roost::config::ListenerConfig::new(
+            roost::config::ListenerKind::Tls,
+            [127, 0, 0, 1].into(),
+            0,
+        );
+        l.cert_file = Some(cert.clone());
+        l.key_file = Some(key.clone());
+        c.listeners.push(l);
+    })
+    .await;
+    let tls = broker
+        .addr_of(roost::config::ListenerKind::Tls)
+        .expect("TLS listener");
+    let cafile = certs.join("ca.pem");
+    let try_publish = || async {
+        base("mosquitto_pub", tls, false)
+            .args(["--cafile", cafile.to_str().unwrap(), "-t", "t", "-m", "x"])
+            .output()
+            .await
+            .map(|o| o.status.success())
+            .unwrap_or(false)
+    };
+    assert!(
+        try_publish().await,
+        "the development certificate is trusted"
+    );
+    // A certificate from a CA the client does not trust.
+    install("untrusted-client.pem", "untrusted-client.key");
+    assert_eq!(broker.reload_tls().expect("reloads"), 1);
+    assert!(!try_publish().await, "the new certificate is in use");
+    // A broken file is refused; the certificate in use stays.
+    std::fs::write(&cert, "not a certificate").unwrap();
+    assert!(broker.reload_tls().is_err());
+    assert!(!try_publish().await);
+    install("server.pem", "server.key");
+    assert_eq!(broker.reload_tls().expect("reloads"), 1);
+    assert!(try_publish().await, "rotated back");
+    broker.shutdown().await;
+}

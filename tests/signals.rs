@@ -77,3 +77,37 @@ async fn sigterm_shuts_down_cleanly_and_tells_v5_clients() {
     };
     assert!(status.success(), "{status:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn systemd_hears_ready_reloading_and_stopping() {
+    // Type=notify: READY=1 once serving, RELOADING=1 then READY=1 around SIGHUP, STOPPING=1.
+    let dir = tempfile::tempdir().unwrap();
+    let socket_path = dir.path().join("notify.sock");
+    let socket = std::os::unix::net::UnixDatagram::bind(&socket_path).unwrap();
+    socket.set_read_timeout(Some(WAIT)).unwrap();
+    let next = || {
+        let mut buf = [0u8; 512];
+        let n = socket.recv(&mut buf).expect("a notification in time");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    let data = dir.path().join("data");
+    let broker = BrokerProcess::spawn_env(
+        &[
+            "--port".into(),
+            "0".into(),
+            "--data-dir".into(),
+            data.into(),
+        ],
+        &[("NOTIFY_SOCKET", &socket_path)],
+    );
+    assert_eq!(next(), "READY=1\n");
+    broker.signal("HUP");
+    let reloading = next();
+    assert!(
+        reloading.starts_with("RELOADING=1\nMONOTONIC_USEC="),
+        "{reloading}"
+    );
+    assert_eq!(next(), "READY=1\n");
+    broker.signal("TERM");
+    assert_eq!(next(), "STOPPING=1\n");
+}

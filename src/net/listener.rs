@@ -26,7 +26,46 @@ pub(crate) struct Listener {
     /// The address it is bound to (the real port when 0 was asked).
     pub local_addr: SocketAddr,
     tcp: TcpListener,
-    tls: Option<TlsAcceptor>,
+    tls: Option<Arc<ReloadableTls>>,
+}
+
+/// A TLS listener's certificate, key and CA, which SIGHUP reads again: connections accepted
+/// afterwards use the new files, established ones keep theirs.
+pub(crate) struct ReloadableTls {
+    settings: tls::TlsSettings,
+    /// The listener, for the log.
+    pub name: String,
+    acceptor: parking_lot::RwLock<TlsAcceptor>,
+}
+
+impl std::fmt::Debug for ReloadableTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReloadableTls")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ReloadableTls {
+    fn new(settings: tls::TlsSettings, name: String) -> Result<ReloadableTls, tls::TlsError> {
+        let acceptor = TlsAcceptor::from(tls::server_config(&settings)?);
+        Ok(ReloadableTls {
+            settings,
+            name,
+            acceptor: parking_lot::RwLock::new(acceptor),
+        })
+    }
+
+    /// Reads the files again; on error the previous ones stay in force.
+    pub(crate) fn reload(&self) -> Result<(), tls::TlsError> {
+        let acceptor = TlsAcceptor::from(tls::server_config(&self.settings)?);
+        *self.acceptor.write() = acceptor;
+        Ok(())
+    }
+
+    fn acceptor(&self) -> TlsAcceptor {
+        self.acceptor.read().clone()
+    }
 }
 
 impl std::fmt::Debug for Listener {
@@ -73,6 +112,13 @@ enum HandshakeError {
     NotNeeded,
 }
 
+impl Listener {
+    /// The TLS settings SIGHUP reloads, if this is a TLS listener.
+    pub(crate) fn reloadable_tls(&self) -> Option<Arc<ReloadableTls>> {
+        self.tls.clone()
+    }
+}
+
 /// Binds the main TCP listener (`bind`:`port`) and every configured extra listener.
 pub(crate) async fn bind_all(config: &Config) -> Result<Vec<Listener>, ListenError> {
     let main = ListenerConfig::new(ListenerKind::Tcp, config.bind, config.port);
@@ -85,8 +131,8 @@ pub(crate) async fn bind_all(config: &Config) -> Result<Vec<Listener>, ListenErr
                 ca_file: l.ca_file.clone(),
                 require_certificate: l.require_certificate,
             };
-            let server = tls::server_config(&settings)?;
-            Some(TlsAcceptor::from(server))
+            let name = format!("{} {}:{}", l.kind, l.bind, l.port);
+            Some(Arc::new(ReloadableTls::new(settings, name)?))
         } else {
             None
         };
@@ -216,7 +262,7 @@ async fn handshake_then_serve(
     let max_message = broker.config.websocket_max_message_bytes;
     let l = &listener.config;
     let outcome = tokio::time::timeout(limit, async {
-        match (l.kind, &listener.tls) {
+        match (l.kind, listener.tls.as_ref().map(|t| t.acceptor())) {
             (ListenerKind::Tcp, _) => Err(HandshakeError::NotNeeded),
             (ListenerKind::Ws, _) => Ok(Ready::Ws(Box::new(
                 ws::accept(stream, &l.path, max_message).await?,

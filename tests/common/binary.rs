@@ -43,8 +43,14 @@ impl BrokerProcess {
 
     /// Starts the broker with exactly `args`; its log must name the address it listens on.
     pub fn spawn(args: &[std::ffi::OsString]) -> BrokerProcess {
+        Self::spawn_env(args, &[])
+    }
+
+    /// As [`BrokerProcess::spawn`], with environment variables.
+    pub fn spawn_env(args: &[std::ffi::OsString], env: &[(&str, &Path)]) -> BrokerProcess {
         let mut child = Command::new(env!("CARGO_BIN_EXE_roost"))
             .args(args)
+            .envs(env.iter().map(|(k, v)| (*k, *v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
