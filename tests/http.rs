@@ -47,6 +47,7 @@ async fn metrics_are_served_in_prometheus_text_format() {
     .await;
     let addr = broker.local_addr();
     let _sub = subscriber(addr, Version::V5, "s", "m/#").await;
+    let _member = subscriber(addr, Version::V5, "worker", "$share/g/m/#").await;
     let (mut p, _) = RawClient::connect(addr, connect_packet(Version::V311, "p")).await;
     // Retained: the store commits it.
     p.send(&publish_with("m/1", QoS::AtLeastOnce, 1, b"x", true))
@@ -56,13 +57,15 @@ async fn metrics_are_served_in_prometheus_text_format() {
     assert_eq!(status, 200);
     for line in [
         "roost_publish_received_total 1",
-        "roost_clients_connected 2",
-        "roost_subscriptions 1",
+        "roost_clients_connected 3",
+        "roost_subscriptions 2",
+        "roost_shared_subscription_members{share=\"g\",filter=\"m/#\"} 1",
+        "roost_shared_subscription_delivered_total{share=\"g\",filter=\"m/#\"} 1",
         "roost_retained_messages 1",
         "# TYPE roost_store_commit_seconds histogram",
         "# TYPE roost_store_commit_batch_requests histogram",
-        &format!("roost_listener_connections_accepted_total{{listener=\"tcp {addr}\"}} 2"),
-        &format!("roost_listener_clients_connected{{listener=\"tcp {addr}\"}} 2"),
+        &format!("roost_listener_connections_accepted_total{{listener=\"tcp {addr}\"}} 3"),
+        &format!("roost_listener_clients_connected{{listener=\"tcp {addr}\"}} 3"),
     ] {
         assert!(text.lines().any(|l| l == line), "{line:?} in\n{text}");
     }

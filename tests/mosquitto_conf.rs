@@ -152,3 +152,11 @@ fn check_config_prints_the_settings_or_the_error() {
         "a network-facing API without authentication: {err}"
     );
 }
+
+#[test]
+fn the_annotated_example_configuration_is_valid() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/roost.toml");
+    let (ok, out, err) = check_config(&[example]);
+    assert!(ok, "{err}");
+    assert!(out.contains("port = 1883"), "{out}");
+}

@@ -232,6 +232,70 @@ impl Collector for BrokerCollector {
             let gauge = ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX));
             gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)?;
         }
-        Ok(())
+        encode_groups(&broker, &mut encoder)
     }
+}
+
+/// Per Shared Subscription group, labelled `share` and `filter`: members, members connected,
+/// messages given to a member, messages moved from a member whose session ended.
+fn encode_groups(broker: &Broker, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+    let groups = broker.router.shared_info();
+    if groups.is_empty() {
+        return Ok(());
+    }
+    let labels = |g: &crate::SharedSubscriptionInfo| {
+        vec![
+            ("share".to_string(), g.share_name.clone()),
+            ("filter".to_string(), g.filter.clone()),
+        ]
+    };
+    type Read = fn(&crate::SharedSubscriptionInfo) -> u64;
+    let gauges: [(&str, &str, Read); 2] = [
+        (
+            "shared_subscription_members",
+            "Sessions in a Shared Subscription group",
+            |g| g.members as u64,
+        ),
+        (
+            "shared_subscription_members_connected",
+            "Sessions of a group with a connection",
+            |g| g.online as u64,
+        ),
+    ];
+    for (name, help, read) in gauges {
+        let mut metric = encoder.encode_descriptor(
+            name,
+            help,
+            None,
+            prometheus_client::metrics::MetricType::Gauge,
+        )?;
+        for g in &groups {
+            let gauge = ConstGauge::new(i64::try_from(read(g)).unwrap_or(i64::MAX));
+            gauge.encode(metric.encode_family(&labels(g))?)?;
+        }
+    }
+    let counters: [(&str, &str, Read); 2] = [
+        (
+            "shared_subscription_delivered",
+            "Messages given to a member of a group",
+            |g| g.delivered,
+        ),
+        (
+            "shared_subscription_redistributed",
+            "Messages moved to a group's member from one whose session ended",
+            |g| g.redistributed,
+        ),
+    ];
+    for (name, help, read) in counters {
+        let mut metric = encoder.encode_descriptor(
+            name,
+            help,
+            None,
+            prometheus_client::metrics::MetricType::Counter,
+        )?;
+        for g in &groups {
+            ConstCounter::new(read(g)).encode(metric.encode_family(&labels(g))?)?;
+        }
+    }
+    Ok(())
 }
