@@ -81,7 +81,18 @@ async fn metrics_are_served_in_prometheus_text_format() {
 async fn admin_api_lists_shows_and_kicks_clients() {
     let broker = start_broker_with(|c| c.http = loopback_http()).await;
     let addr = broker.local_addr();
-    let mut v5 = subscriber(addr, Version::V5, "sensor-1", "cmd/sensor-1").await;
+    let mut with_will = connect_packet(Version::V5, "sensor-1");
+    with_will.will = Some(roost::codec::Will {
+        topic: "status/sensor-1".into(),
+        payload: bytes::Bytes::from_static(b"offline"),
+        qos: QoS::AtLeastOnce,
+        retain: true,
+        delay_interval: 5,
+        properties: Default::default(),
+    });
+    let (mut v5, _) = RawClient::connect(addr, with_will).await;
+    v5.send(&subscribe("cmd/sensor-1", QoS::AtLeastOnce)).await;
+    assert!(matches!(v5.recv().await, Some(Packet::SubAck(_))));
     let _v3 = subscriber(addr, Version::V311, "sensor-2", "cmd/#").await;
     let _other = subscriber(addr, Version::V311, "backend", "data/#").await;
 
@@ -97,6 +108,8 @@ async fn admin_api_lists_shows_and_kicks_clients() {
     assert_eq!(one["connection"]["protocol"], "5.0");
     assert_eq!(one["subscriptions"][0]["filter"], "cmd/sensor-1");
     assert_eq!(one["subscriptions"][0]["qos"], 1);
+    assert_eq!(one["connection"]["will"]["topic"], "status/sensor-1");
+    assert_eq!(one["connection"]["will"]["delay_interval"], 5);
     let (status, _) = http("GET", &url(&broker, "/api/v1/clients/nobody"), None).await;
     assert_eq!(status, 404);
 

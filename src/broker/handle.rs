@@ -107,6 +107,23 @@ pub(crate) struct ClientInfo {
     pub keep_alive: u16,
     /// When it connected, in Unix seconds.
     pub connected_at: u64,
+    /// The will it left, if any.
+    pub will: Option<WillInfo>,
+}
+
+/// A connection's will, as the admin API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub(crate) struct WillInfo {
+    /// Topic.
+    pub topic: String,
+    /// QoS.
+    pub qos: u8,
+    /// RETAIN flag.
+    pub retain: bool,
+    /// Will Delay Interval, in seconds (MQTT 5.0).
+    pub delay_interval: u32,
+    /// Payload size in bytes.
+    pub payload_bytes: usize,
 }
 
 /// A session shared between tasks. Lock order: never hold `slot` while taking a router lock.

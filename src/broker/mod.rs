@@ -19,7 +19,7 @@ use std::sync::{Arc, Weak};
 use tokio_util::sync::CancellationToken;
 
 pub(crate) use access::{AccessControl, Verdict};
-pub(crate) use handle::{ClientInfo, ConnLink, KickReason, SessionHandle};
+pub(crate) use handle::{ClientInfo, ConnLink, KickReason, SessionHandle, WillInfo};
 pub(crate) use metrics::Metrics;
 pub(crate) use pending::Pending;
 pub(crate) use router::{RouteContext, Routed, Router};

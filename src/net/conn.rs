@@ -218,6 +218,13 @@ impl<S: Transport> Driver<S> {
             username: a.username.clone(),
             keep_alive: a.plan.keep_alive,
             connected_at: crate::store::record::unix_secs(self.broker.clock.wall()),
+            will: c.will.as_ref().map(|w| crate::broker::WillInfo {
+                topic: w.topic.clone(),
+                qos: w.qos as u8,
+                retain: w.retain,
+                delay_interval: w.delay_interval,
+                payload_bytes: w.payload.len(),
+            }),
         });
         info!(
             client_id = %a.session.client_id,
