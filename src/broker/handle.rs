@@ -145,6 +145,9 @@ pub(crate) struct SessionHandle {
     room_seq: AtomicU64,
     /// Publishers paused on this session.
     room_waiters: AtomicUsize,
+    /// A connection is attached: a copy of `slot.conn.is_some()`, set under the slot lock,
+    /// for readers that only need a hint (the order Shared Subscription members are tried in).
+    connected: std::sync::atomic::AtomicBool,
 }
 
 impl SessionHandle {
@@ -168,7 +171,7 @@ impl SessionHandle {
             client_id,
             slot: Mutex::new(Slot {
                 session,
-                conn,
+                conn: conn.clone(),
                 epoch: 1,
                 ended: false,
                 persisted: false,
@@ -181,7 +184,19 @@ impl SessionHandle {
             room: Notify::new(),
             room_seq: AtomicU64::new(0),
             room_waiters: AtomicUsize::new(0),
+            connected: std::sync::atomic::AtomicBool::new(conn.is_some()),
         }
+    }
+
+    /// Attaches or detaches a connection (call with the slot locked, passing it in).
+    pub(crate) fn set_conn(&self, slot: &mut Slot, conn: Option<ConnLink>) {
+        self.connected.store(conn.is_some(), Ordering::Relaxed);
+        slot.conn = conn;
+    }
+
+    /// A hint: whether a connection was attached a moment ago (see `slot.conn` for the truth).
+    pub(crate) fn is_connected(&self) -> bool {
+        self.connected.load(Ordering::Relaxed)
     }
 
     /// True if messages are in flight to the client or queued for it (it has acknowledgements

@@ -279,9 +279,10 @@ impl Router {
         }
         let publisher_id = publisher.map(|p| &*p.client_id);
         for group in groups {
-            let candidates = group.candidates(ctx.strategy, publisher_id, &message.topic);
-            let choice = self.choose(&candidates, &group, |t, presence| {
-                admit(t, presence, false, &mut pending)
+            let choice = group.with_candidates(ctx.strategy, publisher_id, &message.topic, |c| {
+                self.choose(c, &group, |t, presence| {
+                    admit(t, presence, false, &mut pending)
+                })
             });
             let outcome = match choice {
                 Choice::Admitted(target, qos, storable, online) => {
@@ -347,7 +348,7 @@ impl Router {
     /// applying the full-queue policy.
     fn choose(
         &self,
-        candidates: &[Member],
+        candidates: &[&Member],
         group: &Arc<Group>,
         mut probe: impl FnMut(&Target, Presence) -> Admission,
     ) -> Choice {
@@ -414,7 +415,6 @@ impl Router {
                 Metrics::inc(&ctx.metrics.expired);
                 continue;
             }
-            let candidates = group.candidates(ctx.strategy, None, &message.topic);
             let ask = |presence| Ask {
                 message,
                 ctx,
@@ -422,8 +422,10 @@ impl Router {
                 presence,
                 apply_policy: false,
             };
-            let choice = self.choose(&candidates, &group, |t, presence| {
-                self.admit(t, &ask(presence), &mut None)
+            let choice = group.with_candidates(ctx.strategy, None, &message.topic, |c| {
+                self.choose(c, &group, |t, presence| {
+                    self.admit(t, &ask(presence), &mut None)
+                })
             });
             let (target, qos, storable) = match choice {
                 Choice::Admitted(target, qos, storable, _) => (target, qos, storable),

@@ -223,7 +223,7 @@ impl Broker {
                 return None;
             }
             if !req.clean_start {
-                slot.conn = Some(link.clone());
+                existing.set_conn(&mut slot, Some(link.clone()));
                 slot.epoch += 1;
                 if let Some(away) = slot.away.take() {
                     // The expiry and will-delay timers of the absence stop here.
@@ -301,7 +301,7 @@ impl Broker {
         if slot.conn.as_ref().map(|c| c.id) != Some(conn_id) {
             return None;
         }
-        slot.conn = None;
+        handle.set_conn(&mut slot, None);
         slot.client = None;
         // Read under the lock that makes the detach visible, so anyone who sees it can count
         // on the timers below starting from no later than now.

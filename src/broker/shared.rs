@@ -57,29 +57,33 @@ impl Group {
         }
     }
 
-    /// The members in the order `strategy` offers them a message of `topic` from the client
-    /// `publisher`: those with a connection first, the preferred one leading and the others
-    /// following in turn, then those away (in the same manner, for when nobody is connected).
-    /// The strategy chooses among the connected members, so that they share the work evenly
-    /// whoever is away.
-    pub(crate) fn candidates(
+    /// Calls `f` with the members in the order `strategy` offers them a message of `topic`
+    /// from the client `publisher`: those with a connection first, the preferred one leading
+    /// and the others following in turn, then those away (in the same manner, for when nobody
+    /// is connected). The strategy chooses among the connected members, so that they share
+    /// the work evenly whoever is away. The members stay locked for reading meanwhile (`f` may
+    /// lock their sessions: the order is group, then session).
+    pub(crate) fn with_candidates<R>(
         &self,
         strategy: SharedSubscriptionStrategy,
         publisher: Option<&str>,
         topic: &str,
-    ) -> Vec<Member> {
+        f: impl FnOnce(&[&Member]) -> R,
+    ) -> R {
         let members = self.members.read();
-        let (mut online, mut away): (Vec<&Member>, Vec<&Member>) = members
-            .iter()
-            .partition(|m| m.session.slot.lock().conn.is_some());
+        let (mut online, mut away): (Vec<&Member>, Vec<&Member>) =
+            members.iter().partition(|m| m.session.is_connected());
         let order = if online.is_empty() {
             &mut away
         } else {
             &mut online
         };
-        let first = self.first(order, strategy, publisher, topic);
-        order.rotate_left(first);
-        online.into_iter().chain(away).cloned().collect()
+        if !order.is_empty() {
+            let first = self.first(order, strategy, publisher, topic);
+            order.rotate_left(first);
+        }
+        online.extend(away);
+        f(&online)
     }
 
     /// The position in `members` (not empty) of the member `strategy` prefers.
@@ -91,7 +95,7 @@ impl Group {
         topic: &str,
     ) -> usize {
         let n = members.len();
-        if n <= 1 {
+        if n <= 1 && strategy != SharedSubscriptionStrategy::RoundRobin {
             return 0;
         }
         let hash = |s: &str| BuildHasherDefault::<DefaultHasher>::default().hash_one(s);
@@ -128,10 +132,7 @@ impl Group {
             share_name: shared.share_name.to_string(),
             filter: shared.filter.to_string(),
             members: members.len(),
-            online: members
-                .iter()
-                .filter(|m| m.session.slot.lock().conn.is_some())
-                .count(),
+            online: members.iter().filter(|m| m.session.is_connected()).count(),
             delivered: self.delivered.load(Relaxed),
             redistributed: self.redistributed.load(Relaxed),
         }
