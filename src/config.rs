@@ -436,6 +436,12 @@ impl Config {
                 "must be the start of a topic name: no '+', '#' or NUL".to_string(),
             ));
         }
+        if self.sys_interval > 86_400 {
+            return Err(ConfigError::invalid(
+                "sys_interval",
+                "must be at most 86400 seconds (one day); 0 turns $SYS off".to_string(),
+            ));
+        }
         at_least("max_queued_messages", self.max_queued_messages as u64, 1)?;
         at_least("max_queued_bytes", self.max_queued_bytes, 1024)?;
         at_least(

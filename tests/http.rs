@@ -275,3 +275,31 @@ async fn roost_ctl_lists_kicks_and_deletes() {
     assert!(!ok && err.contains("404"), "a clear error: {err}");
     broker.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_listener_answers_only_to_a_loopback_host() {
+    // Against DNS rebinding: a page served from another name must not reach the admin API.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let broker = start_broker_with(|c| c.http = loopback_http()).await;
+    let addr = broker.http_addr().unwrap();
+    for (host, expected) in [
+        ("attacker.example", "403"),
+        ("localhost", "200"),
+        (&*addr.to_string(), "200"),
+    ] {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let request =
+            format!("GET /api/v1/stats HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+        s.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = String::new();
+        tokio::time::timeout(WAIT, s.read_to_string(&mut answer))
+            .await
+            .expect("answer in time")
+            .unwrap();
+        assert!(
+            answer.starts_with(&format!("HTTP/1.1 {expected}")),
+            "{host}: {answer}"
+        );
+    }
+    broker.shutdown().await;
+}

@@ -51,7 +51,7 @@ async fn text_lines_for_connect_refused_login_and_disconnect() {
     session(&broker).await;
     let connected = broker.wait_log("client connected");
     for part in [
-        "client_id=dev-1",
+        "client_id=\"dev-1\"",
         &format!("listener=tcp {}", broker.addr),
         "protocol=\"5.0\"",
         "clean_start=true",
@@ -63,9 +63,9 @@ async fn text_lines_for_connect_refused_login_and_disconnect() {
     }
     let refused = broker.wait_log("login refused");
     assert!(refused.contains("username=\"mallory\""), "{refused}");
-    assert!(refused.contains("client_id=dev-2"), "{refused}");
+    assert!(refused.contains("client_id=\"dev-2\""), "{refused}");
     let gone = broker.wait_log("client disconnected");
-    assert!(gone.contains("client_id=dev-1"), "{gone}");
+    assert!(gone.contains("client_id=\"dev-1\""), "{gone}");
     assert!(gone.contains("DISCONNECT from the client"), "{gone}");
     assert!(gone.contains("duration="), "{gone}");
 }

@@ -159,3 +159,29 @@ async fn sys_topics_are_read_subject_to_the_acl() {
     }
     broker.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_cannot_write_sys_topics() {
+    let broker = start_broker_with(|c| c.sys_interval = 10).await;
+    let addr = broker.local_addr();
+    let (mut p, _) = RawClient::connect(addr, connect_packet(Version::V5, "spoofer")).await;
+    p.send(&publish_with(
+        "$SYS/broker/version",
+        QoS::AtLeastOnce,
+        1,
+        b"spoofed 9.9",
+        true,
+    ))
+    .await;
+    match p.recv().await {
+        Some(Packet::Ack(a)) => assert_eq!(a.reason.0, 0x87, "not authorized"),
+        other => panic!("expected PUBACK, got {other:?}"),
+    }
+    let (mut w, _) = RawClient::connect(addr, connect_packet(Version::V311, "w")).await;
+    w.send(&subscribe("$SYS/broker/version", QoS::AtMostOnce))
+        .await;
+    let mut got = HashMap::new();
+    read_until(&mut w, &mut got, |v| v.contains_key("$SYS/broker/version")).await;
+    assert!(got["$SYS/broker/version"].starts_with("roost "), "{got:?}");
+    broker.shutdown().await;
+}

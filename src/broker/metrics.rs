@@ -29,9 +29,31 @@ struct DropLog {
 pub(crate) struct LogPace {
     /// When the last line was written, and the events since.
     state: Mutex<(Option<std::time::Instant>, u64)>,
+    /// For [`LogPace::allow`]: start of the window, lines written in it, events not logged.
+    burst: Mutex<(Option<std::time::Instant>, u32, u64)>,
 }
 
 impl LogPace {
+    /// Lets up to `burst` lines through per 10 s (real time) and holds back the rest: `Some(n)`
+    /// if this event gets its line, `n` being the events held back before it.
+    pub(crate) fn allow(&self, burst: u32) -> Option<u64> {
+        let mut state = self.burst.lock();
+        let now = std::time::Instant::now();
+        if state
+            .0
+            .is_none_or(|start| now.duration_since(start) >= DROP_LOG_INTERVAL)
+        {
+            state.0 = Some(now);
+            state.1 = 0;
+        }
+        if state.1 >= burst {
+            state.2 += 1;
+            return None;
+        }
+        state.1 += 1;
+        Some(std::mem::take(&mut state.2))
+    }
+
     /// Counts one event; `Some(n)` if a line is due now, `n` being the events it covers.
     pub(crate) fn tick(&self) -> Option<u64> {
         let mut state = self.state.lock();
@@ -177,6 +199,9 @@ pub(crate) struct Metrics {
     pub acl_denied: AtomicU64,
     /// Paces the log line about connections refused at `max_connections`.
     pub refusal_log: LogPace,
+    /// Paces the lines about failed handshakes, missing CONNECTs and refused logins, which
+    /// anyone can cause without credentials.
+    pub connect_log: LogPace,
     /// Counters per listener.
     pub per_listener: PerListener,
     drop_log: Mutex<DropLog>,

@@ -191,6 +191,29 @@ impl Router {
         }
     }
 
+    /// Deletes the retained message `m` of its topic if it is still the one retained, calling
+    /// `then` (which queues the store's deletion) before any later publish can replace it.
+    /// Returns false if another message replaced it meanwhile (which then stays), or its own
+    /// commit has not returned yet.
+    pub(crate) fn delete_retained_if(&self, m: &Arc<Message>, then: impl FnOnce()) -> bool {
+        let mut retained = self.retained.write();
+        let mut current = false;
+        retained.for_each_match(&m.topic, |topic, r| {
+            // Not while the publish that stored it is still being committed: its own store
+            // write could land after the deletion.
+            let settled = r
+                .gate
+                .as_ref()
+                .is_none_or(|g| g.state() != GateState::Pending);
+            current |= topic == &*m.topic && Arc::ptr_eq(&r.message, m) && settled;
+        });
+        if current {
+            retained.remove(&m.topic);
+            then();
+        }
+        current
+    }
+
     /// The retained messages matching `filter`, skipping expired ones, each with the gate of
     /// its commit if that is still pending.
     pub(crate) fn retained_matching(

@@ -148,12 +148,13 @@ impl Registry {
     /// Counts over every session: how many there are, how many have a connection, and the
     /// messages in their backlogs.
     pub(crate) fn summary(&self) -> SessionsSummary {
-        let sessions = self.sessions.lock();
+        // Each session is looked at without holding the registry (connects wait on it).
+        let sessions = self.handles();
         let mut summary = SessionsSummary {
             total: sessions.len(),
             ..SessionsSummary::default()
         };
-        for handle in sessions.values() {
+        for handle in &sessions {
             let slot = handle.slot.lock();
             summary.connected += usize::from(slot.conn.is_some());
             summary.queued_messages += slot.session.outbound.backlog_messages();
@@ -187,13 +188,19 @@ impl Broker {
             if let Some(existing) = self.registry.get(&req.client_id) {
                 let current = existing.slot.lock().conn.clone();
                 if let Some(old) = current {
-                    info!(client_id = %req.client_id, "session taken over by a new connection");
+                    info!(
+                        client_id = &*req.client_id,
+                        "session taken over by a new connection"
+                    );
                     old.kick(KickReason::TakenOver);
                     if tokio::time::timeout(TAKEOVER_WAIT, old.gone.cancelled())
                         .await
                         .is_err()
                     {
-                        warn!(client_id = %req.client_id, "previous connection did not finish; detaching it");
+                        warn!(
+                            client_id = &*req.client_id,
+                            "previous connection did not finish; detaching it"
+                        );
                         self.detach(&existing, old.id);
                     }
                     continue;
@@ -415,7 +422,7 @@ impl Broker {
         {
             sessions.remove(&handle.client_id);
         }
-        debug!(client_id = %handle.client_id, discarded, "session ended");
+        debug!(client_id = &*handle.client_id, discarded, "session ended");
         Ended {
             filters: slot.session.subscriptions.keys().cloned().collect(),
             moving,
@@ -509,7 +516,7 @@ impl Broker {
                 match store.read_queue(old.clone(), request).await {
                     Ok(read) => break read,
                     Err(e) => {
-                        error!(%client_id, error = %e, "could not read the backlog of an ended session; retrying");
+                        error!(client_id = &*client_id, error = %e, "could not read the backlog of an ended session; retrying");
                         if !self.pause_before_retry().await {
                             return;
                         }
@@ -529,7 +536,10 @@ impl Broker {
             }])
             .await
         {
-            error!(%client_id, "could not delete an ended session from the store; retrying");
+            error!(
+                client_id = &*client_id,
+                "could not delete an ended session from the store; retrying"
+            );
             if !self.pause_before_retry().await {
                 return;
             }
@@ -616,7 +626,7 @@ impl Broker {
                 let expired = slot.conn.is_none() && !away.is_cancelled();
                 if expired {
                     Metrics::inc(&broker.metrics.sessions_expired);
-                    info!(client_id = %handle.client_id, "session expired");
+                    info!(client_id = &*handle.client_id, "session expired");
                 }
                 expired
             });

@@ -29,6 +29,9 @@ pub fn looks_like_mosquitto(text: &str, path: &Path) -> bool {
     first.is_some_and(|l| !l.starts_with('[') && !l.contains('='))
 }
 
+/// Where mosquitto listens when a listener names no address.
+const ALL_INTERFACES: IpAddr = IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED);
+
 /// One `listener` block (or the default listener, set by `port` and `bind_address`).
 #[derive(Debug, Default)]
 struct Listener {
@@ -166,6 +169,12 @@ pub fn parse_mosquitto(text: &str, path: &Path) -> Result<MosquittoConf, ConfigE
     let mut state = State::default();
     state.read(text, path, 0)?;
     let mut out = state.out;
+    let configured = !state.listeners.is_empty() || state.default.port.is_some();
+    if configured && out.file.allow_anonymous.is_none() {
+        // mosquitto 2.0: once a listener is configured, anonymous clients are refused unless
+        // allow_anonymous says otherwise.
+        out.file.allow_anonymous = Some(false);
+    }
     place_listeners(&mut out, state.default, state.listeners, path);
     Ok(out)
 }
@@ -181,13 +190,8 @@ struct State {
 
 impl State {
     fn read(&mut self, text: &str, path: &Path, depth: usize) -> Result<(), ConfigError> {
-        let State {
-            out,
-            default,
-            listeners,
-            bridge_warned,
-        } = self;
-        let mut includes: Vec<(usize, PathBuf)> = Vec::new();
+        // A byte order mark is not part of the first key.
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         for (i, raw) in text.lines().enumerate() {
             let line = i + 1;
             let trimmed = raw.trim();
@@ -198,6 +202,17 @@ impl State {
                 Some((k, v)) => (k, v.trim()),
                 None => (trimmed, ""),
             };
+            if key == "include_dir" {
+                // Read where it stands: later lines of this file override what it sets.
+                self.include(Path::new(value), path, line, depth)?;
+                continue;
+            }
+            let State {
+                out,
+                default,
+                listeners,
+                bridge_warned,
+            } = &mut *self;
             let bad = |reason: &str| ConfigError::Mosquitto {
                 path: path.to_path_buf(),
                 line,
@@ -219,16 +234,26 @@ impl State {
                     .next()
                     .and_then(|p| p.parse::<u16>().ok())
                     .ok_or_else(|| bad("expected a port"))?;
-                let bind = parts.next().map(|host| resolve(host).ok_or_else(|| bad("cannot resolve the address"))).transpose()?;
+                let bind = parts
+                    .next()
+                    .map(|host| resolve(host).ok_or_else(|| bad("cannot resolve the address")))
+                    .transpose()?;
+                if parts.next().is_some() {
+                    return Err(bad("expected a port and an optional address, nothing more"));
+                }
                 listeners.push(Listener {
                     port: Some(port),
-                    bind,
+                    // Like mosquitto: without an address, every interface.
+                    bind: bind.or(Some(ALL_INTERFACES)),
                     line,
                     ..Listener::default()
                 });
             }
             "port" => {
                 default.port = Some(value.parse().map_err(|_| bad("expected a port"))?);
+                // Like mosquitto: the default listener binds every interface unless
+                // bind_address says otherwise.
+                default.bind.get_or_insert(ALL_INTERFACES);
             }
             "bind_address" => {
                 default.bind = Some(resolve(value).ok_or_else(|| bad("cannot resolve the address"))?);
@@ -268,10 +293,14 @@ impl State {
                 });
             }
             "max_packet_size" => {
-                f.max_packet_size = Some(match number(value)? {
+                let max = match number(value)? {
                     n if n <= 0 => super::MQTT_MAX_PACKET_SIZE,
                     n => u32::try_from(n).unwrap_or(super::MQTT_MAX_PACKET_SIZE),
-                });
+                };
+                f.max_packet_size = Some(max);
+                // A WebSocket message must be able to hold the largest packet.
+                let ws = f.websocket_max_message_bytes.unwrap_or(2 * 1024 * 1024);
+                f.websocket_max_message_bytes = Some(ws.max(max as usize));
             }
             "max_keepalive" => {
                 f.max_keepalive = Some(u16::try_from(number(value)?.max(0)).unwrap_or(u16::MAX));
@@ -285,7 +314,6 @@ impl State {
             "sys_interval" => f.sys_interval = Some(u64::try_from(number(value)?.max(0)).unwrap_or(0)),
             "persistence" => f.in_memory = Some(!flag(value)?),
             "persistence_location" => f.data_dir = Some(PathBuf::from(value)),
-            "include_dir" => includes.push((line, PathBuf::from(value))),
             _ => {
                 let why = IGNORED
                     .iter()
@@ -309,9 +337,6 @@ impl State {
                 out.warnings.push(format!("{}:{line}: `{key}` ignored: {why}", path.display()));
             }
         }
-        }
-        for (line, dir) in includes {
-            self.include(&dir, path, line, depth)?;
         }
         Ok(())
     }
@@ -508,6 +533,45 @@ mod tests {
             "one warning for all bridge keys: {:?}",
             c.warnings
         );
+    }
+
+    #[test]
+    fn mosquitto_2_defaults_carry_over() {
+        // A listener without an address binds every interface; with a listener configured,
+        // anonymous clients are refused unless allowed; 0 means no packet size limit.
+        let c = read("\u{feff}listener 1883\nmax_packet_size 0\n");
+        assert_eq!(c.file.bind, Some(IpAddr::from([0, 0, 0, 0])));
+        assert_eq!(c.file.allow_anonymous, Some(false));
+        assert_eq!(
+            c.file.max_packet_size,
+            Some(super::super::MQTT_MAX_PACKET_SIZE)
+        );
+        assert!(
+            c.file.websocket_max_message_bytes >= Some(super::super::MQTT_MAX_PACKET_SIZE as usize)
+        );
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+        // Local only mode: no listener, no decision taken.
+        assert_eq!(read("persistence true\n").file.allow_anonymous, None);
+        let e = parse_mosquitto("listener 1883 0.0.0.0 # public\n", Path::new("m.conf"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("m.conf:1"), "{e}");
+    }
+
+    #[test]
+    fn include_dir_is_read_where_it_stands() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("conf.d")).unwrap();
+        std::fs::write(
+            dir.path().join("conf.d/a.conf"),
+            "max_keepalive 200\nsys_interval 5\n",
+        )
+        .unwrap();
+        let main = dir.path().join("mosquitto.conf");
+        let text = "include_dir conf.d\nmax_keepalive 100\n";
+        let c = parse_mosquitto(text, &main).unwrap();
+        assert_eq!(c.file.max_keepalive, Some(100), "the later line wins");
+        assert_eq!(c.file.sys_interval, Some(5));
     }
 
     #[test]

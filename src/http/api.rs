@@ -55,13 +55,14 @@ struct ListQuery {
 }
 
 impl ListQuery {
-    /// Cuts one page out of `items`, as `{total, page, per_page, <name>: [...]}`.
-    fn page<T: Serialize>(&self, name: &str, items: Vec<T>) -> Value {
+    /// Cuts one page out of `items`, as `{total, page, per_page, <name>: [...]}`; only the
+    /// items of the page are rendered.
+    fn page<T>(&self, name: &str, items: &[T], render: impl Fn(&T) -> Value) -> Value {
         let per_page = self.per_page.unwrap_or(100).clamp(1, 1000);
         let page = self.page.unwrap_or(1).max(1);
         let total = items.len();
         let start = (page - 1).saturating_mul(per_page).min(total);
-        let chosen: Vec<&T> = items[start..].iter().take(per_page).collect();
+        let chosen: Vec<Value> = items[start..].iter().take(per_page).map(render).collect();
         json!({ "total": total, "page": page, "per_page": per_page, name: chosen })
     }
 
@@ -122,29 +123,52 @@ fn line(handle: &SessionHandle) -> ClientLine {
     }
 }
 
+/// Runs a listing off the async threads: it walks every session or retained message.
+async fn blocking(work: impl FnOnce() -> Response + Send + 'static) -> Response {
+    tokio::task::spawn_blocking(work)
+        .await
+        .unwrap_or_else(|_| error(StatusCode::INTERNAL_SERVER_ERROR, "listing failed"))
+}
+
 /// `GET /api/v1/clients?prefix=&sort=client_id|queued&page=&per_page=`.
 async fn clients(State(app): State<Arc<App>>, Query(q): Query<ListQuery>) -> Response {
-    let mut lines: Vec<ClientLine> = app
-        .broker
-        .registry
-        .handles()
-        .iter()
-        .filter(|h| q.matches(&h.client_id))
-        .map(|h| line(h))
-        .collect();
-    match q.sort.as_deref() {
-        None | Some("client_id") => lines.sort_by(|a, b| a.client_id.cmp(&b.client_id)),
-        Some("queued") => lines.sort_by(|a, b| {
-            (b.backlog_messages, &a.client_id).cmp(&(a.backlog_messages, &b.client_id))
-        }),
+    let by_queue = match q.sort.as_deref() {
+        None | Some("client_id") => false,
+        Some("queued") => true,
         Some(other) => {
             return error(
                 StatusCode::BAD_REQUEST,
                 format!("sort must be client_id or queued, not {other}"),
             );
         }
-    }
-    Json(q.page("clients", lines)).into_response()
+    };
+    blocking(move || {
+        let mut handles: Vec<(usize, Arc<SessionHandle>)> = app
+            .broker
+            .registry
+            .handles()
+            .into_iter()
+            .filter(|h| q.matches(&h.client_id))
+            .map(|h| {
+                let backlog = if by_queue {
+                    h.slot.lock().session.outbound.backlog_messages()
+                } else {
+                    0
+                };
+                (backlog, h)
+            })
+            .collect();
+        if by_queue {
+            handles.sort_by(|a, b| (b.0, &a.1.client_id).cmp(&(a.0, &b.1.client_id)));
+        } else {
+            handles.sort_by(|a, b| a.1.client_id.cmp(&b.1.client_id));
+        }
+        let page = q.page("clients", &handles, |(_, h)| {
+            serde_json::to_value(line(h)).unwrap_or(Value::Null)
+        });
+        Json(page).into_response()
+    })
+    .await
 }
 
 /// `GET /api/v1/clients/{client_id}`: the session in full.
@@ -207,7 +231,10 @@ async fn kick(
     let link = handle.slot.lock().conn.clone();
     let disconnected = link.is_some();
     if let Some(link) = link {
-        tracing::info!(%client_id, "disconnected through the admin API");
+        tracing::info!(
+            client_id = &*client_id,
+            "disconnected through the admin API"
+        );
         link.kick(KickReason::Admin);
         let _ = tokio::time::timeout(KICK_WAIT, link.gone.cancelled()).await;
     }
@@ -218,7 +245,10 @@ async fn kick(
             ended
         });
         if ended {
-            tracing::info!(%client_id, "session ended through the admin API");
+            tracing::info!(
+                client_id = &*client_id,
+                "session ended through the admin API"
+            );
         }
     }
     Json(json!({ "disconnected": disconnected, "session_ended": ended })).into_response()
@@ -226,45 +256,46 @@ async fn kick(
 
 /// `GET /api/v1/subscriptions?prefix=` (prefix of the Topic Filter).
 async fn subscriptions(State(app): State<Arc<App>>, Query(q): Query<ListQuery>) -> Response {
-    let mut all: Vec<Value> = Vec::new();
-    for handle in app.broker.registry.handles() {
-        let slot = handle.slot.lock();
-        for (filter, o) in &slot.session.subscriptions {
-            if q.matches(filter) {
-                all.push(json!({
-                    "client_id": handle.client_id.as_ref(),
-                    "filter": filter,
-                    "qos": o.qos as u8,
-                }));
+    blocking(move || {
+        let mut all: Vec<(String, Arc<str>, u8)> = Vec::new();
+        for handle in app.broker.registry.handles() {
+            let slot = handle.slot.lock();
+            for (filter, o) in &slot.session.subscriptions {
+                if q.matches(filter) {
+                    all.push((filter.clone(), Arc::clone(&handle.client_id), o.qos as u8));
+                }
             }
         }
-    }
-    all.sort_by(|a, b| {
-        (a["filter"].as_str(), a["client_id"].as_str())
-            .cmp(&(b["filter"].as_str(), b["client_id"].as_str()))
-    });
-    Json(q.page("subscriptions", all)).into_response()
-}
-
-fn retained_line(m: &Message) -> Value {
-    json!({ "topic": m.topic.as_ref(), "qos": m.qos as u8, "payload_bytes": m.payload.len() })
+        all.sort();
+        let page = q.page("subscriptions", &all, |(filter, client_id, qos)| {
+            json!({ "client_id": client_id.as_ref(), "filter": filter, "qos": qos })
+        });
+        Json(page).into_response()
+    })
+    .await
 }
 
 /// `GET /api/v1/retained?filter=sensors/%23`: retained messages matching a Topic Filter.
 async fn retained_list(State(app): State<Arc<App>>, Query(q): Query<ListQuery>) -> Response {
-    let filter = q.filter.as_deref().unwrap_or("#");
-    if !topic::valid_topic_filter(filter) {
+    let filter = q.filter.clone().unwrap_or_else(|| "#".to_string());
+    if !topic::valid_topic_filter(&filter) {
         return error(StatusCode::BAD_REQUEST, format!("invalid filter {filter}"));
     }
-    let mut messages: Vec<Value> = app
-        .broker
-        .router
-        .retained_matching(filter)
-        .iter()
-        .map(|(m, _)| retained_line(m))
-        .collect();
-    messages.sort_by(|a, b| a["topic"].as_str().cmp(&b["topic"].as_str()));
-    Json(q.page("retained", messages)).into_response()
+    blocking(move || {
+        let mut messages: Vec<Arc<Message>> = app
+            .broker
+            .router
+            .retained_matching(&filter)
+            .into_iter()
+            .map(|(m, _)| m)
+            .collect();
+        messages.sort_by(|a, b| a.topic.cmp(&b.topic));
+        let page = q.page("retained", &messages, |m| {
+            json!({ "topic": m.topic.as_ref(), "qos": m.qos as u8, "payload_bytes": m.payload.len() })
+        });
+        Json(page).into_response()
+    })
+    .await
 }
 
 /// The retained message of a topic (no wildcards).
@@ -311,22 +342,34 @@ async fn retained_delete(State(app): State<Arc<App>>, Path(topic): Path<String>)
         Err((status, message)) => return error(status, message),
     };
     let broker = &app.broker;
-    if !broker
-        .commit(vec![Op::DeleteRetained {
-            topic: Arc::clone(&m.topic),
-        }])
-        .await
-    {
+    // Removed from memory and queued for the store under the retained index's lock, so a
+    // publish that replaces it right now is ordered after the deletion in both.
+    let mut committed = None;
+    let deleted = broker.router.delete_retained_if(&m, || {
+        if let Some(store) = &broker.store {
+            committed = Some(store.commit_queued(vec![Op::DeleteRetained {
+                topic: Arc::clone(&m.topic),
+            }]));
+        }
+    });
+    if !deleted {
         return error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "the store could not delete it",
+            StatusCode::CONFLICT,
+            format!("the retained message on {topic} was replaced meanwhile"),
         );
     }
-    let empty = Arc::new(Message {
-        payload: bytes::Bytes::new(),
-        ..Message::clone(&m)
-    });
-    broker.router.retain(&empty, None);
-    tracing::info!(%topic, "retained message deleted through the admin API");
+    if let Some(committed) = committed
+        && let Err(e) = committed.await
+    {
+        tracing::error!(topic = topic.as_str(), error = %e, "retained message deleted in memory but not in the store");
+        return error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("the store could not delete it: {e}"),
+        );
+    }
+    tracing::info!(
+        topic = topic.as_str(),
+        "retained message deleted through the admin API"
+    );
     StatusCode::NO_CONTENT.into_response()
 }

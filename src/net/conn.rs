@@ -55,7 +55,28 @@ impl std::fmt::Display for Via {
 struct Attached {
     client_id: Arc<str>,
     since: std::time::Instant,
+    /// MQTT 5.0: the broker's DISCONNECT carries a reason code.
+    v5: bool,
 }
+
+/// A CONNACK refusal code with its meaning in the client's protocol version (3.1.1's codes 1
+/// to 5 mean other things than 5.0's).
+fn connack_text(version: Version, code: crate::codec::ReasonCode) -> String {
+    let v3 = match (version, code.0) {
+        (Version::V5, _) => return code.to_string(),
+        (_, 1) => "unacceptable protocol version",
+        (_, 2) => "identifier rejected",
+        (_, 3) => "server unavailable",
+        (_, 4) => "bad user name or password",
+        (_, 5) => "not authorized",
+        _ => "refused",
+    };
+    format!("0x{:02X} ({v3})", code.0)
+}
+
+/// Lines per 10 s about refused or failed connection attempts before the rest are only
+/// counted (`held_back` on the next line).
+pub(crate) const LOG_BURST: u32 = 50;
 
 /// What a TLS listener learned from the client certificate, for `use_identity_as_username`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -138,7 +159,6 @@ pub(crate) async fn serve<S>(
 {
     let link = ConnLink::new(broker.next_connection_id());
     let _gone = link.gone.clone().drop_guard();
-    Metrics::inc(&broker.metrics.connections_accepted);
     let mut driver = Driver {
         broker: Arc::clone(&broker),
         stream,
@@ -211,7 +231,10 @@ impl<S: Transport> Driver<S> {
             .as_deref()
             .or(c.username.as_deref())
             .unwrap_or("");
-        a.session.slot.lock().client = Some(crate::broker::ClientInfo {
+        let mut slot = a.session.slot.lock();
+        // Unless another connection took the session over meanwhile.
+        let owner = slot.conn.as_ref().is_some_and(|c| c.id == self.link.id);
+        let info = owner.then(|| crate::broker::ClientInfo {
             peer: self.peer,
             listener: self.via.to_string(),
             protocol,
@@ -226,8 +249,12 @@ impl<S: Transport> Driver<S> {
                 payload_bytes: w.payload.len(),
             }),
         });
+        if owner {
+            slot.client = info;
+        }
+        drop(slot);
         info!(
-            client_id = %a.session.client_id,
+            client_id = &*a.session.client_id,
             peer = %self.peer,
             listener = %self.via,
             protocol,
@@ -247,6 +274,7 @@ impl<S: Transport> Driver<S> {
         self.attached = Some(Attached {
             client_id: Arc::clone(&a.session.client_id),
             since: std::time::Instant::now(),
+            v5: c.version == Version::V5,
         });
     }
 
@@ -255,18 +283,27 @@ impl<S: Transport> Driver<S> {
         let limit = self.broker.config.connect_timeout;
         let connect = match timeout(limit, self.read_connect(awaiting)).await {
             Err(_) => {
-                info!(peer = %self.peer, listener = %self.via, "no CONNECT in time: closed");
+                if let Some(held_back) = self.broker.metrics.connect_log.allow(LOG_BURST) {
+                    info!(peer = %self.peer, listener = %self.via, held_back, "no CONNECT in time: closed");
+                }
                 return Err(Close::Io);
             }
             Ok(result) => result?,
         };
+        Metrics::inc(&self.broker.metrics.packets_received);
         let plan = awaiting.plan(&connect).map_err(|code| {
-            info!(peer = %self.peer, listener = %self.via, client_id = %connect.client_id, %code, "CONNECT refused");
+            let text = connack_text(connect.version, code);
+            if let Some(held_back) = self.broker.metrics.connect_log.allow(LOG_BURST) {
+                info!(peer = %self.peer, listener = %self.via, client_id = connect.client_id.as_str(), code = %text, held_back, "CONNECT refused");
+            }
             awaiting.refuse(&connect, code)
         })?;
         let username = self.authenticate(&connect).await.map_err(|code| {
             let username = connect.username.as_deref().unwrap_or("");
-            info!(peer = %self.peer, listener = %self.via, client_id = %connect.client_id, username, %code, "login refused");
+            let text = connack_text(connect.version, code);
+            if let Some(held_back) = self.broker.metrics.connect_log.allow(LOG_BURST) {
+                info!(peer = %self.peer, listener = %self.via, client_id = connect.client_id.as_str(), username, code = %text, held_back, "login refused");
+            }
             awaiting.refuse(&connect, code)
         })?;
         let (session, present) = self
@@ -391,7 +428,10 @@ impl<S: Transport> Driver<S> {
                 self.rbuf = BytesMut::new();
             }
             if core.stuck() {
-                debug!(client_id = %session.client_id, "paused with acknowledgements unread: closing");
+                debug!(
+                    client_id = &*session.client_id,
+                    "paused with acknowledgements unread: closing"
+                );
                 return Err(Close::PausedWithAcksUnread);
             }
             let paused = core.paused_on_any();
@@ -442,7 +482,7 @@ impl<S: Transport> Driver<S> {
         match store.read_queue(session.store_key(), request).await {
             Ok(read) => Some(read),
             Err(e) => {
-                tracing::error!(client_id = %session.client_id, error = %e, "reading the queue from the store failed");
+                tracing::error!(client_id = &*session.client_id, error = %e, "reading the queue from the store failed");
                 None
             }
         }
@@ -558,9 +598,9 @@ impl<S: Transport> Driver<S> {
                     metrics
                         .per_listener
                         .count(&self.via, ListenerEvent::Disconnected);
-                    let reason_code = close.outcome().0.map(|c| c.to_string());
+                    let reason_code = close.outcome().0.filter(|_| a.v5).map(|c| c.to_string());
                     info!(
-                        client_id = %a.client_id,
+                        client_id = &*a.client_id,
                         peer = %self.peer,
                         reason = close.describe(),
                         reason_code = reason_code.as_deref().unwrap_or(""),
@@ -577,11 +617,15 @@ impl<S: Transport> Driver<S> {
         };
         self.link.gone.cancel();
         if !out.is_empty() && !self.torn {
-            let _ = timeout(CLOSE_GRACE, async {
+            let total = out.len() as u64;
+            let written = timeout(CLOSE_GRACE, async {
                 self.stream.write_all_buf(&mut out).await?;
                 self.stream.flush().await
             })
             .await;
+            if matches!(written, Ok(Ok(()))) {
+                self.broker.metrics.bytes_sent.fetch_add(total, Relaxed);
+            }
         }
         let _ = timeout(CLOSE_GRACE, self.stream.shutdown()).await;
         if close.server_initiated() {

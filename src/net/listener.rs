@@ -197,6 +197,7 @@ pub(crate) async fn accept_loop(broker: Arc<Broker>, listener: Listener, tasks: 
                     drop(stream);
                     continue;
                 };
+                Metrics::inc(&broker.metrics.connections_accepted);
                 broker
                     .metrics
                     .per_listener
@@ -290,7 +291,9 @@ async fn handshake_then_serve(
                 .metrics
                 .per_listener
                 .count(&via(listener), ListenerEvent::HandshakeFailed);
-            info!(%peer, listener = %via(listener), error = %e, "handshake failed");
+            if let Some(held_back) = broker.metrics.connect_log.allow(conn::LOG_BURST) {
+                info!(%peer, listener = %via(listener), error = %e, held_back, "handshake failed");
+            }
             return;
         }
         Err(_) => {
@@ -299,7 +302,9 @@ async fn handshake_then_serve(
                 .metrics
                 .per_listener
                 .count(&via(listener), ListenerEvent::HandshakeFailed);
-            info!(%peer, listener = %via(listener), "handshake timed out");
+            if let Some(held_back) = broker.metrics.connect_log.allow(conn::LOG_BURST) {
+                info!(%peer, listener = %via(listener), held_back, "handshake timed out");
+            }
             return;
         }
     };

@@ -201,7 +201,11 @@ impl AwaitingConnect {
         if let (Some(acl), Some(w)) = (&acl, &will)
             && !acl.check(&w.topic, Access::Write)
         {
-            warn!(%client_id, topic = %w.topic, "will topic denied by ACL: will dropped");
+            warn!(
+                client_id = &**client_id,
+                topic = w.topic.as_str(),
+                "will topic denied by ACL: will dropped"
+            );
             will = None;
         }
         session.slot.lock().acl = acl.clone();

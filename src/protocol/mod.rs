@@ -155,6 +155,18 @@ fn held_size(packet: &Packet) -> usize {
         }
 }
 
+/// Adds the packets read to a counter when dropped.
+struct PacketCount<'a>(&'a std::sync::atomic::AtomicU64, u64);
+
+impl Drop for PacketCount<'_> {
+    fn drop(&mut self) {
+        if self.1 > 0 {
+            self.0
+                .fetch_add(self.1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
 impl Connected {
     /// The session this connection is attached to.
     pub(crate) fn session(&self) -> &Arc<SessionHandle> {
@@ -176,6 +188,9 @@ impl Connected {
             // Keep alive is not held against a client whose reads were paused.
             self.touch(now);
         }
+        let broker = Arc::clone(&self.broker);
+        // Counted however this returns (a DISCONNECT or an error ends it early).
+        let mut counted = PacketCount(&broker.metrics.packets_received, 0);
         let mut handled = 0;
         while self.stall.is_none() {
             let Some(packet) = self.held.pop_front() else {
@@ -197,6 +212,7 @@ impl Connected {
                 }
             };
             handled += 1;
+            counted.1 += 1;
             let independent = matches!(
                 packet,
                 Packet::Ack(_) | Packet::PingReq | Packet::Disconnect(_)
@@ -210,10 +226,6 @@ impl Connected {
         }
         if handled > 0 {
             self.touch(now);
-            self.broker
-                .metrics
-                .packets_received
-                .fetch_add(handled as u64, std::sync::atomic::Ordering::Relaxed);
         }
         Ok(handled)
     }
@@ -306,7 +318,7 @@ impl Connected {
         }
         match self.deadline {
             Some(deadline) if now >= deadline => {
-                debug!(client_id = %self.session.client_id, "keep alive expired");
+                debug!(client_id = &*self.session.client_id, "keep alive expired");
                 Err(Close::KeepAlive)
             }
             _ => Ok(()),
@@ -342,7 +354,11 @@ impl Connected {
             slot.session.outbound.take_lost()
         };
         if lost > 0 {
-            tracing::error!(client_id = %self.session.client_id, lost, "queue entries counted in the store were not found there");
+            tracing::error!(
+                client_id = &*self.session.client_id,
+                lost,
+                "queue entries counted in the store were not found there"
+            );
         }
         if failed {
             return Err(Close::StorageFailure);
@@ -421,7 +437,11 @@ impl Connected {
                 ..Default::default()
             }));
         }
-        debug!(client_id = %self.session.client_id, ?close, "connection closed");
+        debug!(
+            client_id = &*self.session.client_id,
+            ?close,
+            "connection closed"
+        );
         Ending {
             session: Arc::clone(&self.session),
             will: if publish_will { self.will.take() } else { None },
@@ -431,6 +451,11 @@ impl Connected {
     /// Whether the client may publish to (`Write`) or subscribe with (`Read`) `topic`. Picks up
     /// reloaded ACL files.
     fn allowed(&mut self, topic: &str, access: Access) -> bool {
+        // `$SYS` is the broker's own: clients read it (subject to the ACL) but never write it
+        // (MQTT 4.7.2: clients should not use `$` topics to exchange messages).
+        if access == Access::Write && (topic == "$SYS" || topic.starts_with("$SYS/")) {
+            return false;
+        }
         let generation = self.broker.access.generation();
         if generation != self.acl_generation {
             self.acl = self

@@ -46,7 +46,11 @@ impl Connected {
         // it is acknowledged as usual (as mosquitto does).
         if !self.allowed(&topic, Access::Write) {
             crate::broker::Metrics::inc(&self.broker.metrics.acl_denied);
-            debug!(client_id = %self.session.client_id, %topic, "PUBLISH denied by ACL");
+            debug!(
+                client_id = &*self.session.client_id,
+                topic = &*topic,
+                "PUBLISH denied by ACL"
+            );
             return match (self.version, publish.qos) {
                 (_, QoS::AtMostOnce) => Ok(()),
                 (Version::V5, QoS::AtLeastOnce) => {

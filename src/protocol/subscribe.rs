@@ -37,7 +37,11 @@ impl Connected {
                 None => (f.filter.as_str(), false),
                 Some(Ok(_)) if f.filter.len() > MAX_SHARED_FILTER_BYTES => {
                     // Kept with every message queued through it: bounded.
-                    debug!(client_id = %session.client_id, len = f.filter.len(), "shared subscription filter too long");
+                    debug!(
+                        client_id = &*session.client_id,
+                        len = f.filter.len(),
+                        "shared subscription filter too long"
+                    );
                     codes.push(match version {
                         Version::V5 => ReasonCode::QUOTA_EXCEEDED,
                         Version::V311 => ReasonCode::V3_SUBSCRIBE_FAILURE,
@@ -47,7 +51,11 @@ impl Connected {
                 Some(Ok(shared)) => (shared.filter, true),
                 Some(Err(())) => {
                     // MQTT-4.8.2-1, MQTT-4.8.2-2.
-                    debug!(client_id = %session.client_id, filter = %f.filter, "invalid shared subscription");
+                    debug!(
+                        client_id = &*session.client_id,
+                        filter = f.filter.as_str(),
+                        "invalid shared subscription"
+                    );
                     codes.push(match version {
                         Version::V5 => ReasonCode::TOPIC_FILTER_INVALID,
                         Version::V311 => ReasonCode::V3_SUBSCRIBE_FAILURE,
@@ -57,7 +65,11 @@ impl Connected {
             };
             if !self.allowed(matched_filter, Access::Read) {
                 crate::broker::Metrics::inc(&self.broker.metrics.acl_denied);
-                debug!(client_id = %session.client_id, filter = %f.filter, "SUBSCRIBE denied by ACL");
+                debug!(
+                    client_id = &*session.client_id,
+                    filter = f.filter.as_str(),
+                    "SUBSCRIBE denied by ACL"
+                );
                 codes.push(match version {
                     Version::V5 => ReasonCode::NOT_AUTHORIZED,
                     Version::V311 => ReasonCode::V3_SUBSCRIBE_FAILURE,

@@ -333,6 +333,23 @@ impl Store {
         wait.await.unwrap_or(Err(StoreError::Closed))
     }
 
+    /// Queues `ops` for commit now (so that they are ordered before anything queued later)
+    /// and returns a future that resolves when they are committed.
+    pub(crate) fn commit_queued(
+        &self,
+        ops: Vec<Op>,
+    ) -> impl std::future::Future<Output = Result<(), StoreError>> + use<> {
+        let (done, wait) = oneshot::channel();
+        let sent = self.send(Request {
+            ops,
+            done: Some(done),
+        });
+        async move {
+            sent?;
+            wait.await.unwrap_or(Err(StoreError::Closed))
+        }
+    }
+
     /// Reads up to `request.max_bytes` of a session's queued (not yet sent) entries, from
     /// `request.from` up to (not including) `request.before`, off the writer thread.
     pub(crate) async fn read_queue(
