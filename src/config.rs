@@ -529,9 +529,16 @@ impl Config {
     /// The settings as `key = value` lines in the TOML file's terms (what `roost check-config`
     /// prints).
     pub fn describe(&self) -> String {
+        // Absolute paths: the output may be saved and read from another directory.
         let opt = |p: &Option<PathBuf>| match p {
-            Some(p) => format!("{:?}", p.display().to_string()),
-            None => "\"\"  # none".to_string(),
+            Some(p) => format!(
+                "{:?}",
+                std::path::absolute(p)
+                    .unwrap_or_else(|_| p.clone())
+                    .display()
+                    .to_string()
+            ),
+            None => "\"\"".to_string(),
         };
         let mut out = format!(
             "bind = \"{}\"\nport = {}\ndata_dir = {:?}\nin_memory = {}\ndurability = \"{}\"\n\
@@ -572,11 +579,19 @@ impl Config {
             opt(&self.acl_file),
             match self.allow_anonymous {
                 Some(v) => v.to_string(),
-                None => format!(
-                    "{}  # not set: only while every listener is on loopback",
-                    self.listeners.iter().all(|l| l.bind.is_loopback()) && self.bind.is_loopback()
-                ),
+                None => "\"\"".to_string(),
             },
+        );
+        // Settings left unset are shown as comments, so that the output reads back as is.
+        for key in ["password_file", "acl_file"] {
+            out = out.replace(
+                &format!("\n{key} = \"\"\n"),
+                &format!("\n# {key}: not set\n"),
+            );
+        }
+        out = out.replace(
+            "\nallow_anonymous = \"\"\n",
+            "\n# allow_anonymous: not set (anonymous clients only while every listener is on loopback)\n",
         );
         for l in &self.listeners {
             out.push_str(&format!(

@@ -136,14 +136,24 @@ pub fn ctl_command(args: &CtlArgs, out: &mut impl Write) -> Result<(), CtlError>
         }
         CtlCommand::Retained { command } => match command {
             RetainedCommand::List { filter } => {
-                let v = client.call(
-                    "GET",
-                    &format!("/api/v1/retained?per_page=1000&filter={}", encode(filter)),
-                )?;
                 let mut text = String::new();
-                for m in v["retained"].as_array().into_iter().flatten() {
-                    text.push_str(m["topic"].as_str().unwrap_or(""));
-                    text.push('\n');
+                // Every page.
+                for page in 1.. {
+                    let v = client.call(
+                        "GET",
+                        &format!(
+                            "/api/v1/retained?per_page=1000&page={page}&filter={}",
+                            encode(filter)
+                        ),
+                    )?;
+                    let items = v["retained"].as_array().cloned().unwrap_or_default();
+                    for m in &items {
+                        text.push_str(m["topic"].as_str().unwrap_or(""));
+                        text.push('\n');
+                    }
+                    if items.len() < 1000 {
+                        break;
+                    }
                 }
                 out.write_all(text.as_bytes())
             }
@@ -256,8 +266,8 @@ fn print_clients(list: &Value, out: &mut impl Write) -> std::io::Result<()> {
             } else {
                 "no"
             },
-            c["backlog_messages"],
-            c["inflight"],
+            c["backlog_messages"].as_u64().unwrap_or(0),
+            c["inflight"].as_u64().unwrap_or(0),
             c["connection"]["peer"].as_str().unwrap_or("-"),
         )?;
     }

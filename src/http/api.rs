@@ -244,6 +244,8 @@ async fn kick(
             ended = slot.conn.is_none();
             ended
         });
+        // An ephemeral session ended with its connection already.
+        ended |= handle.ended.is_cancelled();
         if ended {
             tracing::info!(
                 client_id = &*client_id,

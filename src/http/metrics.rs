@@ -236,13 +236,18 @@ impl Collector for BrokerCollector {
     }
 }
 
+/// Most Shared Subscription groups given series of their own (by ShareName and filter order).
+const MAX_GROUP_SERIES: usize = 200;
+
 /// Per Shared Subscription group, labelled `share` and `filter`: members, members connected,
 /// messages given to a member, messages moved from a member whose session ended.
 fn encode_groups(broker: &Broker, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
-    let groups = broker.router.shared_info();
+    let mut groups = broker.router.shared_info();
     if groups.is_empty() {
         return Ok(());
     }
+    // Any client can create groups: the series are bounded.
+    groups.truncate(MAX_GROUP_SERIES);
     let labels = |g: &crate::SharedSubscriptionInfo| {
         vec![
             ("share".to_string(), g.share_name.clone()),
