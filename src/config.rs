@@ -335,6 +335,14 @@ pub struct Config {
     pub durability: Durability,
     /// Largest packet accepted from a client, in bytes (whole packet, header included).
     pub max_packet_size: u32,
+    /// Largest CONNECT accepted, in bytes: read before the client has authenticated, so kept
+    /// small (at most `max_packet_size` applies in any case).
+    pub max_connect_packet_size: u32,
+    /// Bytes that connections still waiting for their CONNECT may hold in read buffers, all
+    /// together; a connection that would go over is closed.
+    pub max_pending_connect_bytes: u64,
+    /// Most connections from one IP address at once; 0 = no limit.
+    pub max_connections_per_address: usize,
     /// Largest WebSocket message (and frame) accepted, in bytes. One message may carry many
     /// MQTT packets (MQTT-6.0.0-2), so this is separate from `max_packet_size`; it must be at
     /// least `max_packet_size`. A WebSocket connection may hold one message this large in
@@ -442,6 +450,16 @@ impl Config {
                 "must be at most 86400 seconds (one day); 0 turns $SYS off".to_string(),
             ));
         }
+        at_least(
+            "max_connect_packet_size",
+            u64::from(self.max_connect_packet_size),
+            64,
+        )?;
+        at_least(
+            "max_pending_connect_bytes",
+            self.max_pending_connect_bytes,
+            64 * 1024,
+        )?;
         at_least("max_queued_messages", self.max_queued_messages as u64, 1)?;
         at_least("max_queued_bytes", self.max_queued_bytes, 1024)?;
         at_least(
@@ -655,6 +673,9 @@ impl Default for Config {
             in_memory: false,
             durability: Durability::Fsync,
             max_packet_size: 1024 * 1024,
+            max_connect_packet_size: 64 * 1024,
+            max_pending_connect_bytes: 64 * 1024 * 1024,
+            max_connections_per_address: 0,
             websocket_max_message_bytes: 2 * 1024 * 1024,
             max_queued_messages: 1_000_000,
             max_queued_bytes: 512 * 1024 * 1024,
@@ -704,6 +725,12 @@ pub struct FileConfig {
     pub max_packet_size: Option<u32>,
     /// See [`Config::websocket_max_message_bytes`].
     pub websocket_max_message_bytes: Option<usize>,
+    /// See [`Config::max_connect_packet_size`].
+    pub max_connect_packet_size: Option<u32>,
+    /// See [`Config::max_pending_connect_bytes`].
+    pub max_pending_connect_bytes: Option<u64>,
+    /// See [`Config::max_connections_per_address`].
+    pub max_connections_per_address: Option<usize>,
     /// See [`Config::max_queued_messages`].
     pub max_queued_messages: Option<usize>,
     /// See [`Config::max_queued_bytes`].
@@ -938,6 +965,15 @@ impl FileConfig {
         }
         if let Some(v) = self.sys_interval {
             config.sys_interval = v;
+        }
+        if let Some(v) = self.max_connect_packet_size {
+            config.max_connect_packet_size = v;
+        }
+        if let Some(v) = self.max_pending_connect_bytes {
+            config.max_pending_connect_bytes = v;
+        }
+        if let Some(v) = self.max_connections_per_address {
+            config.max_connections_per_address = v;
         }
         if let Some(v) = &self.http {
             config.http = Some(v.clone());

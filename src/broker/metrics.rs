@@ -195,6 +195,10 @@ pub(crate) struct Metrics {
     pub clients_maximum: AtomicU64,
     /// Sessions that ended because their expiry interval passed.
     pub sessions_expired: AtomicU64,
+    /// Bytes held in the read buffers of connections still waiting for their CONNECT.
+    pub pending_connect_bytes: AtomicU64,
+    /// Connections per remote address, for `max_connections_per_address`.
+    pub per_address: Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
     /// PUBLISH and SUBSCRIBE filters refused by the ACL (each logged at debug).
     pub acl_denied: AtomicU64,
     /// Paces the log line about connections refused at `max_connections`.

@@ -61,6 +61,11 @@ impl Decoder {
         self.role
     }
 
+    /// Changes the largest packet accepted (e.g. once a client has authenticated).
+    pub fn set_max_packet_size(&mut self, max_packet_size: usize) {
+        self.max_packet_size = max_packet_size;
+    }
+
     /// The largest packet (whole packet, in bytes) this decoder accepts.
     pub fn max_packet_size(&self) -> usize {
         self.max_packet_size

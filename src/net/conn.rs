@@ -51,6 +51,38 @@ impl std::fmt::Display for Via {
     }
 }
 
+/// Bytes a connection still waiting for its CONNECT holds in its read buffer, counted in
+/// `pending_connect_bytes` and given back when dropped.
+struct PendingBytes {
+    broker: Arc<Broker>,
+    held: u64,
+}
+
+impl PendingBytes {
+    /// Records that the buffer now holds `bytes`; false if that takes all such connections
+    /// over `max_pending_connect_bytes`.
+    fn hold(&mut self, bytes: u64) -> bool {
+        let total = &self.broker.metrics.pending_connect_bytes;
+        if bytes > self.held {
+            let now = total.fetch_add(bytes - self.held, Relaxed) + (bytes - self.held);
+            self.held = bytes;
+            return now <= self.broker.config.max_pending_connect_bytes;
+        }
+        total.fetch_sub(self.held - bytes, Relaxed);
+        self.held = bytes;
+        true
+    }
+}
+
+impl Drop for PendingBytes {
+    fn drop(&mut self) {
+        self.broker
+            .metrics
+            .pending_connect_bytes
+            .fetch_sub(self.held, Relaxed);
+    }
+}
+
 /// The client of a connection once it is connected, for the line its end logs.
 struct Attached {
     client_id: Arc<str>,
@@ -319,16 +351,28 @@ impl<S: Transport> Driver<S> {
         })
     }
 
-    /// Reads until the first packet.
+    /// Reads until the first packet. The read buffer counts against the bytes all
+    /// connections waiting for their CONNECT may hold (`max_pending_connect_bytes`); a
+    /// connection that would go over it is closed.
     async fn read_connect(
         &mut self,
         awaiting: &mut AwaitingConnect,
     ) -> Result<Box<crate::codec::Connect>, Close> {
+        let mut held = PendingBytes {
+            broker: Arc::clone(&self.broker),
+            held: 0,
+        };
         loop {
             if let Some(connect) = awaiting.read_connect(&mut self.rbuf)? {
                 return Ok(connect);
             }
             self.read_more().await?;
+            if !held.hold(self.rbuf.capacity() as u64) {
+                if let Some(held_back) = self.broker.metrics.connect_log.allow(LOG_BURST) {
+                    info!(peer = %self.peer, listener = %self.via, held_back, "connections awaiting CONNECT hold max_pending_connect_bytes: closed");
+                }
+                return Err(Close::Io);
+            }
         }
     }
 

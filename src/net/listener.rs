@@ -172,6 +172,39 @@ impl Drop for OpenConnection {
     }
 }
 
+/// One connection counted against its address (`max_connections_per_address`), given back
+/// when dropped.
+struct AddressSlot(Arc<Broker>, std::net::IpAddr);
+
+impl AddressSlot {
+    /// Takes a place for `ip` if it has fewer than `max` connections (`max` 0: no limit, and
+    /// nothing is counted).
+    fn take(broker: &Arc<Broker>, ip: std::net::IpAddr, max: usize) -> Option<Option<AddressSlot>> {
+        if max == 0 {
+            return Some(None);
+        }
+        let mut counts = broker.metrics.per_address.lock();
+        let n = counts.entry(ip).or_insert(0);
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(Some(AddressSlot(Arc::clone(broker), ip)))
+    }
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        let mut counts = self.0.metrics.per_address.lock();
+        if let Some(n) = counts.get_mut(&self.1) {
+            *n -= 1;
+            if *n == 0 {
+                counts.remove(&self.1);
+            }
+        }
+    }
+}
+
 /// Accepts connections until the broker shuts down. Each connection runs in a task tracked by
 /// `tasks`, so shutdown can wait for them.
 pub(crate) async fn accept_loop(broker: Arc<Broker>, listener: Listener, tasks: TaskTracker) {
@@ -185,6 +218,19 @@ pub(crate) async fn accept_loop(broker: Arc<Broker>, listener: Listener, tasks: 
             Ok((stream, peer)) => {
                 let max = broker.config.max_connections as u64;
                 // Counted here, before the task is spawned, so a burst cannot overshoot.
+                let per_address = broker.config.max_connections_per_address;
+                let Some(from_address) = AddressSlot::take(&broker, peer.ip(), per_address) else {
+                    Metrics::inc(&broker.metrics.connections_refused);
+                    broker
+                        .metrics
+                        .per_listener
+                        .count(&via(&listener), ListenerEvent::Refused);
+                    if let Some(held_back) = broker.metrics.connect_log.allow(conn::LOG_BURST) {
+                        warn!(%peer, listener = %via(&listener), max = per_address, held_back, "max_connections_per_address reached: connection refused");
+                    }
+                    drop(stream);
+                    continue;
+                };
                 let Some(open) = OpenConnection::take(&broker, max) else {
                     Metrics::inc(&broker.metrics.connections_refused);
                     broker
@@ -210,6 +256,7 @@ pub(crate) async fn accept_loop(broker: Arc<Broker>, listener: Listener, tasks: 
                 tasks.spawn(async move {
                     handshake_and_serve(&broker, &listener, stream, peer).await;
                     drop(open);
+                    drop(from_address);
                 });
             }
             Err(e) => {

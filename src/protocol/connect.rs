@@ -60,7 +60,12 @@ impl AwaitingConnect {
     /// A new connection from `peer`; `queue_full` is its listener's policy for PUBLISH packets
     /// that meet a full queue.
     pub(crate) fn new(broker: Arc<Broker>, peer: SocketAddr, queue_full: QueueFullPolicy) -> Self {
-        let max_packet = broker.config.max_packet_size as usize;
+        // Before authentication only a CONNECT of modest size is read (a large one would hold
+        // memory for anyone who can open a socket); the full limit applies afterwards.
+        let max_packet = broker
+            .config
+            .max_connect_packet_size
+            .min(broker.config.max_packet_size) as usize;
         let persistent = broker.persistent();
         AwaitingConnect {
             broker,
@@ -194,6 +199,7 @@ impl AwaitingConnect {
         let version = connect.version;
         let client_id = &plan.request.client_id;
         let config = &self.broker.config;
+        let max_packet = config.max_packet_size as usize;
         let access = &self.broker.access;
         let acl = access.client_acl(username.as_deref(), client_id);
         let acl_generation = access.generation();
@@ -261,7 +267,11 @@ impl AwaitingConnect {
                 Version::V311 => 0,
             }),
             bridge: connect.bridge,
-            decoder: self.decoder,
+            decoder: {
+                let mut decoder = self.decoder;
+                decoder.set_max_packet_size(max_packet);
+                decoder
+            },
             out: self.out,
             pending: self.pending,
             acknowledged: false,
