@@ -343,6 +343,10 @@ pub struct Config {
     pub max_pending_connect_bytes: u64,
     /// Most connections from one IP address at once; 0 = no limit.
     pub max_connections_per_address: usize,
+    /// A session created by an authenticated user can be resumed, taken over or replaced only
+    /// by the same user (others are refused: 3.1.1 CONNACK 0x05, 5.0 0x87). mosquitto has no
+    /// such check.
+    pub session_owner_check: bool,
     /// Largest WebSocket message (and frame) accepted, in bytes. One message may carry many
     /// MQTT packets (MQTT-6.0.0-2), so this is separate from `max_packet_size`; it must be at
     /// least `max_packet_size`. A WebSocket connection may hold one message this large in
@@ -676,6 +680,7 @@ impl Default for Config {
             max_connect_packet_size: 64 * 1024,
             max_pending_connect_bytes: 64 * 1024 * 1024,
             max_connections_per_address: 0,
+            session_owner_check: true,
             websocket_max_message_bytes: 2 * 1024 * 1024,
             max_queued_messages: 1_000_000,
             max_queued_bytes: 512 * 1024 * 1024,
@@ -731,6 +736,8 @@ pub struct FileConfig {
     pub max_pending_connect_bytes: Option<u64>,
     /// See [`Config::max_connections_per_address`].
     pub max_connections_per_address: Option<usize>,
+    /// See [`Config::session_owner_check`].
+    pub session_owner_check: Option<bool>,
     /// See [`Config::max_queued_messages`].
     pub max_queued_messages: Option<usize>,
     /// See [`Config::max_queued_bytes`].
@@ -974,6 +981,9 @@ impl FileConfig {
         }
         if let Some(v) = self.max_connections_per_address {
             config.max_connections_per_address = v;
+        }
+        if let Some(v) = self.session_owner_check {
+            config.session_owner_check = v;
         }
         if let Some(v) = &self.http {
             config.http = Some(v.clone());

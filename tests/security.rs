@@ -579,7 +579,12 @@ async fn resumed_session_gets_only_what_the_new_user_may_read() {
         "user alice\ntopic readwrite secret/#\ntopic write bob/#\n\nuser bob\ntopic read bob/#\n",
     )
     .unwrap();
-    let broker = start_broker_with(|c| c.acl_file = Some(acl.clone())).await;
+    // With session_owner_check off (mosquitto's behaviour) another user may take it over.
+    let broker = start_broker_with(|c| {
+        c.acl_file = Some(acl.clone());
+        c.session_owner_check = false;
+    })
+    .await;
     let addr = broker.local_addr();
     let mut shared = connect_packet(Version::V311, "shared-id");
     shared.clean_start = false;
@@ -696,4 +701,53 @@ async fn one_websocket_message_may_carry_thousands_of_packets() {
     sub.send(&Packet::PingReq).await;
     assert_eq!(sub.recv().await, Some(Packet::PingResp));
     broker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_user_cannot_take_a_session_over() {
+    // session_owner_check (on by default): alice's durable session is hers.
+    let dir = tempfile::tempdir().unwrap();
+    let passwd = dir.path().join("passwd");
+    let mut file = PasswordFile::new();
+    file.set("alice", b"a-secret").unwrap();
+    file.set("bob", b"b-secret").unwrap();
+    file.save(&passwd).unwrap();
+    for check in [true, false] {
+        let broker = start_broker_with(|c| {
+            c.password_file = Some(passwd.clone());
+            c.session_owner_check = check;
+        })
+        .await;
+        let addr = broker.local_addr();
+        let as_user = |user: &str, password: &'static [u8], version| {
+            let mut c = connect_packet(version, "shared-id");
+            c.clean_start = false;
+            c.session_expiry_interval = 3600;
+            c.username = Some(user.to_string());
+            c.password = Some(bytes::Bytes::from_static(password));
+            c
+        };
+        let (mut alice, connack) =
+            RawClient::connect(addr, as_user("alice", b"a-secret", Version::V5)).await;
+        assert_eq!(connack.code, 0);
+        for (version, refused) in [(Version::V5, 0x87), (Version::V311, 0x05)] {
+            let (_, connack) = RawClient::connect(addr, as_user("bob", b"b-secret", version)).await;
+            if check {
+                assert_eq!(connack.code, refused, "{version:?}");
+                assert!(!connack.session_present);
+            } else {
+                assert_eq!(connack.code, 0, "without the check bob takes it over");
+                break;
+            }
+        }
+        if check {
+            alice.send(&Packet::PingReq).await;
+            assert_eq!(
+                alice.recv().await,
+                Some(Packet::PingResp),
+                "alice stays connected"
+            );
+        }
+        broker.shutdown().await;
+    }
 }

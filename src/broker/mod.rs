@@ -23,7 +23,7 @@ pub(crate) use handle::{ClientInfo, ConnLink, KickReason, SessionHandle, WillInf
 pub(crate) use metrics::Metrics;
 pub(crate) use pending::Pending;
 pub(crate) use router::{RouteContext, Routed, Router};
-pub(crate) use sessions::{AttachRequest, Registry};
+pub(crate) use sessions::{AttachError, AttachRequest, Registry};
 
 use crate::clock::Clock;
 use crate::config::{Config, QueueFullPolicy};

@@ -35,6 +35,7 @@ impl Broker {
                 self.config.max_inflight_messages,
             );
             session.next_seq = Seq::MIN.saturating_add(stored.max_seq);
+            session.owner = stored.record.owner.clone();
             if let Some((from, count, bytes)) = stored.stored {
                 // Not read into memory until the client is back.
                 messages += count;

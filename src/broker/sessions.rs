@@ -40,6 +40,15 @@ pub(crate) struct AttachRequest {
     pub version: Version,
     /// Outbound inflight window for this connection.
     pub window: u16,
+    /// The authenticated username, which owns a session it creates.
+    pub owner: Option<Arc<str>>,
+}
+
+/// Why a connection may not attach to a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AttachError {
+    /// The session belongs to another user (`session_owner_check`).
+    NotOwner,
 }
 
 /// What ending a session leaves for [`Broker::finish_end`].
@@ -179,13 +188,15 @@ impl Broker {
         req: &AttachRequest,
         link: &ConnLink,
         pending: &mut Pending,
-    ) -> (Arc<SessionHandle>, bool) {
+    ) -> Result<(Arc<SessionHandle>, bool), AttachError> {
         loop {
             if let Some(ending) = self.registry.ending(&req.client_id) {
                 ending.cancelled().await;
                 continue;
             }
             if let Some(existing) = self.registry.get(&req.client_id) {
+                // Before anything is taken over or ended.
+                self.check_owner(&existing.slot.lock(), req)?;
                 let current = existing.slot.lock().conn.clone();
                 if let Some(old) = current {
                     info!(
@@ -206,9 +217,20 @@ impl Broker {
                     continue;
                 }
             }
-            if let Some(attached) = self.try_attach(req, link, pending) {
-                return attached;
+            if let Some(attached) = self.try_attach(req, link, pending)? {
+                return Ok(attached);
             }
+        }
+    }
+
+    /// With `session_owner_check`, a session created by an authenticated user may be resumed,
+    /// taken over or replaced only by that user.
+    fn check_owner(&self, slot: &Slot, req: &AttachRequest) -> Result<(), AttachError> {
+        match &slot.session.owner {
+            Some(owner) if self.config.session_owner_check && req.owner.as_ref() != Some(owner) => {
+                Err(AttachError::NotOwner)
+            }
+            _ => Ok(()),
         }
     }
 
@@ -218,16 +240,17 @@ impl Broker {
         req: &AttachRequest,
         link: &ConnLink,
         pending: &mut Pending,
-    ) -> Option<(Arc<SessionHandle>, bool)> {
+    ) -> Result<Option<(Arc<SessionHandle>, bool)>, AttachError> {
         let mut sessions = self.registry.sessions.lock();
         if self.registry.ending.lock().contains_key(&req.client_id) {
-            return None;
+            return Ok(None);
         }
         let mut replaced = None;
         if let Some(existing) = sessions.get(&req.client_id).cloned() {
             let mut slot = existing.slot.lock();
+            self.check_owner(&slot, req)?;
             if slot.conn.is_some() {
-                return None;
+                return Ok(None);
             }
             if !req.clean_start {
                 existing.set_conn(&mut slot, Some(link.clone()));
@@ -241,7 +264,7 @@ impl Broker {
                 slot.session.outbound.set_window(req.window);
                 self.record_session(existing.store_key(), &mut slot, pending);
                 drop(slot);
-                return Some((existing, true));
+                return Ok(Some((existing, true)));
             }
             // Clean start: the old session ends here (MQTT-3.1.2-4). Its deletion is
             // submitted now, ahead of the new session's record.
@@ -251,16 +274,17 @@ impl Broker {
                 // Its store entries move to other members first; the new session waits.
                 drop(sessions);
                 self.finish_end(&existing, ended);
-                return None;
+                return Ok(None);
             }
             replaced = Some((existing, ended));
         }
-        let session = Session::new(
+        let mut session = Session::new(
             req.version,
             req.expiry_interval,
             self.config.queue_limits(),
             req.window,
         );
+        session.owner = req.owner.clone();
         let handle = Arc::new(SessionHandle::new(
             self.registry.new_key(),
             Arc::clone(&req.client_id),
@@ -273,7 +297,7 @@ impl Broker {
         if let Some((old, ended)) = replaced {
             self.finish_end(&old, ended);
         }
-        Some((handle, false))
+        Ok(Some((handle, false)))
     }
 
     /// Records a connected session in the store if it is durable (or was, until now).
@@ -292,6 +316,7 @@ impl Broker {
                 expiry_interval: slot.session.expiry_interval,
                 disconnected_at: 0,
                 incarnation,
+                owner: slot.session.owner.clone(),
             },
         });
         slot.persisted = true;
@@ -330,6 +355,7 @@ impl Broker {
                     expiry_interval: expiry,
                     disconnected_at: unix_secs(self.clock.wall()),
                     incarnation: handle.key,
+                    owner: slot.session.owner.clone(),
                 },
             }]);
             slot.persisted = true;

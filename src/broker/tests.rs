@@ -45,9 +45,12 @@ fn attach(
         expiry_interval,
         version: Version::V5,
         window: 10,
+        owner: None,
     };
     let mut pending = Pending::new(false);
-    let (session, present) = rt.block_on(b.attach(&request, &link, &mut pending));
+    let (session, present) = rt
+        .block_on(b.attach(&request, &link, &mut pending))
+        .expect("attaches");
     (session, present, link)
 }
 

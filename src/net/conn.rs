@@ -338,10 +338,22 @@ impl<S: Transport> Driver<S> {
             }
             awaiting.refuse(&connect, code)
         })?;
-        let (session, present) = self
+        let mut plan = plan;
+        plan.request.owner = username.as_deref().map(Arc::from);
+        let attached = self
             .broker
             .attach(&plan.request, &self.link, awaiting.pending_mut())
             .await;
+        let (session, present) = match attached {
+            Ok(attached) => attached,
+            Err(crate::broker::AttachError::NotOwner) => {
+                let code = protocol::refusal(&Verdict::NotAuthorized, connect.version)
+                    .unwrap_or(crate::codec::ReasonCode::NOT_AUTHORIZED);
+                let username = username.as_deref().unwrap_or("");
+                info!(peer = %self.peer, listener = %self.via, client_id = connect.client_id.as_str(), username, "CONNECT refused: the session belongs to another user");
+                return Err(awaiting.refuse(&connect, code));
+            }
+        };
         Ok(Accepted {
             connect,
             plan,

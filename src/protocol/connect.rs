@@ -149,6 +149,7 @@ impl AwaitingConnect {
                 expiry_interval,
                 version,
                 window,
+                owner: None,
             },
             assigned,
             keep_alive,

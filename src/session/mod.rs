@@ -69,6 +69,8 @@ pub(crate) struct Session {
     pub dropped: u64,
     /// Next position in the persisted queue.
     pub next_seq: Seq,
+    /// The authenticated user who created the session, if any (`session_owner_check`).
+    pub owner: Option<std::sync::Arc<str>>,
 }
 
 impl Session {
@@ -87,6 +89,7 @@ impl Session {
             inbound: Inbound::default(),
             dropped: 0,
             next_seq: Seq::MIN,
+            owner: None,
         }
     }
 

@@ -176,7 +176,7 @@ impl<'txn> Tables<'txn> {
             Op::PutSession { session, record } => {
                 let record = SessionRecord {
                     incarnation: session.incarnation,
-                    ..*record
+                    ..record.clone()
                 };
                 self.sessions
                     .insert(&*session.client, encode_session(&record).as_slice())?;

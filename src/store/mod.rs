@@ -658,6 +658,7 @@ mod tests {
                     expiry_interval: 0,
                     disconnected_at: 0,
                     incarnation: 5,
+                    owner: None,
                 },
             }];
             for seq in 1..=20u64 {
@@ -763,6 +764,7 @@ mod tests {
                         expiry_interval: u32::MAX,
                         disconnected_at: 0,
                         incarnation: 77,
+                        owner: None,
                     },
                 },
                 Op::PutSubscription {
@@ -829,6 +831,7 @@ mod tests {
             expiry_interval: u32::MAX,
             disconnected_at: 0,
             incarnation: 0,
+            owner: None,
         };
         let message = Arc::new(Message {
             id: MessageId::new(9),
@@ -847,7 +850,7 @@ mod tests {
             rt.block_on(store.commit(vec![
                 Op::PutSession {
                     session: key(1),
-                    record,
+                    record: record.clone(),
                 },
                 // A clean start replaces incarnation 1 with 2...
                 Op::DeleteSession { session: key(1) },

@@ -19,7 +19,7 @@ const FORMAT: u8 = 1;
 pub struct CorruptRecord(pub &'static str);
 
 /// A persisted session.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct SessionRecord {
     /// Protocol version of the last connection.
     pub version: Version,
@@ -29,6 +29,9 @@ pub(crate) struct SessionRecord {
     pub disconnected_at: u64,
     /// Unique id of this session incarnation (see [`super::SessionKey`]).
     pub incarnation: u64,
+    /// The authenticated user who created the session, if any: only they may resume it or
+    /// take it over (`session_owner_check`).
+    pub owner: Option<Arc<str>>,
 }
 
 /// Where a queued message stands.
@@ -192,6 +195,10 @@ pub(crate) fn encode_session(r: &SessionRecord) -> Vec<u8> {
     w.u32(r.expiry_interval);
     w.u64(r.disconnected_at);
     w.u64(r.incarnation);
+    // Optional, last: a record written before owners were kept simply ends here.
+    if let Some(owner) = &r.owner {
+        w.bytes(owner.as_bytes());
+    }
     w.0
 }
 
@@ -203,11 +210,20 @@ pub(crate) fn decode_session(data: &[u8]) -> Result<SessionRecord, CorruptRecord
         5 => Version::V5,
         _ => return Err(CorruptRecord("invalid protocol version")),
     };
+    let expiry_interval = r.u32()?;
+    let disconnected_at = r.u64()?;
+    let incarnation = r.u64()?;
+    let owner = if r.0.is_empty() {
+        None
+    } else {
+        Some(Arc::from(r.string()?))
+    };
     let record = SessionRecord {
         version,
-        expiry_interval: r.u32()?,
-        disconnected_at: r.u64()?,
-        incarnation: r.u64()?,
+        expiry_interval,
+        disconnected_at,
+        incarnation,
+        owner,
     };
     r.finish()?;
     Ok(record)
@@ -514,8 +530,14 @@ mod tests {
             expiry_interval: 3600,
             disconnected_at: 1_700_000_000,
             incarnation: 42,
+            owner: None,
         };
-        assert_eq!(decode_session(&encode_session(&r)), Ok(r));
+        assert_eq!(decode_session(&encode_session(&r)), Ok(r.clone()));
+        let owned = SessionRecord {
+            owner: Some(Arc::from("alice")),
+            ..r
+        };
+        assert_eq!(decode_session(&encode_session(&owned)), Ok(owned));
     }
 
     #[test]

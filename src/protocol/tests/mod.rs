@@ -117,11 +117,13 @@ impl World {
         let plan = awaiting.plan(&connect).expect("acceptable");
         let link = ConnLink::new(self.next_link);
         self.next_link += 1;
-        let (session, present) = self.rt.block_on(self.broker.attach(
-            &plan.request,
-            &link,
-            awaiting.pending_mut(),
-        ));
+        let (session, present) = self
+            .rt
+            .block_on(
+                self.broker
+                    .attach(&plan.request, &link, awaiting.pending_mut()),
+            )
+            .expect("attaches");
         let core = awaiting.accept(*connect, plan, session, present, None, self.now);
         (core, link)
     }
