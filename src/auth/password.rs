@@ -187,21 +187,35 @@ impl PasswordFile {
     /// True if `password` is the password of `user`.
     ///
     /// Slow by design (argon2): call it from a blocking thread. Hash comparisons are
-    /// constant-time. For an unknown user the password is checked against the first user's
-    /// hash and the result thrown away, so that the time taken does not tell whether a user
-    /// exists (as long as the file uses one kind of hash: a `$7$` check takes well under a
-    /// millisecond, an argon2 one tens of milliseconds). The password is bytes: MQTT 3.1.1 and
+    /// constant-time. For an unknown user the password is checked against a hash of the kind
+    /// most users have and the result thrown away, so that the time taken does not tell
+    /// whether a user exists (fully so when the file uses one kind of hash: a `$7$` check
+    /// takes well under a millisecond, an argon2 one tens of milliseconds). The password is bytes: MQTT 3.1.1 and
     /// 5.0 passwords are binary data.
     pub fn verify(&self, user: &str, password: &[u8]) -> bool {
         match self.entry(user) {
             Some(entry) => entry.hash.verify(password),
             None => {
-                if let Some(decoy) = self.entries().next() {
+                if let Some(decoy) = self.decoy() {
                     std::hint::black_box(decoy.hash.verify(password));
                 }
                 false
             }
         }
+    }
+
+    /// The entry an unknown user's password is checked against: one of the kind of hash most
+    /// users have, so that in a file mixing argon2 and `$7$` lines an unknown user takes as
+    /// long as most known ones.
+    fn decoy(&self) -> Option<&Entry> {
+        let argon2 = self
+            .entries()
+            .filter(|e| matches!(e.hash, StoredHash::Argon2(_)))
+            .count();
+        let total = self.entries().count();
+        let want_argon2 = argon2 * 2 >= total;
+        self.entries()
+            .find(|e| matches!(e.hash, StoredHash::Argon2(_)) == want_argon2)
     }
 
     /// Sets the password of `user` (adding the user at the end if new) to a fresh argon2id

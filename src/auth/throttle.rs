@@ -109,6 +109,15 @@ impl AuthThrottle {
         self.delay(failures)
     }
 
+    /// The delay a new attempt from `peer` waits before its password is even checked: the one
+    /// its recent failures have earned (zero for an address without failures).
+    pub(crate) fn current_delay(&self, peer: IpAddr, now: Instant) -> Duration {
+        match self.peers.get(&peer_key(peer)) {
+            Some(p) if !self.is_quiet(p, now) => self.delay(p.failures),
+            _ => Duration::ZERO,
+        }
+    }
+
     /// Records a successful authentication from `peer`: its count starts again from zero.
     pub(crate) fn record_success(&mut self, peer: IpAddr) {
         if let Some(old) = self.peers.remove(&peer_key(peer)) {

@@ -44,6 +44,9 @@ pub(crate) struct AccessControl {
     acl_file: Option<std::path::PathBuf>,
     /// Bounds concurrent password verifications (each argon2 check takes ~19 MiB and a CPU).
     verifiers: tokio::sync::Semaphore,
+    /// The one verification at a time open to addresses with recent failures, so that
+    /// guessing cannot take the capacity that clean addresses log in with.
+    suspect_verifier: tokio::sync::Semaphore,
     /// The clock failures are timed by.
     clock: Clock,
 }
@@ -64,6 +67,7 @@ impl AccessControl {
             verifiers: tokio::sync::Semaphore::new(
                 std::thread::available_parallelism().map_or(2, |n| n.get()),
             ),
+            suspect_verifier: tokio::sync::Semaphore::new(1),
             clock: config.clock.clone(),
         };
         *access.files.write() = Arc::new(access.read_files()?);
@@ -124,6 +128,7 @@ impl AccessControl {
         identity: Option<String>,
         username: Option<String>,
         password: Option<bytes::Bytes>,
+        peer: Option<IpAddr>,
     ) -> Verdict {
         if identity.is_some() {
             return Verdict::Accepted(identity);
@@ -131,7 +136,23 @@ impl AccessControl {
         let files = self.files();
         match (username, &files.passwords) {
             (Some(user), Some(passwords)) => {
-                let Ok(_permit) = self.verifiers.acquire().await else {
+                // An address with recent failures waits the delay it has earned before its
+                // password is checked (so parallel guesses are slowed, not just answered
+                // late), and then uses a verifier of its own.
+                let earned = peer.map_or(Duration::ZERO, |ip| {
+                    self.throttle.lock().current_delay(ip, self.clock.now())
+                });
+                let suspect = !earned.is_zero();
+                if suspect {
+                    // Real time, like the delay after a failure (see `failure_delay`).
+                    tokio::time::sleep(earned).await;
+                }
+                let semaphore = if suspect {
+                    &self.suspect_verifier
+                } else {
+                    &self.verifiers
+                };
+                let Ok(_permit) = semaphore.acquire().await else {
                     return Verdict::NotAuthorized;
                 };
                 let passwords = Arc::clone(passwords);

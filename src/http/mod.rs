@@ -283,6 +283,7 @@ async fn basic(app: &App, credentials: &str, peer: Option<SocketAddr>) -> bool {
                 None,
                 Some(user.to_string()),
                 Some(bytes::Bytes::copy_from_slice(password.as_bytes())),
+                peer.map(|p| p.ip()),
             )
             .await
     };

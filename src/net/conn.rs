@@ -404,7 +404,12 @@ impl<S: Transport> Driver<S> {
         };
         let access = &self.broker.access;
         let verdict = access
-            .authenticate(identity, connect.username.clone(), connect.password.clone())
+            .authenticate(
+                identity,
+                connect.username.clone(),
+                connect.password.clone(),
+                Some(self.peer.ip()),
+            )
             .await;
         let Some(refusal) = protocol::refusal(&verdict, connect.version) else {
             access.succeeded(self.peer.ip());

@@ -154,3 +154,34 @@ fn prune_forgets_quiet_peers() {
     t.prune(now + Duration::from_secs(1000));
     assert!(t.is_empty());
 }
+
+#[test]
+fn the_delay_earned_so_far_applies_before_the_next_check() {
+    let mut t = AuthThrottle::default();
+    let peer: IpAddr = "192.0.2.7".parse().unwrap();
+    let clean: IpAddr = "192.0.2.8".parse().unwrap();
+    let now = Instant::now();
+    assert_eq!(
+        t.current_delay(peer, now),
+        Duration::ZERO,
+        "no failures, no wait"
+    );
+    let after_two = [t.record_failure(peer, now), t.record_failure(peer, now)][1];
+    assert_eq!(
+        t.current_delay(peer, now),
+        after_two,
+        "the next attempt waits first"
+    );
+    assert_eq!(
+        t.current_delay(clean, now),
+        Duration::ZERO,
+        "other addresses do not"
+    );
+    assert_eq!(
+        t.current_delay(peer, now + Duration::from_secs(3600)),
+        Duration::ZERO,
+        "forgotten after a quiet period"
+    );
+    t.record_success(peer);
+    assert_eq!(t.current_delay(peer, now), Duration::ZERO);
+}
