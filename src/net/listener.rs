@@ -271,6 +271,27 @@ pub(crate) async fn accept_loop(broker: Arc<Broker>, listener: Listener, tasks: 
     }
 }
 
+/// Counts and logs (paced) a TLS or WebSocket handshake that failed (`error`) or timed out.
+fn handshake_failed(
+    broker: &Broker,
+    listener: &Listener,
+    peer: SocketAddr,
+    error: Option<&HandshakeError>,
+) {
+    Metrics::inc(&broker.metrics.handshake_failures);
+    let via = via(listener);
+    broker
+        .metrics
+        .per_listener
+        .count(&via, ListenerEvent::HandshakeFailed);
+    if let Some(held_back) = broker.metrics.connect_log.allow(conn::LOG_BURST) {
+        match error {
+            Some(e) => info!(%peer, listener = %via, error = %e, held_back, "handshake failed"),
+            None => info!(%peer, listener = %via, held_back, "handshake timed out"),
+        }
+    }
+}
+
 fn via(listener: &Listener) -> Via {
     Via {
         kind: listener.config.kind,
@@ -332,28 +353,8 @@ async fn handshake_then_serve(
     .await;
     let ready = match outcome {
         Ok(Ok(ready)) => ready,
-        Ok(Err(e)) => {
-            Metrics::inc(&broker.metrics.handshake_failures);
-            broker
-                .metrics
-                .per_listener
-                .count(&via(listener), ListenerEvent::HandshakeFailed);
-            if let Some(held_back) = broker.metrics.connect_log.allow(conn::LOG_BURST) {
-                info!(%peer, listener = %via(listener), error = %e, held_back, "handshake failed");
-            }
-            return;
-        }
-        Err(_) => {
-            Metrics::inc(&broker.metrics.handshake_failures);
-            broker
-                .metrics
-                .per_listener
-                .count(&via(listener), ListenerEvent::HandshakeFailed);
-            if let Some(held_back) = broker.metrics.connect_log.allow(conn::LOG_BURST) {
-                info!(%peer, listener = %via(listener), held_back, "handshake timed out");
-            }
-            return;
-        }
+        Ok(Err(e)) => return handshake_failed(broker, listener, peer, Some(&e)),
+        Err(_) => return handshake_failed(broker, listener, peer, None),
     };
     let policy = l.queue_full.unwrap_or(broker.config.queue_full);
     let via = via(listener);

@@ -19,6 +19,15 @@ use super::{Close, Connected};
 /// each message queued through one carries it in the store.
 pub(crate) const MAX_SHARED_FILTER_BYTES: usize = 512;
 
+/// The SUBACK code refusing one filter: `v5` for MQTT 5.0, 0x80 for 3.1.1 (which has one
+/// failure code).
+fn refused(version: Version, v5: ReasonCode) -> ReasonCode {
+    match version {
+        Version::V5 => v5,
+        Version::V311 => ReasonCode::V3_SUBSCRIBE_FAILURE,
+    }
+}
+
 impl Connected {
     pub(super) fn handle_subscribe(&mut self, subscribe: Subscribe) -> Result<(), Close> {
         let session = std::sync::Arc::clone(&self.session);
@@ -42,10 +51,7 @@ impl Connected {
                         len = f.filter.len(),
                         "shared subscription filter too long"
                     );
-                    codes.push(match version {
-                        Version::V5 => ReasonCode::QUOTA_EXCEEDED,
-                        Version::V311 => ReasonCode::V3_SUBSCRIBE_FAILURE,
-                    });
+                    codes.push(refused(version, ReasonCode::QUOTA_EXCEEDED));
                     continue;
                 }
                 Some(Ok(shared)) => (shared.filter, true),
@@ -56,10 +62,7 @@ impl Connected {
                         filter = f.filter.as_str(),
                         "invalid shared subscription"
                     );
-                    codes.push(match version {
-                        Version::V5 => ReasonCode::TOPIC_FILTER_INVALID,
-                        Version::V311 => ReasonCode::V3_SUBSCRIBE_FAILURE,
-                    });
+                    codes.push(refused(version, ReasonCode::TOPIC_FILTER_INVALID));
                     continue;
                 }
             };
@@ -70,10 +73,7 @@ impl Connected {
                     filter = f.filter.as_str(),
                     "SUBSCRIBE denied by ACL"
                 );
-                codes.push(match version {
-                    Version::V5 => ReasonCode::NOT_AUTHORIZED,
-                    Version::V311 => ReasonCode::V3_SUBSCRIBE_FAILURE,
-                });
+                codes.push(refused(version, ReasonCode::NOT_AUTHORIZED));
                 continue;
             }
             let options = SubOptions {
