@@ -751,3 +751,23 @@ async fn another_user_cannot_take_a_session_over() {
         broker.shutdown().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unverified_username_owns_nothing() {
+    // Without a password file a username is only a label: it does not lock the session.
+    let broker = start_broker().await;
+    let addr = broker.local_addr();
+    let mut labelled = connect_packet(Version::V5, "dev1");
+    labelled.clean_start = false;
+    labelled.session_expiry_interval = 3600;
+    labelled.username = Some("label-a".into());
+    let (mut first, connack) = RawClient::connect(addr, labelled.clone()).await;
+    assert_eq!(connack.code, 0);
+    first.send(&Packet::Disconnect(Default::default())).await;
+    assert!(first.until_closed().await.is_empty());
+    labelled.username = None;
+    let (_, connack) = RawClient::connect(addr, labelled).await;
+    assert_eq!(connack.code, 0);
+    assert!(connack.session_present);
+    broker.shutdown().await;
+}

@@ -29,9 +29,9 @@ pub(crate) use anonymous::anonymous_allowed;
 pub use error::AuthError;
 pub use passwd_cmd::{PasswdArgs, passwd_command};
 pub use password::PasswordFile;
-pub(crate) use throttle::AuthThrottle;
 #[cfg(test)]
 pub(crate) use throttle::ThrottleConfig;
+pub(crate) use throttle::{AuthThrottle, peer_key};
 
 #[cfg(test)]
 mod tests;

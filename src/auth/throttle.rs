@@ -182,8 +182,9 @@ impl AuthThrottle {
     }
 }
 
-/// The unit failures are counted by: the IPv4 address, or the IPv6 /64 prefix.
-fn peer_key(peer: IpAddr) -> IpAddr {
+/// The unit failures (and connections per address) are counted by: the IPv4 address (an
+/// IPv4-mapped IPv6 address too), or the IPv6 /64 prefix, which one host usually has whole.
+pub(crate) fn peer_key(peer: IpAddr) -> IpAddr {
     match peer.to_canonical() {
         IpAddr::V4(v4) => IpAddr::V4(v4),
         IpAddr::V6(v6) => {

@@ -11,6 +11,10 @@ use tracing::warn;
 
 use crate::clock::Clock;
 
+/// Lines per 10 s about refused or failed connection attempts before the rest are only
+/// counted (`held_back` on the next line).
+pub(crate) const LOG_BURST: u32 = 50;
+
 /// Shortest time between two log lines about dropped or refused messages.
 const DROP_LOG_INTERVAL: Duration = Duration::from_secs(10);
 

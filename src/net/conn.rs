@@ -106,9 +106,7 @@ fn connack_text(version: Version, code: crate::codec::ReasonCode) -> String {
     format!("0x{:02X} ({v3})", code.0)
 }
 
-/// Lines per 10 s about refused or failed connection attempts before the rest are only
-/// counted (`held_back` on the next line).
-pub(crate) const LOG_BURST: u32 = 50;
+pub(crate) use crate::broker::metrics::LOG_BURST;
 
 /// What a TLS listener learned from the client certificate, for `use_identity_as_username`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -339,7 +337,11 @@ impl<S: Transport> Driver<S> {
             awaiting.refuse(&connect, code)
         })?;
         let mut plan = plan;
-        plan.request.owner = username.as_deref().map(Arc::from);
+        // Only a verified name owns a session: one checked against the password file, or a
+        // certificate identity (without a password file a username is only a label).
+        let verified = !matches!(self.identity, CertIdentity::NotUsed)
+            || (connect.username.is_some() && self.broker.access.files().passwords.is_some());
+        plan.request.owner = username.as_deref().filter(|_| verified).map(Arc::from);
         let attached = self
             .broker
             .attach(&plan.request, &self.link, awaiting.pending_mut())

@@ -172,8 +172,8 @@ impl Drop for OpenConnection {
     }
 }
 
-/// One connection counted against its address (`max_connections_per_address`), given back
-/// when dropped.
+/// One connection counted against its address (`max_connections_per_address`; an IPv6 /64
+/// counts as one address, as for the login throttle), given back when dropped.
 struct AddressSlot(Arc<Broker>, std::net::IpAddr);
 
 impl AddressSlot {
@@ -219,7 +219,9 @@ pub(crate) async fn accept_loop(broker: Arc<Broker>, listener: Listener, tasks: 
                 let max = broker.config.max_connections as u64;
                 // Counted here, before the task is spawned, so a burst cannot overshoot.
                 let per_address = broker.config.max_connections_per_address;
-                let Some(from_address) = AddressSlot::take(&broker, peer.ip(), per_address) else {
+                let Some(from_address) =
+                    AddressSlot::take(&broker, crate::auth::peer_key(peer.ip()), per_address)
+                else {
                     Metrics::inc(&broker.metrics.connections_refused);
                     broker
                         .metrics

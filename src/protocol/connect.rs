@@ -94,6 +94,20 @@ impl AwaitingConnect {
                 self.out.extend_from_slice(&[0x20, 0x02, 0x00, code]);
                 Err(Close::Refused)
             }
+            Err(e @ DecodeError::TooLarge { .. }) => {
+                // Over max_connect_packet_size: worth an operator's attention (a client may
+                // carry a large will or password), paced like other refusals.
+                if let Some(held_back) = self
+                    .broker
+                    .metrics
+                    .connect_log
+                    .allow(crate::broker::metrics::LOG_BURST)
+                {
+                    tracing::info!(peer = %self.peer, error = %e, held_back, "CONNECT over max_connect_packet_size: closed");
+                }
+                crate::broker::Metrics::inc(&self.broker.metrics.protocol_errors);
+                Err(Close::Io)
+            }
             Err(e) => {
                 debug!(peer = %self.peer, error = %e, "bad CONNECT");
                 crate::broker::Metrics::inc(&self.broker.metrics.protocol_errors);
