@@ -365,6 +365,10 @@ pub struct Config {
     pub queue_full: QueueFullPolicy,
     /// Memory the store may use to cache pages of its file.
     pub store_cache_bytes: usize,
+    /// Verify every page checksum of the store file at startup (redb's integrity check):
+    /// flipped bits in a record are found before anything is served. Costs a read of the
+    /// whole file (about 7 s per GB measured); turn off for very large stores.
+    pub store_verify_on_start: bool,
     /// Outbound QoS 1/2 messages in flight per client (further capped by its Receive Maximum).
     pub max_inflight_messages: u16,
     /// Inbound QoS 1/2 messages a client may have unacknowledged (our Receive Maximum).
@@ -566,7 +570,7 @@ impl Config {
             "bind = \"{}\"\nport = {}\ndata_dir = {:?}\nin_memory = {}\ndurability = \"{}\"\n\
              max_packet_size = {}\nwebsocket_max_message_bytes = {}\nmax_queued_messages = {}\n\
              max_queued_bytes = {}\nmax_queued_memory_bytes = {}\nmax_store_bytes = {}\n\
-             queue_full = \"{}\"\nstore_cache_bytes = {}\nmax_inflight_messages = {}\n\
+             queue_full = \"{}\"\nstore_cache_bytes = {}\nstore_verify_on_start = {}\nmax_inflight_messages = {}\n\
              receive_maximum = {}\nmax_keepalive = {}\ntopic_alias_maximum = {}\n\
              response_topic_prefix = {:?}\nshared_subscription_strategy = \"{}\"\n\
              sys_interval = {}\nconnect_timeout = {}\nhandshake_timeout = {}\n\
@@ -587,6 +591,7 @@ impl Config {
             self.max_store_bytes,
             policy_name(self.queue_full),
             self.store_cache_bytes,
+            self.store_verify_on_start,
             self.max_inflight_messages,
             self.receive_maximum,
             self.max_keepalive,
@@ -688,6 +693,7 @@ impl Default for Config {
             max_store_bytes: 4 * 1024 * 1024 * 1024,
             queue_full: QueueFullPolicy::Backpressure,
             store_cache_bytes: crate::store::DEFAULT_CACHE_BYTES,
+            store_verify_on_start: true,
             max_inflight_messages: 100,
             receive_maximum: 100,
             max_keepalive: 0,
@@ -750,6 +756,8 @@ pub struct FileConfig {
     pub queue_full: Option<QueueFullPolicy>,
     /// See [`Config::store_cache_bytes`].
     pub store_cache_bytes: Option<usize>,
+    /// See [`Config::store_verify_on_start`].
+    pub store_verify_on_start: Option<bool>,
     /// See [`Config::max_inflight_messages`].
     pub max_inflight_messages: Option<u16>,
     /// See [`Config::receive_maximum`].
@@ -990,6 +998,9 @@ impl FileConfig {
         }
         if let Some(v) = self.store_cache_bytes {
             config.store_cache_bytes = v;
+        }
+        if let Some(v) = self.store_verify_on_start {
+            config.store_verify_on_start = v;
         }
         if let Some(v) = self.max_inflight_messages {
             config.max_inflight_messages = v;

@@ -127,6 +127,7 @@ pub async fn start(config: Config) -> Result<BrokerHandle, StartError> {
             &config.data_dir,
             config.durability,
             config.store_cache_bytes,
+            config.store_verify_on_start,
             &config.clock,
         )?;
         (Some(store), Some(loaded))

@@ -54,6 +54,27 @@ enum Command {
     Passwd(PasswdArgs),
     Ctl(CtlArgs),
     CheckConfig(CheckConfigArgs),
+    #[command(subcommand)]
+    Store(StoreCommand),
+}
+
+/// Check or repair the durable store (the broker must be stopped).
+#[derive(Debug, Subcommand)]
+enum StoreCommand {
+    /// Read every record of the store (on a copy) and report what is readable and what is
+    /// damaged; exits 0 if clean, 1 if damaged, 2 if it cannot be read at all.
+    Check(StoreArgs),
+    /// Rebuild the store from every readable record; the damaged file is kept beside it as
+    /// `roost.redb.damaged-<unix seconds>`.
+    Repair(StoreArgs),
+}
+
+/// Which store.
+#[derive(Debug, clap::Args)]
+struct StoreArgs {
+    /// The broker's data directory (holding roost.redb).
+    #[arg(long, env = "ROOST_DATA_DIR", default_value = "roost-data")]
+    data_dir: PathBuf,
 }
 
 /// Check a configuration file (TOML or mosquitto.conf) and print the settings it gives.
@@ -96,6 +117,7 @@ fn main() -> ExitCode {
             };
         }
         Some(Command::CheckConfig(args)) => return check_config(&args),
+        Some(Command::Store(command)) => return store_command(&command),
         None => {}
     }
     let settings = match settings(&cli) {
@@ -248,13 +270,69 @@ fn check_config(args: &CheckConfigArgs) -> ExitCode {
     }
 }
 
+/// `roost store check|repair`.
+fn store_command(command: &StoreCommand) -> ExitCode {
+    use roost::store::repair;
+    let refused = |e: roost::StoreError| {
+        eprintln!("roost store: {e}");
+        ExitCode::from(2)
+    };
+    match command {
+        StoreCommand::Check(args) => match repair::check(&args.data_dir) {
+            Ok(report) => {
+                print!("{}", report.render());
+                if report.clean() {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                }
+            }
+            Err(e) => refused(e),
+        },
+        StoreCommand::Repair(args) => match repair::repair(&args.data_dir) {
+            Ok(done) => {
+                print!("{}", done.check.render());
+                println!(
+                    "repaired: the readable records are in {}; the damaged file is now {}",
+                    args.data_dir.join(roost::store::DB_FILE).display(),
+                    done.damaged_copy.display()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => refused(e),
+        },
+    }
+}
+
 async fn run(config: Config) -> ExitCode {
+    // A file size limit (`ulimit -f`) reached by the store must fail the write (EFBIG), which
+    // the store handles like a full disk, instead of killing the process with SIGXFSZ. The
+    // handler stays installed for the life of the process.
+    #[cfg(unix)]
+    let _xfsz =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::from_raw(libc::SIGXFSZ));
     let handle = match roost::start(config).await {
         Ok(handle) => handle,
         Err(e) => {
             // Once, through the log (stderr, in the chosen format).
             tracing::error!("cannot start: {e}");
-            return ExitCode::FAILURE;
+            // A damaged store or a configuration error: starting again will not help (exit
+            // status 2, which the systemd unit does not restart on).
+            let hopeless = matches!(
+                e,
+                roost::StartError::Config(_)
+                    | roost::StartError::Store(
+                        roost::StoreError::Damaged { .. }
+                            | roost::StoreError::Corrupt { .. }
+                            | roost::StoreError::MissingMessage { .. }
+                            | roost::StoreError::Schema { .. }
+                    )
+            );
+            return if hopeless {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            };
         }
     };
     // Under systemd (Type=notify), the unit is active from here on.

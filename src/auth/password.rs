@@ -204,18 +204,23 @@ impl PasswordFile {
         }
     }
 
-    /// The entry an unknown user's password is checked against: one of the kind of hash most
-    /// users have, so that in a file mixing argon2 and `$7$` lines an unknown user takes as
-    /// long as most known ones.
+    /// The entry an unknown user's password is checked against: one of the hash class most
+    /// users have (the algorithm with its cost parameters: `$argon2id$v=19$m=19456,t=2,p=1`,
+    /// `$7$101`, `$6`), so that in a file mixing kinds an unknown user takes as long as most
+    /// known ones.
     fn decoy(&self) -> Option<&Entry> {
-        let argon2 = self
-            .entries()
-            .filter(|e| matches!(e.hash, StoredHash::Argon2(_)))
-            .count();
-        let total = self.entries().count();
-        let want_argon2 = argon2 * 2 >= total;
-        self.entries()
-            .find(|e| matches!(e.hash, StoredHash::Argon2(_)) == want_argon2)
+        let mut classes: HashMap<&str, (usize, &Entry)> = HashMap::new();
+        for entry in self.entries() {
+            classes
+                .entry(hash_class(&entry.text))
+                .or_insert((0, entry))
+                .0 += 1;
+        }
+        // Ties go to the class that comes first in the file, for a stable choice.
+        classes
+            .into_values()
+            .max_by_key(|(count, entry)| (*count, std::cmp::Reverse(self.index.get(&entry.user))))
+            .map(|(_, entry)| entry)
     }
 
     /// Sets the password of `user` (adding the user at the end if new) to a fresh argon2id
@@ -317,5 +322,50 @@ impl PasswordFile {
             Line::Entry(e) => Some(e),
             Line::Other(_) => None,
         })
+    }
+}
+
+/// A stored hash without its salt and digest (the last two `$` fields): the algorithm and
+/// its cost, which decide how long a check takes.
+fn hash_class(text: &str) -> &str {
+    let mut end = text.len();
+    for _ in 0..2 {
+        match text[..end].rfind('$') {
+            Some(i) => end = i,
+            None => break,
+        }
+    }
+    &text[..end]
+}
+
+#[cfg(test)]
+mod decoy_tests {
+    use super::*;
+
+    const A_7: &str = "a:$7$101$oK9VB2I9UdBZtrOM$iX/MnRWJCFUx7x0yVhNJcNiXW4HefMrl502Q0ppI+G4TNlagsuFqXI5BdyXGni74aVNs8EK/caZ5QOxCyZO1zg==";
+    const B_6: &str = "b:$6$4MgAFjabN5Vnqe8P$/eoMU35Q8SsEHYpvzDOroApDvd4NvH2w9RyAzV6vLa7/hagdsjyEtrmms81sghG+huBhP4bC1qqjyRwehI0Izg==";
+    const C_6: &str = "c:$6$4MgAFjabN5Vnqe8P$/eoMU35Q8SsEHYpvzDOroApDvd4NvH2w9RyAzV6vLa7/hagdsjyEtrmms81sghG+huBhP4bC1qqjyRwehI0Izg==";
+
+    #[test]
+    fn hash_class_is_the_algorithm_and_cost() {
+        assert_eq!(hash_class("$7$101$salt$hash"), "$7$101");
+        assert_eq!(hash_class("$6$salt$hash"), "$6");
+        assert_eq!(
+            hash_class("$argon2id$v=19$m=19456,t=2,p=1$salt$hash"),
+            "$argon2id$v=19$m=19456,t=2,p=1"
+        );
+        assert_eq!(hash_class("nodollar"), "nodollar");
+    }
+
+    #[test]
+    fn unknown_users_are_checked_against_the_most_common_class() {
+        let file = |text: String| PasswordFile::parse(&text, Path::new("t.pw")).unwrap();
+        // A `$7$` user first, two `$6$` users after: the decoy is a `$6$` one.
+        let pw = file(format!("{A_7}\n{B_6}\n{C_6}\n"));
+        assert_eq!(pw.decoy().map(|e| e.user.as_str()), Some("b"));
+        // A tie goes to the first line's class.
+        let pw = file(format!("{A_7}\n{B_6}\n"));
+        assert_eq!(pw.decoy().map(|e| e.user.as_str()), Some("a"));
+        assert!(!pw.verify("nobody", b"x"));
     }
 }

@@ -1,6 +1,7 @@
 //! Who may connect and what they may do: the password and ACL files as currently loaded,
 //! the anonymous-access rule, and the failed-login throttle. SIGHUP reloads the files.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -9,7 +10,9 @@ use std::time::Duration;
 use parking_lot::{Mutex, RwLock};
 use tracing::{info, warn};
 
-use crate::auth::{Acl, AuthError, AuthThrottle, ClientAcl, PasswordFile, anonymous_allowed};
+use crate::auth::{
+    Acl, AuthError, AuthThrottle, ClientAcl, PasswordFile, anonymous_allowed, peer_key,
+};
 use crate::clock::Clock;
 use crate::config::Config;
 
@@ -47,6 +50,11 @@ pub(crate) struct AccessControl {
     /// The one verification at a time open to addresses with recent failures, so that
     /// guessing cannot take the capacity that clean addresses log in with.
     suspect_verifier: tokio::sync::Semaphore,
+    /// Password checks in progress or waiting per address (IPv4, IPv6 /64), at most
+    /// [`CHECKS_PER_ADDRESS`] at a time: a burst of guesses from one address is checked a
+    /// few at a time, so its failures are counted (and their delay applies) before the rest
+    /// of the burst is checked.
+    per_address: Mutex<HashMap<IpAddr, Arc<tokio::sync::Semaphore>>>,
     /// The clock failures are timed by.
     clock: Clock,
 }
@@ -68,6 +76,7 @@ impl AccessControl {
                 std::thread::available_parallelism().map_or(2, |n| n.get()),
             ),
             suspect_verifier: tokio::sync::Semaphore::new(1),
+            per_address: Mutex::new(HashMap::new()),
             clock: config.clock.clone(),
         };
         *access.files.write() = Arc::new(access.read_files()?);
@@ -136,6 +145,10 @@ impl AccessControl {
         let files = self.files();
         match (username, &files.passwords) {
             (Some(user), Some(passwords)) => {
+                let _turn = match peer {
+                    Some(ip) => Some(self.address_turn(ip).await),
+                    None => None,
+                };
                 // An address with recent failures waits the delay it has earned before its
                 // password is checked (so parallel guesses are slowed, not just answered
                 // late), and then uses a verifier of its own.
@@ -175,6 +188,24 @@ impl AccessControl {
         }
     }
 
+    /// Waits until `peer`'s address may have one more password check in progress.
+    async fn address_turn(&self, peer: IpAddr) -> AddressTurn<'_> {
+        let key = peer_key(peer);
+        let slots = Arc::clone(
+            self.per_address
+                .lock()
+                .entry(key)
+                .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(CHECKS_PER_ADDRESS))),
+        );
+        let permit = Arc::clone(&slots).acquire_owned().await.ok();
+        AddressTurn {
+            access: self,
+            key,
+            slots: Some(slots),
+            permit,
+        }
+    }
+
     /// Records a failed login from `peer` and returns the delay before answering it, growing
     /// with repeated failures so that passwords cannot be guessed at line rate. Wait it with
     /// the broker's clock: `broker.clock.sleep(delay)`.
@@ -197,5 +228,75 @@ impl AccessControl {
             .acl
             .as_ref()
             .map(|acl| Arc::new(acl.client(username, client_id)))
+    }
+}
+
+/// Password checks one address may have in progress at once.
+const CHECKS_PER_ADDRESS: usize = 2;
+
+/// One password check's turn for its address; the address is forgotten with its last turn.
+struct AddressTurn<'a> {
+    access: &'a AccessControl,
+    key: IpAddr,
+    slots: Option<Arc<tokio::sync::Semaphore>>,
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl Drop for AddressTurn<'_> {
+    fn drop(&mut self) {
+        self.permit.take();
+        let Some(slots) = self.slots.take() else {
+            return;
+        };
+        let mut map = self.access.per_address.lock();
+        // Ours and the map's: nobody else holds or waits for this address.
+        if Arc::strong_count(&slots) == 2 {
+            map.remove(&self.key);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn one_address_has_at_most_two_checks_at_a_time_and_is_forgotten_after() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("passwd");
+        let mut file = PasswordFile::new();
+        file.set("alice", b"right").unwrap();
+        file.save(&path).unwrap();
+        let config = Config {
+            password_file: Some(path),
+            ..Config::default()
+        };
+        let access = Arc::new(AccessControl::load(&config).unwrap());
+        let ip: IpAddr = "127.0.0.9".parse().unwrap();
+        let guesses: Vec<_> = (0..6)
+            .map(|i| {
+                let access = Arc::clone(&access);
+                tokio::spawn(async move {
+                    let password = bytes::Bytes::from(format!("guess-{i}"));
+                    access
+                        .authenticate(None, Some("alice".into()), Some(password), Some(ip))
+                        .await
+                })
+            })
+            .collect();
+        // While the burst runs, its address never has more than two checks going.
+        let mut seen_busy = false;
+        while !guesses.iter().all(|g| g.is_finished()) {
+            if let Some(slots) = access.per_address.lock().get(&ip) {
+                assert!(slots.available_permits() <= CHECKS_PER_ADDRESS);
+                seen_busy |= slots.available_permits() == 0;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        for g in guesses {
+            assert!(matches!(g.await.unwrap(), Verdict::BadCredentials));
+        }
+        assert!(seen_busy, "the burst queued behind its address's two turns");
+        assert!(access.per_address.lock().is_empty(), "forgotten once idle");
     }
 }

@@ -161,13 +161,20 @@ impl Broker {
         }
     }
 
-    /// False once the store holds `max_store_bytes` of queued messages.
+    /// False once the store holds `max_store_bytes` of queued messages, and while it cannot
+    /// write (see [`Broker::store_healthy`]).
     pub(crate) fn store_has_room(&self) -> bool {
         let max = self.config.max_store_bytes;
         match &self.store {
+            Some(store) if !store.healthy() => false,
             Some(store) if max != 0 => store.queued_bytes() < max,
             _ => true,
         }
+    }
+
+    /// False while the store cannot write (after a failed commit, until it is reopened).
+    pub(crate) fn store_healthy(&self) -> bool {
+        self.store.as_ref().is_none_or(|s| s.healthy())
     }
 
     /// Publishes a message that no connection waits on (a will): with a store, its durable

@@ -175,6 +175,8 @@ fn values(broker: &Broker, sampler: &mut Sampler) -> Vec<(String, String)> {
             store.synced_transactions.to_string(),
         ),
         ("roost/store/failures", store.failures.to_string()),
+        ("roost/store/healthy", u8::from(store.healthy).to_string()),
+        ("roost/store/reopens", store.reopens.to_string()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))

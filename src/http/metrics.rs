@@ -52,7 +52,7 @@ impl Collector for BrokerCollector {
         };
         let m = broker.metrics.snapshot();
         let s = broker.store.as_ref().map(|s| s.stats()).unwrap_or_default();
-        let counters: [Value; 26] = [
+        let counters: [Value; 28] = [
             (
                 "connections_accepted",
                 "TCP connections accepted",
@@ -175,6 +175,16 @@ impl Collector for BrokerCollector {
                 s.synced_transactions,
             ),
             ("store_failures", "Store commits that failed", s.failures),
+            (
+                "store_reopens",
+                "Times the store file was reopened after a failed commit",
+                s.reopens,
+            ),
+            (
+                "store_refused",
+                "Store requests refused without a write while the store could not write",
+                s.refused,
+            ),
         ];
         for (name, help, value) in counters {
             let counter = ConstCounter::new(value);
@@ -186,7 +196,7 @@ impl Collector for BrokerCollector {
             )?)?;
         }
         let sessions = broker.registry.summary();
-        let gauges: [Value; 8] = [
+        let gauges: [Value; 9] = [
             (
                 "connections_open",
                 "Connections open (handshaking, awaiting CONNECT or connected)",
@@ -226,6 +236,11 @@ impl Collector for BrokerCollector {
                 "store_message_bytes",
                 "Bytes of queued messages in the store",
                 s.message_bytes,
+            ),
+            (
+                "store_healthy",
+                "1 while the store can write, 0 from a failed commit until it is reopened",
+                u64::from(s.healthy),
             ),
         ];
         for (name, help, value) in gauges {

@@ -405,14 +405,27 @@ impl<S: Transport> Driver<S> {
             }
         };
         let access = &self.broker.access;
-        let verdict = access
-            .authenticate(
+        // Checks queue behind each other (per address, and for the verifier threads): the
+        // wait is bounded like the wait for the CONNECT itself.
+        let checked = timeout(
+            self.broker.config.connect_timeout,
+            access.authenticate(
                 identity,
                 connect.username.clone(),
                 connect.password.clone(),
                 Some(self.peer.ip()),
-            )
-            .await;
+            ),
+        )
+        .await;
+        let Ok(verdict) = checked else {
+            if let Some(held_back) = self.broker.metrics.connect_log.allow(LOG_BURST) {
+                info!(peer = %self.peer, listener = %self.via, held_back, "password check not reached within connect_timeout: refused as busy");
+            }
+            return Err(match connect.version {
+                Version::V5 => crate::codec::ReasonCode::SERVER_BUSY,
+                Version::V311 => crate::codec::ReasonCode::V3_SERVER_UNAVAILABLE,
+            });
+        };
         let Some(refusal) = protocol::refusal(&verdict, connect.version) else {
             access.succeeded(self.peer.ip());
             return Ok(match verdict {

@@ -153,6 +153,14 @@ impl AwaitingConnect {
             Version::V311 => NEVER_EXPIRES,
             Version::V5 => connect.session_expiry_interval,
         };
+        if expiry_interval != 0 && !self.broker.store_healthy() {
+            // A durable session cannot be recorded while the store cannot write: refused
+            // with a CONNACK (MQTT-3.2.0-1), the client tries again later.
+            return Err(match version {
+                Version::V5 => ReasonCode::SERVER_UNAVAILABLE,
+                Version::V311 => ReasonCode::V3_SERVER_UNAVAILABLE,
+            });
+        }
         let window = connect
             .receive_maximum
             .min(self.broker.config.max_inflight_messages);

@@ -7,14 +7,16 @@
 //! sessions performs no write transactions.
 
 mod apply;
+mod guard;
 mod load;
 pub(crate) mod record;
+pub mod repair;
 mod tables;
 
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -22,7 +24,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use redb::Database;
 use tokio::sync::oneshot;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 #[cfg(test)]
 pub(crate) use apply::entry_for;
@@ -98,8 +100,32 @@ pub enum StoreError {
         #[source]
         source: redb::Error,
     },
+    /// The file is damaged: redb found a page it cannot read or whose checksum is wrong.
+    #[error(
+        "store {} is damaged: {detail}. The broker does not start on a damaged store: run \
+         `roost store check --data-dir {}` to see what is readable, then `roost store repair \
+         --data-dir {}` to keep every readable record (the damaged file is kept beside it)",
+        path.display(), data_dir(path).display(), data_dir(path).display()
+    )]
+    Damaged {
+        /// The database file.
+        path: PathBuf,
+        /// What was found.
+        detail: String,
+    },
+    /// The store could not write and is being reopened; durable operations are refused
+    /// until it can write again.
+    #[error("store {} cannot write at the moment (full disk or I/O error); retrying", path.display())]
+    Unavailable {
+        /// The database file.
+        path: PathBuf,
+    },
     /// A record holds something this version cannot decode.
-    #[error("store {} is corrupt: {source}", path.display())]
+    #[error(
+        "store {} is corrupt: {source}. `roost store repair --data-dir {}` keeps every \
+         readable record",
+        path.display(), data_dir(path).display()
+    )]
     Corrupt {
         /// The database file.
         path: PathBuf,
@@ -141,11 +167,26 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    /// A [`StoreError::Read`] for `path`.
+    /// A [`StoreError::Read`] for `path`, or [`StoreError::Damaged`] when redb found the
+    /// file damaged.
     pub(crate) fn read(path: &Path, source: impl Into<redb::Error>) -> StoreError {
-        StoreError::Read {
+        match source.into() {
+            redb::Error::Corrupted(detail) => StoreError::Damaged {
+                path: path.to_path_buf(),
+                detail,
+            },
+            source => StoreError::Read {
+                path: path.to_path_buf(),
+                source,
+            },
+        }
+    }
+
+    /// A [`StoreError::Damaged`] for `path`.
+    pub(crate) fn damaged(path: &Path, detail: String) -> StoreError {
+        StoreError::Damaged {
             path: path.to_path_buf(),
-            source: source.into(),
+            detail,
         }
     }
 
@@ -155,6 +196,14 @@ impl StoreError {
             path: path.to_path_buf(),
             source,
         }
+    }
+}
+
+/// The data directory of the database file `path` (for the commands in error messages).
+fn data_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
     }
 }
 
@@ -177,6 +226,12 @@ pub struct StoreStats {
     pub synced_transactions: AtomicU64,
     /// Microseconds spent in synced write transactions, fsync included, all together.
     pub synced_micros: AtomicU64,
+    /// Set while the store cannot write (after a failed commit, until it is reopened).
+    pub failing: AtomicBool,
+    /// Times the database was reopened after a failure.
+    pub reopens: AtomicU64,
+    /// Requests refused without a write because the store was failing.
+    pub refused: AtomicU64,
 }
 
 /// Distributions of the writer thread's work, for the Prometheus exposition.
@@ -201,7 +256,7 @@ impl Default for StoreHistograms {
 }
 
 /// A point-in-time copy of [`StoreStats`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct StoreStatsSnapshot {
     /// See [`StoreStats::write_transactions`].
     pub write_transactions: u64,
@@ -219,6 +274,30 @@ pub struct StoreStatsSnapshot {
     pub synced_transactions: u64,
     /// See [`StoreStats::synced_micros`].
     pub synced_micros: u64,
+    /// False while the store cannot write (see [`StoreStats::failing`]).
+    pub healthy: bool,
+    /// See [`StoreStats::reopens`].
+    pub reopens: u64,
+    /// See [`StoreStats::refused`].
+    pub refused: u64,
+}
+
+impl Default for StoreStatsSnapshot {
+    fn default() -> Self {
+        StoreStatsSnapshot {
+            write_transactions: 0,
+            requests: 0,
+            ops: 0,
+            max_batch: 0,
+            failures: 0,
+            message_bytes: 0,
+            synced_transactions: 0,
+            synced_micros: 0,
+            healthy: true,
+            reopens: 0,
+            refused: 0,
+        }
+    }
 }
 
 struct Request {
@@ -226,11 +305,15 @@ struct Request {
     done: Option<oneshot::Sender<Result<(), StoreError>>>,
 }
 
+/// The open database, shared by the writer thread and the readers. Empty once the store is
+/// closed, and while the writer reopens the file after a failure.
+type DbSlot = Arc<Mutex<Option<Arc<Database>>>>;
+
 /// Handle to the store and its writer thread.
 #[derive(Debug)]
 pub(crate) struct Store {
-    /// Shared with the writer thread for reads; `None` once closed.
-    db: Mutex<Option<Arc<Database>>>,
+    /// Shared with the writer thread for reads.
+    db: DbSlot,
     tx: Mutex<Option<mpsc::Sender<Request>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
     stats: Arc<StoreStats>,
@@ -241,22 +324,67 @@ pub(crate) struct Store {
     clock: Clock,
 }
 
+/// Opens (creating if needed) the database file; a damaged file is an error, never a panic.
+fn open_database(path: &Path, cache_bytes: usize) -> Result<Database, StoreError> {
+    database_result(
+        path,
+        guard::contained(|| Database::builder().set_cache_size(cache_bytes).create(path)),
+    )
+}
+
+/// The error of a contained redb call on the file at `path`: damage (a corrupted page, or a
+/// panic on one) or another failure to open it.
+fn database_result<T>(
+    path: &Path,
+    result: Result<Result<T, redb::DatabaseError>, String>,
+) -> Result<T, StoreError> {
+    match result {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(redb::DatabaseError::Storage(redb::StorageError::Corrupted(detail)))) => {
+            Err(StoreError::damaged(path, detail))
+        }
+        Ok(Err(source)) => Err(StoreError::Open {
+            path: path.to_path_buf(),
+            source,
+        }),
+        Err(panic) => Err(StoreError::damaged(path, panic)),
+    }
+}
+
+/// redb's integrity check: every page checksum of the committed state. A file that redb
+/// had to repair is reported in the log.
+fn verify_pages(db: &mut Database, path: &Path) -> Result<(), StoreError> {
+    let started = Instant::now();
+    if database_result(path, guard::contained(|| db.check_integrity()))? {
+        info!(path = %path.display(), took = ?started.elapsed(), "store pages verified");
+    } else {
+        warn!(path = %path.display(), "store file needed repair (damaged pages or allocation state) and redb repaired it; `roost store check` shows what it holds");
+    }
+    Ok(())
+}
+
 impl Store {
     /// Opens (creating if needed) `dir/roost.redb`, checks the schema version, removes
     /// sessions that expired while the broker was down, loads the rest, and starts the writer.
     /// Times are read from the system clock.
     #[cfg(test)]
     pub(crate) fn open(dir: &Path, durability: Durability) -> Result<(Store, Loaded), StoreError> {
-        Store::open_with(dir, durability, DEFAULT_CACHE_BYTES, &Clock::system())
+        Store::open_with(dir, durability, DEFAULT_CACHE_BYTES, true, &Clock::system())
     }
 
     /// [`Store::open`] with a page cache of `cache_bytes` (redb's own default is 1 GiB), and
     /// `clock` for the times it stores and for deciding which sessions expired while the
     /// broker was down.
+    ///
+    /// A damaged file ([`StoreError::Damaged`]) is found here rather than later: with
+    /// `verify`, every page checksum is checked first (redb's integrity check); reading
+    /// everything at startup then walks every table, and a panic of the database engine on a
+    /// damaged page is contained and reported as damage.
     pub(crate) fn open_with(
         dir: &Path,
         durability: Durability,
         cache_bytes: usize,
+        verify: bool,
         clock: &Clock,
     ) -> Result<(Store, Loaded), StoreError> {
         let path = dir.join(DB_FILE);
@@ -264,16 +392,17 @@ impl Store {
             path: dir.to_path_buf(),
             source,
         })?;
-        let db = Database::builder()
-            .set_cache_size(cache_bytes)
-            .create(&path)
-            .map_err(|source| StoreError::Open {
-                path: path.clone(),
-                source,
-            })?;
-        check_schema(&db, &path, clock)?;
-        let mut loaded = load::load(&db, &path, clock)?;
-        let expired = load::drop_expired(&db, &path, &mut loaded, clock)?;
+        let mut db = open_database(&path, cache_bytes)?;
+        if verify {
+            verify_pages(&mut db, &path)?;
+        }
+        let (loaded, expired) = guard::contained(|| {
+            check_schema(&db, &path, clock)?;
+            let mut loaded = load::load(&db, &path, clock)?;
+            let expired = load::drop_expired(&db, &path, &mut loaded, clock)?;
+            Ok::<_, StoreError>((loaded, expired))
+        })
+        .map_err(|panic| StoreError::damaged(&path, panic))??;
         // The absolute path, so the operator sees which store this is.
         let shown = std::path::absolute(&path).unwrap_or_else(|_| path.clone());
         info!(
@@ -286,32 +415,31 @@ impl Store {
         );
         let stats = Arc::new(StoreStats::default());
         stats.message_bytes.store(loaded.message_bytes, Relaxed);
-        let db = Arc::new(db);
+        let slot: DbSlot = Arc::new(Mutex::new(Some(Arc::new(db))));
         let (tx, rx) = mpsc::channel();
         let histograms = Arc::new(StoreHistograms::default());
-        let writer_stats = (Arc::clone(&stats), Arc::clone(&histograms));
-        let writer_path = path.clone();
-        let writer_db = Arc::clone(&db);
-        let writer_clock = clock.clone();
+        let writer = Writer {
+            slot: Arc::clone(&slot),
+            durability,
+            stats: Arc::clone(&stats),
+            histograms: Arc::clone(&histograms),
+            path: path.clone(),
+            cache_bytes,
+            clock: clock.clone(),
+            failure: None,
+            reopened: None,
+            deferred: Vec::new(),
+        };
         let thread = std::thread::Builder::new()
             .name("roost-store".into())
-            .spawn(move || {
-                writer(
-                    &writer_db,
-                    rx,
-                    durability,
-                    writer_stats,
-                    writer_path,
-                    writer_clock,
-                )
-            })
+            .spawn(move || writer.run(&rx))
             .map_err(|source| StoreError::Spawn {
                 path: path.clone(),
                 source,
             })?;
         Ok((
             Store {
-                db: Mutex::new(Some(db)),
+                db: slot,
                 tx: Mutex::new(Some(tx)),
                 thread: Mutex::new(Some(thread)),
                 stats,
@@ -357,26 +485,47 @@ impl Store {
         session: SessionKey,
         request: crate::session::LoadRequest,
     ) -> Result<Vec<crate::session::Delivery>, StoreError> {
-        let db = self.db.lock().clone().ok_or(StoreError::Closed)?;
+        let db = self.database()?;
         let path = self.path.clone();
         let clock = self.clock.clone();
         tokio::task::spawn_blocking(move || {
-            load::read_queue(
-                &db,
-                &path,
-                &session,
-                (request.from, request.before),
-                request.max_bytes,
-                &clock,
-            )
+            guard::contained(|| {
+                load::read_queue(
+                    &db,
+                    &path,
+                    &session,
+                    (request.from, request.before),
+                    request.max_bytes,
+                    &clock,
+                )
+            })
+            .map_err(|panic| StoreError::damaged(&path, panic))?
         })
         .await
         .unwrap_or(Err(StoreError::Closed))
     }
 
+    /// The open database, for a read.
+    fn database(&self) -> Result<Arc<Database>, StoreError> {
+        match &*self.db.lock() {
+            Some(db) => Ok(Arc::clone(db)),
+            None if self.tx.lock().is_some() => Err(StoreError::Unavailable {
+                path: self.path.clone(),
+            }),
+            None => Err(StoreError::Closed),
+        }
+    }
+
     /// Bytes of queued messages in the store, as of the last commit.
     pub(crate) fn queued_bytes(&self) -> u64 {
         self.stats.message_bytes.load(Relaxed)
+    }
+
+    /// False while the store cannot write: from a failed commit until the file has been
+    /// reopened. Durable work is refused meanwhile (CONNACK 0x88 / 0x03, PUBACK 0x97, a
+    /// paused 3.1.1 publisher).
+    pub(crate) fn healthy(&self) -> bool {
+        !self.stats.failing.load(Relaxed)
     }
 
     /// Applies `ops` without waiting; a failure is logged by the writer.
@@ -408,16 +557,19 @@ impl Store {
             message_bytes: s.message_bytes.load(Relaxed),
             synced_transactions: s.synced_transactions.load(Relaxed),
             synced_micros: s.synced_micros.load(Relaxed),
+            healthy: !s.failing.load(Relaxed),
+            reopens: s.reopens.load(Relaxed),
+            refused: s.refused.load(Relaxed),
         }
     }
 
     /// Commits what is queued, stops the writer and closes the file.
     pub(crate) fn close(&self) {
-        self.db.lock().take();
         self.tx.lock().take();
         if let Some(thread) = self.thread.lock().take() {
             let _ = thread.join();
         }
+        self.db.lock().take();
     }
 }
 
@@ -473,85 +625,251 @@ fn check_schema(db: &Database, path: &Path, clock: &Clock) -> Result<(), StoreEr
     txn.commit().map_err(|e| corrupt(e.into()))
 }
 
-/// The writer thread: group commit until every sender is gone.
-fn writer(
-    db: &Database,
-    rx: mpsc::Receiver<Request>,
+/// Most operations kept for a retry while the store cannot write; beyond that the oldest are
+/// given up (logged).
+const MAX_DEFERRED_OPS: usize = 1_000_000;
+/// First wait before reopening the file after a failure; doubled up to [`MAX_REOPEN_WAIT`].
+const FIRST_REOPEN_WAIT: Duration = Duration::from_millis(250);
+/// Longest wait between two attempts to reopen the file.
+const MAX_REOPEN_WAIT: Duration = Duration::from_secs(8);
+/// A failure this soon after a reopen continues the previous backoff (the disk is still
+/// full) instead of starting it again.
+const RECENT_REOPEN: Duration = Duration::from_secs(30);
+
+/// Where the writer stands after a failed commit.
+struct Failure {
+    /// When the first commit failed.
+    since: Instant,
+    /// The next attempt to reopen the file.
+    next_attempt: Instant,
+    /// The wait after the next failed attempt.
+    wait: Duration,
+    /// The database that failed, until every reader has let go of it (redb locks the file
+    /// for as long as it is open).
+    old: Option<Arc<Database>>,
+}
+
+/// The writer thread's state.
+struct Writer {
+    slot: DbSlot,
     durability: Durability,
-    (stats, histograms): (Arc<StoreStats>, Arc<StoreHistograms>),
+    stats: Arc<StoreStats>,
+    histograms: Arc<StoreHistograms>,
     path: PathBuf,
+    cache_bytes: usize,
     clock: Clock,
-) {
-    // The fsync cadence is about the disk, not protocol time: it stays on the real clock, so
-    // a manual broker clock that is never advanced cannot keep commits from reaching the disk.
-    let mut last_sync = Instant::now();
-    let mut unsynced = false;
-    loop {
-        let first = if unsynced {
-            match rx.recv_timeout(BUFFERED_SYNC_INTERVAL.saturating_sub(last_sync.elapsed())) {
-                Ok(r) => Some(r),
-                Err(mpsc::RecvTimeoutError::Timeout) => None,
-                Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    let _ = commit(db, &[], true, &stats, &clock);
-                    return;
+    /// Set from a failed commit until the file is reopened.
+    failure: Option<Failure>,
+    /// When the file was last reopened, and the backoff reached then.
+    reopened: Option<(Instant, Duration)>,
+    /// Operations nobody waits on (deletes of acknowledged entries, disconnection times)
+    /// from failed commits: applied first once the store can write again, so that the file
+    /// catches up with what the broker already did.
+    deferred: Vec<Op>,
+}
+
+impl Writer {
+    /// Group commit until every sender is gone.
+    fn run(mut self, rx: &mpsc::Receiver<Request>) {
+        // The fsync cadence is about the disk, not protocol time: it stays on the real clock,
+        // so a manual broker clock that is never advanced cannot keep commits from reaching
+        // the disk.
+        let mut last_sync = Instant::now();
+        let mut unsynced = false;
+        loop {
+            let deadline = match &self.failure {
+                Some(f) => Some(f.next_attempt.saturating_duration_since(Instant::now())),
+                None if unsynced => {
+                    Some(BUFFERED_SYNC_INTERVAL.saturating_sub(last_sync.elapsed()))
+                }
+                None => None,
+            };
+            let first = match deadline {
+                Some(wait) => match rx.recv_timeout(wait) {
+                    Ok(r) => Some(r),
+                    Err(mpsc::RecvTimeoutError::Timeout) => None,
+                    Err(mpsc::RecvTimeoutError::Disconnected) => {
+                        self.finish();
+                        return;
+                    }
+                },
+                None => match rx.recv() {
+                    Ok(r) => Some(r),
+                    Err(_) => return,
+                },
+            };
+            let mut batch: Vec<Request> = first.into_iter().collect();
+            let mut ops = batch.first().map_or(0, |r| r.ops.len());
+            while ops < MAX_BATCH_OPS {
+                match rx.try_recv() {
+                    Ok(r) => {
+                        ops += r.ops.len();
+                        batch.push(r);
+                    }
+                    Err(_) => break,
                 }
             }
-        } else {
-            match rx.recv() {
-                Ok(r) => Some(r),
-                Err(_) => return,
+            let Some(db) = self.database() else {
+                self.refuse(batch);
+                continue;
+            };
+            // A batch nobody waits on (deletes of acknowledged entries, a disconnect time) is
+            // committed without an fsync; the next commit someone waits on makes it durable.
+            let waited_on = batch.iter().any(|r| r.done.is_some());
+            let sync = match self.durability {
+                Durability::Fsync => waited_on || last_sync.elapsed() >= BUFFERED_SYNC_INTERVAL,
+                Durability::Buffered => last_sync.elapsed() >= BUFFERED_SYNC_INTERVAL,
+            };
+            if !self.deferred.is_empty() {
+                let ops = std::mem::take(&mut self.deferred);
+                batch.insert(0, Request { ops, done: None });
             }
-        };
-        let mut batch: Vec<Request> = first.into_iter().collect();
-        let mut ops = batch.first().map_or(0, |r| r.ops.len());
-        while ops < MAX_BATCH_OPS {
-            match rx.try_recv() {
-                Ok(r) => {
-                    ops += r.ops.len();
-                    batch.push(r);
+            let started = Instant::now();
+            let result = guard::contained(|| commit(&db, &batch, sync, &self.stats, &self.clock))
+                .unwrap_or_else(|panic| Err(redb::Error::Corrupted(panic)))
+                .map_err(Arc::new);
+            drop(db);
+            let took = started.elapsed();
+            if result.is_ok() && !batch.is_empty() {
+                self.histograms.commit_seconds.observe(took.as_secs_f64());
+                self.histograms.batch_requests.observe(batch.len() as f64);
+            }
+            if sync && result.is_ok() {
+                let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+                self.stats.synced_transactions.fetch_add(1, Relaxed);
+                self.stats.synced_micros.fetch_add(micros, Relaxed);
+            }
+            if sync {
+                last_sync = Instant::now();
+                unsynced = false;
+            } else if !batch.is_empty() {
+                unsynced = true;
+            }
+            let stats = &self.stats;
+            stats.requests.fetch_add(batch.len() as u64, Relaxed);
+            stats.ops.fetch_add(ops as u64, Relaxed);
+            stats.max_batch.fetch_max(batch.len() as u64, Relaxed);
+            if let Err(e) = &result {
+                stats.failures.fetch_add(1, Relaxed);
+                self.failed(e, &mut batch);
+                unsynced = false;
+            }
+            for request in batch {
+                if let Some(done) = request.done {
+                    let _ = done.send(result.clone().map_err(|source| StoreError::Commit {
+                        path: self.path.clone(),
+                        source,
+                    }));
                 }
-                Err(_) => break,
             }
         }
-        // A batch nobody waits on (deletes of acknowledged entries, a disconnect time) is
-        // committed without an fsync; the next commit someone waits on makes it durable too.
-        let waited_on = batch.iter().any(|r| r.done.is_some());
-        let sync = match durability {
-            Durability::Fsync => waited_on || last_sync.elapsed() >= BUFFERED_SYNC_INTERVAL,
-            Durability::Buffered => last_sync.elapsed() >= BUFFERED_SYNC_INTERVAL,
+    }
+
+    /// The database to commit to, reopening it first after a failure when its time has
+    /// come; `None` while it cannot be used.
+    fn database(&mut self) -> Option<Arc<Database>> {
+        let Some(failure) = &mut self.failure else {
+            return self.slot.lock().clone();
         };
-        let started = Instant::now();
-        let result = commit(db, &batch, sync, &stats, &clock).map_err(Arc::new);
-        let took = started.elapsed();
-        if result.is_ok() && !batch.is_empty() {
-            histograms.commit_seconds.observe(took.as_secs_f64());
-            histograms.batch_requests.observe(batch.len() as f64);
+        if Instant::now() < failure.next_attempt {
+            return None;
         }
-        if sync && result.is_ok() {
-            let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
-            stats.synced_transactions.fetch_add(1, Relaxed);
-            stats.synced_micros.fetch_add(micros, Relaxed);
-        }
-        if sync {
-            last_sync = Instant::now();
-            unsynced = false;
-        } else if !batch.is_empty() {
-            unsynced = true;
-        }
-        if let Err(e) = &result {
-            stats.failures.fetch_add(1, Relaxed);
-            error!(path = %path.display(), error = %e, requests = batch.len(), "store commit failed; acknowledgements withheld");
-        }
-        stats.requests.fetch_add(batch.len() as u64, Relaxed);
-        stats.ops.fetch_add(ops as u64, Relaxed);
-        stats.max_batch.fetch_max(batch.len() as u64, Relaxed);
-        for request in batch {
-            if let Some(done) = request.done {
-                let _ = done.send(result.clone().map_err(|source| StoreError::Commit {
-                    path: path.clone(),
-                    source,
-                }));
+        if let Some(old) = failure.old.take() {
+            match Arc::try_unwrap(old) {
+                // Closing may fail to write too; the reopen below repairs what it left.
+                Ok(old) => drop(old),
+                Err(old) => {
+                    // A reader still holds it: soon done.
+                    failure.old = Some(old);
+                    failure.next_attempt = Instant::now() + Duration::from_millis(20);
+                    return None;
+                }
             }
+        }
+        match open_database(&self.path, self.cache_bytes) {
+            Ok(db) => {
+                let failed_for = failure.since.elapsed();
+                let db = Arc::new(db);
+                *self.slot.lock() = Some(Arc::clone(&db));
+                self.reopened = Some((Instant::now(), failure.wait));
+                self.failure = None;
+                self.stats.reopens.fetch_add(1, Relaxed);
+                self.stats.failing.store(false, Relaxed);
+                info!(path = %self.path.display(), failed_for = ?failed_for, deferred_ops = self.deferred.len(), "store reopened: durable operations resume");
+                Some(db)
+            }
+            Err(e) => {
+                warn!(path = %self.path.display(), error = %e, retry_in = ?failure.wait, "store still cannot be reopened");
+                failure.next_attempt = Instant::now() + failure.wait;
+                failure.wait = (failure.wait * 2).min(MAX_REOPEN_WAIT);
+                None
+            }
+        }
+    }
+
+    /// A commit failed: durable work is refused from now on until the file is reopened (redb
+    /// refuses every write after an I/O error until then). What nobody waited on is kept for
+    /// the next commit.
+    fn failed(&mut self, e: &redb::Error, batch: &mut [Request]) {
+        for request in batch.iter_mut().filter(|r| r.done.is_none()) {
+            self.deferred.append(&mut request.ops);
+        }
+        self.trim_deferred();
+        if self.failure.is_some() {
+            return;
+        }
+        error!(path = %self.path.display(), error = %e, "store commit failed: acknowledgements withheld; durable operations are refused until the store can write again");
+        self.stats.failing.store(true, Relaxed);
+        let old = self.slot.lock().take();
+        let first = match self.reopened {
+            // Failing again right after a reopen: the disk has not freed up yet.
+            Some((at, wait)) if at.elapsed() < RECENT_REOPEN => wait,
+            _ => FIRST_REOPEN_WAIT,
+        };
+        self.failure = Some(Failure {
+            since: Instant::now(),
+            next_attempt: Instant::now() + first,
+            wait: (first * 2).min(MAX_REOPEN_WAIT),
+            old,
+        });
+    }
+
+    /// Answers the requests of `batch` while the store cannot write: whoever waits is told
+    /// (nothing is acknowledged), the rest is kept for later.
+    fn refuse(&mut self, batch: Vec<Request>) {
+        for mut request in batch {
+            match request.done.take() {
+                Some(done) => {
+                    self.stats.refused.fetch_add(1, Relaxed);
+                    let _ = done.send(Err(StoreError::Unavailable {
+                        path: self.path.clone(),
+                    }));
+                }
+                None => self.deferred.append(&mut request.ops),
+            }
+        }
+        self.trim_deferred();
+    }
+
+    /// Gives up the oldest deferred operations beyond [`MAX_DEFERRED_OPS`] (logged: after a
+    /// restart the store may then hold some entries the broker had already settled).
+    fn trim_deferred(&mut self) {
+        if self.deferred.len() > MAX_DEFERRED_OPS {
+            let over = self.deferred.len() - MAX_DEFERRED_OPS;
+            self.deferred.drain(..over);
+            error!(path = %self.path.display(), dropped_ops = over, "store cannot write: oldest unwaited changes given up");
+        }
+    }
+
+    /// The last commit before the thread ends (what buffered durability has not synced).
+    fn finish(&mut self) {
+        if let Some(db) = self.database() {
+            let deferred = std::mem::take(&mut self.deferred);
+            let batch = [Request {
+                ops: deferred,
+                done: None,
+            }];
+            let _ = guard::contained(|| commit(&db, &batch, true, &self.stats, &self.clock));
         }
     }
 }
