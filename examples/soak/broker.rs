@@ -41,23 +41,27 @@ pub struct Broker {
     data_dir: PathBuf,
     args: Vec<String>,
     child: Child,
-    /// Where it listens (the same after every restart).
+    /// Where it listens for MQTT (the same after every restart).
     pub addr: SocketAddr,
+    /// Where its HTTP listener (metrics) is (a new port after every restart).
+    pub http: SocketAddr,
     log: Arc<Mutex<LogSummary>>,
 }
 
 impl Broker {
-    /// Starts `binary` with its default configuration, a store in `data_dir` and the
-    /// extra arguments `args`, on an ephemeral port of 127.0.0.1.
+    /// Starts `binary` with its default configuration plus an HTTP listener, a store in
+    /// `data_dir` (its configuration file goes beside it) and the extra arguments `args`, on
+    /// an ephemeral port of 127.0.0.1.
     pub fn start(binary: &Path, data_dir: &Path, args: &[String]) -> Result<Broker, String> {
         let log = Arc::new(Mutex::new(LogSummary::default()));
-        let (child, addr) = spawn(binary, data_dir, args, 0, &log)?;
+        let (child, at) = spawn(binary, data_dir, args, 0, &log)?;
         Ok(Broker {
             binary: binary.to_path_buf(),
             data_dir: data_dir.to_path_buf(),
             args: args.to_vec(),
             child,
-            addr,
+            addr: at.mqtt,
+            http: at.http,
             log,
         })
     }
@@ -91,11 +95,12 @@ impl Broker {
                 self.addr.port(),
                 &self.log,
             ) {
-                Ok((child, addr)) => {
-                    if addr != self.addr {
-                        return Err(format!("restarted on {addr}, not {}", self.addr));
+                Ok((child, at)) => {
+                    if at.mqtt != self.addr {
+                        return Err(format!("restarted on {}, not {}", at.mqtt, self.addr));
                     }
                     self.child = child;
+                    self.http = at.http;
                     return Ok(started.elapsed());
                 }
                 Err(e) => {
@@ -159,14 +164,40 @@ pub fn rss_kib(pid: u32) -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
-/// Starts one broker process and waits for the log line that names its address.
+/// Where a started broker listens.
+struct Listening {
+    mqtt: SocketAddr,
+    http: SocketAddr,
+}
+
+/// The address a "listening" log line names, and whether it is the HTTP listener's.
+fn listening(line: &str) -> Option<(bool, String)> {
+    if !line.contains("listening") {
+        return None;
+    }
+    let addr = line
+        .split("local_addr=")
+        .nth(1)?
+        .split_whitespace()
+        .next()?;
+    Some((
+        line.contains("kind=http") || line.contains("kind=\"http\""),
+        addr.to_string(),
+    ))
+}
+
+/// Starts one broker process and waits for the log lines that name its MQTT and HTTP
+/// addresses.
 fn spawn(
     binary: &Path,
     data_dir: &Path,
     args: &[String],
     port: u16,
     log: &Arc<Mutex<LogSummary>>,
-) -> Result<(Child, SocketAddr), String> {
+) -> Result<(Child, Listening), String> {
+    let config = data_dir.with_file_name("roost.toml");
+    std::fs::write(&config, "[http]\nport = 0\n")
+        .map_err(|e| format!("writing {}: {e}", config.display()))?;
     let mut child = Command::new(binary)
         .arg("--bind")
         .arg("127.0.0.1")
@@ -174,6 +205,8 @@ fn spawn(
         .arg(port.to_string())
         .arg("--data-dir")
         .arg(data_dir)
+        .arg("--config")
+        .arg(&config)
         .arg("--log-level")
         .arg("info")
         .args(args)
@@ -188,29 +221,19 @@ fn spawn(
     let (addr_tx, addr_rx) = mpsc::channel();
     let sink = Arc::clone(log);
     std::thread::spawn(move || {
-        let mut addr_tx = Some(addr_tx);
         for line in BufReader::new(stderr).lines() {
             let Ok(line) = line else { return };
-            if let Some(tx) = &addr_tx
-                && let Some(addr) = line
-                    .split("local_addr=")
-                    .nth(1)
-                    .and_then(|rest| rest.split_whitespace().next())
-            {
-                let _ = tx.send(addr.to_string());
-                addr_tx = None;
+            if let Some(found) = listening(&line) {
+                let _ = addr_tx.send(found);
             }
             note(&sink, line);
         }
     });
-    match addr_rx.recv_timeout(START_WAIT) {
-        Ok(addr) => {
-            let addr = addr
-                .parse()
-                .map_err(|e| format!("broker reported address {addr:?}: {e}"))?;
-            Ok((child, addr))
-        }
-        Err(_) => {
+    let deadline = Instant::now() + START_WAIT;
+    let (mut mqtt, mut http) = (None, None);
+    while mqtt.is_none() || http.is_none() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let Ok((is_http, addr)) = addr_rx.recv_timeout(left) else {
             let _ = child.kill();
             let status = child.wait().ok();
             let tail = log
@@ -221,11 +244,26 @@ fn spawn(
                 .take(5)
                 .cloned()
                 .collect::<Vec<_>>();
-            Err(format!(
-                "broker did not report its address (exit {status:?}); last lines: {tail:?}"
-            ))
+            return Err(format!(
+                "broker did not report its addresses (exit {status:?}); last lines: {tail:?}"
+            ));
+        };
+        let addr: SocketAddr = addr
+            .parse()
+            .map_err(|e| format!("broker reported address {addr:?}: {e}"))?;
+        if is_http {
+            http = Some(addr);
+        } else {
+            mqtt = Some(addr);
         }
     }
+    Ok((
+        child,
+        Listening {
+            mqtt: mqtt.expect("set"),
+            http: http.expect("set"),
+        },
+    ))
 }
 
 /// Counts one log line.

@@ -45,6 +45,8 @@ pub struct Input<'a> {
     pub log: &'a LogSummary,
     /// Store file size at the end.
     pub store_bytes: u64,
+    /// The broker's metrics at the end (counters of the last process only).
+    pub metrics: &'a BTreeMap<String, f64>,
     /// Violations by kind.
     pub violations: BTreeMap<String, (u64, Vec<String>)>,
     /// Notes by kind.
@@ -101,6 +103,31 @@ pub fn render(i: &Input<'_>, passed: bool) -> String {
     for line in &i.log.first_errors {
         let _ = writeln!(out, "    {line}");
     }
+    let m = |name: &str| {
+        i.metrics
+            .get(name)
+            .map_or("?".to_string(), |v| v.to_string())
+    };
+    let _ = writeln!(
+        out,
+        "Broker metrics after the run (counters since the last restart): sessions {}, \
+         subscriptions {}, backlog messages {}, retained messages {} ($SYS included), \
+         deliveries placed in the store only {}, store reads {}, store commits {}, refused \
+         0x97 {}, publisher pauses {}, dropped (queue full / QoS 0 / QoS 0 offline) {} / {} / \
+         {}.\n",
+        m("roost_sessions"),
+        m("roost_subscriptions"),
+        m("roost_backlog_messages"),
+        m("roost_retained_messages"),
+        m("roost_deliveries_stored_total"),
+        m("roost_store_reads_total"),
+        m("roost_store_commits_total"),
+        m("roost_rejected_quota_exceeded_total"),
+        m("roost_backpressure_pauses_total"),
+        m("roost_dropped_queue_full_total"),
+        m("roost_dropped_qos0_queue_full_total"),
+        m("roost_dropped_qos0_offline_total"),
+    );
     let _ = writeln!(out, "### Broker RSS\n");
     out.push_str(&rss::table(i.samples, 30));
     let c = &o.criterion;

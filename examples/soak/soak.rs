@@ -7,6 +7,7 @@ pub mod broker;
 pub mod check;
 pub mod conn;
 pub mod ledger;
+pub mod metrics;
 pub mod publisher;
 pub mod report;
 pub mod retained;
@@ -217,6 +218,7 @@ pub async fn run(opts: &Options) -> Result<Outcome, String> {
     let _ = phase_tx.send(Phase::Done);
     sampler.abort();
     let _ = sampler.await;
+    let end_metrics = final_state(&shared, &broker, &pub_specs, &results).await;
 
     let stop = {
         let broker = Arc::clone(&broker);
@@ -272,6 +274,7 @@ pub async fn run(opts: &Options) -> Result<Outcome, String> {
         verdict: &verdict,
         log: &log,
         store_bytes: broker.store_bytes(),
+        metrics: &end_metrics,
         violations: shared.findings.violations(),
         notes: shared.findings.notes(),
     };
@@ -280,6 +283,56 @@ pub async fn run(opts: &Options) -> Result<Outcome, String> {
         passed,
         report: report::render(&input, passed),
     })
+}
+
+/// Reads the broker's gauges once every client is gone: only the durable sessions and their
+/// subscriptions may be left (a clean session, or a subscription of one, that outlives its
+/// connection is a leak). Retries for a while, since a closed connection ends its session
+/// asynchronously.
+async fn final_state(
+    shared: &Shared,
+    broker: &Mutex<Broker>,
+    publishers: &[publisher::PublisherSpec],
+    subscribers: &[subscriber::SubscriberResult],
+) -> std::collections::BTreeMap<String, f64> {
+    let durable_subs = subscribers.iter().filter(|s| s.spec.durable);
+    let sessions =
+        durable_subs.clone().count() + publishers.iter().filter(|p| p.durable).count() + 1;
+    let subscriptions: usize = durable_subs.map(|s| s.spec.filters.len()).sum();
+    let expected = [
+        ("roost_sessions", sessions as f64),
+        ("roost_subscriptions", subscriptions as f64),
+    ];
+    let http = broker.lock().http;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let got = tokio::task::spawn_blocking(move || metrics::scrape(http))
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|r| r);
+        let m = match got {
+            Ok(m) => m,
+            Err(e) => {
+                shared.findings.violation("metrics unavailable", e);
+                return Default::default();
+            }
+        };
+        let off: Vec<String> = expected
+            .iter()
+            .filter(|(name, want)| m.get(*name) != Some(want))
+            .map(|(name, want)| format!("{name} = {:?}, expected {want}", m.get(*name)))
+            .collect();
+        if off.is_empty() {
+            return m;
+        }
+        if Instant::now() > deadline {
+            shared
+                .findings
+                .violation("state left after the run", off.join("; "));
+            return m;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// Waits for a task until `deadline`; aborts it after that.

@@ -56,68 +56,71 @@ pub fn ledger_view(specs: &[PublisherSpec]) -> Vec<PublisherInfo> {
         .collect()
 }
 
-/// The subscribers: durable ones that stay (mostly) and ones that are often away, in both
-/// versions, one with overlapping filters; and clean ones that come and go.
+/// Name, version, durable session, filters with their QoS, seconds between voluntary
+/// disconnects, seconds offline after one.
+type SubscriberRow = (
+    &'static str,
+    Version,
+    bool,
+    &'static [(&'static str, u8)],
+    (f64, f64),
+    (f64, f64),
+);
+
+/// The subscribers: durable ones that stay (mostly), ones that are often away, in both
+/// versions, one with overlapping filters, and one away long enough for its backlog to
+/// outgrow the in-memory bound (2 MiB) and be read back from the store; and clean ones that
+/// come and go.
 pub fn subscribers() -> Vec<SubscriberSpec> {
-    let sub =
-        |name: &str, version, durable, filters: &[(&str, u8)], every, offline| SubscriberSpec {
-            name: format!("soak-sub-{name}"),
-            version,
-            durable,
-            filters: filters.iter().map(|(f, q)| (f.to_string(), *q)).collect(),
-            reconnect_every: Some(every),
-            offline,
-        };
-    let (steady, away, often) = ((40.0, 80.0), (5.0, 15.0), (5.0, 15.0));
-    let (short, long) = ((0.2, 2.0), (1.0, 6.0));
-    vec![
-        sub(
-            "v4-durable-steady",
-            Version::V4,
-            true,
-            &[("soak/#", 2)],
-            steady,
-            short,
-        ),
-        sub(
-            "v5-durable-steady",
-            Version::V5,
-            true,
-            &[("soak/#", 2)],
-            steady,
-            short,
-        ),
-        sub(
+    use Version::{V4, V5};
+    const ALL_2: &[(&str, u8)] = &[("soak/#", 2)];
+    const STEADY: (f64, f64) = (40.0, 80.0);
+    const OFTEN: (f64, f64) = (5.0, 15.0);
+    const RARELY: (f64, f64) = (10.0, 30.0);
+    const BRIEF: (f64, f64) = (0.2, 2.0);
+    const AWHILE: (f64, f64) = (1.0, 6.0);
+    const LONG: (f64, f64) = (10.0, 30.0);
+    let table: [SubscriberRow; 7] = [
+        ("v4-durable-steady", V4, true, ALL_2, STEADY, BRIEF),
+        ("v5-durable-steady", V5, true, ALL_2, STEADY, BRIEF),
+        (
             "v4-durable-away",
-            Version::V4,
+            V4,
             true,
             &[("soak/+/+", 1)],
-            away,
-            long,
+            OFTEN,
+            AWHILE,
         ),
-        sub(
+        (
             "v5-durable-away",
-            Version::V5,
+            V5,
             true,
             &[("soak/#", 1), ("soak/q2/+", 2)],
-            away,
-            long,
+            OFTEN,
+            AWHILE,
         ),
-        sub(
-            "v4-clean",
-            Version::V4,
-            false,
-            &[("soak/#", 2)],
-            often,
-            short,
+        (
+            "v4-durable-long-away",
+            V4,
+            true,
+            &[("soak/q1/+", 1), ("soak/q2/+", 2)],
+            RARELY,
+            LONG,
         ),
-        sub(
-            "v5-clean",
-            Version::V5,
-            false,
-            &[("soak/#", 1)],
-            often,
-            short,
-        ),
-    ]
+        ("v4-clean", V4, false, ALL_2, OFTEN, BRIEF),
+        ("v5-clean", V5, false, &[("soak/#", 1)], OFTEN, BRIEF),
+    ];
+    table
+        .iter()
+        .map(
+            |&(name, version, durable, filters, every, offline)| SubscriberSpec {
+                name: format!("soak-sub-{name}"),
+                version,
+                durable,
+                filters: filters.iter().map(|(f, q)| (f.to_string(), *q)).collect(),
+                reconnect_every: Some(every),
+                offline,
+            },
+        )
+        .collect()
 }
