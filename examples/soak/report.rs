@@ -80,19 +80,25 @@ pub fn render(i: &Input<'_>, passed: bool) -> String {
          the model, {} cut short by a kill.\n",
         r.sets, r.overwrites, r.deletes, r.checks, r.checks_void
     );
-    let downs: Vec<u32> = i.restarts.iter().map(|r| r.down_ms).collect();
+    let kills = if i.restarts.is_empty() {
+        "no kill -9".to_string()
+    } else {
+        format!(
+            "{} kill -9 + restart (at {} s; down {} ms at most)",
+            i.restarts.len(),
+            i.restarts
+                .iter()
+                .map(|r| (r.at_ms / 1000).to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+            i.restarts.iter().map(|r| r.down_ms).max().unwrap_or(0)
+        )
+    };
     let _ = writeln!(
         out,
-        "Broker: {} kill -9 + restart (at {} s; down {} ms at most), {} client reconnects after \
-         lost connections, {} publisher connections. Log: {} WARN, {} ERROR lines, {} panics. \
-         Store file at the end: {:.1} MiB.\n",
-        i.restarts.len(),
-        i.restarts
-            .iter()
-            .map(|r| (r.at_ms / 1000).to_string())
-            .collect::<Vec<_>>()
-            .join(", "),
-        downs.iter().max().copied().unwrap_or(0),
+        "Broker: {kills}, {} client reconnects after lost connections, {} publisher \
+         connections. Log: {} WARN, {} ERROR lines, {} panics. Store file at the end: {:.1} \
+         MiB.\n",
         i.reconnects,
         i.publisher_connections,
         i.log.warnings,

@@ -236,6 +236,13 @@ pub async fn run(opts: &Options) -> Result<Outcome, String> {
     }
     let broker = broker.lock();
     let log = broker.log();
+    for line in &log.first_errors {
+        // The broker logs ERROR only for what an operator must look at (a failed commit, a
+        // queue entry counted but not found in the store, ...).
+        shared
+            .findings
+            .violation("broker logged an error", line.clone());
+    }
     if !log.panics.is_empty() {
         shared
             .findings
