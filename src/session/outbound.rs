@@ -106,6 +106,10 @@ struct Stored {
     unsettled: VecDeque<(u64, Arc<CommitGate>, u64)>,
     /// A read is under way.
     loading: bool,
+    /// Queue position of the first entry placed while a read was under way. The read's
+    /// snapshot may lack it (its commit may land after the snapshot was taken) yet hold later
+    /// ones whose commits landed first, so the read is taken only up to here.
+    placed_while_loading: Option<u64>,
     /// Entries counted but not found by the last read (see [`Outbound::take_lost`]).
     lost: usize,
 }
@@ -301,6 +305,11 @@ impl Outbound {
             }
             self.stored.count += 1;
             self.stored.bytes += cost;
+            if self.stored.loading {
+                self.stored
+                    .placed_while_loading
+                    .get_or_insert(position(&delivery));
+            }
             if let Some(gate) = &delivery.gate
                 && gate.state() == GateState::Pending
             {
@@ -419,6 +428,7 @@ impl Outbound {
     /// failed; the range stays in the store.
     pub(crate) fn loaded(&mut self, request: LoadRequest, deliveries: Option<Vec<Delivery>>) {
         self.stored.loading = false;
+        let placed = self.stored.placed_while_loading.take();
         let Some(deliveries) = deliveries else {
             return;
         };
@@ -426,6 +436,12 @@ impl Outbound {
             // The session was cleared while the read was under way.
             return;
         }
+        // Entries placed during the read are read again next time, from the first of them.
+        let before = placed.map_or(request.before, |p| p.min(request.before));
+        let deliveries: Vec<Delivery> = deliveries
+            .into_iter()
+            .take_while(|d| position(d) < before)
+            .collect();
         let read_all = deliveries.is_empty();
         for delivery in deliveries {
             let cost = delivery_cost(&delivery);
@@ -435,7 +451,7 @@ impl Outbound {
             self.queue.push_back(delivery);
             self.add_memory(cost);
         }
-        if read_all && request.before == u64::MAX {
+        if read_all && before == u64::MAX {
             // Nothing left in the range although entries were counted: the count was off.
             // The caller logs it; start afresh rather than ask again for ever.
             self.stored.lost = self.stored.count;
@@ -1097,6 +1113,61 @@ mod tests {
         );
         assert_eq!(o.backlog_messages(), 2);
         assert_eq!(o.stats().stored_messages, 0);
+    }
+
+    #[test]
+    fn a_read_does_not_pass_a_delivery_placed_while_it_was_under_way() {
+        let cost = delivery_cost(&delivery(QoS::AtLeastOnce));
+        let mut o = Outbound::new(QueueLimits::UNLIMITED, 10);
+        o.reserve(cost, QoS::AtLeastOnce, true, false).unwrap();
+        let d = durable_delivery(QoS::AtLeastOnce, 1, None);
+        assert_eq!(o.place(d, cost, true, false), Placement::Store);
+        let request = o.load_request().unwrap();
+        assert_eq!((request.from, request.before), (1, u64::MAX));
+        // While the read runs, two publishers place 2 and 3; the commit of 3 returns first,
+        // and the read's snapshot holds 1 and 3 but not 2.
+        let (slow, fast) = (
+            Arc::new(CommitGate::default()),
+            Arc::new(CommitGate::default()),
+        );
+        for (seq, gate) in [(2, &slow), (3, &fast)] {
+            o.reserve(cost, QoS::AtLeastOnce, true, false).unwrap();
+            let d = durable_delivery(QoS::AtLeastOnce, seq, Some(Arc::clone(gate)));
+            assert_eq!(o.place(d, cost, true, false), Placement::Store);
+        }
+        fast.resolve(true);
+        o.loaded(
+            request,
+            Some(vec![
+                durable_delivery(QoS::AtLeastOnce, 1, None),
+                durable_delivery(QoS::AtLeastOnce, 3, None),
+            ]),
+        );
+        assert_eq!(
+            o.stored_range(),
+            Some((2, 2)),
+            "3 is taken only after 2, which the read could not see"
+        );
+        slow.resolve(true);
+        let request = o.load_request().unwrap();
+        assert_eq!((request.from, request.before), (2, u64::MAX));
+        o.loaded(
+            request,
+            Some(vec![
+                durable_delivery(QoS::AtLeastOnce, 2, None),
+                durable_delivery(QoS::AtLeastOnce, 3, None),
+            ]),
+        );
+        assert_eq!(o.take_lost(), 0);
+        assert_eq!(o.stored_range(), None);
+        let order: Vec<u64> = (0..3)
+            .map(|_| match send(&mut o) {
+                Some(Transmit::Publish { delivery, .. }) => position(&delivery),
+                other => panic!("expected a publish, got {other:?}"),
+            })
+            .collect();
+        assert_eq!(order, [1, 2, 3], "in queue order");
+        assert_eq!(send(&mut o), None, "each once");
     }
 
     #[test]
