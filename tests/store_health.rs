@@ -95,8 +95,19 @@ async fn durable_connect_is_refused_with_a_connack(addr: std::net::SocketAddr) {
 
 #[tokio::test]
 async fn full_disk_refuses_cleanly_and_recovers_by_itself() {
+    full_disk("").await;
+}
+
+/// Under a dropping policy too: a message the store cannot take is refused, never dropped
+/// after a success acknowledgement.
+#[tokio::test]
+async fn full_disk_refuses_under_drop_policies_too() {
+    full_disk("queue_full = \"drop_new\"\n").await;
+}
+
+async fn full_disk(config: &str) {
     let dir = tempfile::tempdir().unwrap();
-    let broker = BrokerProcess::start(dir.path());
+    let broker = BrokerProcess::start_with(dir.path(), config);
     let pid = broker.child.id();
 
     // An offline durable subscriber: every message must be written to the store.
@@ -166,7 +177,7 @@ async fn full_disk_refuses_cleanly_and_recovers_by_itself() {
 
     // Everything acknowledged is in the store, also after a kill -9.
     broker.kill9();
-    let broker = BrokerProcess::start(dir.path());
+    let broker = BrokerProcess::start_with(dir.path(), config);
     let (mut sink, connack) =
         RawClient::connect(broker.addr, persistent(Version::V311, "sink")).await;
     assert!(connack.session_present);

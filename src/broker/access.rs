@@ -46,15 +46,15 @@ pub(crate) struct AccessControl {
     password_file: Option<std::path::PathBuf>,
     acl_file: Option<std::path::PathBuf>,
     /// Bounds concurrent password verifications (each argon2 check takes ~19 MiB and a CPU).
-    verifiers: tokio::sync::Semaphore,
+    verifiers: Arc<tokio::sync::Semaphore>,
     /// The one verification at a time open to addresses with recent failures, so that
     /// guessing cannot take the capacity that clean addresses log in with.
-    suspect_verifier: tokio::sync::Semaphore,
+    suspect_verifier: Arc<tokio::sync::Semaphore>,
     /// Password checks in progress or waiting per address (IPv4, IPv6 /64), at most
     /// [`CHECKS_PER_ADDRESS`] at a time: a burst of guesses from one address is checked a
     /// few at a time, so its failures are counted (and their delay applies) before the rest
     /// of the burst is checked.
-    per_address: Mutex<HashMap<IpAddr, Arc<tokio::sync::Semaphore>>>,
+    per_address: Arc<Mutex<HashMap<IpAddr, Arc<tokio::sync::Semaphore>>>>,
     /// The clock failures are timed by.
     clock: Clock,
 }
@@ -72,11 +72,11 @@ impl AccessControl {
             throttle: Mutex::new(AuthThrottle::default()),
             password_file: config.password_file.clone(),
             acl_file: config.acl_file.clone(),
-            verifiers: tokio::sync::Semaphore::new(
+            verifiers: Arc::new(tokio::sync::Semaphore::new(
                 std::thread::available_parallelism().map_or(2, |n| n.get()),
-            ),
-            suspect_verifier: tokio::sync::Semaphore::new(1),
-            per_address: Mutex::new(HashMap::new()),
+            )),
+            suspect_verifier: Arc::new(tokio::sync::Semaphore::new(1)),
+            per_address: Arc::new(Mutex::new(HashMap::new())),
             clock: config.clock.clone(),
         };
         *access.files.write() = Arc::new(access.read_files()?);
@@ -145,7 +145,7 @@ impl AccessControl {
         let files = self.files();
         match (username, &files.passwords) {
             (Some(user), Some(passwords)) => {
-                let _turn = match peer {
+                let turn = match peer {
                     Some(ip) => Some(self.address_turn(ip).await),
                     None => None,
                 };
@@ -165,12 +165,15 @@ impl AccessControl {
                 } else {
                     &self.verifiers
                 };
-                let Ok(_permit) = semaphore.acquire().await else {
+                let Ok(permit) = Arc::clone(semaphore).acquire_owned().await else {
                     return Verdict::NotAuthorized;
                 };
                 let passwords = Arc::clone(passwords);
                 let check_user = user.clone();
+                // The permits go with the check: a caller that stops waiting (a timeout) does
+                // not free them while the hash still runs.
                 let ok = tokio::task::spawn_blocking(move || {
+                    let _held = (permit, turn);
                     passwords.verify(&check_user, password.as_deref().unwrap_or_default())
                 })
                 .await
@@ -189,7 +192,7 @@ impl AccessControl {
     }
 
     /// Waits until `peer`'s address may have one more password check in progress.
-    async fn address_turn(&self, peer: IpAddr) -> AddressTurn<'_> {
+    async fn address_turn(&self, peer: IpAddr) -> AddressTurn {
         let key = peer_key(peer);
         let slots = Arc::clone(
             self.per_address
@@ -199,7 +202,7 @@ impl AccessControl {
         );
         let permit = Arc::clone(&slots).acquire_owned().await.ok();
         AddressTurn {
-            access: self,
+            map: Arc::clone(&self.per_address),
             key,
             slots: Some(slots),
             permit,
@@ -235,20 +238,20 @@ impl AccessControl {
 const CHECKS_PER_ADDRESS: usize = 2;
 
 /// One password check's turn for its address; the address is forgotten with its last turn.
-struct AddressTurn<'a> {
-    access: &'a AccessControl,
+struct AddressTurn {
+    map: Arc<Mutex<HashMap<IpAddr, Arc<tokio::sync::Semaphore>>>>,
     key: IpAddr,
     slots: Option<Arc<tokio::sync::Semaphore>>,
     permit: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
-impl Drop for AddressTurn<'_> {
+impl Drop for AddressTurn {
     fn drop(&mut self) {
         self.permit.take();
         let Some(slots) = self.slots.take() else {
             return;
         };
-        let mut map = self.access.per_address.lock();
+        let mut map = self.map.lock();
         // Ours and the map's: nobody else holds or waits for this address.
         if Arc::strong_count(&slots) == 2 {
             map.remove(&self.key);

@@ -157,16 +157,15 @@ impl Broker {
             metrics: &self.metrics,
             policy,
             store_has_room: self.store_has_room(),
+            store_writable: self.store_healthy(),
             strategy: self.config.shared_subscription_strategy,
         }
     }
 
-    /// False once the store holds `max_store_bytes` of queued messages, and while it cannot
-    /// write (see [`Broker::store_healthy`]).
+    /// False once the store holds `max_store_bytes` of queued messages.
     pub(crate) fn store_has_room(&self) -> bool {
         let max = self.config.max_store_bytes;
         match &self.store {
-            Some(store) if !store.healthy() => false,
             Some(store) if max != 0 => store.queued_bytes() < max,
             _ => true,
         }

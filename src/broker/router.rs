@@ -28,6 +28,10 @@ pub(crate) struct RouteContext<'a> {
     /// False once the store holds `max_store_bytes` of queued messages: messages for durable
     /// sessions (which must be written to the store) are refused as if their queue were full.
     pub store_has_room: bool,
+    /// False while the store cannot write: messages for durable sessions are refused (5.0:
+    /// 0x97; 3.1.1: the publisher pauses) whatever the full-queue policy, since dropping them
+    /// would follow a success acknowledgement.
+    pub store_writable: bool,
     /// How a Shared Subscription group picks its member.
     pub strategy: SharedSubscriptionStrategy,
 }
@@ -521,6 +525,11 @@ impl Router {
         let qos = message.qos.min(target.qos);
         let storable =
             persistent && slot.persisted && qos != QoS::AtMostOnce && message.id.is_some();
+        if storable && !ctx.store_writable {
+            return Admission::Full {
+                room_seq: target.session.room_seq(),
+            };
+        }
         let reserved = if storable && !ctx.store_has_room {
             // A durable session's message must be written to the store, which is full.
             Err(Refused::Full)

@@ -429,6 +429,7 @@ impl Store {
             failure: None,
             reopened: None,
             deferred: Vec::new(),
+            unsynced_ops: Vec::new(),
         };
         let thread = std::thread::Builder::new()
             .name("roost-store".into())
@@ -663,9 +664,12 @@ struct Writer {
     /// When the file was last reopened, and the backoff reached then.
     reopened: Option<(Instant, Duration)>,
     /// Operations nobody waits on (deletes of acknowledged entries, disconnection times)
-    /// from failed commits: applied first once the store can write again, so that the file
-    /// catches up with what the broker already did.
+    /// from failed commits, and those committed without an fsync since the last synced
+    /// commit (a reopen after a failure goes back to that commit): applied first once the
+    /// store can write again, so that the file catches up with what the broker already did.
     deferred: Vec<Op>,
+    /// Operations committed without an fsync since the last synced commit.
+    unsynced_ops: Vec<Op>,
 }
 
 impl Writer {
@@ -749,10 +753,18 @@ impl Writer {
             stats.requests.fetch_add(batch.len() as u64, Relaxed);
             stats.ops.fetch_add(ops as u64, Relaxed);
             stats.max_batch.fetch_max(batch.len() as u64, Relaxed);
-            if let Err(e) = &result {
-                stats.failures.fetch_add(1, Relaxed);
-                self.failed(e, &mut batch);
-                unsynced = false;
+            match &result {
+                Ok(()) if sync => self.unsynced_ops.clear(),
+                Ok(()) => {
+                    for request in &mut batch {
+                        self.unsynced_ops.append(&mut request.ops);
+                    }
+                }
+                Err(e) => {
+                    stats.failures.fetch_add(1, Relaxed);
+                    self.failed(e, &mut batch);
+                    unsynced = false;
+                }
             }
             for request in batch {
                 if let Some(done) = request.done {
@@ -786,7 +798,19 @@ impl Writer {
                 }
             }
         }
-        match open_database(&self.path, self.cache_bytes) {
+        let opened = open_database(&self.path, self.cache_bytes).and_then(|db| {
+            // Healthy again only once it can write something of size: opening alone needs
+            // no room, and the next commit would fail again.
+            match guard::contained(|| write_probe(&db)) {
+                Ok(Ok(())) => Ok(db),
+                Ok(Err(e)) => Err(StoreError::Commit {
+                    path: self.path.clone(),
+                    source: Arc::new(e),
+                }),
+                Err(panic) => Err(StoreError::damaged(&self.path, panic)),
+            }
+        });
+        match opened {
             Ok(db) => {
                 let failed_for = failure.since.elapsed();
                 let db = Arc::new(db);
@@ -811,9 +835,14 @@ impl Writer {
     /// refuses every write after an I/O error until then). What nobody waited on is kept for
     /// the next commit.
     fn failed(&mut self, e: &redb::Error, batch: &mut [Request]) {
+        // Oldest first: what was committed without an fsync (the reopen loses it), then what
+        // nobody waited on in this batch (the deferred operations were put at its head).
+        let mut ops = std::mem::take(&mut self.unsynced_ops);
         for request in batch.iter_mut().filter(|r| r.done.is_none()) {
-            self.deferred.append(&mut request.ops);
+            ops.append(&mut request.ops);
         }
+        ops.append(&mut self.deferred);
+        self.deferred = ops;
         self.trim_deferred();
         if self.failure.is_some() {
             return;
@@ -872,6 +901,21 @@ impl Writer {
             let _ = guard::contained(|| commit(&db, &batch, true, &self.stats, &self.clock));
         }
     }
+}
+
+/// Size of the write that shows the store can write again after a failure.
+const PROBE_BYTES: usize = 256 * 1024;
+
+/// Writes [`PROBE_BYTES`] and removes them again, both synced.
+fn write_probe(db: &Database) -> Result<(), redb::Error> {
+    let txn = db.begin_write()?;
+    txn.open_table(tables::PROBE)?
+        .insert("space", vec![0u8; PROBE_BYTES].as_slice())?;
+    txn.commit()?;
+    let txn = db.begin_write()?;
+    txn.open_table(tables::PROBE)?.remove("space")?;
+    txn.commit()?;
+    Ok(())
 }
 
 fn commit(

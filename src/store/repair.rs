@@ -93,6 +93,12 @@ impl CheckReport {
                 }
             }
         }
+        if self.integrity.is_err() {
+            out.push_str(
+                "  note: records on pages whose checksum failed are kept if they decode; \
+                 their payload bytes carry no checksum of their own and may be damaged\n",
+            );
+        }
         out.push_str(if self.clean() {
             "  verdict: clean\n"
         } else {
@@ -129,6 +135,15 @@ pub fn repair(data_dir: &Path) -> Result<RepairReport, StoreError> {
     let integrity = integrity(&work.path);
     let (check, records) = salvage(&work.path, &path, integrity)?;
     drop(work);
+    let damaged = check.tables.iter().any(|t| t.damage.is_some());
+    if damaged && check.tables.iter().all(|t| t.readable == 0) {
+        return Err(StoreError::damaged(
+            &path,
+            "no record could be read, so the file is left as it is; move it aside to start \
+             with an empty store (its sessions and messages are then lost)"
+                .to_owned(),
+        ));
+    }
     let fresh = data_dir.join(format!("{DB_FILE}.repaired"));
     let _ = std::fs::remove_file(&fresh);
     write_store(&fresh, &records).map_err(|e| io_error(&fresh, e))?;

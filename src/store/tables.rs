@@ -31,3 +31,6 @@ pub(super) const INCOMING_QOS2: TableDefinition<(&str, u16), u8> =
     TableDefinition::new("incoming_qos2");
 /// Topic -> retained message.
 pub(super) const RETAINED: TableDefinition<&str, &[u8]> = TableDefinition::new("retained");
+/// Written and removed when the store is reopened after a failure, to show that it can
+/// write again (see `store::Writer`).
+pub(super) const PROBE: TableDefinition<&str, &[u8]> = TableDefinition::new("write_probe");
