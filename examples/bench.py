@@ -16,20 +16,20 @@ for every broker; --no-pin turns that off. Only the standard library is used.
 """
 
 import argparse
-import atexit
 import json
 import os
 import re
 import resource
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+
+from benchlib import LIVE, free_port, mem_kb, pin, stop, wait_listening
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -222,75 +222,11 @@ def make_brokers(args):
     return brokers
 
 
-# ---------------------------------------------------------------------------------------------
-# Process handling: every broker is killed by its PID on exit, whatever happens.
-# ---------------------------------------------------------------------------------------------
-LIVE = {}
-
-
-def stop(proc, grace=5.0):
-    """SIGTERM, then SIGKILL after `grace` seconds, by PID."""
-    if proc.poll() is None:
-        try:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        except ProcessLookupError:
-            pass
-    LIVE.pop(proc.pid, None)
-
-
-def cleanup():
-    for proc in list(LIVE.values()):
-        stop(proc, grace=2.0)
-
-
-atexit.register(cleanup)
-signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_listening(port, proc, timeout=15.0):
-    end = time.time() + timeout
-    while time.time() < end:
-        if proc.poll() is not None:
-            return False
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return True
-        except OSError:
-            time.sleep(0.05)
-    return False
-
-
 def cpu_seconds(pid):
     """utime + stime of the whole process (all threads), in seconds."""
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
-def mem_kb(pid):
-    """(VmRSS, VmHWM) in kB."""
-    rss = hwm = 0
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                rss = int(line.split()[1])
-            elif line.startswith("VmHWM:"):
-                hwm = int(line.split()[1])
-    return rss, hwm
-
-
-def pin(cpu, enabled):
-    return ["taskset", "-c", str(cpu)] if enabled else []
 
 
 def run_one(broker, scenario, lg_args, args, run_idx):

@@ -23,6 +23,8 @@ import sys
 import tempfile
 import time
 
+from benchlib import free_port, mqtt_str, packet, read_packet, varint
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -31,25 +33,6 @@ def size_arg(text):
     if text[-1].upper() in units:
         return int(float(text[:-1]) * units[text[-1].upper()])
     return int(text)
-
-
-def varint(n):
-    out = bytearray()
-    while True:
-        byte = n % 128
-        n //= 128
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def mqtt_str(s):
-    b = s.encode()
-    return struct.pack("!H", len(b)) + b
-
-
-def packet(first, body):
-    return bytes([first]) + varint(len(body)) + body
 
 
 def connect(client_id, clean=True, expiry=0):
@@ -68,34 +51,6 @@ def subscribe(topic, qos):
 def publish(topic, packet_id, payload):
     body = mqtt_str(topic) + struct.pack("!H", packet_id) + varint(0) + payload
     return packet(0x32, body)
-
-
-def read_packet(sock, buf):
-    """Reads one packet; returns (first byte, body) and keeps the rest in buf."""
-    while True:
-        if len(buf) >= 2:
-            mult, length, i = 1, 0, 1
-            while i < len(buf):
-                b = buf[i]
-                length += (b & 0x7F) * mult
-                mult *= 128
-                i += 1
-                if not b & 0x80:
-                    if len(buf) >= i + length:
-                        first, body = buf[0], bytes(buf[i:i + length])
-                        del buf[:i + length]
-                        return first, body
-                    break
-        chunk = sock.recv(65536)
-        if not chunk:
-            raise ConnectionError("broker closed the connection")
-        buf.extend(chunk)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def rss_mib(pid):

@@ -268,17 +268,6 @@ impl Conn {
         }
     }
 
-    /// True when the broker has closed the connection (or it failed); waits until then.
-    pub async fn closed(&mut self) {
-        loop {
-            self.rbuf.clear();
-            match self.read_more().await {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
-            }
-        }
-    }
-
     /// Sends DISCONNECT (best effort) and shuts the socket down.
     pub async fn disconnect(mut self) {
         self.wbuf.clear();

@@ -1,14 +1,98 @@
 //! The `conn` scenario: open N idle connections at a rate, hold them, report connect times
 //! and how many the broker kept open.
+//!
+//! Each connection is as lean as a socket can be on this side (no buffers kept while idle),
+//! so that a hundred thousand of them fit in the load generator. With `--sources K`, source
+//! addresses are spread over 127.0.0.2 .. 127.0.0.(K+1) (bound before connecting): one source
+//! address gives only as many connections as there are ephemeral ports (about 28k).
 
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
+use bytes::BytesMut;
+use roost::codec::{self, Connect, Decoder, Packet, Version};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::{mpsc, watch};
 
-use crate::client::{Conn, ConnectOptions};
 use crate::hist::Histogram;
 use crate::report::Json;
 use crate::{Common, ConnArgs};
+
+/// What one connection needs to know.
+struct Idle {
+    addr: SocketAddr,
+    source: Option<IpAddr>,
+    connect: BytesMut,
+    version: Version,
+}
+
+impl Idle {
+    /// TCP connect, CONNECT, CONNACK; returns the open stream.
+    async fn open(&self) -> Result<TcpStream, String> {
+        let socket = match self.addr {
+            SocketAddr::V4(_) => TcpSocket::new_v4(),
+            SocketAddr::V6(_) => TcpSocket::new_v6(),
+        }
+        .map_err(|e| format!("socket: {e}"))?;
+        if let Some(source) = self.source {
+            socket
+                .bind(SocketAddr::new(source, 0))
+                .map_err(|e| format!("bind {source}: {e}"))?;
+        }
+        let mut stream = socket
+            .connect(self.addr)
+            .await
+            .map_err(|e| format!("connect to {}: {e}", self.addr))?;
+        stream
+            .set_nodelay(true)
+            .map_err(|e| format!("set TCP_NODELAY: {e}"))?;
+        stream
+            .write_all(&self.connect)
+            .await
+            .map_err(|e| format!("write CONNECT: {e}"))?;
+        let mut decoder = Decoder::client(self.version, 1 << 16);
+        let mut buf = BytesMut::with_capacity(64);
+        loop {
+            match decoder.decode(&mut buf) {
+                Ok(Some(Packet::ConnAck(ack))) if ack.code.0 == 0 => return Ok(stream),
+                Ok(Some(Packet::ConnAck(ack))) => {
+                    return Err(format!("CONNACK refused with code {}", ack.code));
+                }
+                Ok(Some(other)) => return Err(format!("expected CONNACK, got {other:?}")),
+                Ok(None) => {}
+                Err(e) => return Err(format!("bad CONNACK: {e}")),
+            }
+            buf.reserve(64);
+            match stream.read_buf(&mut buf).await {
+                Ok(0) => return Err("closed before CONNACK".into()),
+                Ok(_) => {}
+                Err(e) => return Err(format!("read CONNACK: {e}")),
+            }
+        }
+    }
+}
+
+/// Waits until the broker closes `stream` (true) or `release` is set (false).
+async fn hold(stream: &mut TcpStream, release: &mut watch::Receiver<bool>) -> bool {
+    tokio::select! {
+        _ = release.wait_for(|r| *r) => false,
+        _ = async {
+            loop {
+                if stream.readable().await.is_err() {
+                    return;
+                }
+                let mut byte = [0u8; 1];
+                match stream.try_read(&mut byte) {
+                    // A PINGRESP or the like would be read here; idle clients get none.
+                    Ok(n) if n > 0 => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    _ => return,
+                }
+            }
+        } => true,
+    }
+}
 
 /// Runs the scenario and prints the JSON result line.
 pub async fn run(common: &Common, args: &ConnArgs) -> Result<(), String> {
@@ -17,6 +101,9 @@ pub async fn run(common: &Common, args: &ConnArgs) -> Result<(), String> {
     }
     let version = common.version()?;
     let addr = common.addr()?;
+    if args.sources > 0 && !addr.ip().is_loopback() {
+        return Err("--sources spreads over 127.0.0.x: only for a broker on loopback".into());
+    }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(common.max_secs);
     let (result_tx, mut result_rx) = mpsc::unbounded_channel::<Result<Duration, String>>();
     let (release_tx, release_rx) = watch::channel(false);
@@ -37,39 +124,56 @@ pub async fn run(common: &Common, args: &ConnArgs) -> Result<(), String> {
             .acquire_owned()
             .await
             .map_err(|e| format!("semaphore: {e}"))?;
-        let o = ConnectOptions {
-            addr,
-            version,
-            client_id: format!("lg-idle-{}-{i}", std::process::id()),
+        let connect = Connect {
             clean_start: true,
-            session_expiry: 0,
             keep_alive,
-            timeout: Duration::from_secs(common.connect_timeout),
+            ..Connect::new(version, &format!("lg-idle-{}-{i}", std::process::id()))
+        };
+        let mut bytes = BytesMut::new();
+        codec::encode(
+            &Packet::Connect(Box::new(connect)),
+            version,
+            None,
+            &mut bytes,
+        )
+        .map_err(|e| format!("encode CONNECT: {e}"))?;
+        let idle = Idle {
+            addr,
+            source: (args.sources > 0).then(|| {
+                let k = (i % args.sources) as u32 + 2;
+                IpAddr::V4(Ipv4Addr::from(0x7f00_0000 | k))
+            }),
+            connect: bytes,
+            version,
         };
         let tx = result_tx.clone();
         let mut release = release_rx.clone();
+        let connect_timeout = Duration::from_secs(common.connect_timeout);
         tasks.push(tokio::spawn(async move {
             let t0 = Instant::now();
-            let conn = Conn::connect(&o).await;
+            let opened = tokio::time::timeout(connect_timeout, idle.open()).await;
             drop(permit);
-            let mut conn = match conn {
-                Ok((c, _)) => {
+            let mut stream = match opened {
+                Ok(Ok(stream)) => {
                     let _ = tx.send(Ok(t0.elapsed()));
-                    c
+                    stream
                 }
-                Err(e) => {
+                Ok(Err(e)) => {
                     let _ = tx.send(Err(e));
                     return false;
                 }
-            };
-            // Held until released, unless the broker closes it first.
-            tokio::select! {
-                _ = conn.closed() => false,
-                _ = async { release.wait_for(|r| *r).await.is_ok() } => {
-                    conn.disconnect().await;
-                    true
+                Err(_) => {
+                    let _ = tx.send(Err(format!("no CONNACK within {connect_timeout:?}")));
+                    return false;
                 }
+            };
+            drop(idle);
+            // Held until released, unless the broker closes it first.
+            if hold(&mut stream, &mut release).await {
+                return false;
             }
+            let _ = stream.write_all(&[0xE0, 0x00]).await;
+            true
         }));
     }
     drop(result_tx);
@@ -122,6 +226,7 @@ pub async fn run(common: &Common, args: &ConnArgs) -> Result<(), String> {
         .num("n", args.n as f64)
         .num("rate", args.rate)
         .num("hold_secs", args.hold)
+        .num("sources", args.sources as f64)
         .num("attempted", attempted as f64)
         .num("connected", hist.len() as f64)
         .num("failed", errors.len() as f64)

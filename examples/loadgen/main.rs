@@ -10,6 +10,7 @@
 //! cargo run --release --example loadgen -- pubsub --pubs 1 --subs 100 --count 10000
 //! cargo run --release --example loadgen -- pubsub --qos 1 --rate 10000 --count 100000
 //! cargo run --release --example loadgen -- conn --n 5000 --rate 1000 --hold 5
+//! cargo run --release --example loadgen -- conn --n 100000 --rate 2000 --sources 8
 //! ```
 //!
 //! `examples/bench.py` runs the whole comparison with mosquitto and rumqttd.
@@ -151,6 +152,10 @@ pub struct ConnArgs {
     /// Seconds to hold the connections once all attempts are answered.
     #[arg(long, default_value_t = 5.0)]
     hold: f64,
+    /// Spread source addresses over 127.0.0.2 .. 127.0.0.(K+1) (bound before connecting);
+    /// 0 lets the system choose. One address gives about 28k connections (ephemeral ports).
+    #[arg(long, default_value_t = 0)]
+    sources: usize,
 }
 
 fn main() -> ExitCode {

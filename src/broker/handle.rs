@@ -2,7 +2,7 @@
 //! that is attached to it.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
 
 use parking_lot::Mutex;
@@ -22,17 +22,68 @@ pub(crate) enum KickReason {
     Admin,
 }
 
-/// The link from a session to the connection currently attached to it.
+/// The link from a session to the connection currently attached to it: one small allocation
+/// per connection, since every idle connection holds one.
 #[derive(Debug, Clone)]
 pub(crate) struct ConnLink {
     /// Unique id of the connection.
     pub id: u64,
-    /// Cancelled to ask the connection to close.
-    pub kick: CancellationToken,
-    /// Cancelled by the connection once it has fully finished (will published, detached).
-    pub gone: CancellationToken,
-    /// Why it was kicked; set before `kick` is cancelled.
-    pub reason: Arc<Mutex<Option<KickReason>>>,
+    state: Arc<LinkState>,
+}
+
+/// What a [`ConnLink`] shares.
+#[derive(Debug, Default)]
+struct LinkState {
+    /// Why the connection was kicked (0: it was not), set before `kicked`.
+    reason: AtomicU8,
+    /// Set to ask the connection to close.
+    kicked: Signal,
+    /// Set by the connection once it has fully finished (will published, detached).
+    gone: Signal,
+}
+
+/// An event that stays set once set, and wakes whoever waits for it.
+#[derive(Debug, Default)]
+struct Signal {
+    set: AtomicBool,
+    notify: Notify,
+}
+
+impl Signal {
+    fn set(&self) {
+        self.set.store(true, Ordering::SeqCst);
+        self.notify.notify_waiters();
+    }
+
+    async fn wait(&self) {
+        let notified = self.notify.notified();
+        tokio::pin!(notified);
+        // Registered before the check, so a `set` in between is not missed.
+        notified.as_mut().enable();
+        if self.set.load(Ordering::SeqCst) {
+            return;
+        }
+        notified.await;
+    }
+}
+
+impl KickReason {
+    fn code(self) -> u8 {
+        match self {
+            KickReason::TakenOver => 1,
+            KickReason::Shutdown => 2,
+            KickReason::Admin => 3,
+        }
+    }
+
+    fn from_code(code: u8) -> Option<KickReason> {
+        match code {
+            1 => Some(KickReason::TakenOver),
+            2 => Some(KickReason::Shutdown),
+            3 => Some(KickReason::Admin),
+            _ => None,
+        }
+    }
 }
 
 impl ConnLink {
@@ -40,21 +91,54 @@ impl ConnLink {
     pub(crate) fn new(id: u64) -> ConnLink {
         ConnLink {
             id,
-            kick: CancellationToken::new(),
-            gone: CancellationToken::new(),
-            reason: Arc::new(Mutex::new(None)),
+            state: Arc::default(),
         }
     }
 
-    /// Asks the connection to close for `reason`.
+    /// Asks the connection to close for `reason` (the first reason given stays).
     pub(crate) fn kick(&self, reason: KickReason) {
-        self.reason.lock().get_or_insert(reason);
-        self.kick.cancel();
+        let _ = self.state.reason.compare_exchange(
+            0,
+            reason.code(),
+            Ordering::SeqCst,
+            Ordering::SeqCst,
+        );
+        self.state.kicked.set();
     }
 
     /// Why the connection was kicked, if it was.
     pub(crate) fn kick_reason(&self) -> Option<KickReason> {
-        *self.reason.lock()
+        KickReason::from_code(self.state.reason.load(Ordering::SeqCst))
+    }
+
+    /// Waits until the connection is asked to close.
+    pub(crate) async fn kicked(&self) {
+        self.state.kicked.wait().await;
+    }
+
+    /// Says that the connection has fully finished.
+    pub(crate) fn set_gone(&self) {
+        self.state.gone.set();
+    }
+
+    /// Waits until the connection has fully finished.
+    pub(crate) async fn gone(&self) {
+        self.state.gone.wait().await;
+    }
+
+    /// Marks the connection finished when dropped, however its task ends.
+    pub(crate) fn gone_guard(&self) -> GoneGuard {
+        GoneGuard(self.clone())
+    }
+}
+
+/// Marks a connection finished when dropped (see [`ConnLink::gone_guard`]).
+#[derive(Debug)]
+pub(crate) struct GoneGuard(ConnLink);
+
+impl Drop for GoneGuard {
+    fn drop(&mut self) {
+        self.0.set_gone();
     }
 }
 
@@ -97,8 +181,9 @@ pub(crate) struct Slot {
 pub(crate) struct ClientInfo {
     /// Remote address.
     pub peer: std::net::SocketAddr,
-    /// The listener, e.g. `tcp 127.0.0.1:1883`.
-    pub listener: String,
+    /// The listener, shown as e.g. `tcp 127.0.0.1:1883`.
+    #[serde(serialize_with = "serialize_display")]
+    pub listener: crate::net::conn::Via,
     /// `3.1`, `3.1.1` or `5.0`.
     pub protocol: &'static str,
     /// The authenticated username, if any.
@@ -107,8 +192,16 @@ pub(crate) struct ClientInfo {
     pub keep_alive: u16,
     /// When it connected, in Unix seconds.
     pub connected_at: u64,
-    /// The will it left, if any.
-    pub will: Option<WillInfo>,
+    /// The will it left, if any (boxed: most clients leave none).
+    pub will: Option<Box<WillInfo>>,
+}
+
+/// Serializes a value as its `Display` text.
+fn serialize_display<T: std::fmt::Display, S: serde::Serializer>(
+    value: &T,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.collect_str(value)
 }
 
 /// A connection's will, as the admin API shows it.

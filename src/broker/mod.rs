@@ -134,8 +134,7 @@ impl Broker {
             .route(message, publisher, &ctx, pending.as_deref_mut());
         if message.retain && matches!(routed, Routed::Delivered { .. }) {
             let gate = pending.as_deref_mut().and_then(|p| p.gate());
-            // Kept until replaced: not as a slice of the publisher's read buffer.
-            self.router.retain(&message.to_kept(), gate);
+            self.router.retain(message, gate);
             if let Some(p) = pending.filter(|p| p.persistent) {
                 p.push(if message.payload.is_empty() {
                     Op::DeleteRetained {

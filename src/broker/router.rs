@@ -273,8 +273,8 @@ impl Router {
                 self.admit(target, &ask, pending)
             };
         let mut matched = 0;
-        let mut admitted: Vec<(Target, QoS, bool, bool)> = Vec::with_capacity(targets.len());
-        let full = |target: Target, room_seq, also, admitted: &[(Target, QoS, bool, bool)]| {
+        let mut admitted: Vec<(Target, QoS, bool)> = Vec::with_capacity(targets.len());
+        let full = |target: Target, room_seq, also, admitted: &[(Target, QoS, bool)]| {
             let cost = message_cost(message);
             for (t, ..) in admitted {
                 t.session.slot.lock().session.outbound.unreserve(cost);
@@ -289,13 +289,9 @@ impl Router {
         };
         for target in targets {
             match admit(&target, Presence::Any, true, &mut pending) {
-                Admission::Admitted {
-                    qos,
-                    storable,
-                    online,
-                } => {
+                Admission::Admitted { qos, storable } => {
                     matched += 1;
-                    admitted.push((target, qos, storable, online));
+                    admitted.push((target, qos, storable));
                 }
                 Admission::Passed => {}
                 Admission::Dropped => matched += 1,
@@ -312,16 +308,10 @@ impl Router {
                 })
             });
             let outcome = match choice {
-                Choice::Admitted(target, qos, storable, online) => {
-                    Some((target, qos, storable, online))
-                }
+                Choice::Admitted(target, qos, storable) => Some((target, qos, storable)),
                 Choice::Full(target, also) => {
                     match admit(&target, Presence::Any, true, &mut pending) {
-                        Admission::Admitted {
-                            qos,
-                            storable,
-                            online,
-                        } => Some((target, qos, storable, online)),
+                        Admission::Admitted { qos, storable } => Some((target, qos, storable)),
                         Admission::Full { room_seq } => {
                             return full(target, room_seq, also, &admitted);
                         }
@@ -338,17 +328,9 @@ impl Router {
             matched += 1;
             admitted.extend(outcome);
         }
-        // Some session is away: its copy may wait for a long time, so a small payload is
-        // copied out of the publisher's read buffer instead of pinning all of it.
-        let away = admitted.iter().any(|(.., online)| !online);
-        let message = &if away {
-            message.to_kept()
-        } else {
-            Arc::clone(message)
-        };
         // A message stored for one session only is kept in its queue entry.
-        let inline = admitted.iter().filter(|(_, _, s, _)| *s).count() == 1;
-        for (target, qos, storable, _) in admitted {
+        let inline = admitted.iter().filter(|(_, _, s)| *s).count() == 1;
+        for (target, qos, storable) in admitted {
             let mut delivery = Delivery::new(
                 Arc::clone(message),
                 qos,
@@ -386,11 +368,9 @@ impl Router {
             for member in candidates {
                 let target = Target::member(member, group);
                 match probe(&target, presence) {
-                    Admission::Admitted {
-                        qos,
-                        storable,
-                        online,
-                    } => return Choice::Admitted(target, qos, storable, online),
+                    Admission::Admitted { qos, storable } => {
+                        return Choice::Admitted(target, qos, storable);
+                    }
                     Admission::Passed => {}
                     Admission::Dropped => offline_only = true,
                     Admission::Full { room_seq } => {
@@ -455,7 +435,7 @@ impl Router {
                 })
             });
             let (target, qos, storable) = match choice {
-                Choice::Admitted(target, qos, storable, _) => (target, qos, storable),
+                Choice::Admitted(target, qos, storable) => (target, qos, storable),
                 Choice::Full(target, _) => {
                     match self.admit_over_limit(&target, &ask(Presence::Any)) {
                         Some((qos, storable)) => (target, qos, storable),
@@ -536,11 +516,7 @@ impl Router {
         } else {
             slot.session.outbound.reserve(cost, qos, storable, online)
         };
-        let admitted = Admission::Admitted {
-            qos,
-            storable,
-            online,
-        };
+        let admitted = Admission::Admitted { qos, storable };
         match reserved {
             Ok(()) => admitted,
             Err(Refused::OfflineQoS0) => {
@@ -767,8 +743,6 @@ enum Admission {
         qos: QoS,
         /// Written to the store.
         storable: bool,
-        /// The session has a connection.
-        online: bool,
     },
     /// Not for this session (ended, not readable, or not of the presence asked for).
     Passed,
@@ -785,7 +759,7 @@ enum Admission {
 /// The member of a group a message goes to.
 enum Choice {
     /// This member took it.
-    Admitted(Target, QoS, bool, bool),
+    Admitted(Target, QoS, bool),
     /// No member took it; this connected member was the first found full, and these others
     /// (with their backlog generations) were full too.
     Full(Target, Vec<(Arc<SessionHandle>, u64)>),

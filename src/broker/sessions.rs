@@ -204,7 +204,7 @@ impl Broker {
                         "session taken over by a new connection"
                     );
                     old.kick(KickReason::TakenOver);
-                    if tokio::time::timeout(TAKEOVER_WAIT, old.gone.cancelled())
+                    if tokio::time::timeout(TAKEOVER_WAIT, old.gone())
                         .await
                         .is_err()
                     {

@@ -20,10 +20,10 @@ pub(crate) fn will_message(will: &Will, id: Option<MessageId>, now: Instant) -> 
     Message {
         id,
         topic: Arc::from(will.topic.as_str()),
-        payload: crate::session::owned_payload(will.payload.clone()),
+        payload: will.payload.clone(),
         qos: will.qos,
         retain: will.retain,
-        properties: crate::session::kept_properties(&will.properties),
+        properties: will.properties.clone(),
         expires_at: will
             .properties
             .message_expiry_interval

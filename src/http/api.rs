@@ -236,7 +236,7 @@ async fn kick(
             "disconnected through the admin API"
         );
         link.kick(KickReason::Admin);
-        let _ = tokio::time::timeout(KICK_WAIT, link.gone.cancelled()).await;
+        let _ = tokio::time::timeout(KICK_WAIT, link.gone()).await;
     }
     let mut ended = false;
     if q.end_session.unwrap_or(false) {

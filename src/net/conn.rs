@@ -120,7 +120,7 @@ pub(crate) enum CertIdentity {
 }
 
 /// A byte stream a connection runs over.
-pub(crate) trait Transport: AsyncRead + AsyncWrite + Unpin + Send {
+pub(crate) trait Transport: AsyncRead + AsyncWrite + Unpin + Send + Sync {
     /// Resolves when a read may make progress, so that an idle connection need not hold a read
     /// buffer while it waits. Streams that cannot tell (TLS, WebSocket) resolve at once.
     fn readable(&self) -> impl std::future::Future<Output = ()> + Send {
@@ -135,13 +135,17 @@ impl Transport for tokio::net::TcpStream {
     }
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin + Send> Transport for tokio_rustls::server::TlsStream<S> {}
+impl<S: AsyncRead + AsyncWrite + Unpin + Send + Sync> Transport
+    for tokio_rustls::server::TlsStream<S>
+{
+}
 
-impl<S: AsyncRead + AsyncWrite + Unpin + Send> Transport for super::ws::WsStream<S> {}
+impl<S: AsyncRead + AsyncWrite + Unpin + Send + Sync> Transport for super::ws::WsStream<S> {}
 
-/// Where the protocol core of a connection is.
+/// Where the protocol core of a connection is. Both states are boxed, so that the task of a
+/// connection holds a pointer, not the larger of the two.
 enum Phase {
-    Connecting(AwaitingConnect),
+    Connecting(Box<AwaitingConnect>),
     Connected(Box<Connected>),
     /// Between the two (or the CONNECT phase was cut short by shutdown).
     Gone,
@@ -177,19 +181,22 @@ struct Driver<S> {
 
 /// Serves one client connection to completion. `queue_full` is the listener's policy for
 /// PUBLISH packets that meet a full queue.
-pub(crate) async fn serve<S>(
+///
+/// Not an `async fn`: the future is built around the driver alone, so that it does not also
+/// keep the arguments it was made from for the life of the connection.
+pub(crate) fn serve<S>(
     broker: Arc<Broker>,
     stream: S,
     peer: SocketAddr,
     via: Via,
     identity: CertIdentity,
     queue_full: QueueFullPolicy,
-) where
+) -> impl std::future::Future<Output = ()> + Send
+where
     S: Transport,
 {
     let link = ConnLink::new(broker.next_connection_id());
-    let _gone = link.gone.clone().drop_guard();
-    let mut driver = Driver {
+    let driver = Driver {
         broker: Arc::clone(&broker),
         stream,
         peer,
@@ -201,9 +208,17 @@ pub(crate) async fn serve<S>(
         via,
         attached: None,
     };
-    let mut phase = Phase::Connecting(AwaitingConnect::new(broker, peer, queue_full));
+    let phase = Phase::Connecting(Box::new(AwaitingConnect::new(broker, peer, queue_full)));
+    drive(driver, phase)
+}
+
+/// Runs a connection from its CONNECT to its end. The driver and the phase are used where
+/// they are (arguments of the future), not moved into further locals.
+async fn drive<S: Transport>(mut driver: Driver<S>, mut phase: Phase) {
+    let _gone = driver.link.gone_guard();
     let close = driver.run(&mut phase).await;
-    driver.finish(phase, close).await;
+    // Boxed like the CONNECT phase: short-lived, and not part of every idle task's future.
+    Box::pin(driver.finish(phase, close)).await;
 }
 
 impl<S: Transport> Driver<S> {
@@ -223,17 +238,22 @@ impl<S: Transport> Driver<S> {
             Err(close) => return close,
         };
         self.log_connected(&a);
-        let Phase::Connecting(awaiting) = std::mem::replace(phase, Phase::Gone) else {
-            return Close::Io;
+        let now = self.broker.clock.now();
+        let core = {
+            // In a block, so that the boxes of the CONNECT phase are freed at its end, not
+            // kept for the life of the connection.
+            let Phase::Connecting(awaiting) = std::mem::replace(phase, Phase::Gone) else {
+                return Close::Io;
+            };
+            let Accepted {
+                connect,
+                plan,
+                session,
+                present,
+                username,
+            } = a;
+            awaiting.accept(*connect, plan, session, present, username, now)
         };
-        let core = awaiting.accept(
-            *a.connect,
-            a.plan,
-            a.session,
-            a.present,
-            a.username,
-            self.broker.clock.now(),
-        );
         *phase = Phase::Connected(Box::new(core));
         let Phase::Connected(core) = phase else {
             return Close::Io;
@@ -266,17 +286,19 @@ impl<S: Transport> Driver<S> {
         let owner = slot.conn.as_ref().is_some_and(|c| c.id == self.link.id);
         let info = owner.then(|| crate::broker::ClientInfo {
             peer: self.peer,
-            listener: self.via.to_string(),
+            listener: self.via,
             protocol,
             username: a.username.clone(),
             keep_alive: a.plan.keep_alive,
             connected_at: crate::store::record::unix_secs(self.broker.clock.wall()),
-            will: c.will.as_ref().map(|w| crate::broker::WillInfo {
-                topic: w.topic.clone(),
-                qos: w.qos as u8,
-                retain: w.retain,
-                delay_interval: w.delay_interval,
-                payload_bytes: w.payload.len(),
+            will: c.will.as_ref().map(|w| {
+                Box::new(crate::broker::WillInfo {
+                    topic: w.topic.clone(),
+                    qos: w.qos as u8,
+                    retain: w.retain,
+                    delay_interval: w.delay_interval,
+                    payload_bytes: w.payload.len(),
+                })
             }),
         });
         if owner {
@@ -486,16 +508,22 @@ impl<S: Transport> Driver<S> {
         let clock = self.broker.clock.clone();
         let link = self.link.clone();
         let shutdown = self.broker.shutdown.clone();
+        // What waits on the store or on a slow client is boxed, so that the task of an idle
+        // connection (most of them) keeps only the small state of the wait below.
         loop {
             core.handle_input(&mut self.rbuf, clock.now())?;
             if let Some(request) = core.poll_load() {
                 Metrics::inc(&self.broker.metrics.store_reads);
-                let read = self.read_backlog(core, request).await;
+                let read = Box::pin(Self::read_backlog(&self.broker, &session, request)).await;
                 core.loaded(request, read)?;
             }
             core.poll_transmit(clock.now());
-            self.settle(core).await?;
-            self.flush(core).await?;
+            if let Some(commit) = core.poll_commit() {
+                Box::pin(self.commit(core, commit)).await?;
+            }
+            if core.output().is_some() {
+                Box::pin(self.flush(core)).await?;
+            }
             let more_to_send = core.more_to_send();
             let idle = self.rbuf.is_empty() && self.read_size == MIN_READ;
             if self.rbuf.is_empty() && (idle || self.rbuf.capacity() > 2 * MAX_READ) {
@@ -511,11 +539,22 @@ impl<S: Transport> Driver<S> {
                 return Err(Close::PausedWithAcksUnread);
             }
             let paused = core.paused_on_any();
+            let is_paused = !paused.is_empty();
+            let room = is_paused.then(|| {
+                // Room in any of them. The retry period (real time, a safety net) covers room
+                // made where nobody notifies: the store freeing bytes, a failed commit.
+                Box::pin(async move {
+                    let waits = paused
+                        .iter()
+                        .map(|(full, seen)| Box::pin(full.room_since(*seen)));
+                    let _ = timeout(PAUSE_RETRY, futures_util::future::select_all(waits)).await;
+                })
+            });
             let reading = core.wants_read();
             let timer = core.poll_timeout();
             tokio::select! {
                 biased;
-                _ = link.kick.cancelled() => {
+                _ = link.kicked() => {
                     return Err(Close::Kicked(link.kick_reason().unwrap_or(KickReason::Shutdown)));
                 }
                 _ = shutdown.cancelled() => return Err(Close::Kicked(KickReason::Shutdown)),
@@ -523,11 +562,10 @@ impl<S: Transport> Driver<S> {
                     core.handle_timeout(clock.now())?;
                 }
                 _ = async {
-                    // Room in any of them. The retry period (real time, a safety net) covers
-                    // room made where nobody notifies: the store freeing bytes, a failed commit.
-                    let waits = paused.iter().map(|(full, seen)| Box::pin(full.room_since(*seen)));
-                    let _ = timeout(PAUSE_RETRY, futures_util::future::select_all(waits)).await;
-                }, if !paused.is_empty() => {}
+                    if let Some(room) = room {
+                        room.await;
+                    }
+                }, if is_paused => {}
                 read = async {
                     if idle {
                         self.stream.readable().await;
@@ -549,12 +587,11 @@ impl<S: Transport> Driver<S> {
 
     /// Reads a window of the session's backlog from the store (`None` on failure, logged).
     async fn read_backlog(
-        &self,
-        core: &Connected,
+        broker: &Broker,
+        session: &crate::broker::SessionHandle,
         request: crate::session::LoadRequest,
     ) -> Option<Vec<crate::session::Delivery>> {
-        let store = self.broker.store.as_ref()?;
-        let session = core.session();
+        let store = broker.store.as_ref()?;
         match store.read_queue(session.store_key(), request).await {
             Ok(read) => Some(read),
             Err(e) => {
@@ -567,9 +604,18 @@ impl<S: Transport> Driver<S> {
     /// Commits what the core asks for, waits for the other connections' commits its
     /// deliveries depend on, and reports back.
     async fn settle(&mut self, core: &mut Connected) -> Result<(), Close> {
-        let Some(commit) = core.poll_commit() else {
-            return Ok(());
-        };
+        match core.poll_commit() {
+            Some(commit) => self.commit(core, commit).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Carries out `commit` (from [`Connected::poll_commit`]), see [`Driver::settle`].
+    async fn commit(
+        &mut self,
+        core: &mut Connected,
+        commit: protocol::Commit,
+    ) -> Result<(), Close> {
         let ok = if commit.must_wait {
             self.broker.commit(commit.ops).await
         } else {
@@ -629,7 +675,7 @@ impl<S: Transport> Driver<S> {
                     }
                     _ => Err(Close::Io),
                 },
-                _ = link.kick.cancelled() => {
+                _ = link.kicked() => {
                     Err(Close::Kicked(link.kick_reason().unwrap_or(KickReason::Shutdown)))
                 }
                 _ = shutdown.cancelled() => Err(Close::Kicked(KickReason::Shutdown)),
@@ -643,7 +689,7 @@ impl<S: Transport> Driver<S> {
         // TLS and WebSocket streams may hold written bytes until flushed.
         let flushed = tokio::select! {
             flushed = self.stream.flush() => flushed.map_err(|_| Close::Io),
-            _ = link.kick.cancelled() => {
+            _ = link.kicked() => {
                 Err(Close::Kicked(link.kick_reason().unwrap_or(KickReason::Shutdown)))
             }
             _ = shutdown.cancelled() => Err(Close::Kicked(KickReason::Shutdown)),
@@ -691,7 +737,7 @@ impl<S: Transport> Driver<S> {
                 core.output().map(std::mem::take).unwrap_or_default()
             }
         };
-        self.link.gone.cancel();
+        self.link.set_gone();
         if !out.is_empty() && !self.torn {
             let total = out.len() as u64;
             let written = timeout(CLOSE_GRACE, async {
@@ -728,5 +774,45 @@ async fn sleep_until(clock: &Clock, deadline: Option<Instant>) {
     match deadline {
         Some(deadline) => clock.sleep_until(deadline).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An idle connection holds its task's future, its protocol core and its session: each
+    /// stays small (a hundred thousand idle connections hold a hundred thousand of each).
+    #[tokio::test]
+    async fn an_idle_connection_holds_little() {
+        let config = crate::config::Config::default();
+        let access = crate::broker::AccessControl::load(&config).expect("no files");
+        let broker = Broker::new(config, None, access);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("address");
+        let _client = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let (stream, peer) = listener.accept().await.expect("accept");
+        let via = Via {
+            kind: ListenerKind::Tcp,
+            addr,
+        };
+        let task = serve(
+            broker,
+            stream,
+            peer,
+            via,
+            CertIdentity::NotUsed,
+            QueueFullPolicy::Backpressure,
+        );
+        let future = std::mem::size_of_val(&task);
+        let core = std::mem::size_of::<Connected>();
+        let session = std::mem::size_of::<crate::broker::SessionHandle>();
+        eprintln!("connection future {future} B, core {core} B, session {session} B");
+        // Debug builds lay futures out less tightly than release builds.
+        assert!(future <= 2048, "connection future: {future} bytes");
+        assert!(core <= 512, "protocol core: {core} bytes");
+        assert!(session <= 800, "session: {session} bytes");
     }
 }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::task::TaskTracker;
@@ -253,13 +254,13 @@ pub(crate) async fn accept_loop(broker: Arc<Broker>, listener: Listener, tasks: 
                 if let Err(e) = stream.set_nodelay(true) {
                     debug!(%peer, error = %e, "TCP_NODELAY not set");
                 }
-                let broker = Arc::clone(&broker);
-                let listener = Arc::clone(&listener);
-                tasks.spawn(async move {
-                    handshake_and_serve(&broker, &listener, stream, peer).await;
+                // A combinator, not an `async` block around it: awaiting the connection's future
+                // in a block would keep a second copy of its size in the task.
+                let connection = connection(&broker, &listener, stream, peer).map(move |()| {
                     drop(open);
                     drop(from_address);
                 });
+                tasks.spawn(connection);
             }
             Err(e) => {
                 // Typically out of file descriptors: back off (in real time) instead of spinning.
@@ -301,23 +302,35 @@ fn via(listener: &Listener) -> Via {
     }
 }
 
-async fn handshake_and_serve(
+/// The work of one accepted connection. Plain TCP, the common case, is the connection's own
+/// future, with nothing around it; TLS and WebSocket handshake state is large and lives on the
+/// heap, not in every task.
+fn connection(
     broker: &Arc<Broker>,
-    listener: &Listener,
+    listener: &Arc<Listener>,
     stream: TcpStream,
     peer: SocketAddr,
-) {
-    let policy = listener
-        .config
-        .queue_full
-        .unwrap_or(broker.config.queue_full);
+) -> impl std::future::Future<Output = ()> + Send + 'static {
     if listener.config.kind == ListenerKind::Tcp {
-        // The common case stays small: no handshake state in this task's future.
+        let policy = listener
+            .config
+            .queue_full
+            .unwrap_or(broker.config.queue_full);
         let via = via(listener);
-        return serve(broker, stream, peer, via, CertIdentity::NotUsed, policy).await;
+        let plain = conn::serve(
+            Arc::clone(broker),
+            stream,
+            peer,
+            via,
+            CertIdentity::NotUsed,
+            policy,
+        );
+        return futures_util::future::Either::Left(plain);
     }
-    // TLS and WebSocket state is large; it lives on the heap, not in every task's future.
-    Box::pin(handshake_then_serve(broker, listener, stream, peer)).await;
+    let (broker, listener) = (Arc::clone(broker), Arc::clone(listener));
+    futures_util::future::Either::Right(Box::pin(async move {
+        handshake_then_serve(&broker, &listener, stream, peer).await;
+    }))
 }
 
 async fn handshake_then_serve(

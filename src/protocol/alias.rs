@@ -23,17 +23,22 @@ const MAX_INBOUND_ALIAS_BYTES: usize = 256 * 1024;
 pub(super) struct InboundAliases {
     /// Our Topic Alias Maximum.
     max: u16,
-    topics: HashMap<u16, Arc<str>>,
+    /// Allocated with the first alias set (most connections never set one).
+    topics: Option<Box<InboundTopics>>,
     /// Bytes of the topics held.
     bytes: usize,
 }
+
+/// The topic of each alias set.
+#[derive(Debug, Default)]
+struct InboundTopics(HashMap<u16, Arc<str>>);
 
 impl InboundAliases {
     /// Aliases up to `max` (0: none allowed).
     pub(super) fn new(max: u16) -> InboundAliases {
         InboundAliases {
             max,
-            topics: HashMap::new(),
+            topics: None,
             bytes: 0,
         }
     }
@@ -48,14 +53,16 @@ impl InboundAliases {
             });
         }
         if topic.is_empty() {
-            return self.topics.get(&alias).cloned().ok_or(Close::Violation {
+            let known = self.topics.as_ref().and_then(|t| t.0.get(&alias));
+            return known.cloned().ok_or(Close::Violation {
                 reason: ReasonCode::PROTOCOL_ERROR,
                 why: "topic alias used before it was set",
             });
         }
         let topic: Arc<str> = Arc::from(topic);
         self.bytes += topic.len();
-        if let Some(old) = self.topics.insert(alias, Arc::clone(&topic)) {
+        let topics = self.topics.get_or_insert_with(Default::default);
+        if let Some(old) = topics.0.insert(alias, Arc::clone(&topic)) {
             self.bytes -= old.len();
         }
         if self.bytes > MAX_INBOUND_ALIAS_BYTES {
@@ -89,6 +96,13 @@ pub(super) enum Alias {
 pub(super) struct OutboundAliases {
     /// The client's Topic Alias Maximum (capped at [`MAX_OUTBOUND_ALIASES`]).
     max: u16,
+    /// Allocated with the first alias given (most connections are never given one).
+    known: Option<Box<KnownAliases>>,
+}
+
+/// The aliases given so far.
+#[derive(Debug, Default)]
+struct KnownAliases {
     /// Topic to alias and when it was last used.
     by_topic: HashMap<Arc<str>, (u16, u64)>,
     /// Alias to topic (index = alias - 1).
@@ -113,13 +127,16 @@ impl OutboundAliases {
         if self.max == 0 {
             return Alias::None;
         }
-        if let Some(&(alias, _)) = self.by_topic.get(topic) {
+        let Some(known) = &self.known else {
+            return Alias::New(1);
+        };
+        if let Some(&(alias, _)) = known.by_topic.get(topic) {
             return Alias::Known(alias);
         }
-        if self.by_alias.len() < usize::from(self.max) {
-            return Alias::New(self.by_alias.len() as u16 + 1);
+        if known.by_alias.len() < usize::from(self.max) {
+            return Alias::New(known.by_alias.len() as u16 + 1);
         }
-        let oldest = self
+        let oldest = known
             .by_topic
             .values()
             .min_by_key(|(_, used)| *used)
@@ -129,23 +146,27 @@ impl OutboundAliases {
 
     /// Records that `topic` went out as `alias` chose.
     pub(super) fn sent(&mut self, topic: &Arc<str>, alias: Alias) {
-        self.tick += 1;
+        if alias == Alias::None {
+            return;
+        }
+        let known = self.known.get_or_insert_with(Default::default);
+        known.tick += 1;
         match alias {
             Alias::None => {}
             Alias::Known(a) => {
-                if let Some(entry) = self.by_topic.get_mut(topic) {
-                    *entry = (a, self.tick);
+                if let Some(entry) = known.by_topic.get_mut(topic) {
+                    *entry = (a, known.tick);
                 }
             }
             Alias::New(a) => {
                 let i = usize::from(a - 1);
-                if i < self.by_alias.len() {
-                    let old = std::mem::replace(&mut self.by_alias[i], Arc::clone(topic));
-                    self.by_topic.remove(&old);
+                if i < known.by_alias.len() {
+                    let old = std::mem::replace(&mut known.by_alias[i], Arc::clone(topic));
+                    known.by_topic.remove(&old);
                 } else {
-                    self.by_alias.push(Arc::clone(topic));
+                    known.by_alias.push(Arc::clone(topic));
                 }
-                self.by_topic.insert(Arc::clone(topic), (a, self.tick));
+                known.by_topic.insert(Arc::clone(topic), (a, known.tick));
             }
         }
     }

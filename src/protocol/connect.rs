@@ -226,7 +226,14 @@ impl AwaitingConnect {
         let access = &self.broker.access;
         let acl = access.client_acl(username.as_deref(), client_id);
         let acl_generation = access.generation();
-        let mut will = connect.will;
+        let mut will = connect.will.map(|mut will| {
+            // Kept for the whole connection (and a will delay after it), the CONNECT's read
+            // buffer is not.
+            will.payload =
+                crate::session::kept_payload(std::mem::take(&mut will.payload), usize::MAX);
+            crate::session::kept_properties(&mut will.properties);
+            Box::new(will)
+        });
         if let (Some(acl), Some(w)) = (&acl, &will)
             && !acl.check(&w.topic, Access::Write)
         {

@@ -92,7 +92,8 @@ pub(crate) struct Connected {
     peer: SocketAddr,
     session: Arc<SessionHandle>,
     version: Version,
-    will: Option<Will>,
+    /// Boxed: most clients leave none, and a connection lives long.
+    will: Option<Box<Will>>,
     /// The client's Maximum Packet Size (MQTT 5.0).
     max_packet_out: Option<u32>,
     /// Session expiry requested in CONNECT (a DISCONNECT may not raise it from 0).
@@ -135,7 +136,7 @@ pub(crate) struct Connected {
     /// The write budget ran out with deliveries still queued.
     more_to_send: bool,
     /// A PUBLISH paused by a full queue (3.1.1 back-pressure).
-    stall: Option<publish::Stall>,
+    stall: Option<Box<publish::Stall>>,
     /// Packets read while paused that must wait for the paused PUBLISH, in order.
     held: VecDeque<Packet>,
     /// About the memory `held` takes (see `held_size`).
@@ -192,6 +193,8 @@ impl Connected {
         // Counted however this returns (a DISCONNECT or an error ends it early).
         let mut counted = PacketCount(&broker.metrics.packets_received, 0);
         let mut handled = 0;
+        // The packets decoded below are slices of this buffer.
+        let buffer = input.capacity();
         while self.stall.is_none() {
             let Some(packet) = self.held.pop_front() else {
                 break;
@@ -204,6 +207,12 @@ impl Connected {
                 break;
             }
             let packet = match self.decoder.decode(input) {
+                Ok(Some(Packet::Publish(mut publish))) => {
+                    // Kept beyond this read (queued, retained, held): not as a slice that
+                    // keeps the whole read buffer alive.
+                    publish::detach_from_buffer(&mut publish, buffer);
+                    Packet::Publish(publish)
+                }
                 Ok(Some(packet)) => packet,
                 Ok(None) => break,
                 Err(e) => {
@@ -444,7 +453,11 @@ impl Connected {
         );
         Ending {
             session: Arc::clone(&self.session),
-            will: if publish_will { self.will.take() } else { None },
+            will: if publish_will {
+                self.will.take().map(|w| *w)
+            } else {
+                None
+            },
         }
     }
 

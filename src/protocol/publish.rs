@@ -9,7 +9,7 @@ use tracing::debug;
 use crate::auth::Access;
 use crate::broker::{Metrics, Routed, SessionHandle};
 use crate::codec::{AckKind, Publish, QoS, ReasonCode, Version};
-use crate::session::{Message, Qos2Publish};
+use crate::session::{Message, Qos2Publish, kept_payload, kept_properties};
 use crate::store::Op;
 
 use super::{Close, Connected};
@@ -29,6 +29,14 @@ pub(super) struct Stall {
     /// Other sessions whose room would let it through too (members of a Shared
     /// Subscription group), with their generations.
     pub(super) also: Vec<(Arc<SessionHandle>, u64)>,
+}
+
+/// Makes a PUBLISH decoded from a read buffer of `buffer` bytes hold its own bytes (see
+/// [`kept_payload`]): whatever it becomes (a queued, in-flight or retained message, a packet
+/// held behind a paused one) then keeps no more of the buffer than it needs.
+pub(super) fn detach_from_buffer(publish: &mut Publish, buffer: usize) {
+    publish.payload = kept_payload(std::mem::take(&mut publish.payload), buffer);
+    kept_properties(&mut publish.properties);
 }
 
 impl Connected {
@@ -129,13 +137,13 @@ impl Connected {
                     Metrics::inc(&metrics.backpressure_pauses);
                     metrics.log_queue_full(&session.client_id, 0, 0, 1);
                 }
-                self.stall = Some(Stall {
+                self.stall = Some(Box::new(Stall {
                     message,
                     packet_id,
                     session,
                     room_seq,
                     also,
-                });
+                }));
                 return Ok(());
             }
         };

@@ -22,7 +22,8 @@ pub(crate) struct Message {
     pub id: Option<MessageId>,
     /// Topic name.
     pub topic: Arc<str>,
-    /// Payload, shared without copying.
+    /// Payload: its own bytes, or a large slice of the read buffer it arrived in (see
+    /// [`kept_payload`]), shared by every session it is delivered to.
     pub payload: Bytes,
     /// QoS it was published with.
     pub qos: QoS,
@@ -34,47 +35,33 @@ pub(crate) struct Message {
     pub expires_at: Option<Instant>,
 }
 
-/// Payloads up to this size are copied out of the connection's read buffer when a message is
-/// kept; larger ones are kept as a slice of it (the buffer is then mostly that payload).
-pub(super) const COPY_PAYLOAD_BELOW: usize = 64 * 1024;
+/// A payload smaller than this is always copied out of the read buffer it was decoded from.
+pub(crate) const SHARE_PAYLOAD_FROM: usize = 64 * 1024;
 
-/// A payload fit to be kept: a small payload is copied, so that it does not hold on to the
-/// whole read buffer it was decoded from (and memory bounds in bytes mean what they say).
-pub(crate) fn owned_payload(payload: Bytes) -> Bytes {
-    if payload.len() < COPY_PAYLOAD_BELOW {
-        Bytes::copy_from_slice(&payload)
-    } else {
+/// A payload fit to be kept beyond the read it arrived in (queued, in flight, retained, held
+/// behind a paused PUBLISH): copied out of its read buffer of `buffer` bytes, so that it does
+/// not keep the whole buffer alive, unless it is large and at least half of that buffer (then
+/// sharing it costs at most as much again as the payload, and saves copying it). Memory
+/// bounds in bytes then mean what they say.
+pub(crate) fn kept_payload(payload: Bytes, buffer: usize) -> Bytes {
+    if payload.len() >= SHARE_PAYLOAD_FROM && payload.len().saturating_mul(2) >= buffer {
         payload
+    } else if payload.is_empty() {
+        Bytes::new()
+    } else {
+        Bytes::copy_from_slice(&payload)
     }
 }
 
 /// Message properties fit to be kept: the correlation data (the one binary property, a slice of
 /// the read buffer when decoded) is copied out.
-pub(crate) fn kept_properties(properties: &PublishProperties) -> PublishProperties {
-    PublishProperties {
-        correlation_data: properties
-            .correlation_data
-            .as_ref()
-            .map(|d| Bytes::copy_from_slice(d)),
-        ..properties.clone()
+pub(crate) fn kept_properties(properties: &mut PublishProperties) {
+    if let Some(data) = properties.correlation_data.take() {
+        properties.correlation_data = Some(Bytes::copy_from_slice(&data));
     }
 }
 
 impl Message {
-    /// This message, its payload copied out of the read buffer if it is small (see
-    /// [`owned_payload`]); the same `Arc` if there is nothing to gain.
-    pub(crate) fn to_kept(self: &Arc<Message>) -> Arc<Message> {
-        let copy_payload = !self.payload.is_empty() && self.payload.len() < COPY_PAYLOAD_BELOW;
-        if !copy_payload && self.properties.correlation_data.is_none() {
-            return Arc::clone(self);
-        }
-        Arc::new(Message {
-            payload: owned_payload(self.payload.clone()),
-            properties: kept_properties(&self.properties),
-            ..Message::clone(self)
-        })
-    }
-
     /// True if the message has a Message Expiry Interval that has passed at `now`.
     pub(crate) fn is_expired(&self, now: Instant) -> bool {
         self.expires_at.is_some_and(|at| at <= now)
@@ -204,16 +191,35 @@ mod tests {
 
     #[test]
     fn small_payloads_leave_the_read_buffer_behind() {
-        let buffer = Bytes::from(vec![1u8; 64 * 1024 + 100]);
+        let buffer = Bytes::from(vec![1u8; 4 * SHARE_PAYLOAD_FROM]);
         let small = buffer.slice(10..26);
-        let kept = owned_payload(small.clone());
+        let kept = kept_payload(small.clone(), buffer.len());
         assert_eq!(kept, small);
         assert_ne!(kept.as_ptr(), small.as_ptr(), "copied out of the buffer");
-        let large = buffer.slice(..COPY_PAYLOAD_BELOW);
+        // Large, but a small part of its buffer: copied too.
+        let quarter = buffer.slice(..SHARE_PAYLOAD_FROM);
+        let kept = kept_payload(quarter.clone(), buffer.len());
+        assert_eq!(kept, quarter);
+        assert_ne!(kept.as_ptr(), quarter.as_ptr());
+        // Large and most of its buffer: shared.
+        let most = buffer.slice(..2 * SHARE_PAYLOAD_FROM);
         assert_eq!(
-            owned_payload(large.clone()).as_ptr(),
-            large.as_ptr(),
+            kept_payload(most.clone(), buffer.len()).as_ptr(),
+            most.as_ptr(),
             "kept as is"
         );
+    }
+
+    #[test]
+    fn kept_properties_copy_the_correlation_data() {
+        let buffer = Bytes::from(vec![7u8; 1024]);
+        let mut properties = PublishProperties {
+            correlation_data: Some(buffer.slice(1..5)),
+            ..Default::default()
+        };
+        kept_properties(&mut properties);
+        let data = properties.correlation_data.expect("still there");
+        assert_eq!(&data[..], &buffer[1..5]);
+        assert_ne!(data.as_ptr(), buffer[1..].as_ptr());
     }
 }

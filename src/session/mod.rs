@@ -10,7 +10,7 @@ use std::collections::HashMap;
 
 pub(crate) use inbound::{Inbound, Qos2Publish};
 pub(crate) use message::{
-    CommitGate, Delivery, GateState, Message, MessageId, Seq, kept_properties, owned_payload,
+    CommitGate, Delivery, GateState, Message, MessageId, Seq, kept_payload, kept_properties,
 };
 pub(crate) use outbound::{
     AckOutcome, Inflight, InflightState, LoadRequest, Outbound, PacketId, Refused, Transmit,

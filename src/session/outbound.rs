@@ -114,15 +114,23 @@ struct Stored {
     lost: usize,
 }
 
+/// Retained messages owed to new subscriptions.
+#[derive(Debug, Default)]
+struct OwedRetained {
+    /// Their topics, in the order they are sent.
+    order: VecDeque<Arc<str>>,
+    /// The delivery waiting for each topic in `order` (one per topic).
+    waiting: HashMap<Arc<str>, Delivery>,
+}
+
 /// The outbound half of a session.
 #[derive(Debug)]
 pub(crate) struct Outbound {
     queue: VecDeque<Delivery>,
     inflight: VecDeque<Inflight>,
-    /// Retained messages owed to new subscriptions, sent before the queue as the window allows.
-    retained: VecDeque<Arc<str>>,
-    /// The delivery waiting for each topic in `retained` (one per topic).
-    retained_waiting: HashMap<Arc<str>, Delivery>,
+    /// Retained messages owed to new subscriptions, sent before the queue as the window allows
+    /// (allocated while there are any: a session spends most of its life without).
+    retained: Option<Box<OwedRetained>>,
     limits: QueueLimits,
     window: usize,
     next_id: PacketId,
@@ -146,8 +154,7 @@ impl Outbound {
         Outbound {
             queue: VecDeque::new(),
             inflight: VecDeque::new(),
-            retained: VecDeque::new(),
-            retained_waiting: HashMap::new(),
+            retained: None,
             limits,
             window: usize::from(window.max(1)),
             next_id: PacketId::MIN,
@@ -216,7 +223,7 @@ impl Outbound {
             memory_bytes: self.memory_bytes,
             stored_messages: self.stored.count,
             inflight: self.inflight.len(),
-            retained_pending: self.retained.len(),
+            retained_pending: self.retained.as_ref().map_or(0, |r| r.order.len()),
             peak_bytes: self.peak_bytes,
             peak_memory_bytes: self.peak_memory_bytes,
         }
@@ -374,7 +381,8 @@ impl Outbound {
     /// limits (the messages are shared with the retained index). Returns false if merged.
     pub(crate) fn push_retained(&mut self, delivery: Delivery) -> bool {
         let topic = Arc::clone(&delivery.message.topic);
-        if let Some(waiting) = self.retained_waiting.get_mut(&topic) {
+        let owed = self.retained.get_or_insert_with(Default::default);
+        if let Some(waiting) = owed.waiting.get_mut(&topic) {
             let qos = waiting.qos.max(delivery.qos);
             let mut ids = std::mem::take(&mut waiting.subscription_ids);
             for id in &delivery.subscription_ids {
@@ -389,8 +397,8 @@ impl Outbound {
             };
             return false;
         }
-        self.retained.push_back(Arc::clone(&topic));
-        self.retained_waiting.insert(topic, delivery);
+        owed.order.push_back(Arc::clone(&topic));
+        owed.waiting.insert(topic, delivery);
         true
     }
 
@@ -504,9 +512,11 @@ impl Outbound {
             });
         }
         loop {
-            let from_retained = !self.retained.is_empty();
-            let front = match self.retained.front() {
-                Some(topic) => self.retained_waiting.get(topic)?,
+            let owed = self.retained.as_deref();
+            let retained_front = owed.and_then(|r| r.order.front().map(|t| (r, t)));
+            let from_retained = retained_front.is_some();
+            let front = match retained_front {
+                Some((owed, topic)) => owed.waiting.get(topic)?,
                 None => self.queue.front()?,
             };
             match front.gate.as_ref().map(|g| g.state()) {
@@ -554,8 +564,13 @@ impl Outbound {
     /// that goes in flight is counted again there).
     fn pop(&mut self, from_retained: bool) -> Option<Delivery> {
         if from_retained {
-            let topic = self.retained.pop_front()?;
-            return self.retained_waiting.remove(&topic);
+            let owed = self.retained.as_mut()?;
+            let topic = owed.order.pop_front()?;
+            let delivery = owed.waiting.remove(&topic);
+            if owed.order.is_empty() {
+                self.retained = None;
+            }
+            return delivery;
         }
         let delivery = self.queue.pop_front()?;
         self.sub_memory(delivery_cost(&delivery));
@@ -653,8 +668,7 @@ impl Outbound {
         let n = self.queue.len() + self.inflight.len() + self.stored.count;
         self.queue.clear();
         self.inflight.clear();
-        self.retained.clear();
-        self.retained_waiting.clear();
+        self.retained = None;
         self.stored = Stored::default();
         self.memory_bytes = 0;
         self.resends = 0;

@@ -1,0 +1,261 @@
+#!/usr/bin/env python3
+"""Many idle MQTT connections: connect latency and broker memory per connection.
+
+For every run and broker, a fresh broker is started on a free loopback port and `loadgen conn`
+opens --n connections at --rate per second (TCP connect, CONNECT, CONNACK, then idle with a
+long keep alive), with source addresses spread over 127.0.0.2 .. 127.0.0.(K+1) so that the
+ephemeral ports of one address are not the limit. Connect latency is TCP connect to CONNACK,
+measured by the load generator (p50/p99/max). The broker's VmRSS is read before the first
+connection and while all of them are held; the difference divided by the connections held
+is the memory per idle connection. Brokers run interleaved, pinned to CPU 0 (the load
+generator to CPU 1), and are stopped by PID.
+
+    python3 examples/idle_conns.py                                 # 100k at 2000/s, roost + mosquitto
+    python3 examples/idle_conns.py --n 20000 --runs 3 --brokers roost
+    python3 examples/idle_conns.py --baseline-bin /path/to/older/roost   # adds roost-before
+
+The open-file limit is raised (soft and hard, within fs.nr_open) for this script and the
+processes it starts; beyond the current hard limit that needs CAP_SYS_RESOURCE, and without
+it --n is lowered to what the limit allows (said on stderr).
+Only the standard library is used.
+"""
+
+import argparse
+import json
+import math
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+from benchlib import LIVE, free_port, mem_kb, pin, stop, wait_listening
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+MOSQUITTO_CONF = """\
+listener {port} 127.0.0.1
+allow_anonymous true
+persistence false
+max_connections -1
+set_tcp_nodelay true
+log_dest stderr
+{log_types}
+"""
+
+
+def read_sysctl(name):
+    try:
+        with open("/proc/sys/" + name.replace(".", "/")) as f:
+            return f.read().split()
+    except OSError:
+        return []
+
+
+def raise_nofile(want):
+    """Raises RLIMIT_NOFILE (soft and hard) to `want`, capped by fs.nr_open."""
+    nr_open = read_sysctl("fs.nr_open")
+    cap = int(nr_open[0]) if nr_open else want
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = min(want, cap)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, max(hard, target)))
+    except (ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)
+
+
+def broker_cmd(name, binary, port, work, args):
+    if name.startswith("roost"):
+        level = "warn" if args.quiet_logs else "info"
+        return [binary, "--port", str(port), "--bind", "127.0.0.1", "--log-level", level,
+                "--data-dir", os.path.join(work, "data")]
+    log_types = "log_type error\nlog_type warning" if args.quiet_logs else "log_type all"
+    conf = os.path.join(work, "mosquitto.conf")
+    with open(conf, "w") as f:
+        f.write(MOSQUITTO_CONF.format(port=port, log_types=log_types))
+    return [binary, "-c", conf]
+
+
+def run_one(name, binary, args, run_idx):
+    work = tempfile.mkdtemp(prefix=f"idle-{name}-")
+    port = free_port()
+    log = open(os.path.join(work, "broker.log"), "w")
+    cmd = pin(0, args.pin) + broker_cmd(name, binary, port, work, args)
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=work)
+    LIVE[proc.pid] = proc
+    result = {"broker": name, "run": run_idx}
+    try:
+        if not wait_listening(port, proc):
+            result["error"] = f"broker did not start (see {work}/broker.log)"
+            return result
+        time.sleep(0.5)
+        result["rss_before_kb"] = mem_kb(proc.pid)[0]
+        lg = pin(1, args.pin) + [args.loadgen, "--port", str(port), "--label", name,
+                                 "--max-secs", str(args.max_secs), "conn", "--n", str(args.n),
+                                 "--rate", str(args.rate), "--hold", str(args.hold),
+                                 "--concurrency", str(args.concurrency),
+                                 "--sources", str(args.sources)]
+        lg_proc = subprocess.Popen(lg, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                   text=True)
+        held_rss = []
+
+        def read_stderr():
+            for line in lg_proc.stderr:
+                if args.verbose:
+                    print("   ", line.rstrip(), file=sys.stderr)
+                if "holding" in line:
+                    # Settled: every CONNACK is in; sample twice, keep the later one.
+                    time.sleep(min(2.0, args.hold / 2))
+                    if proc.poll() is None:
+                        held_rss.append(mem_kb(proc.pid)[0])
+        reader = threading.Thread(target=read_stderr, daemon=True)
+        reader.start()
+        killer = threading.Timer(args.max_secs + 60, lg_proc.kill)
+        killer.start()
+        out = lg_proc.stdout.read()
+        lg_proc.wait()
+        killer.cancel()
+        reader.join(timeout=10)
+        if proc.poll() is not None:
+            result["error"] = f"broker exited with {proc.returncode} (see {work}/broker.log)"
+            return result
+        lines = [line for line in out.splitlines() if line.startswith("{")]
+        if not lines:
+            result["error"] = f"no result from loadgen (exit {lg_proc.returncode})"
+            return result
+        result["loadgen"] = json.loads(lines[-1])
+        if held_rss:
+            result["rss_held_kb"] = held_rss[-1]
+        return result
+    finally:
+        stop(proc)
+        log.close()
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def summary(results):
+    ok = [r for r in results if "loadgen" in r and "rss_held_kb" in r]
+    if not ok:
+        return None
+
+    def med(f):
+        return statistics.median(f(r) for r in ok)
+    held = med(lambda r: r["loadgen"]["held"] or r["loadgen"]["connected"])
+    return {
+        "runs": len(ok),
+        "held": held,
+        "failed": max(r["loadgen"]["failed"] for r in ok),
+        "rss_before_mb": med(lambda r: r["rss_before_kb"]) / 1024,
+        "rss_held_mb": med(lambda r: r["rss_held_kb"]) / 1024,
+        "kb_per_conn": med(lambda r: (r["rss_held_kb"] - r["rss_before_kb"])
+                           / max(1, r["loadgen"]["connected"])),
+        "p50": med(lambda r: r["loadgen"]["connect_p50_ms"]),
+        "p99": med(lambda r: r["loadgen"]["connect_p99_ms"]),
+        "max": med(lambda r: r["loadgen"]["connect_max_ms"]),
+        "p99_spread": (min(r["loadgen"]["connect_p99_ms"] for r in ok),
+                       max(r["loadgen"]["connect_p99_ms"] for r in ok)),
+    }
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--n", type=int, default=100_000, help="connections")
+    p.add_argument("--rate", type=float, default=2000, help="connects per second")
+    p.add_argument("--hold", type=float, default=5, help="seconds all are held")
+    p.add_argument("--concurrency", type=int, default=1000,
+                   help="unanswered CONNECTs at most")
+    p.add_argument("--sources", type=int, default=0,
+                   help="source addresses (0: enough for --n by the ephemeral port range)")
+    p.add_argument("--runs", type=int, default=1)
+    p.add_argument("--brokers", default="roost,mosquitto")
+    p.add_argument("--roost-bin", default=os.path.join(REPO, "target/release/roost"))
+    p.add_argument("--baseline-bin", help="another roost build, run as roost-before")
+    p.add_argument("--mosquitto-bin", default=shutil.which("mosquitto") or "/usr/sbin/mosquitto")
+    p.add_argument("--loadgen", default=os.path.join(REPO, "target/release/examples/loadgen"))
+    p.add_argument("--max-secs", type=int, default=0,
+                   help="bound on one loadgen run (0: from --n, --rate and --hold)")
+    p.add_argument("--default-logs", dest="quiet_logs", action="store_false",
+                   help="brokers log at their defaults (info / log_type all), not warnings only")
+    p.add_argument("--no-pin", dest="pin", action="store_false")
+    p.add_argument("--keep", action="store_true", help="keep the scratch directories")
+    p.add_argument("-v", "--verbose", action="store_true")
+    p.add_argument("--json", help="append raw results to this file")
+    args = p.parse_args()
+
+    ports = read_sysctl("net.ipv4.ip_local_port_range")
+    per_source = int(ports[1]) - int(ports[0]) + 1 if len(ports) == 2 else 28_000
+    if args.sources == 0:
+        args.sources = max(1, math.ceil(args.n * 1.25 / per_source))
+    if args.max_secs == 0:
+        args.max_secs = int(args.n / args.rate + args.hold + 60)
+    soft, hard = raise_nofile(2 * args.n + 10_000)
+    print(f"fs.nr_open {read_sysctl('fs.nr_open')}, fs.file-max {read_sysctl('fs.file-max')}, "
+          f"ip_local_port_range {ports}, somaxconn {read_sysctl('net.core.somaxconn')}; "
+          f"RLIMIT_NOFILE {soft}/{hard}; {args.sources} source addresses", file=sys.stderr)
+    if soft < args.n + 1000:
+        # Without CAP_SYS_RESOURCE the hard limit cannot be raised: measure what fits.
+        fit = (soft - 1000) // 1000 * 1000
+        if fit < 1000:
+            sys.exit(f"open-file limit {soft} is too low")
+        print(f"open-file limit {soft} (hard {hard}) allows no more than about {soft} "
+              f"connections per process: --n {args.n} lowered to {fit}", file=sys.stderr)
+        args.n = fit
+
+    brokers = []
+    for name in args.brokers.split(","):
+        if name == "roost":
+            brokers.append(("roost", args.roost_bin))
+        elif name == "mosquitto":
+            if os.path.exists(args.mosquitto_bin):
+                brokers.append(("mosquitto", args.mosquitto_bin))
+            else:
+                print("mosquitto not found (apt-get install -y mosquitto): skipped",
+                      file=sys.stderr)
+    if args.baseline_bin:
+        brokers.insert(1, ("roost-before", args.baseline_bin))
+    for _, binary in brokers:
+        if not os.path.exists(binary):
+            sys.exit(f"{binary} not found (cargo build --release --bin roost --example loadgen)")
+
+    results = {name: [] for name, _ in brokers}
+    for run_idx in range(args.runs):
+        for name, binary in brokers:
+            print(f"run {run_idx + 1}/{args.runs}: {name}", file=sys.stderr, flush=True)
+            r = run_one(name, binary, args, run_idx)
+            if "error" in r:
+                print(f"  {name}: {r['error']}", file=sys.stderr)
+            else:
+                lg = r["loadgen"]
+                print(f"  connected {lg['connected']:.0f} failed {lg['failed']:.0f} "
+                      f"p50 {lg['connect_p50_ms']:.2f} ms p99 {lg['connect_p99_ms']:.2f} ms "
+                      f"RSS {r['rss_before_kb'] / 1024:.1f} -> "
+                      f"{r.get('rss_held_kb', 0) / 1024:.1f} MiB", file=sys.stderr)
+            results[name].append(r)
+            if args.json:
+                with open(args.json, "a") as f:
+                    f.write(json.dumps(r) + "\n")
+
+    print(f"\n{args.n} idle connections at {args.rate:.0f}/s, {args.sources} source addresses, "
+          f"medians of {args.runs} run(s)\n")
+    print("| broker | held | failed | RSS before, MiB | RSS held, MiB | KB per connection "
+          "| connect p50, ms | p99, ms | max, ms | p99 min-max, ms |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for name, _ in brokers:
+        s = summary(results[name])
+        if s is None:
+            print(f"| {name} | - | - | - | - | - | - | - | - | - |")
+            continue
+        lo, hi = s["p99_spread"]
+        print(f"| {name} | {s['held']:,.0f} | {s['failed']:.0f} | {s['rss_before_mb']:.1f} | "
+              f"{s['rss_held_mb']:.1f} | {s['kb_per_conn']:.2f} | {s['p50']:.2f} | "
+              f"{s['p99']:.2f} | {s['max']:.1f} | {lo:.2f}-{hi:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
