@@ -146,7 +146,11 @@ pub fn repair(data_dir: &Path) -> Result<RepairReport, StoreError> {
     }
     let fresh = data_dir.join(format!("{DB_FILE}.repaired"));
     let _ = std::fs::remove_file(&fresh);
-    write_store(&fresh, &records).map_err(|e| io_error(&fresh, e))?;
+    let written = write_store(&fresh, &records).and_then(|()| same_owner_and_mode(&path, &fresh));
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&fresh);
+        return Err(io_error(&fresh, e));
+    }
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
@@ -167,6 +171,19 @@ fn io_error(path: &Path, source: std::io::Error) -> StoreError {
         path: path.to_path_buf(),
         source,
     }
+}
+
+/// Gives `copy` the owner and permissions of `original`, so that the broker's user can
+/// open the repaired file as it could the damaged one.
+fn same_owner_and_mode(original: &Path, copy: &Path) -> std::io::Result<()> {
+    let meta = std::fs::metadata(original)?;
+    std::fs::set_permissions(copy, meta.permissions())?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        std::os::unix::fs::chown(copy, Some(meta.uid()), Some(meta.gid()))?;
+    }
+    Ok(())
 }
 
 /// A private copy of the database file, removed when dropped.
@@ -194,9 +211,11 @@ impl WorkCopy {
             std::process::id(),
             rand::random::<u32>()
         ));
-        std::fs::copy(path, &copy).map_err(|e| io_error(&copy, e))?;
+        // Removed on every path, a failed copy included.
+        let work = WorkCopy { path: copy };
+        std::fs::copy(path, &work.path).map_err(|e| io_error(&work.path, e))?;
         drop(file);
-        Ok(WorkCopy { path: copy })
+        Ok(work)
     }
 }
 
