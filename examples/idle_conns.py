@@ -69,6 +69,11 @@ def raise_nofile(want):
     return resource.getrlimit(resource.RLIMIT_NOFILE)
 
 
+def niced(args):
+    """The command prefix for --nice (none at 0)."""
+    return ["nice", "-n", str(args.nice)] if args.nice else []
+
+
 def broker_cmd(name, binary, port, work, args):
     if name.startswith("roost"):
         level = "warn" if args.quiet_logs else "info"
@@ -85,7 +90,7 @@ def run_one(name, binary, args, run_idx):
     work = tempfile.mkdtemp(prefix=f"idle-{name}-")
     port = free_port()
     log = open(os.path.join(work, "broker.log"), "w")
-    cmd = pin(0, args.pin) + broker_cmd(name, binary, port, work, args)
+    cmd = niced(args) + pin(0, args.pin) + broker_cmd(name, binary, port, work, args)
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=work)
     LIVE[proc.pid] = proc
     result = {"broker": name, "run": run_idx}
@@ -95,7 +100,7 @@ def run_one(name, binary, args, run_idx):
             return result
         time.sleep(0.5)
         result["rss_before_kb"] = mem_kb(proc.pid)[0]
-        lg = pin(1, args.pin) + [args.loadgen, "--port", str(port), "--label", name,
+        lg = niced(args) + pin(1, args.pin) + [args.loadgen, "--port", str(port), "--label", name,
                                  "--max-secs", str(args.max_secs), "conn", "--n", str(args.n),
                                  "--rate", str(args.rate), "--hold", str(args.hold),
                                  "--concurrency", str(args.concurrency),
@@ -168,10 +173,11 @@ def main():
     p.add_argument("--n", type=int, default=100_000, help="connections")
     p.add_argument("--rate", type=float, default=2000, help="connects per second")
     p.add_argument("--hold", type=float, default=5, help="seconds all are held")
-    p.add_argument("--concurrency", type=int, default=1000,
+    p.add_argument("--concurrency", type=int, default=200,
                    help="unanswered CONNECTs at most")
-    p.add_argument("--sources", type=int, default=0,
-                   help="source addresses (0: enough for --n by the ephemeral port range)")
+    p.add_argument("--sources", type=int, default=None,
+                   help="source addresses to spread over (default: none while --n fits in the "
+                        "ephemeral port range, else enough for --n)")
     p.add_argument("--runs", type=int, default=1)
     p.add_argument("--brokers", default="roost,mosquitto")
     p.add_argument("--roost-bin", default=os.path.join(REPO, "target/release/roost"))
@@ -183,6 +189,9 @@ def main():
     p.add_argument("--default-logs", dest="quiet_logs", action="store_false",
                    help="brokers log at their defaults (info / log_type all), not warnings only")
     p.add_argument("--no-pin", dest="pin", action="store_false")
+    p.add_argument("--nice", type=int, default=0,
+                   help="run broker and load generator at this nice value (negative: ahead of "
+                        "other work on a shared machine; needs root)")
     p.add_argument("--keep", action="store_true", help="keep the scratch directories")
     p.add_argument("-v", "--verbose", action="store_true")
     p.add_argument("--json", help="append raw results to this file")
@@ -190,14 +199,12 @@ def main():
 
     ports = read_sysctl("net.ipv4.ip_local_port_range")
     per_source = int(ports[1]) - int(ports[0]) + 1 if len(ports) == 2 else 28_000
-    if args.sources == 0:
-        args.sources = max(1, math.ceil(args.n * 1.25 / per_source))
     if args.max_secs == 0:
         args.max_secs = int(args.n / args.rate + args.hold + 60)
     soft, hard = raise_nofile(2 * args.n + 10_000)
     print(f"fs.nr_open {read_sysctl('fs.nr_open')}, fs.file-max {read_sysctl('fs.file-max')}, "
           f"ip_local_port_range {ports}, somaxconn {read_sysctl('net.core.somaxconn')}; "
-          f"RLIMIT_NOFILE {soft}/{hard}; {args.sources} source addresses", file=sys.stderr)
+          f"RLIMIT_NOFILE {soft}/{hard}", file=sys.stderr)
     if soft < args.n + 1000:
         # Without CAP_SYS_RESOURCE the hard limit cannot be raised: measure what fits.
         fit = (soft - 1000) // 1000 * 1000
@@ -206,6 +213,12 @@ def main():
         print(f"open-file limit {soft} (hard {hard}) allows no more than about {soft} "
               f"connections per process: --n {args.n} lowered to {fit}", file=sys.stderr)
         args.n = fit
+    if args.sources is None:
+        # Binding a source address before connecting costs a port search per connection:
+        # only when one address's ephemeral ports are not enough.
+        needed = math.ceil(args.n * 1.25 / per_source)
+        args.sources = needed if needed > 1 else 0
+    print(f"{args.n} connections, {args.sources or 'no'} source addresses bound", file=sys.stderr)
 
     brokers = []
     for name in args.brokers.split(","):

@@ -36,6 +36,10 @@ impl Idle {
         }
         .map_err(|e| format!("socket: {e}"))?;
         if let Some(source) = self.source {
+            // Lets the port search of bind() pass over ports in TIME_WAIT.
+            socket
+                .set_reuseaddr(true)
+                .map_err(|e| format!("SO_REUSEADDR: {e}"))?;
             socket
                 .bind(SocketAddr::new(source, 0))
                 .map_err(|e| format!("bind {source}: {e}"))?;
@@ -173,6 +177,10 @@ pub async fn run(common: &Common, args: &ConnArgs) -> Result<(), String> {
                 return false;
             }
             let _ = stream.write_all(&[0xE0, 0x00]).await;
+            // Closed with a reset: no TIME_WAIT left behind to hold this side's ports for the
+            // next run. (Deprecated because a non-zero linger blocks on drop; zero does not.)
+            #[allow(deprecated)]
+            let _ = stream.set_linger(Some(Duration::ZERO));
             true
         }));
     }

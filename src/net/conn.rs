@@ -10,6 +10,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
+use futures_util::FutureExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::timeout;
 use tracing::{debug, info};
@@ -522,7 +523,12 @@ impl<S: Transport> Driver<S> {
                 Box::pin(self.commit(core, commit)).await?;
             }
             if core.output().is_some() {
-                Box::pin(self.flush(core)).await?;
+                // Most writes complete at once: tried in place first (a write is cancel safe,
+                // and what it wrote is gone from the buffer), boxed only if it has to wait.
+                match self.flush(core).now_or_never() {
+                    Some(flushed) => flushed?,
+                    None => Box::pin(self.flush(core)).await?,
+                }
             }
             let more_to_send = core.more_to_send();
             let idle = self.rbuf.is_empty() && self.read_size == MIN_READ;

@@ -120,6 +120,23 @@ impl Listener {
     }
 }
 
+/// Connections the kernel may hold for a listener before they are accepted (capped by
+/// `net.core.somaxconn`). A burst of connects larger than this has SYNs dropped and retried
+/// a second or more later; the default of the standard library and mio is 128.
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// A listening socket on `addr`, with address reuse as `TcpListener::bind` sets it and a
+/// backlog of [`LISTEN_BACKLOG`].
+fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 /// Binds the main TCP listener (`bind`:`port`) and every configured extra listener.
 pub(crate) async fn bind_all(config: &Config) -> Result<Vec<Listener>, ListenError> {
     let main = ListenerConfig::new(ListenerKind::Tcp, config.bind, config.port);
@@ -139,7 +156,7 @@ pub(crate) async fn bind_all(config: &Config) -> Result<Vec<Listener>, ListenErr
         };
         let addr = SocketAddr::new(l.bind, l.port);
         let bind_error = |source| ListenError::Bind { addr, source };
-        let tcp = TcpListener::bind(addr).await.map_err(bind_error)?;
+        let tcp = listen(addr).map_err(bind_error)?;
         let local_addr = tcp.local_addr().map_err(bind_error)?;
         info!(kind = ?l.kind, %local_addr, "listening");
         out.push(Listener {

@@ -36,6 +36,8 @@ pub(crate) struct Message {
 }
 
 /// A payload smaller than this is always copied out of the read buffer it was decoded from.
+/// Measured (BENCHMARKS.md): from 16 KiB up a copy costs nothing visible in throughput; below
+/// that it costs an allocation per message, the price of byte limits that hold.
 pub(crate) const SHARE_PAYLOAD_FROM: usize = 64 * 1024;
 
 /// A payload fit to be kept beyond the read it arrived in (queued, in flight, retained, held
