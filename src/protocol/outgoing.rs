@@ -268,7 +268,7 @@ impl Connected {
 fn explain(reason: ReasonCode) -> Option<&'static str> {
     Some(match reason {
         ReasonCode::QUOTA_EXCEEDED => {
-            "a subscriber's queue is full: nothing was queued, retry later"
+            "a subscriber's queue is full, or the store cannot take the message: nothing was queued, retry later"
         }
         ReasonCode::NOT_AUTHORIZED => "not authorized to publish to this topic",
         ReasonCode::PACKET_IDENTIFIER_NOT_FOUND => {

@@ -121,11 +121,16 @@ impl Connected {
                 also,
             } => {
                 let metrics = &broker.metrics;
+                // A store that cannot write refuses like a full queue; it logs its own
+                // failure, so the queue-full line is only for queues.
+                let queue_full = broker.store_healthy();
                 if self.version == Version::V5 {
                     // Refused whole: nothing was queued anywhere, the retained message is
                     // unchanged and a QoS 2 packet id is not kept (the flow ends here).
                     Metrics::inc(&metrics.rejected_quota_exceeded);
-                    metrics.log_queue_full(&session.client_id, 0, 1, 0);
+                    if queue_full {
+                        metrics.log_queue_full(&session.client_id, 0, 1, 0);
+                    }
                     let kind = match qos {
                         QoS::ExactlyOnce => AckKind::PubRec,
                         _ => AckKind::PubAck,
@@ -135,7 +140,9 @@ impl Connected {
                 if self.stall.is_none() {
                     // A first pause (a retry that meets a full queue again is not counted).
                     Metrics::inc(&metrics.backpressure_pauses);
-                    metrics.log_queue_full(&session.client_id, 0, 0, 1);
+                    if queue_full {
+                        metrics.log_queue_full(&session.client_id, 0, 0, 1);
+                    }
                 }
                 self.stall = Some(Box::new(Stall {
                     message,
