@@ -30,6 +30,9 @@ pub(crate) struct Pending {
     /// Other connections' pending commits that deliveries queued here depend on (retained
     /// messages sent on subscribe): the batch's output waits for them too.
     pub foreign_gates: Vec<Arc<CommitGate>>,
+    /// Copies of operations recording what memory has already done (see
+    /// [`Pending::push_done_in_memory`]): handed to the store again if the commit fails.
+    pub redo_on_failure: Vec<Op>,
 }
 
 impl Pending {
@@ -45,6 +48,15 @@ impl Pending {
     pub(crate) fn push(&mut self, op: Op) {
         self.ops.push(op);
         self.must_wait = true;
+    }
+
+    /// Adds an operation the output waits for that records a change memory has already made
+    /// (a subscriber's PUBREC: the delivery is released). Memory is not rolled back if the
+    /// commit fails, so the operation is then handed to the store again, without waiting,
+    /// for the store to catch up once it can write.
+    pub(crate) fn push_done_in_memory(&mut self, op: Op) {
+        self.redo_on_failure.push(op.clone());
+        self.push(op);
     }
 
     /// Adds an operation nothing waits for (e.g. deleting an acknowledged entry).

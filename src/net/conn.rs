@@ -623,28 +623,9 @@ impl<S: Transport> Driver<S> {
         commit: protocol::Commit,
     ) -> Result<(), Close> {
         let ok = if commit.must_wait {
-            // A PUBREC from the client is applied in memory before its commit (the PUBREL it
-            // releases waits for the commit). If the commit fails, the released state is
-            // handed to the store again without waiting, so that the store catches up with
-            // memory once it can write (a restart must not resend a PUBLISH the client
-            // released).
-            let released: Vec<crate::store::Op> = commit
-                .ops
-                .iter()
-                .filter(|op| {
-                    matches!(
-                        op,
-                        crate::store::Op::UpdateEntry {
-                            state: crate::store::EntryState::Released,
-                            ..
-                        }
-                    )
-                })
-                .cloned()
-                .collect();
             let ok = self.broker.commit(commit.ops).await;
-            if !ok && !released.is_empty() {
-                self.broker.submit(released);
+            if !ok {
+                self.broker.submit(commit.redo_on_failure);
             }
             ok
         } else {

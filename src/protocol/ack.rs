@@ -44,12 +44,14 @@ impl Connected {
             match ack.kind {
                 // PUBREL must not go out before the released state is durable, or a
                 // restart would resend the PUBLISH the client already released.
-                AckKind::PubRec if !failed && let Some(seq) = seq => p.push(Op::UpdateEntry {
-                    session,
-                    seq,
-                    state: EntryState::Released,
-                    packet_id: id,
-                }),
+                AckKind::PubRec if !failed && let Some(seq) = seq => {
+                    p.push_done_in_memory(Op::UpdateEntry {
+                        session,
+                        seq,
+                        state: EntryState::Released,
+                        packet_id: id,
+                    })
+                }
                 _ if let Some(seq) = seq => p.push_async(Op::DeleteEntry { session, seq }),
                 _ => {}
             }

@@ -73,6 +73,9 @@ pub(crate) struct Commit {
     /// Other connections' commits that deliveries queued here depend on (retained messages
     /// sent on subscribe): the driver waits for them after this commit, then transmits.
     pub foreign: Vec<Arc<CommitGate>>,
+    /// What the driver hands to the store again, without waiting, if the commit fails
+    /// (changes memory has already made; see [`Pending::push_done_in_memory`]).
+    pub redo_on_failure: Vec<Op>,
 }
 
 /// What ending a connection leaves for the broker to do.
@@ -385,6 +388,7 @@ impl Connected {
             ops: std::mem::take(&mut self.pending.ops),
             must_wait: std::mem::take(&mut self.pending.must_wait),
             foreign: std::mem::take(&mut self.pending.foreign_gates),
+            redo_on_failure: std::mem::take(&mut self.pending.redo_on_failure),
         };
         self.committing = Some(std::mem::take(&mut self.pending.incoming_added));
         Some(commit)
