@@ -135,6 +135,24 @@ async fn qos1_acknowledged_messages_survive_kill_9() {
     );
 }
 
+/// Connects a persistent session to the broker now running; a broker killed before its
+/// CONNACK is waited out until the next one reports its address.
+async fn connect_to_current(
+    addr: &mut watch::Receiver<SocketAddr>,
+    id: &str,
+) -> (RawClient, codec::ConnAck) {
+    loop {
+        let current = *addr.borrow_and_update();
+        if let Some(connected) = RawClient::try_connect(current, persistent(id)).await {
+            return connected;
+        }
+        tokio::time::timeout(WAIT, addr.changed())
+            .await
+            .expect("broker restarted in time")
+            .expect("address channel open");
+    }
+}
+
 /// A QoS 2 publisher that resumes its handshakes after every reconnect.
 async fn qos2_publisher(mut addr: watch::Receiver<SocketAddr>, total: u32, done: Arc<AtomicUsize>) {
     const WINDOW: usize = 20;
@@ -142,8 +160,7 @@ async fn qos2_publisher(mut addr: watch::Receiver<SocketAddr>, total: u32, done:
     let mut state = vec![0u8; total as usize];
     let mut next = 0usize;
     loop {
-        let current = *addr.borrow_and_update();
-        let (mut c, _) = RawClient::connect(current, persistent("qos2-pub")).await;
+        let (mut c, _) = connect_to_current(&mut addr, "qos2-pub").await;
         for (i, s) in state.iter().enumerate() {
             let id = i as u16 + 1;
             match s {
@@ -211,8 +228,7 @@ async fn qos2_subscriber(
     let mut awaiting_rel: HashSet<u16> = HashSet::new();
     let mut first = true;
     loop {
-        let current = *addr.borrow_and_update();
-        let (mut c, connack) = RawClient::connect(current, persistent("qos2-sub")).await;
+        let (mut c, connack) = connect_to_current(&mut addr, "qos2-sub").await;
         if first {
             c.send(&subscribe("crash/q2", QoS::ExactlyOnce)).await;
             assert!(matches!(c.recv().await, Some(Packet::SubAck(_))));

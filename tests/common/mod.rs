@@ -263,6 +263,27 @@ impl RawClient {
         }
     }
 
+    /// [`RawClient::connect`] to a broker that may go away meanwhile: `None` if the
+    /// connection is refused or closed before CONNACK.
+    #[allow(dead_code)]
+    pub async fn try_connect(
+        addr: SocketAddr,
+        connect: Connect,
+    ) -> Option<(RawClient, codec::ConnAck)> {
+        let stream = timeout(WAIT, TcpStream::connect(addr)).await.ok()?.ok()?;
+        let mut c = RawClient {
+            stream,
+            version: connect.version,
+            rbuf: BytesMut::new(),
+            decoder: Decoder::client(connect.version, 1 << 28),
+        };
+        c.send(&Packet::Connect(Box::new(connect))).await;
+        match c.recv().await? {
+            Packet::ConnAck(ack) => Some((c, ack)),
+            other => panic!("expected CONNACK, got {other:?}"),
+        }
+    }
+
     /// Encodes and writes one packet.
     pub async fn send(&mut self, packet: &Packet) {
         let mut buf = BytesMut::new();
