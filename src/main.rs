@@ -335,9 +335,12 @@ async fn run(config: Config) -> ExitCode {
             };
         }
     };
+    // The handlers are in place before systemd hears READY=1: a SIGHUP sent right after it
+    // must reload, not end the process by default action.
+    let signals = Signals::install();
     // Under systemd (Type=notify), the unit is active from here on.
     notify_systemd(&[sd_notify::NotifyState::Ready]);
-    wait_for_signal(&handle).await;
+    signals.wait(&handle).await;
     tracing::info!("shutting down");
     notify_systemd(&[sd_notify::NotifyState::Stopping]);
     handle.shutdown().await;
@@ -351,39 +354,61 @@ fn notify_systemd(states: &[sd_notify::NotifyState]) {
     }
 }
 
-/// Waits for Ctrl-C or SIGTERM; SIGHUP reloads the password and ACL files and the TLS
-/// certificates meanwhile.
-async fn wait_for_signal(handle: &roost::BrokerHandle) {
+/// The signals the running broker answers: Ctrl-C and SIGTERM stop it, SIGHUP reloads the
+/// password and ACL files and the TLS certificates.
+struct Signals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let (Ok(mut term), Ok(mut hup)) = (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::hangup()),
-        ) else {
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        };
-        loop {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => return,
-                _ = term.recv() => return,
-                _ = hup.recv() => {
-                    let mut reloading = vec![sd_notify::NotifyState::Reloading];
-                    reloading.extend(sd_notify::NotifyState::monotonic_usec_now().ok());
-                    notify_systemd(&reloading);
-                    tracing::info!("SIGHUP: reloading password and ACL files and TLS certificates");
-                    // Failures are logged inside; the previous files stay in force.
-                    let _ = handle.reload_auth();
-                    let _ = handle.reload_tls();
-                    notify_systemd(&[sd_notify::NotifyState::Ready]);
+    streams: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
+}
+
+impl Signals {
+    /// Installs the handlers; from here on these signals are queued, never fatal.
+    fn install() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let streams = match (
+                signal(SignalKind::terminate()),
+                signal(SignalKind::hangup()),
+            ) {
+                (Ok(term), Ok(hup)) => Some((term, hup)),
+                _ => None,
+            };
+            Signals { streams }
+        }
+        #[cfg(not(unix))]
+        Signals {}
+    }
+
+    /// Waits for Ctrl-C or SIGTERM, reloading on each SIGHUP meanwhile.
+    async fn wait(self, handle: &roost::BrokerHandle) {
+        #[cfg(unix)]
+        {
+            let Some((mut term, mut hup)) = self.streams else {
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            };
+            loop {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => return,
+                    _ = term.recv() => return,
+                    _ = hup.recv() => {
+                        let mut reloading = vec![sd_notify::NotifyState::Reloading];
+                        reloading.extend(sd_notify::NotifyState::monotonic_usec_now().ok());
+                        notify_systemd(&reloading);
+                        tracing::info!("SIGHUP: reloading password and ACL files and TLS certificates");
+                        // Failures are logged inside; the previous files stay in force.
+                        let _ = handle.reload_auth();
+                        let _ = handle.reload_tls();
+                        notify_systemd(&[sd_notify::NotifyState::Ready]);
+                    }
                 }
             }
         }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = handle;
-        let _ = tokio::signal::ctrl_c().await;
+        #[cfg(not(unix))]
+        {
+            let _ = handle;
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
