@@ -14,7 +14,12 @@ use serde::Deserialize;
 use crate::clock::Clock;
 use crate::store::Durability;
 
+mod bridge;
 mod mosquitto;
+
+pub use bridge::{
+    BridgeAddress, BridgeConfig, BridgeDirection, BridgeProtocol, BridgeTls, BridgeTopic,
+};
 pub use mosquitto::{MosquittoConf, looks_like_mosquitto, parse_mosquitto, resolve};
 
 /// Largest packet size MQTT can express (remaining length of 268,435,455 bytes plus header).
@@ -405,6 +410,8 @@ pub struct Config {
     pub allow_anonymous: Option<bool>,
     /// Most simultaneous connections; 0 = no limit.
     pub max_connections: usize,
+    /// Bridges to remote brokers.
+    pub bridges: Vec<BridgeConfig>,
     /// Time a TLS or WebSocket handshake may take.
     pub handshake_timeout: Duration,
     /// The clock of every protocol timer (will delay, session and message expiry, login
@@ -708,6 +715,7 @@ impl Default for Config {
             acl_file: None,
             allow_anonymous: None,
             max_connections: 0,
+            bridges: Vec::new(),
             handshake_timeout: Duration::from_secs(10),
             clock: Clock::system(),
         }
