@@ -29,6 +29,7 @@
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod auth;
+pub(crate) mod bridge;
 pub(crate) mod broker;
 pub mod clock;
 pub mod codec;
@@ -50,6 +51,7 @@ use tokio::task::JoinHandle;
 use tokio_util::task::TaskTracker;
 use tracing::info;
 
+pub use bridge::{BridgeInfo, BridgeState};
 use broker::Broker;
 pub use broker::metrics::MetricsSnapshot;
 pub use broker::shared::SharedSubscriptionInfo;
@@ -184,6 +186,7 @@ pub async fn start(config: Config) -> Result<BrokerHandle, StartError> {
     }
     tokio::spawn(broker::sys::run(Arc::clone(&broker)));
     let tasks = TaskTracker::new();
+    bridge::start(&broker, &tasks);
     let http_addr = http.as_ref().map(|(_, _, a)| *a);
     let http_task = http.map(|(config, listener, _)| {
         tokio::spawn(http::serve(Arc::clone(&broker), config, listener))
@@ -276,6 +279,16 @@ impl BrokerHandle {
     /// How many retained messages the broker holds.
     pub fn retained_count(&self) -> usize {
         self.broker.router.retained_count()
+    }
+
+    /// Every configured bridge: its link's state, queued and forwarded messages.
+    pub fn bridges(&self) -> Vec<BridgeInfo> {
+        self.broker
+            .bridges
+            .all()
+            .iter()
+            .map(|b| b.snapshot(&self.broker))
+            .collect()
     }
 
     /// A copy of the counters.

@@ -53,6 +53,8 @@ pub(crate) struct Broker {
     pub started: std::time::Instant,
     /// Authentication and authorization.
     pub access: AccessControl,
+    /// The status of each configured bridge.
+    pub bridges: crate::bridge::Bridges,
     /// Durable sessions are recorded (normally: there is a store).
     persistent: bool,
     me: Weak<Broker>,
@@ -81,9 +83,11 @@ impl Broker {
         access: AccessControl,
     ) -> Arc<Broker> {
         let clock = config.clock.clone();
+        let bridges = crate::bridge::Bridges::new(&config.bridges);
         Arc::new_cyclic(|me| Broker {
             persistent,
             access,
+            bridges,
             config,
             registry: Registry::default(),
             router: Router::new(clock.clone()),

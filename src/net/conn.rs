@@ -37,18 +37,28 @@ const DRAIN_BYTES: usize = 1024 * 1024;
 /// A paused PUBLISH is tried again at least this often, whatever woke or did not wake it.
 const PAUSE_RETRY: Duration = Duration::from_secs(1);
 
-/// The listener a connection came through, as its log lines name it (`tcp 127.0.0.1:1883`).
+/// Where a connection came from, as its log lines name it: a listener (`tcp
+/// 127.0.0.1:1883`) or a bridge of this broker (`bridge`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Via {
-    /// Transport.
-    pub kind: ListenerKind,
-    /// The listener's address.
-    pub addr: SocketAddr,
+pub(crate) enum Via {
+    /// A listener.
+    Listener {
+        /// Transport.
+        kind: ListenerKind,
+        /// The listener's address.
+        addr: SocketAddr,
+    },
+    /// The local side of a bridge: an in-process connection, trusted (no password check and
+    /// no ACL: the bridge's topic lines are its access control).
+    Bridge,
 }
 
 impl std::fmt::Display for Via {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {}", self.kind, self.addr)
+        match self {
+            Via::Listener { kind, addr } => write!(f, "{kind} {addr}"),
+            Via::Bridge => f.write_str("bridge"),
+        }
     }
 }
 
@@ -143,6 +153,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + Sync> Transport
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send + Sync> Transport for super::ws::WsStream<S> {}
 
+/// The in-process stream of a bridge's local side.
+impl Transport for tokio::io::DuplexStream {}
+
 /// Where the protocol core of a connection is. Both states are boxed, so that the task of a
 /// connection holds a pointer, not the larger of the two.
 enum Phase {
@@ -213,6 +226,23 @@ where
     drive(driver, phase)
 }
 
+/// Serves the local side of a bridge: an in-process connection over `stream`, trusted (see
+/// [`Via::Bridge`]), whose publishers meet back-pressure at a full queue.
+pub(crate) fn serve_bridge(
+    broker: Arc<Broker>,
+    stream: tokio::io::DuplexStream,
+) -> impl std::future::Future<Output = ()> + Send {
+    let peer = SocketAddr::from(([0, 0, 0, 0], 0));
+    serve(
+        broker,
+        stream,
+        peer,
+        Via::Bridge,
+        CertIdentity::NotUsed,
+        QueueFullPolicy::Backpressure,
+    )
+}
+
 /// Runs a connection from its CONNECT to its end. The driver and the phase are used where
 /// they are (arguments of the future), not moved into further locals.
 async fn drive<S: Transport>(mut driver: Driver<S>, mut phase: Phase) {
@@ -243,9 +273,12 @@ impl<S: Transport> Driver<S> {
         let core = {
             // In a block, so that the boxes of the CONNECT phase are freed at its end, not
             // kept for the life of the connection.
-            let Phase::Connecting(awaiting) = std::mem::replace(phase, Phase::Gone) else {
+            let Phase::Connecting(mut awaiting) = std::mem::replace(phase, Phase::Gone) else {
                 return Close::Io;
             };
+            if self.via == Via::Bridge {
+                awaiting.trust();
+            }
             let Accepted {
                 connect,
                 plan,
@@ -419,6 +452,9 @@ impl<S: Transport> Driver<S> {
         &self,
         connect: &crate::codec::Connect,
     ) -> Result<Option<String>, crate::codec::ReasonCode> {
+        if self.via == Via::Bridge {
+            return Ok(None);
+        }
         let identity = match &self.identity {
             CertIdentity::NotUsed => None,
             CertIdentity::Name(name) => Some(name.clone()),
@@ -804,7 +840,7 @@ mod tests {
         let addr = listener.local_addr().expect("address");
         let _client = tokio::net::TcpStream::connect(addr).await.expect("connect");
         let (stream, peer) = listener.accept().await.expect("accept");
-        let via = Via {
+        let via = Via::Listener {
             kind: ListenerKind::Tcp,
             addr,
         };

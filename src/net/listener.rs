@@ -313,7 +313,7 @@ fn handshake_failed(
 }
 
 fn via(listener: &Listener) -> Via {
-    Via {
+    Via::Listener {
         kind: listener.config.kind,
         addr: listener.local_addr,
     }

@@ -211,7 +211,7 @@ fn client_verifier(
 }
 
 /// Every certificate of a PEM file, in file order; at least one.
-fn load_certs(file: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+pub(crate) fn load_certs(file: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let certs = CertificateDer::pem_file_iter(file)
         .map_err(|e| pem_error(file, e))?
         .collect::<Result<Vec<_>, _>>()
@@ -225,7 +225,7 @@ fn load_certs(file: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
 }
 
 /// The first private key of a PEM file.
-fn load_key(file: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+pub(crate) fn load_key(file: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
     PrivateKeyDer::from_pem_file(file).map_err(|e| match e {
         pem::Error::NoItemsFound => TlsError::NoPrivateKey {
             file: file.to_path_buf(),

@@ -28,6 +28,8 @@ pub(crate) struct AwaitingConnect {
     decoder: Decoder,
     out: BytesMut,
     pending: Pending,
+    /// The connection is the broker's own (a bridge's local side): no ACL applies.
+    trusted: bool,
 }
 
 /// What an acceptable CONNECT asks for, before a session is attached.
@@ -74,7 +76,14 @@ impl AwaitingConnect {
             decoder: Decoder::server(max_packet),
             out: BytesMut::new(),
             pending: Pending::new(persistent),
+            trusted: false,
         }
+    }
+
+    /// Marks the connection as the broker's own (a bridge's local side): the ACL does not
+    /// apply to it.
+    pub(crate) fn trust(&mut self) {
+        self.trusted = true;
     }
 
     /// Decodes the first packet, which must be a CONNECT. `Ok(None)`: more bytes are needed.
@@ -224,7 +233,11 @@ impl AwaitingConnect {
         let config = &self.broker.config;
         let max_packet = config.max_packet_size as usize;
         let access = &self.broker.access;
-        let acl = access.client_acl(username.as_deref(), client_id);
+        let acl = if self.trusted {
+            None
+        } else {
+            access.client_acl(username.as_deref(), client_id)
+        };
         let acl_generation = access.generation();
         let mut will = connect.will.map(|mut will| {
             // Kept for the whole connection (and a will delay after it), the CONNECT's read
@@ -297,6 +310,7 @@ impl AwaitingConnect {
                 Version::V311 => 0,
             }),
             bridge: connect.bridge,
+            trusted: self.trusted,
             decoder: {
                 let mut decoder = self.decoder;
                 decoder.set_max_packet_size(max_packet);

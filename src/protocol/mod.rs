@@ -124,6 +124,8 @@ pub(crate) struct Connected {
     /// subscriptions are No Local and Retain As Published, so two brokers bridged both ways
     /// do not send messages back and forth.
     bridge: bool,
+    /// The broker's own connection (a bridge's local side): no ACL applies.
+    trusted: bool,
     decoder: Decoder,
     /// Encoded packets not yet handed to the driver.
     out: BytesMut,
@@ -474,7 +476,7 @@ impl Connected {
             return false;
         }
         let generation = self.broker.access.generation();
-        if generation != self.acl_generation {
+        if generation != self.acl_generation && !self.trusted {
             self.acl = self
                 .broker
                 .access

@@ -1,0 +1,475 @@
+//! The rules of a bridge link, without I/O: what to send to each broker for each packet
+//! received from the other.
+//!
+//! A QoS 1/2 message keeps its Packet Identifier across the bridge. Outgoing, the local
+//! session's Packet Identifier is used towards the remote broker; incoming, the remote's is used
+//! towards the local broker. Each acknowledgement is passed on only when the broker on the far
+//! side sent its own:
+//!
+//! - out, QoS 1: local PUBLISH p → remote PUBLISH p → remote PUBACK p → local PUBACK p;
+//! - out, QoS 2: local PUBLISH p → remote PUBLISH p → remote PUBREC p → local PUBREC p →
+//!   local PUBREL p → remote PUBREL p → remote PUBCOMP p → local PUBCOMP p;
+//! - in: the same with the sides swapped.
+//!
+//! So a message leaves the local session (durable, in the store) only once the remote broker
+//! has it, and the remote broker is told it was received only once the local store has it.
+//! After a link or process failure each side resends what it has not seen acknowledged, with
+//! the same Packet Identifiers, which the other side's QoS 2 state recognises: no copy is
+//! lost, and a QoS 2 message is not delivered twice.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::codec::{AckKind, Packet, PubAckLike, Publish, QoS, ReasonCode, Version};
+use crate::config::BridgeTopic;
+
+use super::topics;
+
+/// How long an incoming message the local broker refused for now (quota exceeded, busy,
+/// store unavailable) waits before it is published again.
+pub(crate) const LOCAL_RETRY: Duration = Duration::from_secs(1);
+
+/// Why a link must be closed and opened again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Restart(pub String);
+
+/// Counts of one link's life.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Forwarded {
+    /// Messages delivered to the remote broker (QoS 0 sent, QoS 1/2 acknowledged).
+    pub out: u64,
+    /// Messages delivered to this broker.
+    pub r#in: u64,
+    /// Messages a broker refused for good (e.g. not authorized); acknowledged to the sender.
+    pub refused: u64,
+}
+
+/// Where an incoming QoS 1/2 message stands.
+#[derive(Debug)]
+enum Incoming {
+    /// Published locally, waiting for PUBACK or PUBREC.
+    Published(Publish),
+    /// Refused by the local broker for now; published again at the instant.
+    Retry(Publish, Instant),
+    /// QoS 2: received locally (PUBREC passed on), waiting for the remote's PUBREL.
+    Received,
+    /// QoS 2: PUBREL passed on, waiting for the local PUBCOMP.
+    Released,
+}
+
+/// The state of one link: both connections up, CONNACKs received.
+#[derive(Debug)]
+pub(crate) struct Relay {
+    topics: Arc<[BridgeTopic]>,
+    /// The version spoken to the remote broker.
+    remote_version: Version,
+    /// Outgoing QoS 1/2 messages the remote has not completed, by Packet Identifier.
+    outgoing: HashMap<u16, QoS>,
+    /// Incoming QoS 1/2 messages the local broker has not completed.
+    incoming: HashMap<u16, Incoming>,
+    /// Incoming messages waiting for room in the local broker's Receive Maximum.
+    waiting: VecDeque<Publish>,
+    /// The local broker's Receive Maximum.
+    local_window: usize,
+    to_local: Vec<Packet>,
+    to_remote: Vec<Packet>,
+    counts: Forwarded,
+}
+
+impl Relay {
+    /// A link carrying `topics`, speaking `remote_version` to the remote broker; the local
+    /// broker accepts `local_window` unacknowledged QoS 1/2 messages.
+    pub(crate) fn new(
+        topics: Arc<[BridgeTopic]>,
+        remote_version: Version,
+        local_window: u16,
+    ) -> Relay {
+        Relay {
+            topics,
+            remote_version,
+            outgoing: HashMap::new(),
+            incoming: HashMap::new(),
+            waiting: VecDeque::new(),
+            local_window: usize::from(local_window.max(1)),
+            to_local: Vec::new(),
+            to_remote: Vec::new(),
+            counts: Forwarded::default(),
+        }
+    }
+
+    /// Packets to send to the local broker, in order.
+    pub(crate) fn take_local(&mut self) -> Vec<Packet> {
+        std::mem::take(&mut self.to_local)
+    }
+
+    /// Packets to send to the remote broker, in order.
+    pub(crate) fn take_remote(&mut self) -> Vec<Packet> {
+        std::mem::take(&mut self.to_remote)
+    }
+
+    /// What was forwarded since the last call.
+    pub(crate) fn take_counts(&mut self) -> Forwarded {
+        std::mem::take(&mut self.counts)
+    }
+
+    /// Outgoing QoS 1/2 messages the remote broker has not completed.
+    #[cfg(test)]
+    pub(crate) fn outgoing_in_flight(&self) -> usize {
+        self.outgoing.len()
+    }
+
+    /// A packet from the local broker.
+    pub(crate) fn from_local(&mut self, packet: Packet) -> Result<(), Restart> {
+        match packet {
+            Packet::Publish(p) => self.local_publish(p),
+            Packet::Ack(a) => match a.kind {
+                // QoS 2 out: the local session released the message.
+                AckKind::PubRel => {
+                    if self.outgoing.get(&a.packet_id) == Some(&QoS::ExactlyOnce) {
+                        self.to_remote.push(ack(AckKind::PubRel, a.packet_id));
+                    } else {
+                        // Completed earlier (refused by the remote, or not forwarded): it is
+                        // completed here.
+                        self.outgoing.remove(&a.packet_id);
+                        self.to_local.push(ack(AckKind::PubComp, a.packet_id));
+                    }
+                    Ok(())
+                }
+                AckKind::PubAck | AckKind::PubRec | AckKind::PubComp => self.local_ack(a),
+            },
+            Packet::SubAck(s) => {
+                if let Some(code) = s.codes.iter().find(|c| c.0 >= 0x80) {
+                    tracing::warn!(code = %code, "the local broker refused a bridge subscription");
+                }
+                Ok(())
+            }
+            Packet::PingResp | Packet::UnsubAck(_) => Ok(()),
+            Packet::Disconnect(d) => Err(Restart(format!(
+                "the local broker disconnected the bridge ({})",
+                d.reason
+            ))),
+            other => Err(Restart(format!(
+                "unexpected packet from the local broker: {other:?}"
+            ))),
+        }
+    }
+
+    /// A packet from the remote broker.
+    pub(crate) fn from_remote(&mut self, packet: Packet) -> Result<(), Restart> {
+        match packet {
+            Packet::Publish(p) => self.remote_publish(p),
+            Packet::Ack(a) => match a.kind {
+                AckKind::PubAck | AckKind::PubRec | AckKind::PubComp => self.remote_ack(a),
+                AckKind::PubRel => {
+                    match self.incoming.get_mut(&a.packet_id) {
+                        Some(state @ Incoming::Received) => {
+                            *state = Incoming::Released;
+                            self.to_local.push(ack(AckKind::PubRel, a.packet_id));
+                        }
+                        // Already passed on (a resend), or not ours: the local broker answers.
+                        Some(Incoming::Released) => {
+                            self.to_local.push(ack(AckKind::PubRel, a.packet_id));
+                        }
+                        Some(_) => {
+                            return Err(Restart(format!(
+                                "the remote broker released message {} before it was received",
+                                a.packet_id
+                            )));
+                        }
+                        // Unknown here (after a restart, or not forwarded): the local broker
+                        // completes it if it has it and answers PUBCOMP in any case, which
+                        // goes back to the remote.
+                        None => {
+                            self.incoming.insert(a.packet_id, Incoming::Released);
+                            self.to_local.push(ack(AckKind::PubRel, a.packet_id));
+                        }
+                    }
+                    Ok(())
+                }
+            },
+            Packet::SubAck(s) => {
+                if let Some(code) = s.codes.iter().find(|c| c.0 >= 0x80) {
+                    tracing::warn!(code = %code, "the remote broker refused a bridge subscription");
+                }
+                Ok(())
+            }
+            Packet::PingResp | Packet::UnsubAck(_) => Ok(()),
+            Packet::Disconnect(d) => Err(Restart(format!(
+                "the remote broker disconnected the bridge ({})",
+                d.reason
+            ))),
+            other => Err(Restart(format!(
+                "unexpected packet from the remote broker: {other:?}"
+            ))),
+        }
+    }
+
+    /// The next instant at which [`Relay::handle_timeout`] has work.
+    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
+        self.incoming
+            .values()
+            .filter_map(|s| match s {
+                Incoming::Retry(_, at) => Some(*at),
+                _ => None,
+            })
+            .min()
+    }
+
+    /// Publishes again the incoming messages whose retry time has come.
+    pub(crate) fn handle_timeout(&mut self, now: Instant) {
+        let mut due: Vec<u16> = self
+            .incoming
+            .iter()
+            .filter(|(_, s)| matches!(s, Incoming::Retry(_, at) if *at <= now))
+            .map(|(id, _)| *id)
+            .collect();
+        due.sort_unstable();
+        for id in due {
+            if let Some(state) = self.incoming.get_mut(&id)
+                && let Incoming::Retry(p, _) = std::mem::replace(state, Incoming::Received)
+            {
+                self.to_local.push(Packet::Publish(p.clone()));
+                *state = Incoming::Published(p);
+            }
+        }
+    }
+
+    /// A message the local broker delivered to the bridge: sent on to the remote broker.
+    fn local_publish(&mut self, p: Publish) -> Result<(), Restart> {
+        let Some(topic) = topics::to_remote(&self.topics, &p.subscription_identifiers, &p.topic)
+        else {
+            // Not one of ours (a subscription left from an earlier configuration): taken off
+            // the local session's hands.
+            tracing::debug!(
+                topic = p.topic.as_str(),
+                "no bridge topic line maps this message: dropped"
+            );
+            self.acknowledge_local_delivery(&p);
+            return Ok(());
+        };
+        let id = p.packet_id;
+        if p.qos != QoS::AtMostOnce {
+            if self.outgoing.insert(id, p.qos).is_some() {
+                return Err(Restart(format!(
+                    "the local broker reused Packet Identifier {id} while it was in flight"
+                )));
+            }
+        } else {
+            self.counts.out += 1;
+        }
+        self.to_remote.push(Packet::Publish(Publish {
+            topic,
+            topic_alias: None,
+            subscription_identifiers: Vec::new(),
+            properties: match self.remote_version {
+                Version::V5 => p.properties,
+                Version::V311 => Default::default(),
+            },
+            ..p
+        }));
+        Ok(())
+    }
+
+    /// An acknowledgement from the remote broker for an outgoing message.
+    fn remote_ack(&mut self, a: PubAckLike) -> Result<(), Restart> {
+        let id = a.packet_id;
+        let expected = match a.kind {
+            AckKind::PubAck => QoS::AtLeastOnce,
+            _ => QoS::ExactlyOnce,
+        };
+        if self.outgoing.get(&id) != Some(&expected) {
+            tracing::debug!(packet_id = id, kind = ?a.kind, "acknowledgement for no message in flight: ignored");
+            return Ok(());
+        }
+        if a.kind == AckKind::PubComp {
+            self.outgoing.remove(&id);
+            self.counts.out += 1;
+            self.to_local.push(ack(AckKind::PubComp, id));
+            return Ok(());
+        }
+        if a.reason.0 >= 0x80 {
+            if transient(a.reason) {
+                return Err(Restart(format!(
+                    "the remote broker refused a message for now ({})",
+                    a.reason
+                )));
+            }
+            // Refused for good: it cannot be delivered; the local session lets it go.
+            tracing::warn!(packet_id = id, reason = %a.reason, "the remote broker refused a bridged message: dropped");
+            self.counts.refused += 1;
+            if a.kind == AckKind::PubAck {
+                self.outgoing.remove(&id);
+            } else {
+                // The remote keeps no state for it: the local PUBREL is answered here.
+                self.outgoing.insert(id, QoS::AtMostOnce);
+            }
+            self.to_local.push(ack(a.kind, id));
+            return Ok(());
+        }
+        if a.kind == AckKind::PubAck {
+            self.outgoing.remove(&id);
+            self.counts.out += 1;
+        }
+        self.to_local.push(ack(a.kind, id));
+        Ok(())
+    }
+
+    /// A message the remote broker delivered to the bridge: published locally.
+    fn remote_publish(&mut self, p: Publish) -> Result<(), Restart> {
+        if p.topic_alias.is_some() {
+            return Err(Restart(
+                "the remote broker used a topic alias; none were allowed".into(),
+            ));
+        }
+        let Some(topic) = topics::to_local(&self.topics, &p.topic) else {
+            tracing::debug!(
+                topic = p.topic.as_str(),
+                "no bridge topic line maps this message: dropped"
+            );
+            match p.qos {
+                QoS::AtMostOnce => {}
+                QoS::AtLeastOnce => self.to_remote.push(ack(AckKind::PubAck, p.packet_id)),
+                QoS::ExactlyOnce => {
+                    // The remote's PUBREL for it is answered by the local broker (unknown there).
+                    self.to_remote.push(ack(AckKind::PubRec, p.packet_id));
+                }
+            }
+            return Ok(());
+        };
+        let p = Publish {
+            topic,
+            subscription_identifiers: Vec::new(),
+            ..p
+        };
+        let id = p.packet_id;
+        if p.qos == QoS::AtMostOnce {
+            self.counts.r#in += 1;
+            self.to_local.push(Packet::Publish(p));
+            return Ok(());
+        }
+        match self.incoming.get(&id) {
+            // A resend of what is under way: it goes on as before.
+            Some(Incoming::Published(_) | Incoming::Retry(..)) => return Ok(()),
+            Some(Incoming::Received) => {
+                self.to_remote.push(ack(AckKind::PubRec, id));
+                return Ok(());
+            }
+            Some(Incoming::Released) => {
+                return Err(Restart(format!(
+                    "the remote broker reused Packet Identifier {id} before PUBCOMP"
+                )));
+            }
+            None => {}
+        }
+        if self.waiting.iter().any(|w| w.packet_id == id) {
+            return Ok(());
+        }
+        self.waiting.push_back(p);
+        self.pump();
+        Ok(())
+    }
+
+    /// Publishes waiting incoming messages while the local Receive Maximum has room.
+    fn pump(&mut self) {
+        while self.incoming.len() < self.local_window {
+            let Some(p) = self.waiting.pop_front() else {
+                return;
+            };
+            self.to_local.push(Packet::Publish(p.clone()));
+            self.incoming.insert(p.packet_id, Incoming::Published(p));
+        }
+    }
+
+    /// An acknowledgement from the local broker: for an incoming message (PUBACK, PUBREC,
+    /// PUBCOMP).
+    fn local_ack(&mut self, a: PubAckLike) -> Result<(), Restart> {
+        let id = a.packet_id;
+        let Some(state) = self.incoming.get_mut(&id) else {
+            tracing::debug!(packet_id = id, kind = ?a.kind, "local acknowledgement for no message in flight: ignored");
+            return Ok(());
+        };
+        match (a.kind, &*state) {
+            (AckKind::PubAck | AckKind::PubRec, Incoming::Published(p)) if a.reason.0 >= 0x80 => {
+                if transient(a.reason) {
+                    // Not acknowledged to the remote: it stays there, and here it is tried
+                    // again shortly (the remote's window fills meanwhile: back-pressure).
+                    *state = Incoming::Retry(p.clone(), Instant::now() + LOCAL_RETRY);
+                    return Ok(());
+                }
+                tracing::warn!(packet_id = id, reason = %a.reason, "this broker refused a bridged message: dropped");
+                self.counts.refused += 1;
+                self.incoming.remove(&id);
+                // The remote's PUBREL is then answered by the local broker (unknown there).
+                self.to_remote.push(ack(a.kind, id));
+                self.pump();
+            }
+            (AckKind::PubAck, Incoming::Published(p)) if p.qos == QoS::AtLeastOnce => {
+                self.incoming.remove(&id);
+                self.counts.r#in += 1;
+                self.to_remote.push(ack(AckKind::PubAck, id));
+                self.pump();
+            }
+            (AckKind::PubRec, Incoming::Published(p)) if p.qos == QoS::ExactlyOnce => {
+                *state = Incoming::Received;
+                self.to_remote.push(ack(AckKind::PubRec, id));
+            }
+            (AckKind::PubComp, Incoming::Released) => {
+                self.incoming.remove(&id);
+                self.counts.r#in += 1;
+                self.to_remote.push(ack(AckKind::PubComp, id));
+                self.pump();
+            }
+            (kind, state) => {
+                return Err(Restart(format!(
+                    "the local broker sent {kind:?} for message {id} in state {}",
+                    match state {
+                        Incoming::Published(_) => "published",
+                        Incoming::Retry(..) => "retry",
+                        Incoming::Received => "received",
+                        Incoming::Released => "released",
+                    }
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes a message the bridge does not forward off the local session's hands.
+    fn acknowledge_local_delivery(&mut self, p: &Publish) {
+        match p.qos {
+            QoS::AtMostOnce => {}
+            QoS::AtLeastOnce => self.to_local.push(ack(AckKind::PubAck, p.packet_id)),
+            QoS::ExactlyOnce => {
+                self.outgoing.insert(p.packet_id, QoS::AtMostOnce);
+                self.to_local.push(ack(AckKind::PubRec, p.packet_id));
+            }
+        }
+    }
+}
+
+/// A refusal that may pass: the message is tried again instead of dropped.
+fn transient(reason: ReasonCode) -> bool {
+    matches!(
+        reason.0,
+        0x80 // unspecified error
+            | 0x83 // implementation specific error
+            | 0x88 // server unavailable
+            | 0x89 // server busy
+            | 0x91 // packet identifier in use
+            | 0x97 // quota exceeded
+    )
+}
+
+/// A successful acknowledgement of `kind` for `packet_id`.
+fn ack(kind: AckKind, packet_id: u16) -> Packet {
+    Packet::Ack(PubAckLike {
+        kind,
+        packet_id,
+        reason: ReasonCode::SUCCESS,
+        reason_string: None,
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,602 @@
+//! The life of one bridge: connect to the remote broker, then to this one, subscribe on both
+//! sides, relay until either connection ends, wait, and start again.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+use crate::broker::Broker;
+use crate::codec::{
+    Connect, Disconnect, Packet, QoS, ReasonCode, RetainHandling, Subscribe, SubscribeFilter,
+    Version,
+};
+use crate::config::{BridgeConfig, BridgeProtocol, BridgeTopic};
+use crate::session::NEVER_EXPIRES;
+
+use super::link::{self, HIGH_WATER, LinkError, Reader, Writer};
+use super::relay::{Relay, Restart};
+use super::remote::{self, CONNECT_TIMEOUT};
+use super::{BridgeState, BridgeStatus};
+
+/// The in-process buffer between the bridge and its local connection, each way.
+const LOCAL_PIPE: usize = 64 * 1024;
+/// A link that stayed up this long starts the next backoff from the beginning.
+const STABLE: Duration = Duration::from_secs(30);
+/// Time allowed for the last packets (DISCONNECT) when a link closes.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+/// How a link attempt ended.
+struct Ended {
+    /// Why, for the log and the status.
+    reason: String,
+    /// The connection to the remote broker was established (CONNACK received).
+    connected: bool,
+    /// The remote refused the bridge bit: try again at once without it.
+    private_refused: bool,
+}
+
+impl Ended {
+    fn before_connack(reason: String) -> Ended {
+        Ended {
+            reason,
+            connected: false,
+            private_refused: false,
+        }
+    }
+}
+
+/// Runs the bridge `config` until the broker shuts down.
+pub(crate) async fn run(
+    broker: Arc<Broker>,
+    config: BridgeConfig,
+    status: Arc<BridgeStatus>,
+    tasks: TaskTracker,
+) {
+    let tls = match config.tls.as_ref().map(remote::client_config).transpose() {
+        Ok(tls) => tls,
+        Err(e) => {
+            tracing::error!(bridge = config.name.as_str(), error = %e, "bridge TLS settings unusable: bridge stopped");
+            *status.last_error.lock() = Some(e.to_string());
+            status.set_state(BridgeState::Stopped);
+            return;
+        }
+    };
+    let topics: Arc<[BridgeTopic]> = config.topics.clone().into();
+    let mut private = config.try_private && config.protocol != BridgeProtocol::Mqtt5;
+    let mut backoff = Backoff::new(config.restart_base, config.restart_cap);
+    let mut address = 0;
+    let shutdown = broker.shutdown.clone();
+    loop {
+        status.set_state(BridgeState::Connecting);
+        let target = &config.addresses[address % config.addresses.len()];
+        let started = Instant::now();
+        let attempt = Attempt {
+            broker: &broker,
+            config: &config,
+            status: &status,
+            tasks: &tasks,
+            topics: &topics,
+            private,
+        };
+        let ended = tokio::select! {
+            ended = attempt.link(target, tls.as_ref()) => ended,
+            _ = shutdown.cancelled() => break,
+        };
+        if shutdown.is_cancelled() {
+            break;
+        }
+        *status.last_error.lock() = Some(ended.reason.clone());
+        if ended.private_refused {
+            info!(bridge = config.name.as_str(), remote = %target, "the remote broker refused the bridge bit: plain MQTT from now on");
+            private = false;
+            continue;
+        }
+        if ended.connected {
+            warn!(bridge = config.name.as_str(), remote = %target, reason = ended.reason.as_str(), "bridge link lost");
+            if started.elapsed() >= STABLE {
+                backoff.reset();
+            }
+        } else {
+            warn!(bridge = config.name.as_str(), remote = %target, reason = ended.reason.as_str(), "bridge cannot connect");
+            address += 1;
+        }
+        status.set_state(BridgeState::Backoff);
+        let wait = backoff.next();
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = shutdown.cancelled() => break,
+        }
+    }
+    status.set_state(BridgeState::Stopped);
+}
+
+/// Reconnect waits: `base` each time without a cap; with one, a random wait between `base`
+/// and a bound that doubles from `base` up to `cap` (jitter keeps many bridges from
+/// reconnecting in step).
+struct Backoff {
+    base: Duration,
+    cap: Option<Duration>,
+    attempt: u32,
+}
+
+impl Backoff {
+    fn new(base: Duration, cap: Option<Duration>) -> Backoff {
+        Backoff {
+            base,
+            cap,
+            attempt: 0,
+        }
+    }
+
+    fn reset(&mut self) {
+        self.attempt = 0;
+    }
+
+    fn next(&mut self) -> Duration {
+        let Some(cap) = self.cap else {
+            return self.base;
+        };
+        let bound = self
+            .base
+            .saturating_mul(1 << self.attempt.min(16))
+            .min(cap)
+            .max(self.base);
+        self.attempt = self.attempt.saturating_add(1);
+        let spread = (bound - self.base).as_millis() as u64;
+        self.base + Duration::from_millis(rand::random_range(0..=spread))
+    }
+}
+
+/// One attempt at a link.
+struct Attempt<'a> {
+    broker: &'a Arc<Broker>,
+    config: &'a BridgeConfig,
+    status: &'a BridgeStatus,
+    tasks: &'a TaskTracker,
+    topics: &'a Arc<[BridgeTopic]>,
+    /// Set the bridge bit.
+    private: bool,
+}
+
+/// Both connections of an established link.
+struct Sides {
+    local: (Reader, Writer),
+    remote: (Reader, Writer),
+}
+
+impl Attempt<'_> {
+    /// Connects both sides, subscribes and relays until the link ends.
+    async fn link(
+        &self,
+        target: &crate::config::BridgeAddress,
+        tls: Option<&Arc<rustls::ClientConfig>>,
+    ) -> Ended {
+        let stream = match remote::connect(target, tls).await {
+            Ok(stream) => stream,
+            Err(e) => return Ended::before_connack(e),
+        };
+        *self.status.remote_addr.lock() = Some(target.to_string());
+        let version = match self.config.protocol {
+            BridgeProtocol::Mqtt5 => Version::V5,
+            _ => Version::V311,
+        };
+        let max_in = self.broker.config.max_packet_size as usize;
+        let (mut r_read, mut r_write) = link::split(stream, version, max_in);
+        let connack = match self
+            .connect_remote(version, &mut r_read, &mut r_write)
+            .await
+        {
+            Ok(connack) => connack,
+            Err(ended) => return ended,
+        };
+        let remote_props = connack.properties;
+        r_write.set_max_size(remote_props.maximum_packet_size);
+        let window = remote_props
+            .receive_maximum
+            .unwrap_or(u16::MAX)
+            .min(self.config.max_inflight)
+            .max(1);
+        let keepalive = remote_props
+            .server_keep_alive
+            .unwrap_or(self.config.keepalive);
+        let connected = |reason: String| Ended {
+            reason,
+            connected: true,
+            private_refused: false,
+        };
+        let local = match self
+            .connect_local(window, remote_props.maximum_packet_size)
+            .await
+        {
+            Ok(local) => local,
+            Err(reason) => {
+                close(&mut r_write).await;
+                return connected(reason);
+            }
+        };
+        let mut sides = Sides {
+            local,
+            remote: (r_read, r_write),
+        };
+        let (local_window, stash) = match self.subscribe(&mut sides).await {
+            Ok(ready) => ready,
+            Err(reason) => {
+                close(&mut sides.remote.1).await;
+                close(&mut sides.local.1).await;
+                return connected(reason);
+            }
+        };
+        self.status.connects.fetch_add(1, Relaxed);
+        self.status.set_state(BridgeState::Connected);
+        info!(
+            bridge = self.config.name.as_str(),
+            remote = %target,
+            remote_client_id = self.status.remote_client_id.as_str(),
+            session_present = connack.session_present,
+            bridge_bit = self.private,
+            "bridge connected"
+        );
+        let mut relay = Relay::new(Arc::clone(self.topics), version, local_window);
+        let reason = self.relay(&mut relay, &mut sides, stash, keepalive).await;
+        close(&mut sides.remote.1).await;
+        close(&mut sides.local.1).await;
+        connected(reason)
+    }
+
+    /// Sends CONNECT to the remote broker and waits for its CONNACK.
+    async fn connect_remote(
+        &self,
+        version: Version,
+        read: &mut Reader,
+        write: &mut Writer,
+    ) -> Result<crate::codec::ConnAck, Ended> {
+        let config = self.config;
+        let mut connect = Connect::new(version, &self.status.remote_client_id);
+        connect.clean_start = config.clean_session;
+        connect.keep_alive = config.keepalive;
+        connect.username = config.remote_username.clone();
+        connect.password = config
+            .remote_password
+            .as_ref()
+            .map(|p| bytes::Bytes::copy_from_slice(p.as_bytes()));
+        connect.mqtt31 = config.protocol == BridgeProtocol::Mqtt31;
+        connect.bridge = self.private;
+        connect.session_expiry_interval = if config.clean_session {
+            0
+        } else {
+            NEVER_EXPIRES
+        };
+        // The remote sends no more unacknowledged messages than this broker accepts from one
+        // client, and no packet larger than it accepts.
+        connect.receive_maximum = self.broker.config.receive_maximum;
+        connect.maximum_packet_size = Some(self.broker.config.max_packet_size);
+        let sent = async {
+            write.queue(&Packet::Connect(Box::new(connect)))?;
+            write.flush().await?;
+            read.recv().await
+        };
+        let refused_private = |reason: String| Ended {
+            reason,
+            connected: false,
+            private_refused: self.private,
+        };
+        match tokio::time::timeout(CONNECT_TIMEOUT, sent).await {
+            Err(_) => Err(Ended::before_connack(
+                "no CONNACK from the remote broker in time".into(),
+            )),
+            Ok(Err(LinkError::Closed | LinkError::Io(_))) if self.private => Err(refused_private(
+                "the remote broker closed the connection after CONNECT with the bridge bit".into(),
+            )),
+            Ok(Err(e)) => Err(Ended::before_connack(format!("remote broker: {e}"))),
+            Ok(Ok(Packet::ConnAck(c))) if c.code == ReasonCode::SUCCESS => Ok(c),
+            Ok(Ok(Packet::ConnAck(c)))
+                if self.private && c.code == ReasonCode::V3_UNACCEPTABLE_PROTOCOL_VERSION =>
+            {
+                Err(refused_private(format!(
+                    "CONNACK {}",
+                    connack_text(version, c.code)
+                )))
+            }
+            Ok(Ok(Packet::ConnAck(c))) => Err(Ended::before_connack(format!(
+                "the remote broker refused the connection: CONNACK {}",
+                connack_text(version, c.code)
+            ))),
+            Ok(Ok(other)) => Err(Ended::before_connack(format!(
+                "the remote broker sent {other:?} before CONNACK"
+            ))),
+        }
+    }
+
+    /// Opens the in-process connection to this broker and waits for its CONNACK. The local
+    /// Session takes at most `window` unacknowledged messages, and none larger than
+    /// `max_packet` (what the remote broker accepts).
+    async fn connect_local(
+        &self,
+        window: u16,
+        max_packet: Option<u32>,
+    ) -> Result<(Reader, Writer), String> {
+        let (ours, theirs) = tokio::io::duplex(LOCAL_PIPE);
+        self.tasks.spawn(crate::net::conn::serve_bridge(
+            Arc::clone(self.broker),
+            theirs,
+        ));
+        let max_in = self.broker.config.max_packet_size as usize;
+        let (mut read, mut write) = link::split(Box::new(ours), Version::V5, max_in);
+        let mut connect = Connect::new(Version::V5, &self.status.local_client_id);
+        connect.clean_start = self.config.clean_session;
+        connect.session_expiry_interval = if self.config.clean_session {
+            0
+        } else {
+            NEVER_EXPIRES
+        };
+        connect.receive_maximum = window;
+        connect.maximum_packet_size = max_packet;
+        let sent = async {
+            write.queue(&Packet::Connect(Box::new(connect)))?;
+            write.flush().await?;
+            read.recv().await
+        };
+        match tokio::time::timeout(CONNECT_TIMEOUT, sent).await {
+            Err(_) => Err("no CONNACK from this broker in time".into()),
+            Ok(Err(e)) => Err(format!("this broker: {e}")),
+            Ok(Ok(Packet::ConnAck(c))) if c.code == ReasonCode::SUCCESS => {
+                write.set_max_size(c.properties.maximum_packet_size);
+                Ok((read, write))
+            }
+            Ok(Ok(Packet::ConnAck(c))) => Err(format!(
+                "this broker refused the bridge's local connection: {}",
+                c.code
+            )),
+            Ok(Ok(other)) => Err(format!("this broker sent {other:?} before CONNACK")),
+        }
+    }
+
+    /// Subscribes on both sides, local first, and waits for the SUBACKs. Messages that
+    /// arrive meanwhile (resent from a session) are kept for the relay. Returns the local
+    /// broker's Receive Maximum (from its CONNACK: the default) and the kept packets.
+    async fn subscribe(&self, sides: &mut Sides) -> Result<(u16, Vec<(bool, Packet)>), String> {
+        let retain_handling = if self.config.clean_session {
+            RetainHandling::OnSubscribe
+        } else {
+            RetainHandling::OnNewSubscribe
+        };
+        let mut stash = Vec::new();
+        // Local: one SUBSCRIBE per outgoing line, its Subscription Identifier the line's
+        // number, so that each delivery says which line it came through.
+        let mut expected = 0u16;
+        for (i, t) in self.topics.iter().enumerate() {
+            if !t.direction.outgoing() {
+                continue;
+            }
+            let id = u16::try_from(i + 1).map_err(|_| "too many topic lines".to_string())?;
+            let subscribe = Subscribe {
+                packet_id: id,
+                filters: vec![filter(t.local_filter(), t.qos, retain_handling)],
+                subscription_identifier: Some(u32::from(id)),
+                user_properties: Vec::new(),
+            };
+            sides
+                .local
+                .1
+                .queue(&Packet::Subscribe(subscribe))
+                .map_err(|e| format!("this broker: {e}"))?;
+            expected += 1;
+        }
+        sides
+            .local
+            .1
+            .flush()
+            .await
+            .map_err(|e| format!("this broker: {e}"))?;
+        wait_subacks(&mut sides.local.0, expected, true, &mut stash)
+            .await
+            .map_err(|e| format!("this broker: {e}"))?;
+        // Remote: one SUBSCRIBE with every incoming line.
+        let filters: Vec<SubscribeFilter> = self
+            .topics
+            .iter()
+            .filter(|t| t.direction.incoming())
+            .map(|t| filter(t.remote_filter(), t.qos, retain_handling))
+            .collect();
+        if !filters.is_empty() {
+            let subscribe = Subscribe {
+                packet_id: 1,
+                filters,
+                subscription_identifier: None,
+                user_properties: Vec::new(),
+            };
+            let remote = &mut sides.remote;
+            remote
+                .1
+                .queue(&Packet::Subscribe(subscribe))
+                .map_err(|e| format!("remote broker: {e}"))?;
+            remote
+                .1
+                .flush()
+                .await
+                .map_err(|e| format!("remote broker: {e}"))?;
+            wait_subacks(&mut remote.0, 1, false, &mut stash)
+                .await
+                .map_err(|e| format!("remote broker: {e}"))?;
+        }
+        Ok((self.broker.config.receive_maximum, stash))
+    }
+
+    /// Relays until either side fails or the broker shuts down; returns why it ended.
+    async fn relay(
+        &self,
+        relay: &mut Relay,
+        sides: &mut Sides,
+        stash: Vec<(bool, Packet)>,
+        keepalive: u16,
+    ) -> String {
+        for (local, packet) in stash {
+            let fed = if local {
+                relay.from_local(packet)
+            } else {
+                relay.from_remote(packet)
+            };
+            if let Err(Restart(reason)) = fed {
+                return reason;
+            }
+        }
+        let keepalive = (keepalive > 0).then(|| Duration::from_secs(u64::from(keepalive)));
+        let mut last_write = Instant::now();
+        let mut ping_sent: Option<Instant> = None;
+        let shutdown = self.broker.shutdown.clone();
+        let Sides {
+            local: (l_read, l_write),
+            remote: (r_read, r_write),
+        } = sides;
+        loop {
+            for p in relay.take_local() {
+                if let Err(e) = l_write.queue(&p) {
+                    return format!("this broker: {e}");
+                }
+            }
+            for p in relay.take_remote() {
+                if let Err(e) = r_write.queue(&p) {
+                    return format!("remote broker: {e}");
+                }
+            }
+            let counts = relay.take_counts();
+            self.status.forwarded_out.fetch_add(counts.out, Relaxed);
+            self.status.forwarded_in.fetch_add(counts.r#in, Relaxed);
+            self.status.refused.fetch_add(counts.refused, Relaxed);
+            let now = Instant::now();
+            if let Some(k) = keepalive {
+                if let Some(sent) = ping_sent {
+                    if now >= sent + k {
+                        return "no answer from the remote broker within the keep alive".into();
+                    }
+                } else if now >= last_write + k {
+                    if let Err(e) = r_write.queue(&Packet::PingReq) {
+                        return format!("remote broker: {e}");
+                    }
+                    ping_sent = Some(now);
+                }
+            }
+            let ping_at = keepalive.map(|k| match ping_sent {
+                Some(sent) => sent + k,
+                None => last_write + k,
+            });
+            let timer = [relay.poll_timeout(), ping_at].into_iter().flatten().min();
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => {
+                    return "this broker is shutting down".into();
+                }
+                written = l_write.write_some(), if l_write.pending() > 0 => {
+                    if let Err(e) = written {
+                        return format!("this broker: {e}");
+                    }
+                }
+                written = r_write.write_some(), if r_write.pending() > 0 => {
+                    if let Err(e) = written {
+                        return format!("remote broker: {e}");
+                    }
+                    last_write = Instant::now();
+                }
+                packet = l_read.recv(), if r_write.pending() < HIGH_WATER => {
+                    let fed = match packet {
+                        Ok(p) => relay.from_local(p),
+                        Err(e) => return format!("this broker: {e}"),
+                    };
+                    if let Err(Restart(reason)) = fed {
+                        return reason;
+                    }
+                }
+                packet = r_read.recv(), if l_write.pending() < HIGH_WATER => {
+                    ping_sent = None;
+                    let fed = match packet {
+                        Ok(p) => relay.from_remote(p),
+                        Err(e) => return format!("remote broker: {e}"),
+                    };
+                    if let Err(Restart(reason)) = fed {
+                        return reason;
+                    }
+                }
+                _ = sleep_until(timer) => relay.handle_timeout(Instant::now()),
+            }
+        }
+    }
+}
+
+/// The options of every bridge subscription: No Local (what the bridge publishes is not sent
+/// back to it, MQTT-3.8.3-3) and Retain As Published (the RETAIN flag crosses the bridge).
+fn filter(topic: String, qos: QoS, retain_handling: RetainHandling) -> SubscribeFilter {
+    SubscribeFilter {
+        filter: topic,
+        qos,
+        no_local: true,
+        retain_as_published: true,
+        retain_handling,
+    }
+}
+
+/// Reads until `count` SUBACKs have arrived, keeping other packets in `stash` (tagged with
+/// `local`). Bounded by [`CONNECT_TIMEOUT`].
+async fn wait_subacks(
+    read: &mut Reader,
+    count: u16,
+    local: bool,
+    stash: &mut Vec<(bool, Packet)>,
+) -> Result<(), String> {
+    let work = async {
+        let mut seen = 0;
+        while seen < count {
+            match read.recv().await.map_err(|e| e.to_string())? {
+                Packet::SubAck(s) => {
+                    seen += 1;
+                    if let Some(code) = s.codes.iter().find(|c| c.0 >= 0x80) {
+                        warn!(code = %code, local, "a bridge subscription was refused");
+                    }
+                }
+                Packet::Disconnect(d) => return Err(format!("disconnected ({})", d.reason)),
+                other => stash.push((local, other)),
+            }
+        }
+        Ok(())
+    };
+    tokio::time::timeout(CONNECT_TIMEOUT, work)
+        .await
+        .unwrap_or_else(|_| Err("no SUBACK in time".into()))
+}
+
+/// Sends DISCONNECT (normal, so the Session stays) and closes, within [`CLOSE_GRACE`].
+async fn close(write: &mut Writer) {
+    let _ = tokio::time::timeout(CLOSE_GRACE, async {
+        if write
+            .queue(&Packet::Disconnect(Disconnect::default()))
+            .is_ok()
+        {
+            let _ = write.flush().await;
+        }
+        write.shutdown().await;
+    })
+    .await;
+}
+
+/// Sleeps until `at` (for ever without it).
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// A CONNACK code with its meaning in `version`.
+fn connack_text(version: Version, code: ReasonCode) -> String {
+    match (version, code.0) {
+        (Version::V5, _) => code.to_string(),
+        (_, 1) => "0x01 (unacceptable protocol version)".into(),
+        (_, 2) => "0x02 (identifier rejected)".into(),
+        (_, 3) => "0x03 (server unavailable)".into(),
+        (_, 4) => "0x04 (bad user name or password)".into(),
+        (_, 5) => "0x05 (not authorized)".into(),
+        (_, c) => format!("0x{c:02X}"),
+    }
+}
