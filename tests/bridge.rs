@@ -155,3 +155,121 @@ async fn messages_cross_a_two_way_bridge_with_prefixes_and_do_not_come_back() {
     })
     .await;
 }
+
+/// Starts a broker with a store in `dir` on `port` (0: any).
+async fn durable_broker(dir: &std::path::Path, port: u16) -> BrokerHandle {
+    start_broker_with(|c| {
+        c.port = port;
+        c.in_memory = false;
+        c.data_dir = dir.to_path_buf();
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_wait_at_the_edge_while_the_remote_is_down_and_arrive_in_order() {
+    let cloud_dir = tempfile::tempdir().unwrap();
+    let edge_dir = tempfile::tempdir().unwrap();
+    let cloud = durable_broker(cloud_dir.path(), 0).await;
+    let port = cloud.local_addr().port();
+    let edge = start_broker_with(|c| {
+        c.in_memory = false;
+        c.data_dir = edge_dir.path().to_path_buf();
+        c.sys_interval = 1;
+        c.http = Some(roost::config::HttpConfig::new([127, 0, 0, 1].into(), 0));
+        c.bridges = vec![bridge_to(
+            &cloud,
+            vec![line("t/#", BridgeDirection::Out, QoS::ExactlyOnce, "", "")],
+        )];
+    })
+    .await;
+    wait_connected(&edge).await;
+    // A durable subscriber at the remote, away while the messages travel.
+    let mut sub = connect_packet(Version::V311, "far");
+    sub.clean_start = false;
+    let (mut far, _) = RawClient::connect(cloud.local_addr(), sub.clone()).await;
+    far.send(&subscribe("t/#", QoS::ExactlyOnce)).await;
+    assert!(matches!(far.recv().await, Some(Packet::SubAck(_))));
+    drop(far);
+    wait_detached(&cloud, "far").await;
+    cloud.shutdown().await;
+
+    // Acknowledged by the edge while the remote is down: they wait in its store.
+    let (mut publisher, _) =
+        RawClient::connect(edge.local_addr(), connect_packet(Version::V311, "p")).await;
+    const N: u16 = 100;
+    for i in 1..=N {
+        let qos = if i % 2 == 0 {
+            QoS::ExactlyOnce
+        } else {
+            QoS::AtLeastOnce
+        };
+        publisher
+            .send(&publish("t/seq", qos, i, i.to_string().as_bytes()))
+            .await;
+        match publisher.recv().await {
+            Some(Packet::Ack(a)) if a.packet_id == i && a.kind == AckKind::PubAck => {}
+            Some(Packet::Ack(a)) if a.packet_id == i && a.kind == AckKind::PubRec => {
+                publisher.send(&ack(AckKind::PubRel, i)).await;
+                assert!(
+                    matches!(publisher.recv().await, Some(Packet::Ack(c)) if c.kind == AckKind::PubComp)
+                );
+            }
+            other => panic!("expected the acknowledgement of {i}, got {other:?}"),
+        }
+    }
+    wait_until(|| {
+        let b = &edge.bridges()[0];
+        b.state != BridgeState::Connected && b.queued == usize::from(N)
+    })
+    .await;
+    // Visible in the admin API, the metrics and `$SYS`.
+    let base = format!("http://{}", edge.http_addr().unwrap());
+    let (status, body) = http("GET", &format!("{base}/api/v1/bridges"), None).await;
+    assert_eq!(status, 200);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["bridges"][0]["name"], "edge");
+    assert_eq!(v["bridges"][0]["queued"], N);
+    assert!(v["bridges"][0]["last_error"].as_str().is_some(), "{body}");
+    let (_, metrics) = http("GET", &format!("{base}/metrics"), None).await;
+    assert!(
+        metrics.contains(&format!("roost_bridge_queued{{bridge=\"edge\"}} {N}")),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("roost_bridge_connected{bridge=\"edge\"} 0"),
+        "{metrics}"
+    );
+    let (mut sys, _) =
+        RawClient::connect(edge.local_addr(), connect_packet(Version::V311, "sys")).await;
+    sys.send(&subscribe(
+        "$SYS/broker/roost/bridge/edge/queued",
+        QoS::AtMostOnce,
+    ))
+    .await;
+    assert!(matches!(sys.recv().await, Some(Packet::SubAck(_))));
+    // Updated every `sys_interval` (the retained value may be from before the messages).
+    loop {
+        match sys.recv().await {
+            Some(Packet::Publish(p)) if &p.payload[..] == N.to_string().as_bytes() => break,
+            Some(Packet::Publish(_)) => {}
+            other => panic!("expected the $SYS value, got {other:?}"),
+        }
+    }
+
+    // The remote comes back on the same port: everything arrives, once, in order.
+    let cloud = durable_broker(cloud_dir.path(), port).await;
+    wait_connected(&edge).await;
+    let (mut far, connack) = RawClient::connect(cloud.local_addr(), sub).await;
+    assert!(connack.session_present);
+    for i in 1..=N {
+        let p = next_message(&mut far).await;
+        assert_eq!(
+            &p.payload[..],
+            i.to_string().as_bytes(),
+            "message {i} in order"
+        );
+    }
+    wait_until(|| edge.bridges()[0].queued == 0).await;
+    assert_eq!(edge.bridges()[0].forwarded_out, u64::from(N));
+}

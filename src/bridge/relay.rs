@@ -120,7 +120,7 @@ impl Relay {
     }
 
     /// A packet from the local broker.
-    pub(crate) fn from_local(&mut self, packet: Packet) -> Result<(), Restart> {
+    pub(crate) fn on_local(&mut self, packet: Packet) -> Result<(), Restart> {
         match packet {
             Packet::Publish(p) => self.local_publish(p),
             Packet::Ack(a) => match a.kind {
@@ -156,7 +156,7 @@ impl Relay {
     }
 
     /// A packet from the remote broker.
-    pub(crate) fn from_remote(&mut self, packet: Packet) -> Result<(), Restart> {
+    pub(crate) fn on_remote(&mut self, packet: Packet) -> Result<(), Restart> {
         match packet {
             Packet::Publish(p) => self.remote_publish(p),
             Packet::Ack(a) => match a.kind {

@@ -435,9 +435,9 @@ impl Attempt<'_> {
     ) -> String {
         for (local, packet) in stash {
             let fed = if local {
-                relay.from_local(packet)
+                relay.on_local(packet)
             } else {
-                relay.from_remote(packet)
+                relay.on_remote(packet)
             };
             if let Err(Restart(reason)) = fed {
                 return reason;
@@ -502,7 +502,7 @@ impl Attempt<'_> {
                 }
                 packet = l_read.recv(), if r_write.pending() < HIGH_WATER => {
                     let fed = match packet {
-                        Ok(p) => relay.from_local(p),
+                        Ok(p) => relay.on_local(p),
                         Err(e) => return format!("this broker: {e}"),
                     };
                     if let Err(Restart(reason)) = fed {
@@ -512,7 +512,7 @@ impl Attempt<'_> {
                 packet = r_read.recv(), if l_write.pending() < HIGH_WATER => {
                     ping_sent = None;
                     let fed = match packet {
-                        Ok(p) => relay.from_remote(p),
+                        Ok(p) => relay.on_remote(p),
                         Err(e) => return format!("remote broker: {e}"),
                     };
                     if let Err(Restart(reason)) = fed {

@@ -202,6 +202,26 @@ fn values(broker: &Broker, sampler: &mut Sampler) -> Vec<(String, String)> {
     }
     sampler.last_store = (commits, micros);
     sampler.last = Some((now, m));
+    // Each bridge under `$SYS/broker/roost/bridge/<name>/` (mosquitto publishes only
+    // `$SYS/broker/connection/<name>/state`, as 1 or 0, which is kept too).
+    for b in broker.bridges.all() {
+        let info = b.snapshot(broker);
+        let connected = info.state == crate::bridge::BridgeState::Connected;
+        out.push((
+            format!("connection/{}/state", info.remote_client_id),
+            u8::from(connected).to_string(),
+        ));
+        let at = format!("roost/bridge/{}", info.name);
+        out.push((format!("{at}/state"), info.state.name().to_string()));
+        out.push((format!("{at}/queued"), info.queued.to_string()));
+        out.push((
+            format!("{at}/forwarded/out"),
+            info.forwarded_out.to_string(),
+        ));
+        out.push((format!("{at}/forwarded/in"), info.forwarded_in.to_string()));
+        out.push((format!("{at}/refused"), info.refused.to_string()));
+        out.push((format!("{at}/connects"), info.connects.to_string()));
+    }
     out
 }
 

@@ -33,6 +33,7 @@ pub(super) fn routes() -> Router<Arc<App>> {
         .route("/api/v1/clients/{client_id}", get(client).delete(kick))
         .route("/api/v1/subscriptions", get(subscriptions))
         .route("/api/v1/retained", get(retained_list))
+        .route("/api/v1/bridges", get(bridges))
         .route(
             "/api/v1/retained/{*topic}",
             get(retained_get).delete(retained_delete),
@@ -93,6 +94,19 @@ async fn stats(State(app): State<Arc<App>>) -> Json<Value> {
         "store": broker.store.as_ref().map(|s| s.stats()),
         "shared_subscriptions": broker.router.shared_info(),
     }))
+}
+
+/// Every bridge: state, remote address, client ids, queued and forwarded messages, the
+/// last error.
+async fn bridges(State(app): State<Arc<App>>) -> Json<Value> {
+    let broker = &app.broker;
+    let list: Vec<_> = broker
+        .bridges
+        .all()
+        .iter()
+        .map(|b| b.snapshot(broker))
+        .collect();
+    Json(json!({ "bridges": list }))
 }
 
 /// One line of the client list.

@@ -247,8 +247,86 @@ impl Collector for BrokerCollector {
             let gauge = ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX));
             gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)?;
         }
-        encode_groups(&broker, &mut encoder)
+        encode_groups(&broker, &mut encoder)?;
+        encode_bridges(&broker, &mut encoder)
     }
+}
+
+/// Per bridge, labelled `bridge`: whether its link is up, the messages waiting in its local
+/// Session, messages forwarded each way (`direction` = `out` or `in`), refused, connects.
+fn encode_bridges(broker: &Broker, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+    let bridges: Vec<_> = broker
+        .bridges
+        .all()
+        .iter()
+        .map(|b| b.snapshot(broker))
+        .collect();
+    if bridges.is_empty() {
+        return Ok(());
+    }
+    let label = |b: &crate::BridgeInfo| vec![("bridge".to_string(), b.name.clone())];
+    type Read = fn(&crate::BridgeInfo) -> u64;
+    let gauges: [(&str, &str, Read); 2] = [
+        (
+            "bridge_connected",
+            "1 while the bridge's link to its remote broker is up",
+            |b| u64::from(b.state == crate::BridgeState::Connected),
+        ),
+        (
+            "bridge_queued",
+            "Outgoing messages waiting in the bridge's local Session",
+            |b| b.queued as u64,
+        ),
+    ];
+    for (name, help, read) in gauges {
+        let mut metric = encoder.encode_descriptor(
+            name,
+            help,
+            None,
+            prometheus_client::metrics::MetricType::Gauge,
+        )?;
+        for b in &bridges {
+            let gauge = ConstGauge::new(i64::try_from(read(b)).unwrap_or(i64::MAX));
+            gauge.encode(metric.encode_family(&label(b))?)?;
+        }
+    }
+    let mut metric = encoder.encode_descriptor(
+        "bridge_forwarded",
+        "Messages a bridge delivered (QoS 1/2: acknowledged by the far side)",
+        None,
+        prometheus_client::metrics::MetricType::Counter,
+    )?;
+    for b in &bridges {
+        for (direction, value) in [("out", b.forwarded_out), ("in", b.forwarded_in)] {
+            let mut labels = label(b);
+            labels.push(("direction".to_string(), direction.to_string()));
+            ConstCounter::new(value).encode(metric.encode_family(&labels)?)?;
+        }
+    }
+    let counters: [(&str, &str, Read); 2] = [
+        (
+            "bridge_refused",
+            "Messages a broker refused for good on a bridge (dropped)",
+            |b| b.refused,
+        ),
+        (
+            "bridge_connects",
+            "Times a bridge connected to its remote broker",
+            |b| b.connects,
+        ),
+    ];
+    for (name, help, read) in counters {
+        let mut metric = encoder.encode_descriptor(
+            name,
+            help,
+            None,
+            prometheus_client::metrics::MetricType::Counter,
+        )?;
+        for b in &bridges {
+            ConstCounter::new(read(b)).encode(metric.encode_family(&label(b))?)?;
+        }
+    }
+    Ok(())
 }
 
 /// Most Shared Subscription groups given series of their own (by ShareName and filter order).

@@ -69,13 +69,13 @@ fn topics_of(packets: &[Packet]) -> Vec<(String, u16)> {
 #[test]
 fn outgoing_qos1_is_acknowledged_locally_only_after_the_remote() {
     let mut r = relay(10);
-    r.from_local(publish("up/t", QoS::AtLeastOnce, 7)).unwrap();
+    r.on_local(publish("up/t", QoS::AtLeastOnce, 7)).unwrap();
     assert!(
         r.take_local().is_empty(),
         "no local PUBACK before the remote's"
     );
     assert_eq!(topics_of(&r.take_remote()), [("site1/up/t".to_string(), 7)]);
-    r.from_remote(ack_with(AckKind::PubAck, 7, 0)).unwrap();
+    r.on_remote(ack_with(AckKind::PubAck, 7, 0)).unwrap();
     assert_eq!(acks(&r.take_local()), [(AckKind::PubAck, 7)]);
     assert_eq!(r.take_counts().out, 1);
     assert_eq!(r.outgoing_in_flight(), 0);
@@ -84,14 +84,14 @@ fn outgoing_qos1_is_acknowledged_locally_only_after_the_remote() {
 #[test]
 fn outgoing_qos2_follows_the_remote_step_by_step() {
     let mut r = relay(10);
-    r.from_local(publish("up/t", QoS::ExactlyOnce, 3)).unwrap();
+    r.on_local(publish("up/t", QoS::ExactlyOnce, 3)).unwrap();
     r.take_remote();
-    r.from_remote(ack_with(AckKind::PubRec, 3, 0)).unwrap();
+    r.on_remote(ack_with(AckKind::PubRec, 3, 0)).unwrap();
     assert_eq!(acks(&r.take_local()), [(AckKind::PubRec, 3)]);
-    r.from_local(ack_with(AckKind::PubRel, 3, 0)).unwrap();
+    r.on_local(ack_with(AckKind::PubRel, 3, 0)).unwrap();
     assert_eq!(acks(&r.take_remote()), [(AckKind::PubRel, 3)]);
     assert!(r.take_local().is_empty());
-    r.from_remote(ack_with(AckKind::PubComp, 3, 0)).unwrap();
+    r.on_remote(ack_with(AckKind::PubComp, 3, 0)).unwrap();
     assert_eq!(acks(&r.take_local()), [(AckKind::PubComp, 3)]);
     assert_eq!(r.take_counts().out, 1);
 }
@@ -99,7 +99,7 @@ fn outgoing_qos2_follows_the_remote_step_by_step() {
 #[test]
 fn incoming_qos2_reaches_the_remote_acknowledgements_only_after_the_local_ones() {
     let mut r = relay(10);
-    r.from_remote(publish("site1/down/reboot", QoS::ExactlyOnce, 40))
+    r.on_remote(publish("site1/down/reboot", QoS::ExactlyOnce, 40))
         .unwrap();
     assert_eq!(
         topics_of(&r.take_local()),
@@ -107,14 +107,14 @@ fn incoming_qos2_reaches_the_remote_acknowledgements_only_after_the_local_ones()
     );
     assert!(r.take_remote().is_empty());
     // A resend from the remote while the local broker has not answered: not published twice.
-    r.from_remote(publish("site1/down/reboot", QoS::ExactlyOnce, 40))
+    r.on_remote(publish("site1/down/reboot", QoS::ExactlyOnce, 40))
         .unwrap();
     assert!(r.take_local().is_empty());
-    r.from_local(ack_with(AckKind::PubRec, 40, 0)).unwrap();
+    r.on_local(ack_with(AckKind::PubRec, 40, 0)).unwrap();
     assert_eq!(acks(&r.take_remote()), [(AckKind::PubRec, 40)]);
-    r.from_remote(ack_with(AckKind::PubRel, 40, 0)).unwrap();
+    r.on_remote(ack_with(AckKind::PubRel, 40, 0)).unwrap();
     assert_eq!(acks(&r.take_local()), [(AckKind::PubRel, 40)]);
-    r.from_local(ack_with(AckKind::PubComp, 40, 0)).unwrap();
+    r.on_local(ack_with(AckKind::PubComp, 40, 0)).unwrap();
     assert_eq!(acks(&r.take_remote()), [(AckKind::PubComp, 40)]);
     assert_eq!(r.take_counts().r#in, 1);
 }
@@ -122,10 +122,10 @@ fn incoming_qos2_reaches_the_remote_acknowledgements_only_after_the_local_ones()
 #[test]
 fn a_local_quota_refusal_is_retried_not_acknowledged() {
     let mut r = relay(10);
-    r.from_remote(publish("site1/down/a", QoS::AtLeastOnce, 5))
+    r.on_remote(publish("site1/down/a", QoS::AtLeastOnce, 5))
         .unwrap();
     r.take_local();
-    r.from_local(ack_with(AckKind::PubAck, 5, 0x97)).unwrap();
+    r.on_local(ack_with(AckKind::PubAck, 5, 0x97)).unwrap();
     assert!(
         r.take_remote().is_empty(),
         "nothing acknowledged to the remote"
@@ -133,7 +133,7 @@ fn a_local_quota_refusal_is_retried_not_acknowledged() {
     let at = r.poll_timeout().expect("a retry is planned");
     r.handle_timeout(at);
     assert_eq!(topics_of(&r.take_local()), [("cmd/down/a".to_string(), 5)]);
-    r.from_local(ack_with(AckKind::PubAck, 5, 0)).unwrap();
+    r.on_local(ack_with(AckKind::PubAck, 5, 0)).unwrap();
     assert_eq!(acks(&r.take_remote()), [(AckKind::PubAck, 5)]);
 }
 
@@ -141,14 +141,14 @@ fn a_local_quota_refusal_is_retried_not_acknowledged() {
 fn incoming_messages_wait_for_the_local_receive_maximum() {
     let mut r = relay(2);
     for id in 1..=4 {
-        r.from_remote(publish("site1/down/a", QoS::AtLeastOnce, id))
+        r.on_remote(publish("site1/down/a", QoS::AtLeastOnce, id))
             .unwrap();
     }
     assert_eq!(r.take_local().len(), 2);
-    r.from_local(ack_with(AckKind::PubAck, 1, 0)).unwrap();
+    r.on_local(ack_with(AckKind::PubAck, 1, 0)).unwrap();
     assert_eq!(topics_of(&r.take_local()), [("cmd/down/a".to_string(), 3)]);
-    r.from_local(ack_with(AckKind::PubAck, 2, 0)).unwrap();
-    r.from_local(ack_with(AckKind::PubAck, 3, 0)).unwrap();
+    r.on_local(ack_with(AckKind::PubAck, 2, 0)).unwrap();
+    r.on_local(ack_with(AckKind::PubAck, 3, 0)).unwrap();
     assert_eq!(topics_of(&r.take_local()), [("cmd/down/a".to_string(), 4)]);
     assert_eq!(acks(&r.take_remote()).len(), 3);
 }
@@ -156,11 +156,11 @@ fn incoming_messages_wait_for_the_local_receive_maximum() {
 #[test]
 fn a_remote_refusal_for_good_lets_the_local_session_go_on() {
     let mut r = relay(10);
-    r.from_local(publish("up/t", QoS::ExactlyOnce, 9)).unwrap();
+    r.on_local(publish("up/t", QoS::ExactlyOnce, 9)).unwrap();
     r.take_remote();
-    r.from_remote(ack_with(AckKind::PubRec, 9, 0x87)).unwrap();
+    r.on_remote(ack_with(AckKind::PubRec, 9, 0x87)).unwrap();
     assert_eq!(acks(&r.take_local()), [(AckKind::PubRec, 9)]);
-    r.from_local(ack_with(AckKind::PubRel, 9, 0)).unwrap();
+    r.on_local(ack_with(AckKind::PubRel, 9, 0)).unwrap();
     assert!(
         r.take_remote().is_empty(),
         "the remote holds no state for it"
@@ -173,8 +173,8 @@ fn a_remote_refusal_for_good_lets_the_local_session_go_on() {
 #[test]
 fn a_remote_refusal_for_now_restarts_the_link() {
     let mut r = relay(10);
-    r.from_local(publish("up/t", QoS::AtLeastOnce, 2)).unwrap();
-    assert!(r.from_remote(ack_with(AckKind::PubAck, 2, 0x97)).is_err());
+    r.on_local(publish("up/t", QoS::AtLeastOnce, 2)).unwrap();
+    assert!(r.on_remote(ack_with(AckKind::PubAck, 2, 0x97)).is_err());
     assert!(
         r.take_local().is_empty(),
         "not acknowledged locally: resent on the next link"
@@ -188,16 +188,16 @@ fn unmapped_messages_are_let_go_on_both_sides() {
     if let Packet::Publish(p) = &mut p {
         p.subscription_identifiers.clear();
     }
-    r.from_local(p).unwrap();
+    r.on_local(p).unwrap();
     assert!(r.take_remote().is_empty());
     assert_eq!(acks(&r.take_local()), [(AckKind::PubAck, 4)]);
-    r.from_remote(publish("site1/other", QoS::ExactlyOnce, 8))
+    r.on_remote(publish("site1/other", QoS::ExactlyOnce, 8))
         .unwrap();
     assert!(r.take_local().is_empty());
     assert_eq!(acks(&r.take_remote()), [(AckKind::PubRec, 8)]);
     // Its PUBREL is answered by the local broker, which does not know it.
-    r.from_remote(ack_with(AckKind::PubRel, 8, 0)).unwrap();
+    r.on_remote(ack_with(AckKind::PubRel, 8, 0)).unwrap();
     assert_eq!(acks(&r.take_local()), [(AckKind::PubRel, 8)]);
-    r.from_local(ack_with(AckKind::PubComp, 8, 0x92)).unwrap();
+    r.on_local(ack_with(AckKind::PubComp, 8, 0x92)).unwrap();
     assert_eq!(acks(&r.take_remote()), [(AckKind::PubComp, 8)]);
 }
