@@ -126,13 +126,18 @@ impl Relay {
             Packet::Ack(a) => match a.kind {
                 // QoS 2 out: the local session released the message.
                 AckKind::PubRel => {
-                    if self.outgoing.get(&a.packet_id) == Some(&QoS::ExactlyOnce) {
-                        self.to_remote.push(ack(AckKind::PubRel, a.packet_id));
+                    let id = a.packet_id;
+                    if self.outgoing.get(&id) == Some(&QoS::AtMostOnce) {
+                        // Refused for good by the remote, or not forwarded: the remote holds
+                        // nothing for it, so it is completed here.
+                        self.outgoing.remove(&id);
+                        self.to_local.push(ack(AckKind::PubComp, id));
                     } else {
-                        // Completed earlier (refused by the remote, or not forwarded): it is
-                        // completed here.
-                        self.outgoing.remove(&a.packet_id);
-                        self.to_local.push(ack(AckKind::PubComp, a.packet_id));
+                        // Also when unknown here: a resend after a restart of either side,
+                        // whose PUBREC the remote sent to an earlier link. The remote may
+                        // still wait for this PUBREL before it delivers the message.
+                        self.outgoing.insert(id, QoS::ExactlyOnce);
+                        self.to_remote.push(ack(AckKind::PubRel, id));
                     }
                     Ok(())
                 }

@@ -11,7 +11,7 @@ use tracing::{info, warn};
 use crate::broker::Broker;
 use crate::codec::{
     Connect, Disconnect, Packet, QoS, ReasonCode, RetainHandling, Subscribe, SubscribeFilter,
-    Version,
+    Unsubscribe, Version,
 };
 use crate::config::{BridgeConfig, BridgeProtocol, BridgeTopic};
 use crate::session::NEVER_EXPIRES;
@@ -385,6 +385,43 @@ impl Attempt<'_> {
                 .map_err(|e| format!("this broker: {e}"))?;
             expected += 1;
         }
+        // Lines removed from the configuration since the Session subscribed: their
+        // subscriptions go, so that the Session stops collecting their messages.
+        let wanted: Vec<String> = self
+            .topics
+            .iter()
+            .filter(|t| t.direction.outgoing())
+            .map(BridgeTopic::local_filter)
+            .collect();
+        let stale: Vec<String> = self
+            .broker
+            .registry
+            .get(&self.status.local_client_id)
+            .map(|s| {
+                s.slot
+                    .lock()
+                    .session
+                    .subscriptions
+                    .keys()
+                    .filter(|f| !wanted.contains(f))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        if !stale.is_empty() {
+            info!(bridge = self.config.name.as_str(), filters = ?stale, "unsubscribing topic lines no longer configured");
+            let unsubscribe = Unsubscribe {
+                packet_id: expected + 1,
+                filters: stale,
+                user_properties: Vec::new(),
+            };
+            sides
+                .local
+                .1
+                .queue(&Packet::Unsubscribe(unsubscribe))
+                .map_err(|e| format!("this broker: {e}"))?;
+            expected += 1;
+        }
         sides
             .local
             .1
@@ -537,7 +574,7 @@ fn filter(topic: String, qos: QoS, retain_handling: RetainHandling) -> Subscribe
     }
 }
 
-/// Reads until `count` SUBACKs have arrived, keeping other packets in `stash` (tagged with
+/// Reads until `count` SUBACKs and UNSUBACKs have arrived, keeping other packets in `stash` (tagged with
 /// `local`). Bounded by [`CONNECT_TIMEOUT`].
 async fn wait_subacks(
     read: &mut Reader,
@@ -555,6 +592,7 @@ async fn wait_subacks(
                         warn!(code = %code, local, "a bridge subscription was refused");
                     }
                 }
+                Packet::UnsubAck(_) => seen += 1,
                 Packet::Disconnect(d) => return Err(format!("disconnected ({})", d.reason)),
                 other => stash.push((local, other)),
             }

@@ -201,3 +201,24 @@ fn unmapped_messages_are_let_go_on_both_sides() {
     r.on_local(ack_with(AckKind::PubComp, 8, 0x92)).unwrap();
     assert_eq!(acks(&r.take_remote()), [(AckKind::PubComp, 8)]);
 }
+
+#[test]
+fn a_release_resent_after_a_restart_reaches_the_remote() {
+    // The PUBREC came on an earlier link (or before a crash); the local Session resends its
+    // PUBREL, and the remote may hold the message until it gets it.
+    let mut r = relay(10);
+    r.on_local(ack_with(AckKind::PubRel, 12, 0)).unwrap();
+    assert_eq!(acks(&r.take_remote()), [(AckKind::PubRel, 12)]);
+    assert!(r.take_local().is_empty());
+    r.on_remote(ack_with(AckKind::PubComp, 12, 0)).unwrap();
+    assert_eq!(acks(&r.take_local()), [(AckKind::PubComp, 12)]);
+}
+
+#[test]
+fn a_release_resent_by_the_remote_after_a_restart_reaches_this_broker() {
+    let mut r = relay(10);
+    r.on_remote(ack_with(AckKind::PubRel, 30, 0)).unwrap();
+    assert_eq!(acks(&r.take_local()), [(AckKind::PubRel, 30)]);
+    r.on_local(ack_with(AckKind::PubComp, 30, 0)).unwrap();
+    assert_eq!(acks(&r.take_remote()), [(AckKind::PubComp, 30)]);
+}
