@@ -5,6 +5,7 @@ mod common;
 
 use std::time::Duration;
 
+use common::binary::BrokerProcess;
 use common::*;
 use roost::codec::{AckKind, Packet, QoS, Version};
 use roost::config::{BridgeConfig, BridgeDirection, BridgeTopic};
@@ -272,4 +273,145 @@ async fn messages_wait_at_the_edge_while_the_remote_is_down_and_arrive_in_order(
     }
     wait_until(|| edge.bridges()[0].queued == 0).await;
     assert_eq!(edge.bridges()[0].forwarded_out, u64::from(N));
+}
+
+/// The `[[bridge]]` section of an edge binary bridged to `remote` with `topic` lines.
+fn bridge_toml(remote: std::net::SocketAddr, topics: &[&str]) -> String {
+    let topics: Vec<String> = topics.iter().map(|t| format!("{t:?}")).collect();
+    format!(
+        "[[bridge]]\nname = \"cloud\"\naddress = \"{remote}\"\nremote_clientid = \"edge-bridge\"\n\
+         restart_timeout = 1\ntopic = [{}]\n",
+        topics.join(", ")
+    )
+}
+
+/// Sends `count` numbered messages on `topic` (QoS alternating 1 and 2, payload = index)
+/// to `addr`, each acknowledged before the next; returns how many were acknowledged before
+/// the connection went (all of them unless the broker dies).
+async fn publish_numbered(
+    addr: std::net::SocketAddr,
+    id: &str,
+    topic: &str,
+    range: std::ops::Range<u32>,
+) -> u32 {
+    let (mut p, _) = RawClient::connect(addr, connect_packet(Version::V311, id)).await;
+    let mut acknowledged = 0;
+    for i in range {
+        let packet_id = u16::try_from(i % 60_000 + 1).unwrap();
+        let qos = if i % 2 == 0 {
+            QoS::ExactlyOnce
+        } else {
+            QoS::AtLeastOnce
+        };
+        p.send(&publish(topic, qos, packet_id, &i.to_be_bytes()))
+            .await;
+        match p.recv().await {
+            Some(Packet::Ack(a)) if a.kind == AckKind::PubAck => {}
+            Some(Packet::Ack(a)) if a.kind == AckKind::PubRec => {
+                p.send(&ack(AckKind::PubRel, packet_id)).await;
+                match p.recv().await {
+                    Some(Packet::Ack(c)) if c.kind == AckKind::PubComp => {}
+                    None => return acknowledged + 1,
+                    other => panic!("expected PUBCOMP, got {other:?}"),
+                }
+            }
+            None => return acknowledged,
+            other => panic!("expected an acknowledgement of {i}, got {other:?}"),
+        }
+        acknowledged += 1;
+    }
+    acknowledged
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_queued_for_the_remote_survive_kill_9_of_the_edge() {
+    let cloud_dir = tempfile::tempdir().unwrap();
+    let edge_dir = tempfile::tempdir().unwrap();
+    let cloud = durable_broker(cloud_dir.path(), 0).await;
+    let remote = cloud.local_addr();
+    let toml = bridge_toml(remote, &["t/# out 2 \"\" site1/"]);
+    let edge = BrokerProcess::start_with(edge_dir.path(), &toml);
+    edge.wait_log("bridge connected");
+    let mut far_connect = connect_packet(Version::V311, "far");
+    far_connect.clean_start = false;
+    let (mut far, _) = RawClient::connect(remote, far_connect.clone()).await;
+    far.send(&subscribe("site1/t/#", QoS::ExactlyOnce)).await;
+    assert!(matches!(far.recv().await, Some(Packet::SubAck(_))));
+    drop(far);
+    wait_detached(&cloud, "far").await;
+
+    // The remote goes away; the edge acknowledges 300 messages, then dies with them queued.
+    cloud.shutdown().await;
+    const N: u32 = 300;
+    assert_eq!(publish_numbered(edge.addr, "p", "t/a", 0..N).await, N);
+    edge.kill9();
+
+    let cloud = durable_broker(cloud_dir.path(), remote.port()).await;
+    let edge = BrokerProcess::start_with(edge_dir.path(), &toml);
+    edge.wait_log("bridge connected");
+    let (mut far, connack) = RawClient::connect(remote, far_connect).await;
+    assert!(connack.session_present);
+    for i in 0..N {
+        let p = next_message(&mut far).await;
+        let got = u32::from_be_bytes(p.payload[..4].try_into().unwrap());
+        assert_eq!(got, i, "in order, none lost");
+        assert_eq!(p.topic, "site1/t/a");
+    }
+    drop(edge);
+    cloud.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_the_edge_mid_stream_loses_nothing_and_repeats_no_qos2_message() {
+    use rand::RngExt;
+    let cloud_dir = tempfile::tempdir().unwrap();
+    let edge_dir = tempfile::tempdir().unwrap();
+    let cloud = durable_broker(cloud_dir.path(), 0).await;
+    let remote = cloud.local_addr();
+    let (mut far, _) = RawClient::connect(remote, {
+        let mut c = connect_packet(Version::V311, "far");
+        c.clean_start = false;
+        c
+    })
+    .await;
+    far.send(&subscribe("t/#", QoS::ExactlyOnce)).await;
+    assert!(matches!(far.recv().await, Some(Packet::SubAck(_))));
+    let toml = bridge_toml(remote, &["t/# out 2"]);
+    let edge = BrokerProcess::start_with(edge_dir.path(), &toml);
+    edge.wait_log("bridge connected");
+
+    // Messages stream through the live link; the edge is killed at a random point.
+    const N: u32 = 2000;
+    let kill_after = rand::rng().random_range(50..1500u32);
+    eprintln!("killing the edge after {kill_after} acknowledged messages (seeded by the run)");
+    let publisher = tokio::spawn(publish_numbered(edge.addr, "p", "t/s", 0..kill_after));
+    let acknowledged = tokio::time::timeout(WAIT * 3, publisher)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(acknowledged, kill_after);
+    edge.kill9();
+    let edge = BrokerProcess::start_with(edge_dir.path(), &toml);
+    let rest = publish_numbered(edge.addr, "p", "t/s", kill_after..N).await;
+    assert_eq!(rest, N - kill_after);
+
+    // Every acknowledged message arrives; QoS 2 ones (even indexes) exactly once.
+    let mut seen = std::collections::HashMap::<u32, u32>::new();
+    while (0..N).any(|i| !seen.contains_key(&i)) {
+        let p = next_message(&mut far).await;
+        *seen
+            .entry(u32::from_be_bytes(p.payload[..4].try_into().unwrap()))
+            .or_default() += 1;
+    }
+    let repeated_qos2: Vec<u32> = seen
+        .iter()
+        .filter(|(i, n)| *i % 2 == 0 && **n > 1)
+        .map(|(i, _)| *i)
+        .collect();
+    assert!(
+        repeated_qos2.is_empty(),
+        "QoS 2 messages delivered twice: {repeated_qos2:?}"
+    );
+    drop(edge);
+    cloud.shutdown().await;
 }
