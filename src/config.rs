@@ -19,6 +19,7 @@ mod mosquitto;
 
 pub use bridge::{
     BridgeAddress, BridgeConfig, BridgeDirection, BridgeProtocol, BridgeTls, BridgeTopic,
+    valid_bridge_name,
 };
 pub use mosquitto::{MosquittoConf, looks_like_mosquitto, parse_mosquitto, resolve};
 
@@ -523,6 +524,15 @@ impl Config {
         if let Some(http) = &self.http {
             http.validate(self.password_file.as_deref())?;
         }
+        for (i, b) in self.bridges.iter().enumerate() {
+            b.validate(i)?;
+            if let Some(j) = self.bridges[..i].iter().position(|o| o.name == b.name) {
+                return Err(ConfigError::invalid(
+                    format!("{}.name", b.key_prefix(i)),
+                    format!("bridge[{j}] has this name already: each bridge needs its own"),
+                ));
+            }
+        }
         self.someone_can_connect()?;
         Ok(())
     }
@@ -654,6 +664,9 @@ impl Config {
                 out.push_str(&format!("queue_full = \"{}\"\n", policy_name(p)));
             }
         }
+        for b in &self.bridges {
+            out.push_str(&describe_bridge(b, &opt));
+        }
         if let Some(h) = &self.http {
             out.push_str(&format!(
                 "\n[http]\nbind = \"{}\"\nport = {}\ntoken = {}\nadmin_users = {:?}\n",
@@ -678,6 +691,72 @@ impl Config {
             memory_bytes: self.max_queued_memory_bytes.min(self.max_queued_bytes),
         }
     }
+}
+
+/// A bridge as a `[[bridge]]` table (the password is not shown).
+fn describe_bridge(b: &BridgeConfig, path: &dyn Fn(&Option<PathBuf>) -> String) -> String {
+    let addresses: Vec<String> = b.addresses.iter().map(ToString::to_string).collect();
+    let mut out = format!(
+        "\n[[bridge]]\nname = {:?}\naddress = {:?}\nprotocol_version = \"{}\"\n\
+         cleansession = {}\n",
+        b.name,
+        addresses,
+        b.protocol.name(),
+        b.clean_session
+    );
+    for (key, value) in [
+        ("local_clientid", &b.local_clientid),
+        ("remote_clientid", &b.remote_clientid),
+        ("remote_username", &b.remote_username),
+    ] {
+        if let Some(v) = value {
+            out.push_str(&format!("{key} = {v:?}\n"));
+        }
+    }
+    if b.remote_password.is_some() {
+        out.push_str("remote_password = \"...\"  # set, not shown\n");
+    }
+    out.push_str(&format!(
+        "try_private = {}\nkeepalive_interval = {}\nmax_inflight = {}\n",
+        b.try_private, b.keepalive, b.max_inflight
+    ));
+    match b.restart_cap {
+        Some(cap) => out.push_str(&format!(
+            "restart_timeout = [{}, {}]\n",
+            b.restart_base.as_secs(),
+            cap.as_secs()
+        )),
+        None => out.push_str(&format!("restart_timeout = {}\n", b.restart_base.as_secs())),
+    }
+    if let Some(tls) = &b.tls {
+        out.push_str(&format!("cafile = {}\n", path(&Some(tls.ca_file.clone()))));
+        for (key, file) in [("certfile", &tls.cert_file), ("keyfile", &tls.key_file)] {
+            if file.is_some() {
+                out.push_str(&format!("{key} = {}\n", path(file)));
+            }
+        }
+        if tls.insecure {
+            out.push_str("insecure = true\n");
+        }
+    }
+    let count = match b.topics.len() {
+        1 => "1 topic".to_string(),
+        n => format!("{n} topics"),
+    };
+    out.push_str(&format!("topic = [  # {count}\n"));
+    for t in &b.topics {
+        out.push_str(&format!(
+            "  {{ pattern = {:?}, direction = \"{}\", qos = {}, local_prefix = {:?}, \
+             remote_prefix = {:?} }},\n",
+            t.pattern,
+            t.direction.name(),
+            t.qos as u8,
+            t.local_prefix,
+            t.remote_prefix
+        ));
+    }
+    out.push_str("]\n");
+    out
 }
 
 impl Default for Config {
@@ -798,6 +877,11 @@ pub struct FileConfig {
     pub max_connections: Option<usize>,
     /// Seconds; see [`Config::handshake_timeout`].
     pub handshake_timeout: Option<u64>,
+    /// The `[[bridge]]` tables, read into [`BridgeConfig`]s (a mosquitto.conf's `connection`
+    /// blocks end up here too). Relative TLS file paths are made relative to the file's
+    /// directory by [`FileConfig::apply`], which adds the bridges to [`Config::bridges`].
+    #[serde(default, deserialize_with = "bridge::deserialize_bridges")]
+    pub bridge: Vec<BridgeConfig>,
 }
 
 /// A configuration problem, naming the key it concerns and, when the setting came from a
@@ -1045,6 +1129,18 @@ impl FileConfig {
             l.key_file = l.key_file.as_ref().map(resolve);
             l.ca_file = l.ca_file.as_ref().map(resolve);
             config.listeners.push(l);
+        }
+        for b in &self.bridge {
+            let mut b = b.clone();
+            if let Some(tls) = &mut b.tls {
+                // An empty ca_file (certfile without cafile) stays empty for validation.
+                if !tls.ca_file.as_os_str().is_empty() {
+                    tls.ca_file = resolve(&tls.ca_file);
+                }
+                tls.cert_file = tls.cert_file.as_ref().map(resolve);
+                tls.key_file = tls.key_file.as_ref().map(resolve);
+            }
+            config.bridges.push(b);
         }
         if let Some(v) = &self.password_file {
             config.password_file = Some(resolve(v));
@@ -1430,6 +1526,384 @@ mod tests {
             "acl_file",
             "a directory is not a file"
         );
+    }
+
+    /// A `[[bridge]]` table named `name` with `extra` lines, one address and one topic
+    /// unless `extra` sets them.
+    fn bridge_toml(name: &str, extra: &str) -> String {
+        let mut text = format!("[[bridge]]\nname = {name:?}\n{extra}\n");
+        if !extra.contains("address") {
+            text.push_str("address = \"remote.example\"\n");
+        }
+        if !extra.contains("topic") {
+            text.push_str("topic = [\"sensors/#\"]\n");
+        }
+        text
+    }
+
+    fn topic(
+        pattern: &str,
+        direction: BridgeDirection,
+        qos: u8,
+        local: &str,
+        remote: &str,
+    ) -> BridgeTopic {
+        BridgeTopic {
+            pattern: pattern.to_string(),
+            direction,
+            qos: crate::codec::QoS::from_u8(qos).expect("a QoS"),
+            local_prefix: local.to_string(),
+            remote_prefix: remote.to_string(),
+        }
+    }
+
+    #[test]
+    fn a_bridge_table_gets_mosquittos_defaults() {
+        let c = parse(&bridge_toml("b1", "")).unwrap();
+        let expected = BridgeConfig::new(
+            "b1",
+            "remote.example",
+            1883,
+            vec![topic("sensors/#", BridgeDirection::Out, 0, "", "")],
+        );
+        assert_eq!(c.bridges, vec![expected]);
+        let b = &c.bridges[0];
+        assert_eq!(b.protocol, BridgeProtocol::Mqtt311);
+        assert!(!b.clean_session && b.try_private);
+        assert_eq!((b.keepalive, b.max_inflight), (60, 20));
+        assert_eq!(b.restart_base, Duration::from_secs(5));
+        assert_eq!(b.restart_cap, Some(Duration::from_secs(30)));
+        assert_eq!(b.tls, None);
+    }
+
+    #[test]
+    fn every_bridge_key_is_read() {
+        let text = bridge_toml(
+            "edge-1.site_a",
+            &format!(
+                "address = [\"a.example:1884\", \"[::1]\", \"10.0.0.1\"]\n\
+                 protocol_version = \"mqttv50\"\ncleansession = true\n\
+                 local_clientid = \"local-id\"\nremote_clientid = \"remote-id\"\n\
+                 remote_username = \"edge\"\nremote_password = \"secret\"\n\
+                 try_private = false\nkeepalive_interval = 0\nmax_inflight = 1\n\
+                 restart_timeout = 10\ncafile = {:?}\ncertfile = {:?}\nkeyfile = {:?}\n\
+                 insecure = true\n",
+                cert("ca.pem"),
+                cert("client.pem"),
+                cert("client.key")
+            ),
+        );
+        let c = parse(&text).unwrap();
+        let b = &c.bridges[0];
+        assert_eq!(b.name, "edge-1.site_a");
+        let addresses: Vec<String> = b.addresses.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            addresses,
+            ["a.example:1884", "[::1]:8883", "10.0.0.1:8883"],
+            "8883 by default with TLS"
+        );
+        assert_eq!(b.protocol, BridgeProtocol::Mqtt5);
+        assert!(b.clean_session && !b.try_private);
+        assert_eq!(b.local_clientid.as_deref(), Some("local-id"));
+        assert_eq!(b.remote_clientid.as_deref(), Some("remote-id"));
+        assert_eq!(b.remote_username.as_deref(), Some("edge"));
+        assert_eq!(b.remote_password.as_deref(), Some("secret"));
+        assert_eq!((b.keepalive, b.max_inflight), (0, 1), "0: no keep alive");
+        assert_eq!(b.restart_base, Duration::from_secs(10));
+        assert_eq!(b.restart_cap, None, "one number: a constant wait");
+        let tls = b.tls.as_ref().expect("TLS");
+        assert_eq!(tls.ca_file, Path::new(&cert("ca.pem")));
+        assert_eq!(
+            tls.cert_file.as_deref(),
+            Some(Path::new(&cert("client.pem")))
+        );
+        assert_eq!(
+            tls.key_file.as_deref(),
+            Some(Path::new(&cert("client.key")))
+        );
+        assert!(tls.insecure);
+        let c = parse(&bridge_toml("b", "restart_timeout = [2, 60]")).unwrap();
+        assert_eq!(c.bridges[0].restart_base, Duration::from_secs(2));
+        assert_eq!(c.bridges[0].restart_cap, Some(Duration::from_secs(60)));
+    }
+
+    #[test]
+    fn topic_lines_and_tables() {
+        use BridgeDirection::{Both, In, Out};
+        let c = parse(&bridge_toml(
+            "b",
+            "topic = [\n\
+               \"a/#\",\n\
+               \"b/+/c in\",\n\
+               \"c/# both 2\",\n\
+               \"d/# out 1 local/ remote/\",\n\
+               \"e/#   IN   1   \\\"\\\"   remote/\",\n\
+               \"\\\"\\\" both 2 here/x there/y\",\n\
+               \"f/# in 0 local/\",\n\
+               \"g/# out 1 # a comment, as in mosquitto\",\n\
+               { pattern = \"h/#\" },\n\
+               { pattern = \"i/#\", direction = \"both\", qos = 2, local_prefix = \"l/\", remote_prefix = \"r/\" },\n\
+               { pattern = \"\", direction = \"in\", qos = 1, local_prefix = \"x/y\", remote_prefix = \"z\" },\n\
+             ]",
+        ))
+        .unwrap();
+        assert_eq!(
+            c.bridges[0].topics,
+            vec![
+                topic("a/#", Out, 0, "", ""),
+                topic("b/+/c", In, 0, "", ""),
+                topic("c/#", Both, 2, "", ""),
+                topic("d/#", Out, 1, "local/", "remote/"),
+                topic("e/#", In, 1, "", "remote/"),
+                topic("", Both, 2, "here/x", "there/y"),
+                topic("f/#", In, 0, "local/", ""),
+                topic("g/#", Out, 1, "", ""),
+                topic("h/#", Out, 0, "", ""),
+                topic("i/#", Both, 2, "l/", "r/"),
+                topic("", In, 1, "x/y", "z"),
+            ]
+        );
+        assert_eq!(c.bridges[0].topics[3].local_filter(), "local/d/#");
+        assert_eq!(c.bridges[0].topics[3].remote_filter(), "remote/d/#");
+    }
+
+    #[test]
+    fn the_form_of_bridge_values_is_checked_where_it_stands() {
+        for (extra, says) in [
+            ("topic = [\"a/# sideways\"]", "unknown direction `sideways`"),
+            ("topic = [\"a/# out 3\"]", "QoS `3` must be 0, 1 or 2"),
+            (
+                "topic = [\"a/# out 1 l/ r/ more\"]",
+                "`more` is one word too many",
+            ),
+            ("topic = [\"\"]", "no pattern"),
+            (
+                "topic = [{ pattern = \"a\", qos = 3 }]",
+                "qos 3 must be 0, 1 or 2",
+            ),
+            (
+                "topic = [{ pattern = \"a\", direction = \"up\" }]",
+                "unknown direction `up`",
+            ),
+            ("topic = [{ direction = \"in\" }]", "pattern"),
+            ("topic = [{ pattern = \"a\", prefix = \"x\" }]", "prefix"),
+            (
+                "address = \"host:http\"",
+                "the port must be a number from 1 to 65535",
+            ),
+            (
+                "address = \"host:0\"",
+                "the port must be a number from 1 to 65535",
+            ),
+            ("address = \"::1\"", "an IPv6 address goes in brackets"),
+            ("address = \"[::1\"", "no ']'"),
+            ("address = \"\"", "expected host[:port]"),
+            (
+                "protocol_version = \"mqttv4\"",
+                "unknown protocol_version `mqttv4`",
+            ),
+            ("restart_timeout = [5]", "expected [base, cap]"),
+            ("restart_timeout = [5, 10, 20]", "expected [base, cap]"),
+            ("restart_timeout = -1", "must not be negative"),
+            ("keepalive = 10", "keepalive"),
+        ] {
+            let e = parse(&format!("port = 1883\n{}", bridge_toml("b", extra))).expect_err(extra);
+            assert!(matches!(e, ConfigError::Parse { .. }), "{extra}: {e:?}");
+            let text = e.to_string();
+            assert!(text.contains(says), "{extra}: {text}");
+            assert!(
+                text.starts_with(FILE) && text.contains("line 4"),
+                "{extra}: {text}"
+            );
+        }
+    }
+
+    #[test]
+    fn bridge_errors_name_their_key() {
+        let invalid = |text: &str| {
+            let e = parse(text).expect_err(text);
+            assert!(matches!(e, ConfigError::Invalid { .. }), "{e:?}");
+            assert_eq!(e.file(), Some(Path::new(FILE)));
+            e.key().expect("a key").to_string()
+        };
+        let b = |extra: &str| bridge_toml("b", extra);
+        assert_eq!(
+            invalid("[[bridge]]\naddress = \"h\"\ntopic = [\"#\"]\n"),
+            "bridge[0].name"
+        );
+        assert_eq!(invalid(&bridge_toml("a b", "")), "bridge[0].name");
+        assert_eq!(invalid(&bridge_toml("ä", "")), "bridge[0].name");
+        assert_eq!(
+            invalid(&format!("{}{}", bridge_toml("b", ""), bridge_toml("b", ""))),
+            "bridge.b.name"
+        );
+        assert_eq!(invalid(&b("address = []")), "bridge.b.address");
+        assert_eq!(invalid(&b("topic = []")), "bridge.b.topic");
+        assert_eq!(
+            invalid(&b("topic = [\"a/#\", \"a/# out 0 l/+/ r/\"]")),
+            "bridge.b.topic[1].local_prefix"
+        );
+        assert_eq!(
+            invalid(&b("topic = [\"a/# out 0 l/ r/#\"]")),
+            "bridge.b.topic[0].remote_prefix"
+        );
+        assert_eq!(
+            invalid(&b("topic = [\"a/#/b\"]")),
+            "bridge.b.topic[0].pattern"
+        );
+        assert_eq!(invalid(&b("topic = [\"a+\"]")), "bridge.b.topic[0].pattern");
+        assert_eq!(
+            invalid(&b("topic = [\"\\\"\\\" in\"]")),
+            "bridge.b.topic[0].local_prefix"
+        );
+        assert_eq!(
+            invalid(&b("topic = [\"\\\"\\\" in 0 x/y\"]")),
+            "bridge.b.topic[0].remote_prefix"
+        );
+        assert_eq!(
+            invalid(&b("topic = [\"# in 0 l r\"]")),
+            "bridge.b.topic[0].local_prefix",
+            "l#"
+        );
+        assert_eq!(invalid(&b("max_inflight = 0")), "bridge.b.max_inflight");
+        assert_eq!(
+            invalid(&b("restart_timeout = 0")),
+            "bridge.b.restart_timeout"
+        );
+        assert_eq!(
+            invalid(&b("restart_timeout = [0, 5]")),
+            "bridge.b.restart_timeout"
+        );
+        assert_eq!(
+            invalid(&b("restart_timeout = [10, 5]")),
+            "bridge.b.restart_timeout"
+        );
+        assert_eq!(
+            invalid(&b("remote_clientid = \"\"")),
+            "bridge.b.remote_clientid"
+        );
+        assert_eq!(
+            invalid(&b("local_clientid = \"\"")),
+            "bridge.b.local_clientid"
+        );
+        let certfile = format!("certfile = {:?}", cert("client.pem"));
+        let keyfile = format!("keyfile = {:?}", cert("client.key"));
+        let cafile = format!("cafile = {:?}", cert("ca.pem"));
+        assert_eq!(invalid(&b(&certfile)), "bridge.b.certfile");
+        assert_eq!(invalid(&b(&keyfile)), "bridge.b.keyfile");
+        assert_eq!(invalid(&b("insecure = true")), "bridge.b.insecure");
+        assert_eq!(
+            invalid(&b(&format!("{cafile}\n{certfile}"))),
+            "bridge.b.keyfile"
+        );
+        assert_eq!(
+            invalid(&b(&format!("{cafile}\n{keyfile}"))),
+            "bridge.b.certfile"
+        );
+        let e = parse(&b("cafile = \"/nonexistent/ca.pem\"")).unwrap_err();
+        assert!(matches!(e, ConfigError::Unreadable { .. }), "{e:?}");
+        assert_eq!(e.key(), Some("bridge.b.cafile"));
+        assert!(e.to_string().contains("/nonexistent/ca.pem"), "{e}");
+        // The reason is said too.
+        let e = parse(&b(&certfile)).unwrap_err().to_string();
+        assert!(e.contains("needs cafile"), "{e}");
+        let e = parse(&b("topic = [\"# in 0 l r\"]"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`l#`") && e.contains("ends with '/'"), "{e}");
+        // `insecure = false`, the default, needs nothing.
+        parse(&b("insecure = false")).expect("valid");
+    }
+
+    #[test]
+    fn validate_checks_bridges_built_in_code() {
+        let bridge = || {
+            BridgeConfig::new(
+                "b",
+                "h",
+                1883,
+                vec![topic("a/#", BridgeDirection::Out, 1, "", "")],
+            )
+        };
+        let with = |b: BridgeConfig| move |c: &mut Config| c.bridges.push(b);
+        Config {
+            bridges: vec![bridge()],
+            ..Config::default()
+        }
+        .validate()
+        .expect("valid");
+        let mut b = bridge();
+        b.addresses[0].port = 0;
+        assert_eq!(invalid_key(with(b)), "bridge.b.address");
+        let mut b = bridge();
+        b.name = String::new();
+        assert_eq!(invalid_key(with(b)), "bridge[0].name");
+        let mut b = bridge();
+        b.topics[0].qos = crate::codec::QoS::ExactlyOnce;
+        b.topics[0].pattern = "a/#/b".into();
+        assert_eq!(invalid_key(with(b)), "bridge.b.topic[0].pattern");
+        let mut b = bridge();
+        b.remote_username = Some("a\0b".into());
+        assert_eq!(invalid_key(with(b)), "bridge.b.remote_username");
+        let key = invalid_key(|c| {
+            c.bridges.push(bridge());
+            let mut other = bridge();
+            other.name = "c".into();
+            c.bridges.push(other);
+            c.bridges.push(bridge());
+        });
+        assert_eq!(key, "bridge.b.name");
+    }
+
+    #[test]
+    fn bridge_file_paths_are_relative_to_the_file() {
+        let file = FileConfig::parse(
+            "[[bridge]]\nname = \"b\"\naddress = \"h\"\ntopic = [\"#\"]\ncafile = \"ca.pem\"\n\
+             certfile = \"/abs/c.pem\"\nkeyfile = \"c.key\"\n",
+            Path::new("/etc/roost/roost.toml"),
+        )
+        .unwrap();
+        let mut c = Config::default();
+        file.apply(&mut c, Some(Path::new("/etc/roost/roost.toml")));
+        let tls = c.bridges[0].tls.as_ref().unwrap();
+        assert_eq!(tls.ca_file, Path::new("/etc/roost/ca.pem"));
+        assert_eq!(tls.cert_file.as_deref(), Some(Path::new("/abs/c.pem")));
+        assert_eq!(tls.key_file.as_deref(), Some(Path::new("/etc/roost/c.key")));
+    }
+
+    #[test]
+    fn describe_lists_bridges_and_reads_back() {
+        let text = format!(
+            "{}{}",
+            bridge_toml(
+                "b1",
+                &format!(
+                    "address = [\"a.example\", \"[::1]:1884\"]\ncafile = {:?}\n\
+                     remote_clientid = \"r\"\nrestart_timeout = 7\n\
+                     topic = [\"x/# both 1 l/ r/\", {{ pattern = \"with space/+\" }}]",
+                    cert("ca.pem")
+                )
+            ),
+            bridge_toml("b2", "remote_password = \"hidden\"")
+        );
+        let c = parse(&text).unwrap();
+        let out = c.describe();
+        assert!(
+            out.contains(
+                "\n[[bridge]]\nname = \"b1\"\naddress = [\"a.example:8883\", \"[::1]:1884\"]\n"
+            ),
+            "{out}"
+        );
+        assert!(out.contains("topic = [  # 2 topics\n"), "{out}");
+        assert!(out.contains("topic = [  # 1 topic\n"), "{out}");
+        assert!(
+            out.contains("remote_password = \"...\"  # set, not shown"),
+            "{out}"
+        );
+        assert!(!out.contains("hidden"), "{out}");
+        let again = parse(&out).unwrap();
+        assert_eq!(again.bridges[0], c.bridges[0]);
+        assert_eq!(again.bridges[1].name, "b2");
     }
 
     #[test]
