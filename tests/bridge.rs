@@ -32,8 +32,8 @@ fn bridge_to(remote: &BrokerHandle, topics: Vec<BridgeTopic>) -> BridgeConfig {
     let addr = remote.local_addr();
     let mut b = BridgeConfig::new("edge", &addr.ip().to_string(), addr.port(), topics);
     b.remote_clientid = Some("edge-bridge".into());
-    b.restart_base = Duration::from_millis(200);
-    b.restart_cap = Some(Duration::from_secs(1));
+    b.restart_base = Duration::from_secs(1);
+    b.restart_cap = None;
     b
 }
 
