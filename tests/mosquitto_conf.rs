@@ -160,3 +160,72 @@ fn the_annotated_example_configuration_is_valid() {
     assert!(ok, "{err}");
     assert!(out.contains("port = 1883"), "{out}");
 }
+
+#[test]
+fn check_config_reads_bridges() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("mosquitto.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "listener 1884 127.0.0.1\n\
+             allow_anonymous true\n\
+             connection cloud\n\
+             address broker.example:8883\n\
+             bridge_cafile {certs}/ca.pem\n\
+             bridge_certfile {certs}/client.pem\n\
+             bridge_keyfile {certs}/client.key\n\
+             remote_password s3cret\n\
+             topic sensors/# out 1 edge/ site-1/\n\
+             topic cmd/# in 2\n\
+             notifications false\n\
+             connection backup\n\
+             address 127.0.0.1:1885\n\
+             topic # out\n",
+            certs = certs().display(),
+        ),
+    )
+    .unwrap();
+    let (ok, out, err) = check_config(&[conf.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains(
+            "\n[[bridge]]\nname = \"cloud\"\naddress = [\"broker.example:8883\"]\n\
+             protocol_version = \"mqttv311\"\ncleansession = false\n"
+        ),
+        "{out}"
+    );
+    assert!(out.contains("topic = [  # 2 topics\n"), "{out}");
+    assert!(
+        out.contains("{ pattern = \"sensors/#\", direction = \"out\", qos = 1, local_prefix = \"edge/\", remote_prefix = \"site-1/\" }"),
+        "{out}"
+    );
+    assert!(out.contains("restart_timeout = [5, 30]"), "{out}");
+    assert!(
+        out.contains(&format!("keyfile = \"{}/client.key\"", certs().display())),
+        "{out}"
+    );
+    assert!(!out.contains("s3cret"), "{out}");
+    assert!(
+        out.contains("name = \"backup\"\naddress = [\"127.0.0.1:1885\"]"),
+        "{out}"
+    );
+    assert!(
+        err.contains("mosquitto.conf:11: `notifications` ignored"),
+        "{err}"
+    );
+
+    // What check-config prints reads back as roost.toml.
+    let toml = dir.path().join("roost.toml");
+    std::fs::write(&toml, &out).unwrap();
+    let (ok, again, err) = check_config(&[toml.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    assert!(again.contains("name = \"backup\""), "{again}");
+
+    std::fs::write(&conf, "listener 1884\ntopic sensors/# out 1\n").unwrap();
+    let (ok, _, err) = check_config(&[conf.to_str().unwrap()]);
+    assert!(
+        !ok && err.contains("mosquitto.conf:2: `topic`") && err.contains("connection"),
+        "{err}"
+    );
+}

@@ -5,7 +5,10 @@
 use std::net::{IpAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 
-use super::{ConfigError, FileConfig, ListenerConfig, ListenerKind};
+use super::{
+    BridgeAddress, BridgeConfig, BridgeProtocol, BridgeTls, BridgeTopic, ConfigError, FileConfig,
+    ListenerConfig, ListenerKind, valid_bridge_name,
+};
 
 /// A mosquitto.conf read into Roost's keys, with a warning per key it does not map.
 #[derive(Debug, Default)]
@@ -157,17 +160,217 @@ const IGNORED: &[(&str, &str)] = &[
         "accept_protocol_versions",
         "3.1, 3.1.1 and 5.0 are all accepted",
     ),
-    ("connection", "bridges are not supported yet"),
-    ("address", "bridges are not supported yet"),
-    ("addresses", "bridges are not supported yet"),
-    ("topic", "bridges are not supported yet"),
 ];
+
+/// Bridge keys that are read (see [`State::bridge_line`]): they belong to a `connection`
+/// block.
+const BRIDGE_KEYS: &[&str] = &[
+    "connection",
+    "address",
+    "addresses",
+    "topic",
+    "cleansession",
+    "local_clientid",
+    "remote_clientid",
+    "clientid",
+    "remote_username",
+    "username",
+    "remote_password",
+    "password",
+    "bridge_protocol_version",
+    "try_private",
+    "restart_timeout",
+    "keepalive_interval",
+    "bridge_cafile",
+    "bridge_certfile",
+    "bridge_keyfile",
+    "bridge_insecure",
+];
+
+/// Bridge keys that are recognised and not used, with why. Any other `bridge_` key is
+/// ignored too.
+const BRIDGE_IGNORED: &[(&str, &str)] = &[
+    ("bridge_capath", "not supported: use bridge_cafile"),
+    (
+        "bridge_identity",
+        "TLS-PSK is not supported: use bridge_cafile",
+    ),
+    ("bridge_psk", "TLS-PSK is not supported: use bridge_cafile"),
+    (
+        "local_cleansession",
+        "the local session follows cleansession",
+    ),
+    (
+        "notifications",
+        "bridge state notifications are not published",
+    ),
+    (
+        "notifications_local_only",
+        "bridge state notifications are not published",
+    ),
+    (
+        "notification_topic",
+        "bridge state notifications are not published",
+    ),
+    (
+        "start_type",
+        "a bridge always starts with the broker and reconnects after a failure (automatic)",
+    ),
+    (
+        "round_robin",
+        "not supported: the addresses are tried in turn",
+    ),
+    (
+        "idle_timeout",
+        "only for start_type lazy, which is not supported",
+    ),
+    (
+        "threshold",
+        "only for start_type lazy, which is not supported",
+    ),
+    (
+        "local_username",
+        "the bridge does not log in to this broker",
+    ),
+    (
+        "local_password",
+        "the bridge does not log in to this broker",
+    ),
+    ("bridge_attempt_unsubscribe", "not supported"),
+    ("bridge_outgoing_retain", "not supported"),
+    ("bridge_tls_version", "TLS 1.2 and 1.3 are offered"),
+    ("bridge_bind_address", "the system picks the local address"),
+    ("bridge_alpn", "not supported"),
+    ("bridge_require_ocsp", "OCSP is not supported"),
+    ("bridge_max_packet_size", "not supported"),
+];
+
+/// True for the keys that belong to a `connection` block.
+fn is_bridge_key(key: &str) -> bool {
+    key.starts_with("bridge_")
+        || BRIDGE_KEYS.contains(&key)
+        || BRIDGE_IGNORED.iter().any(|(k, _)| *k == key)
+}
+
+/// A line of a file, for errors found after it was read.
+#[derive(Debug, Clone)]
+struct Place {
+    path: PathBuf,
+    line: usize,
+}
+
+impl Place {
+    fn error(&self, key: &str, reason: impl Into<String>) -> ConfigError {
+        ConfigError::Mosquitto {
+            path: self.path.clone(),
+            line: self.line,
+            key: key.to_string(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// The `connection` block being read: the bridge so far, and where the keys that are checked
+/// together at its end were set.
+#[derive(Debug)]
+struct PendingBridge {
+    config: BridgeConfig,
+    /// The `connection` line.
+    at: Place,
+    /// The `address` (or `addresses`) line.
+    address: Option<Place>,
+    cafile: Option<PathBuf>,
+    certfile: Option<(PathBuf, Place)>,
+    keyfile: Option<(PathBuf, Place)>,
+    /// `bridge_insecure true`.
+    insecure: Option<Place>,
+    /// `bridge_capath`, `bridge_psk` or `bridge_identity`: TLS that Roost cannot set up.
+    other_tls: Option<(String, Place)>,
+}
+
+impl PendingBridge {
+    /// The bridge, once the keys that go together are checked.
+    fn finish(self) -> Result<BridgeConfig, ConfigError> {
+        let PendingBridge {
+            mut config,
+            at,
+            address,
+            cafile,
+            certfile,
+            keyfile,
+            insecure,
+            other_tls,
+        } = self;
+        let name = &config.name;
+        if address.is_none() {
+            return Err(at.error(
+                "connection",
+                format!("bridge `{name}` has no `address` line"),
+            ));
+        }
+        if config.topics.is_empty() {
+            return Err(at.error("connection", format!("bridge `{name}` has no `topic` line")));
+        }
+        let Some(ca_file) = cafile else {
+            let needs_cafile = "needs bridge_cafile: TLS is on only when bridge_cafile is set";
+            if let Some((_, place)) = &certfile {
+                return Err(place.error("bridge_certfile", needs_cafile));
+            }
+            if let Some((_, place)) = &keyfile {
+                return Err(place.error("bridge_keyfile", needs_cafile));
+            }
+            if let Some(place) = &insecure {
+                return Err(place.error("bridge_insecure", needs_cafile));
+            }
+            if let Some((key, place)) = &other_tls {
+                return Err(place.error(
+                    key,
+                    "is not supported, and without bridge_cafile the bridge would connect \
+                     without TLS: use bridge_cafile",
+                ));
+            }
+            return Ok(config);
+        };
+        match (&certfile, &keyfile) {
+            (Some((_, place)), None) => {
+                return Err(place.error("bridge_certfile", "needs bridge_keyfile too"));
+            }
+            (None, Some((_, place))) => {
+                return Err(place.error("bridge_keyfile", "needs bridge_certfile too"));
+            }
+            _ => {}
+        }
+        config.tls = Some(BridgeTls {
+            ca_file,
+            cert_file: certfile.map(|(path, _)| path),
+            key_file: keyfile.map(|(path, _)| path),
+            insecure: insecure.is_some(),
+        });
+        Ok(config)
+    }
+}
+
+/// An address of `address`/`addresses`: `host[:port]`, port 1883 unless given, as in
+/// mosquitto. An IPv6 address goes in brackets (`[::1]:1883`), or without them is followed
+/// by its port, which mosquitto then requires (`::1:1883`).
+fn bridge_address(word: &str) -> Result<BridgeAddress, String> {
+    if !word.starts_with('[')
+        && word.matches(':').count() > 1
+        && let Some((host, port)) = word.rsplit_once(':')
+    {
+        return BridgeAddress::parse(&format!("[{host}]:{port}"), 1883).map_err(|_| {
+            format!("`{word}`: expected an IPv6 address and a port, e.g. `[::1]:1883`")
+        });
+    }
+    BridgeAddress::parse(word, 1883)
+}
 
 /// Reads the mosquitto.conf text of the file `path`, with the `*.conf` files of its
 /// `include_dir` (in name order, as mosquitto reads them).
 pub fn parse_mosquitto(text: &str, path: &Path) -> Result<MosquittoConf, ConfigError> {
     let mut state = State::default();
     state.read(text, path, 0)?;
+    state.finish_bridge()?;
     let mut out = state.out;
     let configured = !state.listeners.is_empty() || state.default.port.is_some();
     if configured && out.file.allow_anonymous.is_none() {
@@ -185,7 +388,9 @@ struct State {
     out: MosquittoConf,
     default: Listener,
     listeners: Vec<Listener>,
-    bridge_warned: bool,
+    /// The `connection` block being read; bridge keys belong to it until the next
+    /// `connection` line (a `listener` line does not end it, as in mosquitto).
+    bridge: Option<PendingBridge>,
 }
 
 impl State {
@@ -207,11 +412,22 @@ impl State {
                 self.include(Path::new(value), path, line, depth)?;
                 continue;
             }
+            if is_bridge_key(key) {
+                self.bridge_line(
+                    key,
+                    value,
+                    &Place {
+                        path: path.to_path_buf(),
+                        line,
+                    },
+                )?;
+                continue;
+            }
             let State {
                 out,
                 default,
                 listeners,
-                bridge_warned,
+                ..
             } = &mut *self;
             let bad = |reason: &str| ConfigError::Mosquitto {
                 path: path.to_path_buf(),
@@ -318,25 +534,176 @@ impl State {
                 let why = IGNORED
                     .iter()
                     .find(|(k, _)| *k == key)
-                    .map(|(_, why)| *why);
-                let bridge = why == Some("bridges are not supported yet")
-                    || key.starts_with("bridge_")
-                    || key.starts_with("remote_")
-                    || matches!(key, "cleansession" | "local_clientid" | "notifications" | "try_private" | "restart_timeout" | "keepalive_interval" | "start_type" | "round_robin");
-                if bridge {
-                    if !*bridge_warned {
-                        out.warnings.push(format!(
-                            "{}:{line}: `{key}`: bridges are not supported yet; every bridge key is ignored",
-                            path.display()
-                        ));
-                        *bridge_warned = true;
-                    }
-                    continue;
-                }
-                let why = why.unwrap_or("not a key Roost knows");
+                    .map_or("not a key Roost knows", |(_, why)| *why);
                 out.warnings.push(format!("{}:{line}: `{key}` ignored: {why}", path.display()));
             }
         }
+        }
+        Ok(())
+    }
+
+    /// Ends the `connection` block being read, if any: its bridge joins the file's.
+    fn finish_bridge(&mut self) -> Result<(), ConfigError> {
+        if let Some(pending) = self.bridge.take() {
+            let bridge = pending.finish()?;
+            self.out.file.bridge.push(bridge);
+        }
+        Ok(())
+    }
+
+    /// Reads a bridge key at `at`: `connection NAME` starts a block, the other keys belong to
+    /// the block being read. mosquitto's defaults apply to what is not set: MQTT 3.1.1,
+    /// `cleansession false`, `try_private true`, `keepalive_interval 60`,
+    /// `restart_timeout 5 30`, port 1883.
+    fn bridge_line(&mut self, key: &str, value: &str, at: &Place) -> Result<(), ConfigError> {
+        let bad = |reason: &str| at.error(key, reason);
+        let flag = |v: &str| match v {
+            "true" => Ok(true),
+            "false" => Ok(false),
+            _ => Err(bad("expected true or false")),
+        };
+        let text = |v: &str| {
+            if v.is_empty() {
+                Err(bad("expected a value"))
+            } else {
+                Ok(v.to_string())
+            }
+        };
+        let warn = |out: &mut MosquittoConf, why: &str| {
+            out.warnings
+                .push(format!("{}:{}: `{key}` {why}", at.path.display(), at.line));
+        };
+        if key == "connection" {
+            self.finish_bridge()?;
+            let mut words = value.split_whitespace();
+            let name = words.next().ok_or_else(|| bad("expected a name"))?;
+            if words.next().is_some() {
+                return Err(bad("expected one name, without spaces"));
+            }
+            if !valid_bridge_name(name) {
+                return Err(bad(&format!(
+                    "`{name}`: a bridge name may only contain ASCII letters, digits, '_', '.' \
+                     and '-'"
+                )));
+            }
+            if self.out.file.bridge.iter().any(|b| b.name == name) {
+                return Err(bad(&format!(
+                    "a bridge named `{name}` is configured already"
+                )));
+            }
+            let mut config = BridgeConfig::new(name, "", 0, Vec::new());
+            config.addresses.clear();
+            self.bridge = Some(PendingBridge {
+                config,
+                at: at.clone(),
+                address: None,
+                cafile: None,
+                certfile: None,
+                keyfile: None,
+                insecure: None,
+                other_tls: None,
+            });
+            return Ok(());
+        }
+        let State { out, bridge, .. } = self;
+        let Some(b) = bridge else {
+            return Err(bad(
+                "is a bridge setting: it belongs after a `connection NAME` line",
+            ));
+        };
+        let c = &mut b.config;
+        match key {
+            "address" | "addresses" => {
+                if let Some(first) = &b.address {
+                    return Err(bad(&format!(
+                        "the addresses of this connection are set already, at line {}; list \
+                         them all on one line",
+                        first.line
+                    )));
+                }
+                // As in mosquitto, a word starting with `#` starts a comment.
+                for word in value.split_whitespace().take_while(|w| !w.starts_with('#')) {
+                    c.addresses.push(bridge_address(word).map_err(|e| bad(&e))?);
+                }
+                if c.addresses.is_empty() {
+                    return Err(bad("expected host[:port], one or more"));
+                }
+                b.address = Some(at.clone());
+            }
+            "topic" => {
+                let topic = BridgeTopic::parse(value).map_err(|e| bad(&e))?;
+                topic.check().map_err(|(field, reason)| {
+                    bad(&format!("{}: {reason}", field.replace('_', " ")))
+                })?;
+                c.topics.push(topic);
+            }
+            "cleansession" => c.clean_session = flag(value)?,
+            "try_private" => c.try_private = flag(value)?,
+            "local_clientid" => c.local_clientid = Some(text(value)?),
+            "remote_clientid" | "clientid" => c.remote_clientid = Some(text(value)?),
+            "remote_username" | "username" => c.remote_username = Some(text(value)?),
+            "remote_password" | "password" => c.remote_password = Some(text(value)?),
+            "bridge_protocol_version" => {
+                c.protocol = BridgeProtocol::from_name(value)
+                    .ok_or_else(|| bad("expected mqttv31, mqttv311 or mqttv50"))?;
+            }
+            "keepalive_interval" => {
+                let seconds = value
+                    .parse::<i64>()
+                    .map_err(|_| bad("expected a number of seconds"))?;
+                c.keepalive = u16::try_from(seconds.max(5))
+                    .map_err(|_| bad("must be at most 65535 seconds"))?;
+                if seconds < 5 {
+                    warn(out, "below 5 seconds: 5 is used, as in mosquitto");
+                }
+            }
+            "restart_timeout" => {
+                let mut seconds = Vec::new();
+                for word in value.split_whitespace() {
+                    seconds.push(word.parse::<i64>().map_err(|_| {
+                        bad("expected one or two numbers of seconds: constant, or base and cap")
+                    })?);
+                }
+                let (base, cap) = match seconds[..] {
+                    [base] => (base, None),
+                    [base, cap] => (base, Some(cap)),
+                    _ => {
+                        return Err(bad(
+                            "expected one or two numbers of seconds: constant, or base and cap",
+                        ));
+                    }
+                };
+                if base < 1 {
+                    warn(out, "below 1 second: 1 is used, as in mosquitto");
+                }
+                let base = u64::try_from(base.max(1)).unwrap_or(1);
+                if cap.is_some_and(|cap| cap < base as i64) {
+                    return Err(bad("the cap (second number) is below the base (first)"));
+                }
+                c.restart_base = std::time::Duration::from_secs(base);
+                c.restart_cap = cap
+                    .map(|cap| std::time::Duration::from_secs(u64::try_from(cap).unwrap_or(base)));
+            }
+            "bridge_cafile" => b.cafile = Some(PathBuf::from(text(value)?)),
+            "bridge_certfile" => b.certfile = Some((PathBuf::from(text(value)?), at.clone())),
+            "bridge_keyfile" => b.keyfile = Some((PathBuf::from(text(value)?), at.clone())),
+            "bridge_insecure" => b.insecure = flag(value)?.then(|| at.clone()),
+            _ => {
+                if matches!(key, "bridge_capath" | "bridge_identity" | "bridge_psk") {
+                    b.other_tls = Some((key.to_string(), at.clone()));
+                }
+                let why = BRIDGE_IGNORED
+                    .iter()
+                    .find(|(k, _)| *k == key)
+                    .map_or("a bridge setting Roost does not support", |(_, why)| *why);
+                warn(out, &format!("ignored: {why}"));
+            }
+        }
+        if matches!(key, "clientid" | "username" | "password") {
+            warn(
+                out,
+                &format!("is read as remote_{key} (its older name in mosquitto)"),
+            );
         }
         Ok(())
     }
@@ -438,6 +805,7 @@ pub fn resolve(host: &str) -> Option<IpAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn read(text: &str) -> MosquittoConf {
         parse_mosquitto(text, Path::new("/etc/mosquitto/mosquitto.conf")).expect("reads")
@@ -522,17 +890,325 @@ mod tests {
             "{:?}",
             c.warnings
         );
-        assert!(
-            c.warnings[1].contains("bridges are not supported yet"),
-            "{:?}",
-            c.warnings
-        );
+        assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
+        assert_eq!(c.file.bridge.len(), 1);
+    }
+
+    /// A bridge of `parse_mosquitto(text)`'s, or its error as text.
+    fn bridges(text: &str) -> Result<(Vec<BridgeConfig>, Vec<String>), String> {
+        parse_mosquitto(text, Path::new("/etc/mosquitto/m.conf"))
+            .map(|c| (c.file.bridge, c.warnings))
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn connection_blocks_become_bridges() {
+        use crate::config::BridgeDirection::{Both, In, Out};
+        let (b, warnings) = bridges(
+            "listener 1883\n\
+             connection cloud\n\
+             address broker.example:8883 [2001:db8::1] 2001:db8::2:1885\n\
+             bridge_protocol_version mqttv50\n\
+             cleansession true\n\
+             remote_clientid edge-1\n\
+             local_clientid local-edge-1\n\
+             remote_username edge\n\
+             remote_password s3cret with spaces\n\
+             try_private false\n\
+             keepalive_interval 30\n\
+             restart_timeout 10 120\n\
+             bridge_cafile certs/ca.pem\n\
+             bridge_certfile certs/client.pem\n\
+             bridge_keyfile certs/client.key\n\
+             bridge_insecure true\n\
+             topic sensors/# out 1\n\
+             topic cmd/+ in\n\
+             topic # both 2 edge/ cloud/edge-1/\n\
+             topic \"\" in 0 local/state remote/state\n\
+             topic logs/# out 0 \"\" remote/\n\
+             listener 9001\n\
+             protocol websockets\n\
+             topic late/# out 1 # still the same connection, as in mosquitto\n\
+             connection second\n\
+             addresses other.example\n\
+             topic a/b\n",
+        )
+        .unwrap();
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(b.len(), 2);
+        let cloud = &b[0];
+        assert_eq!(cloud.name, "cloud");
+        let addresses: Vec<String> = cloud.addresses.iter().map(ToString::to_string).collect();
         assert_eq!(
-            c.warnings.len(),
-            2,
-            "one warning for all bridge keys: {:?}",
-            c.warnings
+            addresses,
+            [
+                "broker.example:8883",
+                "[2001:db8::1]:1883",
+                "[2001:db8::2]:1885"
+            ],
+            "1883 unless given, TLS or not, as in mosquitto"
         );
+        assert_eq!(cloud.protocol, BridgeProtocol::Mqtt5);
+        assert!(cloud.clean_session && !cloud.try_private);
+        assert_eq!(cloud.remote_clientid.as_deref(), Some("edge-1"));
+        assert_eq!(cloud.local_clientid.as_deref(), Some("local-edge-1"));
+        assert_eq!(cloud.remote_username.as_deref(), Some("edge"));
+        assert_eq!(cloud.remote_password.as_deref(), Some("s3cret with spaces"));
+        assert_eq!(cloud.keepalive, 30);
+        assert_eq!(cloud.restart_base, Duration::from_secs(10));
+        assert_eq!(cloud.restart_cap, Some(Duration::from_secs(120)));
+        assert_eq!(
+            cloud.tls,
+            Some(BridgeTls {
+                ca_file: PathBuf::from("certs/ca.pem"),
+                cert_file: Some(PathBuf::from("certs/client.pem")),
+                key_file: Some(PathBuf::from("certs/client.key")),
+                insecure: true,
+            })
+        );
+        let topics: Vec<(&str, _, u8, &str, &str)> = cloud
+            .topics
+            .iter()
+            .map(|t| {
+                (
+                    t.pattern.as_str(),
+                    t.direction,
+                    t.qos as u8,
+                    t.local_prefix.as_str(),
+                    t.remote_prefix.as_str(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            topics,
+            [
+                ("sensors/#", Out, 1, "", ""),
+                ("cmd/+", In, 0, "", ""),
+                ("#", Both, 2, "edge/", "cloud/edge-1/"),
+                ("", In, 0, "local/state", "remote/state"),
+                ("logs/#", Out, 0, "", "remote/"),
+                ("late/#", Out, 1, "", ""),
+            ]
+        );
+        // mosquitto's defaults.
+        let second = &b[1];
+        let expected = BridgeConfig::new("second", "other.example", 1883, second.topics.clone());
+        assert_eq!(*second, expected);
+        assert_eq!(second.topics[0].pattern, "a/b");
+    }
+
+    #[test]
+    fn bridges_reach_the_config_with_paths_relative_to_the_file() {
+        let certs = Path::new(env!("CARGO_MANIFEST_DIR")).join("certs");
+        let conf = certs.join("bridge.conf");
+        let c = parse_mosquitto(
+            "connection b\naddress h\ntopic #\nbridge_cafile ca.pem\n",
+            &conf,
+        )
+        .unwrap();
+        let mut config = crate::config::Config::default();
+        c.file.apply(&mut config, Some(&conf));
+        config.validate().expect("valid");
+        let tls = config.bridges[0].tls.as_ref().unwrap();
+        assert_eq!(tls.ca_file, certs.join("ca.pem"));
+    }
+
+    #[test]
+    fn bridge_keys_outside_a_connection_are_an_error() {
+        for line in [
+            "topic a/# out 1",
+            "address h:1883",
+            "bridge_cafile ca.pem",
+            "try_private false",
+            "notifications false",
+            "bridge_frobnicate 1",
+        ] {
+            let e = bridges(&format!(
+                "listener 1883\n{line}\nconnection b\naddress h\ntopic #\n"
+            ))
+            .unwrap_err();
+            let key = line.split(' ').next().unwrap();
+            assert!(
+                e.contains(&format!("m.conf:2: `{key}`"))
+                    && e.contains("after a `connection NAME`"),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn bridge_keys_roost_does_not_use_are_warned_about_one_by_one() {
+        let (b, warnings) = bridges(
+            "connection b\n\
+             address h\n\
+             topic #\n\
+             notifications false\n\
+             notification_topic x/y\n\
+             start_type lazy\n\
+             idle_timeout 60\n\
+             round_robin true\n\
+             local_username u\n\
+             bridge_attempt_unsubscribe false\n\
+             bridge_outgoing_retain false\n\
+             bridge_tls_version tlsv1.2\n\
+             bridge_bind_address 10.0.0.1\n\
+             bridge_max_packet_size 1000\n\
+             bridge_cafile ca.pem\n\
+             bridge_capath /etc/ssl/certs\n\
+             bridge_some_future_key 1\n\
+             clientid old-style\n\
+             keepalive_interval 2\n\
+             restart_timeout 0\n",
+        )
+        .unwrap();
+        let expected = [
+            (4, "notifications", "ignored: bridge state notifications"),
+            (
+                5,
+                "notification_topic",
+                "ignored: bridge state notifications",
+            ),
+            (6, "start_type", "ignored: a bridge always starts"),
+            (7, "idle_timeout", "ignored: only for start_type lazy"),
+            (8, "round_robin", "ignored: not supported"),
+            (9, "local_username", "ignored: the bridge does not log in"),
+            (10, "bridge_attempt_unsubscribe", "ignored: not supported"),
+            (11, "bridge_outgoing_retain", "ignored: not supported"),
+            (12, "bridge_tls_version", "ignored: TLS 1.2 and 1.3"),
+            (13, "bridge_bind_address", "ignored: the system picks"),
+            (14, "bridge_max_packet_size", "ignored: not supported"),
+            (
+                16,
+                "bridge_capath",
+                "ignored: not supported: use bridge_cafile",
+            ),
+            (
+                17,
+                "bridge_some_future_key",
+                "ignored: a bridge setting Roost does not support",
+            ),
+            (18, "clientid", "is read as remote_clientid"),
+            (19, "keepalive_interval", "5 is used"),
+            (20, "restart_timeout", "1 is used"),
+        ];
+        assert_eq!(warnings.len(), expected.len(), "{warnings:#?}");
+        for (warning, (line, key, why)) in warnings.iter().zip(expected) {
+            assert!(
+                warning.starts_with(&format!("/etc/mosquitto/m.conf:{line}: `{key}` "))
+                    && warning.contains(why),
+                "{warning}"
+            );
+        }
+        assert_eq!(b[0].remote_clientid.as_deref(), Some("old-style"));
+        assert_eq!(b[0].keepalive, 5);
+        assert_eq!(b[0].restart_base, Duration::from_secs(1));
+        assert_eq!(b[0].restart_cap, None);
+    }
+
+    #[test]
+    fn bad_bridge_settings_name_the_line() {
+        for (text, says) in [
+            ("connection\n", "1: `connection`: expected a name"),
+            (
+                "connection my bridge\n",
+                "1: `connection`: expected one name",
+            ),
+            (
+                "connection b/1\n",
+                "1: `connection`: `b/1`: a bridge name may only",
+            ),
+            (
+                "connection b\naddress h\ntopic #\nconnection b\n",
+                "4: `connection`: a bridge named `b` is configured already",
+            ),
+            (
+                "connection b\ntopic #\n",
+                "1: `connection`: bridge `b` has no `address` line",
+            ),
+            (
+                "connection b\naddress h\n",
+                "1: `connection`: bridge `b` has no `topic` line",
+            ),
+            (
+                "connection b\naddress\n",
+                "2: `address`: expected host[:port]",
+            ),
+            (
+                "connection b\naddress h:x\n",
+                "2: `address`: `h:x`: the port must be",
+            ),
+            (
+                "connection b\naddress h\naddresses i\n",
+                "3: `addresses`: the addresses of this connection are set already, at line 2",
+            ),
+            (
+                "connection b\ntopic a/# sideways\n",
+                "2: `topic`: unknown direction `sideways`",
+            ),
+            (
+                "connection b\ntopic a/# in 3\n",
+                "2: `topic`: QoS `3` must be 0, 1 or 2",
+            ),
+            (
+                "connection b\ntopic a/# in 1 l/+ r/\n",
+                "2: `topic`: local prefix: `l/+` must be",
+            ),
+            (
+                "connection b\ntopic a/#/b\n",
+                "2: `topic`: pattern: `a/#/b` is not a valid Topic Filter",
+            ),
+            (
+                "connection b\ntopic \"\" in 1 l/\n",
+                "2: `topic`: remote prefix: must be set when the pattern is empty",
+            ),
+            (
+                "connection b\ncleansession maybe\n",
+                "2: `cleansession`: expected true or false",
+            ),
+            (
+                "connection b\nbridge_protocol_version mqttv5\n",
+                "2: `bridge_protocol_version`: expected mqttv31, mqttv311 or mqttv50",
+            ),
+            (
+                "connection b\nkeepalive_interval 70000\n",
+                "2: `keepalive_interval`: must be at most 65535",
+            ),
+            (
+                "connection b\nrestart_timeout 30 10\n",
+                "2: `restart_timeout`: the cap",
+            ),
+            (
+                "connection b\nrestart_timeout 1 2 3\n",
+                "2: `restart_timeout`: expected one or two",
+            ),
+            (
+                "connection b\nremote_password\n",
+                "2: `remote_password`: expected a value",
+            ),
+            (
+                "connection b\naddress h\ntopic #\nbridge_certfile c.pem\nbridge_keyfile c.key\n",
+                "4: `bridge_certfile`: needs bridge_cafile",
+            ),
+            (
+                "connection b\naddress h\ntopic #\nbridge_insecure true\n",
+                "4: `bridge_insecure`: needs bridge_cafile",
+            ),
+            (
+                "connection b\naddress h\ntopic #\nbridge_capath /etc/ssl/certs\n",
+                "4: `bridge_capath`: is not supported, and without bridge_cafile",
+            ),
+            (
+                "connection b\naddress h\ntopic #\nbridge_psk 0123\nbridge_identity me\n",
+                "5: `bridge_identity`: is not supported, and without bridge_cafile",
+            ),
+            (
+                "connection b\naddress h\ntopic #\nbridge_cafile ca.pem\nbridge_certfile c.pem\n",
+                "5: `bridge_certfile`: needs bridge_keyfile too",
+            ),
+        ] {
+            let e = bridges(text).expect_err(text);
+            assert!(e.contains(&format!("m.conf:{says}")), "{text:?}: {e}");
+        }
     }
 
     #[test]
