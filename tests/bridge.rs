@@ -419,3 +419,102 @@ async fn kill_9_of_the_edge_mid_stream_loses_nothing_and_repeats_no_qos2_message
     drop(edge);
     cloud.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bridge_from_a_mosquitto_conf_runs() {
+    // A mosquitto user's bridge block, as it stands, in the binary.
+    let dir = tempfile::tempdir().unwrap();
+    let cloud = start_broker().await;
+    let remote = cloud.local_addr();
+    let conf = dir.path().join("mosquitto.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "listener 1883 127.0.0.1\n\
+             allow_anonymous true\n\
+             persistence true\n\
+             persistence_location {data}\n\
+             \n\
+             connection cloud\n\
+             address {remote}\n\
+             remote_clientid gateway-7\n\
+             cleansession false\n\
+             restart_timeout 1 2\n\
+             topic sensors/# out 1 \"\" gw7/\n\
+             topic cmd/# in 1 \"\" gw7/\n",
+            data = dir.path().join("data").display(),
+        ),
+    )
+    .unwrap();
+    let edge = BrokerProcess::spawn(&["--port".into(), "0".into(), "-c".into(), conf.into()]);
+    edge.wait_log("bridge connected");
+    let mut at_cloud = subscriber(&cloud, "c-sub", "gw7/#", QoS::AtLeastOnce).await;
+    let (mut e, _) = RawClient::connect(edge.addr, connect_packet(Version::V311, "e")).await;
+    e.send(&subscribe("cmd/#", QoS::AtLeastOnce)).await;
+    assert!(matches!(e.recv().await, Some(Packet::SubAck(_))));
+    e.send(&publish("sensors/door", QoS::AtLeastOnce, 2, b"open"))
+        .await;
+    let p = next_message(&mut at_cloud).await;
+    assert_eq!(
+        (p.topic.as_str(), &p.payload[..]),
+        ("gw7/sensors/door", &b"open"[..])
+    );
+    let (mut c, _) = RawClient::connect(remote, connect_packet(Version::V311, "c-pub")).await;
+    c.send(&publish("gw7/cmd/lock", QoS::AtLeastOnce, 1, b"now"))
+        .await;
+    loop {
+        match e.recv().await {
+            Some(Packet::Publish(p)) => {
+                assert_eq!(p.topic, "cmd/lock");
+                break;
+            }
+            Some(Packet::Ack(_)) => {}
+            other => panic!("expected the command, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_topic_line_removed_from_the_configuration_stops_collecting_messages() {
+    let edge_dir = tempfile::tempdir().unwrap();
+    let cloud = start_broker().await;
+    let edge_with = |pattern: &'static str| {
+        let b = bridge_to(
+            &cloud,
+            vec![line(
+                pattern,
+                BridgeDirection::Out,
+                QoS::AtLeastOnce,
+                "",
+                "",
+            )],
+        );
+        let dir = edge_dir.path().to_path_buf();
+        start_broker_with(move |c| {
+            c.in_memory = false;
+            c.data_dir = dir;
+            c.bridges = vec![b];
+        })
+    };
+    let edge = edge_with("old/#").await;
+    wait_connected(&edge).await;
+    edge.shutdown().await;
+
+    // The durable local Session still subscribes to old/# until the bridge starts again.
+    let edge = edge_with("new/#").await;
+    wait_connected(&edge).await;
+    assert_eq!(edge.subscription_count(), 1, "old/# unsubscribed, new/# subscribed");
+    let mut at_cloud = subscriber(&cloud, "c-sub", "#", QoS::AtLeastOnce).await;
+    let (mut e, _) =
+        RawClient::connect(edge.local_addr(), connect_packet(Version::V311, "e")).await;
+    e.send(&publish("old/x", QoS::AtLeastOnce, 1, b"stale"))
+        .await;
+    e.send(&publish("new/y", QoS::AtLeastOnce, 2, b"fresh"))
+        .await;
+    assert_eq!(next_message(&mut at_cloud).await.topic, "new/y");
+    let local = edge.bridges()[0].local_client_id.clone();
+    let info = edge
+        .session_info(&local)
+        .expect("the bridge's local Session");
+    assert_eq!(info.backlog.messages, 0, "old/x was not collected");
+}
