@@ -135,6 +135,10 @@ pub struct PubSubArgs {
     /// A subscriber stops after this many seconds without a new message.
     #[arg(long, default_value_t = 5.0)]
     idle_timeout: f64,
+    /// Subscribers connect to this port of the same host instead of --port (e.g. the far
+    /// side of a bridge).
+    #[arg(long)]
+    sub_port: Option<u16>,
 }
 
 /// Options of the `conn` scenario.

@@ -4,6 +4,7 @@
 //! every payload (send time, publisher index, sequence number); subscribers check the stamps
 //! (lost, duplicated, out of order, per publisher) and record end-to-end latency.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -101,7 +102,10 @@ pub async fn run(common: &Common, args: &PubSubArgs) -> Result<(), String> {
     let run_id = format!("{:x}{nanos:x}", std::process::id());
     let delivered_qos = qos.min(sub_qos);
 
-    let opts = |id: String, clean: bool| ConnectOptions {
+    let sub_addr = args
+        .sub_port
+        .map_or(addr, |port| SocketAddr::new(addr.ip(), port));
+    let opts = |id: String, clean: bool, addr: SocketAddr| ConnectOptions {
         addr,
         version,
         client_id: id,
@@ -121,7 +125,7 @@ pub async fn run(common: &Common, args: &PubSubArgs) -> Result<(), String> {
         } else {
             format!("lg/{run_id}/+")
         };
-        let mut o = opts(format!("lg-{run_id}-sub-{s}"), true);
+        let mut o = opts(format!("lg-{run_id}-sub-{s}"), true, sub_addr);
         let persistent = args.persistent_subs;
         set.spawn(async move {
             let conn = if persistent {
@@ -144,7 +148,7 @@ pub async fn run(common: &Common, args: &PubSubArgs) -> Result<(), String> {
     }
     let mut pset = JoinSet::new();
     for p in 0..pubs {
-        let o = opts(format!("lg-{run_id}-pub-{p}"), true);
+        let o = opts(format!("lg-{run_id}-pub-{p}"), true, addr);
         pset.spawn(async move { Conn::connect(&o).await.map(|(c, _)| (p, c)) });
     }
     let mut pub_conns: Vec<Option<Conn>> = (0..pubs).map(|_| None).collect();
