@@ -1036,3 +1036,198 @@ async fn over_tls_with_a_client_certificate_when_mosquitto_requires_one() {
     roost.shutdown().await;
     drop(mosquitto);
 }
+
+/// A bridge that trusts another CA (`certs/other-ca.pem`) does not accept mosquitto's
+/// certificate: it stays unconnected, says the certificate is the problem, and loses nothing
+/// published meanwhile (queued in its local Session, acknowledged to the publisher).
+#[tokio::test]
+async fn over_tls_with_the_wrong_ca_stays_unconnected_and_keeps_the_messages() {
+    let Some(binary) = mosquitto_binary() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let (plain, tls) = (free_port(), free_port());
+    let body = format!("{}{}", plain_listener(plain), tls_listener(tls, false));
+    let mosquitto = Mosquitto::start(&binary, dir.path(), &[plain, tls], &body).await;
+    let roost = start_broker_with(|c| {
+        let mut b = bridge("edge", tls, BridgeProtocol::Mqtt311, two_way_lines());
+        b.tls = Some(bridge_tls("other-ca.pem", false));
+        c.bridges = vec![b];
+    })
+    .await;
+    let info = wait_bridge(&roost, "edge", "failed", |b| b.last_error.is_some()).await;
+    let error = info.last_error.clone().unwrap_or_default();
+    assert!(error.contains("certificate"), "{info:?}");
+    assert_ne!(info.state, BridgeState::Connected, "{info:?}");
+    let mut edge_pub = publisher(roost.local_addr(), "edge-publisher").await;
+    for i in 0..5u16 {
+        let payload = i.to_string();
+        publish_acked(
+            &mut edge_pub,
+            "edge/out/t",
+            QoS::AtLeastOnce,
+            i + 1,
+            payload.as_bytes(),
+            false,
+        )
+        .await;
+    }
+    let info = wait_bridge(&roost, "edge", "queued the messages", |b| b.queued == 5).await;
+    assert_eq!((info.connects, info.forwarded_out), (0, 0), "{info:?}");
+    assert_ne!(info.state, BridgeState::Connected, "{info:?}");
+    assert_eq!(mosquitto.log_count("as edge-bridge"), 0);
+    roost.shutdown().await;
+    drop(mosquitto);
+}
+
+/// Mosquitto refuses the bridge's login (a password file; the bridge has the wrong
+/// password): the bridge keeps trying with backoff, never connected, its `last_error` naming
+/// the refusal, and the messages published meanwhile wait in its local Session.
+#[tokio::test]
+async fn a_refused_login_keeps_the_bridge_in_backoff_with_its_messages() {
+    let Some(binary) = mosquitto_binary() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let passwords = dir.path().join("passwords");
+    let out = tokio::process::Command::new("mosquitto_passwd")
+        .arg("-c")
+        .arg("-b")
+        .arg(&passwords)
+        .args(["edge", "right password"])
+        .stdin(Stdio::null())
+        .output();
+    let out = tokio::time::timeout(WAIT, out)
+        .await
+        .expect("mosquitto_passwd finishes in time")
+        .expect("mosquitto_passwd runs");
+    assert!(out.status.success(), "mosquitto_passwd: {out:?}");
+    const REFUSED: &str = "disconnected, not authorised";
+    let port = free_port();
+    let body = format!(
+        "listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {}\n",
+        passwords.display()
+    );
+    let mosquitto = Mosquitto::start(&binary, dir.path(), &[port], &body).await;
+    let roost = start_broker_with(|c| {
+        let mut b = bridge("edge", port, BridgeProtocol::Mqtt311, two_way_lines());
+        b.remote_username = Some("edge".into());
+        b.remote_password = Some("wrong password".into());
+        c.bridges = vec![b];
+    })
+    .await;
+    // Several refused attempts: mosquitto logs each (the client id is not logged then), and the bridge reports the CONNACK
+    // that refused it (3.1.1: 0x05 not authorized, or 0x04 bad user name or password).
+    let deadline = Instant::now() + WAIT;
+    while mosquitto.log_count(REFUSED) < 3 {
+        assert!(
+            Instant::now() < deadline,
+            "three login attempts in time: {:?}",
+            roost.bridges()
+        );
+        tokio::time::sleep(POLL).await;
+    }
+    let info = bridge_info(&roost, "edge");
+    let error = info.last_error.clone().unwrap_or_default();
+    assert!(
+        error.contains("refused the connection: CONNACK 0x05")
+            || error.contains("refused the connection: CONNACK 0x04"),
+        "{info:?}"
+    );
+    assert!(
+        matches!(info.state, BridgeState::Backoff | BridgeState::Connecting),
+        "{info:?}"
+    );
+    assert_eq!(info.connects, 0, "{info:?}");
+    // Still running, and still holding what is published for the remote.
+    let mut edge_pub = publisher(roost.local_addr(), "edge-publisher").await;
+    for i in 0..5u16 {
+        let payload = i.to_string();
+        publish_acked(
+            &mut edge_pub,
+            "edge/out/t",
+            QoS::ExactlyOnce,
+            i + 1,
+            payload.as_bytes(),
+            false,
+        )
+        .await;
+    }
+    let info = wait_bridge(&roost, "edge", "queued the messages", |b| b.queued == 5).await;
+    let attempts = mosquitto.log_count(REFUSED);
+    let deadline = Instant::now() + WAIT;
+    while mosquitto.log_count(REFUSED) <= attempts {
+        assert!(Instant::now() < deadline, "another attempt in time");
+        tokio::time::sleep(POLL).await;
+    }
+    let later = bridge_info(&roost, "edge");
+    assert_eq!(
+        (later.queued, later.connects, later.forwarded_out),
+        (5, 0, 0),
+        "{later:?}"
+    );
+    assert_ne!(later.state, BridgeState::Stopped, "{info:?}");
+    roost.shutdown().await;
+    drop(mosquitto);
+}
+
+/// A bridge that has not reached mosquitto yet since Roost started still keeps what is
+/// published for it, and delivers it once mosquitto is there.
+#[tokio::test]
+async fn messages_published_before_the_first_connection_are_delivered() {
+    let Some(binary) = mosquitto_binary() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let port = free_port();
+    let body = format!("{}{}", plain_listener(port), persistence(dir.path()));
+    // A durable subscriber's session at mosquitto, saved, before any bridge exists.
+    let mut mosquitto = Mosquitto::start(&binary, dir.path(), &[port], &body).await;
+    let (mut durable, _) = RawClient::connect(mosquitto.addr(), durable_connect("durable")).await;
+    subscribe_all(&mut durable, &["fleet/site1/out/#"]).await;
+    mosquitto.stop().await;
+    drop(durable);
+
+    let roost = start_broker_with(|c| {
+        c.bridges = vec![bridge(
+            "edge",
+            port,
+            BridgeProtocol::Mqtt311,
+            two_way_lines(),
+        )];
+    })
+    .await;
+    let info = wait_bridge(&roost, "edge", "failed to connect", |b| {
+        b.last_error.is_some()
+    })
+    .await;
+    assert_eq!(info.connects, 0, "{info:?}");
+    let mut edge_pub = publisher(roost.local_addr(), "edge-publisher").await;
+    let levels = [QoS::AtLeastOnce, QoS::ExactlyOnce];
+    for (i, qos) in levels.into_iter().enumerate() {
+        let payload = format!("early {i}");
+        publish_acked(
+            &mut edge_pub,
+            "edge/out/early",
+            qos,
+            1,
+            payload.as_bytes(),
+            false,
+        )
+        .await;
+    }
+    wait_bridge(&roost, "edge", "queued the messages", |b| b.queued == 2).await;
+
+    mosquitto.restart().await;
+    let (mut durable, ack) = RawClient::connect(mosquitto.addr(), durable_connect("durable")).await;
+    assert!(ack.session_present, "MQTT-3.2.2-2");
+    for (i, qos) in levels.into_iter().enumerate() {
+        let payload = format!("early {i}");
+        let topic = "fleet/site1/out/early";
+        expect_message(&mut durable, topic, qos, payload.as_bytes(), false).await;
+    }
+    let info = wait_bridge(&roost, "edge", "delivered", |b| b.forwarded_out == 2).await;
+    assert_eq!((info.queued, info.connects), (0, 1), "{info:?}");
+    roost.shutdown().await;
+    drop(mosquitto);
+}
