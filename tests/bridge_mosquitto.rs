@@ -15,6 +15,8 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::Ordering::SeqCst;
+use std::sync::atomic::{AtomicU8, AtomicUsize};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -25,6 +27,7 @@ use roost::codec::{
 };
 use roost::config::{BridgeConfig, BridgeDirection, BridgeProtocol, BridgeTls, BridgeTopic};
 use roost::{BridgeInfo, BridgeState, BrokerHandle};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 
 /// The pause between two looks at a condition that is polled.
@@ -469,6 +472,101 @@ async fn retained_at_mosquitto(addr: SocketAddr, topic: &str) -> String {
     String::from_utf8_lossy(&out.stdout).trim_end().to_string()
 }
 
+/// The `both` line carries a message each way, and each is seen once on each side: not sent
+/// back by the broker that received it from the bridge. Then one message each way on the
+/// `in` and `out` lines (counted by the bridge: 2 out, 2 in). The observers are subscribed
+/// to `fleet/site1/out/#` and `fleet/site1/both/#` at mosquitto, `edge/in/#` and
+/// `edge/both/#` at Roost.
+async fn one_copy_each_side(
+    at_fleet: &mut RawClient,
+    at_edge: &mut RawClient,
+    edge_pub: &mut RawClient,
+    fleet_pub: &mut RawClient,
+) {
+    // Both ways: one copy on each side. Mosquitto does not send the bridge's own messages
+    // back to it (the bridge bit in 3.1.1; No Local in 5.0, MQTT-3.8.3-3), nor does Roost.
+    publish_acked(
+        edge_pub,
+        "edge/both/from-edge",
+        QoS::AtLeastOnce,
+        30,
+        b"e",
+        false,
+    )
+    .await;
+    expect_message(
+        at_fleet,
+        "fleet/site1/both/from-edge",
+        QoS::AtLeastOnce,
+        b"e",
+        false,
+    )
+    .await;
+    expect_message(
+        at_edge,
+        "edge/both/from-edge",
+        QoS::AtLeastOnce,
+        b"e",
+        false,
+    )
+    .await;
+    publish_acked(
+        fleet_pub,
+        "fleet/site1/both/from-fleet",
+        QoS::ExactlyOnce,
+        30,
+        b"f",
+        false,
+    )
+    .await;
+    expect_message(
+        at_edge,
+        "edge/both/from-fleet",
+        QoS::ExactlyOnce,
+        b"f",
+        false,
+    )
+    .await;
+    expect_message(
+        at_fleet,
+        "fleet/site1/both/from-fleet",
+        QoS::ExactlyOnce,
+        b"f",
+        false,
+    )
+    .await;
+    // A copy sent back would be ahead of these markers on the same link (each topic is an
+    // ordered topic, MQTT-4.6.0-6, and each link keeps its order): the next message on
+    // each side is the marker.
+    publish_acked(
+        fleet_pub,
+        "fleet/site1/in/marker",
+        QoS::AtLeastOnce,
+        40,
+        b"m",
+        false,
+    )
+    .await;
+    expect_message(at_edge, "edge/in/marker", QoS::AtLeastOnce, b"m", false).await;
+    publish_acked(
+        edge_pub,
+        "edge/out/marker",
+        QoS::AtLeastOnce,
+        40,
+        b"m",
+        false,
+    )
+    .await;
+    expect_message(
+        at_fleet,
+        "fleet/site1/out/marker",
+        QoS::AtLeastOnce,
+        b"m",
+        false,
+    )
+    .await;
+}
+
 /// The scenario of the direction tests, with `protocol` towards mosquitto: messages at QoS
 /// 0, 1 and 2 cross each way with their topics renamed, retained messages stay retained on
 /// the far side, and a `both` message is seen once on each side.
@@ -497,6 +595,12 @@ async fn directions(protocol: BridgeProtocol) {
         1,
         "the bridge connected once with protocol {protocol:?}"
     );
+    // Mosquitto tells a bridge (the bridge bit of 3.1.1) from a client.
+    let kind = match protocol {
+        BridgeProtocol::Mqtt5 => "New client connected",
+        _ => "New bridge connected",
+    };
+    assert_eq!(mosquitto.log_count(kind), 1, "{kind}");
     assert_eq!(info.remote_addr, Some(format!("127.0.0.1:{port}")));
 
     let mut at_fleet = observer(
@@ -601,95 +705,7 @@ async fn directions(protocol: BridgeProtocol) {
     )
     .await;
 
-    // Both ways: one copy on each side. Mosquitto does not send the bridge's own messages
-    // back to it (the bridge bit in 3.1.1; No Local in 5.0, MQTT-3.8.3-3), nor does Roost.
-    publish_acked(
-        &mut edge_pub,
-        "edge/both/from-edge",
-        QoS::AtLeastOnce,
-        30,
-        b"e",
-        false,
-    )
-    .await;
-    expect_message(
-        &mut at_fleet,
-        "fleet/site1/both/from-edge",
-        QoS::AtLeastOnce,
-        b"e",
-        false,
-    )
-    .await;
-    expect_message(
-        &mut at_edge,
-        "edge/both/from-edge",
-        QoS::AtLeastOnce,
-        b"e",
-        false,
-    )
-    .await;
-    publish_acked(
-        &mut fleet_pub,
-        "fleet/site1/both/from-fleet",
-        QoS::ExactlyOnce,
-        30,
-        b"f",
-        false,
-    )
-    .await;
-    expect_message(
-        &mut at_edge,
-        "edge/both/from-fleet",
-        QoS::ExactlyOnce,
-        b"f",
-        false,
-    )
-    .await;
-    expect_message(
-        &mut at_fleet,
-        "fleet/site1/both/from-fleet",
-        QoS::ExactlyOnce,
-        b"f",
-        false,
-    )
-    .await;
-    // A copy sent back would be ahead of these markers on the same link (each topic is an
-    // ordered topic, MQTT-4.6.0-6, and each link keeps its order): the next message on
-    // each side is the marker.
-    publish_acked(
-        &mut fleet_pub,
-        "fleet/site1/in/marker",
-        QoS::AtLeastOnce,
-        40,
-        b"m",
-        false,
-    )
-    .await;
-    expect_message(
-        &mut at_edge,
-        "edge/in/marker",
-        QoS::AtLeastOnce,
-        b"m",
-        false,
-    )
-    .await;
-    publish_acked(
-        &mut edge_pub,
-        "edge/out/marker",
-        QoS::AtLeastOnce,
-        40,
-        b"m",
-        false,
-    )
-    .await;
-    expect_message(
-        &mut at_fleet,
-        "fleet/site1/out/marker",
-        QoS::AtLeastOnce,
-        b"m",
-        false,
-    )
-    .await;
+    one_copy_each_side(&mut at_fleet, &mut at_edge, &mut edge_pub, &mut fleet_pub).await;
 
     // Out: 3 levels, retained, both, marker; in: the same. Nothing refused, nothing left,
     // one connection, no error (a refused bridge bit would show as a reconnection).
@@ -1229,5 +1245,207 @@ async fn messages_published_before_the_first_connection_are_delivered() {
     let info = wait_bridge(&roost, "edge", "delivered", |b| b.forwarded_out == 2).await;
     assert_eq!((info.queued, info.connects), (0, 1), "{info:?}");
     roost.shutdown().await;
+    drop(mosquitto);
+}
+
+/// Which new connections a [`Gate`] closes after their first packet.
+const LET_IN: u8 = 0;
+/// Every new connection is closed, as a full or restarting broker, or a load balancer
+/// without a backend, does.
+const TURN_AWAY: u8 = 1;
+/// Connections whose CONNECT has the bridge bit are closed, as a broker that does not know
+/// the bit may do.
+const TURN_AWAY_BRIDGES: u8 = 2;
+
+/// A TCP relay on 127.0.0.1 in front of mosquitto that reads each new connection's first
+/// packet (its CONNECT) and, depending on `mode`, closes the connection or relays it.
+struct Gate {
+    port: u16,
+    mode: Arc<AtomicU8>,
+    turned_away: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Gate {
+    async fn start(to: SocketAddr, mode: u8) -> Gate {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("the gate listens");
+        let port = listener.local_addr().expect("the gate's address").port();
+        let mode = Arc::new(AtomicU8::new(mode));
+        let turned_away = Arc::new(AtomicUsize::new(0));
+        let (current, counted) = (Arc::clone(&mode), Arc::clone(&turned_away));
+        let task = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let (mode, counted) = (Arc::clone(&current), Arc::clone(&counted));
+                tokio::spawn(Gate::serve(client, to, mode, counted));
+            }
+        });
+        Gate {
+            port,
+            mode,
+            turned_away,
+            task,
+        }
+    }
+
+    async fn serve(
+        mut client: tokio::net::TcpStream,
+        to: SocketAddr,
+        mode: Arc<AtomicU8>,
+        turned_away: Arc<AtomicUsize>,
+    ) {
+        // Enough of the CONNECT for its protocol level: fixed header, remaining length,
+        // protocol name ("MQTT"), level.
+        let mut first = Vec::new();
+        let read = async {
+            while first.len() < 10 {
+                let mut chunk = [0u8; 512];
+                match client.read(&mut chunk).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => first.extend_from_slice(&chunk[..n]),
+                }
+            }
+        };
+        let _ = tokio::time::timeout(WAIT, read).await;
+        let bridge_bit = first
+            .windows(5)
+            .find(|w| &w[..4] == b"MQTT")
+            .is_some_and(|w| w[4] & 0x80 != 0);
+        let away = match mode.load(SeqCst) {
+            TURN_AWAY => true,
+            TURN_AWAY_BRIDGES => bridge_bit,
+            _ => false,
+        };
+        if away {
+            turned_away.fetch_add(1, SeqCst);
+            return;
+        }
+        if let Ok(mut server) = tokio::net::TcpStream::connect(to).await
+            && server.write_all(&first).await.is_ok()
+        {
+            let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+        }
+    }
+}
+
+impl Drop for Gate {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The remote closes the bridge's first connections right after their CONNECT; once it
+/// lets the bridge in, the bridge still sets the bridge bit. A connection closed for some
+/// other reason is not taken for a refusal of the bit, whose loss would have mosquitto send
+/// the bridge's own messages back and drop their RETAIN flag.
+#[tokio::test]
+async fn connections_closed_after_connect_do_not_cost_the_bridge_bit() {
+    let Some(binary) = mosquitto_binary() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let port = free_port();
+    let mosquitto = Mosquitto::start(&binary, dir.path(), &[port], &plain_listener(port)).await;
+    let gate = Gate::start(mosquitto.addr(), TURN_AWAY).await;
+    let roost = start_broker_with(|c| {
+        c.bridges = vec![bridge(
+            "edge",
+            gate.port,
+            BridgeProtocol::Mqtt311,
+            three_way_lines(),
+        )];
+    })
+    .await;
+    // Two attempts turned away, then a wait before the next: the gate opens meanwhile.
+    let deadline = Instant::now() + WAIT;
+    while gate.turned_away.load(SeqCst) < 2
+        || bridge_info(&roost, "edge").state != BridgeState::Backoff
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the bridge is turned away in time: {:?}",
+            roost.bridges()
+        );
+        tokio::time::sleep(POLL).await;
+    }
+    gate.mode.store(LET_IN, SeqCst);
+    let info = wait_bridge(&roost, "edge", "connected", |b| {
+        b.state == BridgeState::Connected
+    })
+    .await;
+    assert_eq!(info.connects, 1, "{info:?}");
+    assert_eq!(
+        (
+            mosquitto.log_count("New bridge connected"),
+            mosquitto.log_count("New client connected")
+        ),
+        (1, 0),
+        "mosquitto sees a bridge"
+    );
+
+    let mut at_fleet = observer(
+        mosquitto.addr(),
+        "fleet-observer",
+        &["fleet/site1/out/#", "fleet/site1/both/#"],
+    )
+    .await;
+    let mut at_edge = observer(
+        roost.local_addr(),
+        "edge-observer",
+        &["edge/in/#", "edge/both/#"],
+    )
+    .await;
+    let mut edge_pub = publisher(roost.local_addr(), "edge-publisher").await;
+    let mut fleet_pub = publisher(mosquitto.addr(), "fleet-publisher").await;
+    one_copy_each_side(&mut at_fleet, &mut at_edge, &mut edge_pub, &mut fleet_pub).await;
+    let info = wait_bridge(&roost, "edge", "counted everything", |b| {
+        b.forwarded_out >= 2 && b.forwarded_in >= 2
+    })
+    .await;
+    assert_eq!((info.forwarded_out, info.forwarded_in), (2, 2), "{info:?}");
+    roost.shutdown().await;
+    drop(gate);
+    drop(mosquitto);
+}
+
+/// A remote that closes connections whose CONNECT has the bridge bit (a broker that does not
+/// know it) gets the bridge without it: plain MQTT 3.1.1, and messages cross.
+#[tokio::test]
+async fn a_remote_that_closes_on_the_bridge_bit_gets_plain_mqtt() {
+    let Some(binary) = mosquitto_binary() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let port = free_port();
+    let mosquitto = Mosquitto::start(&binary, dir.path(), &[port], &plain_listener(port)).await;
+    let gate = Gate::start(mosquitto.addr(), TURN_AWAY_BRIDGES).await;
+    let roost = start_broker_with(|c| {
+        c.bridges = vec![bridge(
+            "edge",
+            gate.port,
+            BridgeProtocol::Mqtt311,
+            two_way_lines(),
+        )];
+    })
+    .await;
+    let info = wait_bridge(&roost, "edge", "connected", |b| {
+        b.state == BridgeState::Connected
+    })
+    .await;
+    assert_eq!(info.connects, 1, "{info:?}");
+    assert_eq!(gate.turned_away.load(SeqCst), 1);
+    assert_eq!(
+        (
+            mosquitto.log_count("New bridge connected"),
+            mosquitto.log_count("New client connected from 127.0.0.1")
+        ),
+        (0, 1),
+        "mosquitto sees a plain client"
+    );
+    messages_cross(&roost, &mosquitto).await;
+    assert_eq!(gate.turned_away.load(SeqCst), 1, "no other attempt");
+    roost.shutdown().await;
+    drop(gate);
     drop(mosquitto);
 }

@@ -34,7 +34,8 @@ struct Ended {
     reason: String,
     /// The connection to the remote broker was established (CONNACK received).
     connected: bool,
-    /// The remote refused the bridge bit: try again at once without it.
+    /// The remote refused the bridge bit, or closed the connection after a CONNECT with it
+    /// (which may have been for another reason): try again at once without it.
     private_refused: bool,
 }
 
@@ -65,7 +66,11 @@ pub(crate) async fn run(
         }
     };
     let topics: Arc<[BridgeTopic]> = config.topics.clone().into();
-    let mut private = config.try_private && config.protocol != BridgeProtocol::Mqtt5;
+    let try_private = config.try_private && config.protocol != BridgeProtocol::Mqtt5;
+    let mut private = try_private;
+    // The bridge bit was dropped after an attempt with it ended before CONNACK, and no
+    // attempt without it has connected since.
+    let mut private_doubted = false;
     let mut backoff = Backoff::new(config.restart_base, config.restart_cap);
     let mut address = 0;
     let shutdown = broker.shutdown.clone();
@@ -117,9 +122,20 @@ pub(crate) async fn run(
         }
         *status.last_error.lock() = Some(ended.reason.clone());
         if ended.private_refused {
-            info!(bridge = config.name.as_str(), remote = %target, "the remote broker refused the bridge bit: plain MQTT from now on");
+            info!(bridge = config.name.as_str(), remote = %target, reason = ended.reason.as_str(), "the remote broker may refuse the bridge bit: trying without it");
             private = false;
+            private_doubted = true;
             continue;
+        }
+        if private_doubted {
+            private_doubted = false;
+            if ended.connected {
+                info!(bridge = config.name.as_str(), remote = %target, "the remote broker took the bridge without the bridge bit: plain MQTT from now on");
+            } else {
+                // Not taken without the bit either: what ended the attempt with it (a close,
+                // e.g. a full or restarting broker) was not about the bit.
+                private = try_private;
+            }
         }
         if ended.connected {
             warn!(bridge = config.name.as_str(), remote = %target, reason = ended.reason.as_str(), "bridge link lost");
