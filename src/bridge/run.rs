@@ -34,7 +34,8 @@ struct Ended {
     reason: String,
     /// The connection to the remote broker was established (CONNACK received).
     connected: bool,
-    /// The remote refused the bridge bit: try again at once without it.
+    /// The remote refused the bridge bit, or closed the connection after a CONNECT with it
+    /// (which may have been for another reason): try again at once without it.
     private_refused: bool,
 }
 
@@ -65,10 +66,41 @@ pub(crate) async fn run(
         }
     };
     let topics: Arc<[BridgeTopic]> = config.topics.clone().into();
-    let mut private = config.try_private && config.protocol != BridgeProtocol::Mqtt5;
+    let try_private = config.try_private && config.protocol != BridgeProtocol::Mqtt5;
+    let mut private = try_private;
+    // The bridge bit was dropped after an attempt with it ended before CONNACK, and no
+    // attempt without it has connected since.
+    let mut private_doubted = false;
     let mut backoff = Backoff::new(config.restart_base, config.restart_cap);
     let mut address = 0;
     let shutdown = broker.shutdown.clone();
+    // Outgoing messages wait in the local Session while the remote cannot be reached, but
+    // the Session is made by the first link, after the remote's CONNACK: until then nothing
+    // would collect them. A durable bridge without one gets it now, with its subscriptions.
+    if !config.clean_session
+        && topics.iter().any(|t| t.direction.outgoing())
+        && broker.registry.get(&status.local_client_id).is_none()
+    {
+        let attempt = Attempt {
+            broker: &broker,
+            config: &config,
+            status: &status,
+            tasks: &tasks,
+            topics: &topics,
+            private,
+        };
+        let opened = tokio::select! {
+            opened = attempt.open_local_session() => opened,
+            _ = shutdown.cancelled() => Ok(()),
+        };
+        if let Err(e) = opened {
+            warn!(
+                bridge = config.name.as_str(),
+                error = e.as_str(),
+                "cannot create the bridge's local session before the first link"
+            );
+        }
+    }
     loop {
         status.set_state(BridgeState::Connecting);
         let target = &config.addresses[address % config.addresses.len()];
@@ -90,9 +122,20 @@ pub(crate) async fn run(
         }
         *status.last_error.lock() = Some(ended.reason.clone());
         if ended.private_refused {
-            info!(bridge = config.name.as_str(), remote = %target, "the remote broker refused the bridge bit: plain MQTT from now on");
+            info!(bridge = config.name.as_str(), remote = %target, reason = ended.reason.as_str(), "the remote broker may refuse the bridge bit: trying without it");
             private = false;
+            private_doubted = true;
             continue;
+        }
+        if private_doubted {
+            private_doubted = false;
+            if ended.connected {
+                info!(bridge = config.name.as_str(), remote = %target, "the remote broker took the bridge without the bridge bit: plain MQTT from now on");
+            } else {
+                // Not taken without the bit either: what ended the attempt with it (a close,
+                // e.g. a full or restarting broker) was not about the bit.
+                private = try_private;
+            }
         }
         if ended.connected {
             warn!(bridge = config.name.as_str(), remote = %target, reason = ended.reason.as_str(), "bridge link lost");
@@ -354,6 +397,49 @@ impl Attempt<'_> {
         }
     }
 
+    /// Creates the durable local Session with the subscriptions of the outgoing lines (as
+    /// [`Attempt::subscribe`] makes them), then leaves it. A message delivered meanwhile is
+    /// not acknowledged: the Session sends it again on the next link.
+    async fn open_local_session(&self) -> Result<(), String> {
+        let (mut read, mut write) = self
+            .connect_local(self.config.max_inflight.max(1), None)
+            .await?;
+        let subscribes = self.local_subscribes(RetainHandling::OnNewSubscribe)?;
+        let count = u16::try_from(subscribes.len()).map_err(|_| "too many topic lines")?;
+        for subscribe in subscribes {
+            write
+                .queue(&Packet::Subscribe(subscribe))
+                .map_err(|e| format!("this broker: {e}"))?;
+        }
+        let subscribed = async {
+            write.flush().await.map_err(|e| e.to_string())?;
+            wait_subacks(&mut read, count, true, &mut Vec::new()).await
+        };
+        let result = subscribed.await.map_err(|e| format!("this broker: {e}"));
+        close(&mut write).await;
+        result
+    }
+
+    /// One SUBSCRIBE to this broker per outgoing line, its Subscription Identifier (and
+    /// Packet Identifier) the line's number, so that each delivery says which line it came
+    /// through.
+    fn local_subscribes(&self, retain_handling: RetainHandling) -> Result<Vec<Subscribe>, String> {
+        let mut subscribes = Vec::new();
+        for (i, t) in self.topics.iter().enumerate() {
+            if !t.direction.outgoing() {
+                continue;
+            }
+            let id = u16::try_from(i + 1).map_err(|_| "too many topic lines".to_string())?;
+            subscribes.push(Subscribe {
+                packet_id: id,
+                filters: vec![filter(t.local_filter(), t.qos, retain_handling)],
+                subscription_identifier: Some(u32::from(id)),
+                user_properties: Vec::new(),
+            });
+        }
+        Ok(subscribes)
+    }
+
     /// Subscribes on both sides, local first, and waits for the SUBACKs. Messages that
     /// arrive meanwhile (resent from a session) are kept for the relay. Returns the local
     /// broker's Receive Maximum (from its CONNACK: the default) and the kept packets.
@@ -364,20 +450,9 @@ impl Attempt<'_> {
             RetainHandling::OnNewSubscribe
         };
         let mut stash = Vec::new();
-        // Local: one SUBSCRIBE per outgoing line, its Subscription Identifier the line's
-        // number, so that each delivery says which line it came through.
+        // Local: one SUBSCRIBE per outgoing line.
         let mut expected = 0u16;
-        for (i, t) in self.topics.iter().enumerate() {
-            if !t.direction.outgoing() {
-                continue;
-            }
-            let id = u16::try_from(i + 1).map_err(|_| "too many topic lines".to_string())?;
-            let subscribe = Subscribe {
-                packet_id: id,
-                filters: vec![filter(t.local_filter(), t.qos, retain_handling)],
-                subscription_identifier: Some(u32::from(id)),
-                user_properties: Vec::new(),
-            };
+        for subscribe in self.local_subscribes(retain_handling)? {
             sides
                 .local
                 .1
