@@ -10,7 +10,8 @@ fresh on free loopback ports for every run:
   direct roost             no bridge: publishers and subscribers on one Roost (the baseline)
 
 Roost runs with its defaults (a store on disk, fsync); mosquitto with `persistence false`
-(it would write only at exit). Medians of --runs runs, interleaved. Needs
+(it would write only at exit). QoS 0 is published at a fixed rate (--rate0), QoS 1 as fast
+as the publisher's window of 100 allows. Medians of --runs runs, interleaved. Needs
 `cargo build --release --bin roost --example loadgen` and mosquitto.
 
     python3 examples/bridge_bench.py --runs 3
@@ -84,7 +85,7 @@ def run_pair(kind, qos, args):
             os.path.join(ROOT, "target/release/examples/loadgen"), "--port", str(edge),
             "--max-secs", str(args.max_secs), "--quiet", "pubsub", "--sub-port", str(central),
             "--qos", str(qos), "--count", str(args.count), "--size", str(args.size),
-            "--rate", str(args.rate), "--idle-timeout", "10"]
+            "--rate", str(args.rate0 if qos == 0 else args.rate), "--idle-timeout", "10"]
         out = subprocess.run(lg, capture_output=True, text=True, timeout=args.max_secs + 30)
         lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
         if not lines:
@@ -102,7 +103,11 @@ def main():
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--count", type=int, default=20000, help="messages per run")
     ap.add_argument("--size", type=int, default=64)
-    ap.add_argument("--rate", type=float, default=0.0, help="msg/s; 0 = as fast as possible")
+    ap.add_argument("--rate", type=float, default=0.0,
+                    help="QoS 1/2 publish rate, msg/s; 0 = as fast as possible")
+    ap.add_argument("--rate0", type=float, default=20000.0,
+                    help="QoS 0 publish rate, msg/s (unpaced QoS 0 measures queue drops, "
+                         "not the bridge)")
     ap.add_argument("--qos", default="0,1")
     ap.add_argument("--max-secs", type=int, default=120)
     ap.add_argument("--no-pin", dest="pin", action="store_false")

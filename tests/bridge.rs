@@ -503,7 +503,11 @@ async fn a_topic_line_removed_from_the_configuration_stops_collecting_messages()
     // The durable local Session still subscribes to old/# until the bridge starts again.
     let edge = edge_with("new/#").await;
     wait_connected(&edge).await;
-    assert_eq!(edge.subscription_count(), 1, "old/# unsubscribed, new/# subscribed");
+    assert_eq!(
+        edge.subscription_count(),
+        1,
+        "old/# unsubscribed, new/# subscribed"
+    );
     let mut at_cloud = subscriber(&cloud, "c-sub", "#", QoS::AtLeastOnce).await;
     let (mut e, _) =
         RawClient::connect(edge.local_addr(), connect_packet(Version::V311, "e")).await;

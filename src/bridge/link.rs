@@ -41,6 +41,11 @@ pub(crate) struct Reader {
 }
 
 impl Reader {
+    /// The next packet already read, if a whole one is.
+    pub(crate) fn buffered(&mut self) -> Result<Option<Packet>, LinkError> {
+        Ok(self.decoder.decode(&mut self.buf)?)
+    }
+
     /// The next packet. Cancel safe: bytes read are kept for the next call.
     pub(crate) async fn recv(&mut self) -> Result<Packet, LinkError> {
         loop {

@@ -613,22 +613,34 @@ impl Attempt<'_> {
                     last_write = Instant::now();
                 }
                 packet = l_read.recv(), if r_write.pending() < HIGH_WATER => {
-                    let fed = match packet {
-                        Ok(p) => relay.on_local(p),
-                        Err(e) => return format!("this broker: {e}"),
-                    };
-                    if let Err(Restart(reason)) = fed {
-                        return reason;
+                    // With every other whole packet already read: their answers go out in
+                    // one write.
+                    let mut next = packet.map(Some);
+                    loop {
+                        let fed = match next {
+                            Ok(Some(p)) => relay.on_local(p),
+                            Ok(None) => break,
+                            Err(e) => return format!("this broker: {e}"),
+                        };
+                        if let Err(Restart(reason)) = fed {
+                            return reason;
+                        }
+                        next = l_read.buffered();
                     }
                 }
                 packet = r_read.recv(), if l_write.pending() < HIGH_WATER => {
                     ping_sent = None;
-                    let fed = match packet {
-                        Ok(p) => relay.on_remote(p),
-                        Err(e) => return format!("remote broker: {e}"),
-                    };
-                    if let Err(Restart(reason)) = fed {
-                        return reason;
+                    let mut next = packet.map(Some);
+                    loop {
+                        let fed = match next {
+                            Ok(Some(p)) => relay.on_remote(p),
+                            Ok(None) => break,
+                            Err(e) => return format!("remote broker: {e}"),
+                        };
+                        if let Err(Restart(reason)) = fed {
+                            return reason;
+                        }
+                        next = r_read.buffered();
                     }
                 }
                 _ = sleep_until(timer) => relay.handle_timeout(Instant::now()),
