@@ -72,6 +72,10 @@ pub(crate) struct Relay {
     waiting: VecDeque<Publish>,
     /// The local broker's Receive Maximum.
     local_window: usize,
+    /// The largest packet the remote broker accepts (its MQTT 5.0 Maximum Packet Size).
+    remote_max: Option<u32>,
+    /// The largest packet this broker accepts.
+    local_max: Option<u32>,
     to_local: Vec<Packet>,
     to_remote: Vec<Packet>,
     counts: Forwarded,
@@ -92,10 +96,20 @@ impl Relay {
             incoming: HashMap::new(),
             waiting: VecDeque::new(),
             local_window: usize::from(local_window.max(1)),
+            remote_max: None,
+            local_max: None,
             to_local: Vec::new(),
             to_remote: Vec::new(),
             counts: Forwarded::default(),
         }
+    }
+
+    /// The largest packets each broker accepts. A message that the renaming of its topic makes
+    /// larger cannot be forwarded: it is refused for good (dropped, counted) instead of
+    /// breaking the link each time it is sent.
+    pub(crate) fn set_max_packet_sizes(&mut self, remote: Option<u32>, local: Option<u32>) {
+        self.remote_max = remote;
+        self.local_max = local;
     }
 
     /// Packets to send to the local broker, in order.
@@ -253,6 +267,25 @@ impl Relay {
             self.acknowledge_local_delivery(&p);
             return Ok(());
         };
+        let out = Publish {
+            topic,
+            topic_alias: None,
+            subscription_identifiers: Vec::new(),
+            properties: match self.remote_version {
+                Version::V5 => p.properties.clone(),
+                Version::V311 => Default::default(),
+            },
+            ..p.clone()
+        };
+        if !fits(&out, self.remote_version, self.remote_max) {
+            tracing::warn!(
+                topic = out.topic.as_str(),
+                "a bridged message is larger than the remote broker accepts: dropped"
+            );
+            self.counts.refused += 1;
+            self.acknowledge_local_delivery(&p);
+            return Ok(());
+        }
         let id = p.packet_id;
         if p.qos != QoS::AtMostOnce {
             if self.outgoing.insert(id, p.qos).is_some() {
@@ -263,16 +296,7 @@ impl Relay {
         } else {
             self.counts.out += 1;
         }
-        self.to_remote.push(Packet::Publish(Publish {
-            topic,
-            topic_alias: None,
-            subscription_identifiers: Vec::new(),
-            properties: match self.remote_version {
-                Version::V5 => p.properties,
-                Version::V311 => Default::default(),
-            },
-            ..p
-        }));
+        self.to_remote.push(Packet::Publish(out));
         Ok(())
     }
 
@@ -348,6 +372,20 @@ impl Relay {
             ..p
         };
         let id = p.packet_id;
+        if !fits(&p, Version::V5, self.local_max) {
+            tracing::warn!(
+                topic = p.topic.as_str(),
+                "a bridged message is larger than this broker accepts: dropped"
+            );
+            self.counts.refused += 1;
+            match p.qos {
+                QoS::AtMostOnce => {}
+                QoS::AtLeastOnce => self.to_remote.push(ack(AckKind::PubAck, id)),
+                // Its PUBREL is then answered by the local broker (unknown there).
+                QoS::ExactlyOnce => self.to_remote.push(ack(AckKind::PubRec, id)),
+            }
+            return Ok(());
+        }
         if p.qos == QoS::AtMostOnce {
             self.counts.r#in += 1;
             self.to_local.push(Packet::Publish(p));
@@ -450,6 +488,16 @@ impl Relay {
                 self.to_local.push(ack(AckKind::PubRec, p.packet_id));
             }
         }
+    }
+}
+
+/// Whether `p` encoded for `version` is within `max` bytes.
+fn fits(p: &Publish, version: Version, max: Option<u32>) -> bool {
+    let len = crate::codec::publish_len(&crate::codec::PublishView::from(p), version);
+    match (len, max) {
+        (Err(_), _) => false,
+        (Ok(len), Some(max)) => len <= max as usize,
+        (Ok(_), None) => true,
     }
 }
 

@@ -283,6 +283,10 @@ impl Attempt<'_> {
             "bridge connected"
         );
         let mut relay = Relay::new(Arc::clone(self.topics), version, local_window);
+        relay.set_max_packet_sizes(
+            remote_props.maximum_packet_size,
+            Some(self.broker.config.max_packet_size),
+        );
         let reason = self.relay(&mut relay, &mut sides, stash, keepalive).await;
         close(&mut sides.remote.1).await;
         close(&mut sides.local.1).await;

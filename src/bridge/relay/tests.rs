@@ -222,3 +222,30 @@ fn a_release_resent_by_the_remote_after_a_restart_reaches_this_broker() {
     r.on_local(ack_with(AckKind::PubComp, 30, 0)).unwrap();
     assert_eq!(acks(&r.take_remote()), [(AckKind::PubComp, 30)]);
 }
+
+#[test]
+fn a_message_the_renaming_makes_too_large_is_refused_not_retried() {
+    let mut r = relay(10);
+    // "up/t" becomes "site1/up/t": six bytes more than the local packet.
+    let len = |topic: &str| {
+        let Packet::Publish(p) = publish(topic, QoS::AtLeastOnce, 1) else {
+            unreachable!()
+        };
+        crate::codec::publish_len(&crate::codec::PublishView::from(&p), Version::V5).unwrap() as u32
+    };
+    r.set_max_packet_sizes(Some(len("up/t")), Some(len("site1/down/a")));
+    r.on_local(publish("up/t", QoS::AtLeastOnce, 1)).unwrap();
+    assert!(r.take_remote().is_empty());
+    assert_eq!(acks(&r.take_local()), [(AckKind::PubAck, 1)]);
+    // "site1/down/a" becomes "cmd/down/a": smaller, it fits.
+    r.on_remote(publish("site1/down/a", QoS::AtLeastOnce, 2))
+        .unwrap();
+    assert_eq!(r.take_local().len(), 1);
+    // (The test messages carry a Subscription Identifier, the forwarded ones do not.)
+    r.set_max_packet_sizes(None, Some(len("site1/down/a") - 6));
+    r.on_remote(publish("site1/down/a", QoS::AtLeastOnce, 3))
+        .unwrap();
+    assert!(r.take_local().is_empty());
+    assert_eq!(acks(&r.take_remote()), [(AckKind::PubAck, 3)]);
+    assert_eq!(r.take_counts().refused, 2);
+}
