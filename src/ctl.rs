@@ -62,6 +62,8 @@ pub enum CtlCommand {
     },
     /// Broker statistics (JSON).
     Stats,
+    /// Bridges, one per line: name, state, queued, forwarded each way, last error.
+    Bridges,
 }
 
 /// `roost ctl retained ...`.
@@ -173,6 +175,10 @@ pub fn ctl_command(args: &CtlArgs, out: &mut impl Write) -> Result<(), CtlError>
             let v = client.call("GET", "/api/v1/stats")?;
             print_json(&v, out)
         }
+        CtlCommand::Bridges => {
+            let v = client.call("GET", "/api/v1/bridges")?;
+            print_bridges(&v, out)
+        }
     };
     result.map_err(|e| CtlError::Http {
         url: args.url.clone(),
@@ -248,6 +254,34 @@ impl Client {
 fn print_json(v: &Value, out: &mut impl Write) -> std::io::Result<()> {
     let text = serde_json::to_string_pretty(v).unwrap_or_default();
     writeln!(out, "{text}")
+}
+
+fn print_bridges(list: &Value, out: &mut impl Write) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "{:<20} {:<10} {:>8} {:>10} {:>10} {:>7}  remote / last error",
+        "bridge", "state", "queued", "out", "in", "refused"
+    )?;
+    for b in list["bridges"].as_array().into_iter().flatten() {
+        let text = |key: &str| b[key].as_str().unwrap_or("-").to_string();
+        let number = |key: &str| b[key].as_u64().unwrap_or(0);
+        let remote = text("remote_addr");
+        let detail = match (b["state"].as_str(), b["last_error"].as_str()) {
+            (Some("connected"), _) | (_, None) => remote,
+            (_, Some(error)) => format!("{remote} / {error}"),
+        };
+        writeln!(
+            out,
+            "{:<20} {:<10} {:>8} {:>10} {:>10} {:>7}  {detail}",
+            text("name"),
+            text("state"),
+            number("queued"),
+            number("forwarded_out"),
+            number("forwarded_in"),
+            number("refused"),
+        )?;
+    }
+    Ok(())
 }
 
 fn print_clients(list: &Value, out: &mut impl Write) -> std::io::Result<()> {

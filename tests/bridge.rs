@@ -241,6 +241,19 @@ async fn messages_wait_at_the_edge_while_the_remote_is_down_and_arrive_in_order(
         metrics.contains("roost_bridge_connected{bridge=\"edge\"} 0"),
         "{metrics}"
     );
+    let ctl = std::process::Command::new(env!("CARGO_BIN_EXE_roost"))
+        .args(["ctl", "--url", &base, "bridges"])
+        .output()
+        .expect("roost ctl runs");
+    let table = String::from_utf8_lossy(&ctl.stdout);
+    let row = table
+        .lines()
+        .find(|l| l.starts_with("edge "))
+        .unwrap_or_default();
+    assert!(
+        row.contains(&format!(" {N} ")),
+        "roost ctl bridges: {table}"
+    );
     let (mut sys, _) =
         RawClient::connect(edge.local_addr(), connect_packet(Version::V311, "sys")).await;
     sys.send(&subscribe(
