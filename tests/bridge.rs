@@ -224,6 +224,15 @@ async fn messages_wait_at_the_edge_while_the_remote_is_down_and_arrive_in_order(
         b.state != BridgeState::Connected && b.queued == usize::from(N)
     })
     .await;
+    // No client can take the bridge's local Session over (and with it the queued messages).
+    let local = edge.bridges()[0].local_client_id.clone();
+    for (version, code) in [(Version::V5, 0x85), (Version::V311, 0x02)] {
+        let mut thief = connect_packet(version, &local);
+        thief.clean_start = true;
+        let (_, connack) = RawClient::connect(edge.local_addr(), thief).await;
+        assert_eq!(connack.code.0, code, "{version:?}");
+    }
+    assert_eq!(edge.bridges()[0].queued, usize::from(N));
     // Visible in the admin API, the metrics and `$SYS`.
     let base = format!("http://{}", edge.http_addr().unwrap());
     let (status, body) = http("GET", &format!("{base}/api/v1/bridges"), None).await;

@@ -186,6 +186,11 @@ impl Bridges {
     pub(crate) fn all(&self) -> &[Arc<BridgeStatus>] {
         &self.statuses
     }
+
+    /// Whether `client_id` is the client id of a bridge's local Session (reserved for it).
+    pub(crate) fn is_local_client_id(&self, client_id: &str) -> bool {
+        self.statuses.iter().any(|s| s.local_client_id == client_id)
+    }
 }
 
 /// Starts every configured bridge's task on `tasks`.

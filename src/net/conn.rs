@@ -273,12 +273,10 @@ impl<S: Transport> Driver<S> {
         let core = {
             // In a block, so that the boxes of the CONNECT phase are freed at its end, not
             // kept for the life of the connection.
-            let Phase::Connecting(mut awaiting) = std::mem::replace(phase, Phase::Gone) else {
+            let Phase::Connecting(awaiting) = std::mem::replace(phase, Phase::Gone) else {
                 return Close::Io;
             };
-            if self.via == Via::Bridge {
-                awaiting.trust();
-            }
+
             let Accepted {
                 connect,
                 plan,
@@ -366,6 +364,9 @@ impl<S: Transport> Driver<S> {
 
     /// Waits (bounded) for the CONNECT, authenticates it and attaches its session.
     async fn connect_phase(&mut self, awaiting: &mut AwaitingConnect) -> Result<Accepted, Close> {
+        if self.via == Via::Bridge {
+            awaiting.trust();
+        }
         let limit = self.broker.config.connect_timeout;
         let connect = match timeout(limit, self.read_connect(awaiting)).await {
             Err(_) => {

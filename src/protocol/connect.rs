@@ -137,6 +137,14 @@ impl AwaitingConnect {
             // MQTT 3.1: a client id is 1 to 23 characters; anything else gets CONNACK 0x02.
             return Err(ReasonCode::V3_IDENTIFIER_REJECTED);
         }
+        if !self.trusted && self.broker.bridges.is_local_client_id(&connect.client_id) {
+            // A bridge's local Session holds what waits for its remote broker: no client may
+            // take it over (and end it, or empty it).
+            return Err(match version {
+                Version::V5 => ReasonCode::CLIENT_IDENTIFIER_NOT_VALID,
+                Version::V311 => ReasonCode::V3_IDENTIFIER_REJECTED,
+            });
+        }
         if version == Version::V5 && connect.authentication_method.is_some() {
             // Enhanced authentication is not offered.
             return Err(ReasonCode::BAD_AUTHENTICATION_METHOD);
