@@ -704,20 +704,37 @@ fn describe_bridge(b: &BridgeConfig, path: &dyn Fn(&Option<PathBuf>) -> String) 
         b.protocol.name(),
         b.clean_session
     );
-    for (key, value) in [
-        ("local_clientid", &b.local_clientid),
-        ("remote_clientid", &b.remote_clientid),
-        ("remote_username", &b.remote_username),
+    // The client ids always: the defaults depend on the host name.
+    for (key, value, given) in [
+        (
+            "local_clientid",
+            b.local_client_id(),
+            b.local_clientid.is_some(),
+        ),
+        (
+            "remote_clientid",
+            b.remote_client_id(),
+            b.remote_clientid.is_some(),
+        ),
     ] {
-        if let Some(v) = value {
-            out.push_str(&format!("{key} = {v:?}\n"));
-        }
+        // A default as a comment, so that the output read back keeps it a default.
+        let comment = if given { "" } else { "# " };
+        let note = if given { "" } else { "  (the default)" };
+        out.push_str(&format!("{comment}{key} = {value:?}{note}\n"));
+    }
+    if let Some(v) = &b.remote_username {
+        out.push_str(&format!("remote_username = {v:?}\n"));
     }
     if b.remote_password.is_some() {
         out.push_str("remote_password = \"...\"  # set, not shown\n");
     }
+    let unused = if b.protocol == BridgeProtocol::Mqtt5 {
+        "  # MQTT 5.0 has no bridge bit: No Local instead"
+    } else {
+        ""
+    };
     out.push_str(&format!(
-        "try_private = {}\nkeepalive_interval = {}\nmax_inflight = {}\n",
+        "try_private = {}{unused}\nkeepalive_interval = {}\nmax_inflight = {}\n",
         b.try_private, b.keepalive, b.max_inflight
     ));
     match b.restart_cap {
@@ -1574,6 +1591,19 @@ mod tests {
         assert_eq!(b.restart_base, Duration::from_secs(5));
         assert_eq!(b.restart_cap, Some(Duration::from_secs(30)));
         assert_eq!(b.tls, None);
+    }
+
+    #[test]
+    fn one_topic_may_be_given_without_an_array() {
+        let line = parse(&bridge_toml("b", "topic = \"a/# in 2\"")).unwrap();
+        let table = parse(&bridge_toml(
+            "b",
+            "topic = { pattern = \"a/#\", direction = \"in\", qos = 2 }",
+        ))
+        .unwrap();
+        let expected = vec![topic("a/#", BridgeDirection::In, 2, "", "")];
+        assert_eq!(line.bridges[0].topics, expected);
+        assert_eq!(table.bridges[0].topics, expected);
     }
 
     #[test]

@@ -80,8 +80,12 @@ struct StoreArgs {
 /// Check a configuration file (TOML or mosquitto.conf) and print the settings it gives.
 #[derive(Debug, clap::Args)]
 struct CheckConfigArgs {
-    /// The file.
-    file: PathBuf,
+    /// The file (also accepted as `-c FILE`, as for the broker).
+    #[arg(required_unless_present = "config")]
+    file: Option<PathBuf>,
+    /// The file, as `roost -c FILE` takes it.
+    #[arg(short = 'c', long = "config", conflicts_with = "file")]
+    config: Option<PathBuf>,
     /// Read it as a mosquitto.conf whatever its name.
     #[arg(long)]
     mosquitto: bool,
@@ -250,9 +254,13 @@ fn init_logging(level: Option<&str>, format: LogFormat) -> Result<(), String> {
 /// error. Ignored mosquitto keys are listed as warnings.
 fn check_config(args: &CheckConfigArgs) -> ExitCode {
     let mut config = Config::default();
-    let result = FileConfig::load_any(&args.file, args.mosquitto).and_then(|(file, warnings)| {
-        file.apply(&mut config, Some(&args.file));
-        config.validate().map_err(|e| e.in_file(&args.file))?;
+    // clap requires one of the two.
+    let Some(path) = args.file.as_ref().or(args.config.as_ref()) else {
+        return ExitCode::from(2);
+    };
+    let result = FileConfig::load_any(path, args.mosquitto).and_then(|(file, warnings)| {
+        file.apply(&mut config, Some(path));
+        config.validate().map_err(|e| e.in_file(path))?;
         Ok(warnings)
     });
     match result {

@@ -541,3 +541,65 @@ async fn a_topic_line_removed_from_the_configuration_stops_collecting_messages()
     // Once new/y is acknowledged, nothing is left: old/x was never collected.
     wait_until(|| edge.bridges()[0].forwarded_out == 1 && edge.bridges()[0].queued == 0).await;
 }
+
+#[tokio::test]
+async fn shutdown_ends_the_link_with_disconnect() {
+    use bytes::BytesMut;
+    use roost::codec::{ConnAck, Decoder, ReasonCode, encode};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // A remote broker reduced to what this needs: CONNACK, then read until the end.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let remote = listener.local_addr().unwrap();
+    let edge = start_broker_with(|c| {
+        let mut b = BridgeConfig::new(
+            "edge",
+            "127.0.0.1",
+            remote.port(),
+            vec![line("t/#", BridgeDirection::Out, QoS::AtLeastOnce, "", "")],
+        );
+        b.restart_base = Duration::from_secs(1);
+        b.restart_cap = None;
+        c.bridges = vec![b];
+    })
+    .await;
+    let (mut stream, _) = tokio::time::timeout(WAIT, listener.accept())
+        .await
+        .unwrap()
+        .unwrap();
+    let mut decoder = Decoder::server(1 << 20);
+    let mut buf = BytesMut::new();
+    let mut read_packet = async |stream: &mut tokio::net::TcpStream, buf: &mut BytesMut| loop {
+        if let Some(p) = decoder.decode(buf).expect("well-formed") {
+            return Some(p);
+        }
+        let n = tokio::time::timeout(WAIT, stream.read_buf(buf))
+            .await
+            .unwrap()
+            .unwrap();
+        if n == 0 {
+            return None;
+        }
+    };
+    let connect = read_packet(&mut stream, &mut buf).await;
+    assert!(
+        matches!(&connect, Some(Packet::Connect(c)) if c.bridge),
+        "{connect:?}"
+    );
+    let mut out = BytesMut::new();
+    let connack = Packet::ConnAck(ConnAck {
+        session_present: false,
+        code: ReasonCode::SUCCESS,
+        properties: Default::default(),
+    });
+    encode(&connack, Version::V311, None, &mut out).unwrap();
+    stream.write_all(&out).await.unwrap();
+    wait_connected(&edge).await;
+    let stopping = tokio::spawn(edge.shutdown());
+    // MQTT-3.14.4-1: the bridge's last packet is a DISCONNECT, then it closes.
+    assert!(matches!(
+        read_packet(&mut stream, &mut buf).await,
+        Some(Packet::Disconnect(_))
+    ));
+    assert!(read_packet(&mut stream, &mut buf).await.is_none());
+    tokio::time::timeout(WAIT, stopping).await.unwrap().unwrap();
+}

@@ -84,14 +84,8 @@ pub(crate) struct BridgeStatus {
 
 impl BridgeStatus {
     fn new(config: &BridgeConfig) -> BridgeStatus {
-        let remote_client_id = config
-            .remote_clientid
-            .clone()
-            .unwrap_or_else(|| format!("{}.{}", host_name(), config.name));
-        let local_client_id = config
-            .local_clientid
-            .clone()
-            .unwrap_or_else(|| format!("local.{remote_client_id}"));
+        let remote_client_id = config.remote_client_id();
+        let local_client_id = config.local_client_id();
         BridgeStatus {
             name: config.name.clone(),
             local_client_id,
@@ -203,14 +197,4 @@ pub(crate) fn start(broker: &Arc<Broker>, tasks: &TaskTracker) {
             tasks.clone(),
         ));
     }
-}
-
-/// This machine's name, for default client ids (`localhost` if unknown).
-fn host_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
-        .map(|s| s.trim().to_string())
-        .ok()
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "localhost".to_string())
 }

@@ -85,7 +85,20 @@ pub(crate) async fn connect(
         let stream = tokio_rustls::TlsConnector::from(Arc::clone(tls))
             .connect(name, tcp)
             .await
-            .map_err(|e| format!("TLS handshake with {address}: {e}"))?;
+            .map_err(|e| {
+                // A plain listener answers a ClientHello with garbage or a reset.
+                let plain = matches!(
+                    e.kind(),
+                    std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::UnexpectedEof
+                ) || e.to_string().contains("InvalidContentType")
+                    || e.to_string().contains("corrupt message");
+                let hint = if plain {
+                    " (is the remote port a TLS listener?)"
+                } else {
+                    ""
+                };
+                format!("TLS handshake with {address}: {e}{hint}")
+            })?;
         Ok(Box::new(stream) as Box<dyn Stream>)
     };
     tokio::time::timeout(CONNECT_TIMEOUT, work)

@@ -113,16 +113,22 @@ pub(crate) async fn run(
             topics: &topics,
             private,
         };
+        *status.remote_addr.lock() = Some(target.to_string());
+        // At shutdown a link under way ends itself (with DISCONNECT to both sides); one still
+        // connecting is cut off after the grace.
         let ended = tokio::select! {
             ended = attempt.link(target, tls.as_ref()) => ended,
-            _ = shutdown.cancelled() => break,
+            _ = async {
+                shutdown.cancelled().await;
+                tokio::time::sleep(CLOSE_GRACE * 3).await;
+            } => break,
         };
         if shutdown.is_cancelled() {
             break;
         }
         *status.last_error.lock() = Some(ended.reason.clone());
         if ended.private_refused {
-            info!(bridge = config.name.as_str(), remote = %target, reason = ended.reason.as_str(), "the remote broker may refuse the bridge bit: trying without it");
+            info!(bridge = config.name.as_str(), remote = %target, reason = ended.reason.as_str(), "no CONNACK after a CONNECT with the bridge bit: trying once without it");
             private = false;
             private_doubted = true;
             continue;
@@ -154,6 +160,7 @@ pub(crate) async fn run(
         }
     }
     status.set_state(BridgeState::Stopped);
+    info!(bridge = config.name.as_str(), "bridge stopped");
 }
 
 /// Reconnect waits: `base` each time without a cap; with one, a random wait between `base`
@@ -221,7 +228,6 @@ impl Attempt<'_> {
             Ok(stream) => stream,
             Err(e) => return Ended::before_connack(e),
         };
-        *self.status.remote_addr.lock() = Some(target.to_string());
         let version = match self.config.protocol {
             BridgeProtocol::Mqtt5 => Version::V5,
             _ => Version::V311,
@@ -274,6 +280,7 @@ impl Attempt<'_> {
         };
         self.status.connects.fetch_add(1, Relaxed);
         self.status.set_state(BridgeState::Connected);
+        *self.status.last_error.lock() = None;
         info!(
             bridge = self.config.name.as_str(),
             remote = %target,
@@ -331,12 +338,23 @@ impl Attempt<'_> {
             private_refused: self.private,
         };
         match tokio::time::timeout(CONNECT_TIMEOUT, sent).await {
-            Err(_) => Err(Ended::before_connack(
-                "no CONNACK from the remote broker in time".into(),
-            )),
-            Ok(Err(LinkError::Closed | LinkError::Io(_))) if self.private => Err(refused_private(
-                "the remote broker closed the connection after CONNECT with the bridge bit".into(),
-            )),
+            Err(_) => Err(Ended::before_connack(format!(
+                "no CONNACK from the remote broker in time{}",
+                self.tls_hint()
+            ))),
+            Ok(Err(e @ (LinkError::Closed | LinkError::Io(_)))) if self.private => {
+                Err(refused_private(format!(
+                    "the remote broker closed the connection before CONNACK ({e}): it may \
+                     refuse the bridge bit{}",
+                    self.tls_hint()
+                )))
+            }
+            Ok(Err(e @ (LinkError::Closed | LinkError::Io(_)))) => {
+                Err(Ended::before_connack(format!(
+                    "the remote broker closed the connection before CONNACK ({e}){}",
+                    self.tls_hint()
+                )))
+            }
             Ok(Err(e)) => Err(Ended::before_connack(format!("remote broker: {e}"))),
             Ok(Ok(Packet::ConnAck(c))) if c.code == ReasonCode::SUCCESS => Ok(c),
             Ok(Ok(Packet::ConnAck(c)))
@@ -354,6 +372,15 @@ impl Attempt<'_> {
             Ok(Ok(other)) => Err(Ended::before_connack(format!(
                 "the remote broker sent {other:?} before CONNACK"
             ))),
+        }
+    }
+
+    /// For failures before CONNACK on plain TCP: the likeliest mistake.
+    fn tls_hint(&self) -> &'static str {
+        if self.config.tls.is_none() {
+            "; if the remote port expects TLS, set cafile"
+        } else {
+            ""
         }
     }
 

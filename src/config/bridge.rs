@@ -356,6 +356,21 @@ pub struct BridgeConfig {
 }
 
 impl BridgeConfig {
+    /// The client id on the remote broker: `remote_clientid`, or `<host name>.<name>`.
+    pub fn remote_client_id(&self) -> String {
+        self.remote_clientid
+            .clone()
+            .unwrap_or_else(|| format!("{}.{}", host_name(), self.name))
+    }
+
+    /// The client id of the bridge's Session on this broker: `local_clientid`, or `local.`
+    /// and the remote client id.
+    pub fn local_client_id(&self) -> String {
+        self.local_clientid
+            .clone()
+            .unwrap_or_else(|| format!("local.{}", self.remote_client_id()))
+    }
+
     /// A bridge named `name` to `host:port` carrying `topics`, with mosquitto's defaults:
     /// MQTT 3.1.1, persistent sessions, `try_private`, keep alive 60 s, reconnect waits from
     /// 5 s to 30 s, 20 messages in flight.
@@ -593,7 +608,7 @@ struct FileBridge {
     #[serde(default)]
     insecure: bool,
     #[serde(default)]
-    topic: Vec<FileTopic>,
+    topic: FileTopics,
 }
 
 fn default_try_private() -> bool {
@@ -651,7 +666,7 @@ impl FileBridge {
             restart_cap,
             keepalive: self.keepalive_interval,
             tls,
-            topics: self.topic.into_iter().map(|t| t.0).collect(),
+            topics: self.topic.0.into_iter().map(|t| t.0).collect(),
             max_inflight: self.max_inflight,
             ..defaults
         }
@@ -743,6 +758,42 @@ impl<'de> Deserialize<'de> for RestartTimeout {
     }
 }
 
+/// `topic`: an array of lines and tables, or a single line or table.
+#[derive(Default)]
+struct FileTopics(Vec<FileTopic>);
+
+impl<'de> Deserialize<'de> for FileTopics {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Topics;
+        impl<'de> Visitor<'de> for Topics {
+            type Value = FileTopics;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an array of topic lines or tables, or one of them")
+            }
+
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<FileTopics, E> {
+                FileTopic::deserialize(de::value::StrDeserializer::<E>::new(v))
+                    .map(|t| FileTopics(vec![t]))
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<FileTopics, A::Error> {
+                FileTopic::deserialize(de::value::MapAccessDeserializer::new(map))
+                    .map(|t| FileTopics(vec![t]))
+            }
+
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<FileTopics, A::Error> {
+                let mut all = Vec::new();
+                while let Some(t) = seq.next_element::<FileTopic>()? {
+                    all.push(t);
+                }
+                Ok(FileTopics(all))
+            }
+        }
+        d.deserialize_any(Topics)
+    }
+}
+
 /// An element of `topic`: a mosquitto-style line (see [`BridgeTopic::parse`]) or a table.
 struct FileTopic(BridgeTopic);
 
@@ -819,4 +870,14 @@ impl<'de> Deserialize<'de> for FileTopic {
         }
         d.deserialize_any(Topic)
     }
+}
+
+/// This machine's name, for default client ids (`localhost` if unknown).
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".to_string())
 }
