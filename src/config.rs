@@ -532,6 +532,19 @@ impl Config {
                     format!("bridge[{j}] has this name already: each bridge needs its own"),
                 ));
             }
+            // Two bridges on one local Session would take it from each other for ever.
+            let id = b.local_client_id();
+            if let Some(j) = self.bridges[..i]
+                .iter()
+                .position(|o| o.local_client_id() == id)
+            {
+                return Err(ConfigError::invalid(
+                    format!("{}.local_clientid", b.key_prefix(i)),
+                    format!(
+                        "`{id}` is bridge[{j}]'s local client id too: each bridge needs its own"
+                    ),
+                ));
+            }
         }
         self.someone_can_connect()?;
         Ok(())

@@ -67,6 +67,8 @@ pub(crate) struct Writer {
     version: Version,
     /// The peer's Maximum Packet Size (MQTT 5.0), if it set one.
     max_size: Option<u32>,
+    /// Bytes were written since the last flush (TLS may hold them in its own buffer).
+    unflushed: bool,
 }
 
 impl Writer {
@@ -76,30 +78,34 @@ impl Writer {
         Ok(())
     }
 
-    /// Bytes waiting to be written.
+    /// Bytes waiting to be written (at least 1 while a flush is owed).
     pub(crate) fn pending(&self) -> usize {
-        self.buf.len()
+        self.buf.len() + usize::from(self.unflushed)
     }
 
-    /// Writes some of what is waiting. Cancel safe: what was written is gone from the buffer.
+    /// Writes some of what is waiting, and flushes once all is written. Cancel safe: what
+    /// was written is gone from the buffer, and a flush cut short is owed until done.
     pub(crate) async fn write_some(&mut self) -> Result<(), LinkError> {
-        let n = self.half.write(&self.buf).await?;
-        if n == 0 {
-            return Err(LinkError::Closed);
+        if !self.buf.is_empty() {
+            let n = self.half.write(&self.buf).await?;
+            if n == 0 {
+                return Err(LinkError::Closed);
+            }
+            self.buf.advance(n);
+            self.unflushed = true;
         }
-        self.buf.advance(n);
-        if self.buf.is_empty() {
+        if self.buf.is_empty() && self.unflushed {
             self.half.flush().await?;
+            self.unflushed = false;
         }
         Ok(())
     }
 
     /// Writes everything waiting.
     pub(crate) async fn flush(&mut self) -> Result<(), LinkError> {
-        while !self.buf.is_empty() {
+        while self.pending() > 0 {
             self.write_some().await?;
         }
-        self.half.flush().await?;
         Ok(())
     }
 
@@ -129,6 +135,7 @@ pub(crate) fn split(stream: Box<dyn Stream>, version: Version, max_in: usize) ->
             buf: BytesMut::new(),
             version,
             max_size: None,
+            unflushed: false,
         },
     )
 }

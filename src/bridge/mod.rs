@@ -22,6 +22,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::broker::Broker;
 use crate::config::BridgeConfig;
+pub(crate) use remote::client_config as tls_client_config;
 
 /// Where a bridge's link stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]

@@ -45,6 +45,26 @@ pub(crate) struct Forwarded {
     pub refused: u64,
 }
 
+/// Where an outgoing QoS 1/2 message stands.
+#[derive(Debug)]
+enum Outgoing {
+    /// Sent to the remote, waiting for its PUBACK (QoS 1 there) or PUBREC (QoS 2 there);
+    /// `local` is the QoS the local Session delivered it at, which decides what the
+    /// acknowledgement becomes here. The message is kept for a retry.
+    Sent { local: QoS, message: Publish },
+    /// Refused for now by the remote; sent again at the instant.
+    Retry {
+        local: QoS,
+        message: Publish,
+        at: Instant,
+    },
+    /// QoS 2 on both sides: PUBREC passed on, waiting for the local PUBREL and then the
+    /// remote's PUBCOMP.
+    Received,
+    /// The remote holds nothing (more) for it: the local PUBREL is answered here.
+    Done,
+}
+
 /// Where an incoming QoS 1/2 message stands.
 #[derive(Debug)]
 enum Incoming {
@@ -65,7 +85,11 @@ pub(crate) struct Relay {
     /// The version spoken to the remote broker.
     remote_version: Version,
     /// Outgoing QoS 1/2 messages the remote has not completed, by Packet Identifier.
-    outgoing: HashMap<u16, QoS>,
+    outgoing: HashMap<u16, Outgoing>,
+    /// The highest QoS the remote accepts (MQTT 5.0 Maximum QoS; 2 otherwise).
+    remote_max_qos: QoS,
+    /// Whether the remote accepts retained messages (MQTT 5.0 Retain Available).
+    remote_retain: bool,
     /// Incoming QoS 1/2 messages the local broker has not completed.
     incoming: HashMap<u16, Incoming>,
     /// Incoming messages waiting for room in the local broker's Receive Maximum.
@@ -93,6 +117,8 @@ impl Relay {
             topics,
             remote_version,
             outgoing: HashMap::new(),
+            remote_max_qos: QoS::ExactlyOnce,
+            remote_retain: true,
             incoming: HashMap::new(),
             waiting: VecDeque::new(),
             local_window: usize::from(local_window.max(1)),
@@ -110,6 +136,14 @@ impl Relay {
     pub(crate) fn set_max_packet_sizes(&mut self, remote: Option<u32>, local: Option<u32>) {
         self.remote_max = remote;
         self.local_max = local;
+    }
+
+    /// What the remote said it accepts in its MQTT 5.0 CONNACK: messages above its Maximum
+    /// QoS go at that QoS (MQTT-3.2.2-11), and without Retain Available they go without the
+    /// RETAIN flag (MQTT-3.2.2-14).
+    pub(crate) fn set_remote_limits(&mut self, max_qos: QoS, retain: bool) {
+        self.remote_max_qos = max_qos;
+        self.remote_retain = retain;
     }
 
     /// Packets to send to the local broker, in order.
@@ -141,16 +175,16 @@ impl Relay {
                 // QoS 2 out: the local session released the message.
                 AckKind::PubRel => {
                     let id = a.packet_id;
-                    if self.outgoing.get(&id) == Some(&QoS::AtMostOnce) {
-                        // Refused for good by the remote, or not forwarded: the remote holds
-                        // nothing for it, so it is completed here.
+                    if matches!(self.outgoing.get(&id), Some(Outgoing::Done)) {
+                        // Refused for good by the remote, not forwarded, or acknowledged at a
+                        // lower QoS there: the remote holds nothing for it.
                         self.outgoing.remove(&id);
                         self.to_local.push(ack(AckKind::PubComp, id));
                     } else {
                         // Also when unknown here: a resend after a restart of either side,
                         // whose PUBREC the remote sent to an earlier link. The remote may
                         // still wait for this PUBREL before it delivers the message.
-                        self.outgoing.insert(id, QoS::ExactlyOnce);
+                        self.outgoing.insert(id, Outgoing::Received);
                         self.to_remote.push(ack(AckKind::PubRel, id));
                     }
                     Ok(())
@@ -226,17 +260,37 @@ impl Relay {
 
     /// The next instant at which [`Relay::handle_timeout`] has work.
     pub(crate) fn poll_timeout(&self) -> Option<Instant> {
-        self.incoming
-            .values()
-            .filter_map(|s| match s {
-                Incoming::Retry(_, at) => Some(*at),
-                _ => None,
-            })
-            .min()
+        let incoming = self.incoming.values().filter_map(|s| match s {
+            Incoming::Retry(_, at) => Some(*at),
+            _ => None,
+        });
+        let outgoing = self.outgoing.values().filter_map(|s| match s {
+            Outgoing::Retry { at, .. } => Some(*at),
+            _ => None,
+        });
+        incoming.chain(outgoing).min()
+    }
+
+    /// Sends again the messages whose retry time has come.
+    pub(crate) fn handle_timeout(&mut self, now: Instant) {
+        let mut due: Vec<u16> = self
+            .outgoing
+            .iter()
+            .filter(|(_, s)| matches!(s, Outgoing::Retry { at, .. } if *at <= now))
+            .map(|(id, _)| *id)
+            .collect();
+        due.sort_unstable();
+        for id in due {
+            if let Some(Outgoing::Retry { local, message, .. }) = self.outgoing.remove(&id) {
+                self.to_remote.push(Packet::Publish(message.clone()));
+                self.outgoing.insert(id, Outgoing::Sent { local, message });
+            }
+        }
+        self.retry_incoming(now);
     }
 
     /// Publishes again the incoming messages whose retry time has come.
-    pub(crate) fn handle_timeout(&mut self, now: Instant) {
+    fn retry_incoming(&mut self, now: Instant) {
         let mut due: Vec<u16> = self
             .incoming
             .iter()
@@ -260,10 +314,11 @@ impl Relay {
         else {
             // Not one of ours (a subscription left from an earlier configuration): taken off
             // the local session's hands.
-            tracing::debug!(
+            tracing::warn!(
                 topic = p.topic.as_str(),
-                "no bridge topic line maps this message: dropped"
+                "no bridge topic line gives this message a remote topic: dropped"
             );
+            self.counts.refused += 1;
             self.acknowledge_local_delivery(&p);
             return Ok(());
         };
@@ -275,6 +330,8 @@ impl Relay {
                 Version::V5 => p.properties.clone(),
                 Version::V311 => Default::default(),
             },
+            qos: p.qos.min(self.remote_max_qos),
+            retain: p.retain && self.remote_retain,
             ..p.clone()
         };
         if !fits(&out, self.remote_version, self.remote_max) {
@@ -287,15 +344,27 @@ impl Relay {
             return Ok(());
         }
         let id = p.packet_id;
-        if p.qos != QoS::AtMostOnce {
-            if self.outgoing.insert(id, p.qos).is_some() {
-                return Err(Restart(format!(
-                    "the local broker reused Packet Identifier {id} while it was in flight"
-                )));
-            }
-        } else {
+        if out.qos == QoS::AtMostOnce {
+            // Sent and done (the remote takes nothing higher): the local Session lets it go.
             self.counts.out += 1;
+            self.to_remote.push(Packet::Publish(out));
+            self.acknowledge_local_delivery(&p);
+            return Ok(());
         }
+        if let Some(Outgoing::Sent { .. } | Outgoing::Retry { .. } | Outgoing::Received) =
+            self.outgoing.get(&id)
+        {
+            return Err(Restart(format!(
+                "the local broker reused Packet Identifier {id} while it was in flight"
+            )));
+        }
+        self.outgoing.insert(
+            id,
+            Outgoing::Sent {
+                local: p.qos,
+                message: out.clone(),
+            },
+        );
         self.to_remote.push(Packet::Publish(out));
         Ok(())
     }
@@ -303,45 +372,75 @@ impl Relay {
     /// An acknowledgement from the remote broker for an outgoing message.
     fn remote_ack(&mut self, a: PubAckLike) -> Result<(), Restart> {
         let id = a.packet_id;
-        let expected = match a.kind {
-            AckKind::PubAck => QoS::AtLeastOnce,
-            _ => QoS::ExactlyOnce,
+        let state = self.outgoing.get(&id);
+        let sent_qos = match state {
+            Some(Outgoing::Sent { message, .. }) => Some(message.qos),
+            _ => None,
         };
-        if self.outgoing.get(&id) != Some(&expected) {
-            tracing::debug!(packet_id = id, kind = ?a.kind, "acknowledgement for no message in flight: ignored");
-            return Ok(());
+        match (a.kind, state) {
+            (AckKind::PubComp, Some(Outgoing::Received)) => {
+                self.outgoing.remove(&id);
+                self.counts.out += 1;
+                self.to_local.push(ack(AckKind::PubComp, id));
+                return Ok(());
+            }
+            (AckKind::PubAck, Some(Outgoing::Sent { .. }))
+                if sent_qos == Some(QoS::AtLeastOnce) => {}
+            (AckKind::PubRec, Some(Outgoing::Sent { .. }))
+                if sent_qos == Some(QoS::ExactlyOnce) => {}
+            _ => {
+                tracing::debug!(packet_id = id, kind = ?a.kind, "acknowledgement for no message in flight: ignored");
+                return Ok(());
+            }
         }
-        if a.kind == AckKind::PubComp {
-            self.outgoing.remove(&id);
-            self.counts.out += 1;
-            self.to_local.push(ack(AckKind::PubComp, id));
+        let Some(Outgoing::Sent { local, message }) = self.outgoing.remove(&id) else {
             return Ok(());
-        }
+        };
         if a.reason.0 >= 0x80 {
             if transient(a.reason) {
-                return Err(Restart(format!(
-                    "the remote broker refused a message for now ({})",
-                    a.reason
-                )));
+                // Kept here and sent again shortly; the local Session keeps waiting.
+                tracing::debug!(packet_id = id, reason = %a.reason, "the remote broker refused a bridged message for now: sending it again in a second");
+                let at = Instant::now() + LOCAL_RETRY;
+                self.outgoing
+                    .insert(id, Outgoing::Retry { local, message, at });
+                return Ok(());
             }
-            // Refused for good: it cannot be delivered; the local session lets it go.
+            // Refused for good: it cannot be delivered; the local Session lets it go.
             tracing::warn!(packet_id = id, reason = %a.reason, "the remote broker refused a bridged message: dropped");
             self.counts.refused += 1;
-            if a.kind == AckKind::PubAck {
-                self.outgoing.remove(&id);
-            } else {
-                // The remote keeps no state for it: the local PUBREL is answered here.
-                self.outgoing.insert(id, QoS::AtMostOnce);
-            }
-            self.to_local.push(ack(a.kind, id));
+            self.finish_locally(id, local);
             return Ok(());
         }
-        if a.kind == AckKind::PubAck {
-            self.outgoing.remove(&id);
-            self.counts.out += 1;
+        match (a.kind, local) {
+            // The same QoS on both sides: the acknowledgement passes.
+            (AckKind::PubAck, QoS::AtLeastOnce) => {
+                self.counts.out += 1;
+                self.to_local.push(ack(AckKind::PubAck, id));
+            }
+            (AckKind::PubRec, _) => {
+                self.outgoing.insert(id, Outgoing::Received);
+                self.to_local.push(ack(AckKind::PubRec, id));
+            }
+            // QoS 2 here, QoS 1 at the remote (its Maximum QoS): delivered there.
+            _ => {
+                self.counts.out += 1;
+                self.finish_locally(id, local);
+            }
         }
-        self.to_local.push(ack(a.kind, id));
         Ok(())
+    }
+
+    /// Ends a local QoS 1/2 delivery that the remote will not (or no longer) acknowledge as
+    /// such: PUBACK, or PUBREC with the PUBREL answered here.
+    fn finish_locally(&mut self, id: u16, local: QoS) {
+        match local {
+            QoS::AtMostOnce => {}
+            QoS::AtLeastOnce => self.to_local.push(ack(AckKind::PubAck, id)),
+            QoS::ExactlyOnce => {
+                self.outgoing.insert(id, Outgoing::Done);
+                self.to_local.push(ack(AckKind::PubRec, id));
+            }
+        }
     }
 
     /// A message the remote broker delivered to the bridge: published locally.
@@ -352,10 +451,11 @@ impl Relay {
             ));
         }
         let Some(topic) = topics::to_local(&self.topics, &p.topic) else {
-            tracing::debug!(
+            tracing::warn!(
                 topic = p.topic.as_str(),
-                "no bridge topic line maps this message: dropped"
+                "no bridge topic line gives this message a local topic: dropped"
             );
+            self.counts.refused += 1;
             match p.qos {
                 QoS::AtMostOnce => {}
                 QoS::AtLeastOnce => self.to_remote.push(ack(AckKind::PubAck, p.packet_id)),
@@ -398,14 +498,13 @@ impl Relay {
                 self.to_remote.push(ack(AckKind::PubRec, id));
                 return Ok(());
             }
-            Some(Incoming::Released) => {
-                return Err(Restart(format!(
-                    "the remote broker reused Packet Identifier {id} before PUBCOMP"
-                )));
-            }
-            None => {}
+            // A new message on an id whose PUBCOMP has not gone back yet (MQTT-2.2.1-4 says
+            // the remote may not; mosquitto 2.0 does after a long outage): it waits below
+            // until the old one is complete.
+            Some(Incoming::Released) | None => {}
         }
-        if self.waiting.iter().any(|w| w.packet_id == id) {
+        if p.dup && self.waiting.iter().any(|w| w.packet_id == id) {
+            // A resend of one already waiting.
             return Ok(());
         }
         self.waiting.push_back(p);
@@ -413,15 +512,29 @@ impl Relay {
         Ok(())
     }
 
-    /// Publishes waiting incoming messages while the local Receive Maximum has room.
+    /// Publishes waiting incoming messages, in order, while the local Receive Maximum has
+    /// room and the next one's Packet Identifier is free here.
     fn pump(&mut self) {
         while self.incoming.len() < self.local_window {
+            let Some(front) = self.waiting.front() else {
+                return;
+            };
+            if self.incoming.contains_key(&front.packet_id) {
+                return;
+            }
             let Some(p) = self.waiting.pop_front() else {
                 return;
             };
             self.to_local.push(Packet::Publish(p.clone()));
             self.incoming.insert(p.packet_id, Incoming::Published(p));
         }
+    }
+
+    /// Whether more may be read from the remote: incoming messages waiting for room here are
+    /// bounded (by the local Receive Maximum), so a flood meets TCP back-pressure instead of
+    /// filling memory.
+    pub(crate) fn wants_remote(&self) -> bool {
+        self.waiting.len() < self.local_window
     }
 
     /// An acknowledgement from the local broker: for an incoming message (PUBACK, PUBREC,
@@ -478,16 +591,10 @@ impl Relay {
         Ok(())
     }
 
-    /// Takes a message the bridge does not forward off the local session's hands.
+    /// Takes a message the bridge does not forward (or forwarded at QoS 0) off the local
+    /// Session's hands.
     fn acknowledge_local_delivery(&mut self, p: &Publish) {
-        match p.qos {
-            QoS::AtMostOnce => {}
-            QoS::AtLeastOnce => self.to_local.push(ack(AckKind::PubAck, p.packet_id)),
-            QoS::ExactlyOnce => {
-                self.outgoing.insert(p.packet_id, QoS::AtMostOnce);
-                self.to_local.push(ack(AckKind::PubRec, p.packet_id));
-            }
-        }
+        self.finish_locally(p.packet_id, p.qos);
     }
 }
 

@@ -77,10 +77,22 @@ pub(crate) async fn run(
     // Outgoing messages wait in the local Session while the remote cannot be reached, but
     // the Session is made by the first link, after the remote's CONNACK: until then nothing
     // would collect them. A durable bridge without one gets it now, with its subscriptions.
-    if !config.clean_session
-        && topics.iter().any(|t| t.direction.outgoing())
-        && broker.registry.get(&status.local_client_id).is_none()
-    {
+    // (Also when the Session exists but lacks a line added to the configuration since.)
+    let wanted: Vec<String> = topics
+        .iter()
+        .filter(|t| t.direction.outgoing())
+        .map(BridgeTopic::local_filter)
+        .collect();
+    let lacking = match broker.registry.get(&status.local_client_id) {
+        None => true,
+        Some(s) => {
+            let slot = s.slot.lock();
+            wanted
+                .iter()
+                .any(|f| !slot.session.subscriptions.contains_key(f))
+        }
+    };
+    if !config.clean_session && !wanted.is_empty() && lacking {
         let attempt = Attempt {
             broker: &broker,
             config: &config,
@@ -232,7 +244,13 @@ impl Attempt<'_> {
             BridgeProtocol::Mqtt5 => Version::V5,
             _ => Version::V311,
         };
-        let max_in = self.broker.config.max_packet_size as usize;
+        // A 3.1.1 remote cannot be told a limit: anything MQTT can carry is read, and what
+        // this broker would not take is refused there (not a reason to end the link, which
+        // would bring the same packet again).
+        let max_in = match version {
+            Version::V5 => self.broker.config.max_packet_size as usize,
+            Version::V311 => crate::config::MQTT_MAX_PACKET_SIZE as usize,
+        };
         let (mut r_read, mut r_write) = link::split(stream, version, max_in);
         let connack = match self
             .connect_remote(version, &mut r_read, &mut r_write)
@@ -270,7 +288,15 @@ impl Attempt<'_> {
             local,
             remote: (r_read, r_write),
         };
-        let (local_window, stash) = match self.subscribe(&mut sides).await {
+        let mut early = Vec::new();
+        if !connack.session_present
+            && let Err(reason) = self.forget_remote_ids(&mut sides.local, &mut early).await
+        {
+            close(&mut sides.remote.1).await;
+            close(&mut sides.local.1).await;
+            return connected(reason);
+        }
+        let (local_window, stash) = match self.subscribe(&mut sides, early).await {
             Ok(ready) => ready,
             Err(reason) => {
                 close(&mut sides.remote.1).await;
@@ -293,6 +319,14 @@ impl Attempt<'_> {
         relay.set_max_packet_sizes(
             remote_props.maximum_packet_size,
             Some(self.broker.config.max_packet_size),
+        );
+        relay.set_remote_limits(
+            match remote_props.maximum_qos {
+                Some(0) => QoS::AtMostOnce,
+                Some(1) => QoS::AtLeastOnce,
+                _ => QoS::ExactlyOnce,
+            },
+            remote_props.retain_available.unwrap_or(true),
         );
         let reason = self.relay(&mut relay, &mut sides, stash, keepalive).await;
         close(&mut sides.remote.1).await;
@@ -471,16 +505,81 @@ impl Attempt<'_> {
         Ok(subscribes)
     }
 
+    /// The remote broker has no Session for the bridge (Session Present 0): the QoS 2
+    /// Packet Identifiers it used before, still awaiting PUBREL in the local Session, are
+    /// released (MQTT-3.2.2-5 for 5.0: the client discards its state), so that a new message
+    /// with one of them is not taken for a resend of the old one and dropped.
+    async fn forget_remote_ids(
+        &self,
+        local: &mut (Reader, Writer),
+        stash: &mut Vec<(bool, Packet)>,
+    ) -> Result<(), String> {
+        let ids = self
+            .broker
+            .registry
+            .get(&self.status.local_client_id)
+            .map(|s| s.slot.lock().session.inbound.pending_ids())
+            .unwrap_or_default();
+        if ids.is_empty() {
+            return Ok(());
+        }
+        info!(
+            bridge = self.config.name.as_str(),
+            count = ids.len(),
+            "the remote broker has a new session: releasing the Packet Identifiers of its earlier one"
+        );
+        for id in &ids {
+            local
+                .1
+                .queue(&Packet::Ack(crate::codec::PubAckLike {
+                    kind: crate::codec::AckKind::PubRel,
+                    packet_id: *id,
+                    reason: ReasonCode::SUCCESS,
+                    reason_string: None,
+                }))
+                .map_err(|e| format!("this broker: {e}"))?;
+        }
+        local
+            .1
+            .flush()
+            .await
+            .map_err(|e| format!("this broker: {e}"))?;
+        let work = async {
+            let mut left = ids.len();
+            while left > 0 {
+                match local.0.recv().await.map_err(|e| e.to_string())? {
+                    Packet::Ack(a)
+                        if a.kind == crate::codec::AckKind::PubComp
+                            && ids.contains(&a.packet_id) =>
+                    {
+                        left -= 1;
+                    }
+                    Packet::Disconnect(d) => return Err(format!("disconnected ({})", d.reason)),
+                    // Deliveries the local Session resends meanwhile: for the relay.
+                    other => stash.push((true, other)),
+                }
+            }
+            Ok(())
+        };
+        tokio::time::timeout(CONNECT_TIMEOUT, work)
+            .await
+            .unwrap_or_else(|_| Err("no PUBCOMP in time".into()))
+            .map_err(|e| format!("this broker: {e}"))
+    }
+
     /// Subscribes on both sides, local first, and waits for the SUBACKs. Messages that
     /// arrive meanwhile (resent from a session) are kept for the relay. Returns the local
     /// broker's Receive Maximum (from its CONNACK: the default) and the kept packets.
-    async fn subscribe(&self, sides: &mut Sides) -> Result<(u16, Vec<(bool, Packet)>), String> {
+    async fn subscribe(
+        &self,
+        sides: &mut Sides,
+        mut stash: Vec<(bool, Packet)>,
+    ) -> Result<(u16, Vec<(bool, Packet)>), String> {
         let retain_handling = if self.config.clean_session {
             RetainHandling::OnSubscribe
         } else {
             RetainHandling::OnNewSubscribe
         };
-        let mut stash = Vec::new();
         // Local: one SUBSCRIBE per outgoing line.
         let mut expected = 0u16;
         for subscribe in self.local_subscribes(retain_handling)? {
@@ -659,7 +758,7 @@ impl Attempt<'_> {
                         next = l_read.buffered();
                     }
                 }
-                packet = r_read.recv(), if l_write.pending() < HIGH_WATER => {
+                packet = r_read.recv(), if l_write.pending() < HIGH_WATER && relay.wants_remote() => {
                     ping_sent = None;
                     let mut next = packet.map(Some);
                     loop {
@@ -670,6 +769,9 @@ impl Attempt<'_> {
                         };
                         if let Err(Restart(reason)) = fed {
                             return reason;
+                        }
+                        if !relay.wants_remote() {
+                            break;
                         }
                         next = r_read.buffered();
                     }

@@ -38,6 +38,14 @@ fn rename(topic: &str, pattern: &str, from: &str, to: &str) -> Option<String> {
         // One topic: the prefixes are the whole names.
         return (topic == from && valid_topic_name(to)).then(|| to.to_string());
     }
+    // `#` also matches the parent level (MQTT-4.7.1-2): with prefixes `site/` and `fleet/`,
+    // the topic `site` itself is `fleet`.
+    if pattern == "#"
+        && let (Some(parent), Some(other)) = (from.strip_suffix('/'), to.strip_suffix('/'))
+        && topic == parent
+    {
+        return valid_topic_name(other).then(|| other.to_string());
+    }
     let rest = topic.strip_prefix(from)?;
     if !matches(pattern, rest) {
         return None;
@@ -76,6 +84,19 @@ mod tests {
         );
         assert_eq!(to_remote(&t, &[], "other/sensors/t1"), None);
         assert_eq!(to_local(&t, "fleet/site1/sensors/t1"), None, "out only");
+    }
+
+    #[test]
+    fn the_parent_level_of_a_prefix_is_mapped_too() {
+        let t = [line("#", Both, "site/", "fleet/")];
+        assert_eq!(to_remote(&t, &[1], "site").as_deref(), Some("fleet"));
+        assert_eq!(to_local(&t, "fleet").as_deref(), Some("site"));
+        let t = [line("#", Out, "site/", "")];
+        assert_eq!(
+            to_remote(&t, &[1], "site"),
+            None,
+            "no topic on the other side"
+        );
     }
 
     #[test]

@@ -564,6 +564,11 @@ impl BridgeConfig {
             }
             (None, None) => {}
         }
+        // The files are read as the bridge will read them: PEM, a usable CA, a key that
+        // belongs to the certificate. A mistake stops the broker here, not the bridge later.
+        if let Err(e) = crate::bridge::tls_client_config(tls) {
+            return Err(ConfigError::invalid(key("cafile"), e.to_string()));
+        }
         Ok(())
     }
 }

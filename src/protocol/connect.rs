@@ -151,7 +151,12 @@ impl AwaitingConnect {
         }
         // `max_keepalive`: a keep alive over the limit, or none at all, is held to the limit;
         // only MQTT 5.0 can say so (Server Keep Alive, MQTT 5.0 3.2.2.3.14).
-        let max = self.broker.config.max_keepalive;
+        // The broker's own connections (a bridge's local side) send no PINGREQ: no limit.
+        let max = if self.trusted {
+            0
+        } else {
+            self.broker.config.max_keepalive
+        };
         let over = max != 0 && (connect.keep_alive == 0 || connect.keep_alive > max);
         let (keep_alive, server_keep_alive) = match (over, version) {
             (false, _) => (connect.keep_alive, None),

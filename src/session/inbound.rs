@@ -39,6 +39,13 @@ impl Inbound {
         self.awaiting_rel.remove(&packet_id)
     }
 
+    /// The QoS 2 ids awaiting PUBREL.
+    pub(crate) fn pending_ids(&self) -> Vec<u16> {
+        let mut ids: Vec<u16> = self.awaiting_rel.iter().copied().collect();
+        ids.sort_unstable();
+        ids
+    }
+
     /// Number of QoS 2 ids awaiting PUBREL: they count against our Receive Maximum.
     pub(crate) fn pending(&self) -> usize {
         self.awaiting_rel.len()

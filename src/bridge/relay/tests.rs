@@ -171,14 +171,40 @@ fn a_remote_refusal_for_good_lets_the_local_session_go_on() {
 }
 
 #[test]
-fn a_remote_refusal_for_now_restarts_the_link() {
+fn a_remote_refusal_for_now_is_sent_again_on_the_same_link() {
     let mut r = relay(10);
     r.on_local(publish("up/t", QoS::AtLeastOnce, 2)).unwrap();
-    assert!(r.on_remote(ack_with(AckKind::PubAck, 2, 0x97)).is_err());
-    assert!(
-        r.take_local().is_empty(),
-        "not acknowledged locally: resent on the next link"
-    );
+    r.take_remote();
+    r.on_remote(ack_with(AckKind::PubAck, 2, 0x97)).unwrap();
+    assert!(r.take_local().is_empty(), "not acknowledged locally");
+    let at = r.poll_timeout().expect("a retry is planned");
+    r.handle_timeout(at);
+    assert_eq!(topics_of(&r.take_remote()), [("site1/up/t".to_string(), 2)]);
+    r.on_remote(ack_with(AckKind::PubAck, 2, 0)).unwrap();
+    assert_eq!(acks(&r.take_local()), [(AckKind::PubAck, 2)]);
+}
+
+#[test]
+fn qos_and_retain_are_lowered_to_what_the_remote_accepts() {
+    // MQTT-3.2.2-11, MQTT-3.2.2-14.
+    let mut r = relay(10);
+    r.set_remote_limits(QoS::AtLeastOnce, false);
+    let mut p = publish("up/t", QoS::ExactlyOnce, 6);
+    if let Packet::Publish(p) = &mut p {
+        p.retain = true;
+    }
+    r.on_local(p).unwrap();
+    match &r.take_remote()[..] {
+        [Packet::Publish(p)] => assert_eq!((p.qos, p.retain), (QoS::AtLeastOnce, false)),
+        other => panic!("{other:?}"),
+    }
+    // The remote's PUBACK completes the local QoS 2 flow from here.
+    r.on_remote(ack_with(AckKind::PubAck, 6, 0)).unwrap();
+    assert_eq!(acks(&r.take_local()), [(AckKind::PubRec, 6)]);
+    r.on_local(ack_with(AckKind::PubRel, 6, 0)).unwrap();
+    assert!(r.take_remote().is_empty());
+    assert_eq!(acks(&r.take_local()), [(AckKind::PubComp, 6)]);
+    assert_eq!(r.take_counts().out, 1);
 }
 
 #[test]
@@ -248,4 +274,40 @@ fn a_message_the_renaming_makes_too_large_is_refused_not_retried() {
     assert!(r.take_local().is_empty());
     assert_eq!(acks(&r.take_remote()), [(AckKind::PubAck, 3)]);
     assert_eq!(r.take_counts().refused, 2);
+}
+
+#[test]
+fn an_id_reused_before_pubcomp_waits_for_the_old_message() {
+    // mosquitto 2.0 may send PUBREL m and a new PUBLISH m back to back (against
+    // MQTT-2.2.1-4): the new one waits instead of ending the link.
+    let mut r = relay(10);
+    r.on_remote(publish("site1/down/a", QoS::ExactlyOnce, 5))
+        .unwrap();
+    r.take_local();
+    r.on_local(ack_with(AckKind::PubRec, 5, 0)).unwrap();
+    r.on_remote(ack_with(AckKind::PubRel, 5, 0)).unwrap();
+    r.on_remote(publish("site1/down/b", QoS::ExactlyOnce, 5))
+        .unwrap();
+    assert_eq!(
+        acks(&r.take_local()),
+        [(AckKind::PubRel, 5)],
+        "the new one waits"
+    );
+    r.on_local(ack_with(AckKind::PubComp, 5, 0)).unwrap();
+    assert_eq!(topics_of(&r.take_local()), [("cmd/down/b".to_string(), 5)]);
+}
+
+#[test]
+fn reading_from_the_remote_stops_while_messages_wait_for_room() {
+    let mut r = relay(2);
+    for id in 1..=3 {
+        r.on_remote(publish("site1/down/a", QoS::AtLeastOnce, id))
+            .unwrap();
+    }
+    assert!(r.wants_remote(), "one waiting of at most two");
+    r.on_remote(publish("site1/down/a", QoS::AtLeastOnce, 4))
+        .unwrap();
+    assert!(!r.wants_remote());
+    r.on_local(ack_with(AckKind::PubAck, 1, 0)).unwrap();
+    assert!(r.wants_remote());
 }
