@@ -6,25 +6,15 @@ mod common;
 use std::time::Duration;
 
 use common::binary::BrokerProcess;
+use common::bridge::*;
 use common::*;
 use roost::codec::{AckKind, Packet, QoS, Version};
 use roost::config::{BridgeConfig, BridgeDirection, BridgeTopic};
 use roost::{BridgeState, BrokerHandle};
 
-fn line(
-    pattern: &str,
-    direction: BridgeDirection,
-    qos: QoS,
-    local: &str,
-    remote: &str,
-) -> BridgeTopic {
-    BridgeTopic {
-        pattern: pattern.into(),
-        direction,
-        qos,
-        local_prefix: local.into(),
-        remote_prefix: remote.into(),
-    }
+/// Waits (bounded) until the bridge of `broker` is connected.
+async fn wait_connected(broker: &BrokerHandle) {
+    wait_state(broker, BridgeState::Connected).await;
 }
 
 /// A bridge to `remote` that reconnects quickly.
@@ -35,48 +25,6 @@ fn bridge_to(remote: &BrokerHandle, topics: Vec<BridgeTopic>) -> BridgeConfig {
     b.restart_base = Duration::from_secs(1);
     b.restart_cap = None;
     b
-}
-
-async fn wait_connected(broker: &BrokerHandle) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while broker.bridges()[0].state != BridgeState::Connected {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "bridge connects in time: {:?}",
-            broker.bridges()
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-/// Subscribes a raw 3.1.1 client to `filter` on `broker`.
-async fn subscriber(broker: &BrokerHandle, id: &str, filter: &str, qos: QoS) -> RawClient {
-    let (mut c, _) =
-        RawClient::connect(broker.local_addr(), connect_packet(Version::V311, id)).await;
-    c.send(&subscribe(filter, qos)).await;
-    assert!(matches!(c.recv().await, Some(Packet::SubAck(_))));
-    c
-}
-
-/// The next PUBLISH on `c`, acknowledged.
-async fn next_message(c: &mut RawClient) -> roost::codec::Publish {
-    loop {
-        match c.recv().await {
-            Some(Packet::Publish(p)) => {
-                match p.qos {
-                    QoS::AtMostOnce => {}
-                    QoS::AtLeastOnce => c.send(&ack(AckKind::PubAck, p.packet_id)).await,
-                    QoS::ExactlyOnce => c.send(&ack(AckKind::PubRec, p.packet_id)).await,
-                }
-                return p;
-            }
-            Some(Packet::Ack(a)) if a.kind == AckKind::PubRel => {
-                c.send(&ack(AckKind::PubComp, a.packet_id)).await;
-            }
-            Some(other) => panic!("unexpected {other:?}"),
-            None => panic!("closed"),
-        }
-    }
 }
 
 #[tokio::test]

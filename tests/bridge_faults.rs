@@ -9,25 +9,16 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use bytes::BytesMut;
+use common::bridge::*;
 use common::*;
+use roost::BridgeState;
 use roost::codec::{
     self, AckKind, ConnAck, ConnAckProperties, Connect, Decoder, Packet, QoS, ReasonCode, SubAck,
     Version,
 };
 use roost::config::{BridgeConfig, BridgeDirection, BridgeProtocol, BridgeTopic};
-use roost::{BridgeState, BrokerHandle};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-
-fn line(p: &str, d: BridgeDirection, qos: QoS, local: &str, remote: &str) -> BridgeTopic {
-    BridgeTopic {
-        pattern: p.into(),
-        direction: d,
-        qos,
-        local_prefix: local.into(),
-        remote_prefix: remote.into(),
-    }
-}
 
 fn bridge_at(port: u16, topics: Vec<BridgeTopic>) -> BridgeConfig {
     let mut b = BridgeConfig::new("edge", "127.0.0.1", port, topics);
@@ -135,50 +126,6 @@ impl FakeConn {
                 Ok(Ok(0)) | Ok(Err(_)) => return Ok(None),
                 Ok(Ok(_)) => {}
             }
-        }
-    }
-}
-
-async fn wait_state(broker: &BrokerHandle, state: BridgeState) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while broker.bridges()[0].state != state {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "state {state:?} in time: {:?}",
-            broker.bridges()
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-async fn subscriber(broker: &BrokerHandle, id: &str, filter: &str, qos: QoS) -> RawClient {
-    let (mut c, _) =
-        RawClient::connect(broker.local_addr(), connect_packet(Version::V311, id)).await;
-    c.send(&subscribe(filter, qos)).await;
-    assert!(matches!(c.recv().await, Some(Packet::SubAck(_))));
-    c
-}
-
-/// Next PUBLISH within `wait`, acknowledged; None on timeout.
-async fn next_within(c: &mut RawClient, wait: Duration) -> Option<codec::Publish> {
-    let deadline = tokio::time::Instant::now() + wait;
-    loop {
-        let got = tokio::time::timeout_at(deadline, c.recv()).await;
-        match got {
-            Err(_) => return None,
-            Ok(Some(Packet::Publish(p))) => {
-                match p.qos {
-                    QoS::AtMostOnce => {}
-                    QoS::AtLeastOnce => c.send(&ack(AckKind::PubAck, p.packet_id)).await,
-                    QoS::ExactlyOnce => c.send(&ack(AckKind::PubRec, p.packet_id)).await,
-                }
-                return Some(p);
-            }
-            Ok(Some(Packet::Ack(a))) if a.kind == AckKind::PubRel => {
-                c.send(&ack(AckKind::PubComp, a.packet_id)).await;
-            }
-            Ok(Some(other)) => panic!("unexpected {other:?}"),
-            Ok(None) => panic!("closed"),
         }
     }
 }

@@ -21,10 +21,10 @@ use std::sync::atomic::{AtomicU8, AtomicUsize};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use common::bridge::{line, next_message};
 use common::*;
 use roost::codec::{
-    AckKind, Connect, Packet, Publish, QoS, ReasonCode, RetainHandling, Subscribe, SubscribeFilter,
-    Version,
+    AckKind, Connect, Packet, QoS, ReasonCode, RetainHandling, Subscribe, SubscribeFilter, Version,
 };
 use roost::config::{BridgeConfig, BridgeDirection, BridgeProtocol, BridgeTls, BridgeTopic};
 use roost::{BridgeInfo, BridgeState, BrokerHandle};
@@ -253,23 +253,6 @@ impl Drop for Mosquitto {
     }
 }
 
-/// A bridge topic line.
-fn line(
-    pattern: &str,
-    direction: BridgeDirection,
-    qos: QoS,
-    local: &str,
-    remote: &str,
-) -> BridgeTopic {
-    BridgeTopic {
-        pattern: pattern.into(),
-        direction,
-        qos,
-        local_prefix: local.into(),
-        remote_prefix: remote.into(),
-    }
-}
-
 /// A bridge named `name` to mosquitto on 127.0.0.1:`port` that reconnects after the shortest
 /// wait the settings allow (1 s, no growth); its client id at mosquitto is `<name>-bridge`.
 fn bridge(
@@ -418,28 +401,6 @@ async fn publish_acked(
             expect_ack(c, AckKind::PubRec, packet_id).await;
             c.send(&ack(AckKind::PubRel, packet_id)).await;
             expect_ack(c, AckKind::PubComp, packet_id).await;
-        }
-    }
-}
-
-/// The next PUBLISH on `c`, acknowledged as a receiver (PUBACK, or PUBREC and then PUBCOMP
-/// for the PUBREL that follows).
-async fn next_message(c: &mut RawClient) -> Publish {
-    loop {
-        match c.recv().await {
-            Some(Packet::Publish(p)) => {
-                match p.qos {
-                    QoS::AtMostOnce => {}
-                    QoS::AtLeastOnce => c.send(&ack(AckKind::PubAck, p.packet_id)).await,
-                    QoS::ExactlyOnce => c.send(&ack(AckKind::PubRec, p.packet_id)).await,
-                }
-                return p;
-            }
-            Some(Packet::Ack(a)) if a.kind == AckKind::PubRel => {
-                c.send(&ack(AckKind::PubComp, a.packet_id)).await;
-            }
-            Some(other) => panic!("expected PUBLISH, got {other:?}"),
-            None => panic!("connection closed while waiting for a PUBLISH"),
         }
     }
 }

@@ -544,26 +544,14 @@ impl Attempt<'_> {
             .flush()
             .await
             .map_err(|e| format!("this broker: {e}"))?;
-        let work = async {
-            let mut left = ids.len();
-            while left > 0 {
-                match local.0.recv().await.map_err(|e| e.to_string())? {
-                    Packet::Ack(a)
-                        if a.kind == crate::codec::AckKind::PubComp
-                            && ids.contains(&a.packet_id) =>
-                    {
-                        left -= 1;
-                    }
-                    Packet::Disconnect(d) => return Err(format!("disconnected ({})", d.reason)),
-                    // Deliveries the local Session resends meanwhile: for the relay.
-                    other => stash.push((true, other)),
-                }
-            }
-            Ok(())
+        let count = u16::try_from(ids.len()).unwrap_or(u16::MAX);
+        let completes = |p: &Packet| {
+            matches!(p, Packet::Ack(a) if a.kind == crate::codec::AckKind::PubComp
+                && ids.contains(&a.packet_id))
         };
-        tokio::time::timeout(CONNECT_TIMEOUT, work)
+        // Deliveries the local Session resends meanwhile are kept for the relay.
+        wait_for(&mut local.0, count, true, stash, completes, "PUBCOMP")
             .await
-            .unwrap_or_else(|_| Err("no PUBCOMP in time".into()))
             .map_err(|e| format!("this broker: {e}"))
     }
 
@@ -794,26 +782,44 @@ fn filter(topic: String, qos: QoS, retain_handling: RetainHandling) -> Subscribe
     }
 }
 
-/// Reads until `count` SUBACKs and UNSUBACKs have arrived, keeping other packets in `stash` (tagged with
-/// `local`). Bounded by [`CONNECT_TIMEOUT`].
+/// Reads until `count` SUBACKs and UNSUBACKs have arrived, keeping other packets in `stash`
+/// (tagged with `local`). Bounded by [`CONNECT_TIMEOUT`].
 async fn wait_subacks(
     read: &mut Reader,
     count: u16,
     local: bool,
     stash: &mut Vec<(bool, Packet)>,
 ) -> Result<(), String> {
+    let answers = |p: &Packet| match p {
+        Packet::SubAck(s) => {
+            if let Some(code) = s.codes.iter().find(|c| c.0 >= 0x80) {
+                warn!(code = %code, local, "a bridge subscription was refused");
+            }
+            true
+        }
+        Packet::UnsubAck(_) => true,
+        _ => false,
+    };
+    wait_for(read, count, local, stash, answers, "SUBACK").await
+}
+
+/// Reads until `count` packets for which `answers` holds have arrived, keeping the others
+/// in `stash` (tagged with `local`); a DISCONNECT ends the wait. Bounded by
+/// [`CONNECT_TIMEOUT`]; `what` names the awaited packet in the error.
+async fn wait_for(
+    read: &mut Reader,
+    count: u16,
+    local: bool,
+    stash: &mut Vec<(bool, Packet)>,
+    mut answers: impl FnMut(&Packet) -> bool,
+    what: &str,
+) -> Result<(), String> {
     let work = async {
         let mut seen = 0;
         while seen < count {
             match read.recv().await.map_err(|e| e.to_string())? {
-                Packet::SubAck(s) => {
-                    seen += 1;
-                    if let Some(code) = s.codes.iter().find(|c| c.0 >= 0x80) {
-                        warn!(code = %code, local, "a bridge subscription was refused");
-                    }
-                }
-                Packet::UnsubAck(_) => seen += 1,
                 Packet::Disconnect(d) => return Err(format!("disconnected ({})", d.reason)),
+                p if answers(&p) => seen += 1,
                 other => stash.push((local, other)),
             }
         }
@@ -821,7 +827,7 @@ async fn wait_subacks(
     };
     tokio::time::timeout(CONNECT_TIMEOUT, work)
         .await
-        .unwrap_or_else(|_| Err("no SUBACK in time".into()))
+        .unwrap_or_else(|_| Err(format!("no {what} in time")))
 }
 
 /// Sends DISCONNECT (normal, so the Session stays) and closes, within [`CLOSE_GRACE`].

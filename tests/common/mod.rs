@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod binary;
+pub mod bridge;
 
 use std::net::SocketAddr;
 use std::time::Duration;
