@@ -614,3 +614,44 @@ async fn a_new_out_line_collects_while_the_remote_is_away() {
     println!("remote got {seen:?}");
     assert_eq!(seen, ["a/x", "b/x"]);
 }
+
+/// mosquitto 2.0 sends QoS 2 messages to a bridge well beyond any window before their
+/// PUBRELs: the bridge keeps reading (the PUBRELs that free its window are behind them)
+/// instead of stopping and waiting for ever.
+#[tokio::test]
+async fn qos2_messages_beyond_the_window_do_not_hide_the_pubrels_behind_them() {
+    let fake = Fake::new().await;
+    let edge = start_broker_with(|c| {
+        c.receive_maximum = 5;
+        c.bridges = vec![bridge_at(
+            fake.port(),
+            vec![line("cmd/#", BridgeDirection::In, QoS::ExactlyOnce, "", "")],
+        )];
+    })
+    .await;
+    let mut sub = subscriber(&edge, "sub", "cmd/#", QoS::ExactlyOnce).await;
+    let mut r = fake.accept(false, Default::default(), true).await;
+    wait_state(&edge, BridgeState::Connected).await;
+    const N: u16 = 40;
+    for id in 1..=N {
+        r.send(&pubp("cmd/a", QoS::ExactlyOnce, id, &id.to_be_bytes()))
+            .await;
+    }
+    // Every PUBREC is answered with PUBREL; all must complete.
+    let mut completed = 0;
+    while completed < N {
+        match r.recv().await {
+            Some(Packet::Ack(a)) if a.kind == AckKind::PubRec => {
+                r.send(&ack(AckKind::PubRel, a.packet_id)).await;
+            }
+            Some(Packet::Ack(a)) if a.kind == AckKind::PubComp => completed += 1,
+            Some(Packet::PingReq) => r.send(&Packet::PingResp).await,
+            other => panic!("after {completed} PUBCOMPs: {other:?}"),
+        }
+    }
+    // Delivered once each, in order.
+    for id in 1..=N {
+        let p = next_within(&mut sub, WAIT).await.expect("delivered");
+        assert_eq!(&p.payload[..], id.to_be_bytes());
+    }
+}

@@ -30,6 +30,10 @@ use super::topics;
 /// store unavailable) waits before it is published again.
 pub(crate) const LOCAL_RETRY: Duration = Duration::from_secs(1);
 
+/// Bytes of incoming messages that may wait for room here while the remote still owes the
+/// PUBRELs that make that room: reading goes on (a PUBREL may be behind them) up to this.
+pub(crate) const WAITING_BUDGET: usize = 32 * 1024 * 1024;
+
 /// Why a link must be closed and opened again.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Restart(pub String);
@@ -94,6 +98,11 @@ pub(crate) struct Relay {
     incoming: HashMap<u16, Incoming>,
     /// Incoming messages waiting for room in the local broker's Receive Maximum.
     waiting: VecDeque<Publish>,
+    /// Bytes (topic and payload) of `waiting`.
+    waiting_bytes: usize,
+    /// Outgoing messages held back while an earlier one waits to be sent again, so that
+    /// they do not overtake it.
+    held: VecDeque<Publish>,
     /// The local broker's Receive Maximum.
     local_window: usize,
     /// The largest packet the remote broker accepts (its MQTT 5.0 Maximum Packet Size).
@@ -121,6 +130,8 @@ impl Relay {
             remote_retain: true,
             incoming: HashMap::new(),
             waiting: VecDeque::new(),
+            waiting_bytes: 0,
+            held: VecDeque::new(),
             local_window: usize::from(local_window.max(1)),
             remote_max: None,
             local_max: None,
@@ -286,7 +297,23 @@ impl Relay {
                 self.outgoing.insert(id, Outgoing::Sent { local, message });
             }
         }
+        // What was held back follows, in order (unless another refusal holds it again).
+        while !self.retrying_outgoing() {
+            let Some(p) = self.held.pop_front() else {
+                break;
+            };
+            // Cannot fail here: its id was free when it arrived and nothing took it since.
+            let _ = self.local_publish(p);
+        }
         self.retry_incoming(now);
+        self.pump();
+    }
+
+    /// An outgoing message waits to be sent again.
+    fn retrying_outgoing(&self) -> bool {
+        self.outgoing
+            .values()
+            .any(|s| matches!(s, Outgoing::Retry { .. }))
     }
 
     /// Publishes again the incoming messages whose retry time has come.
@@ -344,6 +371,11 @@ impl Relay {
             return Ok(());
         }
         let id = p.packet_id;
+        if self.retrying_outgoing() {
+            // An earlier message waits to be sent again: this one goes after it.
+            self.held.push_back(p);
+            return Ok(());
+        }
         if out.qos == QoS::AtMostOnce {
             // Sent and done (the remote takes nothing higher): the local Session lets it go.
             self.counts.out += 1;
@@ -507,6 +539,7 @@ impl Relay {
             // A resend of one already waiting.
             return Ok(());
         }
+        self.waiting_bytes += size(&p);
         self.waiting.push_back(p);
         self.pump();
         Ok(())
@@ -515,6 +548,14 @@ impl Relay {
     /// Publishes waiting incoming messages, in order, while the local Receive Maximum has
     /// room and the next one's Packet Identifier is free here.
     fn pump(&mut self) {
+        // Nothing overtakes a message this broker refused for now.
+        if self
+            .incoming
+            .values()
+            .any(|s| matches!(s, Incoming::Retry(..)))
+        {
+            return;
+        }
         while self.incoming.len() < self.local_window {
             let Some(front) = self.waiting.front() else {
                 return;
@@ -525,6 +566,7 @@ impl Relay {
             let Some(p) = self.waiting.pop_front() else {
                 return;
             };
+            self.waiting_bytes -= size(&p);
             self.to_local.push(Packet::Publish(p.clone()));
             self.incoming.insert(p.packet_id, Incoming::Published(p));
         }
@@ -534,7 +576,16 @@ impl Relay {
     /// bounded (by the local Receive Maximum), so a flood meets TCP back-pressure instead of
     /// filling memory.
     pub(crate) fn wants_remote(&self) -> bool {
-        self.waiting.len() < self.local_window
+        if self.waiting.len() < self.local_window {
+            return true;
+        }
+        // The window may be full of messages whose PUBREL the remote still owes; it may be
+        // behind what waits in the socket, so reading goes on, within a budget.
+        let owed = self
+            .incoming
+            .values()
+            .any(|s| matches!(s, Incoming::Received));
+        owed && self.waiting_bytes < WAITING_BUDGET
     }
 
     /// An acknowledgement from the local broker: for an incoming message (PUBACK, PUBREC,
@@ -596,6 +647,11 @@ impl Relay {
     fn acknowledge_local_delivery(&mut self, p: &Publish) {
         self.finish_locally(p.packet_id, p.qos);
     }
+}
+
+/// The bytes a waiting message holds (topic and payload).
+fn size(p: &Publish) -> usize {
+    p.topic.len() + p.payload.len()
 }
 
 /// Whether `p` encoded for `version` is within `max` bytes.

@@ -311,3 +311,42 @@ fn reading_from_the_remote_stops_while_messages_wait_for_room() {
     r.on_local(ack_with(AckKind::PubAck, 1, 0)).unwrap();
     assert!(r.wants_remote());
 }
+
+#[test]
+fn messages_after_one_refused_for_now_do_not_overtake_it() {
+    let mut r = relay(10);
+    r.on_local(publish("up/a", QoS::AtLeastOnce, 1)).unwrap();
+    r.take_remote();
+    r.on_remote(ack_with(AckKind::PubAck, 1, 0x97)).unwrap();
+    r.on_local(publish("up/b", QoS::AtLeastOnce, 2)).unwrap();
+    r.on_local(publish("up/c", QoS::AtMostOnce, 0)).unwrap();
+    assert!(r.take_remote().is_empty(), "held behind the refused one");
+    let at = r.poll_timeout().expect("a retry is planned");
+    r.handle_timeout(at);
+    assert_eq!(
+        topics_of(&r.take_remote()),
+        [
+            ("site1/up/a".to_string(), 1),
+            ("site1/up/b".to_string(), 2),
+            ("site1/up/c".to_string(), 0)
+        ]
+    );
+}
+
+#[test]
+fn incoming_messages_after_one_refused_here_do_not_overtake_it() {
+    let mut r = relay(10);
+    r.on_remote(publish("site1/down/a", QoS::AtLeastOnce, 1))
+        .unwrap();
+    r.take_local();
+    r.on_local(ack_with(AckKind::PubAck, 1, 0x97)).unwrap();
+    r.on_remote(publish("site1/down/b", QoS::AtLeastOnce, 2))
+        .unwrap();
+    assert!(r.take_local().is_empty(), "waits behind the refused one");
+    let at = r.poll_timeout().expect("a retry is planned");
+    r.handle_timeout(at);
+    assert_eq!(
+        topics_of(&r.take_local()),
+        [("cmd/down/a".to_string(), 1), ("cmd/down/b".to_string(), 2)]
+    );
+}
