@@ -679,12 +679,7 @@ fn transient(reason: ReasonCode) -> bool {
 
 /// A successful acknowledgement of `kind` for `packet_id`.
 fn ack(kind: AckKind, packet_id: u16) -> Packet {
-    Packet::Ack(PubAckLike {
-        kind,
-        packet_id,
-        reason: ReasonCode::SUCCESS,
-        reason_string: None,
-    })
+    Packet::Ack(PubAckLike::new(kind, packet_id))
 }
 
 #[cfg(test)]

@@ -531,12 +531,10 @@ impl Attempt<'_> {
         for id in &ids {
             local
                 .1
-                .queue(&Packet::Ack(crate::codec::PubAckLike {
-                    kind: crate::codec::AckKind::PubRel,
-                    packet_id: *id,
-                    reason: ReasonCode::SUCCESS,
-                    reason_string: None,
-                }))
+                .queue(&Packet::Ack(crate::codec::PubAckLike::new(
+                    crate::codec::AckKind::PubRel,
+                    *id,
+                )))
                 .map_err(|e| format!("this broker: {e}"))?;
         }
         local
@@ -731,42 +729,58 @@ impl Attempt<'_> {
                     last_write = Instant::now();
                 }
                 packet = l_read.recv(), if r_write.pending() < HIGH_WATER => {
-                    // With every other whole packet already read: their answers go out in
-                    // one write.
-                    let mut next = packet.map(Some);
-                    loop {
-                        let fed = match next {
-                            Ok(Some(p)) => relay.on_local(p),
-                            Ok(None) => break,
-                            Err(e) => return format!("this broker: {e}"),
-                        };
-                        if let Err(Restart(reason)) = fed {
-                            return reason;
-                        }
-                        next = l_read.buffered();
+                    if let Err(reason) = feed(relay, l_read, packet, Side::Local) {
+                        return reason;
                     }
                 }
                 packet = r_read.recv(), if l_write.pending() < HIGH_WATER && relay.wants_remote() => {
                     ping_sent = None;
-                    let mut next = packet.map(Some);
-                    loop {
-                        let fed = match next {
-                            Ok(Some(p)) => relay.on_remote(p),
-                            Ok(None) => break,
-                            Err(e) => return format!("remote broker: {e}"),
-                        };
-                        if let Err(Restart(reason)) = fed {
-                            return reason;
-                        }
-                        if !relay.wants_remote() {
-                            break;
-                        }
-                        next = r_read.buffered();
+                    if let Err(reason) = feed(relay, r_read, packet, Side::Remote) {
+                        return reason;
                     }
                 }
                 _ = sleep_until(timer) => relay.handle_timeout(Instant::now()),
             }
         }
+    }
+}
+
+/// Which connection of a link a packet came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Local,
+    Remote,
+}
+
+/// Hands `first` and every other whole packet already read from `side` to the relay, so that
+/// their answers go out in one write; stops early when the relay wants no more from the
+/// remote. `Err` is why the link ends.
+fn feed(
+    relay: &mut Relay,
+    read: &mut Reader,
+    first: Result<Packet, LinkError>,
+    side: Side,
+) -> Result<(), String> {
+    let name = match side {
+        Side::Local => "this broker",
+        Side::Remote => "remote broker",
+    };
+    let mut next = first.map(Some);
+    loop {
+        let packet = match next {
+            Ok(Some(p)) => p,
+            Ok(None) => return Ok(()),
+            Err(e) => return Err(format!("{name}: {e}")),
+        };
+        let fed = match side {
+            Side::Local => relay.on_local(packet),
+            Side::Remote => relay.on_remote(packet),
+        };
+        fed.map_err(|Restart(reason)| reason)?;
+        if side == Side::Remote && !relay.wants_remote() {
+            return Ok(());
+        }
+        next = read.buffered();
     }
 }
 

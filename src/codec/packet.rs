@@ -221,6 +221,18 @@ pub struct PubAckLike {
     pub reason_string: Option<String>,
 }
 
+impl PubAckLike {
+    /// A successful `kind` for `packet_id`, without a Reason String.
+    pub fn new(kind: AckKind, packet_id: u16) -> PubAckLike {
+        PubAckLike {
+            kind,
+            packet_id,
+            reason: ReasonCode::SUCCESS,
+            reason_string: None,
+        }
+    }
+}
+
 /// Retain handling subscription option (MQTT 5.0).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum RetainHandling {

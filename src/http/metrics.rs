@@ -6,6 +6,7 @@ use std::sync::{Arc, Weak};
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
@@ -265,8 +266,7 @@ fn encode_bridges(broker: &Broker, encoder: &mut DescriptorEncoder) -> Result<()
         return Ok(());
     }
     let label = |b: &crate::BridgeInfo| vec![("bridge".to_string(), b.name.clone())];
-    type Read = fn(&crate::BridgeInfo) -> u64;
-    let gauges: [(&str, &str, Read); 2] = [
+    let gauges: [Family<crate::BridgeInfo>; 2] = [
         (
             "bridge_connected",
             "1 while the bridge's link to its remote broker is up",
@@ -278,23 +278,12 @@ fn encode_bridges(broker: &Broker, encoder: &mut DescriptorEncoder) -> Result<()
             |b| b.queued as u64,
         ),
     ];
-    for (name, help, read) in gauges {
-        let mut metric = encoder.encode_descriptor(
-            name,
-            help,
-            None,
-            prometheus_client::metrics::MetricType::Gauge,
-        )?;
-        for b in &bridges {
-            let gauge = ConstGauge::new(i64::try_from(read(b)).unwrap_or(i64::MAX));
-            gauge.encode(metric.encode_family(&label(b))?)?;
-        }
-    }
+    encode_families(encoder, MetricType::Gauge, &gauges, &bridges, label)?;
     let mut metric = encoder.encode_descriptor(
         "bridge_forwarded",
         "Messages a bridge delivered (QoS 1/2: acknowledged by the far side)",
         None,
-        prometheus_client::metrics::MetricType::Counter,
+        MetricType::Counter,
     )?;
     for b in &bridges {
         for (direction, value) in [("out", b.forwarded_out), ("in", b.forwarded_in)] {
@@ -303,7 +292,7 @@ fn encode_bridges(broker: &Broker, encoder: &mut DescriptorEncoder) -> Result<()
             ConstCounter::new(value).encode(metric.encode_family(&labels)?)?;
         }
     }
-    let counters: [(&str, &str, Read); 2] = [
+    let counters: [Family<crate::BridgeInfo>; 2] = [
         (
             "bridge_refused",
             "Messages a broker refused for good on a bridge (dropped)",
@@ -315,15 +304,31 @@ fn encode_bridges(broker: &Broker, encoder: &mut DescriptorEncoder) -> Result<()
             |b| b.connects,
         ),
     ];
-    for (name, help, read) in counters {
-        let mut metric = encoder.encode_descriptor(
-            name,
-            help,
-            None,
-            prometheus_client::metrics::MetricType::Counter,
-        )?;
-        for b in &bridges {
-            ConstCounter::new(read(b)).encode(metric.encode_family(&label(b))?)?;
+    encode_families(encoder, MetricType::Counter, &counters, &bridges, label)
+}
+
+/// One labelled metric family: name, help text, and the value of each item.
+type Family<T> = (&'static str, &'static str, fn(&T) -> u64);
+
+/// Encodes each family of `families` (all gauges or all counters) with one series per item,
+/// labelled by `labels`.
+fn encode_families<T>(
+    encoder: &mut DescriptorEncoder,
+    kind: MetricType,
+    families: &[Family<T>],
+    items: &[T],
+    labels: impl Fn(&T) -> Vec<(String, String)>,
+) -> Result<(), std::fmt::Error> {
+    for (name, help, read) in families {
+        let mut metric = encoder.encode_descriptor(name, help, None, kind)?;
+        for item in items {
+            let value = read(item);
+            let labels = labels(item);
+            let series = metric.encode_family(&labels)?;
+            match kind {
+                MetricType::Counter => ConstCounter::new(value).encode(series)?,
+                _ => ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX)).encode(series)?,
+            }
         }
     }
     Ok(())
@@ -347,8 +352,7 @@ fn encode_groups(broker: &Broker, encoder: &mut DescriptorEncoder) -> Result<(),
             ("filter".to_string(), g.filter.clone()),
         ]
     };
-    type Read = fn(&crate::SharedSubscriptionInfo) -> u64;
-    let gauges: [(&str, &str, Read); 2] = [
+    let gauges: [Family<crate::SharedSubscriptionInfo>; 2] = [
         (
             "shared_subscription_members",
             "Sessions in a Shared Subscription group",
@@ -360,19 +364,8 @@ fn encode_groups(broker: &Broker, encoder: &mut DescriptorEncoder) -> Result<(),
             |g| g.online as u64,
         ),
     ];
-    for (name, help, read) in gauges {
-        let mut metric = encoder.encode_descriptor(
-            name,
-            help,
-            None,
-            prometheus_client::metrics::MetricType::Gauge,
-        )?;
-        for g in &groups {
-            let gauge = ConstGauge::new(i64::try_from(read(g)).unwrap_or(i64::MAX));
-            gauge.encode(metric.encode_family(&labels(g))?)?;
-        }
-    }
-    let counters: [(&str, &str, Read); 2] = [
+    encode_families(encoder, MetricType::Gauge, &gauges, &groups, labels)?;
+    let counters: [Family<crate::SharedSubscriptionInfo>; 2] = [
         (
             "shared_subscription_delivered",
             "Messages given to a member of a group",
@@ -384,16 +377,5 @@ fn encode_groups(broker: &Broker, encoder: &mut DescriptorEncoder) -> Result<(),
             |g| g.redistributed,
         ),
     ];
-    for (name, help, read) in counters {
-        let mut metric = encoder.encode_descriptor(
-            name,
-            help,
-            None,
-            prometheus_client::metrics::MetricType::Counter,
-        )?;
-        for g in &groups {
-            ConstCounter::new(read(g)).encode(metric.encode_family(&labels(g))?)?;
-        }
-    }
-    Ok(())
+    encode_families(encoder, MetricType::Counter, &counters, &groups, labels)
 }
