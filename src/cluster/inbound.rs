@@ -11,6 +11,7 @@ use tracing::{debug, info, warn};
 use crate::broker::{Broker, Pending, Routed};
 use crate::codec::QoS;
 use crate::config::QueueFullPolicy;
+use crate::store::Op;
 
 use super::{subject, wire};
 
@@ -119,7 +120,13 @@ async fn consume(broker: &Arc<Broker>) -> Result<(), Error> {
                 None => break,
             }
         }
-        deliver_batch(broker, &batch).await;
+        if !deliver_batch(broker, &batch).await {
+            // Not committed: JetStream delivers them again at once.
+            for m in &batch {
+                let _ = m.ack_with(async_nats::jetstream::AckKind::Nak(None)).await;
+            }
+            return Err("the store could not commit messages of the stream".into());
+        }
         for m in &batch {
             if let Err(e) = m.ack().await {
                 warn!(error = %e, "cluster: acknowledging a message to JetStream failed");
@@ -129,15 +136,23 @@ async fn consume(broker: &Arc<Broker>) -> Result<(), Error> {
 }
 
 /// Routes a batch of the stream's messages here, and returns once their durable changes are
-/// committed (or the store failed: the messages are then not acknowledged and come again).
-async fn deliver_batch(broker: &Arc<Broker>, batch: &[async_nats::jetstream::Message]) {
+/// committed: true, or false if the store failed (the messages must then come again).
+async fn deliver_batch(broker: &Arc<Broker>, batch: &[async_nats::jetstream::Message]) -> bool {
     let Some(cluster) = broker.cluster.as_ref() else {
-        return;
+        return false;
     };
     let c = &cluster.config;
     let policy = broker.config.queue_full;
     let mut pending = Pending::new(broker.persistent());
+    let (mut first, mut last) = (u64::MAX, 0);
     for m in batch {
+        let sequence = m.info().map(|i| i.stream_sequence).unwrap_or(0);
+        if cluster.was_committed(sequence) {
+            // Committed here before, its acknowledgement lost (or the node crashed first).
+            continue;
+        }
+        first = first.min(sequence);
+        last = last.max(sequence);
         let received = subject::subject_topic(&c.stream_subject, &m.subject)
             .filter(|t| crate::topic::valid_topic_name(t))
             .and_then(|topic| {
@@ -174,12 +189,27 @@ async fn deliver_batch(broker: &Arc<Broker>, batch: &[async_nats::jetstream::Mes
                     let shutdown = broker.shutdown.clone();
                     tokio::select! {
                         _ = tokio::time::timeout(Duration::from_secs(1), session.room_since(room_seq)) => {}
-                        _ = shutdown.cancelled() => return,
+                        _ = shutdown.cancelled() => return false,
                     }
                 }
             }
         }
     }
+    if last == 0 {
+        return true;
+    }
+    if !pending.ops.is_empty() {
+        // With the deliveries it made: a redelivery after a crash is then recognised.
+        pending.push(Op::PutClusterSequence {
+            stream: Arc::from(c.stream.as_str()),
+            first,
+            last,
+        });
+    }
     let ok = broker.commit(std::mem::take(&mut pending.ops)).await;
     pending.release(ok);
+    if ok {
+        cluster.committed((first, last));
+    }
+    ok
 }

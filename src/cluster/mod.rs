@@ -61,6 +61,10 @@ pub enum ClusterError {
     },
 }
 
+/// Batches of the stream remembered as committed: acknowledgements are sent right after
+/// each commit, so only the last few can be redelivered.
+const COMMITTED_RANGES: usize = 64;
+
 /// Counters of the cluster link, for metrics and the admin API.
 #[derive(Debug, Default)]
 pub(crate) struct ClusterStats {
@@ -86,6 +90,10 @@ pub(crate) struct Cluster {
     owners: kv::Store,
     /// Counters.
     pub stats: Arc<ClusterStats>,
+    /// The sequence ranges of the last batches of the stream committed here: a message
+    /// JetStream delivers again (its acknowledgement lost, or the node crashed before
+    /// sending it) is recognised and not delivered twice.
+    committed: parking_lot::Mutex<std::collections::VecDeque<(u64, u64)>>,
     claims: owner::Claims,
     interest: Arc<interest::Interest>,
 }
@@ -220,6 +228,7 @@ impl Cluster {
             js,
             owners,
             stats,
+            committed: Default::default(),
             claims: owner::Claims::default(),
         })
     }
@@ -242,6 +251,23 @@ impl Cluster {
         if tokio::time::timeout(limit, loaded_rx).await.is_err() {
             warn!("cluster: retained messages not loaded in time; they arrive as they load");
         }
+    }
+
+    /// Records that the stream's messages `first..=last` were committed here.
+    pub(crate) fn committed(&self, (first, last): (u64, u64)) {
+        let mut committed = self.committed.lock();
+        if committed.len() == COMMITTED_RANGES {
+            committed.pop_front();
+        }
+        committed.push_back((first, last));
+    }
+
+    /// True if the stream's message `sequence` was committed here already.
+    pub(crate) fn was_committed(&self, sequence: u64) -> bool {
+        self.committed
+            .lock()
+            .iter()
+            .any(|(first, last)| (*first..=*last).contains(&sequence))
     }
 
     /// The NATS client.
