@@ -700,6 +700,39 @@ impl Config {
                 h.admin_users
             ));
         }
+        if let Some(c) = &self.cluster {
+            let secret = |set: bool| {
+                if set {
+                    "\"...\"  # set, not shown"
+                } else {
+                    "\"\"  # none"
+                }
+            };
+            out.push_str(&format!(
+                "\n[cluster]\nnats = {:?}\nnode = {:?}\nprefix = {:?}\nstream = {:?}\n\
+                 stream_subject = {:?}\nretained_stream = {:?}\nretained_subject = {:?}\n\
+                 sessions_bucket = {:?}\nreplicas = {}\nstream_max_age = {}\n\
+                 stream_max_bytes = {}\nack_timeout = {}\nuser = {:?}\npassword = {}\n\
+                 token = {}\ncredentials = {}\ncafile = {}\n",
+                c.nats,
+                c.node,
+                c.prefix,
+                c.stream,
+                c.stream_subject,
+                c.retained_stream,
+                c.retained_subject,
+                c.sessions_bucket,
+                c.replicas,
+                c.stream_max_age,
+                c.stream_max_bytes,
+                c.ack_timeout,
+                c.user.as_deref().unwrap_or(""),
+                secret(c.password.is_some()),
+                secret(c.token.is_some()),
+                opt(&c.credentials),
+                opt(&c.cafile),
+            ));
+        }
         out
     }
 

@@ -139,6 +139,14 @@ pub async fn start(config: Config) -> Result<BrokerHandle, StartError> {
         )?;
         (Some(store), Some(loaded))
     };
+    let cluster = match &config.cluster {
+        Some(c) => {
+            let cluster = cluster::Cluster::connect(c).await?;
+            info!(node = %c.node, nats = %c.nats.join(", "), "cluster mode");
+            Some(cluster)
+        }
+        None => None,
+    };
     let listeners = net::listener::bind_all(&config)
         .await
         .map_err(|e| match e {
@@ -185,14 +193,6 @@ pub async fn start(config: Config) -> Result<BrokerHandle, StartError> {
         store = %store_at,
         "roost started"
     );
-    let cluster = match &config.cluster {
-        Some(c) => {
-            let cluster = cluster::Cluster::connect(c).await?;
-            info!(node = %c.node, nats = %c.nats.join(", "), "cluster mode");
-            Some(cluster)
-        }
-        None => None,
-    };
     let broker = Broker::clustered(config, store, access, cluster);
     if let Some(loaded) = loaded {
         broker.restore(loaded);
