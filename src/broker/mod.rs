@@ -19,11 +19,12 @@ use std::sync::{Arc, Weak};
 use tokio_util::sync::CancellationToken;
 
 pub(crate) use access::{AccessControl, Verdict};
-pub(crate) use handle::{ClientInfo, ConnLink, KickReason, SessionHandle, WillInfo};
+pub(crate) use handle::{Absence, ClientInfo, ConnLink, KickReason, SessionHandle, WillInfo};
 pub(crate) use metrics::Metrics;
 pub(crate) use pending::Pending;
 pub(crate) use router::{RouteContext, Routed, Router};
 pub(crate) use sessions::{AttachError, AttachRequest, Registry};
+pub(crate) use will::WillDone;
 
 use crate::clock::Clock;
 use crate::config::{Config, QueueFullPolicy};

@@ -376,7 +376,7 @@ fn a_delayed_will_goes_out_after_the_delay_unless_the_session_resumes() {
 
     let (s, _, link) = attach(&rt, &b, "w", false, 600);
     let away = rt.block_on(async { b.detach(&s, link.id) });
-    rt.block_on(async { b.schedule_will(will(10), &s, away) });
+    rt.block_on(async { b.schedule_will(will(10), &s, away, None) });
     b.clock.advance(Duration::from_secs(10));
     run_until(&rt, || b.metrics.snapshot().wills_published == 1);
     assert_eq!(queued(&watcher).len(), 1);
@@ -384,7 +384,7 @@ fn a_delayed_will_goes_out_after_the_delay_unless_the_session_resumes() {
     // Resumed within the delay: no will.
     let (s, _, link) = attach(&rt, &b, "w", false, 600);
     let away = rt.block_on(async { b.detach(&s, link.id) });
-    rt.block_on(async { b.schedule_will(will(10), &s, away) });
+    rt.block_on(async { b.schedule_will(will(10), &s, away, None) });
     let (_s, present, _link) = attach(&rt, &b, "w", false, 600);
     assert!(present);
     b.clock.advance(Duration::from_secs(20));

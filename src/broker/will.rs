@@ -31,6 +31,9 @@ pub(crate) fn will_message(will: &Will, id: Option<MessageId>, now: Instant) -> 
     }
 }
 
+/// Called once a will was published or cancelled.
+pub(crate) type WillDone = Box<dyn FnOnce() + Send>;
+
 impl Broker {
     /// Publishes `will` now, as if its client had published it.
     pub(crate) fn publish_will(&self, will: &Will, publisher: Option<&SessionHandle>) {
@@ -45,16 +48,21 @@ impl Broker {
     /// delay has passed since the disconnection, or the end of the session, and publishes
     /// only if no connection resumed the session meanwhile (MQTT-3.1.3-9, MQTT-3.1.2-8).
     /// Without `away` the session has ended: publish now.
+    /// `done` runs once the will was published or cancelled.
     pub(crate) fn schedule_will(
         &self,
         will: Will,
         session: &Arc<SessionHandle>,
         away: Option<Absence>,
+        done: Option<WillDone>,
     ) {
         let Absence { since, token: away } = match away {
             Some(away) if will.delay_interval > 0 => away,
             _ => {
                 self.publish_will(&will, Some(session));
+                if let Some(done) = done {
+                    done();
+                }
                 return;
             }
         };
@@ -77,6 +85,9 @@ impl Broker {
             };
             if !resumed {
                 broker.publish_will(&will, Some(&session));
+            }
+            if let Some(done) = done {
+                done();
             }
         });
     }

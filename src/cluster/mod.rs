@@ -21,6 +21,7 @@ mod interest;
 mod owner;
 mod retained;
 pub(crate) mod subject;
+mod wills;
 pub(crate) mod wire;
 
 use std::sync::Arc;
@@ -37,6 +38,7 @@ use crate::session::Message;
 
 pub(crate) use interest::Interest;
 pub(crate) use owner::ClaimError;
+pub(crate) use wills::Left as WillLeft;
 
 /// Why cluster mode could not start.
 #[derive(Debug, thiserror::Error)]
@@ -95,6 +97,7 @@ pub(crate) struct Cluster {
     /// sending it) is recognised and not delivered twice.
     committed: parking_lot::Mutex<std::collections::VecDeque<(u64, u64)>>,
     claims: owner::Claims,
+    wills: wills::Wills,
     interest: Arc<interest::Interest>,
 }
 
@@ -192,35 +195,16 @@ impl Cluster {
             },
         )
         .await?;
-        // The bucket's stream is made by hand: the key-value helper needs a field that
-        // nats-server sends only from 2.10.
         let bucket = &config.sessions_bucket;
-        ensure_stream(
+        let owners = open_bucket(&js, bucket, replicas, None).await?;
+        let will_records = open_bucket(&js, &format!("{bucket}_WILLS"), replicas, None).await?;
+        let heartbeats = open_bucket(
             &js,
-            stream::Config {
-                name: format!("KV_{bucket}"),
-                subjects: vec![format!("$KV.{bucket}.>")],
-                num_replicas: replicas,
-                max_messages_per_subject: 1,
-                storage: stream::StorageType::File,
-                discard: stream::DiscardPolicy::New,
-                allow_rollup: true,
-                deny_delete: true,
-                // Reads go to the stream's leader: a replica may not have the last claim yet,
-                // and a claim must compare against it.
-                allow_direct: false,
-                ..Default::default()
-            },
+            &format!("{bucket}_NODES"),
+            replicas,
+            Some(wills::NODE_TTL),
         )
         .await?;
-        let owners = js
-            .get_key_value(bucket)
-            .await
-            .map_err(|e| ClusterError::JetStream {
-                what: "bucket",
-                name: bucket.clone(),
-                reason: e.to_string(),
-            })?;
         Ok(Cluster {
             config: config.clone(),
             interest: Arc::new(interest::Interest::new(config.prefix.clone())),
@@ -230,6 +214,7 @@ impl Cluster {
             stats,
             committed: Default::default(),
             claims: owner::Claims::default(),
+            wills: wills::Wills::new(will_records, heartbeats),
         })
     }
 
@@ -245,6 +230,7 @@ impl Cluster {
         }
         tokio::spawn(inbound::run_stream(Arc::clone(broker)));
         tokio::spawn(owner::watch(Arc::clone(broker)));
+        tokio::spawn(wills::run(Arc::clone(broker)));
         let (loaded_tx, loaded_rx) = tokio::sync::oneshot::channel();
         tokio::spawn(retained::follow(Arc::clone(broker), loaded_tx));
         let limit = Duration::from_secs(cluster.config.ack_timeout.max(5) * 2);
@@ -403,6 +389,39 @@ impl Cluster {
         self.claims.lost(client_id, conn)
     }
 
+    /// Records the will of a connection that attached (see [`wills`]).
+    pub(crate) async fn will_connected(
+        &self,
+        broker: &Arc<Broker>,
+        client_id: &str,
+        conn: u64,
+        will: Option<&crate::codec::Will>,
+        session_expiry: u32,
+        clean_start: bool,
+    ) {
+        wills::connected(
+            broker,
+            self,
+            client_id,
+            conn,
+            will,
+            session_expiry,
+            clean_start,
+        )
+        .await;
+    }
+
+    /// Marks the recorded will of `conn` as left to the cluster (see [`wills`]).
+    pub(crate) async fn will_ended(&self, client_id: &str, conn: u64) -> WillLeft {
+        wills::ended(self, client_id, conn).await
+    }
+
+    /// True if no connection of this node holds the claim of `client_id`: another node's
+    /// CONNECT took it.
+    pub(crate) fn taken_elsewhere(&self, client_id: &str) -> bool {
+        self.claims.held(client_id).is_none()
+    }
+
     /// Forgets the claim of `conn` when it ends.
     pub(crate) fn release(&self, client_id: &str, conn: u64) {
         self.claims.release(client_id, conn);
@@ -412,6 +431,47 @@ impl Cluster {
 /// Topics that stay on their node: the broker's own `$SYS` tree.
 pub(crate) fn is_local(topic: &str) -> bool {
     topic == "$SYS" || topic.starts_with("$SYS/")
+}
+
+/// Removes the record of `conn`'s will once this node published or cancelled it.
+pub(crate) fn will_done(broker: &Arc<Broker>, client_id: &str, conn: u64) {
+    wills::done(broker, client_id, conn);
+}
+
+/// Opens a key-value bucket, creating its stream by hand if needed: the key-value helper
+/// needs a field that nats-server sends only from 2.10. Entries older than `ttl` expire.
+async fn open_bucket(
+    js: &jetstream::Context,
+    bucket: &str,
+    replicas: usize,
+    ttl: Option<Duration>,
+) -> Result<kv::Store, ClusterError> {
+    ensure_stream(
+        js,
+        stream::Config {
+            name: format!("KV_{bucket}"),
+            subjects: vec![format!("$KV.{bucket}.>")],
+            num_replicas: replicas,
+            max_messages_per_subject: 1,
+            max_age: ttl.unwrap_or_default(),
+            storage: stream::StorageType::File,
+            discard: stream::DiscardPolicy::New,
+            allow_rollup: true,
+            deny_delete: true,
+            // Reads go to the stream's leader: a replica may not have the last write yet,
+            // and a compare-and-set must compare against it.
+            allow_direct: false,
+            ..Default::default()
+        },
+    )
+    .await?;
+    js.get_key_value(bucket)
+        .await
+        .map_err(|e| ClusterError::JetStream {
+            what: "bucket",
+            name: bucket.to_string(),
+            reason: e.to_string(),
+        })
 }
 
 async fn ensure_stream(

@@ -64,6 +64,11 @@ impl Claims {
             .is_none_or(|c| c.conn != conn)
     }
 
+    /// The connection holding the claim of `client_id` here, if any.
+    pub(super) fn held(&self, client_id: &str) -> Option<u64> {
+        self.by_client.lock().get(client_id).map(|c| c.conn)
+    }
+
     pub(super) fn release(&self, client_id: &str, conn: u64) {
         let mut claims = self.by_client.lock();
         if claims.get(client_id).is_some_and(|c| c.conn == conn) {
@@ -73,7 +78,7 @@ impl Claims {
 }
 
 /// The bucket key of a client id: base64url of it, or of its SHA-256 when that would be long.
-fn key_of(client_id: &str) -> String {
+pub(super) fn key_of(client_id: &str) -> String {
     if client_id.len() <= 180 {
         format!("c_{}", URL_SAFE_NO_PAD.encode(client_id))
     } else {

@@ -187,6 +187,8 @@ struct Driver<S> {
     identity: CertIdentity,
     /// A write was cut off mid-packet: nothing more may be written.
     torn: bool,
+    /// In cluster mode, the connection's will is recorded for the other nodes.
+    will_recorded: bool,
     /// The listener.
     via: Via,
     /// Set once connected.
@@ -219,6 +221,7 @@ where
         link,
         identity,
         torn: false,
+        will_recorded: false,
         via,
         attached: None,
     };
@@ -269,6 +272,7 @@ impl<S: Transport> Driver<S> {
             Err(close) => return close,
         };
         self.log_connected(&a);
+        let clean_start = a.connect.clean_start;
         let now = self.broker.clock.now();
         let core = {
             // In a block, so that the boxes of the CONNECT phase are freed at its end, not
@@ -290,6 +294,24 @@ impl<S: Transport> Driver<S> {
         let Phase::Connected(core) = phase else {
             return Close::Io;
         };
+        if let Some(cluster) = &self.broker.cluster
+            && self.via != Via::Bridge
+        {
+            // Before the CONNACK goes out: another node can publish the will if this one
+            // dies.
+            let will = core.will();
+            self.will_recorded = will.is_some();
+            cluster
+                .will_connected(
+                    &self.broker,
+                    &core.session().client_id,
+                    self.link.id,
+                    will,
+                    core.session_expiry(),
+                    clean_start,
+                )
+                .await;
+        }
         match self.main_loop(core).await {
             Ok(()) => Close::Io,
             Err(close) => close,
@@ -436,6 +458,57 @@ impl<S: Transport> Driver<S> {
             present,
             username,
         })
+    }
+
+    /// Publishes or schedules the will of the connection that ended (or cancels it). In
+    /// cluster mode, where the will was recorded for the other nodes: a will with a delay
+    /// is left to the cluster (marked ended, then published by whichever node's sweep finds
+    /// it due, unless the client connects again first anywhere); a client taken over by
+    /// another node is back, so its delayed will is cancelled; the record goes once the will
+    /// is settled here.
+    fn hand_over_will(
+        &self,
+        will: Option<crate::codec::Will>,
+        session: &Arc<crate::broker::SessionHandle>,
+        away: Option<crate::broker::Absence>,
+        close: Close,
+    ) {
+        let cluster = self.broker.cluster.as_ref().filter(|_| self.will_recorded);
+        let Some(cluster) = cluster else {
+            if let Some(will) = will {
+                self.broker.schedule_will(will, session, away, None);
+            }
+            return;
+        };
+        let (broker, conn) = (Arc::clone(&self.broker), self.link.id);
+        let client_id = Arc::clone(&session.client_id);
+        let done = {
+            let (broker, client_id) = (Arc::clone(&broker), Arc::clone(&client_id));
+            Box::new(move || crate::cluster::will_done(&broker, &client_id, conn))
+                as crate::broker::WillDone
+        };
+        match will {
+            None => done(),
+            Some(will) if will.delay_interval > 0 && away.is_some() => {
+                if matches!(close, Close::Kicked(KickReason::TakenOver))
+                    && cluster.taken_elsewhere(&client_id)
+                {
+                    done();
+                    return;
+                }
+                let session = Arc::clone(session);
+                tokio::spawn(async move {
+                    let left = match &broker.cluster {
+                        Some(c) => c.will_ended(&client_id, conn).await,
+                        None => crate::cluster::WillLeft::Failed,
+                    };
+                    if left == crate::cluster::WillLeft::Failed {
+                        broker.schedule_will(will, &session, away, Some(done));
+                    }
+                });
+            }
+            Some(will) => self.broker.schedule_will(will, session, away, Some(done)),
+        }
     }
 
     /// Claims the client id for this connection across the cluster. Refused as busy if
@@ -834,11 +907,9 @@ impl<S: Transport> Driver<S> {
                     );
                 }
                 let away = self.broker.detach(&ending.session, self.link.id);
+                self.hand_over_will(ending.will, &ending.session, away, close);
                 if let Some(cluster) = &self.broker.cluster {
                     cluster.release(&ending.session.client_id, self.link.id);
-                }
-                if let Some(will) = ending.will {
-                    self.broker.schedule_will(will, &ending.session, away);
                 }
                 core.output().map(std::mem::take).unwrap_or_default()
             }

@@ -433,6 +433,16 @@ impl Connected {
         Err(Close::StorageFailure)
     }
 
+    /// The will of the connection, if it has one (after the ACL check).
+    pub(crate) fn will(&self) -> Option<&Will> {
+        self.will.as_deref()
+    }
+
+    /// The Session Expiry Interval asked for in CONNECT, in seconds.
+    pub(crate) fn session_expiry(&self) -> u32 {
+        self.expiry_at_connect
+    }
+
     /// The encoded packets ready to be written, `None` while a commit they may depend on is
     /// outstanding (or nothing is ready). The driver writes them and clears the buffer.
     pub(crate) fn output(&mut self) -> Option<&mut BytesMut> {
