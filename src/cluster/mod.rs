@@ -163,48 +163,19 @@ impl Cluster {
             .map_err(|e| connect_error(e.to_string()))?;
         stats.connected.store(true, Relaxed);
         let js = jetstream::new(client.clone());
-        let replicas = config.replicas;
-        let max_bytes = match config.stream_max_bytes {
-            0 => -1,
-            n => i64::try_from(n).unwrap_or(i64::MAX),
+        // JetStream may still be electing its leaders (NATS servers started together with
+        // the node): the setup is tried again for a while before giving up.
+        let deadline = tokio::time::Instant::now() + SETUP_PATIENCE;
+        let (owners, will_records, heartbeats) = loop {
+            match setup(&js, config).await {
+                Ok(buckets) => break buckets,
+                Err(e) if tokio::time::Instant::now() < deadline => {
+                    warn!(error = %e, "cluster: JetStream not ready; trying again");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                Err(e) => return Err(e),
+            }
         };
-        ensure_stream(
-            &js,
-            stream::Config {
-                name: config.stream.clone(),
-                subjects: vec![format!("{}.>", config.stream_subject)],
-                num_replicas: replicas,
-                max_age: Duration::from_secs(config.stream_max_age),
-                max_bytes,
-                storage: stream::StorageType::File,
-                discard: stream::DiscardPolicy::Old,
-                ..Default::default()
-            },
-        )
-        .await?;
-        ensure_stream(
-            &js,
-            stream::Config {
-                name: config.retained_stream.clone(),
-                subjects: vec![format!("{}.>", config.retained_subject)],
-                num_replicas: replicas,
-                max_messages_per_subject: 1,
-                storage: stream::StorageType::File,
-                discard: stream::DiscardPolicy::Old,
-                ..Default::default()
-            },
-        )
-        .await?;
-        let bucket = &config.sessions_bucket;
-        let owners = open_bucket(&js, bucket, replicas, None).await?;
-        let will_records = open_bucket(&js, &format!("{bucket}_WILLS"), replicas, None).await?;
-        let heartbeats = open_bucket(
-            &js,
-            &format!("{bucket}_NODES"),
-            replicas,
-            Some(wills::NODE_TTL),
-        )
-        .await?;
         Ok(Cluster {
             config: config.clone(),
             interest: Arc::new(interest::Interest::new(config.prefix.clone())),
@@ -431,6 +402,59 @@ impl Cluster {
 /// Topics that stay on their node: the broker's own `$SYS` tree.
 pub(crate) fn is_local(topic: &str) -> bool {
     topic == "$SYS" || topic.starts_with("$SYS/")
+}
+
+/// How long a starting node keeps trying to set up its streams and buckets.
+const SETUP_PATIENCE: Duration = Duration::from_secs(30);
+
+/// Makes sure the streams and buckets exist; returns the buckets (owners, wills, heartbeats).
+async fn setup(
+    js: &jetstream::Context,
+    config: &ClusterConfig,
+) -> Result<(kv::Store, kv::Store, kv::Store), ClusterError> {
+    let replicas = config.replicas;
+    let max_bytes = match config.stream_max_bytes {
+        0 => -1,
+        n => i64::try_from(n).unwrap_or(i64::MAX),
+    };
+    ensure_stream(
+        js,
+        stream::Config {
+            name: config.stream.clone(),
+            subjects: vec![format!("{}.>", config.stream_subject)],
+            num_replicas: replicas,
+            max_age: Duration::from_secs(config.stream_max_age),
+            max_bytes,
+            storage: stream::StorageType::File,
+            discard: stream::DiscardPolicy::Old,
+            ..Default::default()
+        },
+    )
+    .await?;
+    ensure_stream(
+        js,
+        stream::Config {
+            name: config.retained_stream.clone(),
+            subjects: vec![format!("{}.>", config.retained_subject)],
+            num_replicas: replicas,
+            max_messages_per_subject: 1,
+            storage: stream::StorageType::File,
+            discard: stream::DiscardPolicy::Old,
+            ..Default::default()
+        },
+    )
+    .await?;
+    let bucket = &config.sessions_bucket;
+    let owners = open_bucket(js, bucket, replicas, None).await?;
+    let will_records = open_bucket(js, &format!("{bucket}_WILLS"), replicas, None).await?;
+    let heartbeats = open_bucket(
+        js,
+        &format!("{bucket}_NODES"),
+        replicas,
+        Some(wills::NODE_TTL),
+    )
+    .await?;
+    Ok((owners, will_records, heartbeats))
 }
 
 /// Removes the record of `conn`'s will once this node published or cancelled it.

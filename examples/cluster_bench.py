@@ -1,0 +1,159 @@
+#!/usr/bin/env python3
+"""Throughput and latency of cluster mode: Roost nodes on a three-server NATS JetStream
+cluster (replicas 3), all on this machine, against one Roost alone.
+
+Paths compared side by side in the same session, each started fresh on free loopback ports
+for every run (the NATS cluster too):
+
+  cross-node   publishers on node 1, subscribers on node 2 (every message crosses NATS)
+  same node    publishers and subscribers on node 1 of the cluster (QoS 1 still waits for
+               JetStream before each PUBACK)
+  alone        one Roost without [cluster] (the baseline)
+
+Roost runs with its defaults (a store on disk, fsync). QoS 0 is published at a fixed rate
+(--rate0), QoS 1 as fast as the publisher's window of 100 allows. Medians of --runs runs,
+interleaved. Needs `cargo build --release --bin roost --example loadgen` and nats-server.
+
+    python3 examples/cluster_bench.py --runs 3
+"""
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchlib import LIVE, free_port, stop, wait_listening  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def spawn(cmd):
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    LIVE[proc.pid] = proc
+    return proc
+
+
+def nats_cluster(work):
+    """Three JetStream servers, routed to each other; returns (procs, client URLs)."""
+    client = [free_port() for _ in range(3)]
+    route = [free_port() for _ in range(3)]
+    monitor = [free_port() for _ in range(3)]
+    routes = ",".join(f"nats://127.0.0.1:{p}" for p in route)
+    procs = []
+    for i in range(3):
+        procs.append(spawn([
+            "nats-server", "-a", "127.0.0.1", "-p", str(client[i]), "-m", str(monitor[i]),
+            "-n", f"bench{i + 1}", "-js", "-sd", os.path.join(work, f"nats{i + 1}"),
+            "--cluster_name", "bench", "--cluster", f"nats://127.0.0.1:{route[i]}",
+            "--routes", routes]))
+    # Ready once a JetStream meta leader is known.
+    end = time.time() + 30
+    while time.time() < end:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{monitor[0]}/jsz", timeout=1) as r:
+                if json.load(r).get("meta_cluster", {}).get("leader"):
+                    break
+        except OSError:
+            pass
+        time.sleep(0.2)
+    else:
+        raise RuntimeError("the NATS cluster did not elect a JetStream leader")
+    return procs, [f"nats://127.0.0.1:{p}" for p in client]
+
+
+def roost(work, name, port, urls=None):
+    os.makedirs(os.path.join(work, name), exist_ok=True)
+    conf = os.path.join(work, name, "roost.toml")
+    with open(conf, "w") as f:
+        f.write("max_inflight_messages = 100\nreceive_maximum = 100\n")
+        if urls:
+            f.write(f"[cluster]\nnats = {json.dumps(urls)}\nnode = \"{name}\"\n")
+    proc = spawn([os.path.join(ROOT, "target/release/roost"), "--port", str(port), "--config",
+                  conf, "--log-level", "warn", "--data-dir", os.path.join(work, name, "data")])
+    if not wait_listening(port, proc, timeout=45):
+        raise RuntimeError(f"roost {name} did not start")
+    return proc
+
+
+def run(kind, qos, args):
+    work = tempfile.mkdtemp(prefix=f"cluster-bench-{kind}-")
+    procs = []
+    try:
+        p1, p2 = free_port(), free_port()
+        if kind == "alone":
+            procs.append(roost(work, "n1", p1))
+            sub = p1
+        else:
+            nats, urls = nats_cluster(work)
+            procs.extend(nats)
+            procs.append(roost(work, "n1", p1, urls))
+            procs.append(roost(work, "n2", p2, urls))
+            sub = p2 if kind == "cross-node" else p1
+            time.sleep(1.0)  # heartbeats and watches settle: generous, not measured
+        lg = [os.path.join(ROOT, "target/release/examples/loadgen"), "--port", str(p1),
+              "--max-secs", str(args.max_secs), "--quiet", "pubsub", "--sub-port", str(sub),
+              "--qos", str(qos), "--count", str(args.count), "--size", str(args.size),
+              "--rate", str(args.rate0 if qos == 0 else args.rate), "--idle-timeout", "10"]
+        out = subprocess.run(lg, capture_output=True, text=True, timeout=args.max_secs + 30)
+        lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
+        if not lines:
+            return {"error": out.stderr.strip()[-300:]}
+        return json.loads(lines[-1])
+    finally:
+        for p in reversed(procs):
+            stop(p)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--count", type=int, default=20000, help="messages per run")
+    ap.add_argument("--size", type=int, default=64)
+    ap.add_argument("--rate", type=float, default=0.0,
+                    help="QoS 1 publish rate, msg/s; 0 = as fast as possible")
+    ap.add_argument("--rate0", type=float, default=20000.0, help="QoS 0 publish rate, msg/s")
+    ap.add_argument("--qos", default="0,1")
+    ap.add_argument("--max-secs", type=int, default=120)
+    args = ap.parse_args()
+    kinds = ["cross-node", "same node", "alone"]
+    results = {}
+    for qos in [int(q) for q in args.qos.split(",")]:
+        for n in range(args.runs):
+            for kind in kinds:
+                r = run(kind, qos, args)
+                results.setdefault((kind, qos), []).append(r)
+                print(f"qos {qos} run {n + 1} {kind}: "
+                      f"{r.get('delivered_per_sec', 0):,.0f} msg/s, "
+                      f"lost {r.get('lost')}, p50 {r.get('latency_p50_us', 0):,.0f} us, "
+                      f"p99 {r.get('latency_p99_us', 0):,.0f} us {r.get('error', '')}",
+                      file=sys.stderr)
+
+    def med(kind, qos, key):
+        xs = [r[key] for r in results[(kind, qos)] if key in r and "error" not in r]
+        return statistics.median(xs) if xs else None
+
+    print(f"\n{args.count} messages of {args.size} B, medians of {args.runs} runs\n")
+    print("| QoS | path | msg/s | p50 latency, ms | p99 latency, ms | lost (worst run) |")
+    print("|---|---|---|---|---|---|")
+    for qos in [int(q) for q in args.qos.split(",")]:
+        for kind in kinds:
+            rate = med(kind, qos, "delivered_per_sec")
+            p50 = med(kind, qos, "latency_p50_us")
+            p99 = med(kind, qos, "latency_p99_us")
+            lost = max((r.get("lost", 0) for r in results[(kind, qos)]), default=None)
+            fmt = (lambda v, d=1: "-" if v is None else f"{v / 1000:,.{d}f}")
+            print(f"| {qos} | {kind} | {'-' if rate is None else f'{rate:,.0f}'} | "
+                  f"{fmt(p50, 2)} | {fmt(p99, 2)} | {lost} |")
+
+
+if __name__ == "__main__":
+    main()
