@@ -264,7 +264,9 @@ impl Ev {
 }
 
 /// The next event, failing the test after [`WAIT`].
-pub async fn next<T, S: SessionStore>(c: &mut Client<'_, T, TokioClock, S>) -> Result<Ev, Error>
+pub async fn next<T, S: SessionStore, const O: usize, const I: usize>(
+    c: &mut Client<'_, T, TokioClock, S, O, I>,
+) -> Result<Ev, Error>
 where
     T: embedded_io_async::Read + embedded_io_async::Write,
 {
@@ -275,7 +277,10 @@ where
 }
 
 /// Polls until `want` arrives (other events are returned in order in the Vec).
-pub async fn until<T, S: SessionStore>(c: &mut Client<'_, T, TokioClock, S>, want: &Ev) -> Vec<Ev>
+pub async fn until<T, S: SessionStore, const O: usize, const I: usize>(
+    c: &mut Client<'_, T, TokioClock, S, O, I>,
+    want: &Ev,
+) -> Vec<Ev>
 where
     T: embedded_io_async::Read + embedded_io_async::Write,
 {
@@ -290,8 +295,8 @@ where
 }
 
 /// Subscribes and waits for the SUBACK; returns its codes.
-pub async fn subscribe<T, S: SessionStore>(
-    c: &mut Client<'_, T, TokioClock, S>,
+pub async fn subscribe<T, S: SessionStore, const O: usize, const I: usize>(
+    c: &mut Client<'_, T, TokioClock, S, O, I>,
     filter: &str,
     qos: QoS,
 ) -> Vec<u8>
@@ -311,8 +316,8 @@ where
 }
 
 /// Collects messages until `marker` (a message payload) arrives; returns the others.
-pub async fn messages_until<T, S: SessionStore>(
-    c: &mut Client<'_, T, TokioClock, S>,
+pub async fn messages_until<T, S: SessionStore, const O: usize, const I: usize>(
+    c: &mut Client<'_, T, TokioClock, S, O, I>,
     marker: &[u8],
 ) -> Vec<Ev>
 where
