@@ -10,6 +10,8 @@
 //!   (for instance a [`RamStore`] over a third buffer). The client itself is a few hundred bytes.
 //! * Protocol: MQTT 3.1.1 always; MQTT 5.0 with the `v5` feature; QoS 2 with the `qos2`
 //!   feature (both on by default).
+//! * TLS 1.3 with the `tls` feature: [`tls::connect`] wraps a transport in embedded-tls and
+//!   verifies the server certificate against a CA (module [`tls`] says what is checked).
 //!
 //! # Cancel safety
 //!
@@ -48,6 +50,8 @@
 mod client;
 mod codec;
 mod store;
+#[cfg(feature = "tls")]
+pub mod tls;
 
 #[cfg(feature = "v5")]
 pub use client::TopicAliasSlot;

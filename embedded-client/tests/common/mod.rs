@@ -425,6 +425,19 @@ fn required() -> bool {
 static SEQ: AtomicUsize = AtomicUsize::new(0);
 
 async fn start_mosquitto() -> Option<RunningBroker> {
+    start_mosquitto_with("").await
+}
+
+/// The development certificates of the repository (`certs/`).
+pub fn certs() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join("certs")
+}
+
+/// Starts mosquitto with `listener_extra` appended to its listener (e.g. TLS settings), or
+/// `None` (with a notice) when it is not installed.
+pub async fn start_mosquitto_with(listener_extra: &str) -> Option<RunningBroker> {
     let Some(bin) = find_mosquitto() else {
         if required() {
             panic!("mosquitto not found and ROOST_INTEROP=require");
@@ -453,8 +466,8 @@ async fn start_mosquitto() -> Option<RunningBroker> {
         std::fs::write(
             &conf,
             format!(
-                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n\
-                 log_dest none\nmax_inflight_messages 10\n"
+                "listener {port} 127.0.0.1\n{listener_extra}allow_anonymous true\n\
+                 persistence false\nlog_dest none\nmax_inflight_messages 10\n"
             ),
         )
         .unwrap();
