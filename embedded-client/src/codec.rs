@@ -177,6 +177,7 @@ pub(crate) struct PublishExtra<'a> {
 /// Encodes a PUBLISH. `pid` is ignored for QoS 0. With v5, `extra` adds the message
 /// properties and a topic alias; `topic` may then be empty (an alias already set up on this
 /// connection, MQTT 5.0 section 3.3.2.3.4).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn publish(
     buf: &mut [u8],
     v5: bool,
