@@ -61,7 +61,7 @@ pub use embedded_tls::{
 };
 /// The random number generator traits a [`CaVerified`] needs (rand_core 0.6): implement
 /// `RngCore` and `CryptoRng` for the hardware RNG of your chip.
-pub use rand_core::{CryptoRng, RngCore};
+pub use rand_core::{self, CryptoRng, RngCore};
 
 /// The largest TLS record (16 KiB of plaintext plus the most expansion TLS 1.3 allows):
 /// the read record buffer size that works with every server.
