@@ -110,7 +110,10 @@ impl roost_client::tls::RngCore for HwRng {
             *b = black_box(4);
         }
     }
-    fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), roost_client::tls::rand_core::Error> {
+    fn try_fill_bytes(
+        &mut self,
+        dest: &mut [u8],
+    ) -> Result<(), roost_client::tls::rand_core::Error> {
         self.fill_bytes(dest);
         Ok(())
     }
