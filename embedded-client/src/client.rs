@@ -222,6 +222,14 @@ pub struct Client<'b, T, C, S, const OUT: usize = MAX_INFLIGHT, const IN: usize 
     aliases: &'b mut [TopicAliasSlot],
     #[cfg(feature = "v5")]
     server_alias_max: u16,
+    /// Topics the server gave aliases to (slots of `in_alias_slot` bytes: a two byte length,
+    /// 0 = unset, then the topic), and the Topic Alias Maximum sent in CONNECT.
+    #[cfg(feature = "v5")]
+    in_aliases: &'b mut [u8],
+    #[cfg(feature = "v5")]
+    in_alias_slot: usize,
+    #[cfg(feature = "v5")]
+    in_alias_max: u16,
     /// Length of the last CONNACK, acknowledgement or DISCONNECT at the front of `rx` while it
     /// is still there (0 otherwise): the source of [`Client::reason_string`].
     #[cfg(feature = "v5")]
@@ -290,8 +298,95 @@ where
             #[cfg(feature = "v5")]
             server_alias_max: 0,
             #[cfg(feature = "v5")]
+            in_aliases: &mut [],
+            #[cfg(feature = "v5")]
+            in_alias_slot: 2,
+            #[cfg(feature = "v5")]
+            in_alias_max: 0,
+            #[cfg(feature = "v5")]
             last: 0,
         }
+    }
+
+    /// v5: lets the server use topic aliases towards this client. `storage` is cut into
+    /// slots of `2 + max_topic_len` bytes, one per alias; their number (at most 65,535) is
+    /// the Topic Alias Maximum sent in CONNECT from the next [`connect`](Self::connect) on
+    /// (none is sent without storage, so servers send no aliases). Messages whose topic
+    /// arrives as an alias are returned with the full topic, borrowed from `storage`.
+    ///
+    /// A server that sets an alias for a topic longer than `max_topic_len` bytes, uses an
+    /// alias above the maximum or one it never set is a protocol error ([`Error::Protocol`],
+    /// connection closed), so make `max_topic_len` the longest topic the subscriptions can
+    /// match. An oversized PUBLISH that is skipped ([`Error::MessageTooLarge`]) does not set
+    /// its alias.
+    #[cfg(feature = "v5")]
+    pub fn set_inbound_topic_aliases(&mut self, storage: &'b mut [u8], max_topic_len: u16) {
+        let slot = 2 + usize::from(max_topic_len);
+        self.in_alias_max = u16::try_from(storage.len() / slot).unwrap_or(u16::MAX);
+        self.in_alias_slot = slot;
+        self.in_aliases = storage;
+        self.clear_inbound_aliases();
+    }
+
+    /// Marks every inbound alias unset.
+    #[cfg(feature = "v5")]
+    fn clear_inbound_aliases(&mut self) {
+        for slot in self.in_aliases.chunks_mut(self.in_alias_slot) {
+            slot.fill(0);
+        }
+    }
+
+    /// The topic inbound alias `alias` stands for.
+    #[cfg(feature = "v5")]
+    fn inbound_alias(&self, alias: u16) -> Result<&str, Error> {
+        let index = usize::from(alias).checked_sub(1).ok_or(Error::Protocol)?;
+        let start = index * self.in_alias_slot;
+        let slot = self
+            .in_aliases
+            .get(start..start + self.in_alias_slot)
+            .ok_or(Error::Protocol)?;
+        let len = usize::from(u16::from_be_bytes([slot[0], slot[1]]));
+        match slot.get(2..2 + len) {
+            Some(t) if len > 0 => core::str::from_utf8(t).map_err(|_| Error::Protocol),
+            _ => Err(Error::Protocol),
+        }
+    }
+
+    /// Applies the Topic Alias of the PUBLISH at `rx[h..total]`: records the topic it is set
+    /// to, or checks that an empty topic's alias is known (MQTT 5.0 section 3.3.2.3.4).
+    #[cfg(feature = "v5")]
+    fn apply_inbound_alias(&mut self, h: usize, total: usize) -> Result<(), Error> {
+        if !self.v5 {
+            return Ok(());
+        }
+        let p = codec::decode_publish(self.rx[0], &self.rx[h..total], true).map_err(protocol)?;
+        if p.alias == 0 {
+            return Ok(());
+        }
+        if p.alias > self.in_alias_max {
+            // Above the Topic Alias Maximum the client sent: a protocol error.
+            return Err(Error::Protocol);
+        }
+        if p.topic.is_empty() {
+            return self.inbound_alias(p.alias).map(|_| ());
+        }
+        let start = (usize::from(p.alias) - 1) * self.in_alias_slot;
+        let slot = self
+            .in_aliases
+            .get_mut(start..start + self.in_alias_slot)
+            .ok_or(Error::Protocol)?;
+        let topic = p.topic.as_bytes();
+        let (len, rest) = slot.split_at_mut(2);
+        rest.get_mut(..topic.len())
+            .ok_or(Error::Protocol)?
+            .copy_from_slice(topic);
+        // A topic is at most 65,535 bytes, and it fits the slot.
+        len.copy_from_slice(
+            &u16::try_from(topic.len())
+                .map_err(|_| Error::Protocol)?
+                .to_be_bytes(),
+        );
+        Ok(())
     }
 
     /// v5: gives the client a topic alias table; alias `n` (1..=`table.len()`) can then be
@@ -713,7 +808,11 @@ where
             self.last = total;
         }
         let handled = match pk {
-            Inbound::Publish { qos, pid } => self.on_publish(qos, pid)?,
+            Inbound::Publish { qos, pid } => {
+                #[cfg(feature = "v5")]
+                self.apply_inbound_alias(h, total)?;
+                self.on_publish(qos, pid)?
+            }
             Inbound::Ack {
                 kind: PUBACK,
                 pid,
@@ -847,8 +946,16 @@ where
         let kind = first >> 4;
         if kind == PUBLISH {
             let p = codec::decode_publish(first, body, self.v5).map_err(protocol)?;
+            #[cfg(feature = "v5")]
+            let topic = if p.topic.is_empty() {
+                self.inbound_alias(p.alias)?
+            } else {
+                p.topic
+            };
+            #[cfg(not(feature = "v5"))]
+            let topic = p.topic;
             return Ok(Event::Message(Message {
-                topic: p.topic,
+                topic,
                 payload: p.payload,
                 qos: p.qos,
                 retain: first & roost_wire::flags::RETAIN != 0,
@@ -1081,6 +1188,7 @@ where
         {
             self.server_alias_max = 0;
             self.aliases.fill(TopicAliasSlot::EMPTY);
+            self.clear_inbound_aliases();
             self.last = 0;
         }
 
@@ -1106,6 +1214,8 @@ where
             },
             #[cfg(feature = "v5")]
             user_properties: opts.user_properties,
+            #[cfg(feature = "v5")]
+            topic_alias_max: self.in_alias_max,
         };
         let n = codec::connect(self.tx, &fields)?;
         self.queue(n);

@@ -64,6 +64,9 @@ pub(crate) struct ConnectFields<'a> {
     pub(crate) max_packet: u32,
     #[cfg(feature = "v5")]
     pub(crate) user_properties: &'a [(&'a str, &'a str)],
+    /// Topic Alias Maximum the client accepts (0 = none, not sent).
+    #[cfg(feature = "v5")]
+    pub(crate) topic_alias_max: u16,
 }
 
 /// Writes a v5 property block: its length (a variable byte integer), then what `body`
@@ -142,6 +145,10 @@ pub(crate) fn connect(buf: &mut [u8], c: &ConnectFields<'_>) -> Result<usize, Er
                 w.u16(c.receive_max)?;
                 w.u8(MAXIMUM_PACKET_SIZE)?;
                 w.u32(c.max_packet)?;
+                if c.topic_alias_max != 0 {
+                    w.u8(TOPIC_ALIAS_MAXIMUM)?;
+                    w.u16(c.topic_alias_max)?;
+                }
                 user_properties(w, c.user_properties)
             })?;
         }
@@ -382,6 +389,9 @@ pub(crate) struct PublishView<'a> {
     pub(crate) pid: u16,
     #[cfg(feature = "v5")]
     pub(crate) props: &'a [u8],
+    /// Topic Alias (0 = none); the topic is empty when the alias stands for it.
+    #[cfg(feature = "v5")]
+    pub(crate) alias: u16,
     pub(crate) payload: &'a [u8],
 }
 
@@ -406,16 +416,37 @@ pub(crate) fn decode_publish(
     #[cfg(feature = "v5")]
     let props = if v5 { r.properties()? } else { &[] };
     let _ = v5;
-    if topic.is_empty() {
-        // An empty topic is only valid with a topic alias, which this client never allows.
+    // The Topic Alias, if any; the properties must all be well formed.
+    #[cfg(feature = "v5")]
+    let alias = {
+        let mut alias = 0;
+        let mut it = Properties::new(props);
+        while let Some(p) = it.next_prop()? {
+            if let Property::U16(TOPIC_ALIAS, a) = p {
+                if a == 0 {
+                    // MQTT 5.0 section 3.3.2.3.4: 0 is not a valid alias.
+                    return Err(DecodeError::InvalidTopicName);
+                }
+                alias = a;
+            }
+        }
+        alias
+    };
+    #[cfg(not(feature = "v5"))]
+    let alias = 0u16;
+    if topic.is_empty() && alias == 0 {
+        // An empty topic is only valid with a topic alias (MQTT-4.7.3-1).
         return Err(DecodeError::InvalidTopicName);
     }
+    let _ = alias;
     Ok(PublishView {
         qos,
         topic,
         pid,
         #[cfg(feature = "v5")]
         props,
+        #[cfg(feature = "v5")]
+        alias,
         payload: r.rest(),
     })
 }
@@ -617,6 +648,8 @@ mod tests {
             max_packet: 1024,
             #[cfg(feature = "v5")]
             user_properties: &[],
+            #[cfg(feature = "v5")]
+            topic_alias_max: 0,
         }
     }
 

@@ -783,4 +783,64 @@ mod v5 {
             assert!(!c.is_connected());
         }
     }
+
+    #[tokio::test]
+    async fn inbound_topic_aliases() {
+        let mut b = Bufs::std();
+        let mut storage = [0u8; 3 * (2 + 8)];
+        let mut c = b.client();
+        // Three slots of up to 8 bytes: Topic Alias Maximum 3 in CONNECT.
+        c.set_inbound_topic_aliases(&mut storage, 8);
+        let o = opts("c", Protocol::V5);
+        let (io, mut peer) = pipe(4096);
+        let (r, conn) = tokio::join!(c.connect(io, &o), peer.accept(&[0x20, 3, 0, 0, 0]));
+        r.unwrap();
+        assert_eq!(
+            &conn[12..25],
+            &[11, 0x21, 0, 16, 0x27, 0, 0, 4, 0, 0x22, 0, 3, 0]
+        );
+        // QoS 0 PUBLISH "a/b" setting alias 2, then one with an empty topic and alias 2.
+        peer.send(&[0x30, 10, 0, 3, b'a', b'/', b'b', 3, 0x23, 0, 2, b'1'])
+            .await;
+        peer.send(&[0x30, 7, 0, 0, 3, 0x23, 0, 2, b'2']).await;
+        for want in [b"1", b"2"] {
+            let ev = tokio::time::timeout(WAIT, c.poll()).await.unwrap().unwrap();
+            let roost_client::Event::Message(m) = ev else {
+                panic!("{ev:?}")
+            };
+            assert_eq!((m.topic, m.payload), ("a/b", &want[..]));
+        }
+        // Alias 2 rebound to another topic; QoS 1 with the alias is acknowledged.
+        peer.send(&[0x30, 8, 0, 1, b'z', 3, 0x23, 0, 2, b'3']).await;
+        assert_eq!(next(&mut c).await.unwrap(), Ev::msg("z", b"3", 0));
+        peer.send(&[0x32, 9, 0, 0, 0, 9, 3, 0x23, 0, 2, b'4']).await;
+        assert_eq!(next(&mut c).await.unwrap(), Ev::msg("z", b"4", 1));
+        assert_eq!(peer.packet().await, [0x40, 2, 0, 9]);
+
+        // Each of these is a protocol error and closes the connection: an alias never set,
+        // an alias above the maximum sent (MQTT 5.0 section 3.3.2.3.4), alias 0, a topic
+        // longer than the slots.
+        for bad in [
+            vec![0x30, 7, 0, 0, 3, 0x23, 0, 1, b'x'],
+            vec![0x30, 8, 0, 1, b't', 3, 0x23, 0, 4, b'x'],
+            vec![0x30, 8, 0, 1, b't', 3, 0x23, 0, 0, b'x'],
+            vec![
+                0x30, 16, 0, 9, b'l', b'o', b'n', b'g', b'/', b'l', b'o', b'n', b'g', 3, 0x23, 0,
+                1, b'x',
+            ],
+        ] {
+            let (io, mut peer) = pipe(4096);
+            let (r, _) = tokio::join!(c.connect(io, &o), peer.accept(&[0x20, 3, 0, 0, 0]));
+            r.unwrap();
+            peer.send(&bad).await;
+            assert_eq!(next(&mut c).await, Err(Error::Protocol), "{bad:?}");
+            assert!(!c.is_connected());
+        }
+        // Aliases last one connection: after a reconnect alias 2 is unknown again.
+        let (io, mut peer) = pipe(4096);
+        let (r, _) = tokio::join!(c.connect(io, &o), peer.accept(&[0x20, 3, 0, 0, 0]));
+        r.unwrap();
+        peer.send(&[0x30, 7, 0, 0, 3, 0x23, 0, 2, b'2']).await;
+        assert_eq!(next(&mut c).await, Err(Error::Protocol));
+    }
 }

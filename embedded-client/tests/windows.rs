@@ -4,7 +4,7 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use common::*;
 use roost_client::{Client, Error, Protocol, QoS, RamStore};
@@ -77,57 +77,6 @@ async fn outgoing_window_of_1_and_64_bounds_what_is_in_flight() {
 
 // ---- the incoming window is the v5 Receive Maximum --------------------------------------
 
-/// What crossed a transport, in order: `true` = read from the broker.
-type TapLog = Arc<Mutex<Vec<(bool, Vec<u8>)>>>;
-
-/// A transport that records every byte read and written, in order.
-struct Tap {
-    inner: Tcp,
-    log: TapLog,
-}
-
-impl embedded_io::ErrorType for Tap {
-    type Error = std::io::Error;
-}
-
-impl embedded_io_async::Read for Tap {
-    async fn read(&mut self, buf: &mut [u8]) -> Result<usize, std::io::Error> {
-        let n = self.inner.read(buf).await?;
-        self.log.lock().unwrap().push((true, buf[..n].to_vec()));
-        Ok(n)
-    }
-}
-
-impl embedded_io_async::Write for Tap {
-    async fn write(&mut self, buf: &[u8]) -> Result<usize, std::io::Error> {
-        let n = self.inner.write(buf).await?;
-        self.log.lock().unwrap().push((false, buf[..n].to_vec()));
-        Ok(n)
-    }
-    async fn flush(&mut self) -> Result<(), std::io::Error> {
-        self.inner.flush().await
-    }
-}
-
-/// Splits a byte stream into whole packets as they complete; returns first bytes.
-#[derive(Default)]
-struct Splitter(Vec<u8>);
-
-impl Splitter {
-    fn push(&mut self, bytes: &[u8]) -> Vec<u8> {
-        self.0.extend_from_slice(bytes);
-        let mut firsts = Vec::new();
-        while let Some(h) = roost_wire::FixedHeader::parse(&self.0).expect("framing") {
-            if self.0.len() < h.packet_len() {
-                break;
-            }
-            firsts.push(self.0[0]);
-            self.0.drain(..h.packet_len());
-        }
-        firsts
-    }
-}
-
 /// The most QoS 1/2 PUBLISH packets the broker had sent that the client had not yet
 /// acknowledged (PUBACK, or PUBREC for QoS 2), replaying the log in order.
 fn max_unacknowledged(log: &[(bool, Vec<u8>)]) -> usize {
@@ -135,14 +84,14 @@ fn max_unacknowledged(log: &[(bool, Vec<u8>)]) -> usize {
     let (mut open, mut max) = (0usize, 0usize);
     for (read, bytes) in log {
         if *read {
-            for first in from_broker.push(bytes) {
+            for first in from_broker.push(bytes).into_iter().map(|p| p[0]) {
                 if first >> 4 == 3 && (first >> 1) & 3 > 0 {
                     open += 1;
                     max = max.max(open);
                 }
             }
         } else {
-            for first in from_client.push(bytes) {
+            for first in from_client.push(bytes).into_iter().map(|p| p[0]) {
                 // MQTT-3.3.4-9 counts a QoS 2 message until PUBCOMP; QoS 1 until PUBACK.
                 if first >> 4 == 4 || first >> 4 == 7 {
                     open = open.saturating_sub(1);

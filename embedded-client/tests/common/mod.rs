@@ -4,8 +4,8 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use embedded_io_adapters::tokio_1::FromTokio;
@@ -197,6 +197,59 @@ impl Bufs {
             &mut self.tx,
             &mut self.rx,
         )
+    }
+}
+
+// ---- a recording transport ---------------------------------------------------------------
+
+/// What crossed a transport, in order: `true` = read from the broker.
+pub type TapLog = Arc<Mutex<Vec<(bool, Vec<u8>)>>>;
+
+/// A transport that records every byte read and written, in order.
+pub struct Tap {
+    pub inner: Tcp,
+    pub log: TapLog,
+}
+
+impl embedded_io::ErrorType for Tap {
+    type Error = std::io::Error;
+}
+
+impl embedded_io_async::Read for Tap {
+    async fn read(&mut self, buf: &mut [u8]) -> Result<usize, std::io::Error> {
+        let n = self.inner.read(buf).await?;
+        self.log.lock().unwrap().push((true, buf[..n].to_vec()));
+        Ok(n)
+    }
+}
+
+impl embedded_io_async::Write for Tap {
+    async fn write(&mut self, buf: &[u8]) -> Result<usize, std::io::Error> {
+        let n = self.inner.write(buf).await?;
+        self.log.lock().unwrap().push((false, buf[..n].to_vec()));
+        Ok(n)
+    }
+    async fn flush(&mut self) -> Result<(), std::io::Error> {
+        self.inner.flush().await
+    }
+}
+
+/// Splits a byte stream into whole packets as they complete.
+#[derive(Default)]
+pub struct Splitter(Vec<u8>);
+
+impl Splitter {
+    /// Adds `bytes`; returns the packets they complete.
+    pub fn push(&mut self, bytes: &[u8]) -> Vec<Vec<u8>> {
+        self.0.extend_from_slice(bytes);
+        let mut packets = Vec::new();
+        while let Some(h) = roost_wire::FixedHeader::parse(&self.0).expect("framing") {
+            if self.0.len() < h.packet_len() {
+                break;
+            }
+            packets.push(self.0.drain(..h.packet_len()).collect());
+        }
+        packets
     }
 }
 
