@@ -120,7 +120,8 @@ pub struct ConnectOptions<'a> {
     /// this client instead of sending them (MQTT-3.1.2-25).
     #[cfg(feature = "v5")]
     pub maximum_packet_size: u32,
-    /// v5 user properties sent in CONNECT (name, value), in order.
+    /// v5 user properties sent in CONNECT (name, value), in order. (The Topic Alias Maximum
+    /// comes from [`Client::set_inbound_topic_aliases`].)
     #[cfg(feature = "v5")]
     pub user_properties: &'a [(&'a str, &'a str)],
     /// How long to wait for CONNACK, in milliseconds (default 10 000).
