@@ -15,12 +15,14 @@ use crate::clock::Clock;
 use crate::store::Durability;
 
 mod bridge;
+mod cluster;
 mod mosquitto;
 
 pub use bridge::{
     BridgeAddress, BridgeConfig, BridgeDirection, BridgeProtocol, BridgeTls, BridgeTopic,
     valid_bridge_name,
 };
+pub use cluster::ClusterConfig;
 pub use mosquitto::{MosquittoConf, looks_like_mosquitto, parse_mosquitto, resolve};
 
 /// Largest packet size MQTT can express (remaining length of 268,435,455 bytes plus header).
@@ -413,6 +415,8 @@ pub struct Config {
     pub max_connections: usize,
     /// Bridges to remote brokers.
     pub bridges: Vec<BridgeConfig>,
+    /// Cluster mode through NATS with JetStream, if configured.
+    pub cluster: Option<ClusterConfig>,
     /// Time a TLS or WebSocket handshake may take.
     pub handshake_timeout: Duration,
     /// The clock of every protocol timer (will delay, session and message expiry, login
@@ -523,6 +527,9 @@ impl Config {
         }
         if let Some(http) = &self.http {
             http.validate(self.password_file.as_deref())?;
+        }
+        if let Some(cluster) = &self.cluster {
+            cluster.validate()?;
         }
         for (i, b) in self.bridges.iter().enumerate() {
             b.validate(i)?;
@@ -693,6 +700,39 @@ impl Config {
                 h.admin_users
             ));
         }
+        if let Some(c) = &self.cluster {
+            let secret = |set: bool| {
+                if set {
+                    "\"...\"  # set, not shown"
+                } else {
+                    "\"\"  # none"
+                }
+            };
+            out.push_str(&format!(
+                "\n[cluster]\nnats = {:?}\nnode = {:?}\nprefix = {:?}\nstream = {:?}\n\
+                 stream_subject = {:?}\nretained_stream = {:?}\nretained_subject = {:?}\n\
+                 sessions_bucket = {:?}\nreplicas = {}\nstream_max_age = {}\n\
+                 stream_max_bytes = {}\nack_timeout = {}\nuser = {:?}\npassword = {}\n\
+                 token = {}\ncredentials = {}\ncafile = {}\n",
+                c.nats,
+                c.node,
+                c.prefix,
+                c.stream,
+                c.stream_subject,
+                c.retained_stream,
+                c.retained_subject,
+                c.sessions_bucket,
+                c.replicas,
+                c.stream_max_age,
+                c.stream_max_bytes,
+                c.ack_timeout,
+                c.user.as_deref().unwrap_or(""),
+                secret(c.password.is_some()),
+                secret(c.token.is_some()),
+                opt(&c.credentials),
+                opt(&c.cafile),
+            ));
+        }
         out
     }
 
@@ -825,6 +865,7 @@ impl Default for Config {
             allow_anonymous: None,
             max_connections: 0,
             bridges: Vec::new(),
+            cluster: None,
             handshake_timeout: Duration::from_secs(10),
             clock: Clock::system(),
         }
@@ -912,6 +953,8 @@ pub struct FileConfig {
     /// directory by [`FileConfig::apply`], which adds the bridges to [`Config::bridges`].
     #[serde(default, deserialize_with = "bridge::deserialize_bridges")]
     pub bridge: Vec<BridgeConfig>,
+    /// See [`Config::cluster`].
+    pub cluster: Option<ClusterConfig>,
 }
 
 /// A configuration problem, naming the key it concerns and, when the setting came from a
@@ -1159,6 +1202,12 @@ impl FileConfig {
             l.key_file = l.key_file.as_ref().map(resolve);
             l.ca_file = l.ca_file.as_ref().map(resolve);
             config.listeners.push(l);
+        }
+        if let Some(c) = &self.cluster {
+            let mut c = c.clone();
+            c.credentials = c.credentials.as_ref().map(resolve);
+            c.cafile = c.cafile.as_ref().map(resolve);
+            config.cluster = Some(c);
         }
         for b in &self.bridge {
             let mut b = b.clone();

@@ -32,6 +32,7 @@ pub mod auth;
 pub(crate) mod bridge;
 pub(crate) mod broker;
 pub mod clock;
+pub(crate) mod cluster;
 pub mod codec;
 pub mod config;
 pub mod ctl;
@@ -56,6 +57,7 @@ use broker::Broker;
 pub use broker::metrics::MetricsSnapshot;
 pub use broker::shared::SharedSubscriptionInfo;
 pub use clock::Clock;
+pub use cluster::ClusterError;
 pub use config::Config;
 pub use session::quota::BacklogStats;
 pub use store::{StoreError, StoreStatsSnapshot};
@@ -105,6 +107,9 @@ pub enum StartError {
     /// A TLS certificate or key could not be loaded (the message names the file).
     #[error(transparent)]
     Tls(#[from] net::tls::TlsError),
+    /// Cluster mode could not start (NATS unreachable, a stream that cannot be created).
+    #[error(transparent)]
+    Cluster(#[from] cluster::ClusterError),
     /// The listener could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Listen {
@@ -133,6 +138,14 @@ pub async fn start(config: Config) -> Result<BrokerHandle, StartError> {
             &config.clock,
         )?;
         (Some(store), Some(loaded))
+    };
+    let cluster = match &config.cluster {
+        Some(c) => {
+            let cluster = cluster::Cluster::connect(c).await?;
+            info!(node = %c.node, nats = %c.nats.join(", "), "cluster mode");
+            Some(cluster)
+        }
+        None => None,
     };
     let listeners = net::listener::bind_all(&config)
         .await
@@ -180,10 +193,11 @@ pub async fn start(config: Config) -> Result<BrokerHandle, StartError> {
         store = %store_at,
         "roost started"
     );
-    let broker = Broker::new(config, store, access);
+    let broker = Broker::clustered(config, store, access, cluster);
     if let Some(loaded) = loaded {
         broker.restore(loaded);
     }
+    cluster::Cluster::start(&broker).await;
     tokio::spawn(broker::sys::run(Arc::clone(&broker)));
     let tasks = TaskTracker::new();
     bridge::start(&broker, &tasks);

@@ -55,6 +55,8 @@ pub(crate) struct Broker {
     pub access: AccessControl,
     /// The status of each configured bridge.
     pub bridges: crate::bridge::Bridges,
+    /// The link to the other nodes, in cluster mode.
+    pub cluster: Option<crate::cluster::Cluster>,
     /// Durable sessions are recorded (normally: there is a store).
     persistent: bool,
     me: Weak<Broker>,
@@ -64,16 +66,28 @@ pub(crate) struct Broker {
 
 impl Broker {
     /// New shared state for `config`, persisting to `store` if given.
+    #[cfg(test)]
     pub(crate) fn new(config: Config, store: Option<Store>, access: AccessControl) -> Arc<Broker> {
         let persistent = store.is_some();
-        Broker::build(config, store, persistent, access)
+        Broker::build(config, store, persistent, access, None)
+    }
+
+    /// As [`Broker::new`], as a node of a cluster.
+    pub(crate) fn clustered(
+        config: Config,
+        store: Option<Store>,
+        access: AccessControl,
+        cluster: Option<crate::cluster::Cluster>,
+    ) -> Arc<Broker> {
+        let persistent = store.is_some();
+        Broker::build(config, store, persistent, access, cluster)
     }
 
     /// Shared state without a store that still records durable sessions: the store
     /// operations go to the connections' commits, which a test carries out by hand.
     #[cfg(test)]
     pub(crate) fn recording(config: Config, access: AccessControl) -> Arc<Broker> {
-        Broker::build(config, None, true, access)
+        Broker::build(config, None, true, access, None)
     }
 
     fn build(
@@ -81,16 +95,19 @@ impl Broker {
         store: Option<Store>,
         persistent: bool,
         access: AccessControl,
+        cluster: Option<crate::cluster::Cluster>,
     ) -> Arc<Broker> {
         let clock = config.clock.clone();
         let bridges = crate::bridge::Bridges::new(&config.bridges);
+        let interest = cluster.as_ref().map(|c| Arc::clone(c.interest()));
         Arc::new_cyclic(|me| Broker {
             persistent,
             access,
             bridges,
+            cluster,
             config,
             registry: Registry::default(),
-            router: Router::new(clock.clone()),
+            router: Router::new(clock.clone(), interest),
             metrics: Metrics::with_clock(clock.clone()),
             started: clock.now(),
             clock,
@@ -124,7 +141,9 @@ impl Broker {
     /// Routes a message to its subscribers and, if it was accepted, updates the retained
     /// messages if its RETAIN flag is set. Durable changes go to `pending` (which must be given
     /// when there is a store). `policy` says what a full queue does; under back-pressure a
-    /// refused message changes nothing, the retained message included.
+    /// refused message changes nothing, the retained message included. In cluster mode an
+    /// accepted message also goes to the other nodes: with the commit of `pending`, whose
+    /// acknowledgements then wait for NATS too.
     pub(crate) fn publish(
         &self,
         message: &Arc<Message>,
@@ -136,10 +155,13 @@ impl Broker {
         let routed = self
             .router
             .route(message, publisher, &ctx, pending.as_deref_mut());
-        if message.retain && matches!(routed, Routed::Delivered { .. }) {
+        if !matches!(routed, Routed::Delivered { .. }) {
+            return routed;
+        }
+        if message.retain {
             let gate = pending.as_deref_mut().and_then(|p| p.gate());
             self.router.retain(message, gate);
-            if let Some(p) = pending.filter(|p| p.persistent) {
+            if let Some(p) = pending.as_deref_mut().filter(|p| p.persistent) {
                 p.push(if message.payload.is_empty() {
                     Op::DeleteRetained {
                         topic: Arc::clone(&message.topic),
@@ -151,7 +173,47 @@ impl Broker {
                 });
             }
         }
+        if self.cluster.is_some() && !crate::cluster::is_local(&message.topic) {
+            match pending {
+                Some(p) => p.forward(message),
+                None => self.forward_detached(vec![Arc::clone(message)]),
+            }
+        }
         routed
+    }
+
+    /// Routes a message from another node to this node's sessions only: no retained update
+    /// (the retained stream carries those) and no forwarding.
+    pub(crate) fn route_only(
+        &self,
+        message: &Arc<Message>,
+        policy: QueueFullPolicy,
+        pending: Option<&mut Pending>,
+    ) -> Routed {
+        let ctx = self.route_context(policy);
+        self.router.route(message, None, &ctx, pending)
+    }
+
+    /// Sends messages to the other nodes without waiting (nobody waits on them: wills).
+    fn forward_detached(&self, messages: Vec<Arc<Message>>) {
+        if let Some(broker) = self.me.upgrade() {
+            tokio::spawn(async move {
+                if let Some(cluster) = &broker.cluster {
+                    cluster.forward(&messages, broker.clock.now()).await;
+                }
+            });
+        }
+    }
+
+    /// Sends the messages of a batch to the other nodes (see [`crate::cluster::Cluster::forward`]);
+    /// true outside cluster mode.
+    pub(crate) async fn forward(&self, messages: &[Arc<Message>]) -> bool {
+        match &self.cluster {
+            Some(cluster) if !messages.is_empty() => {
+                cluster.forward(messages, self.clock.now()).await
+            }
+            _ => true,
+        }
     }
 
     /// What routing needs to know, with full-queue policy `policy`.
@@ -195,8 +257,9 @@ impl Broker {
         let mut pending = Pending::new(true);
         self.publish(message, publisher, policy, Some(&mut pending));
         tokio::spawn(async move {
+            let forwarded = broker.forward(&std::mem::take(&mut pending.cluster)).await;
             let committed = broker.commit(std::mem::take(&mut pending.ops)).await;
-            pending.release(committed);
+            pending.release(committed && forwarded);
         });
     }
 

@@ -33,6 +33,8 @@ pub(crate) struct Pending {
     /// Copies of operations recording what memory has already done (see
     /// [`Pending::push_done_in_memory`]): handed to the store again if the commit fails.
     pub redo_on_failure: Vec<Op>,
+    /// Messages to send to the other nodes of a cluster with this batch's commit.
+    pub cluster: Vec<Arc<crate::session::Message>>,
 }
 
 impl Pending {
@@ -64,6 +66,15 @@ impl Pending {
         self.ops.push(op);
     }
 
+    /// Adds a message to send to the other nodes with the commit; the output waits for
+    /// NATS if the message needs JetStream (QoS 1/2 or retained).
+    pub(crate) fn forward(&mut self, message: &Arc<crate::session::Message>) {
+        if message.qos != crate::codec::QoS::AtMostOnce || message.retain {
+            self.must_wait = true;
+        }
+        self.cluster.push(Arc::clone(message));
+    }
+
     /// The gate for deliveries of this batch (`None` without a store: nothing to wait for).
     pub(crate) fn gate(&mut self) -> Option<Arc<CommitGate>> {
         if !self.persistent {
@@ -75,6 +86,7 @@ impl Pending {
     /// True if nothing was gathered.
     pub(crate) fn is_empty(&self) -> bool {
         self.ops.is_empty()
+            && self.cluster.is_empty()
             && self.gate.is_none()
             && self.wake.is_empty()
             && self.foreign_gates.is_empty()

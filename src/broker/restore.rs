@@ -18,6 +18,11 @@ impl Broker {
     pub(crate) fn restore(&self, loaded: Loaded) {
         self.next_message_id
             .store(loaded.max_message_id + 1, Relaxed);
+        if let Some(cluster) = &self.cluster
+            && let Some(range) = loaded.cluster_sequences.get(&cluster.config.stream)
+        {
+            cluster.committed(*range);
+        }
         for mut message in loaded.retained {
             message.id = self.message_id();
             self.router.retain(&Arc::new(message), None);

@@ -104,14 +104,24 @@ pub(crate) struct Router {
     retained: RwLock<RetainedIndex<Retained>>,
     /// Decides which retained messages have expired.
     clock: Clock,
+    /// In cluster mode, told of every Topic Filter gained or lost (NATS subscriptions follow).
+    interest: Option<Arc<crate::cluster::Interest>>,
 }
 
 impl Router {
     /// An empty router whose retained messages expire by `clock`.
-    pub(crate) fn new(clock: Clock) -> Router {
+    pub(crate) fn new(clock: Clock, interest: Option<Arc<crate::cluster::Interest>>) -> Router {
         Router {
             clock,
+            interest,
             ..Router::default()
+        }
+    }
+
+    /// Tells the cluster's interest of a filter gained (`add`) or lost.
+    fn interest_changed(&self, filter: &str, add: bool) {
+        if let Some(interest) = &self.interest {
+            interest.change(filter, add);
         }
     }
 
@@ -123,53 +133,57 @@ impl Router {
         session: &Arc<SessionHandle>,
         options: SubOptions,
     ) -> bool {
-        match topic::shared(filter) {
-            Some(Ok(shared)) => {
-                return self
-                    .shared
-                    .write()
-                    .subscribe(filter, shared, session, options);
-            }
+        let replaced = match topic::shared(filter) {
+            Some(Ok(shared)) => self
+                .shared
+                .write()
+                .subscribe(filter, shared, session, options),
             Some(Err(())) => return false,
-            None => {}
-        }
-        let subscriber = Subscriber {
-            session: Arc::clone(session),
-            options,
+            None => {
+                let subscriber = Subscriber {
+                    session: Arc::clone(session),
+                    options,
+                };
+                self.subscriptions
+                    .write()
+                    .insert(filter, session.key, subscriber)
+                    .is_some()
+            }
         };
-        self.subscriptions
-            .write()
-            .insert(filter, session.key, subscriber)
-            .is_some()
+        if !replaced {
+            self.interest_changed(filter, true);
+        }
+        replaced
     }
 
     /// Removes a subscription. Returns true if it existed.
     pub(crate) fn unsubscribe(&self, filter: &str, session_key: u64) -> bool {
-        match topic::shared(filter) {
-            Some(Ok(shared)) => {
-                return self.shared.write().unsubscribe(filter, shared, session_key);
-            }
+        let removed = match topic::shared(filter) {
+            Some(Ok(shared)) => self.shared.write().unsubscribe(filter, shared, session_key),
             Some(Err(())) => return false,
-            None => {}
+            None => self
+                .subscriptions
+                .write()
+                .remove(filter, &session_key)
+                .is_some(),
+        };
+        if removed {
+            self.interest_changed(filter, false);
         }
-        self.subscriptions
-            .write()
-            .remove(filter, &session_key)
-            .is_some()
+        removed
     }
 
     /// Removes every listed subscription of a session.
     pub(crate) fn unsubscribe_all<'a>(&self, filters: impl Iterator<Item = &'a String>, key: u64) {
         let mut trie = self.subscriptions.write();
         for filter in filters {
-            match topic::shared(filter) {
-                Some(Ok(shared)) => {
-                    self.shared.write().unsubscribe(filter, shared, key);
-                }
-                Some(Err(())) => {}
-                None => {
-                    trie.remove(filter, &key);
-                }
+            let removed = match topic::shared(filter) {
+                Some(Ok(shared)) => self.shared.write().unsubscribe(filter, shared, key),
+                Some(Err(())) => false,
+                None => trie.remove(filter, &key).is_some(),
+            };
+            if removed {
+                self.interest_changed(filter, false);
             }
         }
     }

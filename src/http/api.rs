@@ -34,6 +34,7 @@ pub(super) fn routes() -> Router<Arc<App>> {
         .route("/api/v1/subscriptions", get(subscriptions))
         .route("/api/v1/retained", get(retained_list))
         .route("/api/v1/bridges", get(bridges))
+        .route("/api/v1/cluster", get(cluster))
         .route(
             "/api/v1/retained/{*topic}",
             get(retained_get).delete(retained_delete),
@@ -107,6 +108,31 @@ async fn bridges(State(app): State<Arc<App>>) -> Json<Value> {
         .map(|b| b.snapshot(broker))
         .collect();
     Json(json!({ "bridges": list }))
+}
+
+/// Cluster mode: this node, its NATS link and what it carried; `{"cluster": null}` when
+/// the broker runs alone.
+async fn cluster(State(app): State<Arc<App>>) -> Json<Value> {
+    use std::sync::atomic::Ordering::Relaxed;
+    let Some(cluster) = &app.broker.cluster else {
+        return Json(json!({ "cluster": null }));
+    };
+    let c = &cluster.config;
+    let st = &cluster.stats;
+    Json(json!({ "cluster": {
+        "node": c.node,
+        "nats": c.nats,
+        "connected": st.connected.load(Relaxed),
+        "prefix": c.prefix,
+        "stream": c.stream,
+        "retained_stream": c.retained_stream,
+        "sessions_bucket": c.sessions_bucket,
+        "replicas": c.replicas,
+        "published": st.published.load(Relaxed),
+        "received": st.received.load(Relaxed),
+        "publish_failures": st.publish_failures.load(Relaxed),
+        "takeovers": st.taken_over.load(Relaxed),
+    }}))
 }
 
 /// One line of the client list.

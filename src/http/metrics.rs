@@ -2,6 +2,7 @@
 //! read at scrape time from the same counters `$SYS` and the admin API use, plus the store's
 //! histograms of commit time and batch size.
 
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Weak};
 
 use prometheus_client::collector::Collector;
@@ -249,8 +250,51 @@ impl Collector for BrokerCollector {
             gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)?;
         }
         encode_groups(&broker, &mut encoder)?;
-        encode_bridges(&broker, &mut encoder)
+        encode_bridges(&broker, &mut encoder)?;
+        encode_cluster(&broker, &mut encoder)
     }
+}
+
+/// In cluster mode: the link to NATS, and the messages it carried.
+fn encode_cluster(broker: &Broker, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+    let Some(cluster) = &broker.cluster else {
+        return Ok(());
+    };
+    let st = &cluster.stats;
+    let connected = ConstGauge::new(i64::from(st.connected.load(Relaxed)));
+    connected.encode(encoder.encode_descriptor(
+        "cluster_connected",
+        "1 while the node is connected to a NATS server",
+        None,
+        connected.metric_type(),
+    )?)?;
+    let counters = [
+        (
+            "cluster_published",
+            "Messages this node sent to the other nodes",
+            &st.published,
+        ),
+        (
+            "cluster_received",
+            "Messages from other nodes and NATS applications routed here",
+            &st.received,
+        ),
+        (
+            "cluster_publish_failures",
+            "Batches JetStream did not confirm (their acknowledgements were withheld)",
+            &st.publish_failures,
+        ),
+        (
+            "cluster_takeovers",
+            "Connections closed because another node took their client id over",
+            &st.taken_over,
+        ),
+    ];
+    for (name, help, value) in counters {
+        let counter = ConstCounter::new(value.load(Relaxed));
+        counter.encode(encoder.encode_descriptor(name, help, None, counter.metric_type())?)?;
+    }
+    Ok(())
 }
 
 /// Per bridge, labelled `bridge`: whether its link is up, the messages waiting in its local

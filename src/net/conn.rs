@@ -13,7 +13,7 @@ use bytes::BytesMut;
 use futures_util::FutureExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::timeout;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use crate::broker::metrics::ListenerEvent;
 use crate::broker::{Broker, ConnLink, KickReason, Metrics, Verdict};
@@ -394,6 +394,13 @@ impl<S: Transport> Driver<S> {
             awaiting.refuse(&connect, code)
         })?;
         let mut plan = plan;
+        // A client id the broker assigned is unique already: nothing to claim.
+        let claims = self.via != Via::Bridge && !plan.assigned;
+        if claims && let Some(cluster) = &self.broker.cluster {
+            self.claim(cluster, &connect, &plan.request)
+                .await
+                .map_err(|code| awaiting.refuse(&connect, code))?;
+        }
         // Only a verified name owns a session: one checked against the password file, or a
         // certificate identity (without a password file a username is only a label).
         let verified = !matches!(self.identity, CertIdentity::NotUsed)
@@ -404,7 +411,16 @@ impl<S: Transport> Driver<S> {
             .attach(&plan.request, &self.link, awaiting.pending_mut())
             .await;
         let (session, present) = match attached {
-            Ok(attached) => attached,
+            Ok(attached) => {
+                if claims
+                    && let Some(cluster) = &self.broker.cluster
+                    && cluster.lost_claim(&plan.request.client_id, self.link.id)
+                {
+                    // Another node took the client id over while this one attached.
+                    self.link.kick(KickReason::TakenOver);
+                }
+                attached
+            }
             Err(crate::broker::AttachError::NotOwner) => {
                 let code = protocol::refusal(&Verdict::NotAuthorized, connect.version)
                     .unwrap_or(crate::codec::ReasonCode::NOT_AUTHORIZED);
@@ -420,6 +436,43 @@ impl<S: Transport> Driver<S> {
             present,
             username,
         })
+    }
+
+    /// Claims the client id for this connection across the cluster. Refused as busy if
+    /// another node claimed it at the same moment; while NATS cannot confirm the claim, a
+    /// durable session is refused as unavailable and an ephemeral one connects on this
+    /// node alone.
+    async fn claim(
+        &self,
+        cluster: &crate::cluster::Cluster,
+        connect: &crate::codec::Connect,
+        request: &crate::broker::AttachRequest,
+    ) -> Result<(), crate::codec::ReasonCode> {
+        use crate::cluster::ClaimError;
+        use crate::codec::ReasonCode;
+        let client_id = &*request.client_id;
+        let durable = request.expiry_interval != 0;
+        match cluster.claim(client_id, self.link.id).await {
+            Ok(_) => Ok(()),
+            Err(ClaimError::Conflict) => {
+                info!(peer = %self.peer, client_id, "CONNECT refused: another node claimed the client id at the same moment");
+                Err(match connect.version {
+                    Version::V5 => ReasonCode::SERVER_BUSY,
+                    Version::V311 => ReasonCode::V3_SERVER_UNAVAILABLE,
+                })
+            }
+            Err(ClaimError::Unavailable) if durable => {
+                warn!(peer = %self.peer, client_id, "CONNECT refused: the cluster cannot record the session's owner (NATS or JetStream unavailable)");
+                Err(match connect.version {
+                    Version::V5 => ReasonCode::SERVER_UNAVAILABLE,
+                    Version::V311 => ReasonCode::V3_SERVER_UNAVAILABLE,
+                })
+            }
+            Err(ClaimError::Unavailable) => {
+                warn!(peer = %self.peer, client_id, "the cluster cannot record the session's owner (NATS or JetStream unavailable): connected on this node alone");
+                Ok(())
+            }
+        }
     }
 
     /// Reads until the first packet. The read buffer counts against the bytes all
@@ -659,15 +712,18 @@ impl<S: Transport> Driver<S> {
         core: &mut Connected,
         commit: protocol::Commit,
     ) -> Result<(), Close> {
+        // In cluster mode the other nodes' copy comes first: an acknowledgement waits for
+        // both, and a message NATS did not confirm is not acknowledged.
+        let forwarded = self.broker.forward(&commit.cluster).await;
         let ok = if commit.must_wait {
             let ok = self.broker.commit(commit.ops).await;
             if !ok {
                 self.broker.submit(commit.redo_on_failure);
             }
-            ok
+            ok && forwarded
         } else {
             self.broker.submit(commit.ops);
-            true
+            forwarded
         };
         core.committed(ok)?;
         if !commit.foreign.is_empty() {
@@ -778,6 +834,9 @@ impl<S: Transport> Driver<S> {
                     );
                 }
                 let away = self.broker.detach(&ending.session, self.link.id);
+                if let Some(cluster) = &self.broker.cluster {
+                    cluster.release(&ending.session.client_id, self.link.id);
+                }
                 if let Some(will) = ending.will {
                     self.broker.schedule_will(will, &ending.session, away);
                 }

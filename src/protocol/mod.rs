@@ -76,6 +76,9 @@ pub(crate) struct Commit {
     /// What the driver hands to the store again, without waiting, if the commit fails
     /// (changes memory has already made; see [`Pending::push_done_in_memory`]).
     pub redo_on_failure: Vec<Op>,
+    /// Messages for the other nodes of a cluster, sent (and, for QoS 1/2, confirmed by
+    /// JetStream) before the output is released.
+    pub cluster: Vec<Arc<crate::session::Message>>,
 }
 
 /// What ending a connection leaves for the broker to do.
@@ -391,6 +394,7 @@ impl Connected {
             must_wait: std::mem::take(&mut self.pending.must_wait),
             foreign: std::mem::take(&mut self.pending.foreign_gates),
             redo_on_failure: std::mem::take(&mut self.pending.redo_on_failure),
+            cluster: std::mem::take(&mut self.pending.cluster),
         };
         self.committing = Some(std::mem::take(&mut self.pending.incoming_added));
         Some(commit)

@@ -76,6 +76,30 @@ impl Connected {
                 }
             };
         }
+        // In cluster mode a topic without a NATS subject could not reach the other nodes:
+        // refused rather than delivered on this node alone.
+        if let Some(cluster) = &self.broker.cluster
+            && let Err(why) = cluster.can_carry(&topic)
+        {
+            debug!(
+                client_id = &*self.session.client_id,
+                topic = &*topic,
+                %why,
+                "PUBLISH refused: the topic has no NATS subject"
+            );
+            return match (self.version, publish.qos) {
+                (Version::V5, QoS::AtLeastOnce) => {
+                    self.send_ack(AckKind::PubAck, packet_id, ReasonCode::TOPIC_NAME_INVALID)
+                }
+                (Version::V5, QoS::ExactlyOnce) => {
+                    self.send_ack(AckKind::PubRec, packet_id, ReasonCode::TOPIC_NAME_INVALID)
+                }
+                _ => Err(Close::Violation {
+                    reason: ReasonCode::TOPIC_NAME_INVALID,
+                    why: "topic cannot be carried across the cluster (white space, DEL, or a level `*` or `>`)",
+                }),
+            };
+        }
         if publish.qos == QoS::ExactlyOnce {
             let limit = usize::from(self.broker.config.receive_maximum);
             let slot = self.session.slot.lock();
@@ -156,10 +180,14 @@ impl Connected {
         };
         match qos {
             QoS::AtMostOnce => Ok(()),
-            QoS::AtLeastOnce => self.send_ack(AckKind::PubAck, packet_id, success_code(matched)),
+            QoS::AtLeastOnce => {
+                let code = self.success_code(matched);
+                self.send_ack(AckKind::PubAck, packet_id, code)
+            }
             QoS::ExactlyOnce => {
                 self.record_incoming(packet_id);
-                self.send_ack(AckKind::PubRec, packet_id, success_code(matched))
+                let code = self.success_code(matched);
+                self.send_ack(AckKind::PubRec, packet_id, code)
             }
         }
     }
@@ -219,11 +247,14 @@ impl Connected {
     }
 }
 
-/// v5 PUBACK/PUBREC reason: 0x10 only when no subscription matched (MQTT 5.0 3.4.2.1).
-fn success_code(matched: usize) -> ReasonCode {
-    if matched == 0 {
-        ReasonCode::NO_MATCHING_SUBSCRIBERS
-    } else {
-        ReasonCode::SUCCESS
+impl Connected {
+    /// v5 PUBACK/PUBREC reason: 0x10 only when no subscription matched (MQTT 5.0 3.4.2.1).
+    /// In cluster mode the other nodes' subscriptions are not known here: always 0x00.
+    fn success_code(&self, matched: usize) -> ReasonCode {
+        if matched == 0 && self.broker.cluster.is_none() {
+            ReasonCode::NO_MATCHING_SUBSCRIBERS
+        } else {
+            ReasonCode::SUCCESS
+        }
     }
 }

@@ -66,6 +66,18 @@ impl Connected {
                     continue;
                 }
             };
+            if let Some(cluster) = &self.broker.cluster
+                && let Err(why) = cluster.can_subscribe(&f.filter)
+            {
+                debug!(
+                    client_id = &*session.client_id,
+                    filter = f.filter.as_str(),
+                    %why,
+                    "SUBSCRIBE refused: the filter has no NATS subject"
+                );
+                codes.push(refused(version, ReasonCode::TOPIC_FILTER_INVALID));
+                continue;
+            }
             if !self.allowed(matched_filter, Access::Read) {
                 crate::broker::Metrics::inc(&self.broker.metrics.acl_denied);
                 debug!(

@@ -13,7 +13,7 @@ use super::record::{
     encode_message, encode_session, encode_subscription, entry_message,
 };
 use super::tables::{
-    INCOMING_QOS2, MESSAGE_REFS, MESSAGES, QUEUE, RETAINED, SESSIONS, SUBSCRIPTIONS,
+    CLUSTER, INCOMING_QOS2, MESSAGE_REFS, MESSAGES, QUEUE, RETAINED, SESSIONS, SUBSCRIPTIONS,
 };
 
 /// Which session an operation is about: its client id and the incarnation of the session
@@ -112,6 +112,16 @@ pub(crate) enum Op {
         /// Topic.
         topic: Arc<str>,
     },
+    /// Records the sequences of cluster stream `stream` whose messages the batch committed
+    /// here (the first and the last of the batch).
+    PutClusterSequence {
+        /// The stream's name.
+        stream: Arc<str>,
+        /// The batch's first sequence.
+        first: u64,
+        /// Its last.
+        last: u64,
+    },
 }
 
 impl Op {
@@ -127,7 +137,9 @@ impl Op {
             | Op::DeleteEntry { session, .. }
             | Op::PutIncoming { session, .. }
             | Op::DeleteIncoming { session, .. } => Some(session),
-            Op::PutRetained { .. } | Op::DeleteRetained { .. } => None,
+            Op::PutRetained { .. } | Op::DeleteRetained { .. } | Op::PutClusterSequence { .. } => {
+                None
+            }
         }
     }
 }
@@ -141,6 +153,7 @@ pub(super) struct Tables<'txn> {
     queue: Table<'txn, (&'static str, u64), &'static [u8]>,
     incoming: Table<'txn, (&'static str, u16), u8>,
     retained: Table<'txn, &'static str, &'static [u8]>,
+    cluster: Table<'txn, &'static str, u64>,
     /// Change in the bytes of the messages table made through these tables.
     pub message_bytes_delta: i64,
     /// Stored incarnation per client id, as read or written in this transaction (`None`: no
@@ -164,6 +177,7 @@ impl<'txn> Tables<'txn> {
             queue: txn.open_table(QUEUE)?,
             incoming: txn.open_table(INCOMING_QOS2)?,
             retained: txn.open_table(RETAINED)?,
+            cluster: txn.open_table(CLUSTER)?,
             message_bytes_delta: 0,
             incarnations: HashMap::new(),
             clock: clock.clone(),
@@ -193,6 +207,17 @@ impl<'txn> Tables<'txn> {
             }
             Op::DeleteRetained { topic } => {
                 self.retained.remove(&**topic)?;
+                return Ok(());
+            }
+            Op::PutClusterSequence {
+                stream,
+                first,
+                last,
+            } => {
+                let key = format!("stream:{stream}");
+                self.cluster
+                    .insert(format!("{key}:first").as_str(), *first)?;
+                self.cluster.insert(format!("{key}:last").as_str(), *last)?;
                 return Ok(());
             }
             _ => {}
@@ -275,7 +300,10 @@ impl<'txn> Tables<'txn> {
             Op::DeleteIncoming { packet_id, .. } => {
                 self.incoming.remove((client, *packet_id))?;
             }
-            Op::PutSession { .. } | Op::PutRetained { .. } | Op::DeleteRetained { .. } => {}
+            Op::PutSession { .. }
+            | Op::PutRetained { .. }
+            | Op::DeleteRetained { .. }
+            | Op::PutClusterSequence { .. } => {}
         }
         Ok(())
     }

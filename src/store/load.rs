@@ -15,7 +15,7 @@ use super::record::{
     CorruptRecord, EntryRecord, EntryState, SessionRecord, decode_entry, decode_message,
     decode_session, decode_subscription, unix_secs,
 };
-use super::tables::{INCOMING_QOS2, MESSAGES, QUEUE, RETAINED, SESSIONS, SUBSCRIPTIONS};
+use super::tables::{CLUSTER, INCOMING_QOS2, MESSAGES, QUEUE, RETAINED, SESSIONS, SUBSCRIPTIONS};
 
 /// A durable session as found in the store.
 #[derive(Debug, Clone)]
@@ -61,6 +61,9 @@ pub(crate) struct Loaded {
     pub sessions: Vec<LoadedSession>,
     /// Retained messages.
     pub retained: Vec<Message>,
+    /// The first and last sequence of the last batch of each cluster stream committed here,
+    /// by stream name.
+    pub cluster_sequences: HashMap<String, (u64, u64)>,
     /// Highest message id in use.
     pub max_message_id: u64,
     /// Bytes of the messages table (the records of queued messages).
@@ -82,6 +85,26 @@ pub(super) fn load(
     let queue_t = txn.open_table(QUEUE).map_err(|e| err(e.into()))?;
     let incoming_t = txn.open_table(INCOMING_QOS2).map_err(|e| err(e.into()))?;
     let retained_t = txn.open_table(RETAINED).map_err(|e| err(e.into()))?;
+    // Made by the first commit in cluster mode: absent from other stores.
+    let mut cluster_sequences: HashMap<String, (u64, u64)> = HashMap::new();
+    match txn.open_table(CLUSTER) {
+        Ok(t) => {
+            for item in t.iter().map_err(|e| err(e.into()))? {
+                let (k, v) = item.map_err(|e| err(e.into()))?;
+                let key = k.value();
+                let Some(stream) = key.strip_prefix("stream:") else {
+                    continue;
+                };
+                if let Some(name) = stream.strip_suffix(":first") {
+                    cluster_sequences.entry(name.to_string()).or_default().0 = v.value();
+                } else if let Some(name) = stream.strip_suffix(":last") {
+                    cluster_sequences.entry(name.to_string()).or_default().1 = v.value();
+                }
+            }
+        }
+        Err(redb::TableError::TableDoesNotExist(_)) => {}
+        Err(e) => return Err(err(e.into())),
+    }
 
     let mut sessions: HashMap<String, LoadedSession> = HashMap::new();
     for item in sessions_t.iter().map_err(|e| err(e.into()))? {
@@ -174,6 +197,7 @@ pub(super) fn load(
     Ok(Loaded {
         sessions,
         retained,
+        cluster_sequences,
         max_message_id,
         message_bytes,
     })

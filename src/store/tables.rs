@@ -31,6 +31,9 @@ pub(super) const INCOMING_QOS2: TableDefinition<(&str, u16), u8> =
     TableDefinition::new("incoming_qos2");
 /// Topic -> retained message.
 pub(super) const RETAINED: TableDefinition<&str, &[u8]> = TableDefinition::new("retained");
+/// `"stream:{name}"` -> the last sequence of a cluster stream whose messages this node has
+/// committed (cluster mode): a message redelivered after a crash is recognised.
+pub(super) const CLUSTER: TableDefinition<&str, u64> = TableDefinition::new("cluster");
 /// Written and removed when the store is reopened after a failure, to show that it can
 /// write again (see `store::Writer`).
 pub(super) const PROBE: TableDefinition<&str, &[u8]> = TableDefinition::new("write_probe");

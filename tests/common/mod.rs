@@ -6,6 +6,8 @@
 
 pub mod binary;
 pub mod bridge;
+pub mod cluster;
+pub mod nats;
 
 use std::net::SocketAddr;
 use std::time::Duration;

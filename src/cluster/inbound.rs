@@ -1,0 +1,215 @@
+//! Messages from other nodes and NATS applications, routed to this node's sessions.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::{self, pull};
+use futures_util::{FutureExt, StreamExt};
+use tracing::{debug, info, warn};
+
+use crate::broker::{Broker, Pending, Routed};
+use crate::codec::QoS;
+use crate::config::QueueFullPolicy;
+use crate::store::Op;
+
+use super::{subject, wire};
+
+/// Messages of the stream handled in one batch (one store commit).
+const BATCH: usize = 256;
+/// JetStream redelivers a message not acknowledged within this time.
+const ACK_WAIT: Duration = Duration::from_secs(30);
+/// Unacknowledged messages JetStream hands this node at most.
+const MAX_ACK_PENDING: i64 = 4096;
+
+/// Routes QoS 0 messages arriving on the NATS subscription of `filter`.
+pub(super) async fn run_subscription(
+    broker: Arc<Broker>,
+    filter: Arc<str>,
+    mut subscriber: async_nats::Subscriber,
+) {
+    let Some(cluster) = broker.cluster.as_ref() else {
+        return;
+    };
+    let prefix = &cluster.config.prefix;
+    while let Some(m) = subscriber.next().await {
+        // A Roost node's copy of a QoS 1/2 message: it comes through the stream.
+        if wire::is_stream_copy(m.headers.as_ref()) {
+            continue;
+        }
+        let Some(topic) = subject::subject_topic(prefix, &m.subject) else {
+            continue;
+        };
+        if !crate::topic::valid_topic_name(&topic) || !cluster.interest().routes(&filter, &topic) {
+            continue;
+        }
+        let now = broker.clock.now();
+        let Some(received) = wire::read(
+            topic,
+            m.headers.as_ref(),
+            m.payload,
+            QoS::AtMostOnce,
+            QoS::AtMostOnce,
+            now,
+        ) else {
+            debug!(subject = %m.subject, "cluster: message with malformed headers ignored");
+            continue;
+        };
+        cluster.stats.received.fetch_add(1, Relaxed);
+        broker.route_only(&received.message, QueueFullPolicy::DropNew, None);
+    }
+}
+
+/// Reads the stream of QoS 1/2 messages through this node's durable consumer, for ever
+/// (reconnecting after failures).
+pub(super) async fn run_stream(broker: Arc<Broker>) {
+    let shutdown = broker.shutdown.clone();
+    let mut delay = Duration::from_millis(100);
+    loop {
+        let result = tokio::select! {
+            r = consume(&broker) => r,
+            _ = shutdown.cancelled() => return,
+        };
+        if let Err(e) = result {
+            warn!(error = %e, "cluster: reading the stream failed; retrying");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = shutdown.cancelled() => return,
+        }
+        delay = (delay * 2).min(Duration::from_secs(5));
+    }
+}
+
+type Error = Box<dyn std::error::Error + Send + Sync>;
+
+async fn consume(broker: &Arc<Broker>) -> Result<(), Error> {
+    let Some(cluster) = broker.cluster.as_ref() else {
+        return Ok(());
+    };
+    let c = &cluster.config;
+    let stream = cluster.jetstream().get_stream(&c.stream).await?;
+    let consumer = stream
+        .get_or_create_consumer(
+            &c.node,
+            pull::Config {
+                durable_name: Some(c.node.clone()),
+                description: Some(format!("Roost node {}", c.node)),
+                filter_subject: format!("{}.>", c.stream_subject),
+                // A new node starts from now; a known node goes on where it stopped.
+                deliver_policy: consumer::DeliverPolicy::New,
+                ack_policy: consumer::AckPolicy::Explicit,
+                ack_wait: ACK_WAIT,
+                max_ack_pending: MAX_ACK_PENDING,
+                ..Default::default()
+            },
+        )
+        .await?;
+    let mut messages = consumer.messages().await?;
+    info!(consumer = %c.node, stream = %c.stream, "cluster: reading the stream");
+    loop {
+        let Some(first) = messages.next().await else {
+            return Err("the consumer's message stream ended".into());
+        };
+        let mut batch = vec![first?];
+        while batch.len() < BATCH {
+            match messages.next().now_or_never() {
+                Some(Some(Ok(m))) => batch.push(m),
+                Some(Some(Err(e))) => return Err(e.into()),
+                Some(None) => break,
+                None => break,
+            }
+        }
+        if !deliver_batch(broker, &batch).await {
+            // Not committed: JetStream delivers them again at once.
+            for m in &batch {
+                let _ = m.ack_with(async_nats::jetstream::AckKind::Nak(None)).await;
+            }
+            return Err("the store could not commit messages of the stream".into());
+        }
+        for m in &batch {
+            if let Err(e) = m.ack().await {
+                warn!(error = %e, "cluster: acknowledging a message to JetStream failed");
+            }
+        }
+    }
+}
+
+/// Routes a batch of the stream's messages here, and returns once their durable changes are
+/// committed: true, or false if the store failed (the messages must then come again).
+async fn deliver_batch(broker: &Arc<Broker>, batch: &[async_nats::jetstream::Message]) -> bool {
+    let Some(cluster) = broker.cluster.as_ref() else {
+        return false;
+    };
+    let c = &cluster.config;
+    let policy = broker.config.queue_full;
+    let mut pending = Pending::new(broker.persistent());
+    let (mut first, mut last) = (u64::MAX, 0);
+    for m in batch {
+        let sequence = m.info().map(|i| i.stream_sequence).unwrap_or(0);
+        if cluster.was_committed(sequence) {
+            // Committed here before, its acknowledgement lost (or the node crashed first).
+            continue;
+        }
+        first = first.min(sequence);
+        last = last.max(sequence);
+        let received = subject::subject_topic(&c.stream_subject, &m.subject)
+            .filter(|t| crate::topic::valid_topic_name(t))
+            .and_then(|topic| {
+                wire::read(
+                    topic,
+                    m.headers.as_ref(),
+                    m.payload.clone(),
+                    QoS::AtLeastOnce,
+                    QoS::ExactlyOnce,
+                    broker.clock.now(),
+                )
+            });
+        let Some(received) = received else {
+            debug!(subject = %m.subject, "cluster: stream message that is not an MQTT message ignored");
+            continue;
+        };
+        if received.origin.as_deref() == Some(c.node.as_str()) {
+            // Routed here when it was published.
+            continue;
+        }
+        let mut message = received.message;
+        if let Some(id) = broker.message_id() {
+            Arc::make_mut(&mut message).id = Some(id);
+        }
+        cluster.stats.received.fetch_add(1, Relaxed);
+        // At a full queue under back-pressure the stream waits: its messages were
+        // acknowledged to their publishers and cannot be dropped.
+        loop {
+            match broker.route_only(&message, policy, Some(&mut pending)) {
+                Routed::Delivered { .. } => break,
+                Routed::Full {
+                    session, room_seq, ..
+                } => {
+                    let shutdown = broker.shutdown.clone();
+                    tokio::select! {
+                        _ = tokio::time::timeout(Duration::from_secs(1), session.room_since(room_seq)) => {}
+                        _ = shutdown.cancelled() => return false,
+                    }
+                }
+            }
+        }
+    }
+    if last == 0 {
+        return true;
+    }
+    if !pending.ops.is_empty() {
+        // With the deliveries it made: a redelivery after a crash is then recognised.
+        pending.push(Op::PutClusterSequence {
+            stream: Arc::from(c.stream.as_str()),
+            first,
+            last,
+        });
+    }
+    let ok = broker.commit(std::mem::take(&mut pending.ops)).await;
+    pending.release(ok);
+    if ok {
+        cluster.committed((first, last));
+    }
+    ok
+}

@@ -1,0 +1,141 @@
+//! This node's NATS subscriptions: one set of subjects per distinct Topic Filter its clients
+//! hold (a Shared Subscription counts by its filter), subscribed while any client holds it.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use parking_lot::{Mutex, RwLock};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tracing::warn;
+
+use crate::broker::Broker;
+use crate::topic::SubscriptionTrie;
+
+use super::subject;
+
+/// A Topic Filter gained or lost a subscriber on this node.
+#[derive(Debug)]
+pub(crate) struct InterestChange {
+    /// The filter (a Shared Subscription's own filter).
+    pub filter: String,
+    /// Gained (true) or lost.
+    pub add: bool,
+}
+
+/// The filters this node receives from NATS, and the channel of changes to them.
+#[derive(Debug)]
+pub(crate) struct Interest {
+    prefix: String,
+    tx: mpsc::UnboundedSender<InterestChange>,
+    rx: Mutex<Option<mpsc::UnboundedReceiver<InterestChange>>>,
+    /// The filters subscribed to now.
+    filters: RwLock<SubscriptionTrie<Arc<str>, ()>>,
+}
+
+impl Interest {
+    pub(super) fn new(prefix: String) -> Interest {
+        let (tx, rx) = mpsc::unbounded_channel();
+        Interest {
+            prefix,
+            tx,
+            rx: Mutex::new(Some(rx)),
+            filters: RwLock::new(SubscriptionTrie::default()),
+        }
+    }
+
+    pub(super) fn take_receiver(&self) -> Option<mpsc::UnboundedReceiver<InterestChange>> {
+        self.rx.lock().take()
+    }
+
+    /// A subscription to `filter` was added (`add`) or removed on this node.
+    pub(crate) fn change(&self, filter: &str, add: bool) {
+        let inner = match crate::topic::shared(filter) {
+            Some(Ok(shared)) => shared.filter,
+            Some(Err(())) => return,
+            None => filter,
+        };
+        if super::is_local(inner) || subject::filter_subjects(&self.prefix, inner).is_err() {
+            return;
+        }
+        let _ = self.tx.send(InterestChange {
+            filter: inner.to_string(),
+            add,
+        });
+    }
+
+    /// True if `filter` is the first (in byte order) of this node's subscribed filters that
+    /// match `topic`: a message matching several of them arrives once per NATS subscription,
+    /// and is routed only from the first, so each arrives here once.
+    pub(super) fn routes(&self, filter: &str, topic: &str) -> bool {
+        let mut first: Option<Arc<str>> = None;
+        self.filters.read().for_each_match(topic, |f, ()| {
+            if first.as_deref().is_none_or(|cur| **f < *cur) {
+                first = Some(Arc::clone(f));
+            }
+        });
+        first.as_deref() == Some(filter)
+    }
+}
+
+/// Applies interest changes: subscribes to a filter's subjects when its first subscriber
+/// comes, unsubscribes when its last goes.
+pub(super) async fn run(broker: Arc<Broker>, mut changes: mpsc::UnboundedReceiver<InterestChange>) {
+    let Some(cluster) = broker.cluster.as_ref() else {
+        return;
+    };
+    let mut held: HashMap<String, (usize, Vec<JoinHandle<()>>)> = HashMap::new();
+    let shutdown = broker.shutdown.clone();
+    loop {
+        let change = tokio::select! {
+            c = changes.recv() => match c {
+                Some(c) => c,
+                None => break,
+            },
+            _ = shutdown.cancelled() => break,
+        };
+        let interest = cluster.interest();
+        if change.add {
+            let entry = held.entry(change.filter.clone()).or_default();
+            entry.0 += 1;
+            if entry.0 > 1 {
+                continue;
+            }
+            let filter: Arc<str> = Arc::from(change.filter.as_str());
+            interest
+                .filters
+                .write()
+                .insert(&change.filter, Arc::clone(&filter), ());
+            let Ok(subjects) = subject::filter_subjects(&interest.prefix, &change.filter) else {
+                continue;
+            };
+            for s in subjects {
+                match cluster.client().subscribe(s.clone()).await {
+                    Ok(subscriber) => entry.1.push(tokio::spawn(super::inbound::run_subscription(
+                        Arc::clone(&broker),
+                        Arc::clone(&filter),
+                        subscriber,
+                    ))),
+                    Err(e) => warn!(subject = %s, error = %e, "cluster: cannot subscribe"),
+                }
+            }
+        } else if let Some(entry) = held.get_mut(&change.filter) {
+            entry.0 = entry.0.saturating_sub(1);
+            if entry.0 == 0 {
+                if let Some((_, tasks)) = held.remove(&change.filter) {
+                    for t in tasks {
+                        // Dropping the subscriber unsubscribes.
+                        t.abort();
+                    }
+                }
+                let key: Arc<str> = Arc::from(change.filter.as_str());
+                interest.filters.write().remove(&change.filter, &key);
+            }
+        }
+    }
+    for (_, (_, tasks)) in held {
+        for t in tasks {
+            t.abort();
+        }
+    }
+}

@@ -1,0 +1,453 @@
+//! Cluster mode: several Roost nodes acting as one broker through NATS with JetStream.
+//!
+//! Nodes never talk to each other; NATS carries everything:
+//! - **QoS 0** messages are published on the topic's subject (`{prefix}.a.b`, mapped as
+//!   nats-server maps MQTT topics, see [`subject`]); each node subscribes to the subjects of
+//!   its clients' Topic Filters, so NATS subject interest is the routing table.
+//! - **QoS 1/2** messages go to one replicated JetStream stream; the publisher's PUBACK or
+//!   PUBREC waits for JetStream's acknowledgement. Every node reads the stream through one
+//!   durable consumer of its own and acknowledges each message to JetStream once its own
+//!   store has committed it, so a node that was away catches up. A copy goes to the topic's
+//!   subject as well, for NATS applications.
+//! - **Retained messages** are a second stream holding the last message of each subject;
+//!   every node loads it at start and follows it.
+//! - **Session ownership** is a JetStream key-value bucket written with compare-and-set: a
+//!   CONNECT claims the client id, and the node that held it closes its connection (5.0:
+//!   DISCONNECT 0x8E). Of two racing CONNECTs exactly one claim succeeds; the other is
+//!   refused as busy.
+
+mod inbound;
+mod interest;
+mod owner;
+mod retained;
+pub(crate) mod subject;
+pub(crate) mod wire;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use async_nats::jetstream::{self, kv, stream};
+use tracing::{info, warn};
+
+use crate::broker::Broker;
+use crate::codec::QoS;
+use crate::config::ClusterConfig;
+use crate::session::Message;
+
+pub(crate) use interest::Interest;
+pub(crate) use owner::ClaimError;
+
+/// Why cluster mode could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// No NATS server of `cluster.nats` could be reached.
+    #[error("cluster.nats: cannot connect to {urls}: {reason}")]
+    Connect {
+        /// The servers tried.
+        urls: String,
+        /// Why.
+        reason: String,
+    },
+    /// A stream or the bucket could not be created or read.
+    #[error("cluster: JetStream {what} `{name}`: {reason}")]
+    JetStream {
+        /// `stream` or `bucket`.
+        what: &'static str,
+        /// Its name.
+        name: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Batches of the stream remembered as committed: acknowledgements are sent right after
+/// each commit, so only the last few can be redelivered.
+const COMMITTED_RANGES: usize = 64;
+
+/// Counters of the cluster link, for metrics and the admin API.
+#[derive(Debug, Default)]
+pub(crate) struct ClusterStats {
+    /// Connected to a NATS server now.
+    pub connected: AtomicBool,
+    /// Messages published to NATS (QoS 0 and QoS 1/2).
+    pub published: AtomicU64,
+    /// Messages received from other nodes and NATS applications, and routed here.
+    pub received: AtomicU64,
+    /// Writes JetStream did not confirm (the client's acknowledgement was withheld).
+    pub publish_failures: AtomicU64,
+    /// Session takeovers by another node.
+    pub taken_over: AtomicU64,
+}
+
+/// The link of this node to the NATS cluster.
+#[derive(Debug)]
+pub(crate) struct Cluster {
+    /// The settings.
+    pub config: ClusterConfig,
+    client: async_nats::Client,
+    js: jetstream::Context,
+    owners: kv::Store,
+    /// Counters.
+    pub stats: Arc<ClusterStats>,
+    /// The sequence ranges of the last batches of the stream committed here: a message
+    /// JetStream delivers again (its acknowledgement lost, or the node crashed before
+    /// sending it) is recognised and not delivered twice.
+    committed: parking_lot::Mutex<std::collections::VecDeque<(u64, u64)>>,
+    claims: owner::Claims,
+    interest: Arc<interest::Interest>,
+}
+
+impl Cluster {
+    /// Connects to NATS and makes sure the streams and the bucket exist.
+    pub(crate) async fn connect(config: &ClusterConfig) -> Result<Cluster, ClusterError> {
+        let stats = Arc::new(ClusterStats::default());
+        let urls = config.nats.join(", ");
+        let connect_error = |reason: String| ClusterError::Connect {
+            urls: urls.clone(),
+            reason,
+        };
+        let mut addrs = Vec::with_capacity(config.nats.len());
+        for url in &config.nats {
+            addrs.push(
+                url.parse::<async_nats::ServerAddr>()
+                    .map_err(|e| connect_error(e.to_string()))?,
+            );
+        }
+        let events = Arc::clone(&stats);
+        let mut options = async_nats::ConnectOptions::new()
+            .name(format!("roost-{}", config.node))
+            // Own messages never come back on core subscriptions.
+            .no_echo()
+            .connection_timeout(Duration::from_secs(5))
+            .request_timeout(Some(Duration::from_secs(config.ack_timeout)))
+            .event_callback(move |event| {
+                let events = Arc::clone(&events);
+                async move {
+                    match event {
+                        async_nats::Event::Connected => {
+                            events.connected.store(true, Relaxed);
+                            info!("cluster: connected to NATS");
+                        }
+                        async_nats::Event::Disconnected => {
+                            events.connected.store(false, Relaxed);
+                            warn!("cluster: disconnected from NATS, reconnecting");
+                        }
+                        other => info!(event = %other, "cluster: NATS event"),
+                    }
+                }
+            });
+        if let (Some(user), Some(password)) = (&config.user, &config.password) {
+            options = options.user_and_password(user.clone(), password.clone());
+        }
+        if let Some(token) = &config.token {
+            options = options.token(token.clone());
+        }
+        if let Some(path) = &config.credentials {
+            options = options
+                .credentials_file(path)
+                .await
+                .map_err(|e| connect_error(format!("cluster.credentials: {e}")))?;
+        }
+        if let Some(path) = &config.cafile {
+            options = options
+                .add_root_certificates(path.clone())
+                .require_tls(true);
+        }
+        let client = options
+            .connect(addrs)
+            .await
+            .map_err(|e| connect_error(e.to_string()))?;
+        stats.connected.store(true, Relaxed);
+        let js = jetstream::new(client.clone());
+        let replicas = config.replicas;
+        let max_bytes = match config.stream_max_bytes {
+            0 => -1,
+            n => i64::try_from(n).unwrap_or(i64::MAX),
+        };
+        ensure_stream(
+            &js,
+            stream::Config {
+                name: config.stream.clone(),
+                subjects: vec![format!("{}.>", config.stream_subject)],
+                num_replicas: replicas,
+                max_age: Duration::from_secs(config.stream_max_age),
+                max_bytes,
+                storage: stream::StorageType::File,
+                discard: stream::DiscardPolicy::Old,
+                ..Default::default()
+            },
+        )
+        .await?;
+        ensure_stream(
+            &js,
+            stream::Config {
+                name: config.retained_stream.clone(),
+                subjects: vec![format!("{}.>", config.retained_subject)],
+                num_replicas: replicas,
+                max_messages_per_subject: 1,
+                storage: stream::StorageType::File,
+                discard: stream::DiscardPolicy::Old,
+                ..Default::default()
+            },
+        )
+        .await?;
+        // The bucket's stream is made by hand: the key-value helper needs a field that
+        // nats-server sends only from 2.10.
+        let bucket = &config.sessions_bucket;
+        ensure_stream(
+            &js,
+            stream::Config {
+                name: format!("KV_{bucket}"),
+                subjects: vec![format!("$KV.{bucket}.>")],
+                num_replicas: replicas,
+                max_messages_per_subject: 1,
+                storage: stream::StorageType::File,
+                discard: stream::DiscardPolicy::New,
+                allow_rollup: true,
+                deny_delete: true,
+                // Reads go to the stream's leader: a replica may not have the last claim yet,
+                // and a claim must compare against it.
+                allow_direct: false,
+                ..Default::default()
+            },
+        )
+        .await?;
+        let owners = js
+            .get_key_value(bucket)
+            .await
+            .map_err(|e| ClusterError::JetStream {
+                what: "bucket",
+                name: bucket.clone(),
+                reason: e.to_string(),
+            })?;
+        Ok(Cluster {
+            config: config.clone(),
+            interest: Arc::new(interest::Interest::new(config.prefix.clone())),
+            client,
+            js,
+            owners,
+            stats,
+            committed: Default::default(),
+            claims: owner::Claims::default(),
+        })
+    }
+
+    /// Starts the tasks that bring other nodes' messages, retained messages and takeovers
+    /// to `broker`, and waits (bounded) until the retained messages are loaded.
+    pub(crate) async fn start(broker: &Arc<Broker>) {
+        let Some(cluster) = broker.cluster.as_ref() else {
+            return;
+        };
+        let changes = cluster.interest.take_receiver();
+        if let Some(changes) = changes {
+            tokio::spawn(interest::run(Arc::clone(broker), changes));
+        }
+        tokio::spawn(inbound::run_stream(Arc::clone(broker)));
+        tokio::spawn(owner::watch(Arc::clone(broker)));
+        let (loaded_tx, loaded_rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(retained::follow(Arc::clone(broker), loaded_tx));
+        let limit = Duration::from_secs(cluster.config.ack_timeout.max(5) * 2);
+        if tokio::time::timeout(limit, loaded_rx).await.is_err() {
+            warn!("cluster: retained messages not loaded in time; they arrive as they load");
+        }
+    }
+
+    /// Records that the stream's messages `first..=last` were committed here.
+    pub(crate) fn committed(&self, (first, last): (u64, u64)) {
+        let mut committed = self.committed.lock();
+        if committed.len() == COMMITTED_RANGES {
+            committed.pop_front();
+        }
+        committed.push_back((first, last));
+    }
+
+    /// True if the stream's message `sequence` was committed here already.
+    pub(crate) fn was_committed(&self, sequence: u64) -> bool {
+        self.committed
+            .lock()
+            .iter()
+            .any(|(first, last)| (*first..=*last).contains(&sequence))
+    }
+
+    /// The NATS client.
+    pub(crate) fn client(&self) -> &async_nats::Client {
+        &self.client
+    }
+
+    /// The JetStream context.
+    pub(crate) fn jetstream(&self) -> &jetstream::Context {
+        &self.js
+    }
+
+    /// Where a node's Topic Filter interest changes are sent.
+    pub(crate) fn interest(&self) -> &Arc<interest::Interest> {
+        &self.interest
+    }
+
+    /// `Ok` if `topic` has a NATS subject (a message to it can reach the other nodes).
+    pub(crate) fn can_carry(&self, topic: &str) -> Result<(), subject::Unmappable> {
+        subject::topic_subject(&self.config.prefix, topic).map(|_| ())
+    }
+
+    /// `Ok` if a Topic Filter can be subscribed to across the cluster.
+    pub(crate) fn can_subscribe(&self, filter: &str) -> Result<(), subject::Unmappable> {
+        let inner = match crate::topic::shared(filter) {
+            Some(Ok(shared)) => shared.filter,
+            _ => filter,
+        };
+        if is_local(inner) {
+            return Ok(());
+        }
+        subject::filter_subjects(&self.config.prefix, inner).map(|_| ())
+    }
+
+    /// Publishes messages accepted here to the other nodes, in order: QoS 0 on their
+    /// subjects; QoS 1/2 to the stream (and a copy on their subjects); retained ones to the
+    /// retained stream too. True once JetStream confirmed every write (within `ack_timeout`).
+    pub(crate) async fn forward(&self, messages: &[Arc<Message>], now: std::time::Instant) -> bool {
+        let c = &self.config;
+        let mut acks = Vec::new();
+        let mut ok = true;
+        for m in messages {
+            if is_local(&m.topic) {
+                continue;
+            }
+            let Ok(subject) = subject::topic_subject(&c.prefix, &m.topic) else {
+                continue;
+            };
+            let mapped = &subject[c.prefix.len()..];
+            let headers = wire::headers(m, &c.node, now);
+            if m.qos != QoS::AtMostOnce {
+                match self
+                    .js
+                    .publish_with_headers(
+                        format!("{}{mapped}", c.stream_subject),
+                        headers.clone(),
+                        m.payload.clone(),
+                    )
+                    .await
+                {
+                    Ok(ack) => acks.push(ack),
+                    Err(e) => {
+                        warn!(error = %e, topic = &*m.topic, "cluster: publish to the stream failed");
+                        ok = false;
+                    }
+                }
+            }
+            if m.retain {
+                match self
+                    .js
+                    .publish_with_headers(
+                        format!("{}{mapped}", c.retained_subject),
+                        headers.clone(),
+                        m.payload.clone(),
+                    )
+                    .await
+                {
+                    Ok(ack) => acks.push(ack),
+                    Err(e) => {
+                        warn!(error = %e, topic = &*m.topic, "cluster: publish of a retained message failed");
+                        ok = false;
+                    }
+                }
+            }
+            if let Err(e) = self
+                .client
+                .publish_with_headers(subject, headers, m.payload.clone())
+                .await
+            {
+                warn!(error = %e, topic = &*m.topic, "cluster: publish failed");
+            }
+            self.stats.published.fetch_add(1, Relaxed);
+        }
+        let limit = Duration::from_secs(c.ack_timeout);
+        let confirmed = tokio::time::timeout(
+            limit,
+            futures_util::future::join_all(
+                acks.into_iter().map(std::future::IntoFuture::into_future),
+            ),
+        )
+        .await;
+        match confirmed {
+            Ok(results) => {
+                for r in results {
+                    if let Err(e) = r {
+                        warn!(error = %e, "cluster: JetStream did not confirm a write");
+                        ok = false;
+                    }
+                }
+            }
+            Err(_) => {
+                warn!(
+                    timeout_secs = c.ack_timeout,
+                    "cluster: JetStream did not confirm writes in time"
+                );
+                ok = false;
+            }
+        }
+        if !ok {
+            self.stats.publish_failures.fetch_add(1, Relaxed);
+        }
+        ok
+    }
+
+    /// Claims `client_id` for a connection of this node (see [`owner`]).
+    pub(crate) async fn claim(&self, client_id: &str, conn: u64) -> Result<(), ClaimError> {
+        owner::claim(self, client_id, conn).await
+    }
+
+    /// After `conn` attached to its session: true if another node claimed the client id
+    /// meanwhile (the connection must then close).
+    pub(crate) fn lost_claim(&self, client_id: &str, conn: u64) -> bool {
+        self.claims.lost(client_id, conn)
+    }
+
+    /// Forgets the claim of `conn` when it ends.
+    pub(crate) fn release(&self, client_id: &str, conn: u64) {
+        self.claims.release(client_id, conn);
+    }
+}
+
+/// Topics that stay on their node: the broker's own `$SYS` tree.
+pub(crate) fn is_local(topic: &str) -> bool {
+    topic == "$SYS" || topic.starts_with("$SYS/")
+}
+
+async fn ensure_stream(
+    js: &jetstream::Context,
+    config: stream::Config,
+) -> Result<(), ClusterError> {
+    let name = config.name.clone();
+    let failed = |reason: String| ClusterError::JetStream {
+        what: "stream",
+        name: name.clone(),
+        reason,
+    };
+    match js.get_stream(&name).await {
+        Ok(mut existing) => {
+            let info = existing.info().await.map_err(|e| failed(e.to_string()))?;
+            let have = &info.config;
+            if have.subjects != config.subjects {
+                return Err(failed(format!(
+                    "exists with subjects {:?}, not {:?}",
+                    have.subjects, config.subjects
+                )));
+            }
+            if have.num_replicas != config.num_replicas {
+                warn!(
+                    stream = %name,
+                    have = have.num_replicas,
+                    configured = config.num_replicas,
+                    "cluster: the stream exists with another number of replicas; kept as it is"
+                );
+            }
+            Ok(())
+        }
+        Err(_) => js
+            .create_stream(config)
+            .await
+            .map(|_| ())
+            .map_err(|e| failed(e.to_string())),
+    }
+}

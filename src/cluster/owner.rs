@@ -1,0 +1,219 @@
+//! Which node owns each client id: a JetStream key-value bucket written with compare-and-set.
+//!
+//! A CONNECT claims its client id by writing `{node, connection}` at the revision it read
+//! (creating the key if there is none). Two racing claims read the same revision, so exactly
+//! one write succeeds; the other CONNECT is refused as busy (5.0 0x89, 3.1.1 0x03) and its
+//! client retries. Every node watches the bucket and closes its connection of a client id
+//! another node claimed later (5.0: DISCONNECT 0x8E, Session taken over).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use async_nats::jetstream::kv;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use futures_util::StreamExt;
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use sha2::Digest;
+use tracing::{info, warn};
+
+use crate::broker::{Broker, KickReason};
+
+use super::Cluster;
+
+/// The value of a client id's key.
+#[derive(Debug, Serialize, Deserialize)]
+struct Owner {
+    /// The node.
+    node: String,
+    /// Its connection.
+    conn: u64,
+    /// The client id (the key may be a hash of it).
+    client_id: String,
+}
+
+/// Why a claim failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ClaimError {
+    /// Another node claimed the client id at the same moment.
+    Conflict,
+    /// The bucket could not be read or written (NATS or JetStream unavailable).
+    Unavailable,
+}
+
+/// This node's claims by client id.
+#[derive(Debug, Default)]
+pub(super) struct Claims {
+    by_client: Mutex<HashMap<String, LocalClaim>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct LocalClaim {
+    conn: u64,
+    revision: u64,
+}
+
+impl Claims {
+    pub(super) fn lost(&self, client_id: &str, conn: u64) -> bool {
+        self.by_client
+            .lock()
+            .get(client_id)
+            .is_none_or(|c| c.conn != conn)
+    }
+
+    pub(super) fn release(&self, client_id: &str, conn: u64) {
+        let mut claims = self.by_client.lock();
+        if claims.get(client_id).is_some_and(|c| c.conn == conn) {
+            claims.remove(client_id);
+        }
+    }
+}
+
+/// The bucket key of a client id: base64url of it, or of its SHA-256 when that would be long.
+fn key_of(client_id: &str) -> String {
+    if client_id.len() <= 180 {
+        format!("c_{}", URL_SAFE_NO_PAD.encode(client_id))
+    } else {
+        format!(
+            "h_{}",
+            URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(client_id))
+        )
+    }
+}
+
+pub(super) async fn claim(cluster: &Cluster, client_id: &str, conn: u64) -> Result<(), ClaimError> {
+    let key = key_of(client_id);
+    let value = serde_json::to_vec(&Owner {
+        node: cluster.config.node.clone(),
+        conn,
+        client_id: client_id.to_string(),
+    })
+    .map_err(|_| ClaimError::Unavailable)?;
+    let limit = Duration::from_secs(cluster.config.ack_timeout);
+    let write = async {
+        let current = cluster
+            .owners
+            .entry(key.clone())
+            .await
+            .map_err(|_| ClaimError::Unavailable)?;
+        match current {
+            None => cluster
+                .owners
+                .create(&key, value.into())
+                .await
+                .map_err(|e| match e.kind() {
+                    kv::CreateErrorKind::AlreadyExists => ClaimError::Conflict,
+                    _ => ClaimError::Unavailable,
+                }),
+            Some(entry) => cluster
+                .owners
+                .update(&key, value.into(), entry.revision)
+                .await
+                .map_err(|e| match e.kind() {
+                    kv::UpdateErrorKind::WrongLastRevision => ClaimError::Conflict,
+                    _ => ClaimError::Unavailable,
+                }),
+        }
+    };
+    let revision = tokio::time::timeout(limit, write)
+        .await
+        .map_err(|_| ClaimError::Unavailable)??;
+    cluster
+        .claims
+        .by_client
+        .lock()
+        .insert(client_id.to_string(), LocalClaim { conn, revision });
+    // A claim written after ours may have been seen by the watch before ours was recorded:
+    // read the key again, now that the watch knows of ours.
+    match cluster.owners.entry(key).await {
+        Ok(Some(entry)) if entry.revision > revision => {
+            cluster.claims.release(client_id, conn);
+            Err(ClaimError::Conflict)
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Watches the bucket for ever: a claim by another node closes this node's connection of
+/// that client id (if it was claimed earlier).
+pub(super) async fn watch(broker: Arc<Broker>) {
+    let shutdown = broker.shutdown.clone();
+    let mut delay = Duration::from_millis(100);
+    loop {
+        tokio::select! {
+            r = watch_once(&broker) => if let Err(e) = r {
+                warn!(error = %e, "cluster: watching session owners failed; retrying");
+            },
+            _ = shutdown.cancelled() => return,
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = shutdown.cancelled() => return,
+        }
+        delay = (delay * 2).min(Duration::from_secs(5));
+    }
+}
+
+async fn watch_once(broker: &Arc<Broker>) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let Some(cluster) = broker.cluster.as_ref() else {
+        return Ok(());
+    };
+    let mut updates = cluster.owners.watch_all().await?;
+    while let Some(entry) = updates.next().await {
+        let entry = entry?;
+        if entry.operation != kv::Operation::Put {
+            continue;
+        }
+        let Ok(owner) = serde_json::from_slice::<Owner>(&entry.value) else {
+            continue;
+        };
+        if owner.node == cluster.config.node {
+            continue;
+        }
+        let lost = {
+            let mut claims = cluster.claims.by_client.lock();
+            match claims.get(&owner.client_id) {
+                Some(c) if c.revision < entry.revision => claims.remove(&owner.client_id),
+                _ => None,
+            }
+        };
+        let Some(lost) = lost else {
+            continue;
+        };
+        if let Some(session) = broker.registry.get(&owner.client_id) {
+            let link = session.slot.lock().conn.clone();
+            if let Some(link) = link.filter(|l| l.id == lost.conn) {
+                cluster.stats.taken_over.fetch_add(1, Relaxed);
+                info!(
+                    client_id = owner.client_id.as_str(),
+                    node = owner.node.as_str(),
+                    "cluster: session taken over by another node"
+                );
+                link.kick(KickReason::TakenOver);
+            }
+        }
+    }
+    Err("the watch ended".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_valid_bucket_keys() {
+        for id in ["", "a", "sensor/17", "ü.x y", &"x".repeat(65535)] {
+            let key = key_of(id);
+            assert!(key.len() <= 250, "{}", key.len());
+            assert!(
+                key.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'),
+                "{key}"
+            );
+        }
+        assert_ne!(key_of("a"), key_of("b"));
+    }
+}

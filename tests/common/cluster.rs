@@ -1,0 +1,41 @@
+//! Roost nodes in cluster mode on a NATS cluster from [`super::nats`].
+
+use roost::config::ClusterConfig;
+use roost::{BrokerHandle, Config};
+
+/// The `[cluster]` settings of node `node` on the NATS servers `urls` (replicas 3 when there
+/// are three servers or more, else 1).
+pub fn cluster_config(urls: &[String], node: &str) -> ClusterConfig {
+    let mut c = ClusterConfig::new(urls.to_vec(), node);
+    c.replicas = if urls.len() >= 3 { 3 } else { 1 };
+    c
+}
+
+/// The same settings as a `[cluster]` table for a configuration file.
+pub fn cluster_toml(urls: &[String], node: &str) -> String {
+    let c = cluster_config(urls, node);
+    format!(
+        "[cluster]\nnats = {:?}\nnode = {:?}\nreplicas = {}\n",
+        c.nats, c.node, c.replicas
+    )
+}
+
+/// Starts an in-memory node `node` on an ephemeral port, after letting the caller adjust the
+/// configuration.
+pub async fn start_node_with(
+    urls: &[String],
+    node: &str,
+    adjust: impl FnOnce(&mut Config),
+) -> BrokerHandle {
+    let config_node = cluster_config(urls, node);
+    super::start_broker_with(|c| {
+        c.cluster = Some(config_node);
+        adjust(c);
+    })
+    .await
+}
+
+/// Starts an in-memory node `node` on an ephemeral port.
+pub async fn start_node(urls: &[String], node: &str) -> BrokerHandle {
+    start_node_with(urls, node, |_| {}).await
+}
