@@ -11,14 +11,39 @@ use crate::codec::{
 use crate::codec::{PUBCOMP, PUBREC, PUBREL};
 use crate::{Clock, ConnectOptions, Error, Protocol, QoS, Record, SessionStore, Subscription};
 
-/// Maximum number of outgoing packets awaiting acknowledgement (QoS 1/2 publishes plus
-/// pending SUBSCRIBE/UNSUBSCRIBE).
+/// Default outgoing window of [`Client::new`]: packets awaiting acknowledgement (QoS 1/2
+/// publishes plus pending SUBSCRIBE/UNSUBSCRIBE). Choose another with
+/// [`Client::with_windows`].
 pub const MAX_INFLIGHT: usize = 16;
-/// Maximum number of incoming QoS 2 messages awaiting PUBREL (also sent as the v5 receive
-/// maximum).
+/// Default incoming window of [`Client::new`]: incoming QoS 2 messages awaiting PUBREL (also
+/// sent as the v5 receive maximum). Choose another with [`Client::with_windows`].
 pub const MAX_INBOUND: usize = 16;
 /// Smallest accepted transmit / receive buffer.
 const MIN_BUF: usize = 16;
+
+/// One entry of the client's topic alias table (see [`Client::set_topic_aliases`]): which
+/// topic an alias stands for on the current connection, as a 64-bit hash of the topic (so the
+/// table needs no room for topic strings). Two topics with the same alias number and the same
+/// hash would be mixed up; with a 64-bit hash that is negligible for a device's own topics.
+#[cfg(feature = "v5")]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TopicAliasSlot(u64);
+
+#[cfg(feature = "v5")]
+impl TopicAliasSlot {
+    /// An alias not set up on this connection.
+    pub const EMPTY: TopicAliasSlot = TopicAliasSlot(0);
+
+    /// The slot value for `topic`: FNV-1a over its bytes, never 0.
+    fn of(topic: &str) -> TopicAliasSlot {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in topic.bytes() {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        TopicAliasSlot(h | 1)
+    }
+}
 
 /// One outgoing packet id in flight and what it waits for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,6 +133,15 @@ impl<'a> Message<'a> {
     pub fn properties(&self) -> crate::Properties<'a> {
         crate::Properties::new(self.raw_properties)
     }
+
+    /// The Subscription Identifiers of the subscriptions that matched this message
+    /// (MQTT 5.0 section 3.3.2.3.8; see [`SubscribeProperties`](crate::SubscribeProperties)).
+    pub fn subscription_ids(&self) -> impl Iterator<Item = u32> + 'a {
+        self.properties().filter_map(|p| match p {
+            crate::Property::VarInt(roost_wire::property::SUBSCRIPTION_IDENTIFIER, id) => Some(id),
+            _ => None,
+        })
+    }
 }
 
 /// Something [`Client::poll`] received.
@@ -143,7 +177,17 @@ pub enum Event<'a> {
 /// `tx` holds one outgoing packet (the largest PUBLISH you send), `rx` one incoming packet
 /// (the largest message you accept; v5 servers are told this size). Both must be at least
 /// 16 bytes.
-pub struct Client<'b, T, C, S> {
+///
+/// The windows are compile-time sizes of the client's tables:
+/// * `OUT`: outgoing packets awaiting acknowledgement at once (QoS 1/2 publishes plus pending
+///   SUBSCRIBE/UNSUBSCRIBE), 1..=65535. A send beyond it fails with [`Error::InflightFull`].
+///   Each slot costs 4 bytes of RAM.
+/// * `IN`: incoming QoS 2 messages awaiting PUBREL, 1..=65535; with v5 it is also the
+///   Receive Maximum sent in CONNECT, so the server never has more than `IN` QoS 1/2 messages
+///   unacknowledged towards this client (MQTT-3.3.4-9). Each slot costs 2 bytes of RAM.
+///
+/// [`Client::new`] uses 16 and 16; [`Client::with_windows`] picks others.
+pub struct Client<'b, T, C, S, const OUT: usize = MAX_INFLIGHT, const IN: usize = MAX_INBOUND> {
     io: Option<T>,
     clock: C,
     store: S,
@@ -166,13 +210,30 @@ pub struct Client<'b, T, C, S> {
     last_tx: u64,
     ping_sent: Option<u64>,
     next_pid: u16,
-    out: [Slot; MAX_INFLIGHT],
-    inb: [u16; MAX_INBOUND],
+    out: [Slot; OUT],
+    inb: [u16; IN],
     server_max_packet: u32,
     server_recv_max: u16,
     /// The highest QoS to publish with: the server's maximum, capped at what this build handles.
     max_qos: u8,
     restored: bool,
+    /// Topic alias table (alias n is entry n - 1) and the server's Topic Alias Maximum.
+    #[cfg(feature = "v5")]
+    aliases: &'b mut [TopicAliasSlot],
+    #[cfg(feature = "v5")]
+    server_alias_max: u16,
+    /// Topics the server gave aliases to (slots of `in_alias_slot` bytes: a two byte length,
+    /// 0 = unset, then the topic), and the Topic Alias Maximum sent in CONNECT.
+    #[cfg(feature = "v5")]
+    in_aliases: &'b mut [u8],
+    #[cfg(feature = "v5")]
+    in_alias_slot: usize,
+    #[cfg(feature = "v5")]
+    in_alias_max: u16,
+    /// Length of the last CONNACK, acknowledgement or DISCONNECT at the front of `rx` while it
+    /// is still there (0 otherwise): the source of [`Client::reason_string`].
+    #[cfg(feature = "v5")]
+    last: usize,
 }
 
 impl<'b, T, C, S> Client<'b, T, C, S>
@@ -181,8 +242,31 @@ where
     C: Clock,
     S: SessionStore,
 {
-    /// Creates a disconnected client. Call [`connect`](Self::connect) next.
+    /// Creates a disconnected client with the default windows ([`MAX_INFLIGHT`] outgoing,
+    /// [`MAX_INBOUND`] incoming). Call [`connect`](Self::connect) next.
     pub fn new(clock: C, store: S, tx: &'b mut [u8], rx: &'b mut [u8]) -> Self {
+        Self::with_windows(clock, store, tx, rx)
+    }
+}
+
+impl<'b, T, C, S, const OUT: usize, const IN: usize> Client<'b, T, C, S, OUT, IN>
+where
+    T: Read + Write,
+    C: Clock,
+    S: SessionStore,
+{
+    /// Creates a disconnected client whose windows are `OUT` outgoing and `IN` incoming
+    /// messages (see [`Client`]); both must be 1..=65535 (checked at compile time).
+    ///
+    /// ```ignore
+    /// // At most 4 QoS 1/2 messages (and (un)subscribes) unacknowledged, 2 incoming QoS 2.
+    /// let mut client: Client<_, _, _, 4, 2> = Client::with_windows(clock, store, &mut tx, &mut rx);
+    /// ```
+    pub fn with_windows(clock: C, store: S, tx: &'b mut [u8], rx: &'b mut [u8]) -> Self {
+        const {
+            assert!(OUT >= 1 && OUT <= 65535, "OUT must be 1..=65535");
+            assert!(IN >= 1 && IN <= 65535, "IN must be 1..=65535");
+        }
         Client {
             io: None,
             clock,
@@ -203,13 +287,144 @@ where
             last_tx: 0,
             ping_sent: None,
             next_pid: 0,
-            out: [Slot::Free; MAX_INFLIGHT],
-            inb: [0; MAX_INBOUND],
+            out: [Slot::Free; OUT],
+            inb: [0; IN],
             server_max_packet: u32::MAX,
             server_recv_max: u16::MAX,
             max_qos: MAX_QOS,
             restored: false,
+            #[cfg(feature = "v5")]
+            aliases: &mut [],
+            #[cfg(feature = "v5")]
+            server_alias_max: 0,
+            #[cfg(feature = "v5")]
+            in_aliases: &mut [],
+            #[cfg(feature = "v5")]
+            in_alias_slot: 2,
+            #[cfg(feature = "v5")]
+            in_alias_max: 0,
+            #[cfg(feature = "v5")]
+            last: 0,
         }
+    }
+
+    /// v5: lets the server use topic aliases towards this client. `storage` is cut into
+    /// slots of `2 + max_topic_len` bytes, one per alias; their number (at most 65,535) is
+    /// the Topic Alias Maximum sent in CONNECT from the next [`connect`](Self::connect) on
+    /// (none is sent without storage, so servers send no aliases). Messages whose topic
+    /// arrives as an alias are returned with the full topic, borrowed from `storage`.
+    ///
+    /// A server that sets an alias for a topic longer than `max_topic_len` bytes, uses an
+    /// alias above the maximum or one it never set is a protocol error ([`Error::Protocol`],
+    /// connection closed), so make `max_topic_len` the longest topic the subscriptions can
+    /// match. An oversized PUBLISH that is skipped ([`Error::MessageTooLarge`]) does not set
+    /// its alias.
+    #[cfg(feature = "v5")]
+    pub fn set_inbound_topic_aliases(&mut self, storage: &'b mut [u8], max_topic_len: u16) {
+        let slot = 2 + usize::from(max_topic_len);
+        self.in_alias_max = u16::try_from(storage.len() / slot).unwrap_or(u16::MAX);
+        self.in_alias_slot = slot;
+        self.in_aliases = storage;
+        self.clear_inbound_aliases();
+    }
+
+    /// Marks every inbound alias unset.
+    #[cfg(feature = "v5")]
+    fn clear_inbound_aliases(&mut self) {
+        for slot in self.in_aliases.chunks_mut(self.in_alias_slot) {
+            slot.fill(0);
+        }
+    }
+
+    /// The topic inbound alias `alias` stands for.
+    #[cfg(feature = "v5")]
+    fn inbound_alias(&self, alias: u16) -> Result<&str, Error> {
+        let index = usize::from(alias).checked_sub(1).ok_or(Error::Protocol)?;
+        let start = index * self.in_alias_slot;
+        let slot = self
+            .in_aliases
+            .get(start..start + self.in_alias_slot)
+            .ok_or(Error::Protocol)?;
+        let len = usize::from(u16::from_be_bytes([slot[0], slot[1]]));
+        match slot.get(2..2 + len) {
+            Some(t) if len > 0 => core::str::from_utf8(t).map_err(|_| Error::Protocol),
+            _ => Err(Error::Protocol),
+        }
+    }
+
+    /// Applies the Topic Alias of the PUBLISH at `rx[h..total]`: records the topic it is set
+    /// to, or checks that an empty topic's alias is known (MQTT 5.0 section 3.3.2.3.4).
+    #[cfg(feature = "v5")]
+    fn apply_inbound_alias(&mut self, h: usize, total: usize) -> Result<(), Error> {
+        if !self.v5 {
+            return Ok(());
+        }
+        let p = codec::decode_publish(self.rx[0], &self.rx[h..total], true).map_err(protocol)?;
+        if p.alias == 0 {
+            return Ok(());
+        }
+        if p.alias > self.in_alias_max {
+            // Above the Topic Alias Maximum the client sent: a protocol error.
+            return Err(Error::Protocol);
+        }
+        if p.topic.is_empty() {
+            return self.inbound_alias(p.alias).map(|_| ());
+        }
+        let start = (usize::from(p.alias) - 1) * self.in_alias_slot;
+        let slot = self
+            .in_aliases
+            .get_mut(start..start + self.in_alias_slot)
+            .ok_or(Error::Protocol)?;
+        let topic = p.topic.as_bytes();
+        let (len, rest) = slot.split_at_mut(2);
+        rest.get_mut(..topic.len())
+            .ok_or(Error::Protocol)?
+            .copy_from_slice(topic);
+        // A topic is at most 65,535 bytes, and it fits the slot.
+        len.copy_from_slice(
+            &u16::try_from(topic.len())
+                .map_err(|_| Error::Protocol)?
+                .to_be_bytes(),
+        );
+        Ok(())
+    }
+
+    /// v5: gives the client a topic alias table; alias `n` (1..=`table.len()`) can then be
+    /// used through [`PublishProperties::topic_alias`](crate::PublishProperties::topic_alias).
+    /// The table is cleared at every connect, since aliases last one connection. 8 bytes per
+    /// alias.
+    #[cfg(feature = "v5")]
+    pub fn set_topic_aliases(&mut self, table: &'b mut [TopicAliasSlot]) {
+        table.fill(TopicAliasSlot::EMPTY);
+        self.aliases = table;
+    }
+
+    /// v5: the properties of the last CONNACK, PUBACK, PUBREC, PUBCOMP, SUBACK, UNSUBACK or
+    /// server DISCONNECT, while it is still in the receive buffer: right after
+    /// [`connect`](Self::connect) returned (also with [`Error::Refused`]), after
+    /// [`poll`](Self::poll) returned its event or error ([`Error::Rejected`],
+    /// [`Error::ServerDisconnect`]), until the next `poll` or `connect`. Empty otherwise.
+    #[cfg(feature = "v5")]
+    pub fn last_properties(&self) -> crate::Properties<'_> {
+        let pkt = self.rx.get(..self.last).unwrap_or(&[]);
+        let block = match FixedHeader::parse(pkt) {
+            Ok(Some(h)) => h
+                .body(pkt)
+                .and_then(|body| codec::control_properties(h.byte1 >> 4, body).ok()),
+            _ => None,
+        };
+        crate::Properties::new(block.unwrap_or(&[]))
+    }
+
+    /// v5: the Reason String of the last CONNACK, acknowledgement or server DISCONNECT (see
+    /// [`last_properties`](Self::last_properties)), if the server sent one. Meant for humans
+    /// and logs, not for program logic (MQTT 5.0 section 3.4.2.2.2).
+    #[cfg(feature = "v5")]
+    pub fn reason_string(&self) -> Option<&str> {
+        self.last_properties().find_map(|p| match p {
+            crate::Property::Str(roost_wire::property::REASON_STRING, s) => Some(s),
+            _ => None,
+        })
     }
 
     /// `true` while the connection is usable. `false` after any fatal error: reconnect.
@@ -277,17 +492,74 @@ where
         retain: bool,
     ) -> Result<u16, Error> {
         self.flush_checked().await?;
-        let pid = self.prepare_publish(topic, payload, qos, retain)?;
+        let pid = self.prepare_publish(
+            topic,
+            payload,
+            qos,
+            retain,
+            #[cfg(feature = "v5")]
+            None,
+        )?;
+        self.flush_checked().await?;
+        Ok(pid)
+    }
+
+    /// Like [`publish`](Self::publish), with v5 message properties (expiry, content type,
+    /// response topic, correlation data, user properties, topic alias). On a 3.1.1
+    /// connection the properties are not sent (3.1.1 has none).
+    #[cfg(feature = "v5")]
+    pub async fn publish_with(
+        &mut self,
+        topic: &str,
+        payload: &[u8],
+        qos: QoS,
+        retain: bool,
+        props: &crate::PublishProperties<'_>,
+    ) -> Result<u16, Error> {
+        self.flush_checked().await?;
+        let pid = self.prepare_publish(topic, payload, qos, retain, Some(props))?;
         self.flush_checked().await?;
         Ok(pid)
     }
 
     /// Subscribes to one or more topic filters. Returns the packet id; the result arrives as
-    /// [`Event::SubAck`] from [`poll`](Self::poll).
+    /// [`Event::SubAck`] from [`poll`](Self::poll). The v5 options (no local, retain as
+    /// published, retain handling) are in each [`Subscription`].
     pub async fn subscribe(&mut self, subs: &[Subscription<'_>]) -> Result<u16, Error> {
+        #[cfg(feature = "v5")]
+        return self
+            .subscribe_with(subs, &crate::SubscribeProperties::default())
+            .await;
+        #[cfg(not(feature = "v5"))]
+        self.subscribe_inner(subs).await
+    }
+
+    /// Like [`subscribe`](Self::subscribe), with v5 properties: a Subscription Identifier
+    /// and user properties. On a 3.1.1 connection they are not sent.
+    #[cfg(feature = "v5")]
+    pub async fn subscribe_with(
+        &mut self,
+        subs: &[Subscription<'_>],
+        props: &crate::SubscribeProperties<'_>,
+    ) -> Result<u16, Error> {
+        self.subscribe_inner(subs, props).await
+    }
+
+    async fn subscribe_inner(
+        &mut self,
+        subs: &[Subscription<'_>],
+        #[cfg(feature = "v5")] props: &crate::SubscribeProperties<'_>,
+    ) -> Result<u16, Error> {
         self.flush_checked().await?;
         let (i, pid) = self.alloc_slot()?;
-        let n = codec::subscribe(self.tx, self.v5, pid, subs)?;
+        let n = codec::subscribe(
+            self.tx,
+            self.v5,
+            pid,
+            subs,
+            #[cfg(feature = "v5")]
+            props,
+        )?;
         self.check_size(n)?;
         self.out[i] = Slot::Suback(pid);
         self.queue(n);
@@ -444,6 +716,10 @@ where
                 self.rx_len -= self.rx_done;
                 self.rx_done = 0;
             }
+            #[cfg(feature = "v5")]
+            {
+                self.last = 0;
+            }
             // Keepalive.
             if self.keepalive_ms > 0 {
                 let now = self.clock.now_ms();
@@ -527,8 +803,16 @@ where
     fn handle(&mut self, h: usize, total: usize) -> Result<(), Error> {
         let pk = codec::decode(self.rx[0], &self.rx[h..total], self.v5).map_err(protocol)?;
         self.rx_done = total;
+        #[cfg(feature = "v5")]
+        if !matches!(pk, Inbound::Publish { .. }) {
+            self.last = total;
+        }
         let handled = match pk {
-            Inbound::Publish { qos, pid } => self.on_publish(qos, pid)?,
+            Inbound::Publish { qos, pid } => {
+                #[cfg(feature = "v5")]
+                self.apply_inbound_alias(h, total)?;
+                self.on_publish(qos, pid)?
+            }
             Inbound::Ack {
                 kind: PUBACK,
                 pid,
@@ -662,8 +946,16 @@ where
         let kind = first >> 4;
         if kind == PUBLISH {
             let p = codec::decode_publish(first, body, self.v5).map_err(protocol)?;
+            #[cfg(feature = "v5")]
+            let topic = if p.topic.is_empty() {
+                self.inbound_alias(p.alias)?
+            } else {
+                p.topic
+            };
+            #[cfg(not(feature = "v5"))]
+            let topic = p.topic;
             return Ok(Event::Message(Message {
-                topic: p.topic,
+                topic,
                 payload: p.payload,
                 qos: p.qos,
                 retain: first & roost_wire::flags::RETAIN != 0,
@@ -718,6 +1010,7 @@ where
         payload: &[u8],
         qos: QoS,
         retain: bool,
+        #[cfg(feature = "v5")] props: Option<&crate::PublishProperties<'_>>,
     ) -> Result<u16, Error> {
         if qos as u8 > self.max_qos {
             return Err(Error::InvalidArgument);
@@ -732,32 +1025,102 @@ where
             slot = Some(i);
             pid = p;
         }
-        let n = codec::publish(self.tx, self.v5, topic, payload, qos, retain, pid)?;
+        // Topic alias: which one, and whether the server knows it for this topic already.
+        #[cfg(feature = "v5")]
+        let (extra, alias) = match props {
+            Some(p) if self.v5 => {
+                let alias = self.pick_alias(topic, p.topic_alias);
+                let extra = codec::PublishExtra {
+                    props: p,
+                    alias: alias.map_or(0, |(a, _)| a),
+                };
+                (Some(extra), alias)
+            }
+            _ => (None, None),
+        };
+        // The full form (topic, no alias): what is stored and resent on a later connection,
+        // and what goes out when no alias applies.
+        let v5 = self.v5;
+        let full = |tx: &mut [u8]| {
+            codec::publish(
+                tx,
+                v5,
+                topic,
+                payload,
+                qos,
+                retain,
+                pid,
+                #[cfg(feature = "v5")]
+                extra.map(|e| codec::PublishExtra { alias: 0, ..e }),
+            )
+        };
+        #[cfg(feature = "v5")]
+        if let (Some(extra), Some((a, known))) = (extra, alias) {
+            // The form that goes out: topic and alias, or an empty topic for a known alias.
+            // Encoded (and checked) first, so nothing is stored for a packet that cannot go.
+            let short = if known { "" } else { topic };
+            let aliased = |tx: &mut [u8]| {
+                codec::publish(tx, v5, short, payload, qos, retain, pid, Some(extra))
+            };
+            let mut n = aliased(self.tx)?;
+            self.check_size(n)?;
+            if let Some(i) = slot {
+                let m = full(self.tx)?;
+                self.check_size(m)?;
+                self.save_publish(i, pid, qos, m)?;
+                n = aliased(self.tx)?;
+            }
+            if let Some(entry) = self.aliases.get_mut(usize::from(a) - 1) {
+                *entry = TopicAliasSlot::of(topic);
+            }
+            self.queue(n);
+            return Ok(pid);
+        }
+        let n = full(self.tx)?;
         self.check_size(n)?;
         if let Some(i) = slot {
-            self.store
-                .save(Record::Publish(pid), &self.tx[..n])
-                .map_err(|_| Error::StoreFull)?;
-            self.out[i] = match qos {
-                #[cfg(feature = "qos2")]
-                QoS::ExactlyOnce => Slot::Pubrec(pid),
-                _ => Slot::Puback(pid),
-            };
+            self.save_publish(i, pid, qos, n)?;
         }
         self.queue(n);
         Ok(pid)
     }
 
+    /// Stores the QoS 1/2 PUBLISH in `tx[..n]` and marks slot `i` as waiting for its ack.
+    fn save_publish(&mut self, i: usize, pid: u16, qos: QoS, n: usize) -> Result<(), Error> {
+        self.store
+            .save(Record::Publish(pid), &self.tx[..n])
+            .map_err(|_| Error::StoreFull)?;
+        self.out[i] = match qos {
+            #[cfg(feature = "qos2")]
+            QoS::ExactlyOnce => Slot::Pubrec(pid),
+            _ => Slot::Puback(pid),
+        };
+        Ok(())
+    }
+
+    /// The topic alias to send for `topic`, if `want` is usable: within the table and the
+    /// server's Topic Alias Maximum (MQTT-3.3.2-8). `.1` says whether the server already has
+    /// this alias for this topic on this connection.
+    #[cfg(feature = "v5")]
+    fn pick_alias(&self, topic: &str, want: Option<u16>) -> Option<(u16, bool)> {
+        let a = want?;
+        if a == 0 || a > self.server_alias_max || topic.is_empty() {
+            return None;
+        }
+        let slot = self.aliases.get(usize::from(a) - 1)?;
+        Some((a, *slot == TopicAliasSlot::of(topic)))
+    }
+
     fn clear_session(&mut self) {
-        self.out = [Slot::Free; MAX_INFLIGHT];
-        self.inb = [0; MAX_INBOUND];
+        self.out = [Slot::Free; OUT];
+        self.inb = [0; IN];
         self.store.clear();
     }
 
     /// Rebuilds the in-flight tables from the store (first persistent connect).
     fn restore(&mut self) -> Result<(), Error> {
-        self.out = [Slot::Free; MAX_INFLIGHT];
-        self.inb = [0; MAX_INBOUND];
+        self.out = [Slot::Free; OUT];
+        self.inb = [0; IN];
         let mut index = 0;
         while let Some((rec, n)) = self
             .store
@@ -821,6 +1184,13 @@ where
         self.server_max_packet = u32::MAX;
         self.server_recv_max = u16::MAX;
         self.max_qos = MAX_QOS;
+        #[cfg(feature = "v5")]
+        {
+            self.server_alias_max = 0;
+            self.aliases.fill(TopicAliasSlot::EMPTY);
+            self.clear_inbound_aliases();
+            self.last = 0;
+        }
 
         let fields = codec::ConnectFields {
             v5: self.v5,
@@ -833,9 +1203,19 @@ where
             #[cfg(feature = "v5")]
             session_expiry: opts.session_expiry_secs,
             #[cfg(feature = "v5")]
-            receive_max: MAX_INBOUND as u16,
+            receive_max: match opts.receive_maximum {
+                0 => IN as u16,
+                r => r.min(IN as u16),
+            },
             #[cfg(feature = "v5")]
-            max_packet: u32::try_from(self.rx.len()).unwrap_or(u32::MAX),
+            max_packet: match u32::try_from(self.rx.len()).unwrap_or(u32::MAX) {
+                rx if opts.maximum_packet_size == 0 => rx,
+                rx => opts.maximum_packet_size.min(rx),
+            },
+            #[cfg(feature = "v5")]
+            user_properties: opts.user_properties,
+            #[cfg(feature = "v5")]
+            topic_alias_max: self.in_alias_max,
         };
         let n = codec::connect(self.tx, &fields)?;
         self.queue(n);
@@ -854,6 +1234,10 @@ where
                         codec::decode(self.rx[0], &self.rx[h..total], self.v5).map_err(protocol)?;
                     // The next poll drops it; anything after it stays buffered.
                     self.rx_done = total;
+                    #[cfg(feature = "v5")]
+                    {
+                        self.last = total;
+                    }
                     break pk;
                 }
             }
@@ -878,6 +1262,7 @@ where
             self.server_max_packet = limits.max_packet;
             self.server_recv_max = limits.receive_max;
             self.max_qos = limits.max_qos.min(MAX_QOS);
+            self.server_alias_max = limits.topic_alias_max;
             if let Some(ka) = limits.keep_alive {
                 self.keepalive_ms = u64::from(ka) * 1000;
             }

@@ -10,6 +10,8 @@
 //!   (for instance a [`RamStore`] over a third buffer). The client itself is a few hundred bytes.
 //! * Protocol: MQTT 3.1.1 always; MQTT 5.0 with the `v5` feature; QoS 2 with the `qos2`
 //!   feature (both on by default).
+//! * TLS 1.3 with the `tls` feature: [`tls::connect`] wraps a transport in embedded-tls and
+//!   verifies the server certificate against a CA (module [`tls`] says what is checked).
 //!
 //! # Cancel safety
 //!
@@ -48,7 +50,11 @@
 mod client;
 mod codec;
 mod store;
+#[cfg(feature = "tls")]
+pub mod tls;
 
+#[cfg(feature = "v5")]
+pub use client::TopicAliasSlot;
 pub use client::{Client, ConnAck, Event, MAX_INBOUND, MAX_INFLIGHT, Message};
 pub use store::{RAM_RECORD_OVERHEAD, RamStore, Record, SessionStore, StoreError};
 
@@ -101,9 +107,23 @@ pub struct ConnectOptions<'a> {
     pub password: Option<&'a [u8]>,
     /// Optional last will.
     pub will: Option<Will<'a>>,
-    /// v5 session expiry interval in seconds (0 = session ends with the connection).
+    /// v5 session expiry interval in seconds (0 = session ends with the connection; not sent).
     #[cfg(feature = "v5")]
     pub session_expiry_secs: u32,
+    /// v5 receive maximum sent in CONNECT: how many QoS 1/2 messages the server may have
+    /// unacknowledged towards this client. 0 (default) or anything above the client's `IN`
+    /// window means `IN` (see [`Client`]).
+    #[cfg(feature = "v5")]
+    pub receive_maximum: u16,
+    /// v5 maximum packet size sent in CONNECT, in bytes. 0 (default) or anything above the
+    /// receive buffer means the receive buffer's length; the server drops larger messages for
+    /// this client instead of sending them (MQTT-3.1.2-25).
+    #[cfg(feature = "v5")]
+    pub maximum_packet_size: u32,
+    /// v5 user properties sent in CONNECT (name, value), in order. (The Topic Alias Maximum
+    /// comes from [`Client::set_inbound_topic_aliases`].)
+    #[cfg(feature = "v5")]
+    pub user_properties: &'a [(&'a str, &'a str)],
     /// How long to wait for CONNACK, in milliseconds (default 10 000).
     pub connect_timeout_ms: u32,
 }
@@ -121,6 +141,12 @@ impl<'a> ConnectOptions<'a> {
             will: None,
             #[cfg(feature = "v5")]
             session_expiry_secs: 0,
+            #[cfg(feature = "v5")]
+            receive_maximum: 0,
+            #[cfg(feature = "v5")]
+            maximum_packet_size: 0,
+            #[cfg(feature = "v5")]
+            user_properties: &[],
             connect_timeout_ms: 10_000,
         }
     }
@@ -176,6 +202,78 @@ impl<'a> Subscription<'a> {
         }
         self.qos as u8
     }
+}
+
+/// v5 properties of an outgoing PUBLISH, for [`Client::publish_with`]. All optional; build
+/// with `PublishProperties::default()` or [`PublishProperties::new`] and set fields.
+/// Everything is borrowed, nothing is copied until the packet is encoded.
+#[cfg(feature = "v5")]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PublishProperties<'a> {
+    /// Payload Format Indicator 1: the payload is UTF-8 text (MQTT 5.0 section 3.3.2.3.2).
+    /// The client does not check the payload; the server may.
+    pub payload_utf8: bool,
+    /// Message Expiry Interval in seconds: the server drops the message for subscribers that
+    /// have not received it by then.
+    pub message_expiry_secs: Option<u32>,
+    /// Content type, e.g. `"application/json"`.
+    pub content_type: Option<&'a str>,
+    /// Response topic for request/response (no wildcards, MQTT-3.3.2-14).
+    pub response_topic: Option<&'a str>,
+    /// Correlation data for request/response (at most 65,535 bytes).
+    pub correlation_data: Option<&'a [u8]>,
+    /// User properties (name, value), in order.
+    pub user_properties: &'a [(&'a str, &'a str)],
+    /// Topic alias to use for this topic, 1..=65535 (MQTT 5.0 section 3.3.2.3.4). Needs a
+    /// table given with [`Client::set_topic_aliases`]. The first PUBLISH with an alias on a
+    /// connection carries the topic and the alias; later ones with the same alias and topic
+    /// send an empty topic. An alias above the server's Topic Alias Maximum (CONNACK, 0 when
+    /// absent) or above the table is not sent at all (MQTT-3.3.2-8): the message goes out
+    /// with its full topic. QoS 1/2 messages are kept in the session store with their full
+    /// topic and no alias, because aliases do not survive the connection.
+    pub topic_alias: Option<u16>,
+}
+
+#[cfg(feature = "v5")]
+impl<'a> PublishProperties<'a> {
+    /// No properties.
+    pub const fn new() -> Self {
+        PublishProperties {
+            payload_utf8: false,
+            message_expiry_secs: None,
+            content_type: None,
+            response_topic: None,
+            correlation_data: None,
+            user_properties: &[],
+            topic_alias: None,
+        }
+    }
+
+    /// Fields MQTT cannot carry: U+0000 in a string, wildcards or emptiness in the
+    /// response topic.
+    pub(crate) fn check(&self) -> Result<(), Error> {
+        let bad = |s: Option<&str>| s.is_some_and(|s| s.bytes().any(|b| b == 0));
+        if bad(self.content_type)
+            || bad(self.response_topic)
+            || self
+                .response_topic
+                .is_some_and(|t| t.is_empty() || t.contains(['+', '#']))
+        {
+            return Err(Error::InvalidArgument);
+        }
+        codec::check_pairs(self.user_properties)
+    }
+}
+
+/// v5 properties of a SUBSCRIBE, for [`Client::subscribe_with`].
+#[cfg(feature = "v5")]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SubscribeProperties<'a> {
+    /// Subscription Identifier, 1..=268,435,455: the server adds it to every message it
+    /// delivers because of these filters (read it with [`Message::subscription_ids`]).
+    pub subscription_id: Option<u32>,
+    /// User properties (name, value), in order.
+    pub user_properties: &'a [(&'a str, &'a str)],
 }
 
 /// Errors of the client. After any of them, [`Client::is_connected`] says whether the

@@ -546,4 +546,301 @@ mod v5 {
             ]
         );
     }
+
+    /// Parses a PUBLISH from the client: (topic, property block, payload).
+    fn split_publish(pkt: &[u8]) -> (String, Vec<u8>, Vec<u8>) {
+        let h = FixedHeader::parse(pkt).unwrap().unwrap();
+        let body = &pkt[h.header_len..];
+        let tlen = usize::from(u16::from_be_bytes([body[0], body[1]]));
+        let topic = String::from_utf8(body[2..2 + tlen].to_vec()).unwrap();
+        let mut at = 2 + tlen;
+        if (pkt[0] >> 1) & 3 > 0 {
+            at += 2;
+        }
+        // Property lengths in these tests are below 128: one byte.
+        let plen = usize::from(body[at]);
+        assert!(plen < 128);
+        let props = body[at + 1..at + 1 + plen].to_vec();
+        (topic, props, body[at + 1 + plen..].to_vec())
+    }
+
+    #[tokio::test]
+    async fn connect_sends_caller_properties() {
+        let mut b = Bufs::new(256, 200, 1024);
+        let mut c: Client<'_, Pipe, _, _, 4, 3> = Client::with_windows(
+            TokioClock::new(),
+            roost_client::RamStore::new(&mut b.store),
+            &mut b.tx,
+            &mut b.rx,
+        );
+        let mut o = opts("c", Protocol::V5);
+        o.session_expiry_secs = 10;
+        o.user_properties = &[("fw", "1.2")];
+        o.maximum_packet_size = 150;
+        let (io, mut peer) = pipe(4096);
+        let (r, conn) = tokio::join!(c.connect(io, &o), peer.accept(&[0x20, 3, 0, 0, 0]));
+        r.unwrap();
+        // Session expiry 10, receive maximum = IN window (3), maximum packet size 150,
+        // then the user property (MQTT 5.0 section 3.1.2.11).
+        assert_eq!(
+            &conn[12..37],
+            &[
+                23, 0x11, 0, 0, 0, 10, 0x21, 0, 3, 0x27, 0, 0, 0, 150, 0x26, 0, 2, b'f', b'w', 0,
+                3, b'1', b'.', b'2', 0
+            ]
+        );
+        // A maximum packet size above the receive buffer is capped to it; a receive maximum
+        // above the window is capped to the window.
+        o.maximum_packet_size = 100_000;
+        o.receive_maximum = 50;
+        o.user_properties = &[];
+        let (io, mut peer) = pipe(4096);
+        let (r, conn) = tokio::join!(c.connect(io, &o), peer.accept(&[0x20, 3, 0, 0, 0]));
+        r.unwrap();
+        assert_eq!(
+            &conn[12..26],
+            &[13, 0x11, 0, 0, 0, 10, 0x21, 0, 3, 0x27, 0, 0, 0, 200]
+        );
+    }
+
+    #[tokio::test]
+    async fn outgoing_window_is_the_const_generic() {
+        let mut b = Bufs::std();
+        let mut c: Client<'_, Pipe, _, _, 2, 1> = Client::with_windows(
+            TokioClock::new(),
+            roost_client::RamStore::new(&mut b.store),
+            &mut b.tx,
+            &mut b.rx,
+        );
+        let o = opts("c", Protocol::V5);
+        let (io, mut peer) = pipe(4096);
+        let (r, conn) = tokio::join!(c.connect(io, &o), peer.accept(&[0x20, 3, 0, 0, 0]));
+        r.unwrap();
+        assert_eq!(&conn[12..16], &[8, 0x21, 0, 1], "receive maximum = IN = 1");
+        let p1 = c.publish("t", b"1", QoS::AtLeastOnce, false).await.unwrap();
+        c.publish("t", b"2", QoS::ExactlyOnce, false).await.unwrap();
+        assert_eq!(
+            c.publish("t", b"3", QoS::AtLeastOnce, false).await,
+            Err(Error::InflightFull)
+        );
+        // A SUBSCRIBE needs a slot too.
+        assert_eq!(
+            c.subscribe(&[roost_client::Subscription::new("a", QoS::AtMostOnce)])
+                .await,
+            Err(Error::InflightFull)
+        );
+        peer.packet().await;
+        peer.packet().await;
+        peer.send(&[0x40, 2, 0, p1 as u8]).await;
+        assert_eq!(next(&mut c).await.unwrap(), Ev::PubAck(p1));
+        c.publish("t", b"3", QoS::AtLeastOnce, false).await.unwrap();
+        // Incoming: one QoS 2 message may wait for PUBREL; a second one is refused.
+        // (v5 QoS 2 PUBLISH "t", id 7 / 8, no properties)
+        peer.send(&[0x34, 7, 0, 1, b't', 0, 7, 0, b'a']).await;
+        assert!(matches!(next(&mut c).await.unwrap(), Ev::Msg { .. }));
+        peer.send(&[0x34, 7, 0, 1, b't', 0, 8, 0, b'b']).await;
+        assert_eq!(next(&mut c).await, Err(Error::InflightFull));
+    }
+
+    #[tokio::test]
+    async fn topic_aliases_respect_the_server_maximum() {
+        let mut b = Bufs::std();
+        let mut aliases = [roost_client::TopicAliasSlot::EMPTY; 4];
+        let mut c = b.client();
+        c.set_topic_aliases(&mut aliases);
+        let (io, mut peer) = pipe(4096);
+        // CONNACK: Topic Alias Maximum 2.
+        let o = persistent("c", Protocol::V5);
+        let (r, _) = tokio::join!(
+            c.connect(io, &o),
+            peer.accept(&[0x20, 6, 0, 0, 3, 0x22, 0, 2])
+        );
+        r.unwrap();
+        let with = |a| roost_client::PublishProperties {
+            topic_alias: Some(a),
+            ..Default::default()
+        };
+        // First use of alias 1: topic and alias.
+        c.publish_with("s/temp", b"1", QoS::AtMostOnce, false, &with(1))
+            .await
+            .unwrap();
+        let (t, props, _) = split_publish(&peer.packet().await);
+        assert_eq!(
+            (t.as_str(), props.as_slice()),
+            ("s/temp", &[0x23, 0, 1][..])
+        );
+        // Again: empty topic, alias only.
+        c.publish_with("s/temp", b"2", QoS::AtMostOnce, false, &with(1))
+            .await
+            .unwrap();
+        let (t, props, payload) = split_publish(&peer.packet().await);
+        assert_eq!((t.as_str(), props.as_slice()), ("", &[0x23, 0, 1][..]));
+        assert_eq!(payload, b"2");
+        // Alias 1 for another topic: the topic goes out again and rebinds it.
+        c.publish_with("s/hum", b"3", QoS::AtMostOnce, false, &with(1))
+            .await
+            .unwrap();
+        let (t, _, _) = split_publish(&peer.packet().await);
+        assert_eq!(t, "s/hum");
+        // MQTT-3.3.2-8: alias 3 is above the server's maximum (2): never sent.
+        c.publish_with("s/x", b"4", QoS::AtMostOnce, false, &with(3))
+            .await
+            .unwrap();
+        let (t, props, _) = split_publish(&peer.packet().await);
+        assert_eq!((t.as_str(), props.as_slice()), ("s/x", &[][..]));
+        // QoS 1 with a known alias: sent short, stored in full without the alias.
+        c.publish_with("s/hum", b"5", QoS::AtLeastOnce, false, &with(1))
+            .await
+            .unwrap();
+        let (t, props, _) = split_publish(&peer.packet().await);
+        assert_eq!((t.as_str(), props.as_slice()), ("", &[0x23, 0, 1][..]));
+        // Reconnect (session present): the resent PUBLISH carries its topic and no alias,
+        // since aliases end with the connection (MQTT 5.0 section 3.3.2.3.4); this server
+        // allows no aliases at all now.
+        drop(peer);
+        let (io, mut peer) = pipe(4096);
+        let (r, _) = tokio::join!(c.connect(io, &o), peer.accept(&[0x20, 3, 1, 0, 0]));
+        assert_eq!(r.unwrap().resent, 1);
+        let resent = peer.packet().await;
+        assert_eq!(resent[0] & 0x08, 0x08, "DUP");
+        let (t, props, payload) = split_publish(&resent);
+        assert_eq!((t.as_str(), props.as_slice()), ("s/hum", &[][..]));
+        assert_eq!(payload, b"5");
+        c.publish_with("s/hum", b"6", QoS::AtMostOnce, false, &with(1))
+            .await
+            .unwrap();
+        let (t, props, _) = split_publish(&peer.packet().await);
+        assert_eq!((t.as_str(), props.as_slice()), ("s/hum", &[][..]));
+    }
+
+    #[tokio::test]
+    async fn reason_strings_are_surfaced() {
+        let mut b = Bufs::std();
+        let o = opts("c", Protocol::V5);
+        let (mut c, mut peer) = connected(&mut b, &o).await;
+        assert_eq!(c.reason_string(), None);
+        // PUBACK 0x87 "quota" with a user property.
+        let p = c.publish("t", b"x", QoS::AtLeastOnce, false).await.unwrap();
+        peer.packet().await;
+        peer.send(&[
+            0x40, 19, 0, p as u8, 0x87, 15, 0x1f, 0, 5, b'q', b'u', b'o', b't', b'a', 0x26, 0, 1,
+            b'k', 0, 1, b'v',
+        ])
+        .await;
+        assert_eq!(
+            next(&mut c).await,
+            Err(Error::Rejected {
+                pid: p,
+                reason: 0x87
+            })
+        );
+        assert_eq!(c.reason_string(), Some("quota"));
+        assert!(
+            c.last_properties()
+                .any(|p| p == roost_client::Property::Pair("k", "v"))
+        );
+        // SUBACK with a reason string, returned with the event.
+        let s = c
+            .subscribe(&[roost_client::Subscription::new("a", QoS::AtLeastOnce)])
+            .await
+            .unwrap();
+        peer.packet().await;
+        peer.send(&[0x90, 8, 0, s as u8, 4, 0x1f, 0, 1, b'!', 0x01])
+            .await;
+        assert_eq!(next(&mut c).await.unwrap(), Ev::SubAck(s, vec![1]));
+        assert_eq!(c.reason_string(), Some("!"));
+        // Server DISCONNECT with a reason string.
+        peer.send(&[0xe0, 7, 0x8e, 5, 0x1f, 0, 2, b't', b'o']).await;
+        assert_eq!(next(&mut c).await, Err(Error::ServerDisconnect(0x8e)));
+        assert_eq!(c.reason_string(), Some("to"));
+        // CONNACK refusal with a reason string.
+        let (io, mut peer) = pipe(256);
+        let (r, _) = tokio::join!(
+            c.connect(io, &o),
+            peer.accept(&[0x20, 8, 0, 0x87, 5, 0x1f, 0, 2, b'n', b'o'])
+        );
+        assert_eq!(r, Err(Error::Refused(0x87)));
+        assert_eq!(c.reason_string(), Some("no"));
+    }
+
+    #[tokio::test]
+    async fn malformed_ack_properties_are_a_protocol_error() {
+        let mut b = Bufs::std();
+        let o = opts("c", Protocol::V5);
+        for bad in [
+            // property block longer than the packet
+            vec![0x40, 6, 0, 1, 0x87, 9, 0x1f, 0],
+            // unknown property identifier
+            vec![0x40, 6, 0, 1, 0x87, 2, 0x7f, 0],
+            // reason string that is not UTF-8
+            vec![0x40, 8, 0, 1, 0x87, 4, 0x1f, 0, 1, 0xff],
+        ] {
+            let (mut c, mut peer) = connected(&mut b, &o).await;
+            c.publish("t", b"x", QoS::AtLeastOnce, false).await.unwrap();
+            peer.packet().await;
+            peer.send(&bad).await;
+            assert_eq!(next(&mut c).await, Err(Error::Protocol), "{bad:?}");
+            assert!(!c.is_connected());
+        }
+    }
+
+    #[tokio::test]
+    async fn inbound_topic_aliases() {
+        let mut b = Bufs::std();
+        let mut storage = [0u8; 3 * (2 + 8)];
+        let mut c = b.client();
+        // Three slots of up to 8 bytes: Topic Alias Maximum 3 in CONNECT.
+        c.set_inbound_topic_aliases(&mut storage, 8);
+        let o = opts("c", Protocol::V5);
+        let (io, mut peer) = pipe(4096);
+        let (r, conn) = tokio::join!(c.connect(io, &o), peer.accept(&[0x20, 3, 0, 0, 0]));
+        r.unwrap();
+        assert_eq!(
+            &conn[12..25],
+            &[11, 0x21, 0, 16, 0x27, 0, 0, 4, 0, 0x22, 0, 3, 0]
+        );
+        // QoS 0 PUBLISH "a/b" setting alias 2, then one with an empty topic and alias 2.
+        peer.send(&[0x30, 10, 0, 3, b'a', b'/', b'b', 3, 0x23, 0, 2, b'1'])
+            .await;
+        peer.send(&[0x30, 7, 0, 0, 3, 0x23, 0, 2, b'2']).await;
+        for want in [b"1", b"2"] {
+            let ev = tokio::time::timeout(WAIT, c.poll()).await.unwrap().unwrap();
+            let roost_client::Event::Message(m) = ev else {
+                panic!("{ev:?}")
+            };
+            assert_eq!((m.topic, m.payload), ("a/b", &want[..]));
+        }
+        // Alias 2 rebound to another topic; QoS 1 with the alias is acknowledged.
+        peer.send(&[0x30, 8, 0, 1, b'z', 3, 0x23, 0, 2, b'3']).await;
+        assert_eq!(next(&mut c).await.unwrap(), Ev::msg("z", b"3", 0));
+        peer.send(&[0x32, 9, 0, 0, 0, 9, 3, 0x23, 0, 2, b'4']).await;
+        assert_eq!(next(&mut c).await.unwrap(), Ev::msg("z", b"4", 1));
+        assert_eq!(peer.packet().await, [0x40, 2, 0, 9]);
+
+        // Each of these is a protocol error and closes the connection: an alias never set,
+        // an alias above the maximum sent (MQTT 5.0 section 3.3.2.3.4), alias 0, a topic
+        // longer than the slots.
+        for bad in [
+            vec![0x30, 7, 0, 0, 3, 0x23, 0, 1, b'x'],
+            vec![0x30, 8, 0, 1, b't', 3, 0x23, 0, 4, b'x'],
+            vec![0x30, 8, 0, 1, b't', 3, 0x23, 0, 0, b'x'],
+            vec![
+                0x30, 16, 0, 9, b'l', b'o', b'n', b'g', b'/', b'l', b'o', b'n', b'g', 3, 0x23, 0,
+                1, b'x',
+            ],
+        ] {
+            let (io, mut peer) = pipe(4096);
+            let (r, _) = tokio::join!(c.connect(io, &o), peer.accept(&[0x20, 3, 0, 0, 0]));
+            r.unwrap();
+            peer.send(&bad).await;
+            assert_eq!(next(&mut c).await, Err(Error::Protocol), "{bad:?}");
+            assert!(!c.is_connected());
+        }
+        // Aliases last one connection: after a reconnect alias 2 is unknown again.
+        let (io, mut peer) = pipe(4096);
+        let (r, _) = tokio::join!(c.connect(io, &o), peer.accept(&[0x20, 3, 0, 0, 0]));
+        r.unwrap();
+        peer.send(&[0x30, 7, 0, 0, 3, 0x23, 0, 2, b'2']).await;
+        assert_eq!(next(&mut c).await, Err(Error::Protocol));
+    }
 }

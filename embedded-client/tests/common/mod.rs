@@ -4,8 +4,8 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use embedded_io_adapters::tokio_1::FromTokio;
@@ -200,6 +200,59 @@ impl Bufs {
     }
 }
 
+// ---- a recording transport ---------------------------------------------------------------
+
+/// What crossed a transport, in order: `true` = read from the broker.
+pub type TapLog = Arc<Mutex<Vec<(bool, Vec<u8>)>>>;
+
+/// A transport that records every byte read and written, in order.
+pub struct Tap {
+    pub inner: Tcp,
+    pub log: TapLog,
+}
+
+impl embedded_io::ErrorType for Tap {
+    type Error = std::io::Error;
+}
+
+impl embedded_io_async::Read for Tap {
+    async fn read(&mut self, buf: &mut [u8]) -> Result<usize, std::io::Error> {
+        let n = self.inner.read(buf).await?;
+        self.log.lock().unwrap().push((true, buf[..n].to_vec()));
+        Ok(n)
+    }
+}
+
+impl embedded_io_async::Write for Tap {
+    async fn write(&mut self, buf: &[u8]) -> Result<usize, std::io::Error> {
+        let n = self.inner.write(buf).await?;
+        self.log.lock().unwrap().push((false, buf[..n].to_vec()));
+        Ok(n)
+    }
+    async fn flush(&mut self) -> Result<(), std::io::Error> {
+        self.inner.flush().await
+    }
+}
+
+/// Splits a byte stream into whole packets as they complete.
+#[derive(Default)]
+pub struct Splitter(Vec<u8>);
+
+impl Splitter {
+    /// Adds `bytes`; returns the packets they complete.
+    pub fn push(&mut self, bytes: &[u8]) -> Vec<Vec<u8>> {
+        self.0.extend_from_slice(bytes);
+        let mut packets = Vec::new();
+        while let Some(h) = roost_wire::FixedHeader::parse(&self.0).expect("framing") {
+            if self.0.len() < h.packet_len() {
+                break;
+            }
+            packets.push(self.0.drain(..h.packet_len()).collect());
+        }
+        packets
+    }
+}
+
 // ---- events ------------------------------------------------------------------------------
 
 /// An owned copy of an [`Event`].
@@ -264,7 +317,9 @@ impl Ev {
 }
 
 /// The next event, failing the test after [`WAIT`].
-pub async fn next<T, S: SessionStore>(c: &mut Client<'_, T, TokioClock, S>) -> Result<Ev, Error>
+pub async fn next<T, S: SessionStore, const O: usize, const I: usize>(
+    c: &mut Client<'_, T, TokioClock, S, O, I>,
+) -> Result<Ev, Error>
 where
     T: embedded_io_async::Read + embedded_io_async::Write,
 {
@@ -275,7 +330,10 @@ where
 }
 
 /// Polls until `want` arrives (other events are returned in order in the Vec).
-pub async fn until<T, S: SessionStore>(c: &mut Client<'_, T, TokioClock, S>, want: &Ev) -> Vec<Ev>
+pub async fn until<T, S: SessionStore, const O: usize, const I: usize>(
+    c: &mut Client<'_, T, TokioClock, S, O, I>,
+    want: &Ev,
+) -> Vec<Ev>
 where
     T: embedded_io_async::Read + embedded_io_async::Write,
 {
@@ -290,8 +348,8 @@ where
 }
 
 /// Subscribes and waits for the SUBACK; returns its codes.
-pub async fn subscribe<T, S: SessionStore>(
-    c: &mut Client<'_, T, TokioClock, S>,
+pub async fn subscribe<T, S: SessionStore, const O: usize, const I: usize>(
+    c: &mut Client<'_, T, TokioClock, S, O, I>,
     filter: &str,
     qos: QoS,
 ) -> Vec<u8>
@@ -311,8 +369,8 @@ where
 }
 
 /// Collects messages until `marker` (a message payload) arrives; returns the others.
-pub async fn messages_until<T, S: SessionStore>(
-    c: &mut Client<'_, T, TokioClock, S>,
+pub async fn messages_until<T, S: SessionStore, const O: usize, const I: usize>(
+    c: &mut Client<'_, T, TokioClock, S, O, I>,
     marker: &[u8],
 ) -> Vec<Ev>
 where
@@ -420,6 +478,19 @@ fn required() -> bool {
 static SEQ: AtomicUsize = AtomicUsize::new(0);
 
 async fn start_mosquitto() -> Option<RunningBroker> {
+    start_mosquitto_with("").await
+}
+
+/// The development certificates of the repository (`certs/`).
+pub fn certs() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join("certs")
+}
+
+/// Starts mosquitto with `listener_extra` appended to its listener (e.g. TLS settings), or
+/// `None` (with a notice) when it is not installed.
+pub async fn start_mosquitto_with(listener_extra: &str) -> Option<RunningBroker> {
     let Some(bin) = find_mosquitto() else {
         if required() {
             panic!("mosquitto not found and ROOST_INTEROP=require");
@@ -448,8 +519,8 @@ async fn start_mosquitto() -> Option<RunningBroker> {
         std::fs::write(
             &conf,
             format!(
-                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n\
-                 log_dest none\nmax_inflight_messages 10\n"
+                "listener {port} 127.0.0.1\n{listener_extra}allow_anonymous true\n\
+                 persistence false\nlog_dest none\nmax_inflight_messages 10\n"
             ),
         )
         .unwrap();

@@ -1,0 +1,135 @@
+//! TLS 1.3 under the client, with [`embedded-tls`](embedded_tls) (feature `tls`).
+//!
+//! [`connect`] runs the TLS handshake over any `embedded-io-async` transport (an embassy-net
+//! `TcpSocket`, a tokio stream through `embedded-io-adapters`, ...) and returns a [`Tls`]
+//! stream, which is itself an `embedded-io-async` transport: pass it to
+//! [`Client::connect`](crate::Client::connect) as any other.
+//!
+//! ```ignore
+//! use roost_client::tls::{self, CaVerified};
+//! static CA: &[u8] = include_bytes!("ca.der"); // the CA certificate, DER
+//! let mut rx_record = [0u8; 16_640];            // tls::MAX_RECORD: the largest TLS record
+//! let mut tx_record = [0u8; 2_048];
+//! let socket = /* a connected TcpSocket */;
+//! let stream = tls::connect(socket, &mut rx_record, &mut tx_record, "broker.example.com",
+//!                           CaVerified::new(CA, rng)).await?;
+//! client.connect(stream, &opts).await?;
+//! ```
+//!
+//! # What is verified
+//!
+//! [`CaVerified`] uses embedded-tls's `rustpki` verifier, which checks:
+//! * each certificate of the server's chain is signed by the next one and the last by the CA
+//!   given (ECDSA P-256 with SHA-256; more with embedded-tls's features `p384`, `ed25519`
+//!   and `rsa`, the last one needs `alloc`);
+//! * the server's CertificateVerify signature over the handshake (proof of the private key);
+//! * the server name given to [`connect`] against the leaf's DNS subject alternative names
+//!   (or its common name when it has none); IP address names are not matched, so connect by
+//!   a DNS name;
+//! * the validity period, only when the clock type `Clk` returns the time
+//!   ([`NoClock`], the default, does not: a device without a calendar clock cannot check
+//!   expiry).
+//!
+//! It does not check key usage, extended key usage or basic constraints (so any
+//! certificate the CA issued, also a client certificate, passes as a server certificate),
+//! nor revocation. Treat the CA given as the trust decision.
+//!
+//! # Limits
+//!
+//! * TLS 1.3 only, cipher suite TLS_AES_128_GCM_SHA256, key exchange secp256r1.
+//! * The read record buffer must hold the largest record the server sends: 16,640 bytes
+//!   ([`MAX_RECORD`]) unless the server honours a smaller maximum fragment length
+//!   (`TlsConfig::with_max_fragment_length`; rustls-based servers such as Roost do not). The
+//!   write record buffer can be smaller (at least [`TLS_RECORD_OVERHEAD`] plus the largest
+//!   packet you want in one record).
+//! * **Cancel safety**: embedded-tls 0.19 keeps a record header being read in the read
+//!   future, so a read dropped in the middle of a record loses that header. The client
+//!   drops a read only when a keepalive deadline comes while a record is arriving, or when
+//!   the application drops a [`Client::poll`](crate::Client::poll) future; the next record
+//!   then fails authentication, `poll` returns [`Error::Transport`](crate::Error::Transport)
+//!   and the client is disconnected (never wrong data: records are authenticated). Reconnect
+//!   as after any transport error; a persistent session loses nothing. Over TLS, prefer not
+//!   to race `poll` against other futures.
+
+use embedded_io_async::{Read, Write};
+use embedded_tls::pki::CertVerifier;
+
+pub use embedded_tls;
+pub use embedded_tls::{
+    Aes128GcmSha256, Certificate, CryptoProvider, NoClock, TLS_RECORD_OVERHEAD, TlsClock,
+    TlsConfig, TlsConnection, TlsContext, TlsError, TlsVerifier,
+};
+/// The random number generator traits a [`CaVerified`] needs (rand_core 0.6): implement
+/// `RngCore` and `CryptoRng` for the hardware RNG of your chip.
+pub use rand_core::{self, CryptoRng, RngCore};
+
+/// The largest TLS record (16 KiB of plaintext plus the most expansion TLS 1.3 allows):
+/// the read record buffer size that works with every server.
+pub const MAX_RECORD: usize = 16_640;
+
+/// A TLS 1.3 stream over transport `S`, as [`connect`] returns it.
+pub type Tls<'a, S> = TlsConnection<'a, S, Aes128GcmSha256>;
+
+/// A crypto provider for embedded-tls that verifies the server's certificate chain against
+/// one CA certificate (DER) and takes its randomness from `R`.
+///
+/// `Clk` supplies the time for the validity check ([`NoClock`] skips it); `CERT` is the
+/// largest server certificate chain in bytes the handshake keeps (a P-256 leaf is about
+/// 500-700 bytes).
+pub struct CaVerified<'a, R, Clk: TlsClock = NoClock, const CERT: usize = 2048> {
+    rng: R,
+    verifier: CertVerifier<'a, Aes128GcmSha256, Clk, CERT>,
+}
+
+impl<'a, R, Clk: TlsClock, const CERT: usize> CaVerified<'a, R, Clk, CERT>
+where
+    R: RngCore + CryptoRng,
+{
+    /// Trusts `ca_der` (an X.509 certificate in DER) for the server's chain.
+    pub fn new(ca_der: &'a [u8], rng: R) -> Self {
+        CaVerified {
+            rng,
+            verifier: CertVerifier::new(Certificate::X509(ca_der)),
+        }
+    }
+}
+
+impl<R, Clk: TlsClock, const CERT: usize> CryptoProvider for CaVerified<'_, R, Clk, CERT>
+where
+    R: RngCore + CryptoRng,
+{
+    type CipherSuite = Aes128GcmSha256;
+    type Signature = &'static [u8];
+
+    fn rng(&mut self) -> impl embedded_tls::CryptoRngCore {
+        &mut self.rng
+    }
+
+    fn verifier(
+        &mut self,
+    ) -> Result<&mut impl TlsVerifier<Self::CipherSuite>, embedded_tls::TlsError> {
+        Ok(&mut self.verifier)
+    }
+}
+
+/// Runs a TLS 1.3 handshake over `socket` with `server_name` (sent as SNI and matched
+/// against the certificate), verifying the server with `provider` (usually [`CaVerified`]).
+///
+/// `read_record` holds one received TLS record ([`MAX_RECORD`] bytes is always enough),
+/// `write_record` one record to send. On error, close the socket and start again.
+pub async fn connect<'a, S, P>(
+    socket: S,
+    read_record: &'a mut [u8],
+    write_record: &'a mut [u8],
+    server_name: &str,
+    provider: P,
+) -> Result<Tls<'a, S>, TlsError>
+where
+    S: Read + Write + 'a,
+    P: CryptoProvider<CipherSuite = Aes128GcmSha256>,
+{
+    let config = TlsConfig::new().with_server_name(server_name);
+    let mut tls = TlsConnection::new(socket, read_record, write_record);
+    tls.open(TlsContext::new(&config, provider)).await?;
+    Ok(tls)
+}
