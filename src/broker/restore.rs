@@ -19,9 +19,9 @@ impl Broker {
         self.next_message_id
             .store(loaded.max_message_id + 1, Relaxed);
         if let Some(cluster) = &self.cluster
-            && let Some(range) = loaded.cluster_sequences.get(&cluster.config.stream)
+            && let Some(sequence) = loaded.cluster_sequences.get(&cluster.config.stream)
         {
-            cluster.committed(*range);
+            cluster.applied.store(*sequence, Relaxed);
         }
         for mut message in loaded.retained {
             message.id = self.message_id();

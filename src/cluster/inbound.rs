@@ -89,22 +89,35 @@ async fn consume(broker: &Arc<Broker>) -> Result<(), Error> {
     };
     let c = &cluster.config;
     let stream = cluster.jetstream().get_stream(&c.stream).await?;
-    let consumer = stream
-        .get_or_create_consumer(
-            &c.node,
-            pull::Config {
-                durable_name: Some(c.node.clone()),
-                description: Some(format!("Roost node {}", c.node)),
-                filter_subject: format!("{}.>", c.stream_subject),
-                // A new node starts from now; a known node goes on where it stopped.
-                deliver_policy: consumer::DeliverPolicy::New,
-                ack_policy: consumer::AckPolicy::Explicit,
-                ack_wait: ACK_WAIT,
-                max_ack_pending: MAX_ACK_PENDING,
-                ..Default::default()
-            },
-        )
+    let config = pull::Config {
+        durable_name: Some(c.node.clone()),
+        description: Some(format!("Roost node {}", c.node)),
+        filter_subject: format!("{}.>", c.stream_subject),
+        // A new node starts from now; a known node goes on where it stopped.
+        deliver_policy: consumer::DeliverPolicy::New,
+        ack_policy: consumer::AckPolicy::Explicit,
+        ack_wait: ACK_WAIT,
+        max_ack_pending: MAX_ACK_PENDING,
+        ..Default::default()
+    };
+    let mut consumer = stream
+        .get_or_create_consumer(&c.node, config.clone())
         .await?;
+    // Messages handed to an earlier run and not acknowledged would come again only after
+    // `ack_wait`, behind later ones: start again from the first one not acknowledged, so
+    // that the stream is read in order.
+    let info = consumer.info().await?.clone();
+    if info.num_ack_pending > 0 {
+        stream.delete_consumer(&c.node).await?;
+        consumer = stream
+            .create_consumer(pull::Config {
+                deliver_policy: consumer::DeliverPolicy::ByStartSequence {
+                    start_sequence: info.ack_floor.stream_sequence + 1,
+                },
+                ..config
+            })
+            .await?;
+    }
     let mut messages = consumer.messages().await?;
     info!(consumer = %c.node, stream = %c.stream, "cluster: reading the stream");
     loop {
@@ -144,14 +157,14 @@ async fn deliver_batch(broker: &Arc<Broker>, batch: &[async_nats::jetstream::Mes
     let c = &cluster.config;
     let policy = broker.config.queue_full;
     let mut pending = Pending::new(broker.persistent());
-    let (mut first, mut last) = (u64::MAX, 0);
+    let applied = cluster.applied.load(Relaxed);
+    let mut last = applied;
     for m in batch {
         let sequence = m.info().map(|i| i.stream_sequence).unwrap_or(0);
-        if cluster.was_committed(sequence) {
+        if sequence <= applied {
             // Committed here before, its acknowledgement lost (or the node crashed first).
             continue;
         }
-        first = first.min(sequence);
         last = last.max(sequence);
         let received = subject::subject_topic(&c.stream_subject, &m.subject)
             .filter(|t| crate::topic::valid_topic_name(t))
@@ -195,21 +208,20 @@ async fn deliver_batch(broker: &Arc<Broker>, batch: &[async_nats::jetstream::Mes
             }
         }
     }
-    if last == 0 {
+    if last == applied {
         return true;
     }
     if !pending.ops.is_empty() {
         // With the deliveries it made: a redelivery after a crash is then recognised.
         pending.push(Op::PutClusterSequence {
             stream: Arc::from(c.stream.as_str()),
-            first,
-            last,
+            sequence: last,
         });
     }
     let ok = broker.commit(std::mem::take(&mut pending.ops)).await;
     pending.release(ok);
     if ok {
-        cluster.committed((first, last));
+        cluster.applied.fetch_max(last, Relaxed);
     }
     ok
 }

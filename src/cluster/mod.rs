@@ -63,10 +63,6 @@ pub enum ClusterError {
     },
 }
 
-/// Batches of the stream remembered as committed: acknowledgements are sent right after
-/// each commit, so only the last few can be redelivered.
-const COMMITTED_RANGES: usize = 64;
-
 /// Counters of the cluster link, for metrics and the admin API.
 #[derive(Debug, Default)]
 pub(crate) struct ClusterStats {
@@ -92,10 +88,15 @@ pub(crate) struct Cluster {
     owners: kv::Store,
     /// Counters.
     pub stats: Arc<ClusterStats>,
-    /// The sequence ranges of the last batches of the stream committed here: a message
-    /// JetStream delivers again (its acknowledgement lost, or the node crashed before
-    /// sending it) is recognised and not delivered twice.
-    committed: parking_lot::Mutex<std::collections::VecDeque<(u64, u64)>>,
+    /// This process's run id (random), in the message ids of its JetStream writes.
+    run: u64,
+    /// The next write's number in its message id.
+    next_write: AtomicU64,
+    /// The last sequence of the stream whose messages this node's store has committed. The
+    /// stream is read in order (a failure starts again from the first message not
+    /// acknowledged), so a message JetStream delivers again at or below it (its
+    /// acknowledgement lost, or the node crashed before sending it) is known and skipped.
+    pub applied: AtomicU64,
     claims: owner::Claims,
     wills: wills::Wills,
     interest: Arc<interest::Interest>,
@@ -183,7 +184,12 @@ impl Cluster {
             js,
             owners,
             stats,
-            committed: Default::default(),
+            applied: AtomicU64::new(0),
+            run: {
+                use rand::RngExt;
+                rand::rng().random::<u64>()
+            },
+            next_write: AtomicU64::new(0),
             claims: owner::Claims::default(),
             wills: wills::Wills::new(will_records, heartbeats),
         })
@@ -208,23 +214,6 @@ impl Cluster {
         if tokio::time::timeout(limit, loaded_rx).await.is_err() {
             warn!("cluster: retained messages not loaded in time; they arrive as they load");
         }
-    }
-
-    /// Records that the stream's messages `first..=last` were committed here.
-    pub(crate) fn committed(&self, (first, last): (u64, u64)) {
-        let mut committed = self.committed.lock();
-        if committed.len() == COMMITTED_RANGES {
-            committed.pop_front();
-        }
-        committed.push_back((first, last));
-    }
-
-    /// True if the stream's message `sequence` was committed here already.
-    pub(crate) fn was_committed(&self, sequence: u64) -> bool {
-        self.committed
-            .lock()
-            .iter()
-            .any(|(first, last)| (*first..=*last).contains(&sequence))
     }
 
     /// The NATS client.
@@ -264,8 +253,10 @@ impl Cluster {
     /// retained stream too. True once JetStream confirmed every write (within `ack_timeout`).
     pub(crate) async fn forward(&self, messages: &[Arc<Message>], now: std::time::Instant) -> bool {
         let c = &self.config;
-        let mut acks = Vec::new();
-        let mut ok = true;
+        // JetStream writes, each with a message id: a write tried again after a failure
+        // JetStream actually took is dropped there as a duplicate.
+        let mut writes: Vec<(String, async_nats::HeaderMap, bytes::Bytes)> = Vec::new();
+        let mut copies = Vec::new();
         for m in messages {
             if is_local(&m.topic) {
                 continue;
@@ -275,78 +266,108 @@ impl Cluster {
             };
             let mapped = &subject[c.prefix.len()..];
             let headers = wire::headers(m, &c.node, now);
+            let mut stored = |to: String| {
+                let mut h = headers.clone();
+                let id = self.next_write.fetch_add(1, Relaxed);
+                h.insert(
+                    "Nats-Msg-Id",
+                    format!("{}-{:x}-{id}", c.node, self.run).as_str(),
+                );
+                writes.push((to, h, m.payload.clone()));
+            };
             if m.qos != QoS::AtMostOnce {
-                match self
-                    .js
-                    .publish_with_headers(
-                        format!("{}{mapped}", c.stream_subject),
-                        headers.clone(),
-                        m.payload.clone(),
-                    )
-                    .await
-                {
-                    Ok(ack) => acks.push(ack),
-                    Err(e) => {
-                        warn!(error = %e, topic = &*m.topic, "cluster: publish to the stream failed");
-                        ok = false;
-                    }
-                }
+                stored(format!("{}{mapped}", c.stream_subject));
             }
             if m.retain {
-                match self
-                    .js
-                    .publish_with_headers(
-                        format!("{}{mapped}", c.retained_subject),
-                        headers.clone(),
-                        m.payload.clone(),
-                    )
+                stored(format!("{}{mapped}", c.retained_subject));
+            }
+            if m.qos == QoS::AtMostOnce {
+                if let Err(e) = self
+                    .client
+                    .publish_with_headers(subject, headers, m.payload.clone())
                     .await
                 {
-                    Ok(ack) => acks.push(ack),
-                    Err(e) => {
-                        warn!(error = %e, topic = &*m.topic, "cluster: publish of a retained message failed");
-                        ok = false;
-                    }
+                    warn!(error = %e, topic = &*m.topic, "cluster: publish failed");
                 }
-            }
-            if let Err(e) = self
-                .client
-                .publish_with_headers(subject, headers, m.payload.clone())
-                .await
-            {
-                warn!(error = %e, topic = &*m.topic, "cluster: publish failed");
+            } else {
+                copies.push((subject, headers, m.payload.clone()));
             }
             self.stats.published.fetch_add(1, Relaxed);
         }
-        let limit = Duration::from_secs(c.ack_timeout);
-        let confirmed = tokio::time::timeout(
-            limit,
-            futures_util::future::join_all(
-                acks.into_iter().map(std::future::IntoFuture::into_future),
-            ),
-        )
-        .await;
-        match confirmed {
-            Ok(results) => {
-                for r in results {
-                    if let Err(e) = r {
-                        warn!(error = %e, "cluster: JetStream did not confirm a write");
-                        ok = false;
-                    }
-                }
+        let ok = self.store_all(writes).await;
+        if ok {
+            // NATS applications see a QoS 1/2 message once it is stored.
+            for (subject, headers, payload) in copies {
+                let _ = self
+                    .client
+                    .publish_with_headers(subject, headers, payload)
+                    .await;
             }
-            Err(_) => {
-                warn!(
-                    timeout_secs = c.ack_timeout,
-                    "cluster: JetStream did not confirm writes in time"
-                );
-                ok = false;
-            }
-        }
-        if !ok {
+        } else {
             self.stats.publish_failures.fetch_add(1, Relaxed);
         }
         ok
+    }
+
+    /// Writes to JetStream until each write is confirmed, trying the failed ones again (a
+    /// stream without a leader for a moment), for at most `ack_timeout`. True if all were.
+    async fn store_all(
+        &self,
+        mut writes: Vec<(String, async_nats::HeaderMap, bytes::Bytes)>,
+    ) -> bool {
+        let limit = Duration::from_secs(self.config.ack_timeout);
+        let deadline = tokio::time::Instant::now() + limit;
+        let mut last_error = String::new();
+        while !writes.is_empty() {
+            let mut acks = Vec::with_capacity(writes.len());
+            let mut failed = Vec::new();
+            for (subject, headers, payload) in writes {
+                match self
+                    .js
+                    .publish_with_headers(subject.clone(), headers.clone(), payload.clone())
+                    .await
+                {
+                    Ok(ack) => acks.push(((subject, headers, payload), ack)),
+                    Err(e) => {
+                        last_error = e.to_string();
+                        failed.push((subject, headers, payload));
+                    }
+                }
+            }
+            let (sent, futures): (Vec<_>, Vec<_>) = acks.into_iter().unzip();
+            let results = tokio::time::timeout_at(
+                deadline,
+                futures_util::future::join_all(
+                    futures
+                        .into_iter()
+                        .map(std::future::IntoFuture::into_future),
+                ),
+            )
+            .await;
+            let Ok(results) = results else {
+                warn!(
+                    timeout_secs = self.config.ack_timeout,
+                    "cluster: JetStream did not confirm writes in time"
+                );
+                return false;
+            };
+            for (write, result) in sent.into_iter().zip(results) {
+                if let Err(e) = result {
+                    last_error = e.to_string();
+                    failed.push(write);
+                }
+            }
+            writes = failed;
+            if writes.is_empty() {
+                break;
+            }
+            if tokio::time::Instant::now() + RETRY_WRITE >= deadline {
+                warn!(error = %last_error, unconfirmed = writes.len(), "cluster: JetStream did not confirm writes");
+                return false;
+            }
+            tokio::time::sleep(RETRY_WRITE).await;
+        }
+        true
     }
 
     /// Claims `client_id` for a connection of this node (see [`owner`]).
@@ -403,6 +424,9 @@ impl Cluster {
 pub(crate) fn is_local(topic: &str) -> bool {
     topic == "$SYS" || topic.starts_with("$SYS/")
 }
+
+/// Pause before a JetStream write that failed is tried again.
+const RETRY_WRITE: Duration = Duration::from_millis(250);
 
 /// How long a starting node keeps trying to set up its streams and buckets.
 const SETUP_PATIENCE: Duration = Duration::from_secs(30);

@@ -789,11 +789,13 @@ impl<S: Transport> Driver<S> {
         // both, and a message NATS did not confirm is not acknowledged.
         let forwarded = self.broker.forward(&commit.cluster).await;
         let ok = if commit.must_wait {
-            let ok = self.broker.commit(commit.ops).await;
+            // A batch NATS did not take is not committed either: it fails as a whole, as
+            // for a store failure.
+            let ok = forwarded && self.broker.commit(commit.ops).await;
             if !ok {
                 self.broker.submit(commit.redo_on_failure);
             }
-            ok && forwarded
+            ok
         } else {
             self.broker.submit(commit.ops);
             forwarded

@@ -213,10 +213,15 @@ impl Connected {
             let first = slot.session.inbound.on_publish_qos2(packet_id) == Qos2Publish::Deliver;
             (first, slot.persisted)
         };
+        // Forgotten again if the batch fails (the store, or in cluster mode JetStream): the
+        // client's resend is then a new message, not a retransmission. Only batches that
+        // commit something keep such a list.
+        if first && (persisted || self.broker.cluster.is_some()) {
+            self.pending.incoming_added.push(packet_id);
+        }
         if first && persisted {
             let session = self.session.store_key();
             self.pending.push(Op::PutIncoming { session, packet_id });
-            self.pending.incoming_added.push(packet_id);
         }
     }
 

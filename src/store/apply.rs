@@ -112,15 +112,13 @@ pub(crate) enum Op {
         /// Topic.
         topic: Arc<str>,
     },
-    /// Records the sequences of cluster stream `stream` whose messages the batch committed
-    /// here (the first and the last of the batch).
+    /// Records the last sequence of cluster stream `stream` whose messages are committed
+    /// here (they are read in order).
     PutClusterSequence {
         /// The stream's name.
         stream: Arc<str>,
-        /// The batch's first sequence.
-        first: u64,
-        /// Its last.
-        last: u64,
+        /// The sequence.
+        sequence: u64,
     },
 }
 
@@ -209,15 +207,9 @@ impl<'txn> Tables<'txn> {
                 self.retained.remove(&**topic)?;
                 return Ok(());
             }
-            Op::PutClusterSequence {
-                stream,
-                first,
-                last,
-            } => {
-                let key = format!("stream:{stream}");
+            Op::PutClusterSequence { stream, sequence } => {
                 self.cluster
-                    .insert(format!("{key}:first").as_str(), *first)?;
-                self.cluster.insert(format!("{key}:last").as_str(), *last)?;
+                    .insert(format!("stream:{stream}").as_str(), *sequence)?;
                 return Ok(());
             }
             _ => {}

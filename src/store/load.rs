@@ -61,9 +61,9 @@ pub(crate) struct Loaded {
     pub sessions: Vec<LoadedSession>,
     /// Retained messages.
     pub retained: Vec<Message>,
-    /// The first and last sequence of the last batch of each cluster stream committed here,
-    /// by stream name.
-    pub cluster_sequences: HashMap<String, (u64, u64)>,
+    /// The last sequence of each cluster stream whose messages are committed here, by
+    /// stream name.
+    pub cluster_sequences: HashMap<String, u64>,
     /// Highest message id in use.
     pub max_message_id: u64,
     /// Bytes of the messages table (the records of queued messages).
@@ -86,19 +86,13 @@ pub(super) fn load(
     let incoming_t = txn.open_table(INCOMING_QOS2).map_err(|e| err(e.into()))?;
     let retained_t = txn.open_table(RETAINED).map_err(|e| err(e.into()))?;
     // Made by the first commit in cluster mode: absent from other stores.
-    let mut cluster_sequences: HashMap<String, (u64, u64)> = HashMap::new();
+    let mut cluster_sequences = HashMap::new();
     match txn.open_table(CLUSTER) {
         Ok(t) => {
             for item in t.iter().map_err(|e| err(e.into()))? {
                 let (k, v) = item.map_err(|e| err(e.into()))?;
-                let key = k.value();
-                let Some(stream) = key.strip_prefix("stream:") else {
-                    continue;
-                };
-                if let Some(name) = stream.strip_suffix(":first") {
-                    cluster_sequences.entry(name.to_string()).or_default().0 = v.value();
-                } else if let Some(name) = stream.strip_suffix(":last") {
-                    cluster_sequences.entry(name.to_string()).or_default().1 = v.value();
+                if let Some(stream) = k.value().strip_prefix("stream:") {
+                    cluster_sequences.insert(stream.to_string(), v.value());
                 }
             }
         }
