@@ -127,8 +127,10 @@ struct Inbox {
     awaiting_rel: HashSet<u16>,
     /// (topic, sequence number) in delivery order.
     delivered: Vec<(String, u32)>,
-    /// Deliveries of earlier connections.
+    /// Connections that ended before everything came.
     connections: u32,
+    /// How the last connection ended, if it did.
+    closed: Option<String>,
     count: Arc<AtomicUsize>,
 }
 
@@ -168,7 +170,10 @@ impl Inbox {
             );
             match recv_within(c, left).await {
                 Err(()) => continue,
-                Ok(None) => return false,
+                Ok(None) => {
+                    self.closed = Some("closed by the server".into());
+                    return false;
+                }
                 Ok(Some(Packet::Publish(p))) => {
                     let seq: u32 = std::str::from_utf8(&p.payload)
                         .ok()
@@ -192,7 +197,10 @@ impl Inbox {
                     self.awaiting_rel.remove(&a.packet_id);
                     c.send(&ack(AckKind::PubComp, a.packet_id)).await;
                 }
-                Ok(Some(Packet::Disconnect(_))) => return false,
+                Ok(Some(Packet::Disconnect(d))) => {
+                    self.closed = Some(format!("DISCONNECT {:#04x}", d.reason.0));
+                    return false;
+                }
                 Ok(Some(other)) => panic!("expected PUBLISH or PUBREL, got {other:?}"),
             }
         }
@@ -547,7 +555,9 @@ async fn kill_9_of_the_publishers_node_loses_nothing_acknowledged() {
     warm_up(n1.addr, &mut [(&mut s, &mut inbox)]).await;
     eprintln!("cluster and nodes ready after {:?}", started.elapsed());
 
-    let kill_at = draw(seed, 20..(2 * N - 100)) as usize;
+    // QoS 1 goes faster than QoS 2: by N acknowledgements in all, QoS 1 is most often not
+    // done yet.
+    let kill_at = draw(seed, 20..N) as usize;
     eprintln!("killing n1 after {kill_at} acknowledgements");
     let acknowledged = Arc::new(AtomicUsize::new(0));
     let mut publishers = Vec::new();
@@ -568,7 +578,12 @@ async fn kill_9_of_the_publishers_node_loses_nothing_acknowledged() {
         let whole = inbox
             .receive(&mut s, PHASE, |i| i.has_all(&["t/q1", "t/q2"], N))
             .await;
-        assert!(whole, "the subscriber's node stays");
+        assert!(
+            whole,
+            "the subscriber's node stays, its connection too: {:?} after {}",
+            inbox.closed,
+            inbox.summary()
+        );
         inbox
     });
     let deadline = Instant::now() + PHASE;
@@ -582,15 +597,23 @@ async fn kill_9_of_the_publishers_node_loses_nothing_acknowledged() {
     n1.kill9();
     let killed = Instant::now();
     let mut stopped = Vec::new();
+    let mut in_flight_q2 = None;
     for p in publishers {
         let (p, ended) = p.await.expect("publisher");
-        assert_eq!(ended, Ended::Closed(None), "the kill came before the end");
+        // One may have been done already.
+        assert!(
+            ended == Ended::Closed(None) || p.topic == "t/q1",
+            "the kill came before the end of QoS 2"
+        );
         eprintln!(
             "{}: {} acknowledged before the kill, in flight {:?}",
             p.topic,
             p.acknowledged.len(),
             p.in_flight
         );
+        if p.qos == QoS::ExactlyOnce {
+            in_flight_q2 = p.in_flight.map(|(seq, _)| seq);
+        }
         stopped.push(p);
     }
 
@@ -623,8 +646,9 @@ async fn kill_9_of_the_publishers_node_loses_nothing_acknowledged() {
         started.elapsed()
     );
     assert!(
-        twice.len() <= 1,
-        "at most the QoS 2 message in flight at the kill comes twice: {twice:?}"
+        twice.is_empty() || twice == in_flight_q2.into_iter().collect::<Vec<_>>(),
+        "only the QoS 2 message in flight at the kill ({in_flight_q2:?}) may come twice: \
+         {twice:?}"
     );
     drop(n2);
 }
