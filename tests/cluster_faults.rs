@@ -419,8 +419,6 @@ fn repeated(got: &[u32]) -> Vec<u32> {
 /// src/cluster/inbound.rs) runs out, after the later ones: none is lost and no QoS 2 message
 /// comes twice, but they come 30 s late and out of order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "fails: messages in flight to the killed node come again only after ack_wait \
-            (30 s), after later ones (src/cluster/inbound.rs)"]
 async fn kill_9_of_the_subscribers_node_loses_nothing_acknowledged() {
     if nats::skip_without_nats() {
         return;
@@ -830,8 +828,6 @@ async fn kill_9_of_the_stream_leader_stalls_acknowledgements_until_a_new_leader(
 /// persisted session, so the id stays "awaiting PUBREL" after the failed write and the
 /// resend is acknowledged without being forwarded: the message is lost for the other nodes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "fails: a QoS 2 resend after a failed JetStream write is acknowledged but never \
-            forwarded (record_incoming, src/protocol/publish.rs)"]
 async fn a_qos2_message_sent_again_after_a_failed_jetstream_write_reaches_the_other_nodes() {
     if nats::skip_without_nats() {
         return;

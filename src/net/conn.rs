@@ -301,16 +301,16 @@ impl<S: Transport> Driver<S> {
             // dies.
             let will = core.will();
             self.will_recorded = will.is_some();
-            cluster
-                .will_connected(
-                    &self.broker,
-                    &core.session().client_id,
-                    self.link.id,
-                    will,
-                    core.session_expiry(),
-                    clean_start,
-                )
-                .await;
+            // Boxed: a short wait, kept out of every connection's task.
+            Box::pin(cluster.will_connected(
+                &self.broker,
+                &core.session().client_id,
+                self.link.id,
+                will,
+                core.session_expiry(),
+                clean_start,
+            ))
+            .await;
         }
         match self.main_loop(core).await {
             Ok(()) => Close::Io,
