@@ -701,19 +701,11 @@ impl Config {
             ));
         }
         if let Some(c) = &self.cluster {
-            let secret = |set: bool| {
-                if set {
-                    "\"...\"  # set, not shown"
-                } else {
-                    "\"\"  # none"
-                }
-            };
             out.push_str(&format!(
                 "\n[cluster]\nnats = {:?}\nnode = {:?}\nprefix = {:?}\nstream = {:?}\n\
                  stream_subject = {:?}\nretained_stream = {:?}\nretained_subject = {:?}\n\
                  sessions_bucket = {:?}\nreplicas = {}\nstream_max_age = {}\n\
-                 stream_max_bytes = {}\nack_timeout = {}\nuser = {:?}\npassword = {}\n\
-                 token = {}\ncredentials = {}\ncafile = {}\n",
+                 stream_max_bytes = {}\nack_timeout = {}\n",
                 c.nats,
                 c.node,
                 c.prefix,
@@ -726,12 +718,37 @@ impl Config {
                 c.stream_max_age,
                 c.stream_max_bytes,
                 c.ack_timeout,
-                c.user.as_deref().unwrap_or(""),
-                secret(c.password.is_some()),
-                secret(c.token.is_some()),
-                opt(&c.credentials),
-                opt(&c.cafile),
             ));
+            // Secrets are not shown; unset keys are comments, so the table reads back.
+            let mut line = |key: &str, value: Option<String>| {
+                out.push_str(&match value {
+                    Some(v) => format!("{key} = {v}\n"),
+                    None => format!("# {key}: not set\n"),
+                });
+            };
+            line("user", c.user.as_ref().map(|u| format!("{u:?}")));
+            line(
+                "password",
+                c.password
+                    .as_ref()
+                    .map(|_| "\"...\"  # set, not shown".into()),
+            );
+            line(
+                "token",
+                c.token.as_ref().map(|_| "\"...\"  # set, not shown".into()),
+            );
+            line(
+                "credentials",
+                c.credentials
+                    .as_ref()
+                    .map(|p| format!("{:?}", p.display().to_string())),
+            );
+            line(
+                "cafile",
+                c.cafile
+                    .as_ref()
+                    .map(|p| format!("{:?}", p.display().to_string())),
+            );
         }
         out
     }

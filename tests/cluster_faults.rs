@@ -921,8 +921,15 @@ async fn without_a_jetstream_quorum_durable_connects_are_refused_and_ephemeral_o
                 asked.elapsed()
             );
             let ephemeral = connect_packet(version, &format!("e-{node}-{version:?}"));
-            let (_, connack) = RawClient::connect(addr, ephemeral).await;
+            let (mut e, connack) = RawClient::connect(addr, ephemeral).await;
             assert_eq!(connack.code.0, 0, "{node}: ephemeral {version:?} CONNECT");
+            // And it stays connected: its claim was not recorded, and nothing takes it
+            // for lost.
+            e.send(&Packet::PingReq).await;
+            assert!(
+                matches!(e.recv().await, Some(Packet::PingResp)),
+                "{node}: the ephemeral {version:?} client stays connected"
+            );
         }
     }
     for (node, broker) in [("n1", &n1), ("n2", &n2)] {

@@ -68,6 +68,8 @@ pub enum ClusterError {
 pub(crate) struct ClusterStats {
     /// Connected to a NATS server now.
     pub connected: AtomicBool,
+    /// The last JetStream write was confirmed (false from a failed one until one succeeds).
+    pub jetstream_writable: AtomicBool,
     /// Messages published to NATS (QoS 0 and QoS 1/2).
     pub published: AtomicU64,
     /// Messages received from other nodes and NATS applications, and routed here.
@@ -163,6 +165,7 @@ impl Cluster {
             .await
             .map_err(|e| connect_error(e.to_string()))?;
         stats.connected.store(true, Relaxed);
+        stats.jetstream_writable.store(true, Relaxed);
         let js = jetstream::new(client.clone());
         // JetStream may still be electing its leaders (NATS servers started together with
         // the node): the setup is tried again for a while before giving up.
@@ -295,6 +298,7 @@ impl Cluster {
             self.stats.published.fetch_add(1, Relaxed);
         }
         let ok = self.store_all(writes).await;
+        self.stats.jetstream_writable.store(ok, Relaxed);
         if ok {
             // NATS applications see a QoS 1/2 message once it is stored.
             for (subject, headers, payload) in copies {

@@ -123,6 +123,7 @@ async fn cluster(State(app): State<Arc<App>>) -> Json<Value> {
         "node": c.node,
         "nats": c.nats,
         "connected": st.connected.load(Relaxed),
+        "jetstream_writable": st.jetstream_writable.load(Relaxed),
         "prefix": c.prefix,
         "stream": c.stream,
         "retained_stream": c.retained_stream,

@@ -268,6 +268,14 @@ fn encode_cluster(broker: &Broker, encoder: &mut DescriptorEncoder) -> Result<()
         None,
         connected.metric_type(),
     )?)?;
+    let writable = ConstGauge::new(i64::from(st.jetstream_writable.load(Relaxed)));
+    writable.encode(encoder.encode_descriptor(
+        "cluster_jetstream_writable",
+        "1 while JetStream confirms writes; 0 from a write it did not confirm (no quorum, no \
+         leader) until one it does",
+        None,
+        writable.metric_type(),
+    )?)?;
     let counters = [
         (
             "cluster_published",

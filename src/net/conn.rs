@@ -417,9 +417,13 @@ impl<S: Transport> Driver<S> {
         })?;
         let mut plan = plan;
         // A client id the broker assigned is unique already: nothing to claim.
-        let claims = self.via != Via::Bridge && !plan.assigned;
-        if claims && let Some(cluster) = &self.broker.cluster {
-            self.claim(cluster, &connect, &plan.request)
+        let mut claimed = false;
+        if self.via != Via::Bridge
+            && !plan.assigned
+            && let Some(cluster) = &self.broker.cluster
+        {
+            claimed = self
+                .claim(cluster, &connect, &plan.request)
                 .await
                 .map_err(|code| awaiting.refuse(&connect, code))?;
         }
@@ -434,7 +438,7 @@ impl<S: Transport> Driver<S> {
             .await;
         let (session, present) = match attached {
             Ok(attached) => {
-                if claims
+                if claimed
                     && let Some(cluster) = &self.broker.cluster
                     && cluster.lost_claim(&plan.request.client_id, self.link.id)
                 {
@@ -514,19 +518,19 @@ impl<S: Transport> Driver<S> {
     /// Claims the client id for this connection across the cluster. Refused as busy if
     /// another node claimed it at the same moment; while NATS cannot confirm the claim, a
     /// durable session is refused as unavailable and an ephemeral one connects on this
-    /// node alone.
+    /// node alone. True if the claim was recorded.
     async fn claim(
         &self,
         cluster: &crate::cluster::Cluster,
         connect: &crate::codec::Connect,
         request: &crate::broker::AttachRequest,
-    ) -> Result<(), crate::codec::ReasonCode> {
+    ) -> Result<bool, crate::codec::ReasonCode> {
         use crate::cluster::ClaimError;
         use crate::codec::ReasonCode;
         let client_id = &*request.client_id;
         let durable = request.expiry_interval != 0;
         match cluster.claim(client_id, self.link.id).await {
-            Ok(_) => Ok(()),
+            Ok(()) => Ok(true),
             Err(ClaimError::Conflict) => {
                 info!(peer = %self.peer, client_id, "CONNECT refused: another node claimed the client id at the same moment");
                 Err(match connect.version {
@@ -543,7 +547,7 @@ impl<S: Transport> Driver<S> {
             }
             Err(ClaimError::Unavailable) => {
                 warn!(peer = %self.peer, client_id, "the cluster cannot record the session's owner (NATS or JetStream unavailable): connected on this node alone");
-                Ok(())
+                Ok(false)
             }
         }
     }
