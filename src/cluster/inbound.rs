@@ -51,6 +51,7 @@ pub(super) async fn run_subscription(
             QoS::AtMostOnce,
             QoS::AtMostOnce,
             now,
+            Duration::ZERO,
         ) else {
             debug!(subject = %m.subject, "cluster: message with malformed headers ignored");
             continue;
@@ -176,6 +177,7 @@ async fn deliver_batch(broker: &Arc<Broker>, batch: &[async_nats::jetstream::Mes
                     QoS::AtLeastOnce,
                     QoS::ExactlyOnce,
                     broker.clock.now(),
+                    super::stored_for(broker, m),
                 )
             });
         let Some(received) = received else {

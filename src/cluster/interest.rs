@@ -102,13 +102,10 @@ pub(super) async fn run(broker: Arc<Broker>, mut changes: mpsc::UnboundedReceive
                 continue;
             }
             let filter: Arc<str> = Arc::from(change.filter.as_str());
-            interest
-                .filters
-                .write()
-                .insert(&change.filter, Arc::clone(&filter), ());
             let Ok(subjects) = subject::filter_subjects(&interest.prefix, &change.filter) else {
                 continue;
             };
+            let mut subscribed = true;
             for s in subjects {
                 match cluster.client().subscribe(s.clone()).await {
                     Ok(subscriber) => entry.1.push(tokio::spawn(super::inbound::run_subscription(
@@ -116,20 +113,34 @@ pub(super) async fn run(broker: Arc<Broker>, mut changes: mpsc::UnboundedReceive
                         Arc::clone(&filter),
                         subscriber,
                     ))),
-                    Err(e) => warn!(subject = %s, error = %e, "cluster: cannot subscribe"),
+                    Err(e) => {
+                        warn!(subject = %s, error = %e, "cluster: cannot subscribe");
+                        subscribed = false;
+                    }
                 }
+            }
+            // Only a filter that receives may be the one other filters' messages are routed
+            // from (see `routes`): added once its subscriptions are in place.
+            if subscribed {
+                let _ = cluster.client().flush().await;
+                interest
+                    .filters
+                    .write()
+                    .insert(&change.filter, Arc::clone(&filter), ());
             }
         } else if let Some(entry) = held.get_mut(&change.filter) {
             entry.0 = entry.0.saturating_sub(1);
             if entry.0 == 0 {
+                // Out of the trie first, so that messages it still receives are routed from
+                // the other filters that match them.
+                let key: Arc<str> = Arc::from(change.filter.as_str());
+                interest.filters.write().remove(&change.filter, &key);
                 if let Some((_, tasks)) = held.remove(&change.filter) {
                     for t in tasks {
                         // Dropping the subscriber unsubscribes.
                         t.abort();
                     }
                 }
-                let key: Arc<str> = Arc::from(change.filter.as_str());
-                interest.filters.write().remove(&change.filter, &key);
             }
         }
     }

@@ -94,6 +94,8 @@ pub(crate) struct Cluster {
     run: u64,
     /// The next write's number in its message id.
     next_write: AtomicU64,
+    /// The largest message (payload and headers) the NATS servers take, in bytes.
+    max_payload: usize,
     /// The last sequence of the stream whose messages this node's store has committed. The
     /// stream is read in order (a failure starts again from the first message not
     /// acknowledged), so a message JetStream delivers again at or below it (its
@@ -180,6 +182,11 @@ impl Cluster {
                 Err(e) => return Err(e),
             }
         };
+        let max_payload = client.server_info().max_payload;
+        info!(
+            max_payload,
+            "cluster: NATS takes messages of up to max_payload bytes, headers included; larger MQTT messages are refused"
+        );
         Ok(Cluster {
             config: config.clone(),
             interest: Arc::new(interest::Interest::new(config.prefix.clone())),
@@ -193,6 +200,7 @@ impl Cluster {
                 rand::rng().random::<u64>()
             },
             next_write: AtomicU64::new(0),
+            max_payload,
             claims: owner::Claims::default(),
             wills: wills::Wills::new(will_records, heartbeats),
         })
@@ -237,6 +245,16 @@ impl Cluster {
     /// `Ok` if `topic` has a NATS subject (a message to it can reach the other nodes).
     pub(crate) fn can_carry(&self, topic: &str) -> Result<(), subject::Unmappable> {
         subject::topic_subject(&self.config.prefix, topic).map(|_| ())
+    }
+
+    /// True if a message with a payload of `payload` bytes and MQTT 5.0 properties of
+    /// `properties` bytes fits in a NATS message (the servers' `max_payload`, headers
+    /// included: percent-encoding may triple the properties).
+    pub(crate) fn fits(&self, payload: usize, properties: usize) -> bool {
+        payload
+            .saturating_add(properties.saturating_mul(3))
+            .saturating_add(HEADER_ROOM)
+            <= self.max_payload
     }
 
     /// `Ok` if a Topic Filter can be subscribed to across the cluster.
@@ -385,7 +403,8 @@ impl Cluster {
         self.claims.lost(client_id, conn)
     }
 
-    /// Records the will of a connection that attached (see [`wills`]).
+    /// Settles the client's earlier wills and records the will of a connection that
+    /// attached (see [`wills`]); true if it had one and it was recorded.
     pub(crate) async fn will_connected(
         &self,
         broker: &Arc<Broker>,
@@ -394,7 +413,7 @@ impl Cluster {
         will: Option<&crate::codec::Will>,
         session_expiry: u32,
         clean_start: bool,
-    ) {
+    ) -> bool {
         wills::connected(
             broker,
             self,
@@ -404,12 +423,19 @@ impl Cluster {
             session_expiry,
             clean_start,
         )
-        .await;
+        .await
     }
 
     /// Marks the recorded will of `conn` as left to the cluster (see [`wills`]).
     pub(crate) async fn will_ended(&self, client_id: &str, conn: u64) -> WillLeft {
         wills::ended(self, client_id, conn).await
+    }
+
+    /// Removes the record of `conn`'s will before this node publishes it: false if it was
+    /// gone (another node published or cancelled it); true if removed, or if NATS cannot
+    /// say (the will is then published here, at the risk of a second copy).
+    pub(crate) async fn take_will(&self, client_id: &str, conn: u64) -> bool {
+        wills::take(self, client_id, conn).await
     }
 
     /// True if no connection of this node holds the claim of `client_id`: another node's
@@ -424,10 +450,28 @@ impl Cluster {
     }
 }
 
+/// How long a stream message has been in its stream (by its timestamp and the broker's
+/// wall clock, in whole seconds; zero if the clocks disagree).
+pub(crate) fn stored_for(broker: &Broker, m: &jetstream::Message) -> Duration {
+    let Ok(info) = m.info() else {
+        return Duration::ZERO;
+    };
+    let now = broker
+        .clock
+        .wall()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let published = u64::try_from(info.published.unix_timestamp()).unwrap_or(0);
+    Duration::from_secs(now.saturating_sub(published))
+}
+
 /// Topics that stay on their node: the broker's own `$SYS` tree.
 pub(crate) fn is_local(topic: &str) -> bool {
     topic == "$SYS" || topic.starts_with("$SYS/")
 }
+
+/// Bytes kept for the headers Roost itself adds to a NATS message.
+const HEADER_ROOM: usize = 1024;
 
 /// Pause before a JetStream write that failed is tried again.
 const RETRY_WRITE: Duration = Duration::from_millis(250);

@@ -48,6 +48,9 @@ pub(crate) enum ClaimError {
 #[derive(Debug, Default)]
 pub(super) struct Claims {
     by_client: Mutex<HashMap<String, LocalClaim>>,
+    /// The last revision of the bucket the watch handled: a new watch goes on from there,
+    /// so that no claim made while it was down is missed.
+    seen: std::sync::atomic::AtomicU64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -166,9 +169,14 @@ async fn watch_once(broker: &Arc<Broker>) -> Result<(), Box<dyn std::error::Erro
     let Some(cluster) = broker.cluster.as_ref() else {
         return Ok(());
     };
-    let mut updates = cluster.owners.watch_all().await?;
+    let seen = &cluster.claims.seen;
+    let mut updates = match seen.load(Relaxed) {
+        0 => cluster.owners.watch_all().await?,
+        last => cluster.owners.watch_all_from_revision(last + 1).await?,
+    };
     while let Some(entry) = updates.next().await {
         let entry = entry?;
+        seen.fetch_max(entry.revision, Relaxed);
         if entry.operation != kv::Operation::Put {
             continue;
         }

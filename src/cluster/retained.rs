@@ -80,6 +80,7 @@ async fn follow_once(
                 QoS::AtMostOnce,
                 QoS::ExactlyOnce,
                 broker.clock.now(),
+                super::stored_for(broker, &m),
             )
         });
         match received {

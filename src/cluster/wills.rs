@@ -110,6 +110,10 @@ pub(super) struct Wills {
     nodes: Mutex<HashMap<String, (u64, Instant)>>,
     /// Record key -> when it was first found orphaned.
     orphaned: Mutex<HashMap<String, Instant>>,
+    /// When this node's last heartbeat was written.
+    beat: Mutex<Option<Instant>>,
+    /// Since when both watches have run without a break.
+    watching: Mutex<Option<Instant>>,
     wills: kv::Store,
     heartbeats: kv::Store,
 }
@@ -123,6 +127,8 @@ impl Wills {
             records: Mutex::default(),
             nodes: Mutex::default(),
             orphaned: Mutex::default(),
+            beat: Mutex::default(),
+            watching: Mutex::default(),
             wills,
             heartbeats,
         }
@@ -158,16 +164,18 @@ pub(super) async fn connected(
     will: Option<&Will>,
     session_expiry: u32,
     clean_start: bool,
-) {
+) -> bool {
     let w = &cluster.wills;
     let me = &cluster.config.node;
     // Read from the bucket itself (this node's copy of it may lag): the record of every node
     // known alive, and those of nodes gone that the copy holds.
+    let now = Instant::now();
     let mut keys: Vec<String> = w
         .nodes
         .lock()
-        .keys()
-        .map(|node| key_of(client_id, node))
+        .iter()
+        .filter(|(_, (_, seen))| now.duration_since(*seen) < NODE_TTL)
+        .map(|(node, _)| key_of(client_id, node))
         .collect();
     keys.extend(
         w.records
@@ -178,9 +186,17 @@ pub(super) async fn connected(
     );
     keys.sort();
     keys.dedup();
+    let limit = Duration::from_secs(cluster.config.ack_timeout);
+    let reads = keys.into_iter().map(|key| async move {
+        let entry = w.wills.entry(key.clone()).await;
+        (key, entry)
+    });
+    let entries = tokio::time::timeout(limit, futures_util::future::join_all(reads))
+        .await
+        .unwrap_or_default();
     let mut earlier = Vec::new();
-    for key in keys {
-        let Ok(Some(entry)) = w.wills.entry(key.clone()).await else {
+    for (key, entry) in entries {
+        let Ok(Some(entry)) = entry else {
             continue;
         };
         let Ok(r) = serde_json::from_slice::<Record>(&entry.value) else {
@@ -215,7 +231,7 @@ pub(super) async fn connected(
         }
     }
     let Some(will) = will else {
-        return;
+        return false;
     };
     let p = &will.properties;
     let record = Record {
@@ -238,21 +254,61 @@ pub(super) async fn connected(
         user_properties: p.user_properties.clone(),
     };
     let Ok(value) = serde_json::to_vec(&record) else {
-        return;
+        return false;
     };
-    let limit = Duration::from_secs(cluster.config.ack_timeout);
     let put = w.wills.put(key_of(client_id, me), value.into());
     match tokio::time::timeout(limit, put).await {
-        Ok(Ok(_)) => {}
+        Ok(Ok(_)) => true,
         Ok(Err(e)) => {
-            warn!(client_id, error = %e, "cluster: the will could not be recorded; another node cannot publish it if this one dies")
+            warn!(client_id, error = %e, "cluster: the will could not be recorded; another node cannot publish it if this one dies");
+            false
         }
         Err(_) => {
             warn!(
                 client_id,
                 "cluster: the will could not be recorded in time; another node cannot publish it if this one dies"
-            )
+            );
+            false
         }
+    }
+}
+
+/// True if a compare-and-set write or delete failed because the key changed meanwhile.
+fn changed_meanwhile(e: &kv::UpdateError) -> bool {
+    e.kind() == kv::UpdateErrorKind::WrongLastRevision
+        || e.to_string().contains("wrong last sequence")
+}
+
+/// Removes the record of `conn`'s will so that this node may publish it (see
+/// [`Cluster::take_will`]).
+pub(super) async fn take(cluster: &Cluster, client_id: &str, conn: u64) -> bool {
+    let w = &cluster.wills;
+    let key = key_of(client_id, &cluster.config.node);
+    let limit = Duration::from_secs(cluster.config.ack_timeout);
+    let removed = async {
+        let Some(entry) = w.wills.entry(key.clone()).await.ok()? else {
+            return Some(false);
+        };
+        let ours = serde_json::from_slice::<Record>(&entry.value)
+            .is_ok_and(|r| r.conn == conn && r.run == w.run);
+        if !ours {
+            // A later connection of the client wrote its own: this one's is gone.
+            return Some(false);
+        }
+        match w
+            .wills
+            .delete_expect_revision(&key, Some(entry.revision))
+            .await
+        {
+            Ok(()) => Some(true),
+            Err(e) if changed_meanwhile(&e) => Some(false),
+            Err(_) => None,
+        }
+    };
+    match tokio::time::timeout(limit, removed).await {
+        Ok(Some(taken)) => taken,
+        // NATS cannot say: published here rather than lost.
+        Ok(None) | Err(_) => true,
     }
 }
 
@@ -288,7 +344,7 @@ pub(super) async fn ended(cluster: &Cluster, client_id: &str, conn: u64) -> Left
         match w.wills.update(&key, value.into(), entry.revision).await {
             Ok(_) => Ok(Left::ToCluster),
             // Removed or replaced meanwhile: the client is back.
-            Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => Err(Left::Cancelled),
+            Err(e) if changed_meanwhile(&e) => Err(Left::Cancelled),
             Err(_) => Err(Left::Failed),
         }
     };
@@ -338,8 +394,9 @@ async fn heartbeat(broker: &Arc<Broker>) {
     let w = &cluster.wills;
     loop {
         let value = Bytes::from(w.run.to_string());
-        if let Err(e) = w.heartbeats.put(&cluster.config.node, value).await {
-            warn!(error = %e, "cluster: heartbeat not written");
+        match w.heartbeats.put(&cluster.config.node, value).await {
+            Ok(_) => *w.beat.lock() = Some(Instant::now()),
+            Err(e) => warn!(error = %e, "cluster: heartbeat not written"),
         }
         tokio::time::sleep(HEARTBEAT).await;
     }
@@ -355,6 +412,7 @@ async fn follow(broker: &Arc<Broker>) {
         let result: Result<(), Box<dyn std::error::Error + Send + Sync>> = async {
             let mut nodes = w.heartbeats.watch_with_history(">").await?;
             let mut wills = w.wills.watch_with_history(">").await?;
+            *w.watching.lock() = Some(Instant::now());
             loop {
                 tokio::select! {
                     e = nodes.next() => {
@@ -382,6 +440,7 @@ async fn follow(broker: &Arc<Broker>) {
             }
         }
         .await;
+        *w.watching.lock() = None;
         if let Err(e) = result {
             warn!(error = %e, "cluster: following wills and heartbeats failed; retrying");
         }
@@ -399,12 +458,28 @@ async fn sweep(broker: &Arc<Broker>) {
     loop {
         tokio::time::sleep(SWEEP).await;
         let now = Instant::now();
+        // Silence is evidence only while this node hears NATS: its own heartbeat written
+        // lately, and both watches running for longer than a node takes to look dead (after
+        // a JetStream outage, the other nodes' heartbeats come back first).
+        let hearing = w
+            .beat
+            .lock()
+            .is_some_and(|t| now.duration_since(t) <= HEARTBEAT * 2)
+            && w.watching
+                .lock()
+                .is_some_and(|t| now.duration_since(t) >= DEAD_AFTER);
         let due: Vec<(String, u64, Record)> = {
             let records = w.records.lock();
             let mut orphaned = w.orphaned.lock();
+            // A node seen alive again clears its records' clocks.
+            orphaned.retain(|k, _| {
+                records
+                    .get(k)
+                    .is_some_and(|(_, r)| r.ended || w.is_orphaned(r, me, now))
+            });
             records
                 .iter()
-                .filter(|(_, (_, r))| r.ended || w.is_orphaned(r, me, now))
+                .filter(|(_, (_, r))| r.ended || (hearing && w.is_orphaned(r, me, now)))
                 .filter(|(k, (_, r))| {
                     let since = *orphaned.entry((*k).clone()).or_insert(now);
                     now.duration_since(since) >= r.due_after()

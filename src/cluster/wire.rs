@@ -90,8 +90,11 @@ pub(crate) struct Received {
     pub message: Arc<Message>,
 }
 
-/// Reads a NATS message to topic `topic`: QoS `default_qos` when the headers do not say
-/// (messages of NATS applications), capped at `max_qos`. `None` if a header is malformed.
+/// Reads a NATS message to topic `topic`, stored `age` ago (its Message Expiry Interval has
+/// run that much): QoS `default_qos` when the headers do not say (messages of NATS
+/// applications), capped at `max_qos`. `None` if a header is malformed or carries what MQTT
+/// forbids (U+0000 in a string, MQTT-1.5.4-2; a response topic that is no Topic Name,
+/// MQTT-3.3.2-14).
 pub(crate) fn read(
     topic: String,
     headers: Option<&HeaderMap>,
@@ -99,6 +102,7 @@ pub(crate) fn read(
     default_qos: QoS,
     max_qos: QoS,
     now: Instant,
+    age: Duration,
 ) -> Option<Received> {
     let empty = HeaderMap::new();
     let h = headers.unwrap_or(&empty);
@@ -110,10 +114,12 @@ pub(crate) fn read(
         Some("2") => QoS::ExactlyOnce,
         Some(_) => return None,
     };
-    let expires_at = match get(EXPIRY) {
-        Some(s) => Some(now + Duration::from_secs(s.parse::<u32>().ok()?.into())),
+    let left = match get(EXPIRY) {
+        Some(s) => Some(Duration::from_secs(s.parse::<u32>().ok()?.into()).saturating_sub(age)),
         None => None,
     };
+    // Already expired when read: expires now (and is not delivered).
+    let expires_at = left.map(|left| now + left);
     let mut properties = PublishProperties::default();
     if let Some(s) = get(FORMAT) {
         properties.payload_format_indicator = Some(s.parse::<u8>().ok().filter(|f| *f <= 1)?);
@@ -133,8 +139,14 @@ pub(crate) fn read(
             .user_properties
             .push((decode(name)?, decode(value)?));
     }
-    if let Some(s) = get(EXPIRY) {
-        properties.message_expiry_interval = s.parse().ok();
+    properties.message_expiry_interval =
+        left.map(|l| u32::try_from(l.as_secs()).unwrap_or(u32::MAX));
+    if properties
+        .response_topic
+        .as_deref()
+        .is_some_and(|t| !crate::topic::valid_topic_name(t))
+    {
+        return None;
     }
     Some(Received {
         origin: get(ORIGIN).map(str::to_owned),
@@ -154,11 +166,12 @@ fn encode(s: &str) -> String {
     utf8_percent_encode(s, ENCODED).to_string()
 }
 
+/// A percent-encoded string as MQTT may carry it: UTF-8 without U+0000, at most 65,535
+/// bytes.
 fn decode(s: &str) -> Option<String> {
-    percent_decode_str(s)
-        .decode_utf8()
-        .ok()
-        .map(|c| c.into_owned())
+    let decoded = percent_decode_str(s).decode_utf8().ok()?;
+    (!decoded.contains('\0') && decoded.len() <= usize::from(u16::MAX))
+        .then(|| decoded.into_owned())
 }
 
 #[cfg(test)]
@@ -192,10 +205,24 @@ mod tests {
             QoS::AtMostOnce,
             QoS::ExactlyOnce,
             now,
+            Duration::ZERO,
         )
         .expect("readable");
         assert_eq!(got.origin.as_deref(), Some("n1"));
         assert_eq!(*got.message, message);
+        // The time a message spent in the stream counts against its expiry.
+        let aged = read(
+            "a/b".into(),
+            Some(&h),
+            Bytes::new(),
+            QoS::AtMostOnce,
+            QoS::ExactlyOnce,
+            now,
+            Duration::from_secs(45),
+        )
+        .expect("readable");
+        assert_eq!(aged.message.properties.message_expiry_interval, Some(15));
+        assert_eq!(aged.message.expires_at, Some(now + Duration::from_secs(15)));
         // Header values carry no line breaks.
         for (_, values) in h.iter() {
             for v in values {
@@ -214,6 +241,7 @@ mod tests {
             QoS::AtLeastOnce,
             QoS::ExactlyOnce,
             now,
+            Duration::ZERO,
         )
         .expect("readable");
         assert_eq!(got.message.qos, QoS::AtLeastOnce);
@@ -227,6 +255,7 @@ mod tests {
             QoS::AtMostOnce,
             QoS::AtMostOnce,
             now,
+            Duration::ZERO,
         )
         .expect("readable");
         assert_eq!(capped.message.qos, QoS::AtMostOnce);
@@ -235,6 +264,10 @@ mod tests {
             (EXPIRY, "-1"),
             (FORMAT, "2"),
             (CORRELATION, "!!"),
+            (CONTENT_TYPE, "a%00b"),
+            (USER_PROPERTY, "k=%00"),
+            (RESPONSE_TOPIC, "reply/%2B"),
+            (RESPONSE_TOPIC, ""),
         ] {
             let mut h = HeaderMap::new();
             h.insert(name, value);
@@ -245,7 +278,8 @@ mod tests {
                     Bytes::new(),
                     QoS::AtMostOnce,
                     QoS::ExactlyOnce,
-                    now
+                    now,
+                    Duration::ZERO
                 )
                 .is_none(),
                 "{name}: {value}"

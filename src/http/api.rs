@@ -121,7 +121,11 @@ async fn cluster(State(app): State<Arc<App>>) -> Json<Value> {
     let st = &cluster.stats;
     Json(json!({ "cluster": {
         "node": c.node,
-        "nats": c.nats,
+        // Without credentials a URL may carry (`nats://user:password@host`).
+        "nats": c.nats.iter().map(|u| match (u.find("://"), u.rfind('@')) {
+            (Some(scheme), Some(at)) if at > scheme => format!("{}{}", &u[..scheme + 3], &u[at + 1..]),
+            _ => u.clone(),
+        }).collect::<Vec<_>>(),
         "connected": st.connected.load(Relaxed),
         "jetstream_writable": st.jetstream_writable.load(Relaxed),
         "prefix": c.prefix,

@@ -300,9 +300,8 @@ impl<S: Transport> Driver<S> {
             // Before the CONNACK goes out: another node can publish the will if this one
             // dies.
             let will = core.will();
-            self.will_recorded = will.is_some();
             // Boxed: a short wait, kept out of every connection's task.
-            Box::pin(cluster.will_connected(
+            self.will_recorded = Box::pin(cluster.will_connected(
                 &self.broker,
                 &core.session().client_id,
                 self.link.id,
@@ -501,17 +500,34 @@ impl<S: Transport> Driver<S> {
                     return;
                 }
                 let session = Arc::clone(session);
+                let resumed = away.as_ref().map(|a| a.token.clone());
                 tokio::spawn(async move {
                     let left = match &broker.cluster {
                         Some(c) => c.will_ended(&client_id, conn).await,
                         None => crate::cluster::WillLeft::Failed,
                     };
-                    if left == crate::cluster::WillLeft::Failed {
+                    if resumed.is_some_and(|t| t.is_cancelled()) {
+                        // The client came back here meanwhile: no will.
+                        done();
+                    } else if left == crate::cluster::WillLeft::Failed {
                         broker.schedule_will(will, &session, away, Some(done));
                     }
                 });
             }
-            Some(will) => self.broker.schedule_will(will, session, away, Some(done)),
+            Some(will) => {
+                // Published by whoever removes the record: here, unless another node found
+                // this one gone and published it already.
+                let session = Arc::clone(session);
+                tokio::spawn(async move {
+                    let take = match &broker.cluster {
+                        Some(c) => c.take_will(&client_id, conn).await,
+                        None => true,
+                    };
+                    if take {
+                        broker.schedule_will(will, &session, away, None);
+                    }
+                });
+            }
         }
     }
 

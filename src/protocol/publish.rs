@@ -100,6 +100,38 @@ impl Connected {
                 }),
             };
         }
+        if let Some(cluster) = &self.broker.cluster {
+            let p = &publish.properties;
+            let properties = p.content_type.as_ref().map_or(0, String::len)
+                + p.response_topic.as_ref().map_or(0, String::len)
+                + p.correlation_data.as_ref().map_or(0, |d| d.len() * 2)
+                + p.user_properties
+                    .iter()
+                    .map(|(k, v)| k.len() + v.len() + 1)
+                    .sum::<usize>()
+                + topic.len();
+            if !cluster.fits(publish.payload.len(), properties) {
+                // Larger than a NATS message may be (the servers' max_payload).
+                debug!(
+                    client_id = &*self.session.client_id,
+                    topic = &*topic,
+                    payload = publish.payload.len(),
+                    "PUBLISH refused: larger than NATS carries"
+                );
+                return match (self.version, publish.qos) {
+                    (Version::V5, QoS::AtLeastOnce) => {
+                        self.send_ack(AckKind::PubAck, packet_id, ReasonCode::PACKET_TOO_LARGE)
+                    }
+                    (Version::V5, QoS::ExactlyOnce) => {
+                        self.send_ack(AckKind::PubRec, packet_id, ReasonCode::PACKET_TOO_LARGE)
+                    }
+                    _ => Err(Close::Violation {
+                        reason: ReasonCode::PACKET_TOO_LARGE,
+                        why: "message larger than the NATS servers' max_payload",
+                    }),
+                };
+            }
+        }
         if publish.qos == QoS::ExactlyOnce {
             let limit = usize::from(self.broker.config.receive_maximum);
             let slot = self.session.slot.lock();
