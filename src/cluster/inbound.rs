@@ -40,7 +40,17 @@ pub(super) async fn run_subscription(
         let Some(topic) = subject::subject_topic(prefix, &m.subject) else {
             continue;
         };
-        if !crate::topic::valid_topic_name(&topic) || !cluster.interest().routes(&filter, &topic) {
+        if !crate::topic::valid_topic_name(&topic) {
+            continue;
+        }
+        // Once per node, however many of its subscriptions match: by the message's id, or
+        // for NATS applications' messages (which have none) by the first matching filter.
+        let id = m.headers.as_ref().and_then(|h| h.get(wire::ID));
+        let first = match id {
+            Some(id) => cluster.interest().first_copy(id.as_str()),
+            None => cluster.interest().routes(&filter, &topic),
+        };
+        if !first {
             continue;
         }
         let now = broker.clock.now();

@@ -31,7 +31,20 @@ pub(crate) struct Interest {
     rx: Mutex<Option<mpsc::UnboundedReceiver<InterestChange>>>,
     /// The filters subscribed to now.
     filters: RwLock<SubscriptionTrie<Arc<str>, ()>>,
+    /// Ids of the last messages routed that carry one (`Roost-Id`), oldest first.
+    seen: Mutex<Seen>,
 }
+
+/// The last [`SEEN`] message ids.
+#[derive(Debug, Default)]
+struct Seen {
+    ids: std::collections::HashSet<String>,
+    order: std::collections::VecDeque<String>,
+}
+
+/// Message ids remembered: a copy arriving on another subscription comes long before this
+/// many later messages.
+const SEEN: usize = 65_536;
 
 impl Interest {
     pub(super) fn new(prefix: String) -> Interest {
@@ -41,6 +54,7 @@ impl Interest {
             tx,
             rx: Mutex::new(Some(rx)),
             filters: RwLock::new(SubscriptionTrie::default()),
+            seen: Mutex::default(),
         }
     }
 
@@ -64,7 +78,25 @@ impl Interest {
         });
     }
 
-    /// True if `filter` is the first (in byte order) of this node's subscribed filters that
+    /// True the first time a message with id `id` comes (on any of this node's
+    /// subscriptions): it is routed then, and its other copies are not.
+    pub(super) fn first_copy(&self, id: &str) -> bool {
+        let mut seen = self.seen.lock();
+        if seen.ids.contains(id) {
+            return false;
+        }
+        if seen.order.len() == SEEN
+            && let Some(old) = seen.order.pop_front()
+        {
+            seen.ids.remove(&old);
+        }
+        seen.ids.insert(id.to_string());
+        seen.order.push_back(id.to_string());
+        true
+    }
+
+    /// For messages without an id (from NATS applications): true if `filter` is the first
+    /// (in byte order) of this node's subscribed filters that
     /// match `topic`: a message matching several of them arrives once per NATS subscription,
     /// and is routed only from the first, so each arrives here once.
     pub(super) fn routes(&self, filter: &str, topic: &str) -> bool {

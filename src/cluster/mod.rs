@@ -303,6 +303,9 @@ impl Cluster {
                 stored(format!("{}{mapped}", c.retained_subject));
             }
             if m.qos == QoS::AtMostOnce {
+                let mut headers = headers;
+                let id = self.next_write.fetch_add(1, Relaxed);
+                headers.insert(wire::ID, format!("{}-{:x}-{id}", c.node, self.run).as_str());
                 if let Err(e) = self
                     .client
                     .publish_with_headers(subject, headers, m.payload.clone())

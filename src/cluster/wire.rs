@@ -4,6 +4,7 @@
 //! | header | value |
 //! |---|---|
 //! | `Roost-Origin` | the node that published it (absent from NATS applications) |
+//! | `Roost-Id` | a QoS 0 message's id, unique in the cluster |
 //! | `Roost-QoS` | `0`, `1` or `2` |
 //! | `Roost-Retain` | `1` if the RETAIN flag was set |
 //! | `Roost-Expiry` | seconds left of the Message Expiry Interval |
@@ -25,6 +26,9 @@ use crate::codec::{PublishProperties, QoS};
 use crate::session::Message;
 
 pub(crate) const ORIGIN: &str = "Roost-Origin";
+/// A QoS 0 message's id, unique in the cluster: a node that receives it on several of its
+/// NATS subscriptions routes it once.
+pub(crate) const ID: &str = "Roost-Id";
 const QOS: &str = "Roost-QoS";
 const RETAIN: &str = "Roost-Retain";
 const EXPIRY: &str = "Roost-Expiry";

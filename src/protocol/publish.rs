@@ -118,13 +118,19 @@ impl Connected {
                     payload = publish.payload.len(),
                     "PUBLISH refused: larger than NATS carries"
                 );
+                // PUBACK and PUBREC have no "packet too large" (MQTT 5.0 3.4.2.1): refused as
+                // implementation specific, so that the client drops it rather than resends.
                 return match (self.version, publish.qos) {
-                    (Version::V5, QoS::AtLeastOnce) => {
-                        self.send_ack(AckKind::PubAck, packet_id, ReasonCode::PACKET_TOO_LARGE)
-                    }
-                    (Version::V5, QoS::ExactlyOnce) => {
-                        self.send_ack(AckKind::PubRec, packet_id, ReasonCode::PACKET_TOO_LARGE)
-                    }
+                    (Version::V5, QoS::AtLeastOnce) => self.send_ack(
+                        AckKind::PubAck,
+                        packet_id,
+                        ReasonCode::IMPLEMENTATION_SPECIFIC_ERROR,
+                    ),
+                    (Version::V5, QoS::ExactlyOnce) => self.send_ack(
+                        AckKind::PubRec,
+                        packet_id,
+                        ReasonCode::IMPLEMENTATION_SPECIFIC_ERROR,
+                    ),
                     _ => Err(Close::Violation {
                         reason: ReasonCode::PACKET_TOO_LARGE,
                         why: "message larger than the NATS servers' max_payload",
