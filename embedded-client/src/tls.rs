@@ -30,9 +30,18 @@
 //!   ([`NoClock`], the default, does not: a device without a calendar clock cannot check
 //!   expiry).
 //!
-//! It does not check key usage, extended key usage or basic constraints (so any
-//! certificate the CA issued, also a client certificate, passes as a server certificate),
-//! nor revocation. Treat the CA given as the trust decision.
+//! The server's certificate must be signed by the CA itself: the chain it sends may hold,
+//! after its own certificate, only copies of the CA certificate (no intermediates). This is
+//! Roost's rule on top of embedded-tls, whose chain walk lets any certificate sign the next
+//! without checking that it may (basic constraints, key usage): with an intermediate
+//! allowed, a device's client certificate from the same CA could sign a server certificate
+//! for any name.
+//!
+//! It does not check the leaf's key usage or extended key usage (so any certificate the CA
+//! issued directly, also a client certificate, passes as a server certificate for the
+//! names it carries), nor revocation. embedded-tls keeps the first 3 DNS names of a
+//! certificate and names of at most 64 bytes; the common name is matched too. Treat the CA
+//! given as the trust decision.
 //!
 //! # Limits
 //!
@@ -78,7 +87,50 @@ pub type Tls<'a, S> = TlsConnection<'a, S, Aes128GcmSha256>;
 /// 500-700 bytes).
 pub struct CaVerified<'a, R, Clk: TlsClock = NoClock, const CERT: usize = 2048> {
     rng: R,
-    verifier: CertVerifier<'a, Aes128GcmSha256, Clk, CERT>,
+    verifier: SignedByCa<'a, Clk, CERT>,
+}
+
+/// embedded-tls's verifier, held to chains of the server's certificate signed by the CA
+/// itself: the leaf, then nothing but copies of the CA certificate. embedded-tls treats
+/// every certificate of a chain as a signer without checking that it may sign (basic
+/// constraints, key usage), so an intermediate would let any certificate the CA issued, a
+/// device's client certificate too, sign a server certificate for any name.
+struct SignedByCa<'a, Clk: TlsClock, const CERT: usize> {
+    ca: &'a [u8],
+    inner: CertVerifier<'a, Aes128GcmSha256, Clk, CERT>,
+}
+
+impl<Clk: TlsClock, const CERT: usize> TlsVerifier<Aes128GcmSha256> for SignedByCa<'_, Clk, CERT> {
+    fn set_hostname_verification(&mut self, hostname: &str) -> Result<(), TlsError> {
+        self.inner.set_hostname_verification(hostname)
+    }
+
+    fn verify_certificate(
+        &mut self,
+        transcript: &<Aes128GcmSha256 as embedded_tls::TlsCipherSuite>::Hash,
+        cert: embedded_tls::CertificateRef,
+    ) -> Result<(), TlsError> {
+        let mut entries = cert.entries.iter();
+        if !matches!(
+            entries.next(),
+            Some(embedded_tls::CertificateEntryRef::X509(_))
+        ) {
+            return Err(TlsError::InvalidCertificate);
+        }
+        let only_ca = entries
+            .all(|e| matches!(e, embedded_tls::CertificateEntryRef::X509(der) if *der == self.ca));
+        if !only_ca {
+            return Err(TlsError::InvalidCertificate);
+        }
+        self.inner.verify_certificate(transcript, cert)
+    }
+
+    fn verify_signature(
+        &mut self,
+        verify: embedded_tls::CertificateVerifyRef,
+    ) -> Result<(), TlsError> {
+        self.inner.verify_signature(verify)
+    }
 }
 
 impl<'a, R, Clk: TlsClock, const CERT: usize> CaVerified<'a, R, Clk, CERT>
@@ -89,7 +141,10 @@ where
     pub fn new(ca_der: &'a [u8], rng: R) -> Self {
         CaVerified {
             rng,
-            verifier: CertVerifier::new(Certificate::X509(ca_der)),
+            verifier: SignedByCa {
+                ca: ca_der,
+                inner: CertVerifier::new(Certificate::X509(ca_der)),
+            },
         }
     }
 }

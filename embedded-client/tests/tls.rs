@@ -97,9 +97,14 @@ async fn round_trip(addr: SocketAddr, protocol: Protocol) {
 }
 
 async fn roost_tls() -> roost::BrokerHandle {
+    roost_tls_with(certs().join("server.pem"), certs().join("server.key")).await
+}
+
+/// Roost with a TLS listener serving the certificate chain `cert` (PEM) with key `key`.
+async fn roost_tls_with(cert: std::path::PathBuf, key: std::path::PathBuf) -> roost::BrokerHandle {
     let mut listener = ListenerConfig::new(ListenerKind::Tls, [127, 0, 0, 1].into(), 0);
-    listener.cert_file = Some(certs().join("server.pem"));
-    listener.key_file = Some(certs().join("server.key"));
+    listener.cert_file = Some(cert);
+    listener.key_file = Some(key);
     let config = roost::Config {
         port: 0,
         in_memory: true,
@@ -116,6 +121,94 @@ async fn roost_tls_listener_both_versions() {
     for p in protocols() {
         round_trip(addr, p).await;
     }
+}
+
+/// Runs `openssl` with `args` in `dir`; panics with its output if it fails.
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let out = std::process::Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("openssl runs (apt-get install openssl)");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A server certificate for `broker.example.com` signed not by the CA but by the device
+/// certificate `client.pem` (which the CA issued: CA:FALSE, client authentication only),
+/// sent with `client.pem` as its intermediate. embedded-tls alone would accept the chain
+/// (it does not check that an intermediate may sign); roost-client takes only certificates
+/// the CA signed itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chain_through_a_certificate_that_may_not_sign_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let (client_cert, client_key) = (certs().join("client.pem"), certs().join("client.key"));
+    std::fs::write(d.join("ext"), "subjectAltName=DNS:broker.example.com\n").expect("ext");
+    openssl(
+        d,
+        &[
+            "ecparam",
+            "-name",
+            "prime256v1",
+            "-genkey",
+            "-noout",
+            "-out",
+            "forged.key",
+        ],
+    );
+    openssl(
+        d,
+        &[
+            "req",
+            "-new",
+            "-key",
+            "forged.key",
+            "-subj",
+            "/CN=broker.example.com",
+            "-out",
+            "forged.csr",
+        ],
+    );
+    openssl(
+        d,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "forged.csr",
+            "-CA",
+            client_cert.to_str().expect("path"),
+            "-CAkey",
+            client_key.to_str().expect("path"),
+            "-CAcreateserial",
+            "-days",
+            "30",
+            "-extfile",
+            "ext",
+            "-out",
+            "forged.pem",
+        ],
+    );
+    let chain = [
+        std::fs::read_to_string(d.join("forged.pem")).expect("forged"),
+        std::fs::read_to_string(&client_cert).expect("client"),
+    ]
+    .concat();
+    std::fs::write(d.join("chain.pem"), chain).expect("chain");
+    let broker = roost_tls_with(d.join("chain.pem"), d.join("forged.key")).await;
+    let addr = broker.addr_of(ListenerKind::Tls).expect("TLS listener");
+    let ca = der("ca.pem");
+    let mut records = Records::new();
+    let r = open(addr, &mut records, &ca, "broker.example.com").await;
+    assert!(
+        matches!(r, Err(TlsError::InvalidCertificate)),
+        "a forged chain: {:?}",
+        r.err()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
