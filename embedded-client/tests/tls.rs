@@ -184,6 +184,8 @@ async fn a_chain_through_a_certificate_that_may_not_sign_is_refused() {
             client_cert.to_str().expect("path"),
             "-CAkey",
             client_key.to_str().expect("path"),
+            "-CAserial",
+            "forged.srl",
             "-CAcreateserial",
             "-days",
             "30",
