@@ -115,3 +115,42 @@ def read_packet(sock, buf):
         if not chunk:
             raise ConnectionError("broker closed the connection")
         buf.extend(chunk)
+
+
+def run_interleaved(kinds, qos_levels, runs, one_run):
+    """Runs `one_run(kind, qos)` `runs` times per QoS, the kinds interleaved; prints each
+    loadgen result to stderr; returns {(kind, qos): [result, ...]}."""
+    results = {}
+    for qos in qos_levels:
+        for n in range(runs):
+            for kind in kinds:
+                r = one_run(kind, qos)
+                results.setdefault((kind, qos), []).append(r)
+                print(f"qos {qos} run {n + 1} {kind}: "
+                      f"{r.get('delivered_per_sec', 0):,.0f} msg/s, "
+                      f"lost {r.get('lost')}, p50 {r.get('latency_p50_us', 0):,.0f} us, "
+                      f"p99 {r.get('latency_p99_us', 0):,.0f} us {r.get('error', '')}",
+                      file=sys.stderr)
+    return results
+
+
+def print_medians(results, kinds, qos_levels, count, size, runs):
+    """The Markdown table of medians (msg/s, p50 and p99 latency) and the worst loss."""
+    import statistics
+
+    def med(kind, qos, key):
+        xs = [r[key] for r in results[(kind, qos)] if key in r and "error" not in r]
+        return statistics.median(xs) if xs else None
+
+    print(f"\n{count} messages of {size} B, medians of {runs} runs\n")
+    print("| QoS | path | msg/s | p50 latency, ms | p99 latency, ms | lost (worst run) |")
+    print("|---|---|---|---|---|---|")
+    for qos in qos_levels:
+        for kind in kinds:
+            rate = med(kind, qos, "delivered_per_sec")
+            p50 = med(kind, qos, "latency_p50_us")
+            p99 = med(kind, qos, "latency_p99_us")
+            lost = max((r.get("lost", 0) for r in results[(kind, qos)]), default=None)
+            fmt = (lambda v, d=1: "-" if v is None else f"{v / 1000:,.{d}f}")
+            print(f"| {qos} | {kind} | {'-' if rate is None else f'{rate:,.0f}'} | "
+                  f"{fmt(p50, 2)} | {fmt(p99, 2)} | {lost} |")

@@ -21,7 +21,6 @@ import argparse
 import json
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -29,7 +28,8 @@ import time
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchlib import LIVE, free_port, stop, wait_listening  # noqa: E402
+from benchlib import (LIVE, free_port, print_medians, run_interleaved,  # noqa: E402
+                      stop, wait_listening)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -125,34 +125,9 @@ def main():
     ap.add_argument("--max-secs", type=int, default=120)
     args = ap.parse_args()
     kinds = ["cross-node", "same node", "alone"]
-    results = {}
-    for qos in [int(q) for q in args.qos.split(",")]:
-        for n in range(args.runs):
-            for kind in kinds:
-                r = run(kind, qos, args)
-                results.setdefault((kind, qos), []).append(r)
-                print(f"qos {qos} run {n + 1} {kind}: "
-                      f"{r.get('delivered_per_sec', 0):,.0f} msg/s, "
-                      f"lost {r.get('lost')}, p50 {r.get('latency_p50_us', 0):,.0f} us, "
-                      f"p99 {r.get('latency_p99_us', 0):,.0f} us {r.get('error', '')}",
-                      file=sys.stderr)
-
-    def med(kind, qos, key):
-        xs = [r[key] for r in results[(kind, qos)] if key in r and "error" not in r]
-        return statistics.median(xs) if xs else None
-
-    print(f"\n{args.count} messages of {args.size} B, medians of {args.runs} runs\n")
-    print("| QoS | path | msg/s | p50 latency, ms | p99 latency, ms | lost (worst run) |")
-    print("|---|---|---|---|---|---|")
-    for qos in [int(q) for q in args.qos.split(",")]:
-        for kind in kinds:
-            rate = med(kind, qos, "delivered_per_sec")
-            p50 = med(kind, qos, "latency_p50_us")
-            p99 = med(kind, qos, "latency_p99_us")
-            lost = max((r.get("lost", 0) for r in results[(kind, qos)]), default=None)
-            fmt = (lambda v, d=1: "-" if v is None else f"{v / 1000:,.{d}f}")
-            print(f"| {qos} | {kind} | {'-' if rate is None else f'{rate:,.0f}'} | "
-                  f"{fmt(p50, 2)} | {fmt(p99, 2)} | {lost} |")
+    qos_levels = [int(q) for q in args.qos.split(",")]
+    results = run_interleaved(kinds, qos_levels, args.runs, lambda kind, qos: run(kind, qos, args))
+    print_medians(results, kinds, qos_levels, args.count, args.size, args.runs)
 
 
 if __name__ == "__main__":
