@@ -69,7 +69,7 @@ impl Interest {
             Some(Err(())) => return,
             None => filter,
         };
-        if super::is_local(inner) || subject::filter_subjects(&self.prefix, inner).is_err() {
+        if super::is_local(inner) || subject::check(inner).is_err() {
             return;
         }
         let _ = self.tx.send(InterestChange {

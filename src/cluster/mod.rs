@@ -244,7 +244,7 @@ impl Cluster {
 
     /// `Ok` if `topic` has a NATS subject (a message to it can reach the other nodes).
     pub(crate) fn can_carry(&self, topic: &str) -> Result<(), subject::Unmappable> {
-        subject::topic_subject(&self.config.prefix, topic).map(|_| ())
+        subject::check(topic)
     }
 
     /// True if a message with a payload of `payload` bytes and MQTT 5.0 properties of
@@ -266,7 +266,7 @@ impl Cluster {
         if is_local(inner) {
             return Ok(());
         }
-        subject::filter_subjects(&self.config.prefix, inner).map(|_| ())
+        subject::check(inner)
     }
 
     /// Publishes messages accepted here to the other nodes, in order: QoS 0 on their

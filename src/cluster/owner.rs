@@ -61,10 +61,7 @@ struct LocalClaim {
 
 impl Claims {
     pub(super) fn lost(&self, client_id: &str, conn: u64) -> bool {
-        self.by_client
-            .lock()
-            .get(client_id)
-            .is_none_or(|c| c.conn != conn)
+        self.held(client_id) != Some(conn)
     }
 
     /// The connection holding the claim of `client_id` here, if any.

@@ -32,20 +32,30 @@ impl fmt::Display for Unmappable {
     }
 }
 
-/// The subject of Topic Name `topic` under `prefix`.
-pub(crate) fn topic_subject(prefix: &str, topic: &str) -> Result<String, Unmappable> {
-    if topic.split('/').any(|level| level == "*" || level == ">") {
+/// `Ok` if a Topic Name or Filter has a subject (without building it).
+pub(crate) fn check(mqtt: &str) -> Result<(), Unmappable> {
+    if mqtt.split('/').any(|level| level == "*" || level == ">") {
         return Err(Unmappable::WildcardLevel);
     }
+    if mqtt
+        .bytes()
+        .any(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r' | 0x0c | 0x7f))
+    {
+        return Err(Unmappable::Character);
+    }
+    Ok(())
+}
+
+/// The subject of Topic Name `topic` under `prefix`.
+pub(crate) fn topic_subject(prefix: &str, topic: &str) -> Result<String, Unmappable> {
+    check(topic)?;
     convert(prefix, topic)
 }
 
 /// The subjects a node subscribes to for Topic Filter `filter` (a Shared Subscription's
 /// filter without its `$share/{group}/`): one, or two for a filter ending in `/#`.
 pub(crate) fn filter_subjects(prefix: &str, filter: &str) -> Result<Vec<String>, Unmappable> {
-    if filter.split('/').any(|level| level == "*" || level == ">") {
-        return Err(Unmappable::WildcardLevel);
-    }
+    check(filter)?;
     let subject = convert(prefix, filter)?;
     let mut subjects = Vec::with_capacity(2);
     // `a/#` matches `a` too: subscribe to its subject as well (more than one token before

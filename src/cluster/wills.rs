@@ -279,6 +279,23 @@ fn changed_meanwhile(e: &kv::UpdateError) -> bool {
         || e.to_string().contains("wrong last sequence")
 }
 
+/// The record of `conn`'s will on this node and its revision: `Ok(None)` if there is none
+/// (removed, or a later connection of the client on this node wrote its own), `Err` if the
+/// bucket cannot be read.
+async fn own_record(
+    w: &Wills,
+    key: &str,
+    conn: u64,
+) -> Result<Option<(u64, Record)>, kv::EntryError> {
+    let Some(entry) = w.wills.entry(key).await? else {
+        return Ok(None);
+    };
+    Ok(serde_json::from_slice::<Record>(&entry.value)
+        .ok()
+        .filter(|r| r.conn == conn && r.run == w.run)
+        .map(|r| (entry.revision, r)))
+}
+
 /// Removes the record of `conn`'s will so that this node may publish it (see
 /// [`Cluster::take_will`]).
 pub(super) async fn take(cluster: &Cluster, client_id: &str, conn: u64) -> bool {
@@ -286,20 +303,10 @@ pub(super) async fn take(cluster: &Cluster, client_id: &str, conn: u64) -> bool 
     let key = key_of(client_id, &cluster.config.node);
     let limit = Duration::from_secs(cluster.config.ack_timeout);
     let removed = async {
-        let Some(entry) = w.wills.entry(key.clone()).await.ok()? else {
+        let Some((revision, _)) = own_record(w, &key, conn).await.ok()? else {
             return Some(false);
         };
-        let ours = serde_json::from_slice::<Record>(&entry.value)
-            .is_ok_and(|r| r.conn == conn && r.run == w.run);
-        if !ours {
-            // A later connection of the client wrote its own: this one's is gone.
-            return Some(false);
-        }
-        match w
-            .wills
-            .delete_expect_revision(&key, Some(entry.revision))
-            .await
-        {
+        match w.wills.delete_expect_revision(&key, Some(revision)).await {
             Ok(()) => Some(true),
             Err(e) if changed_meanwhile(&e) => Some(false),
             Err(_) => None,
@@ -330,18 +337,16 @@ pub(super) async fn ended(cluster: &Cluster, client_id: &str, conn: u64) -> Left
     let key = key_of(client_id, &cluster.config.node);
     let limit = Duration::from_secs(cluster.config.ack_timeout);
     let update = async {
-        let Some(entry) = w.wills.entry(key.clone()).await.map_err(|_| Left::Failed)? else {
+        let Some((revision, mut record)) =
+            own_record(w, &key, conn).await.map_err(|_| Left::Failed)?
+        else {
+            // Removed (the client came back elsewhere), or a later connection of the client
+            // on this node wrote its own.
             return Err(Left::Cancelled);
         };
-        let mut record =
-            serde_json::from_slice::<Record>(&entry.value).map_err(|_| Left::Failed)?;
-        if record.conn != conn || record.run != w.run {
-            // A later connection of the client on this node wrote its own.
-            return Err(Left::Cancelled);
-        }
         record.ended = true;
         let value = serde_json::to_vec(&record).map_err(|_| Left::Failed)?;
-        match w.wills.update(&key, value.into(), entry.revision).await {
+        match w.wills.update(&key, value.into(), revision).await {
             Ok(_) => Ok(Left::ToCluster),
             // Removed or replaced meanwhile: the client is back.
             Err(e) if changed_meanwhile(&e) => Err(Left::Cancelled),
@@ -356,21 +361,10 @@ pub(super) async fn ended(cluster: &Cluster, client_id: &str, conn: u64) -> Left
 
 /// The will of `conn` was published or cancelled on this node: its record goes.
 pub(super) fn done(broker: &Arc<Broker>, client_id: &str, conn: u64) {
-    let Some(cluster) = &broker.cluster else {
-        return;
-    };
-    let key = key_of(client_id, &cluster.config.node);
-    let (run, store) = (cluster.wills.run, cluster.wills.wills.clone());
+    let (broker, client_id) = (Arc::clone(broker), client_id.to_string());
     tokio::spawn(async move {
-        let Ok(Some(entry)) = store.entry(key.clone()).await else {
-            return;
-        };
-        let ours = serde_json::from_slice::<Record>(&entry.value)
-            .is_ok_and(|r| r.conn == conn && r.run == run);
-        if ours {
-            let _ = store
-                .delete_expect_revision(&key, Some(entry.revision))
-                .await;
+        if let Some(cluster) = &broker.cluster {
+            take(cluster, &client_id, conn).await;
         }
     });
 }
