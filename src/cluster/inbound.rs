@@ -72,13 +72,15 @@ pub(super) async fn run_subscription(
 }
 
 /// Reads the stream of QoS 1/2 messages through this node's durable consumer, for ever
-/// (reconnecting after failures).
-pub(super) async fn run_stream(broker: Arc<Broker>) {
+/// (reconnecting after failures). `ready` is told once the consumer exists: a new node's
+/// consumer starts at the end of the stream, so it must exist before clients subscribe.
+pub(super) async fn run_stream(broker: Arc<Broker>, ready: tokio::sync::oneshot::Sender<()>) {
     let shutdown = broker.shutdown.clone();
+    let mut ready = Some(ready);
     let mut delay = Duration::from_millis(100);
     loop {
         let result = tokio::select! {
-            r = consume(&broker) => r,
+            r = consume(&broker, &mut ready) => r,
             _ = shutdown.cancelled() => return,
         };
         if let Err(e) = result {
@@ -94,7 +96,10 @@ pub(super) async fn run_stream(broker: Arc<Broker>) {
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
-async fn consume(broker: &Arc<Broker>) -> Result<(), Error> {
+async fn consume(
+    broker: &Arc<Broker>,
+    ready: &mut Option<tokio::sync::oneshot::Sender<()>>,
+) -> Result<(), Error> {
     let Some(cluster) = broker.cluster.as_ref() else {
         return Ok(());
     };
@@ -128,6 +133,9 @@ async fn consume(broker: &Arc<Broker>) -> Result<(), Error> {
                 ..config
             })
             .await?;
+    }
+    if let Some(ready) = ready.take() {
+        let _ = ready.send(());
     }
     let mut messages = consumer.messages().await?;
     info!(consumer = %c.node, stream = %c.stream, "cluster: reading the stream");

@@ -207,7 +207,8 @@ impl Cluster {
     }
 
     /// Starts the tasks that bring other nodes' messages, retained messages and takeovers
-    /// to `broker`, and waits (bounded) until the retained messages are loaded.
+    /// to `broker`, and waits (bounded) until this node's consumer of the stream exists and
+    /// the retained messages are loaded.
     pub(crate) async fn start(broker: &Arc<Broker>) {
         let Some(cluster) = broker.cluster.as_ref() else {
             return;
@@ -216,13 +217,21 @@ impl Cluster {
         if let Some(changes) = changes {
             tokio::spawn(interest::run(Arc::clone(broker), changes));
         }
-        tokio::spawn(inbound::run_stream(Arc::clone(broker)));
+        let (consumer_tx, consumer_rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(inbound::run_stream(Arc::clone(broker), consumer_tx));
         tokio::spawn(owner::watch(Arc::clone(broker)));
         tokio::spawn(wills::run(Arc::clone(broker)));
         let (loaded_tx, loaded_rx) = tokio::sync::oneshot::channel();
         tokio::spawn(retained::follow(Arc::clone(broker), loaded_tx));
         let limit = Duration::from_secs(cluster.config.ack_timeout.max(5) * 2);
-        if tokio::time::timeout(limit, loaded_rx).await.is_err() {
+        let deadline = tokio::time::Instant::now() + limit;
+        if tokio::time::timeout_at(deadline, consumer_rx)
+            .await
+            .is_err()
+        {
+            warn!("cluster: the node's consumer of the stream is not ready in time");
+        }
+        if tokio::time::timeout_at(deadline, loaded_rx).await.is_err() {
             warn!("cluster: retained messages not loaded in time; they arrive as they load");
         }
     }
