@@ -241,7 +241,14 @@ pub(crate) struct SessionHandle {
     /// A connection is attached: a copy of `slot.conn.is_some()`, set under the slot lock,
     /// for readers that only need a hint (the order Shared Subscription members are tried in).
     connected: std::sync::atomic::AtomicBool,
+    /// In cluster mode, for a durable Session: it receives QoS 1/2 messages only from the
+    /// cluster's stream, in its order, and none at or below this sequence (it had them
+    /// before it came to this node). `NOT_FOLLOWING` otherwise.
+    stream_floor: AtomicU64,
 }
+
+/// [`SessionHandle::stream_floor`] of a Session that does not follow the cluster's stream.
+const NOT_FOLLOWING: u64 = u64::MAX;
 
 impl SessionHandle {
     /// How the store names this session: client id and incarnation (the session key).
@@ -278,7 +285,40 @@ impl SessionHandle {
             room_seq: AtomicU64::new(0),
             room_waiters: AtomicUsize::new(0),
             connected: std::sync::atomic::AtomicBool::new(conn.is_some()),
+            stream_floor: AtomicU64::new(NOT_FOLLOWING),
         }
+    }
+
+    /// Whether the Session takes its QoS 1/2 messages from the cluster's stream (see
+    /// [`SessionHandle::stream_floor`]).
+    pub(crate) fn follows_stream(&self) -> bool {
+        self.stream_floor.load(Ordering::Relaxed) != NOT_FOLLOWING
+    }
+
+    /// Makes the Session follow the cluster's stream (durable, in cluster mode), or not.
+    pub(crate) fn set_follows_stream(&self, follows: bool) {
+        let floor = if follows { 0 } else { NOT_FOLLOWING };
+        let _ = self
+            .stream_floor
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |f| {
+                match (follows, f == NOT_FOLLOWING) {
+                    (true, false) => None,
+                    _ => Some(floor),
+                }
+            });
+    }
+
+    /// Skips the stream's messages up to `sequence` for this Session (it had them already).
+    pub(crate) fn set_stream_floor(&self, sequence: u64) {
+        self.stream_floor
+            .store(sequence.min(NOT_FOLLOWING - 1), Ordering::Relaxed);
+    }
+
+    /// True if the stream's message `sequence` is for this Session from the stream: it
+    /// follows the stream and did not have the message before.
+    pub(crate) fn takes_from_stream(&self, sequence: u64) -> bool {
+        let floor = self.stream_floor.load(Ordering::Relaxed);
+        floor != NOT_FOLLOWING && sequence > floor
     }
 
     /// Attaches or detaches a connection (call with the slot locked, passing it in).

@@ -22,7 +22,7 @@ pub(crate) use access::{AccessControl, Verdict};
 pub(crate) use handle::{Absence, ClientInfo, ConnLink, KickReason, SessionHandle, WillInfo};
 pub(crate) use metrics::Metrics;
 pub(crate) use pending::Pending;
-pub(crate) use router::{RouteContext, Routed, Router};
+pub(crate) use router::{Audience, RouteContext, Routed, Router};
 pub(crate) use sessions::{AttachError, AttachRequest, Registry};
 pub(crate) use will::WillDone;
 
@@ -152,7 +152,14 @@ impl Broker {
         policy: QueueFullPolicy,
         mut pending: Option<&mut Pending>,
     ) -> Routed {
-        let ctx = self.route_context(policy);
+        let mut ctx = self.route_context(policy);
+        if self.cluster.is_some()
+            && message.qos != crate::codec::QoS::AtMostOnce
+            && !crate::cluster::is_local(&message.topic)
+        {
+            // Durable Sessions take it from the cluster's stream, in its order.
+            ctx.audience = Audience::NotFollowing;
+        }
         let routed = self
             .router
             .route(message, publisher, &ctx, pending.as_deref_mut());
@@ -175,9 +182,13 @@ impl Broker {
             }
         }
         if self.cluster.is_some() && !crate::cluster::is_local(&message.topic) {
+            let publisher = publisher.map(|p| Arc::clone(&p.client_id));
             match pending {
-                Some(p) => p.forward(message),
-                None => self.forward_detached(vec![Arc::clone(message)]),
+                Some(p) => p.forward(message, publisher),
+                None => self.forward_detached(vec![crate::cluster::Forward {
+                    message: Arc::clone(message),
+                    publisher,
+                }]),
             }
         }
         routed
@@ -191,12 +202,24 @@ impl Broker {
         policy: QueueFullPolicy,
         pending: Option<&mut Pending>,
     ) -> Routed {
-        let ctx = self.route_context(policy);
+        self.route_to(message, policy, pending, Audience::All)
+    }
+
+    /// As [`Broker::route_only`], to `audience` only.
+    pub(crate) fn route_to(
+        &self,
+        message: &Arc<Message>,
+        policy: QueueFullPolicy,
+        pending: Option<&mut Pending>,
+        audience: Audience,
+    ) -> Routed {
+        let mut ctx = self.route_context(policy);
+        ctx.audience = audience;
         self.router.route(message, None, &ctx, pending)
     }
 
     /// Sends messages to the other nodes without waiting (nobody waits on them: wills).
-    fn forward_detached(&self, messages: Vec<Arc<Message>>) {
+    fn forward_detached(&self, messages: Vec<crate::cluster::Forward>) {
         if let Some(broker) = self.me.upgrade() {
             tokio::spawn(async move {
                 if let Some(cluster) = &broker.cluster {
@@ -208,7 +231,7 @@ impl Broker {
 
     /// Sends the messages of a batch to the other nodes (see [`crate::cluster::Cluster::forward`]);
     /// true outside cluster mode.
-    pub(crate) async fn forward(&self, messages: &[Arc<Message>]) -> bool {
+    pub(crate) async fn forward(&self, messages: &[crate::cluster::Forward]) -> bool {
         match &self.cluster {
             Some(cluster) if !messages.is_empty() => {
                 cluster.forward(messages, self.clock.now()).await
@@ -225,6 +248,7 @@ impl Broker {
             store_has_room: self.store_has_room(),
             store_writable: self.store_healthy(),
             strategy: self.config.shared_subscription_strategy,
+            audience: crate::broker::router::Audience::All,
         }
     }
 

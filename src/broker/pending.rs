@@ -34,7 +34,7 @@ pub(crate) struct Pending {
     /// [`Pending::push_done_in_memory`]): handed to the store again if the commit fails.
     pub redo_on_failure: Vec<Op>,
     /// Messages to send to the other nodes of a cluster with this batch's commit.
-    pub cluster: Vec<Arc<crate::session::Message>>,
+    pub cluster: Vec<crate::cluster::Forward>,
 }
 
 impl Pending {
@@ -68,11 +68,19 @@ impl Pending {
 
     /// Adds a message to send to the other nodes with the commit; the output waits for
     /// NATS if the message needs JetStream (QoS 1/2 or retained).
-    pub(crate) fn forward(&mut self, message: &Arc<crate::session::Message>) {
+    /// `publisher` is the client that published it, if any (for No Local).
+    pub(crate) fn forward(
+        &mut self,
+        message: &Arc<crate::session::Message>,
+        publisher: Option<Arc<str>>,
+    ) {
         if message.qos != crate::codec::QoS::AtMostOnce || message.retain {
             self.must_wait = true;
         }
-        self.cluster.push(Arc::clone(message));
+        self.cluster.push(crate::cluster::Forward {
+            message: Arc::clone(message),
+            publisher,
+        });
     }
 
     /// The gate for deliveries of this batch (`None` without a store: nothing to wait for).

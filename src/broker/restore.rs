@@ -23,6 +23,7 @@ impl Broker {
         {
             cluster.applied.store(*sequence, Relaxed);
         }
+        let applied = self.cluster.as_ref().map_or(0, |c| c.applied.load(Relaxed));
         for mut message in loaded.retained {
             message.id = self.message_id();
             self.router.retain(&Arc::new(message), None);
@@ -41,13 +42,24 @@ impl Broker {
             );
             session.next_seq = Seq::MIN.saturating_add(stored.max_seq);
             session.owner = stored.record.owner.clone();
+            let stored_only = stored.stored.is_some();
             if let Some((from, count, bytes)) = stored.stored {
                 // Not read into memory until the client is back.
                 messages += count;
                 session.outbound.restore_stored(from, count, bytes);
             }
+            // In cluster mode: the stream messages taken from the queue so far.
+            let mut first_queued = None;
+            let mut sent = 0;
             for (seq, entry, message) in stored.entries {
                 messages += 1;
+                if let Some(s) = message.stream_seq {
+                    session.stream_seen = session.stream_seen.max(s);
+                    match entry.state {
+                        EntryState::Queued => first_queued = first_queued.or(Some(s)),
+                        _ => sent = sent.max(s),
+                    }
+                }
                 let mut delivery =
                     Delivery::new(message, entry.qos, entry.retain, entry.subscription_ids);
                 delivery.seq = Seq::new(seq);
@@ -66,6 +78,12 @@ impl Broker {
                     _ => session.outbound.restore_queued(delivery),
                 }
             }
+            session.outbound.set_stream_sent(match first_queued {
+                Some(first) => first - 1,
+                // Everything the node read of the stream was queued here, and sent.
+                None if !stored_only => sent.max(applied),
+                None => sent,
+            });
             if stored.holds_shared {
                 session.outbound.mark_shared();
             }
@@ -83,6 +101,7 @@ impl Broker {
                 session,
                 None,
             ));
+            handle.set_follows_stream(self.cluster.is_some() && stored.record.expiry_interval != 0);
             let away = {
                 let mut slot = handle.slot.lock();
                 slot.persisted = true;
@@ -104,5 +123,38 @@ impl Broker {
             retained = self.router.retained_count(),
             "durable state restored"
         );
+    }
+
+    /// Takes in a durable Session that moved here from another node of the cluster, without
+    /// a connection (one attaches next): registered, subscribed, and ended after
+    /// `expiry_interval` unless a client attaches. Its store record is the caller's to write.
+    pub(crate) fn adopt(&self, client_id: &str, session: Session) -> Arc<SessionHandle> {
+        let expiry = session.expiry_interval;
+        let filters: Vec<_> = session
+            .subscriptions
+            .iter()
+            .map(|(f, o)| (f.clone(), *o))
+            .collect();
+        let handle = Arc::new(SessionHandle::new(
+            self.registry.new_key(),
+            Arc::from(client_id),
+            session,
+            None,
+        ));
+        handle.set_follows_stream(true);
+        let away = {
+            let mut slot = handle.slot.lock();
+            slot.persisted = self.persistent();
+            self.mark_away(&mut slot)
+        };
+        for (filter, options) in &filters {
+            self.router.subscribe(filter, &handle, *options);
+        }
+        if expiry != NEVER_EXPIRES {
+            let deadline = self.clock.now() + Duration::from_secs(u64::from(expiry));
+            self.schedule_expiry(&handle, away, deadline);
+        }
+        self.registry.insert(Arc::clone(&handle));
+        handle
     }
 }

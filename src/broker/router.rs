@@ -34,6 +34,50 @@ pub(crate) struct RouteContext<'a> {
     pub store_writable: bool,
     /// How a Shared Subscription group picks its member.
     pub strategy: SharedSubscriptionStrategy,
+    /// Which Sessions may receive the message.
+    pub audience: Audience,
+}
+
+/// Which Sessions a message is routed to. In cluster mode a durable Session follows the
+/// cluster's stream: it receives QoS 1/2 messages only from there, in the stream's order (its
+/// position in the stream then says what it had), whichever node published them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Audience {
+    /// Every matching Session (a message from the stream: Sessions following it take it
+    /// if they did not have it before).
+    All,
+    /// Sessions that do not follow the stream: a QoS 1/2 message published on this node,
+    /// which the others receive from the stream.
+    NotFollowing,
+    /// Only Sessions that follow the stream: a message this node published, back from the
+    /// stream. `publisher` is its publisher's Session key, for No Local.
+    Following {
+        /// The publisher's Session key, if it is on this node.
+        publisher: Option<u64>,
+    },
+    /// Only the Session with this key (the stream read again for a Session that moved here).
+    Only(u64),
+}
+
+impl Audience {
+    /// True if `session` may receive `message` as this audience.
+    fn admits(self, session: &SessionHandle, message: &Message) -> bool {
+        let from_stream = |session: &SessionHandle| match message.stream_seq {
+            Some(seq) => session.takes_from_stream(seq),
+            None => !session.follows_stream(),
+        };
+        match self {
+            Audience::All => !session.follows_stream() || from_stream(session),
+            Audience::NotFollowing => !session.follows_stream(),
+            Audience::Following { .. } => session.follows_stream() && from_stream(session),
+            Audience::Only(key) => session.key == key,
+        }
+    }
+
+    /// True if Shared Subscription groups take part (they are not stream-ordered).
+    fn includes_groups(self) -> bool {
+        matches!(self, Audience::All | Audience::NotFollowing)
+    }
 }
 
 /// The result of routing a message.
@@ -273,7 +317,11 @@ impl Router {
         ctx: &RouteContext<'_>,
         mut pending: Option<&mut Pending>,
     ) -> Routed {
-        let (targets, groups) = self.targets(message, publisher.map(|p| p.key));
+        let publisher_key = match ctx.audience {
+            Audience::Following { publisher } => publisher,
+            _ => publisher.map(|p| p.key),
+        };
+        let (targets, groups) = self.targets(message, publisher_key, ctx.audience);
         let persistent = pending.as_ref().is_some_and(|p| p.persistent);
         let admit =
             |target: &Target, presence, apply_policy, pending: &mut Option<&mut Pending>| {
@@ -634,6 +682,9 @@ impl Router {
             return false;
         }
         let online = slot.conn.is_some();
+        if let Some(seq) = delivery.message.stream_seq {
+            slot.session.stream_seen = slot.session.stream_seen.max(seq);
+        }
         let persist = placement.storable && slot.persisted;
         let op = if persist && let Some(id) = delivery.message.id {
             let seq = slot.session.take_seq();
@@ -677,12 +728,20 @@ impl Router {
 
     /// The sessions whose own subscriptions match (merged per session), and the groups whose
     /// filter matches.
-    fn targets(&self, message: &Message, publisher: Option<u64>) -> (Vec<Target>, Vec<Arc<Group>>) {
+    fn targets(
+        &self,
+        message: &Message,
+        publisher: Option<u64>,
+        audience: Audience,
+    ) -> (Vec<Target>, Vec<Arc<Group>>) {
         let mut found: Vec<(u64, Target)> = Vec::new();
         self.subscriptions
             .read()
             .for_each_match(&message.topic, |key, sub| {
                 if sub.options.no_local && publisher == Some(*key) {
+                    return;
+                }
+                if !audience.admits(&sub.session, message) {
                     return;
                 }
                 found.push((
@@ -711,9 +770,11 @@ impl Router {
             });
         }
         let mut groups = Vec::new();
-        self.shared
-            .read()
-            .for_each_match(&message.topic, |group| groups.push(Arc::clone(group)));
+        if audience.includes_groups() {
+            self.shared
+                .read()
+                .for_each_match(&message.topic, |group| groups.push(Arc::clone(group)));
+        }
         (
             found.into_iter().map(|(_, target)| target).collect(),
             groups,

@@ -262,6 +262,7 @@ impl Broker {
                 slot.session.version = req.version;
                 slot.session.expiry_interval = req.expiry_interval;
                 slot.session.outbound.set_window(req.window);
+                existing.set_follows_stream(self.cluster.is_some() && req.expiry_interval != 0);
                 self.record_session(existing.store_key(), &mut slot, pending);
                 drop(slot);
                 return Ok(Some((existing, true)));
@@ -291,6 +292,7 @@ impl Broker {
             session,
             Some(link.clone()),
         ));
+        handle.set_follows_stream(self.cluster.is_some() && req.expiry_interval != 0);
         self.record_session(handle.store_key(), &mut handle.slot.lock(), pending);
         sessions.insert(Arc::clone(&req.client_id), Arc::clone(&handle));
         drop(sessions);

@@ -235,6 +235,7 @@ fn publish_all(broker: &Broker, sampler: &mut Sampler) {
             qos: QoS::AtMostOnce,
             retain: true,
             properties: Default::default(),
+            stream_seq: None,
             expires_at: None,
         });
         // Without a pending batch: nothing is written to the store.

@@ -66,6 +66,7 @@ fn message(topic: &str, qos: QoS, retain: bool, payload: &'static [u8]) -> Arc<M
         qos,
         retain,
         properties: PublishProperties::default(),
+        stream_seq: None,
         expires_at: None,
     })
 }

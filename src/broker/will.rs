@@ -24,6 +24,7 @@ pub(crate) fn will_message(will: &Will, id: Option<MessageId>, now: Instant) -> 
         qos: will.qos,
         retain: will.retain,
         properties: will.properties.clone(),
+        stream_seq: None,
         expires_at: will
             .properties
             .message_expiry_interval

@@ -8,7 +8,7 @@ use async_nats::jetstream::consumer::{self, pull};
 use futures_util::{FutureExt, StreamExt};
 use tracing::{debug, info, warn};
 
-use crate::broker::{Broker, Pending, Routed};
+use crate::broker::{Audience, Broker, Pending, Routed};
 use crate::codec::QoS;
 use crate::config::QueueFullPolicy;
 use crate::store::Op;
@@ -78,9 +78,16 @@ pub(super) async fn run_stream(broker: Arc<Broker>, ready: tokio::sync::oneshot:
     let shutdown = broker.shutdown.clone();
     let mut ready = Some(ready);
     let mut delay = Duration::from_millis(100);
+    let Some(mut adoptions) = broker
+        .cluster
+        .as_ref()
+        .and_then(|c| c.adoptions_rx.lock().take())
+    else {
+        return;
+    };
     loop {
         let result = tokio::select! {
-            r = consume(&broker, &mut ready) => r,
+            r = consume(&broker, &mut ready, &mut adoptions) => r,
             _ = shutdown.cancelled() => return,
         };
         if let Err(e) = result {
@@ -99,6 +106,7 @@ type Error = Box<dyn std::error::Error + Send + Sync>;
 async fn consume(
     broker: &Arc<Broker>,
     ready: &mut Option<tokio::sync::oneshot::Sender<()>>,
+    adoptions: &mut tokio::sync::mpsc::Receiver<super::follow::Adoption>,
 ) -> Result<(), Error> {
     let Some(cluster) = broker.cluster.as_ref() else {
         return Ok(());
@@ -140,7 +148,17 @@ async fn consume(
     let mut messages = consumer.messages().await?;
     info!(consumer = %c.node, stream = %c.stream, "cluster: reading the stream");
     loop {
-        let Some(first) = messages.next().await else {
+        // Between batches, where this node's position in the stream is exact: Sessions that
+        // moved here are rebuilt.
+        let next = tokio::select! {
+            biased;
+            Some(adoption) = adoptions.recv() => {
+                super::follow::adopt_here(broker, &stream, adoption).await;
+                continue;
+            }
+            next = messages.next() => next,
+        };
+        let Some(first) = next else {
             return Err("the consumer's message stream ended".into());
         };
         let mut batch = vec![first?];
@@ -202,19 +220,32 @@ async fn deliver_batch(broker: &Arc<Broker>, batch: &[async_nats::jetstream::Mes
             debug!(subject = %m.subject, "cluster: stream message that is not an MQTT message ignored");
             continue;
         };
-        if received.origin.as_deref() == Some(c.node.as_str()) {
-            // Routed here when it was published.
-            continue;
-        }
+        let audience = if received.origin.as_deref() == Some(c.node.as_str()) {
+            // Routed here when it was published, except to the Sessions that follow the
+            // stream: they take it now, in the stream's order.
+            let publisher = m
+                .headers
+                .as_ref()
+                .and_then(|h| h.get(wire::CLIENT))
+                .and_then(|client| broker.registry.get(client.as_str()))
+                .map(|s| s.key);
+            Audience::Following { publisher }
+        } else {
+            cluster.stats.received.fetch_add(1, Relaxed);
+            Audience::All
+        };
         let mut message = received.message;
-        if let Some(id) = broker.message_id() {
-            Arc::make_mut(&mut message).id = Some(id);
+        {
+            let m = Arc::make_mut(&mut message);
+            m.stream_seq = Some(sequence);
+            if let Some(id) = broker.message_id() {
+                m.id = Some(id);
+            }
         }
-        cluster.stats.received.fetch_add(1, Relaxed);
         // At a full queue under back-pressure the stream waits: its messages were
         // acknowledged to their publishers and cannot be dropped.
         loop {
-            match broker.route_only(&message, policy, Some(&mut pending)) {
+            match broker.route_to(&message, policy, Some(&mut pending), audience) {
                 Routed::Delivered { .. } => break,
                 Routed::Full {
                     session, room_seq, ..

@@ -16,6 +16,7 @@
 //!   DISCONNECT 0x8E). Of two racing CONNECTs exactly one claim succeeds; the other is
 //!   refused as busy.
 
+pub(crate) mod follow;
 mod inbound;
 mod interest;
 mod owner;
@@ -37,8 +38,17 @@ use crate::config::ClusterConfig;
 use crate::session::Message;
 
 pub(crate) use interest::Interest;
-pub(crate) use owner::ClaimError;
+pub(crate) use owner::{ClaimError, Claimed};
 pub(crate) use wills::Left as WillLeft;
+
+/// A message accepted here, on its way to the other nodes.
+#[derive(Debug, Clone)]
+pub(crate) struct Forward {
+    /// The message.
+    pub message: Arc<Message>,
+    /// The client that published it, if any.
+    pub publisher: Option<Arc<str>>,
+}
 
 /// Why cluster mode could not start.
 #[derive(Debug, thiserror::Error)]
@@ -103,6 +113,14 @@ pub(crate) struct Cluster {
     pub applied: AtomicU64,
     claims: owner::Claims,
     wills: wills::Wills,
+    /// Durable Sessions' states (see [`follow`]).
+    states: kv::Store,
+    state_writes: tokio::sync::mpsc::UnboundedSender<follow::Write>,
+    state_writes_rx:
+        parking_lot::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<follow::Write>>>,
+    /// Sessions to rebuild here, for the task reading the stream.
+    adoptions: tokio::sync::mpsc::Sender<follow::Adoption>,
+    adoptions_rx: parking_lot::Mutex<Option<tokio::sync::mpsc::Receiver<follow::Adoption>>>,
     interest: Arc<interest::Interest>,
 }
 
@@ -172,7 +190,7 @@ impl Cluster {
         // JetStream may still be electing its leaders (NATS servers started together with
         // the node): the setup is tried again for a while before giving up.
         let deadline = tokio::time::Instant::now() + SETUP_PATIENCE;
-        let (owners, will_records, heartbeats) = loop {
+        let (owners, will_records, heartbeats, states) = loop {
             match setup(&js, config).await {
                 Ok(buckets) => break buckets,
                 Err(e) if tokio::time::Instant::now() < deadline => {
@@ -187,7 +205,14 @@ impl Cluster {
             max_payload,
             "cluster: NATS takes messages of up to max_payload bytes, headers included; larger MQTT messages are refused"
         );
+        let (state_writes, state_writes_rx) = tokio::sync::mpsc::unbounded_channel();
+        let (adoptions, adoptions_rx) = tokio::sync::mpsc::channel(64);
         Ok(Cluster {
+            states,
+            state_writes,
+            state_writes_rx: parking_lot::Mutex::new(Some(state_writes_rx)),
+            adoptions,
+            adoptions_rx: parking_lot::Mutex::new(Some(adoptions_rx)),
             config: config.clone(),
             interest: Arc::new(interest::Interest::new(config.prefix.clone())),
             client,
@@ -216,6 +241,10 @@ impl Cluster {
         let changes = cluster.interest.take_receiver();
         if let Some(changes) = changes {
             tokio::spawn(interest::run(Arc::clone(broker), changes));
+        }
+        if let Some(writes) = cluster.state_writes_rx.lock().take() {
+            let limit = Duration::from_secs(cluster.config.ack_timeout);
+            tokio::spawn(follow::run_writer(cluster.states.clone(), limit, writes));
         }
         let (consumer_tx, consumer_rx) = tokio::sync::oneshot::channel();
         tokio::spawn(inbound::run_stream(Arc::clone(broker), consumer_tx));
@@ -281,13 +310,17 @@ impl Cluster {
     /// Publishes messages accepted here to the other nodes, in order: QoS 0 on their
     /// subjects; QoS 1/2 to the stream (and a copy on their subjects); retained ones to the
     /// retained stream too. True once JetStream confirmed every write (within `ack_timeout`).
-    pub(crate) async fn forward(&self, messages: &[Arc<Message>], now: std::time::Instant) -> bool {
+    pub(crate) async fn forward(&self, messages: &[Forward], now: std::time::Instant) -> bool {
         let c = &self.config;
         // JetStream writes, each with a message id: a write tried again after a failure
         // JetStream actually took is dropped there as a duplicate.
         let mut writes: Vec<(String, async_nats::HeaderMap, bytes::Bytes)> = Vec::new();
         let mut copies = Vec::new();
-        for m in messages {
+        for Forward {
+            message: m,
+            publisher,
+        } in messages
+        {
             if is_local(&m.topic) {
                 continue;
             }
@@ -295,7 +328,11 @@ impl Cluster {
                 continue;
             };
             let mapped = &subject[c.prefix.len()..];
-            let headers = wire::headers(m, &c.node, now);
+            let mut headers = wire::headers(m, &c.node, now);
+            if let Some(client) = publisher.as_deref().filter(|_| m.qos != QoS::AtMostOnce) {
+                // For No Local: this node routes the message from the stream too.
+                headers.insert(wire::CLIENT, client);
+            }
             let mut stored = |to: String| {
                 let mut h = headers.clone();
                 let id = self.next_write.fetch_add(1, Relaxed);
@@ -404,9 +441,15 @@ impl Cluster {
         true
     }
 
-    /// Claims `client_id` for a connection of this node (see [`owner`]).
-    pub(crate) async fn claim(&self, client_id: &str, conn: u64) -> Result<(), ClaimError> {
+    /// Claims `client_id` for a connection of this node (see [`owner`]). Returns the claim
+    /// it replaced, if any: its node and revision.
+    pub(crate) async fn claim(&self, client_id: &str, conn: u64) -> Result<Claimed, ClaimError> {
         owner::claim(self, client_id, conn).await
+    }
+
+    /// True if `node` has sent a heartbeat lately.
+    pub(crate) fn node_alive(&self, node: &str) -> bool {
+        self.wills.node_alive(node)
     }
 
     /// After `conn` attached to its session: true if another node claimed the client id
@@ -491,11 +534,12 @@ const RETRY_WRITE: Duration = Duration::from_millis(250);
 /// How long a starting node keeps trying to set up its streams and buckets.
 const SETUP_PATIENCE: Duration = Duration::from_secs(30);
 
-/// Makes sure the streams and buckets exist; returns the buckets (owners, wills, heartbeats).
+/// Makes sure the streams and buckets exist; returns the buckets (owners, wills,
+/// heartbeats, Session states).
 async fn setup(
     js: &jetstream::Context,
     config: &ClusterConfig,
-) -> Result<(kv::Store, kv::Store, kv::Store), ClusterError> {
+) -> Result<(kv::Store, kv::Store, kv::Store, kv::Store), ClusterError> {
     let replicas = config.replicas;
     let max_bytes = match config.stream_max_bytes {
         0 => -1,
@@ -538,7 +582,8 @@ async fn setup(
         Some(wills::NODE_TTL),
     )
     .await?;
-    Ok((owners, will_records, heartbeats))
+    let states = open_bucket(js, &format!("{bucket}_STATE"), replicas, None).await?;
+    Ok((owners, will_records, heartbeats, states))
 }
 
 /// Removes the record of `conn`'s will once this node published or cancelled it.

@@ -44,10 +44,21 @@ pub(crate) enum ClaimError {
     Unavailable,
 }
 
+/// A claim recorded: the one it replaced, if any.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Claimed {
+    /// The node and revision of the claim replaced.
+    pub previous: Option<(String, u64)>,
+    /// This claim's revision.
+    pub revision: u64,
+}
+
 /// This node's claims by client id.
 #[derive(Debug, Default)]
 pub(super) struct Claims {
     by_client: Mutex<HashMap<String, LocalClaim>>,
+    /// The revision of the last claim made here for each durable Session held here.
+    last: Mutex<HashMap<String, u64>>,
     /// The last revision of the bucket the watch handled: a new watch goes on from there,
     /// so that no claim made while it was down is missed.
     seen: std::sync::atomic::AtomicU64,
@@ -67,6 +78,16 @@ impl Claims {
     /// The connection holding the claim of `client_id` here, if any.
     pub(super) fn held(&self, client_id: &str) -> Option<u64> {
         self.by_client.lock().get(client_id).map(|c| c.conn)
+    }
+
+    /// Remembers the last claim of a durable Session held here.
+    pub(super) fn remember(&self, client_id: &str, revision: u64) {
+        self.last.lock().insert(client_id.to_string(), revision);
+    }
+
+    /// The last claim remembered for `client_id` (forgotten once read).
+    pub(super) fn last(&self, client_id: &str) -> Option<u64> {
+        self.last.lock().remove(client_id)
     }
 
     pub(super) fn release(&self, client_id: &str, conn: u64) {
@@ -89,7 +110,11 @@ pub(super) fn key_of(client_id: &str) -> String {
     }
 }
 
-pub(super) async fn claim(cluster: &Cluster, client_id: &str, conn: u64) -> Result<(), ClaimError> {
+pub(super) async fn claim(
+    cluster: &Cluster,
+    client_id: &str,
+    conn: u64,
+) -> Result<Claimed, ClaimError> {
     let key = key_of(client_id);
     let value = serde_json::to_vec(&Owner {
         node: cluster.config.node.clone(),
@@ -104,7 +129,11 @@ pub(super) async fn claim(cluster: &Cluster, client_id: &str, conn: u64) -> Resu
             .entry(key.clone())
             .await
             .map_err(|_| ClaimError::Unavailable)?;
-        match current {
+        let previous = current.as_ref().and_then(|e| {
+            let owner = serde_json::from_slice::<Owner>(&e.value).ok()?;
+            Some((owner.node, e.revision))
+        });
+        let written = match current {
             None => cluster
                 .owners
                 .create(&key, value.into())
@@ -121,9 +150,10 @@ pub(super) async fn claim(cluster: &Cluster, client_id: &str, conn: u64) -> Resu
                     kv::UpdateErrorKind::WrongLastRevision => ClaimError::Conflict,
                     _ => ClaimError::Unavailable,
                 }),
-        }
+        };
+        written.map(|revision| (previous, revision))
     };
-    let revision = tokio::time::timeout(limit, write)
+    let (previous, revision) = tokio::time::timeout(limit, write)
         .await
         .map_err(|_| ClaimError::Unavailable)??;
     cluster
@@ -138,7 +168,7 @@ pub(super) async fn claim(cluster: &Cluster, client_id: &str, conn: u64) -> Resu
             cluster.claims.release(client_id, conn);
             Err(ClaimError::Conflict)
         }
-        _ => Ok(()),
+        _ => Ok(Claimed { previous, revision }),
     }
 }
 
@@ -183,6 +213,8 @@ async fn watch_once(broker: &Arc<Broker>) -> Result<(), Box<dyn std::error::Erro
         if owner.node == cluster.config.node {
             continue;
         }
+        // A durable Session held here without a connection goes on at that node.
+        super::follow::claimed_elsewhere(broker, &owner.client_id);
         let lost = {
             let mut claims = cluster.claims.by_client.lock();
             match claims.get(&owner.client_id) {

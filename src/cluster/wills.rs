@@ -134,6 +134,15 @@ impl Wills {
         }
     }
 
+    /// True if `node` sent a heartbeat within [`DEAD_AFTER`].
+    pub(super) fn node_alive(&self, node: &str) -> bool {
+        let now = Instant::now();
+        self.nodes
+            .lock()
+            .get(node)
+            .is_some_and(|(_, seen)| now.duration_since(*seen) < DEAD_AFTER)
+    }
+
     /// True if `r`'s node is gone (silent, or running again under another run id).
     fn is_orphaned(&self, r: &Record, me: &str, now: Instant) -> bool {
         if r.node == me {

@@ -4,6 +4,7 @@
 //! | header | value |
 //! |---|---|
 //! | `Roost-Origin` | the node that published it (absent from NATS applications) |
+//! | `Roost-Client` | a QoS 1/2 message's publisher (its client id), when a client published it |
 //! | `Roost-Id` | a QoS 0 message's id, unique in the cluster |
 //! | `Roost-QoS` | `0`, `1` or `2` |
 //! | `Roost-Retain` | `1` if the RETAIN flag was set |
@@ -26,6 +27,8 @@ use crate::codec::{PublishProperties, QoS};
 use crate::session::Message;
 
 pub(crate) const ORIGIN: &str = "Roost-Origin";
+/// The client id of a QoS 1/2 message's publisher (for No Local on its own node).
+pub(crate) const CLIENT: &str = "Roost-Client";
 /// A QoS 0 message's id, unique in the cluster: a node that receives it on several of its
 /// NATS subscriptions routes it once.
 pub(crate) const ID: &str = "Roost-Id";
@@ -161,6 +164,7 @@ pub(crate) fn read(
             qos: qos.min(max_qos),
             retain: get(RETAIN) == Some("1"),
             properties,
+            stream_seq: None,
             expires_at,
         }),
     })
@@ -199,6 +203,7 @@ mod tests {
                 correlation_data: Some(Bytes::from_static(b"\x00\x01\r\n")),
                 user_properties: vec![("k=1".into(), "v\r\n2".into()), ("k=1".into(), "".into())],
             },
+            stream_seq: None,
             expires_at: Some(now + Duration::from_secs(60)),
         };
         let h = headers(&message, "n1", now);

@@ -100,6 +100,8 @@ struct Attached {
     since: std::time::Instant,
     /// MQTT 5.0: the broker's DISCONNECT carries a reason code.
     v5: bool,
+    /// In cluster mode, the revision of this connection's claim of its client id.
+    claim: Option<u64>,
 }
 
 /// A CONNACK refusal code with its meaning in the client's protocol version (3.1.1's codes 1
@@ -172,6 +174,8 @@ struct Accepted {
     session: Arc<crate::broker::SessionHandle>,
     present: bool,
     username: Option<String>,
+    /// In cluster mode, the revision of the connection's claim of its client id.
+    claim: Option<u64>,
 }
 
 /// The I/O side of one connection.
@@ -287,6 +291,7 @@ impl<S: Transport> Driver<S> {
                 session,
                 present,
                 username,
+                ..
             } = a;
             awaiting.accept(*connect, plan, session, present, username, now)
         };
@@ -380,6 +385,7 @@ impl<S: Transport> Driver<S> {
             client_id: Arc::clone(&a.session.client_id),
             since: std::time::Instant::now(),
             v5: c.version == Version::V5,
+            claim: a.claim,
         });
     }
 
@@ -416,7 +422,7 @@ impl<S: Transport> Driver<S> {
         })?;
         let mut plan = plan;
         // A client id the broker assigned is unique already: nothing to claim.
-        let mut claimed = false;
+        let mut claimed = None;
         if self.via != Via::Bridge
             && !plan.assigned
             && let Some(cluster) = &self.broker.cluster
@@ -425,6 +431,30 @@ impl<S: Transport> Driver<S> {
                 .claim(cluster, &connect, &plan.request)
                 .await
                 .map_err(|code| awaiting.refuse(&connect, code))?;
+            let request = &plan.request;
+            if let Some(c) = &claimed
+                && !request.clean_start
+                && request.expiry_interval != 0
+                && !crate::cluster::follow::adopt(
+                    &self.broker,
+                    &request.client_id,
+                    c.previous.clone(),
+                    request.window,
+                )
+                .await
+            {
+                // Its Session is on another node and could not be moved here now.
+                if let Some(cluster) = &self.broker.cluster {
+                    cluster.release(&request.client_id, self.link.id);
+                }
+                return Err(awaiting.refuse(
+                    &connect,
+                    match connect.version {
+                        Version::V5 => crate::codec::ReasonCode::SERVER_UNAVAILABLE,
+                        Version::V311 => crate::codec::ReasonCode::V3_SERVER_UNAVAILABLE,
+                    },
+                ));
+            }
         }
         // Only a verified name owns a session: one checked against the password file, or a
         // certificate identity (without a password file a username is only a label).
@@ -437,12 +467,15 @@ impl<S: Transport> Driver<S> {
             .await;
         let (session, present) = match attached {
             Ok(attached) => {
-                if claimed
+                if claimed.is_some()
                     && let Some(cluster) = &self.broker.cluster
                     && cluster.lost_claim(&plan.request.client_id, self.link.id)
                 {
                     // Another node took the client id over while this one attached.
                     self.link.kick(KickReason::TakenOver);
+                }
+                if let Some(c) = &claimed {
+                    crate::cluster::follow::connected(&self.broker, &attached.0, c.revision);
                 }
                 attached
             }
@@ -460,6 +493,7 @@ impl<S: Transport> Driver<S> {
             session,
             present,
             username,
+            claim: claimed.map(|c| c.revision),
         })
     }
 
@@ -540,13 +574,13 @@ impl<S: Transport> Driver<S> {
         cluster: &crate::cluster::Cluster,
         connect: &crate::codec::Connect,
         request: &crate::broker::AttachRequest,
-    ) -> Result<bool, crate::codec::ReasonCode> {
+    ) -> Result<Option<crate::cluster::Claimed>, crate::codec::ReasonCode> {
         use crate::cluster::ClaimError;
         use crate::codec::ReasonCode;
         let client_id = &*request.client_id;
         let durable = request.expiry_interval != 0;
         match cluster.claim(client_id, self.link.id).await {
-            Ok(()) => Ok(true),
+            Ok(claimed) => Ok(Some(claimed)),
             Err(ClaimError::Conflict) => {
                 info!(peer = %self.peer, client_id, "CONNECT refused: another node claimed the client id at the same moment");
                 Err(match connect.version {
@@ -563,7 +597,7 @@ impl<S: Transport> Driver<S> {
             }
             Err(ClaimError::Unavailable) => {
                 warn!(peer = %self.peer, client_id, "the cluster cannot record the session's owner (NATS or JetStream unavailable): connected on this node alone");
-                Ok(false)
+                Ok(None)
             }
         }
     }
@@ -929,6 +963,14 @@ impl<S: Transport> Driver<S> {
                     );
                 }
                 let away = self.broker.detach(&ending.session, self.link.id);
+                if let Some(cluster) = &self.broker.cluster
+                    && away.is_some()
+                    && let Some(claim) = self.attached.as_ref().and_then(|a| a.claim)
+                {
+                    // The Session goes on: its state for whichever node the client comes to.
+                    let moved = cluster.lost_claim(&ending.session.client_id, self.link.id);
+                    crate::cluster::follow::left(&self.broker, &ending.session, claim, moved);
+                }
                 self.hand_over_will(ending.will, &ending.session, away, close);
                 if let Some(cluster) = &self.broker.cluster {
                     cluster.release(&ending.session.client_id, self.link.id);

@@ -78,7 +78,7 @@ pub(crate) struct Commit {
     pub redo_on_failure: Vec<Op>,
     /// Messages for the other nodes of a cluster, sent (and, for QoS 1/2, confirmed by
     /// JetStream) before the output is released.
-    pub cluster: Vec<Arc<crate::session::Message>>,
+    pub cluster: Vec<crate::cluster::Forward>,
 }
 
 /// What ending a connection leaves for the broker to do.

@@ -285,6 +285,7 @@ impl Connected {
             qos: publish.qos,
             retain: publish.retain,
             properties: publish.properties,
+            stream_seq: None,
             expires_at,
         })
     }

@@ -33,6 +33,9 @@ pub(crate) struct Message {
     pub properties: PublishProperties,
     /// When the message expires (from the Message Expiry Interval), if it does.
     pub expires_at: Option<Instant>,
+    /// In cluster mode, the message's sequence in the cluster's stream of QoS 1/2 messages,
+    /// once it came from there: a durable Session's position in that stream.
+    pub stream_seq: Option<u64>,
 }
 
 /// A payload smaller than this is always copied out of the read buffer it was decoded from.

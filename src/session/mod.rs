@@ -71,6 +71,8 @@ pub(crate) struct Session {
     pub next_seq: Seq,
     /// The authenticated user who created the session, if any (`session_owner_check`).
     pub owner: Option<std::sync::Arc<str>>,
+    /// In cluster mode, the highest sequence of the cluster's stream queued for the Session.
+    pub stream_seen: u64,
 }
 
 impl Session {
@@ -90,6 +92,7 @@ impl Session {
             dropped: 0,
             next_seq: Seq::MIN,
             owner: None,
+            stream_seen: 0,
         }
     }
 

@@ -146,6 +146,20 @@ pub(crate) struct Outbound {
     /// A Shared Subscription's message was placed here at some time (it may be among the
     /// stored-only entries, which are read back when the session ends).
     holds_shared: bool,
+    /// In cluster mode, the highest sequence of the cluster's stream taken from the queue to
+    /// be sent (or dropped as expired).
+    stream_sent: u64,
+}
+
+/// Where a Session following the cluster's stream stands in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct StreamPosition {
+    /// The sequence of the first stream message still queued in memory, if any.
+    pub first_queued: Option<u64>,
+    /// Queued messages are held in the store only (not read into memory).
+    pub stored_only: bool,
+    /// The highest sequence taken from the queue to be sent.
+    pub sent: u64,
 }
 
 impl Outbound {
@@ -165,7 +179,27 @@ impl Outbound {
             peak_bytes: 0,
             peak_memory_bytes: 0,
             holds_shared: false,
+            stream_sent: 0,
         }
+    }
+
+    /// Where the queue stands in the cluster's stream (see [`StreamPosition`]).
+    pub(crate) fn stream_position(&self) -> StreamPosition {
+        StreamPosition {
+            first_queued: self.queue.iter().find_map(|d| d.message.stream_seq),
+            stored_only: self.stored.count > 0,
+            sent: self.stream_sent,
+        }
+    }
+
+    /// Sets the highest stream sequence taken from the queue (a Session restored or moved).
+    pub(crate) fn set_stream_sent(&mut self, sequence: u64) {
+        self.stream_sent = sequence;
+    }
+
+    /// The inflight entries, oldest first.
+    pub(crate) fn inflight_entries(&self) -> impl Iterator<Item = &Inflight> {
+        self.inflight.iter()
     }
 
     /// True if a Shared Subscription's message was ever placed here (or restored).
@@ -371,6 +405,9 @@ impl Outbound {
         }
         let delivery = self.queue.pop_front()?;
         self.sub_memory(delivery_cost(&delivery));
+        if let Some(seq) = delivery.message.stream_seq {
+            self.stream_sent = self.stream_sent.max(seq);
+        }
         Some(delivery)
     }
 
@@ -747,6 +784,7 @@ mod tests {
                 qos,
                 retain: false,
                 properties: Default::default(),
+                stream_seq: None,
                 expires_at: None,
             }),
             qos,

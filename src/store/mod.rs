@@ -1031,6 +1031,7 @@ mod tests {
                     qos: QoS::AtLeastOnce,
                     retain: false,
                     properties: Default::default(),
+                    stream_seq: None,
                     expires_at: None,
                 });
                 let mut entry = entry_for(mid(seq), QoS::AtLeastOnce, false, &[]);
@@ -1111,6 +1112,7 @@ mod tests {
             qos: QoS::AtLeastOnce,
             retain: false,
             properties: Default::default(),
+            stream_seq: None,
             expires_at: None,
         });
         {
@@ -1202,6 +1204,7 @@ mod tests {
             qos: QoS::AtLeastOnce,
             retain: false,
             properties: Default::default(),
+            stream_seq: None,
             expires_at: None,
         });
         {

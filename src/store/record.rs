@@ -297,6 +297,10 @@ pub(crate) fn encode_message(m: &Message, clock: &Clock) -> Vec<u8> {
         w.bytes(k.as_bytes());
         w.bytes(v.as_bytes());
     }
+    // Optional, last: records written before cluster mode end here.
+    if let Some(seq) = m.stream_seq {
+        w.u64(seq);
+    }
     w.0
 }
 
@@ -329,6 +333,7 @@ pub(crate) fn decode_message(
     for _ in 0..n {
         user_properties.push((r.string()?, r.string()?));
     }
+    let stream_seq = if r.0.is_empty() { None } else { Some(r.u64()?) };
     r.finish()?;
     let expires_at = (expires_unix_ms != 0).then(|| {
         let left = expires_unix_ms.saturating_sub(unix_millis(clock.wall()));
@@ -348,6 +353,7 @@ pub(crate) fn decode_message(
             correlation_data,
             user_properties,
         },
+        stream_seq,
         expires_at,
     })
 }
@@ -461,6 +467,7 @@ mod tests {
             qos: QoS::AtLeastOnce,
             retain: false,
             properties: Default::default(),
+            stream_seq: None,
             expires_at: None,
         };
         let mut e = EntryRecord {
@@ -570,10 +577,12 @@ mod tests {
                 correlation_data: Some(Bytes::from_static(b"c")),
                 user_properties: vec![("k".into(), "v".into()), ("k".into(), "w".into())],
             },
+            stream_seq: None,
             expires_at: None,
         };
         let c = clock();
         let m = Message {
+            stream_seq: None,
             expires_at: Some(c.now() + Duration::from_secs(60)),
             ..m
         };
@@ -640,6 +649,7 @@ mod tests {
                 qos: QoS::AtMostOnce,
                 retain: false,
                 properties: Default::default(),
+                stream_seq: None,
                 expires_at: None,
             },
             &c,

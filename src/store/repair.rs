@@ -505,6 +505,7 @@ mod tests {
                 qos: QoS::AtLeastOnce,
                 retain: false,
                 properties: Default::default(),
+                stream_seq: None,
                 expires_at: None,
             });
             let id = MessageId::new(i).unwrap();

@@ -1,0 +1,602 @@
+//! Durable Sessions that follow their client from node to node.
+//!
+//! In cluster mode a durable Session takes its QoS 1/2 messages only from the cluster's
+//! stream, in the stream's order, whichever node published them (see
+//! [`crate::broker::Audience`]). Where it stands is then a position in the stream: the
+//! messages it has in flight (by stream sequence, with their Packet Identifiers) and the
+//! sequence from which nothing was sent yet. Its node writes that state, with the Session's
+//! subscriptions, to the key-value bucket `{sessions_bucket}_STATE` when a connection
+//! attaches and when it ends.
+//!
+//! When the client connects to another node with Clean Start 0, that node reads the state
+//! (waiting, while the previous node is alive, for the state its connection left) and
+//! rebuilds the Session: the in-flight messages are read back from the stream by sequence
+//! and sent again with the same Packet Identifiers, and the stream is read again from the
+//! position for the Session's subscriptions, in order, up to where this node's own reading
+//! of the stream stands; from there on the Session takes messages as they come. The
+//! previous node drops its copy once it has written the state.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::{consumer, kv};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, info, warn};
+
+use crate::broker::{Audience, Broker, Pending, SessionHandle};
+use crate::codec::{QoS, Version};
+use crate::config::QueueFullPolicy;
+use crate::session::{Delivery, Inflight, InflightState, PacketId, Session};
+use crate::store::{Op, SessionRecord, record};
+
+use super::{Cluster, owner, subject, wire};
+
+/// A durable Session's state as its node last wrote it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(super) struct State {
+    client_id: String,
+    /// The node that wrote it.
+    node: String,
+    /// The owner-bucket revision of the claim of the connection it describes.
+    claim: u64,
+    /// Written when that connection ended: final until the client connects again.
+    ended: bool,
+    v5: bool,
+    expiry: u32,
+    /// Unix seconds when the connection ended (0 while connected).
+    disconnected_at: u64,
+    owner: Option<String>,
+    /// Topic Filter and its options (the store's encoding, base64).
+    subscriptions: Vec<(String, String)>,
+    inflight: Vec<Sent>,
+    /// Inbound QoS 2 Packet Identifiers awaiting PUBREL.
+    incoming: Vec<u16>,
+    /// The first stream sequence not sent to the client (nor queued for it on purpose).
+    next: u64,
+}
+
+/// A message in flight to the client.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Sent {
+    packet_id: u16,
+    seq: u64,
+    qos: u8,
+    retain: bool,
+    ids: Vec<u32>,
+    /// PUBREC received, PUBREL sent.
+    released: bool,
+}
+
+impl State {
+    /// True if the Session it describes has expired by `now` (Unix seconds).
+    fn expired(&self, now: u64) -> bool {
+        self.ended
+            && self.expiry != crate::session::NEVER_EXPIRES
+            && self.disconnected_at.saturating_add(u64::from(self.expiry)) <= now
+    }
+}
+
+/// One write of a Session's state, in the order they were asked for.
+pub(super) struct Write {
+    key: String,
+    value: Vec<u8>,
+    done: Option<oneshot::Sender<bool>>,
+}
+
+/// A Session to rebuild here, handed to the task reading the stream.
+pub(super) struct Adoption {
+    state: State,
+    window: u16,
+    reply: oneshot::Sender<bool>,
+}
+
+/// The state of `handle`'s Session now, for connection claim `claim`; `None` unless it
+/// follows the stream.
+fn capture(broker: &Broker, handle: &SessionHandle, claim: u64, ended: bool) -> Option<State> {
+    let cluster = broker.cluster.as_ref()?;
+    // Read before the Session: everything up to it was queued for the Session already.
+    let applied = cluster.applied.load(std::sync::atomic::Ordering::Relaxed);
+    let slot = handle.slot.lock();
+    if slot.ended || !handle.follows_stream() {
+        return None;
+    }
+    let s = &slot.session;
+    let position = s.outbound.stream_position();
+    let next = match position.first_queued {
+        Some(first) => first,
+        None if position.stored_only => position.sent + 1,
+        None => applied.max(s.stream_seen).max(position.sent) + 1,
+    };
+    let inflight = s
+        .outbound
+        .inflight_entries()
+        .filter_map(|f| {
+            Some(Sent {
+                packet_id: f.packet_id.get(),
+                seq: f.delivery.message.stream_seq?,
+                qos: f.delivery.qos as u8,
+                retain: f.delivery.retain,
+                ids: f.delivery.subscription_ids.clone(),
+                released: f.state == InflightState::Released,
+            })
+        })
+        .collect();
+    let subscriptions = s
+        .subscriptions
+        .iter()
+        .map(|(f, o)| (f.clone(), STANDARD.encode(record::encode_subscription(o))))
+        .collect();
+    Some(State {
+        client_id: handle.client_id.to_string(),
+        node: cluster.config.node.clone(),
+        claim,
+        ended,
+        v5: s.version == Version::V5,
+        expiry: s.expiry_interval,
+        disconnected_at: if ended {
+            record::unix_secs(broker.clock.wall())
+        } else {
+            0
+        },
+        owner: s.owner.as_deref().map(str::to_string),
+        subscriptions,
+        inflight,
+        incoming: s.inbound.pending_ids(),
+        next,
+    })
+}
+
+/// Queues a write of `state` (writes happen one at a time, in order).
+fn save(cluster: &Cluster, state: &State) -> Option<oneshot::Receiver<bool>> {
+    let value = serde_json::to_vec(state).ok()?;
+    let (tx, rx) = oneshot::channel();
+    let write = Write {
+        key: owner::key_of(&state.client_id),
+        value,
+        done: Some(tx),
+    };
+    cluster.state_writes.send(write).ok()?;
+    Some(rx)
+}
+
+/// Writes the queued states, one at a time, each tried for up to `ack_timeout`.
+pub(super) async fn run_writer(
+    states: kv::Store,
+    ack_timeout: Duration,
+    mut writes: mpsc::UnboundedReceiver<Write>,
+) {
+    while let Some(w) = writes.recv().await {
+        let deadline = tokio::time::Instant::now() + ack_timeout;
+        let ok = loop {
+            match tokio::time::timeout_at(deadline, states.put(&w.key, w.value.clone().into()))
+                .await
+            {
+                Ok(Ok(_)) => break true,
+                Ok(Err(e)) if tokio::time::Instant::now() + RETRY < deadline => {
+                    debug!(error = %e, "cluster: writing a Session's state failed; retrying");
+                    tokio::time::sleep(RETRY).await;
+                }
+                Ok(Err(e)) => {
+                    warn!(error = %e, "cluster: a Session's state was not written");
+                    break false;
+                }
+                Err(_) => {
+                    warn!("cluster: a Session's state was not written in time");
+                    break false;
+                }
+            }
+        };
+        if let Some(done) = w.done {
+            let _ = done.send(ok);
+        }
+    }
+}
+
+const RETRY: Duration = Duration::from_millis(250);
+
+/// A connection attached to `handle`'s Session with claim `claim`: its state is written
+/// (the subscriptions a client resumed with are readable by the other nodes).
+pub(crate) fn connected(broker: &Broker, handle: &SessionHandle, claim: u64) {
+    if let Some(cluster) = &broker.cluster
+        && let Some(state) = capture(broker, handle, claim, false)
+    {
+        let _ = save(cluster, &state);
+    }
+}
+
+/// The connection of claim `claim` left `handle`'s durable Session: its final state is
+/// written. If another node claimed the client id (`moved`), the Session ends here once the
+/// state is written: it goes on there.
+pub(crate) fn left(broker: &Arc<Broker>, handle: &Arc<SessionHandle>, claim: u64, moved: bool) {
+    let Some(cluster) = &broker.cluster else {
+        return;
+    };
+    let Some(state) = capture(broker, handle, claim, true) else {
+        return;
+    };
+    cluster.claims.remember(&handle.client_id, claim);
+    let Some(written) = save(cluster, &state) else {
+        return;
+    };
+    if !moved {
+        return;
+    }
+    let broker = Arc::clone(broker);
+    let handle = Arc::clone(handle);
+    tokio::spawn(async move {
+        if written.await.unwrap_or(false) {
+            info!(
+                client_id = &*handle.client_id,
+                "cluster: Session moved to another node; ended here"
+            );
+            broker.end_session_if(&handle, |slot| slot.conn.is_none());
+        }
+    });
+}
+
+/// Another node claimed `client_id`: a copy of its Session held here without a connection
+/// moves there (its state written again, in case the write when its connection ended was
+/// lost), and ends here.
+pub(super) fn claimed_elsewhere(broker: &Arc<Broker>, client_id: &str) {
+    let Some(cluster) = &broker.cluster else {
+        return;
+    };
+    let Some(handle) = broker.registry.get(client_id) else {
+        return;
+    };
+    if !handle.follows_stream() || handle.slot.lock().conn.is_some() {
+        return;
+    }
+    let Some(claim) = cluster.claims.last(client_id) else {
+        // Not connected here since this node started: its state was written before.
+        broker.end_session_if(&handle, |slot| slot.conn.is_none());
+        return;
+    };
+    left(broker, &handle, claim, true);
+}
+
+/// Before a connection with Clean Start 0 attaches on this node: if the client was last on
+/// another node (`previous`: that node and its claim's revision), its Session is rebuilt
+/// here from the state that node wrote. False if it could not be (the CONNECT is then
+/// refused as unavailable, and the client tries again).
+pub(crate) async fn adopt(
+    broker: &Arc<Broker>,
+    client_id: &str,
+    previous: Option<(String, u64)>,
+    window: u16,
+) -> bool {
+    let Some(cluster) = &broker.cluster else {
+        return true;
+    };
+    let Some((node, revision)) = previous else {
+        return true;
+    };
+    if node == cluster.config.node {
+        return true;
+    }
+    // A copy left here from an earlier visit is out of date.
+    if let Some(stale) = broker.registry.get(client_id) {
+        broker.end_session_if(&stale, |slot| slot.conn.is_none());
+    }
+    let key = owner::key_of(client_id);
+    let limit = Duration::from_secs(cluster.config.ack_timeout.max(5) * 2);
+    let deadline = tokio::time::Instant::now() + limit;
+    let state = loop {
+        let read = match cluster.states.entry(&key).await {
+            Ok(entry) => entry.and_then(|e| serde_json::from_slice::<State>(&e.value).ok()),
+            Err(e) => {
+                warn!(error = %e, client_id, "cluster: a Session's state cannot be read");
+                return false;
+            }
+        };
+        let read = read.filter(|s| s.client_id == client_id);
+        let final_state = read
+            .as_ref()
+            .is_some_and(|s| s.node == node && s.claim == revision && s.ended);
+        if final_state || !cluster.node_alive(&node) {
+            break read;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            warn!(
+                client_id,
+                node = node.as_str(),
+                "cluster: the previous node did not hand the Session over in time"
+            );
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let Some(state) = state else {
+        return true;
+    };
+    if state.expired(record::unix_secs(broker.clock.wall())) {
+        return true;
+    }
+    if !(state.node == node && state.claim == revision && state.ended) {
+        warn!(
+            client_id,
+            node = node.as_str(),
+            "cluster: the previous node is gone; the Session resumes from the state it last wrote (messages sent since may come again)"
+        );
+    }
+    let (reply, answer) = oneshot::channel();
+    let adoption = Adoption {
+        state,
+        window,
+        reply,
+    };
+    if cluster.adoptions.send(adoption).await.is_err() {
+        return false;
+    }
+    matches!(
+        tokio::time::timeout_at(deadline + limit, answer).await,
+        Ok(Ok(true))
+    )
+}
+
+type Error = Box<dyn std::error::Error + Send + Sync>;
+
+/// Rebuilds a Session here (called by the task reading the stream, between two batches, so
+/// that the position it reached is exact).
+pub(super) async fn adopt_here(
+    broker: &Arc<Broker>,
+    stream: &async_nats::jetstream::stream::Stream,
+    adoption: Adoption,
+) {
+    let Adoption {
+        state,
+        window,
+        reply,
+    } = adoption;
+    let client_id = state.client_id.clone();
+    let ok = match rebuild(broker, stream, state, window).await {
+        Ok(replayed) => {
+            info!(
+                client_id = client_id.as_str(),
+                replayed, "cluster: Session moved here from another node"
+            );
+            true
+        }
+        Err(e) => {
+            warn!(error = %e, client_id = client_id.as_str(), "cluster: the Session could not be moved here");
+            if let Some(handle) = broker.registry.get(&client_id) {
+                broker.end_session_if(&handle, |slot| slot.conn.is_none());
+            }
+            false
+        }
+    };
+    let _ = reply.send(ok);
+}
+
+async fn rebuild(
+    broker: &Arc<Broker>,
+    stream: &async_nats::jetstream::stream::Stream,
+    state: State,
+    window: u16,
+) -> Result<usize, Error> {
+    let Some(cluster) = broker.cluster.as_ref() else {
+        return Ok(0);
+    };
+    let c = &cluster.config;
+    let reached = cluster.applied.load(std::sync::atomic::Ordering::Relaxed);
+    let version = if state.v5 { Version::V5 } else { Version::V311 };
+    let mut session = Session::new(version, state.expiry, broker.config.queue_limits(), window);
+    session.owner = state.owner.as_deref().map(Arc::from);
+    for (filter, options) in &state.subscriptions {
+        let bytes = STANDARD.decode(options)?;
+        session
+            .subscriptions
+            .insert(filter.clone(), record::decode_subscription(&bytes)?);
+    }
+    for id in &state.incoming {
+        session.inbound.on_publish_qos2(*id);
+    }
+    let floor = reached.max(state.next.saturating_sub(1));
+    session.stream_seen = floor;
+    session
+        .outbound
+        .set_stream_sent(state.next.saturating_sub(1));
+    let handle = broker.adopt(&state.client_id, session);
+    handle.set_stream_floor(floor);
+    let key = handle.store_key();
+    let mut pending = Pending::new(broker.persistent());
+    if broker.persistent() {
+        pending.push(Op::PutSession {
+            session: key.clone(),
+            record: SessionRecord {
+                version,
+                expiry_interval: state.expiry,
+                disconnected_at: record::unix_secs(broker.clock.wall()),
+                incarnation: key.incarnation,
+                owner: state.owner.as_deref().map(Arc::from),
+            },
+        });
+        for (filter, options) in &handle.slot.lock().session.subscriptions {
+            pending.push(Op::PutSubscription {
+                session: key.clone(),
+                filter: filter.clone(),
+                options: *options,
+            });
+        }
+        for id in &state.incoming {
+            pending.push(Op::PutIncoming {
+                session: key.clone(),
+                packet_id: *id,
+            });
+        }
+    }
+    // The messages in flight, read back by sequence, sent again with their Packet Identifiers.
+    for sent in &state.inflight {
+        let (Some(packet_id), Some(qos)) = (PacketId::new(sent.packet_id), QoS::from_u8(sent.qos))
+        else {
+            continue;
+        };
+        let raw = match stream.get_raw_message(sent.seq).await {
+            Ok(raw) => raw,
+            Err(e) => {
+                warn!(error = %e, sequence = sent.seq, "cluster: a message in flight is no longer in the stream");
+                continue;
+            }
+        };
+        let age = age_of(broker, raw.time.unix_timestamp());
+        let Some(message) = message_from(
+            broker,
+            &c.stream_subject,
+            &raw.subject,
+            Some(&raw.headers),
+            raw.payload,
+            sent.seq,
+            age,
+        ) else {
+            continue;
+        };
+        let mut delivery = Delivery::new(message, qos, sent.retain, sent.ids.clone());
+        let state = if sent.released {
+            InflightState::Released
+        } else {
+            InflightState::Published
+        };
+        let mut slot = handle.slot.lock();
+        if broker.persistent()
+            && let Some(id) = delivery.message.id
+        {
+            let seq = slot.session.take_seq();
+            delivery.seq = Some(seq);
+            let mut entry = crate::store::delivery_entry(id, &delivery);
+            entry.state = match state {
+                InflightState::Published => crate::store::EntryState::Published,
+                InflightState::Released => crate::store::EntryState::Released,
+            };
+            entry.packet_id = packet_id.get();
+            pending.push(Op::Enqueue {
+                session: key.clone(),
+                seq,
+                message: Arc::clone(&delivery.message),
+                entry,
+            });
+        }
+        slot.session.outbound.restore_inflight(Inflight {
+            packet_id,
+            delivery,
+            state,
+        });
+    }
+    if !broker.commit(std::mem::take(&mut pending.ops)).await {
+        return Err("the store could not record the Session".into());
+    }
+    pending.release(true);
+    // The rest of its position onwards, for its subscriptions, in order.
+    let mut replayed = 0;
+    if state.next <= reached {
+        let consumer = stream
+            .create_consumer(consumer::pull::OrderedConfig {
+                filter_subject: format!("{}.>", c.stream_subject),
+                deliver_policy: consumer::DeliverPolicy::ByStartSequence {
+                    start_sequence: state.next,
+                },
+                ..Default::default()
+            })
+            .await?;
+        let mut messages = consumer.messages().await?;
+        let mut pending = Pending::new(broker.persistent());
+        let mut dropped = 0usize;
+        while let Some(m) = tokio::time::timeout(READ_PATIENCE, messages.next())
+            .await
+            .map_err(|_| "the stream was not read in time")?
+        {
+            let m = m?;
+            let Ok(info) = m.info() else {
+                continue;
+            };
+            let sequence = info.stream_sequence;
+            if sequence > reached {
+                break;
+            }
+            let age = super::stored_for(broker, &m);
+            if let Some(message) = message_from(
+                broker,
+                &c.stream_subject,
+                &m.subject,
+                m.headers.as_ref(),
+                m.payload.clone(),
+                sequence,
+                age,
+            ) {
+                match broker.route_to(
+                    &message,
+                    QueueFullPolicy::DropNew,
+                    Some(&mut pending),
+                    Audience::Only(handle.key),
+                ) {
+                    crate::broker::Routed::Delivered { .. } => replayed += 1,
+                    crate::broker::Routed::Full { .. } => dropped += 1,
+                }
+            }
+            if pending.ops.len() >= REPLAY_BATCH {
+                let ok = broker.commit(std::mem::take(&mut pending.ops)).await;
+                pending.release(ok);
+                if !ok {
+                    return Err("the store could not record the Session's messages".into());
+                }
+            }
+            if sequence >= reached {
+                break;
+            }
+        }
+        let ok = broker.commit(std::mem::take(&mut pending.ops)).await;
+        pending.release(ok);
+        if !ok {
+            return Err("the store could not record the Session's messages".into());
+        }
+        if dropped > 0 {
+            warn!(
+                client_id = &*handle.client_id,
+                dropped, "cluster: messages of a moved Session dropped at its queue limits"
+            );
+        }
+    }
+    Ok(replayed)
+}
+
+/// Messages recorded per store commit while a Session's messages are read again.
+const REPLAY_BATCH: usize = 256;
+/// The longest wait for the next message of the stream while reading it again.
+const READ_PATIENCE: Duration = Duration::from_secs(10);
+
+/// How long ago a message stored at `published` (Unix seconds) was stored.
+fn age_of(broker: &Broker, published: i64) -> Duration {
+    let now = record::unix_secs(broker.clock.wall());
+    Duration::from_secs(now.saturating_sub(u64::try_from(published).unwrap_or(0)))
+}
+
+/// The Application Message of stream message `sequence`, with a store id.
+fn message_from(
+    broker: &Broker,
+    stream_subject: &str,
+    subject: &str,
+    headers: Option<&async_nats::HeaderMap>,
+    payload: bytes::Bytes,
+    sequence: u64,
+    age: Duration,
+) -> Option<Arc<crate::session::Message>> {
+    let topic = subject::subject_topic(stream_subject, subject)
+        .filter(|t| crate::topic::valid_topic_name(t))?;
+    let received = wire::read(
+        topic,
+        headers,
+        payload,
+        QoS::AtLeastOnce,
+        QoS::ExactlyOnce,
+        broker.clock.now(),
+        age,
+    )?;
+    let mut message = received.message;
+    let m = Arc::make_mut(&mut message);
+    m.stream_seq = Some(sequence);
+    m.id = broker.message_id();
+    Some(message)
+}

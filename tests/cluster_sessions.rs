@@ -1,0 +1,220 @@
+//! Cluster mode: a durable Session follows its client to another node (offline backlog in
+//! order, in-flight messages sent again with their Packet Identifiers). Skipped when
+//! `nats-server` is not installed, unless `ROOST_CLUSTER=require`.
+
+mod common;
+
+use std::time::Duration;
+
+use common::bridge::next_within;
+use common::cluster::{start_node, start_node_with};
+use common::nats::{self, NatsCluster};
+use common::{RawClient, WAIT, ack, connect_packet, publish, subscribe};
+use roost::BrokerHandle;
+use roost::codec::{AckKind, Connect, Packet, QoS, ReasonCode, Version};
+
+fn start_nats() -> Option<NatsCluster> {
+    if nats::skip_without_nats() {
+        return None;
+    }
+    Some(NatsCluster::start(3))
+}
+
+/// A CONNECT that keeps its Session (3.1.1 clean session 0; 5.0 Clean Start 0, one hour).
+fn durable(version: Version, id: &str) -> Connect {
+    Connect {
+        clean_start: false,
+        session_expiry_interval: 3600,
+        ..connect_packet(version, id)
+    }
+}
+
+async fn connect(node: &BrokerHandle, connect: Connect) -> (RawClient, bool) {
+    let id = connect.client_id.clone();
+    let (c, ack) = RawClient::connect(node.local_addr(), connect).await;
+    assert_eq!(ack.code, ReasonCode::SUCCESS, "{id}");
+    (c, ack.session_present)
+}
+
+/// Publishes `count` QoS 1 messages `prefix-i` to `topic`, each acknowledged.
+async fn publish_all(c: &mut RawClient, topic: &str, prefix: &str, count: usize) {
+    for i in 0..count {
+        let pid = u16::try_from(i % 60_000 + 1).expect("packet id");
+        c.send(&publish(
+            topic,
+            QoS::AtLeastOnce,
+            pid,
+            format!("{prefix}-{i}").as_bytes(),
+        ))
+        .await;
+        match c.recv().await {
+            Some(Packet::Ack(a)) if a.packet_id == pid => {
+                assert_eq!(a.reason.0, 0, "message {i} accepted")
+            }
+            other => panic!("expected the PUBACK of {pid}, got {other:?}"),
+        }
+    }
+}
+
+/// The next PUBLISH, not acknowledged.
+async fn next_unacked(c: &mut RawClient) -> roost::codec::Publish {
+    loop {
+        match c.recv().await {
+            Some(Packet::Publish(p)) => return p,
+            Some(_) => {}
+            None => panic!("closed while waiting for a PUBLISH"),
+        }
+    }
+}
+
+/// 1,000 QoS 1 messages queued for an offline durable Session on one node arrive, all and in
+/// order, when its client connects to another node (session present); messages in flight
+/// and not acknowledged there are sent again, with their Packet Identifiers and DUP
+/// (MQTT-4.4.0-1), when it comes back to the first node; nothing arrives twice.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_durable_session_follows_its_client_to_another_node() {
+    let Some(cluster) = start_nats() else { return };
+    let urls = cluster.urls();
+    let n1 = start_node(&urls, "n1").await;
+    let n2 = start_node(&urls, "n2").await;
+
+    for version in [Version::V311, Version::V5] {
+        let id = format!("follower-{version:?}");
+        let topic = format!("follow/{version:?}");
+        let (mut sub, present) = connect(&n1, durable(version, &id)).await;
+        assert!(!present);
+        sub.send(&subscribe(&format!("{topic}/#"), QoS::AtLeastOnce))
+            .await;
+        assert!(matches!(sub.recv().await, Some(Packet::SubAck(_))));
+        sub.send(&Packet::Disconnect(Default::default())).await;
+        assert!(sub.until_closed().await.is_empty());
+        common::wait_detached(&n1, &id).await;
+
+        // Published on the other node while the client is away.
+        let (mut publisher, _) = connect(&n2, connect_packet(version, &format!("pub-{id}"))).await;
+        publish_all(&mut publisher, &format!("{topic}/a"), "offline", 1000).await;
+
+        let (mut sub, present) = connect(&n2, durable(version, &id)).await;
+        assert!(present, "{version:?}: the Session came along");
+        for i in 0..1000 {
+            let p = next_within(&mut sub, WAIT)
+                .await
+                .unwrap_or_else(|| panic!("{version:?}: message {i} of 1000 in time"));
+            assert_eq!(
+                std::str::from_utf8(&p.payload).expect("utf-8"),
+                format!("offline-{i}"),
+                "{version:?}: in order"
+            );
+        }
+        assert!(
+            next_within(&mut sub, Duration::from_millis(500))
+                .await
+                .is_none(),
+            "{version:?}: nothing more"
+        );
+
+        // Two messages in flight, not acknowledged, when the client leaves for the first node.
+        publish_all(&mut publisher, &format!("{topic}/b"), "inflight", 2).await;
+        let first = next_unacked(&mut sub).await;
+        let second = next_unacked(&mut sub).await;
+        assert_eq!(&first.payload[..], b"inflight-0");
+        assert_eq!(&second.payload[..], b"inflight-1");
+        drop(sub);
+        common::wait_detached(&n2, &id).await;
+        publish_all(&mut publisher, &format!("{topic}/c"), "after", 3).await;
+
+        let (mut sub, present) = connect(&n1, durable(version, &id)).await;
+        assert!(present, "{version:?}: the Session came back");
+        for (expected, payload) in [(&first, "inflight-0"), (&second, "inflight-1")] {
+            let p = next_unacked(&mut sub).await;
+            assert_eq!(&p.payload[..], payload.as_bytes(), "{version:?}");
+            assert_eq!(
+                p.packet_id, expected.packet_id,
+                "{version:?}: same Packet Identifier"
+            );
+            assert!(p.dup, "{version:?}: DUP on the resend");
+            sub.send(&ack(AckKind::PubAck, p.packet_id)).await;
+        }
+        for i in 0..3 {
+            let p = next_within(&mut sub, WAIT)
+                .await
+                .unwrap_or_else(|| panic!("{version:?}: message after-{i} in time"));
+            assert_eq!(
+                &p.payload[..],
+                format!("after-{i}").as_bytes(),
+                "{version:?}"
+            );
+        }
+        assert!(
+            next_within(&mut sub, Duration::from_millis(500))
+                .await
+                .is_none(),
+            "{version:?}: no copy twice"
+        );
+        sub.send(&Packet::Disconnect(Default::default())).await;
+    }
+}
+
+/// A durable Session connected on one node moves when its client connects to another: the
+/// first connection is taken over (5.0: DISCONNECT 0x8E) and the Session, with its
+/// subscription, goes on at the new node; nodes with a store keep it across the move.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_takeover_across_nodes_keeps_the_session() {
+    let Some(cluster) = start_nats() else { return };
+    let urls = cluster.urls();
+    let dir1 = tempfile::tempdir().expect("temp dir");
+    let dir2 = tempfile::tempdir().expect("temp dir");
+    let n1 = start_node_with(&urls, "n1", |c| {
+        c.in_memory = false;
+        c.data_dir = dir1.path().to_path_buf();
+    })
+    .await;
+    let n2 = start_node_with(&urls, "n2", |c| {
+        c.in_memory = false;
+        c.data_dir = dir2.path().to_path_buf();
+    })
+    .await;
+
+    let (mut first, _) = connect(&n1, durable(Version::V5, "mover")).await;
+    first.send(&subscribe("move/#", QoS::ExactlyOnce)).await;
+    assert!(matches!(first.recv().await, Some(Packet::SubAck(_))));
+    let (mut publisher, _) = connect(&n1, connect_packet(Version::V5, "mover-pub")).await;
+    publish_all(&mut publisher, "move/x", "before", 5).await;
+    for i in 0..5 {
+        let p = next_within(&mut first, WAIT).await.expect("delivered");
+        assert_eq!(&p.payload[..], format!("before-{i}").as_bytes());
+    }
+    // The acknowledgements are handled before the client moves.
+    first.send(&Packet::PingReq).await;
+    assert!(matches!(first.recv().await, Some(Packet::PingResp)));
+
+    let (mut second, present) = connect(&n2, durable(Version::V5, "mover")).await;
+    assert!(present, "the Session moved with its client");
+    match first.recv().await {
+        Some(Packet::Disconnect(d)) => assert_eq!(d.reason, ReasonCode::SESSION_TAKEN_OVER),
+        other => panic!("expected DISCONNECT 0x8E, got {other:?}"),
+    }
+    publish_all(&mut publisher, "move/x", "after", 5).await;
+    for i in 0..5 {
+        let p = next_within(&mut second, WAIT)
+            .await
+            .expect("delivered on the new node");
+        assert_eq!(&p.payload[..], format!("after-{i}").as_bytes());
+        if p.qos == QoS::ExactlyOnce {
+            match second.recv().await {
+                Some(Packet::Ack(a)) if a.kind == AckKind::PubRel => {
+                    second.send(&ack(AckKind::PubComp, a.packet_id)).await
+                }
+                other => panic!("expected PUBREL, got {other:?}"),
+            }
+        }
+    }
+    assert!(
+        next_within(&mut second, Duration::from_millis(500))
+            .await
+            .is_none(),
+        "nothing twice"
+    );
+    // The first node no longer holds it.
+    common::wait_until(|| n1.session_info("mover").is_none()).await;
+}
