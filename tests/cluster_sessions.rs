@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::bridge::next_within;
 use common::cluster::{start_node, start_node_with};
@@ -217,4 +217,84 @@ async fn a_takeover_across_nodes_keeps_the_session() {
     );
     // The first node no longer holds it.
     common::wait_until(|| n1.session_info("mover").is_none()).await;
+}
+
+/// A durable Session still receives QoS 0 messages, from its own node and from others, and
+/// `$SYS`-free topics alike (they do not go through the stream).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_durable_session_receives_qos0_from_every_node() {
+    let Some(cluster) = start_nats() else { return };
+    let urls = cluster.urls();
+    let n1 = start_node(&urls, "n1").await;
+    let n2 = start_node(&urls, "n2").await;
+    let (mut sub, _) = connect(&n1, durable(Version::V5, "q0sub")).await;
+    sub.send(&subscribe("q0/#", QoS::AtLeastOnce)).await;
+    assert!(matches!(sub.recv().await, Some(Packet::SubAck(_))));
+    let (mut local, _) = connect(&n1, connect_packet(Version::V5, "q0p1")).await;
+    local
+        .send(&publish("q0/local", QoS::AtMostOnce, 0, b"local"))
+        .await;
+    let p = next_within(&mut sub, WAIT)
+        .await
+        .expect("from its own node");
+    assert_eq!(&p.payload[..], b"local");
+    let (mut remote, _) = connect(&n2, connect_packet(Version::V5, "q0p2")).await;
+    // NATS spreads the subscription's interest asynchronously: probe until one arrives.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        remote
+            .send(&publish("q0/remote", QoS::AtMostOnce, 0, b"remote"))
+            .await;
+        if let Some(p) = next_within(&mut sub, Duration::from_millis(200)).await {
+            assert_eq!(&p.payload[..], b"remote");
+            break;
+        }
+        assert!(Instant::now() < deadline, "QoS 0 from another node in time");
+    }
+}
+
+/// A durable CONNECT on another node after a connection without a durable Session is
+/// answered at once (nothing to wait for), with a new Session.
+#[tokio::test(flavor = "multi_thread")]
+async fn after_an_ephemeral_connection_elsewhere_a_durable_connect_does_not_wait() {
+    let Some(cluster) = start_nats() else { return };
+    let urls = cluster.urls();
+    let n1 = start_node(&urls, "n1").await;
+    let n2 = start_node(&urls, "n2").await;
+    let (_first, _) = connect(&n1, connect_packet(Version::V5, "nd")).await;
+    let started = Instant::now();
+    let (_second, present) = connect(&n2, durable(Version::V5, "nd")).await;
+    assert!(!present);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "CONNECT answered after {:?}",
+        started.elapsed()
+    );
+}
+
+/// A node started after messages were queued for an absent durable Session takes the
+/// Session over with its backlog.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_started_later_takes_the_backlog_too() {
+    let Some(cluster) = start_nats() else { return };
+    let urls = cluster.urls();
+    let n1 = start_node(&urls, "n1").await;
+    let (mut sub, _) = connect(&n1, durable(Version::V5, "late")).await;
+    sub.send(&subscribe("late/#", QoS::AtLeastOnce)).await;
+    assert!(matches!(sub.recv().await, Some(Packet::SubAck(_))));
+    sub.send(&Packet::Disconnect(Default::default())).await;
+    assert!(sub.until_closed().await.is_empty());
+    common::wait_detached(&n1, "late").await;
+    let (mut publisher, _) = connect(&n1, connect_packet(Version::V5, "late-pub")).await;
+    publish_all(&mut publisher, "late/x", "m", 5).await;
+
+    let n3 = start_node(&urls, "n3").await;
+    let (mut sub, present) = connect(&n3, durable(Version::V5, "late")).await;
+    assert!(present);
+    for i in 0..5 {
+        let p = next_within(&mut sub, WAIT)
+            .await
+            .unwrap_or_else(|| panic!("message {i} of 5 in time"));
+        assert_eq!(&p.payload[..], format!("m-{i}").as_bytes());
+    }
 }

@@ -62,9 +62,10 @@ pub(crate) enum Audience {
 impl Audience {
     /// True if `session` may receive `message` as this audience.
     fn admits(self, session: &SessionHandle, message: &Message) -> bool {
+        // A message that is not from the stream (QoS 0, `$SYS`) is for every Session.
         let from_stream = |session: &SessionHandle| match message.stream_seq {
             Some(seq) => session.takes_from_stream(seq),
-            None => !session.follows_stream(),
+            None => true,
         };
         match self {
             Audience::All => !session.follows_stream() || from_stream(session),

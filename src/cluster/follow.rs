@@ -74,9 +74,10 @@ struct Sent {
 impl State {
     /// True if the Session it describes has expired by `now` (Unix seconds).
     fn expired(&self, now: u64) -> bool {
-        self.ended
-            && self.expiry != crate::session::NEVER_EXPIRES
-            && self.disconnected_at.saturating_add(u64::from(self.expiry)) <= now
+        self.expiry == 0
+            || self.ended
+                && self.expiry != crate::session::NEVER_EXPIRES
+                && self.disconnected_at.saturating_add(u64::from(self.expiry)) <= now
     }
 }
 
@@ -199,13 +200,28 @@ pub(super) async fn run_writer(
 const RETRY: Duration = Duration::from_millis(250);
 
 /// A connection attached to `handle`'s Session with claim `claim`: its state is written
-/// (the subscriptions a client resumed with are readable by the other nodes).
+/// (the subscriptions a client resumed with are readable by the other nodes). A Session
+/// that is not durable leaves a state saying so: a node the client goes to next need not
+/// wait for one.
 pub(crate) fn connected(broker: &Broker, handle: &SessionHandle, claim: u64) {
-    if let Some(cluster) = &broker.cluster
-        && let Some(state) = capture(broker, handle, claim, false)
-    {
-        let _ = save(cluster, &state);
-    }
+    let Some(cluster) = &broker.cluster else {
+        return;
+    };
+    let state = capture(broker, handle, claim, false).unwrap_or_else(|| State {
+        client_id: handle.client_id.to_string(),
+        node: cluster.config.node.clone(),
+        claim,
+        ended: true,
+        v5: false,
+        expiry: 0,
+        disconnected_at: 0,
+        owner: None,
+        subscriptions: Vec::new(),
+        inflight: Vec::new(),
+        incoming: Vec::new(),
+        next: 0,
+    });
+    let _ = save(cluster, &state);
 }
 
 /// The connection of claim `claim` left `handle`'s durable Session: its final state is
@@ -275,14 +291,32 @@ pub(crate) async fn adopt(
     let Some((node, revision)) = previous else {
         return true;
     };
+    let key = owner::key_of(client_id);
     if node == cluster.config.node {
-        return true;
+        if broker.registry.get(client_id).is_some() {
+            return true;
+        }
+        // Claimed here last but not held here: an earlier attempt to move it here failed
+        // after the claim; the state its node left is still to be taken.
+        let state = match cluster.states.entry(&key).await {
+            Ok(entry) => entry.and_then(|e| serde_json::from_slice::<State>(&e.value).ok()),
+            Err(_) => return false,
+        };
+        return match state {
+            Some(s)
+                if s.client_id == client_id
+                    && s.node != cluster.config.node
+                    && !s.expired(record::unix_secs(broker.clock.wall())) =>
+            {
+                hand_over(cluster, s, window).await
+            }
+            _ => true,
+        };
     }
     // A copy left here from an earlier visit is out of date.
     if let Some(stale) = broker.registry.get(client_id) {
         broker.end_session_if(&stale, |slot| slot.conn.is_none());
     }
-    let key = owner::key_of(client_id);
     let limit = Duration::from_secs(cluster.config.ack_timeout.max(5) * 2);
     let deadline = tokio::time::Instant::now() + limit;
     let state = loop {
@@ -323,6 +357,11 @@ pub(crate) async fn adopt(
             "cluster: the previous node is gone; the Session resumes from the state it last wrote (messages sent since may come again)"
         );
     }
+    hand_over(cluster, state, window).await
+}
+
+/// Has the task reading the stream rebuild the Session of `state` here; true once it did.
+async fn hand_over(cluster: &Cluster, state: State, window: u16) -> bool {
     let (reply, answer) = oneshot::channel();
     let adoption = Adoption {
         state,
@@ -332,10 +371,8 @@ pub(crate) async fn adopt(
     if cluster.adoptions.send(adoption).await.is_err() {
         return false;
     }
-    matches!(
-        tokio::time::timeout_at(deadline + limit, answer).await,
-        Ok(Ok(true))
-    )
+    let limit = Duration::from_secs(cluster.config.ack_timeout.max(5) * 4);
+    matches!(tokio::time::timeout(limit, answer).await, Ok(Ok(true)))
 }
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -382,7 +419,13 @@ async fn rebuild(
         return Ok(0);
     };
     let c = &cluster.config;
-    let reached = cluster.applied.load(std::sync::atomic::Ordering::Relaxed);
+    // Read again up to the stream's end as it is now; this node's own reading delivers only
+    // what comes after it to the Session (its floor).
+    let last = stream.get_info().await?.state.last_sequence;
+    let reached = cluster
+        .applied
+        .load(std::sync::atomic::Ordering::Relaxed)
+        .max(last);
     let version = if state.v5 { Version::V5 } else { Version::V311 };
     let mut session = Session::new(version, state.expiry, broker.config.queue_limits(), window);
     session.owner = state.owner.as_deref().map(Arc::from);

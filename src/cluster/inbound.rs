@@ -142,6 +142,10 @@ async fn consume(
             })
             .await?;
     }
+    // What this node's consumer acknowledged was committed here (or, for a new consumer,
+    // came before this node existed): a Session moving here reads the stream up to there.
+    let floor = consumer.info().await?.ack_floor.stream_sequence;
+    cluster.applied.fetch_max(floor, Relaxed);
     if let Some(ready) = ready.take() {
         let _ = ready.send(());
     }
