@@ -6,8 +6,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::binary::BrokerProcess;
 use common::bridge::next_within;
-use common::cluster::{start_node, start_node_with};
+use common::cluster::{cluster_toml, start_node, start_node_with};
 use common::nats::{self, NatsCluster};
 use common::{RawClient, WAIT, ack, connect_packet, publish, subscribe};
 use roost::BrokerHandle;
@@ -297,4 +298,94 @@ async fn a_node_started_later_takes_the_backlog_too() {
             .unwrap_or_else(|| panic!("message {i} of 5 in time"));
         assert_eq!(&p.payload[..], format!("m-{i}").as_bytes());
     }
+}
+
+/// The node holding a connected durable Session is killed with SIGKILL (the real binary):
+/// the client resumes on another node with the subscriptions it made during that connection
+/// (written when they changed), and messages acknowledged to their publishers while it was
+/// away are all delivered (at least once).
+#[tokio::test(flavor = "multi_thread")]
+async fn after_kill_9_of_its_node_a_session_resumes_elsewhere_with_its_subscriptions() {
+    let Some(cluster) = start_nats() else { return };
+    let urls = cluster.urls();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let toml = cluster_toml(&urls, "doomed");
+    let path = dir.path().to_path_buf();
+    let doomed = tokio::task::spawn_blocking(move || {
+        let p = BrokerProcess::start_with(&path, &toml);
+        p.wait_log("cluster: reading the stream");
+        p
+    })
+    .await
+    .expect("node started");
+    let n2 = start_node(&urls, "n2").await;
+
+    let (mut sub, _) = RawClient::connect(doomed.addr, durable(Version::V5, "survivor")).await;
+    sub.send(&subscribe("first/#", QoS::AtLeastOnce)).await;
+    assert!(matches!(sub.recv().await, Some(Packet::SubAck(_))));
+    // Subscribed after the CONNECT: known elsewhere only if written when it changed.
+    sub.send(&subscribe("second/#", QoS::AtLeastOnce)).await;
+    assert!(matches!(sub.recv().await, Some(Packet::SubAck(_))));
+    // The state write is asynchronous: give it a moment before the kill.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    tokio::task::spawn_blocking(move || doomed.kill9())
+        .await
+        .expect("killed");
+    drop(sub);
+
+    let (mut publisher, _) = connect(&n2, connect_packet(Version::V5, "survivor-pub")).await;
+    publish_all(&mut publisher, "first/x", "one", 5).await;
+    publish_all(&mut publisher, "second/x", "two", 5).await;
+
+    let (mut sub, present) = connect(&n2, durable(Version::V5, "survivor")).await;
+    assert!(present, "the Session resumed on another node");
+    let mut got = Vec::new();
+    while got.len() < 10 {
+        let p = next_within(&mut sub, WAIT)
+            .await
+            .unwrap_or_else(|| panic!("only {got:?} arrived"));
+        got.push(String::from_utf8_lossy(&p.payload).into_owned());
+    }
+    for prefix in ["one", "two"] {
+        let mine: Vec<_> = got.iter().filter(|p| p.starts_with(prefix)).collect();
+        let expected: Vec<_> = (0..5).map(|i| format!("{prefix}-{i}")).collect();
+        assert_eq!(
+            mine.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
+            expected,
+            "{prefix}: all, in order"
+        );
+    }
+}
+
+/// No Local holds for a message the client published just before it moved to another node.
+#[tokio::test(flavor = "multi_thread")]
+async fn no_local_holds_across_a_move() {
+    let Some(cluster) = start_nats() else { return };
+    let urls = cluster.urls();
+    let n1 = start_node(&urls, "n1").await;
+    let n2 = start_node(&urls, "n2").await;
+    let (mut c, _) = connect(&n1, durable(Version::V5, "selfish")).await;
+    let mut sub = roost::codec::Subscribe::single(1, "chat/#", QoS::AtLeastOnce);
+    sub.filters[0].no_local = true;
+    c.send(&Packet::Subscribe(sub)).await;
+    assert!(matches!(c.recv().await, Some(Packet::SubAck(_))));
+    publish_all(&mut c, "chat/room", "mine", 3).await;
+    c.send(&Packet::Disconnect(Default::default())).await;
+    assert!(c.until_closed().await.is_empty());
+    common::wait_detached(&n1, "selfish").await;
+
+    let (mut other, _) = connect(&n1, connect_packet(Version::V5, "other")).await;
+    publish_all(&mut other, "chat/room", "theirs", 1).await;
+    let (mut c, present) = connect(&n2, durable(Version::V5, "selfish")).await;
+    assert!(present);
+    let p = next_within(&mut c, WAIT)
+        .await
+        .expect("the other client's message");
+    assert_eq!(&p.payload[..], b"theirs-0");
+    assert!(
+        next_within(&mut c, Duration::from_millis(500))
+            .await
+            .is_none(),
+        "none of its own"
+    );
 }

@@ -202,19 +202,22 @@ impl Broker {
         policy: QueueFullPolicy,
         pending: Option<&mut Pending>,
     ) -> Routed {
-        self.route_to(message, policy, pending, Audience::All)
+        self.route_to(message, policy, pending, Audience::All, None)
     }
 
-    /// As [`Broker::route_only`], to `audience` only.
+    /// As [`Broker::route_only`], to `audience` only; `publisher` is the key of the
+    /// publisher's Session (for No Local), if it is on this node.
     pub(crate) fn route_to(
         &self,
         message: &Arc<Message>,
         policy: QueueFullPolicy,
         pending: Option<&mut Pending>,
         audience: Audience,
+        publisher: Option<u64>,
     ) -> Routed {
         let mut ctx = self.route_context(policy);
         ctx.audience = audience;
+        ctx.publisher = publisher;
         self.router.route(message, None, &ctx, pending)
     }
 
@@ -249,6 +252,7 @@ impl Broker {
             store_writable: self.store_healthy(),
             strategy: self.config.shared_subscription_strategy,
             audience: crate::broker::router::Audience::All,
+            publisher: None,
         }
     }
 

@@ -126,9 +126,15 @@ impl Broker {
     }
 
     /// Takes in a durable Session that moved here from another node of the cluster, without
-    /// a connection (one attaches next): registered, subscribed, and ended after
-    /// `expiry_interval` unless a client attaches. Its store record is the caller's to write.
-    pub(crate) fn adopt(&self, client_id: &str, session: Session) -> Arc<SessionHandle> {
+    /// a connection (one attaches next): registered, subscribed, and ended after `expires_in`
+    /// unless a client attaches (never, for a Session that never expires). Its store record
+    /// is the caller's to write.
+    pub(crate) fn adopt(
+        &self,
+        client_id: &str,
+        session: Session,
+        expires_in: Duration,
+    ) -> Arc<SessionHandle> {
         let expiry = session.expiry_interval;
         let filters: Vec<_> = session
             .subscriptions
@@ -151,8 +157,7 @@ impl Broker {
             self.router.subscribe(filter, &handle, *options);
         }
         if expiry != NEVER_EXPIRES {
-            let deadline = self.clock.now() + Duration::from_secs(u64::from(expiry));
-            self.schedule_expiry(&handle, away, deadline);
+            self.schedule_expiry(&handle, away, self.clock.now() + expires_in);
         }
         self.registry.insert(Arc::clone(&handle));
         handle

@@ -36,6 +36,9 @@ pub(crate) struct RouteContext<'a> {
     pub strategy: SharedSubscriptionStrategy,
     /// Which Sessions may receive the message.
     pub audience: Audience,
+    /// The publisher's Session key when the message came back from the cluster's stream
+    /// (for No Local), if that Session is on this node.
+    pub publisher: Option<u64>,
 }
 
 /// Which Sessions a message is routed to. In cluster mode a durable Session follows the
@@ -50,11 +53,8 @@ pub(crate) enum Audience {
     /// which the others receive from the stream.
     NotFollowing,
     /// Only Sessions that follow the stream: a message this node published, back from the
-    /// stream. `publisher` is its publisher's Session key, for No Local.
-    Following {
-        /// The publisher's Session key, if it is on this node.
-        publisher: Option<u64>,
-    },
+    /// stream.
+    Following,
     /// Only the Session with this key (the stream read again for a Session that moved here).
     Only(u64),
 }
@@ -70,7 +70,7 @@ impl Audience {
         match self {
             Audience::All => !session.follows_stream() || from_stream(session),
             Audience::NotFollowing => !session.follows_stream(),
-            Audience::Following { .. } => session.follows_stream() && from_stream(session),
+            Audience::Following => session.follows_stream() && from_stream(session),
             Audience::Only(key) => session.key == key,
         }
     }
@@ -318,10 +318,7 @@ impl Router {
         ctx: &RouteContext<'_>,
         mut pending: Option<&mut Pending>,
     ) -> Routed {
-        let publisher_key = match ctx.audience {
-            Audience::Following { publisher } => publisher,
-            _ => publisher.map(|p| p.key),
-        };
+        let publisher_key = publisher.map(|p| p.key).or(ctx.publisher);
         let (targets, groups) = self.targets(message, publisher_key, ctx.audience);
         let persistent = pending.as_ref().is_some_and(|p| p.persistent);
         let admit =

@@ -84,6 +84,8 @@ impl State {
 /// One write of a Session's state, in the order they were asked for.
 pub(super) struct Write {
     key: String,
+    /// The claim the state belongs to: a state of a later claim is never overwritten.
+    claim: u64,
     value: Vec<u8>,
     done: Option<oneshot::Sender<bool>>,
 }
@@ -157,6 +159,7 @@ fn save(cluster: &Cluster, state: &State) -> Option<oneshot::Receiver<bool>> {
     let (tx, rx) = oneshot::channel();
     let write = Write {
         key: owner::key_of(&state.client_id),
+        claim: state.claim,
         value,
         done: Some(tx),
     };
@@ -173,10 +176,8 @@ pub(super) async fn run_writer(
     while let Some(w) = writes.recv().await {
         let deadline = tokio::time::Instant::now() + ack_timeout;
         let ok = loop {
-            match tokio::time::timeout_at(deadline, states.put(&w.key, w.value.clone().into()))
-                .await
-            {
-                Ok(Ok(_)) => break true,
+            match tokio::time::timeout_at(deadline, write_once(&states, &w)).await {
+                Ok(Ok(())) => break true,
                 Ok(Err(e)) if tokio::time::Instant::now() + RETRY < deadline => {
                     debug!(error = %e, "cluster: writing a Session's state failed; retrying");
                     tokio::time::sleep(RETRY).await;
@@ -199,6 +200,46 @@ pub(super) async fn run_writer(
 
 const RETRY: Duration = Duration::from_millis(250);
 
+/// Writes `w` unless the bucket holds the state of a later claim (then there is nothing to
+/// write: the Session went on elsewhere), comparing and setting so that no later state
+/// written meanwhile is overwritten.
+async fn write_once(states: &kv::Store, w: &Write) -> Result<(), Error> {
+    loop {
+        let current = states.entry(&w.key).await?;
+        let written = match current {
+            Some(entry) => {
+                let later =
+                    serde_json::from_slice::<State>(&entry.value).is_ok_and(|s| s.claim > w.claim);
+                if later && entry.operation == kv::Operation::Put {
+                    return Ok(());
+                }
+                states
+                    .update(&w.key, w.value.clone().into(), entry.revision)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| match e.kind() {
+                        kv::UpdateErrorKind::WrongLastRevision => None,
+                        _ => Some(Error::from(e)),
+                    })
+            }
+            None => states
+                .create(&w.key, w.value.clone().into())
+                .await
+                .map(|_| ())
+                .map_err(|e| match e.kind() {
+                    kv::CreateErrorKind::AlreadyExists => None,
+                    _ => Some(Error::from(e)),
+                }),
+        };
+        match written {
+            Ok(()) => return Ok(()),
+            // Written by another node meanwhile: look again.
+            Err(None) => continue,
+            Err(Some(e)) => return Err(e),
+        }
+    }
+}
+
 /// A connection attached to `handle`'s Session with claim `claim`: its state is written
 /// (the subscriptions a client resumed with are readable by the other nodes). A Session
 /// that is not durable leaves a state saying so: a node the client goes to next need not
@@ -207,6 +248,9 @@ pub(crate) fn connected(broker: &Broker, handle: &SessionHandle, claim: u64) {
     let Some(cluster) = &broker.cluster else {
         return;
     };
+    if handle.follows_stream() {
+        cluster.claims.remember(&handle.client_id, claim);
+    }
     let state = capture(broker, handle, claim, false).unwrap_or_else(|| State {
         client_id: handle.client_id.to_string(),
         node: cluster.config.node.clone(),
@@ -222,6 +266,22 @@ pub(crate) fn connected(broker: &Broker, handle: &SessionHandle, claim: u64) {
         next: 0,
     });
     let _ = save(cluster, &state);
+}
+
+/// A connected durable Session's subscriptions changed: its state is written again, so a
+/// node it resumes on after this one died knows them.
+pub(crate) fn changed(broker: &Broker, handle: &SessionHandle) {
+    let Some(cluster) = &broker.cluster else {
+        return;
+    };
+    if !handle.follows_stream() {
+        return;
+    }
+    if let Some(claim) = cluster.claims.last(&handle.client_id)
+        && let Some(state) = capture(broker, handle, claim, false)
+    {
+        let _ = save(cluster, &state);
+    }
 }
 
 /// The connection of claim `claim` left `handle`'s durable Session: its final state is
@@ -267,7 +327,7 @@ pub(super) fn claimed_elsewhere(broker: &Arc<Broker>, client_id: &str) {
     if !handle.follows_stream() || handle.slot.lock().conn.is_some() {
         return;
     }
-    let Some(claim) = cluster.claims.last(client_id) else {
+    let Some(claim) = cluster.claims.forget(client_id) else {
         // Not connected here since this node started: its state was written before.
         broker.end_session_if(&handle, |slot| slot.conn.is_none());
         return;
@@ -317,7 +377,9 @@ pub(crate) async fn adopt(
     if let Some(stale) = broker.registry.get(client_id) {
         broker.end_session_if(&stale, |slot| slot.conn.is_none());
     }
-    let limit = Duration::from_secs(cluster.config.ack_timeout.max(5) * 2);
+    // Long enough for a node that just started to hear whether the previous one is alive.
+    let limit = Duration::from_secs(cluster.config.ack_timeout.max(5) * 2)
+        .max(super::wills::DEAD_AFTER + Duration::from_secs(2));
     let deadline = tokio::time::Instant::now() + limit;
     let state = loop {
         let read = match cluster.states.entry(&key).await {
@@ -421,7 +483,8 @@ async fn rebuild(
     let c = &cluster.config;
     // Read again up to the stream's end as it is now; this node's own reading delivers only
     // what comes after it to the Session (its floor).
-    let last = stream.get_info().await?.state.last_sequence;
+    let info = stream.get_info().await?.state;
+    let last = info.last_sequence;
     let reached = cluster
         .applied
         .load(std::sync::atomic::Ordering::Relaxed)
@@ -443,7 +506,19 @@ async fn rebuild(
     session
         .outbound
         .set_stream_sent(state.next.saturating_sub(1));
-    let handle = broker.adopt(&state.client_id, session);
+    // Its expiry runs from when its connection ended (on whichever node).
+    let now = record::unix_secs(broker.clock.wall());
+    let since = if state.disconnected_at == 0 {
+        now
+    } else {
+        state.disconnected_at
+    };
+    let expires_in = Duration::from_secs(
+        since
+            .saturating_add(u64::from(state.expiry))
+            .saturating_sub(now),
+    );
+    let handle = broker.adopt(&state.client_id, session, expires_in);
     handle.set_stream_floor(floor);
     let key = handle.store_key();
     let mut pending = Pending::new(broker.persistent());
@@ -534,12 +609,22 @@ async fn rebuild(
     pending.release(true);
     // The rest of its position onwards, for its subscriptions, in order.
     let mut replayed = 0;
-    if state.next <= reached {
+    // Messages the stream's limits removed are gone.
+    let start = state.next.max(info.first_sequence);
+    if start > state.next {
+        warn!(
+            client_id = &*handle.client_id,
+            from = state.next,
+            to = start - 1,
+            "cluster: messages a moved Session had not received were removed by the stream's limits"
+        );
+    }
+    if start <= reached && start <= last {
         let consumer = stream
             .create_consumer(consumer::pull::OrderedConfig {
                 filter_subject: format!("{}.>", c.stream_subject),
                 deliver_policy: consumer::DeliverPolicy::ByStartSequence {
-                    start_sequence: state.next,
+                    start_sequence: start,
                 },
                 ..Default::default()
             })
@@ -547,10 +632,18 @@ async fn rebuild(
         let mut messages = consumer.messages().await?;
         let mut pending = Pending::new(broker.persistent());
         let mut dropped = 0usize;
-        while let Some(m) = tokio::time::timeout(READ_PATIENCE, messages.next())
-            .await
-            .map_err(|_| "the stream was not read in time")?
-        {
+        loop {
+            let Ok(next) = tokio::time::timeout(READ_PATIENCE, messages.next()).await else {
+                // Nothing more came: the rest was removed by the stream's limits meanwhile.
+                warn!(
+                    client_id = &*handle.client_id,
+                    "cluster: the stream ended early while a moved Session's messages were read"
+                );
+                break;
+            };
+            let Some(m) = next else {
+                break;
+            };
             let m = m?;
             let Ok(info) = m.info() else {
                 continue;
@@ -560,6 +653,12 @@ async fn rebuild(
                 break;
             }
             let age = super::stored_for(broker, &m);
+            // For No Local: a message the client itself published.
+            let own = m
+                .headers
+                .as_ref()
+                .and_then(|h| h.get(wire::CLIENT))
+                .is_some_and(|client| client.as_str() == &*handle.client_id);
             if let Some(message) = message_from(
                 broker,
                 &c.stream_subject,
@@ -574,6 +673,7 @@ async fn rebuild(
                     QueueFullPolicy::DropNew,
                     Some(&mut pending),
                     Audience::Only(handle.key),
+                    own.then_some(handle.key),
                 ) {
                     crate::broker::Routed::Delivered { .. } => replayed += 1,
                     crate::broker::Routed::Full { .. } => dropped += 1,

@@ -224,16 +224,17 @@ async fn deliver_batch(broker: &Arc<Broker>, batch: &[async_nats::jetstream::Mes
             debug!(subject = %m.subject, "cluster: stream message that is not an MQTT message ignored");
             continue;
         };
+        // For No Local: its publisher, if that client's Session is here now.
+        let publisher = m
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(wire::CLIENT))
+            .and_then(|client| broker.registry.get(client.as_str()))
+            .map(|s| s.key);
         let audience = if received.origin.as_deref() == Some(c.node.as_str()) {
             // Routed here when it was published, except to the Sessions that follow the
             // stream: they take it now, in the stream's order.
-            let publisher = m
-                .headers
-                .as_ref()
-                .and_then(|h| h.get(wire::CLIENT))
-                .and_then(|client| broker.registry.get(client.as_str()))
-                .map(|s| s.key);
-            Audience::Following { publisher }
+            Audience::Following
         } else {
             cluster.stats.received.fetch_add(1, Relaxed);
             Audience::All
@@ -249,7 +250,7 @@ async fn deliver_batch(broker: &Arc<Broker>, batch: &[async_nats::jetstream::Mes
         // At a full queue under back-pressure the stream waits: its messages were
         // acknowledged to their publishers and cannot be dropped.
         loop {
-            match broker.route_to(&message, policy, Some(&mut pending), audience) {
+            match broker.route_to(&message, policy, Some(&mut pending), audience, publisher) {
                 Routed::Delivered { .. } => break,
                 Routed::Full {
                     session, room_seq, ..

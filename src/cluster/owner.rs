@@ -85,8 +85,13 @@ impl Claims {
         self.last.lock().insert(client_id.to_string(), revision);
     }
 
-    /// The last claim remembered for `client_id` (forgotten once read).
+    /// The last claim remembered for `client_id`.
     pub(super) fn last(&self, client_id: &str) -> Option<u64> {
+        self.last.lock().get(client_id).copied()
+    }
+
+    /// Forgets the last claim of `client_id` (its Session left this node), returning it.
+    pub(super) fn forget(&self, client_id: &str) -> Option<u64> {
         self.last.lock().remove(client_id)
     }
 
@@ -169,6 +174,33 @@ pub(super) async fn claim(
             Err(ClaimError::Conflict)
         }
         _ => Ok(Claimed { previous, revision }),
+    }
+}
+
+/// At start: durable Sessions this node's store brought back whose client was claimed by
+/// another node meanwhile (while this one was down) moved there, and end here.
+pub(super) async fn drop_moved(broker: Arc<Broker>) {
+    let Some(cluster) = broker.cluster.as_ref() else {
+        return;
+    };
+    for handle in broker.registry.handles() {
+        if !handle.follows_stream() || handle.slot.lock().conn.is_some() {
+            continue;
+        }
+        let Ok(Some(entry)) = cluster.owners.entry(key_of(&handle.client_id)).await else {
+            continue;
+        };
+        let Ok(owner) = serde_json::from_slice::<Owner>(&entry.value) else {
+            continue;
+        };
+        if owner.node != cluster.config.node {
+            info!(
+                client_id = &*handle.client_id,
+                node = owner.node.as_str(),
+                "cluster: Session moved to another node while this one was away; ended here"
+            );
+            broker.end_session_if(&handle, |slot| slot.conn.is_none());
+        }
     }
 }
 

@@ -134,13 +134,14 @@ impl Wills {
         }
     }
 
-    /// True if `node` sent a heartbeat within [`DEAD_AFTER`].
+    /// True if `node` sent a heartbeat within [`DEAD_AFTER`] (or may have: this node has
+    /// not been following heartbeats that long yet).
     pub(super) fn node_alive(&self, node: &str) -> bool {
         let now = Instant::now();
-        self.nodes
-            .lock()
-            .get(node)
-            .is_some_and(|(_, seen)| now.duration_since(*seen) < DEAD_AFTER)
+        match self.nodes.lock().get(node) {
+            Some((_, seen)) => now.duration_since(*seen) < DEAD_AFTER,
+            None => now.duration_since(self.started) < DEAD_AFTER,
+        }
     }
 
     /// True if `r`'s node is gone (silent, or running again under another run id).

@@ -142,6 +142,8 @@ impl Connected {
                 }
             }
         }
+        // In cluster mode the other nodes learn a durable Session's new subscriptions.
+        crate::cluster::follow::changed(&self.broker, &session);
         self.send(&Packet::SubAck(SubAck {
             packet_id: subscribe.packet_id,
             codes,
@@ -188,6 +190,7 @@ impl Connected {
                 ReasonCode::NO_SUBSCRIPTION_EXISTED
             });
         }
+        crate::cluster::follow::changed(&self.broker, &session);
         self.send(&Packet::UnsubAck(UnsubAck {
             packet_id: unsubscribe.packet_id,
             codes,
