@@ -421,3 +421,24 @@ async fn topics_nats_cannot_carry_are_refused() {
     old.send(&publish("a b", QoS::AtLeastOnce, 1, b"x")).await;
     assert!(old.until_closed().await.is_empty());
 }
+
+/// A second node with a running node's name refuses to start, naming the key: two nodes
+/// with one name would share one consumer of the stream and lose each other's messages.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_node_with_a_running_nodes_name_does_not_start() {
+    let Some(cluster) = start_nats() else { return };
+    let urls = cluster.urls();
+    let _first = start_node(&urls, "twin").await;
+    let config = roost::Config {
+        port: 0,
+        in_memory: true,
+        sys_interval: 0,
+        cluster: Some(common::cluster::cluster_config(&urls, "twin")),
+        ..roost::Config::default()
+    };
+    let error = match roost::start(config).await {
+        Ok(_) => panic!("a second node named twin started"),
+        Err(e) => e.to_string(),
+    };
+    assert!(error.contains("cluster.node"), "{error}");
+}

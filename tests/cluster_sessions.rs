@@ -389,3 +389,47 @@ async fn no_local_holds_across_a_move() {
         "none of its own"
     );
 }
+
+/// `session_owner_check` holds across nodes: a durable Session created by one verified user
+/// cannot be taken over from another node by another user (5.0 CONNACK 0x87, 3.1.1 0x05);
+/// its owner stays connected; the owner itself may move it.
+#[tokio::test(flavor = "multi_thread")]
+async fn another_user_cannot_take_a_session_over_from_another_node() {
+    let Some(cluster) = start_nats() else { return };
+    let urls = cluster.urls();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let passwd = dir.path().join("passwd");
+    let mut file = roost::auth::PasswordFile::new();
+    file.set("alice", b"a-secret").expect("set");
+    file.set("bob", b"b-secret").expect("set");
+    file.save(&passwd).expect("saved");
+    let with_passwords = |c: &mut roost::Config| c.password_file = Some(passwd.clone());
+    let n1 = start_node_with(&urls, "n1", with_passwords).await;
+    let n2 = start_node_with(&urls, "n2", with_passwords).await;
+    let as_user = |user: &str, password: &'static [u8], version| Connect {
+        username: Some(user.to_string()),
+        password: Some(bytes::Bytes::from_static(password)),
+        ..durable(version, "shared-id")
+    };
+    let (mut alice, ack) =
+        RawClient::connect(n1.local_addr(), as_user("alice", b"a-secret", Version::V5)).await;
+    assert_eq!(ack.code, ReasonCode::SUCCESS);
+    // Its state (with its owner) is written when it attaches.
+    alice.send(&Packet::PingReq).await;
+    assert!(matches!(alice.recv().await, Some(Packet::PingResp)));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for (version, refused) in [(Version::V5, 0x87), (Version::V311, 0x05)] {
+        let (_, ack) =
+            RawClient::connect(n2.local_addr(), as_user("bob", b"b-secret", version)).await;
+        assert_eq!(ack.code.0, refused, "{version:?}");
+    }
+    alice.send(&Packet::PingReq).await;
+    assert!(
+        matches!(alice.recv().await, Some(Packet::PingResp)),
+        "alice stays connected"
+    );
+    let (_, ack) =
+        RawClient::connect(n2.local_addr(), as_user("alice", b"a-secret", Version::V5)).await;
+    assert_eq!(ack.code, ReasonCode::SUCCESS);
+    assert!(ack.session_present, "alice moved her Session");
+}

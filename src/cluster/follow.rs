@@ -335,6 +335,32 @@ pub(super) fn claimed_elsewhere(broker: &Arc<Broker>, client_id: &str) {
     left(broker, &handle, claim, true);
 }
 
+/// With `session_owner_check`: false if the client id's durable Session, as its node last
+/// wrote it, belongs to a user other than `user` (a Session on this node is checked when it
+/// attaches). True if the state cannot be read: the claim that follows fails then anyway
+/// for a durable Session, and an ephemeral one connects on this node alone.
+pub(crate) async fn owner_allows(broker: &Broker, client_id: &str, user: Option<&str>) -> bool {
+    let Some(cluster) = &broker.cluster else {
+        return true;
+    };
+    let Ok(Some(entry)) = cluster.states.entry(owner::key_of(client_id)).await else {
+        return true;
+    };
+    let Ok(state) = serde_json::from_slice::<State>(&entry.value) else {
+        return true;
+    };
+    if state.client_id != client_id
+        || state.node == cluster.config.node
+        || state.expired(record::unix_secs(broker.clock.wall()))
+    {
+        return true;
+    }
+    match state.owner.as_deref() {
+        Some(owner) => user == Some(owner),
+        None => true,
+    }
+}
+
 /// Before a connection with Clean Start 0 attaches on this node: if the client was last on
 /// another node (`previous`: that node and its claim's revision), its Session is rebuilt
 /// here from the state that node wrote. False if it could not be (the CONNECT is then

@@ -61,6 +61,11 @@ pub enum ClusterError {
         /// Why.
         reason: String,
     },
+    /// Another running node has this node's name.
+    #[error(
+        "cluster.node: another running node is named `{0}` (its heartbeats go on); give every node its own name"
+    )]
+    NodeInUse(String),
     /// A stream or the bucket could not be created or read.
     #[error("cluster: JetStream {what} `{name}`: {reason}")]
     JetStream {
@@ -200,6 +205,7 @@ impl Cluster {
                 Err(e) => return Err(e),
             }
         };
+        wills::check_name(&heartbeats, &config.node).await?;
         let max_payload = client.server_info().max_payload;
         info!(
             max_payload,

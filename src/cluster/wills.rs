@@ -391,6 +391,33 @@ pub(super) async fn run(broker: Arc<Broker>) {
     }
 }
 
+/// Refuses a node name another running node uses: a recent heartbeat under `node` (from
+/// an earlier run of this node, killed moments ago, or from another process) is watched for
+/// two heartbeat intervals; a newer one means a live node has the name.
+pub(super) async fn check_name(
+    heartbeats: &kv::Store,
+    node: &str,
+) -> Result<(), super::ClusterError> {
+    let Ok(Some(entry)) = heartbeats.entry(node).await else {
+        return Ok(());
+    };
+    let now = crate::store::record::unix_secs(std::time::SystemTime::now());
+    let written = u64::try_from(entry.created.unix_timestamp()).unwrap_or(0);
+    if now.saturating_sub(written) >= DEAD_AFTER.as_secs() {
+        return Ok(());
+    }
+    let deadline = Instant::now() + HEARTBEAT * 2 + Duration::from_millis(500);
+    while Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        if let Ok(Some(later)) = heartbeats.entry(node).await
+            && later.revision > entry.revision
+        {
+            return Err(super::ClusterError::NodeInUse(node.to_string()));
+        }
+    }
+    Ok(())
+}
+
 async fn heartbeat(broker: &Arc<Broker>) {
     let Some(cluster) = &broker.cluster else {
         return;

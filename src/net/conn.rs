@@ -421,12 +421,32 @@ impl<S: Transport> Driver<S> {
             awaiting.refuse(&connect, code)
         })?;
         let mut plan = plan;
+        // Only a verified name owns a session: one checked against the password file, or a
+        // certificate identity (without a password file a username is only a label).
+        let verified = !matches!(self.identity, CertIdentity::NotUsed)
+            || (connect.username.is_some() && self.broker.access.files().passwords.is_some());
+        plan.request.owner = username.as_deref().filter(|_| verified).map(Arc::from);
         // A client id the broker assigned is unique already: nothing to claim.
         let mut claimed = None;
         if self.via != Via::Bridge
             && !plan.assigned
             && let Some(cluster) = &self.broker.cluster
         {
+            // `session_owner_check` across nodes: before the claim takes anything over.
+            if self.broker.config.session_owner_check
+                && !crate::cluster::follow::owner_allows(
+                    &self.broker,
+                    &plan.request.client_id,
+                    plan.request.owner.as_deref(),
+                )
+                .await
+            {
+                let code = protocol::refusal(&Verdict::NotAuthorized, connect.version)
+                    .unwrap_or(crate::codec::ReasonCode::NOT_AUTHORIZED);
+                let username = username.as_deref().unwrap_or("");
+                info!(peer = %self.peer, listener = %self.via, client_id = connect.client_id.as_str(), username, "CONNECT refused: the session belongs to another user (on another node)");
+                return Err(awaiting.refuse(&connect, code));
+            }
             claimed = self
                 .claim(cluster, &connect, &plan.request)
                 .await
@@ -456,11 +476,6 @@ impl<S: Transport> Driver<S> {
                 ));
             }
         }
-        // Only a verified name owns a session: one checked against the password file, or a
-        // certificate identity (without a password file a username is only a label).
-        let verified = !matches!(self.identity, CertIdentity::NotUsed)
-            || (connect.username.is_some() && self.broker.access.files().passwords.is_some());
-        plan.request.owner = username.as_deref().filter(|_| verified).map(Arc::from);
         let attached = self
             .broker
             .attach(&plan.request, &self.link, awaiting.pending_mut())
