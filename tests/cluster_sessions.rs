@@ -433,3 +433,67 @@ async fn another_user_cannot_take_a_session_over_from_another_node() {
     assert_eq!(ack.code, ReasonCode::SUCCESS);
     assert!(ack.session_present, "alice moved her Session");
 }
+
+/// QoS 2 across a move, both ways (MQTT-4.3.3): a subscriber that sent PUBREC and got
+/// PUBREL on one node gets that PUBREL again (same Packet Identifier), not the message, on
+/// the next; a publisher that got PUBREC on one node completes with PUBREL on the next, and
+/// the message is delivered once.
+#[tokio::test(flavor = "multi_thread")]
+async fn qos2_handshakes_complete_on_the_next_node() {
+    let Some(cluster) = start_nats() else { return };
+    let urls = cluster.urls();
+    let n1 = start_node(&urls, "n1").await;
+    let n2 = start_node(&urls, "n2").await;
+
+    let (mut sub, _) = connect(&n1, durable(Version::V5, "q2sub")).await;
+    sub.send(&subscribe("q2/#", QoS::ExactlyOnce)).await;
+    assert!(matches!(sub.recv().await, Some(Packet::SubAck(_))));
+    let (mut publisher, _) = connect(&n1, durable(Version::V5, "q2pub")).await;
+    publisher
+        .send(&publish("q2/x", QoS::ExactlyOnce, 7, b"once"))
+        .await;
+    match publisher.recv().await {
+        Some(Packet::Ack(a)) if a.kind == AckKind::PubRec && a.packet_id == 7 => {}
+        other => panic!("expected PUBREC 7, got {other:?}"),
+    }
+    // The subscriber takes the message to PUBREL and stops there.
+    let p = next_unacked(&mut sub).await;
+    assert_eq!(&p.payload[..], b"once");
+    sub.send(&ack(AckKind::PubRec, p.packet_id)).await;
+    match sub.recv().await {
+        Some(Packet::Ack(a)) if a.kind == AckKind::PubRel && a.packet_id == p.packet_id => {}
+        other => panic!("expected PUBREL, got {other:?}"),
+    }
+    for c in [&mut sub, &mut publisher] {
+        c.send(&Packet::Disconnect(Default::default())).await;
+        assert!(c.until_closed().await.is_empty());
+    }
+    common::wait_detached(&n1, "q2sub").await;
+    common::wait_detached(&n1, "q2pub").await;
+
+    // The publisher completes on the other node: PUBREL 7 is known there.
+    let (mut publisher, present) = connect(&n2, durable(Version::V5, "q2pub")).await;
+    assert!(present);
+    publisher.send(&ack(AckKind::PubRel, 7)).await;
+    match publisher.recv().await {
+        Some(Packet::Ack(a)) if a.kind == AckKind::PubComp && a.packet_id == 7 => {
+            assert_eq!(a.reason.0, 0, "0x92 would mean the id was unknown there")
+        }
+        other => panic!("expected PUBCOMP 7, got {other:?}"),
+    }
+    // The subscriber gets the PUBREL again, and never the message a second time.
+    let (mut sub, present) = connect(&n2, durable(Version::V5, "q2sub")).await;
+    assert!(present);
+    match sub.recv().await {
+        Some(Packet::Ack(a)) if a.kind == AckKind::PubRel && a.packet_id == p.packet_id => {
+            sub.send(&ack(AckKind::PubComp, a.packet_id)).await;
+        }
+        other => panic!("expected PUBREL {} again, got {other:?}", p.packet_id),
+    }
+    assert!(
+        next_within(&mut sub, Duration::from_millis(800))
+            .await
+            .is_none(),
+        "delivered once"
+    );
+}
