@@ -497,3 +497,47 @@ async fn qos2_handshakes_complete_on_the_next_node() {
         "delivered once"
     );
 }
+
+/// A Session that ended on its node (5.0 DISCONNECT with Session Expiry Interval 0) is gone
+/// on every node: a durable CONNECT on another node gets a new Session at once, and nothing
+/// the old one received comes again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_session_ended_on_one_node_is_not_brought_back_on_another() {
+    let Some(cluster) = start_nats() else { return };
+    let urls = cluster.urls();
+    let n1 = start_node(&urls, "n1").await;
+    let n2 = start_node(&urls, "n2").await;
+    let (mut sub, _) = connect(&n1, durable(Version::V5, "ending")).await;
+    sub.send(&subscribe("ending/#", QoS::AtLeastOnce)).await;
+    assert!(matches!(sub.recv().await, Some(Packet::SubAck(_))));
+    let (mut publisher, _) = connect(&n2, connect_packet(Version::V5, "ending-pub")).await;
+    publish_all(&mut publisher, "ending/a", "m", 3).await;
+    for i in 0..3 {
+        let p = next_within(&mut sub, WAIT).await.expect("delivered");
+        assert_eq!(&p.payload[..], format!("m-{i}").as_bytes());
+    }
+    sub.send(&Packet::PingReq).await;
+    assert!(matches!(sub.recv().await, Some(Packet::PingResp)));
+    sub.send(&Packet::Disconnect(roost::codec::Disconnect {
+        session_expiry_interval: Some(0),
+        ..Default::default()
+    }))
+    .await;
+    assert!(sub.until_closed().await.is_empty());
+    common::wait_until(|| n1.session_info("ending").is_none()).await;
+
+    let started = Instant::now();
+    let (mut sub, present) = connect(&n2, durable(Version::V5, "ending")).await;
+    assert!(!present, "a new Session");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "answered after {:?}",
+        started.elapsed()
+    );
+    assert!(
+        next_within(&mut sub, Duration::from_millis(800))
+            .await
+            .is_none(),
+        "nothing of the old Session"
+    );
+}

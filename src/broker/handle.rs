@@ -295,17 +295,17 @@ impl SessionHandle {
         self.stream_floor.load(Ordering::Relaxed) != NOT_FOLLOWING
     }
 
-    /// Makes the Session follow the cluster's stream (durable, in cluster mode), or not.
-    pub(crate) fn set_follows_stream(&self, follows: bool) {
-        let floor = if follows { 0 } else { NOT_FOLLOWING };
-        let _ = self
-            .stream_floor
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |f| {
-                match (follows, f == NOT_FOLLOWING) {
-                    (true, false) => None,
-                    _ => Some(floor),
-                }
-            });
+    /// Makes the Session follow the cluster's stream (durable, in cluster mode) from after
+    /// `floor`, unless it does already. A Session never stops following: one whose expiry
+    /// became 0 ends with its connection anyway, and switching back and forth would lose
+    /// or repeat the messages on their way through the stream meanwhile.
+    pub(crate) fn start_following(&self, floor: u64) {
+        let _ = self.stream_floor.compare_exchange(
+            NOT_FOLLOWING,
+            floor.min(NOT_FOLLOWING - 1),
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
     }
 
     /// Skips the stream's messages up to `sequence` for this Session (it had them already).

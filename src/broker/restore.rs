@@ -101,7 +101,10 @@ impl Broker {
                 session,
                 None,
             ));
-            handle.set_follows_stream(self.cluster.is_some() && stored.record.expiry_interval != 0);
+            if self.cluster.is_some() && stored.record.expiry_interval != 0 {
+                // Its queue holds what the node's store committed; the rest comes.
+                handle.start_following(0);
+            }
             let away = {
                 let mut slot = handle.slot.lock();
                 slot.persisted = true;
@@ -147,7 +150,7 @@ impl Broker {
             session,
             None,
         ));
-        handle.set_follows_stream(true);
+        handle.start_following(0);
         let away = {
             let mut slot = handle.slot.lock();
             slot.persisted = self.persistent();

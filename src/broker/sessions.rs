@@ -262,7 +262,13 @@ impl Broker {
                 slot.session.version = req.version;
                 slot.session.expiry_interval = req.expiry_interval;
                 slot.session.outbound.set_window(req.window);
-                existing.set_follows_stream(self.cluster.is_some() && req.expiry_interval != 0);
+                if let Some(cluster) = &self.cluster
+                    && req.expiry_interval != 0
+                {
+                    existing.start_following(
+                        cluster.applied.load(std::sync::atomic::Ordering::Relaxed),
+                    );
+                }
                 self.record_session(existing.store_key(), &mut slot, pending);
                 drop(slot);
                 return Ok(Some((existing, true)));
@@ -292,7 +298,11 @@ impl Broker {
             session,
             Some(link.clone()),
         ));
-        handle.set_follows_stream(self.cluster.is_some() && req.expiry_interval != 0);
+        if let Some(cluster) = &self.cluster
+            && req.expiry_interval != 0
+        {
+            handle.start_following(cluster.applied.load(std::sync::atomic::Ordering::Relaxed));
+        }
         self.record_session(handle.store_key(), &mut handle.slot.lock(), pending);
         sessions.insert(Arc::clone(&req.client_id), Arc::clone(&handle));
         drop(sessions);
@@ -462,6 +472,9 @@ impl Broker {
     /// and move its unacknowledged Shared Subscription messages to other members.
     fn finish_end(&self, handle: &Arc<SessionHandle>, ended: Ended) {
         handle.ended.cancel();
+        if handle.follows_stream() {
+            crate::cluster::follow::ended(self, handle);
+        }
         self.router
             .unsubscribe_all(ended.filters.iter(), handle.key);
         if ended.moving.is_empty() && ended.deferred.is_none() {

@@ -75,10 +75,39 @@ impl State {
     /// True if the Session it describes has expired by `now` (Unix seconds).
     fn expired(&self, now: u64) -> bool {
         self.expiry == 0
-            || self.ended
-                && self.expiry != crate::session::NEVER_EXPIRES
+            || self.expiry != crate::session::NEVER_EXPIRES
+                && self.disconnected_at != 0
                 && self.disconnected_at.saturating_add(u64::from(self.expiry)) <= now
     }
+
+    /// The state left for a claim after a failed move here: the one taken up, passed on.
+    fn passed_on(mut self, node: &str, claim: u64) -> State {
+        self.node = node.to_string();
+        self.claim = claim;
+        self.ended = true;
+        self
+    }
+}
+
+/// Reads the state of `client_id`. A state written while a connection was attached (its node
+/// may have died since) counts as ended when it was written, for its expiry.
+async fn read_state(cluster: &Cluster, client_id: &str) -> Result<Option<State>, Error> {
+    let Some(entry) = cluster.states.entry(owner::key_of(client_id)).await? else {
+        return Ok(None);
+    };
+    if entry.operation != kv::Operation::Put {
+        return Ok(None);
+    }
+    let Ok(mut state) = serde_json::from_slice::<State>(&entry.value) else {
+        return Ok(None);
+    };
+    if state.client_id != client_id {
+        return Ok(None);
+    }
+    if !state.ended {
+        state.disconnected_at = u64::try_from(entry.created.unix_timestamp()).unwrap_or(0);
+    }
+    Ok(Some(state))
 }
 
 /// One write of a Session's state, in the order they were asked for.
@@ -251,20 +280,8 @@ pub(crate) fn connected(broker: &Broker, handle: &SessionHandle, claim: u64) {
     if handle.follows_stream() {
         cluster.claims.remember(&handle.client_id, claim);
     }
-    let state = capture(broker, handle, claim, false).unwrap_or_else(|| State {
-        client_id: handle.client_id.to_string(),
-        node: cluster.config.node.clone(),
-        claim,
-        ended: true,
-        v5: false,
-        expiry: 0,
-        disconnected_at: 0,
-        owner: None,
-        subscriptions: Vec::new(),
-        inflight: Vec::new(),
-        incoming: Vec::new(),
-        next: 0,
-    });
+    let state = capture(broker, handle, claim, false)
+        .unwrap_or_else(|| tombstone(cluster, &handle.client_id, claim));
     let _ = save(cluster, &state);
 }
 
@@ -309,15 +326,50 @@ pub(crate) fn left(broker: &Arc<Broker>, handle: &Arc<SessionHandle>, claim: u64
                 client_id = &*handle.client_id,
                 "cluster: Session moved to another node; ended here"
             );
+            // Ends without a state of its own: the one just written is the one to take up.
+            if let Some(cluster) = &broker.cluster {
+                cluster.claims.forget(&handle.client_id);
+            }
             broker.end_session_if(&handle, |slot| slot.conn.is_none());
         }
     });
 }
 
+/// A durable Session that follows the stream ended here (expiry, a DISCONNECT with expiry 0,
+/// a Clean Start): a node the client goes to next learns that there is nothing to take up.
+/// (A Session that moved elsewhere ends without this: its last claim is forgotten first.)
+pub(crate) fn ended(broker: &Broker, handle: &SessionHandle) {
+    let Some(cluster) = &broker.cluster else {
+        return;
+    };
+    let Some(claim) = cluster.claims.forget(&handle.client_id) else {
+        return;
+    };
+    let _ = save(cluster, &tombstone(cluster, &handle.client_id, claim));
+}
+
+/// The state of a client id without a durable Session, for claim `claim`.
+fn tombstone(cluster: &Cluster, client_id: &str, claim: u64) -> State {
+    State {
+        client_id: client_id.to_string(),
+        node: cluster.config.node.clone(),
+        claim,
+        ended: true,
+        v5: false,
+        expiry: 0,
+        disconnected_at: 0,
+        owner: None,
+        subscriptions: Vec::new(),
+        inflight: Vec::new(),
+        incoming: Vec::new(),
+        next: 0,
+    }
+}
+
 /// Another node claimed `client_id`: a copy of its Session held here without a connection
 /// moves there (its state written again, in case the write when its connection ended was
 /// lost), and ends here.
-pub(super) fn claimed_elsewhere(broker: &Arc<Broker>, client_id: &str) {
+pub(super) fn claimed_elsewhere(broker: &Arc<Broker>, client_id: &str, revision: u64) {
     let Some(cluster) = &broker.cluster else {
         return;
     };
@@ -325,6 +377,14 @@ pub(super) fn claimed_elsewhere(broker: &Arc<Broker>, client_id: &str) {
         return;
     };
     if !handle.follows_stream() || handle.slot.lock().conn.is_some() {
+        return;
+    }
+    if cluster
+        .claims
+        .last(client_id)
+        .is_some_and(|last| last >= revision)
+    {
+        // An old claim, seen late: the client has come back here since.
         return;
     }
     let Some(claim) = cluster.claims.forget(client_id) else {
@@ -343,16 +403,15 @@ pub(crate) async fn owner_allows(broker: &Broker, client_id: &str, user: Option<
     let Some(cluster) = &broker.cluster else {
         return true;
     };
-    let Ok(Some(entry)) = cluster.states.entry(owner::key_of(client_id)).await else {
+    if let Some(local) = broker.registry.get(client_id) {
+        // Held here: checked here, before the claim could disturb its connection.
+        let owner = local.slot.lock().session.owner.clone();
+        return owner.is_none_or(|o| user == Some(&*o));
+    }
+    let Ok(Some(state)) = read_state(cluster, client_id).await else {
         return true;
     };
-    let Ok(state) = serde_json::from_slice::<State>(&entry.value) else {
-        return true;
-    };
-    if state.client_id != client_id
-        || state.node == cluster.config.node
-        || state.expired(record::unix_secs(broker.clock.wall()))
-    {
+    if state.expired(record::unix_secs(broker.clock.wall())) {
         return true;
     }
     match state.owner.as_deref() {
@@ -361,91 +420,105 @@ pub(crate) async fn owner_allows(broker: &Broker, client_id: &str, user: Option<
     }
 }
 
-/// Before a connection with Clean Start 0 attaches on this node: if the client was last on
-/// another node (`previous`: that node and its claim's revision), its Session is rebuilt
-/// here from the state that node wrote. False if it could not be (the CONNECT is then
-/// refused as unavailable, and the client tries again).
+/// Before a connection with Clean Start 0 attaches on this node with claim `claimed`: if
+/// the client's durable Session is not here, it is rebuilt here from the state its last node
+/// wrote (waiting, while the node of the claim replaced is alive, for the state that claim's
+/// connection leaves). False if it could not be: the CONNECT is then refused as
+/// unavailable, and the state taken up is passed on under this claim, so that the client's
+/// next try, here or on another node, takes it up without waiting.
 pub(crate) async fn adopt(
     broker: &Arc<Broker>,
     client_id: &str,
-    previous: Option<(String, u64)>,
+    claimed: &super::Claimed,
     window: u16,
 ) -> bool {
     let Some(cluster) = &broker.cluster else {
         return true;
     };
-    let Some((node, revision)) = previous else {
+    let Some((node, revision)) = claimed.previous.clone() else {
         return true;
     };
-    let key = owner::key_of(client_id);
-    if node == cluster.config.node {
+    let me = cluster.config.node.as_str();
+    let state = if node == me {
         if broker.registry.get(client_id).is_some() {
             return true;
         }
-        // Claimed here last but not held here: an earlier attempt to move it here failed
-        // after the claim; the state its node left is still to be taken.
-        let state = match cluster.states.entry(&key).await {
-            Ok(entry) => entry.and_then(|e| serde_json::from_slice::<State>(&e.value).ok()),
+        // Claimed here last but not held here: a move here that failed after its claim, or
+        // a node without a store that restarted. The last state written is the Session.
+        match read_state(cluster, client_id).await {
+            Ok(state) => state,
             Err(_) => return false,
-        };
-        return match state {
-            Some(s)
-                if s.client_id == client_id
-                    && s.node != cluster.config.node
-                    && !s.expired(record::unix_secs(broker.clock.wall())) =>
-            {
-                hand_over(cluster, s, window).await
-            }
-            _ => true,
-        };
+        }
+    } else {
+        // A copy left here from an earlier visit is out of date.
+        if let Some(stale) = broker.registry.get(client_id) {
+            cluster.claims.forget(client_id);
+            broker.end_session_if(&stale, |slot| slot.conn.is_none());
+        }
+        match await_state(cluster, client_id, &node, revision).await {
+            Some(state) => state,
+            None => return false,
+        }
+    };
+    let Some(state) = state.filter(|s| !s.expired(record::unix_secs(broker.clock.wall()))) else {
+        return true;
+    };
+    if hand_over(cluster, state.clone(), window).await {
+        return true;
     }
-    // A copy left here from an earlier visit is out of date.
-    if let Some(stale) = broker.registry.get(client_id) {
-        broker.end_session_if(&stale, |slot| slot.conn.is_none());
+    let passed = state.passed_on(me, claimed.revision);
+    if let Some(written) = save(cluster, &passed) {
+        let _ = written.await;
     }
+    false
+}
+
+/// The state left by the connection of claim `revision` on `node`, waiting for it while that
+/// node is alive (bounded); the last state written if the node is gone. `None` if it cannot
+/// be read, or the node did not leave it in time.
+async fn await_state(
+    cluster: &Cluster,
+    client_id: &str,
+    node: &str,
+    revision: u64,
+) -> Option<Option<State>> {
     // Long enough for a node that just started to hear whether the previous one is alive.
     let limit = Duration::from_secs(cluster.config.ack_timeout.max(5) * 2)
         .max(super::wills::DEAD_AFTER + Duration::from_secs(2));
     let deadline = tokio::time::Instant::now() + limit;
-    let state = loop {
-        let read = match cluster.states.entry(&key).await {
-            Ok(entry) => entry.and_then(|e| serde_json::from_slice::<State>(&e.value).ok()),
+    loop {
+        let read = match read_state(cluster, client_id).await {
+            Ok(read) => read,
             Err(e) => {
                 warn!(error = %e, client_id, "cluster: a Session's state cannot be read");
-                return false;
+                return None;
             }
         };
-        let read = read.filter(|s| s.client_id == client_id);
         let final_state = read
             .as_ref()
             .is_some_and(|s| s.node == node && s.claim == revision && s.ended);
-        if final_state || !cluster.node_alive(&node) {
-            break read;
+        if final_state {
+            return Some(read);
+        }
+        if !cluster.node_alive(node) {
+            if read.is_some() {
+                warn!(
+                    client_id,
+                    node,
+                    "cluster: the previous node is gone; the Session resumes from the state it last wrote (messages sent since may come again)"
+                );
+            }
+            return Some(read);
         }
         if tokio::time::Instant::now() >= deadline {
             warn!(
                 client_id,
-                node = node.as_str(),
-                "cluster: the previous node did not hand the Session over in time"
+                node, "cluster: the previous node did not hand the Session over in time"
             );
-            return false;
+            return None;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    let Some(state) = state else {
-        return true;
-    };
-    if state.expired(record::unix_secs(broker.clock.wall())) {
-        return true;
     }
-    if !(state.node == node && state.claim == revision && state.ended) {
-        warn!(
-            client_id,
-            node = node.as_str(),
-            "cluster: the previous node is gone; the Session resumes from the state it last wrote (messages sent since may come again)"
-        );
-    }
-    hand_over(cluster, state, window).await
 }
 
 /// Has the task reading the stream rebuild the Session of `state` here; true once it did.
@@ -506,6 +579,10 @@ async fn rebuild(
     let Some(cluster) = broker.cluster.as_ref() else {
         return Ok(0);
     };
+    if broker.registry.get(&state.client_id).is_some() {
+        // Rebuilt already (an earlier request for it that was given up waiting).
+        return Ok(0);
+    }
     let c = &cluster.config;
     // Read again up to the stream's end as it is now; this node's own reading delivers only
     // what comes after it to the Session (its floor).
@@ -660,12 +737,18 @@ async fn rebuild(
         let mut dropped = 0usize;
         loop {
             let Ok(next) = tokio::time::timeout(READ_PATIENCE, messages.next()).await else {
-                // Nothing more came: the rest was removed by the stream's limits meanwhile.
-                warn!(
-                    client_id = &*handle.client_id,
-                    "cluster: the stream ended early while a moved Session's messages were read"
-                );
-                break;
+                // Nothing came: either the rest was removed by the stream's limits meanwhile
+                // (then there is nothing more to read), or reading stalled (then the move
+                // fails, and is tried again).
+                let now = stream.get_info().await?.state;
+                if now.first_sequence > reached || now.last_sequence < start {
+                    warn!(
+                        client_id = &*handle.client_id,
+                        "cluster: the rest of a moved Session's messages were removed by the stream's limits"
+                    );
+                    break;
+                }
+                return Err("the stream was not read in time".into());
             };
             let Some(m) = next else {
                 break;

@@ -246,7 +246,7 @@ async fn watch_once(broker: &Arc<Broker>) -> Result<(), Box<dyn std::error::Erro
             continue;
         }
         // A durable Session held here without a connection goes on at that node.
-        super::follow::claimed_elsewhere(broker, &owner.client_id);
+        super::follow::claimed_elsewhere(broker, &owner.client_id, entry.revision);
         let lost = {
             let mut claims = cluster.claims.by_client.lock();
             match claims.get(&owner.client_id) {

@@ -458,7 +458,7 @@ impl<S: Transport> Driver<S> {
                 && !crate::cluster::follow::adopt(
                     &self.broker,
                     &request.client_id,
-                    c.previous.clone(),
+                    c,
                     request.window,
                 )
                 .await
@@ -495,6 +495,11 @@ impl<S: Transport> Driver<S> {
                 attached
             }
             Err(crate::broker::AttachError::NotOwner) => {
+                if claimed.is_some()
+                    && let Some(cluster) = &self.broker.cluster
+                {
+                    cluster.release(&plan.request.client_id, self.link.id);
+                }
                 let code = protocol::refusal(&Verdict::NotAuthorized, connect.version)
                     .unwrap_or(crate::codec::ReasonCode::NOT_AUTHORIZED);
                 let username = username.as_deref().unwrap_or("");
