@@ -101,6 +101,8 @@ def run(kind, qos, args):
               "--max-secs", str(args.max_secs), "--quiet", "pubsub", "--sub-port", str(sub),
               "--qos", str(qos), "--count", str(args.count), "--size", str(args.size),
               "--rate", str(args.rate0 if qos == 0 else args.rate), "--idle-timeout", "10"]
+        if args.persistent_subs:
+            lg.append("--persistent-subs")
         out = subprocess.run(lg, capture_output=True, text=True, timeout=args.max_secs + 30)
         lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
         if not lines:
@@ -123,6 +125,8 @@ def main():
     ap.add_argument("--rate0", type=float, default=20000.0, help="QoS 0 publish rate, msg/s")
     ap.add_argument("--qos", default="0,1")
     ap.add_argument("--max-secs", type=int, default=120)
+    ap.add_argument("--persistent-subs", action="store_true",
+                    help="durable subscribers (in cluster mode they take QoS 1/2 from the stream)")
     args = ap.parse_args()
     kinds = ["cross-node", "same node", "alone"]
     qos_levels = [int(q) for q in args.qos.split(",")]
