@@ -541,3 +541,90 @@ async fn a_session_ended_on_one_node_is_not_brought_back_on_another() {
         "nothing of the old Session"
     );
 }
+
+/// A durable subscriber moves between three nodes, back to nodes it was on before, while a
+/// publisher keeps publishing: every message arrives, none twice (acknowledged ones are not
+/// sent again), in order.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_session_moving_while_messages_flow_gets_each_once() {
+    let Some(cluster) = start_nats() else { return };
+    let urls = cluster.urls();
+    // Nodes with stores (an absent Session's queue is then held in the store only).
+    let dirs: Vec<_> = (0..3)
+        .map(|_| tempfile::tempdir().expect("temp dir"))
+        .collect();
+    let with_store = |i: usize| {
+        let dir = dirs[i].path().to_path_buf();
+        move |c: &mut roost::Config| {
+            c.in_memory = false;
+            c.data_dir = dir;
+        }
+    };
+    let n1 = start_node_with(&urls, "n1", with_store(0)).await;
+    let n2 = start_node_with(&urls, "n2", with_store(1)).await;
+    let n3 = start_node_with(&urls, "n3", with_store(2)).await;
+    let (mut sub, _) = connect(&n1, durable(Version::V5, "roamer")).await;
+    sub.send(&subscribe("roam/#", QoS::AtLeastOnce)).await;
+    assert!(matches!(sub.recv().await, Some(Packet::SubAck(_))));
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (mut publisher, _) = connect(&n2, connect_packet(Version::V5, "roam-pub")).await;
+    let publishing = {
+        let stop = std::sync::Arc::clone(&stop);
+        tokio::spawn(async move {
+            let mut sent = 0usize;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                publish_all(&mut publisher, "roam/x", &format!("n{sent:05}"), 1).await;
+                sent += 1;
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            sent
+        })
+    };
+    let mut got: Vec<String> = Vec::new();
+    let receive = |p: roost::codec::Publish, got: &mut Vec<String>| {
+        got.push(String::from_utf8_lossy(&p.payload).into_owned());
+    };
+    let nodes = [&n3, &n1, &n2, &n3, &n1, &n3];
+    for node in nodes {
+        drop(sub);
+        let (c, present) = connect(node, durable(Version::V5, "roamer")).await;
+        assert!(present);
+        sub = c;
+        let until = Instant::now() + Duration::from_millis(700);
+        while Instant::now() < until {
+            if let Some(p) = next_within(&mut sub, Duration::from_millis(100)).await {
+                receive(p, &mut got);
+            }
+        }
+        // The acknowledgements reach the node before the client leaves.
+        sub.send(&Packet::PingReq).await;
+        loop {
+            match sub.recv().await {
+                Some(Packet::PingResp) => break,
+                Some(Packet::Publish(p)) => {
+                    sub.send(&ack(AckKind::PubAck, p.packet_id)).await;
+                    receive(p, &mut got);
+                }
+                other => panic!("expected PINGRESP, got {other:?}"),
+            }
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let sent = publishing.await.expect("publisher");
+    while got.len() < sent {
+        let Some(p) = next_within(&mut sub, WAIT).await else {
+            break;
+        };
+        receive(p, &mut got);
+    }
+    let expected: Vec<String> = (0..sent).map(|i| format!("n{i:05}-0")).collect();
+    let mut seen = std::collections::HashSet::new();
+    let repeated: Vec<_> = got.iter().filter(|g| !seen.insert(*g)).collect();
+    assert!(
+        repeated.is_empty(),
+        "{} repeated: {repeated:?}",
+        repeated.len()
+    );
+    assert_eq!(got, expected, "all {sent}, once, in order");
+}

@@ -611,6 +611,9 @@ impl Outbound {
         }
         let delivery = self.queue.pop_front()?;
         self.sub_memory(delivery_cost(&delivery));
+        if let Some(seq) = delivery.message.stream_seq {
+            self.stream_sent = self.stream_sent.max(seq);
+        }
         Some(delivery)
     }
 
