@@ -185,10 +185,18 @@ impl Cluster {
                 .add_root_certificates(path.clone())
                 .require_tls(true);
         }
-        let client = options
-            .connect(addrs)
-            .await
-            .map_err(|e| connect_error(e.to_string()))?;
+        // NATS servers started at the same time may not listen yet: tried for a while.
+        let deadline = tokio::time::Instant::now() + SETUP_PATIENCE;
+        let client = loop {
+            match options.clone().connect(addrs.clone()).await {
+                Ok(client) => break client,
+                Err(e) if tokio::time::Instant::now() < deadline => {
+                    warn!(error = %e, "cluster: NATS not reachable yet; trying again");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                Err(e) => return Err(connect_error(e.to_string())),
+            }
+        };
         stats.connected.store(true, Relaxed);
         stats.jetstream_writable.store(true, Relaxed);
         let js = jetstream::new(client.clone());
