@@ -6,7 +6,9 @@
 //! messages it has in flight (by stream sequence, with their Packet Identifiers) and the
 //! sequence from which nothing was sent yet. Its node writes that state, with the Session's
 //! subscriptions, to the key-value bucket `{sessions_bucket}_STATE` when a connection
-//! attaches and when it ends.
+//! attaches, when its subscriptions change, and when it ends (a Session that ends, or a
+//! connection without a durable Session, leaves a state saying so). Writes are made one at
+//! a time, in order, and never over the state of a later claim.
 //!
 //! When the client connects to another node with Clean Start 0, that node reads the state
 //! (waiting, while the previous node is alive, for the state its connection left) and
@@ -14,7 +16,8 @@
 //! and sent again with the same Packet Identifiers, and the stream is read again from the
 //! position for the Session's subscriptions, in order, up to where this node's own reading
 //! of the stream stands; from there on the Session takes messages as they come. The
-//! previous node drops its copy once it has written the state.
+//! previous node drops its copy once it has written the state. If the move fails, the state
+//! taken up is passed on under the new claim, for the client's next try.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -77,7 +77,9 @@ impl Close {
     pub(crate) fn describe(self) -> &'static str {
         match self {
             Close::ClientDisconnect { will: false } => "DISCONNECT from the client",
-            Close::ClientDisconnect { will: true } => "DISCONNECT from the client (with will)",
+            Close::ClientDisconnect { will: true } => {
+                "DISCONNECT from the client, asking that a will (if any) be kept"
+            }
             Close::Io => "connection closed by the client or lost",
             Close::Refused => "CONNECT refused",
             Close::Violation { why, .. } => why,
