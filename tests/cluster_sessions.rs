@@ -628,3 +628,30 @@ async fn a_session_moving_while_messages_flow_gets_each_once() {
     );
     assert_eq!(got, expected, "all {sent}, once, in order");
 }
+
+/// A takeover on the same node (MQTT-3.1.4-3) keeps the durable Session there: it is not
+/// taken for a move to another node.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_takeover_on_the_same_node_keeps_the_session_there() {
+    let Some(cluster) = start_nats() else { return };
+    let urls = cluster.urls();
+    let n1 = start_node(&urls, "n1").await;
+    let (mut first, _) = connect(&n1, durable(Version::V5, "local")).await;
+    first.send(&subscribe("local/#", QoS::AtLeastOnce)).await;
+    assert!(matches!(first.recv().await, Some(Packet::SubAck(_))));
+    let (mut second, present) = connect(&n1, durable(Version::V5, "local")).await;
+    assert!(present);
+    match first.recv().await {
+        Some(Packet::Disconnect(d)) => assert_eq!(d.reason, ReasonCode::SESSION_TAKEN_OVER),
+        other => panic!("expected DISCONNECT 0x8E, got {other:?}"),
+    }
+    // Longer than a state write takes.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert!(n1.session_info("local").is_some(), "still held here");
+    let (mut publisher, _) = connect(&n1, connect_packet(Version::V5, "local-pub")).await;
+    publish_all(&mut publisher, "local/x", "m", 2).await;
+    for i in 0..2 {
+        let p = next_within(&mut second, WAIT).await.expect("delivered");
+        assert_eq!(&p.payload[..], format!("m-{i}").as_bytes());
+    }
+}

@@ -988,7 +988,9 @@ impl<S: Transport> Driver<S> {
                     && let Some(claim) = self.attached.as_ref().and_then(|a| a.claim)
                 {
                     // The Session goes on: its state for whichever node the client comes to.
-                    let moved = cluster.lost_claim(&ending.session.client_id, self.link.id);
+                    // It moved if another node claimed the client id (a new connection here
+                    // holds the claim of this node instead).
+                    let moved = cluster.taken_elsewhere(&ending.session.client_id);
                     crate::cluster::follow::left(&self.broker, &ending.session, claim, moved);
                 }
                 self.hand_over_will(ending.will, &ending.session, away, close);
