@@ -280,12 +280,11 @@ pub(crate) fn connected(broker: &Broker, handle: &SessionHandle, claim: u64) {
     let Some(cluster) = &broker.cluster else {
         return;
     };
-    if handle.follows_stream() {
+    // A connection without a durable Session writes nothing: its claim says so.
+    if let Some(state) = capture(broker, handle, claim, false) {
         cluster.claims.remember(&handle.client_id, claim);
+        let _ = save(cluster, &state);
     }
-    let state = capture(broker, handle, claim, false)
-        .unwrap_or_else(|| tombstone(cluster, &handle.client_id, claim));
-    let _ = save(cluster, &state);
 }
 
 /// A connected durable Session's subscriptions changed: its state is written again, so a
@@ -438,11 +437,25 @@ pub(crate) async fn adopt(
     let Some(cluster) = &broker.cluster else {
         return true;
     };
-    let Some((node, revision)) = claimed.previous.clone() else {
+    let Some(previous) = claimed.previous.clone() else {
         return true;
     };
+    let (node, revision) = (previous.node, previous.revision);
     let me = cluster.config.node.as_str();
-    let state = if node == me {
+    let state = if !previous.durable {
+        // Its last connection had no durable Session (a Clean Start, or expiry 0): any
+        // state written before that claim belongs to a Session that ended with it.
+        if let Some(stale) = broker.registry.get(client_id)
+            && node != me
+        {
+            cluster.claims.forget(client_id);
+            broker.end_session_if(&stale, |slot| slot.conn.is_none());
+        }
+        match read_state(cluster, client_id).await {
+            Ok(state) => state.filter(|s| s.claim > revision),
+            Err(_) => return false,
+        }
+    } else if node == me {
         if broker.registry.get(client_id).is_some() {
             return true;
         }

@@ -458,8 +458,14 @@ impl Cluster {
 
     /// Claims `client_id` for a connection of this node (see [`owner`]). Returns the claim
     /// it replaced, if any: its node and revision.
-    pub(crate) async fn claim(&self, client_id: &str, conn: u64) -> Result<Claimed, ClaimError> {
-        owner::claim(self, client_id, conn).await
+    /// `durable`: the connection asks for a durable Session.
+    pub(crate) async fn claim(
+        &self,
+        client_id: &str,
+        conn: u64,
+        durable: bool,
+    ) -> Result<Claimed, ClaimError> {
+        owner::claim(self, client_id, conn, durable).await
     }
 
     /// True if `node` has sent a heartbeat lately.

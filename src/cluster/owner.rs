@@ -33,6 +33,24 @@ struct Owner {
     conn: u64,
     /// The client id (the key may be a hash of it).
     client_id: String,
+    /// The connection asked for a durable Session (it leaves a state when it ends).
+    #[serde(default = "durable_by_default")]
+    durable: bool,
+}
+
+fn durable_by_default() -> bool {
+    true
+}
+
+/// The claim a new claim replaced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Previous {
+    /// Its node.
+    pub node: String,
+    /// Its revision in the bucket.
+    pub revision: u64,
+    /// Its connection asked for a durable Session.
+    pub durable: bool,
 }
 
 /// Why a claim failed.
@@ -47,8 +65,8 @@ pub(crate) enum ClaimError {
 /// A claim recorded: the one it replaced, if any.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Claimed {
-    /// The node and revision of the claim replaced.
-    pub previous: Option<(String, u64)>,
+    /// The claim replaced, if any.
+    pub previous: Option<Previous>,
     /// This claim's revision.
     pub revision: u64,
 }
@@ -119,12 +137,14 @@ pub(super) async fn claim(
     cluster: &Cluster,
     client_id: &str,
     conn: u64,
+    durable: bool,
 ) -> Result<Claimed, ClaimError> {
     let key = key_of(client_id);
     let value = serde_json::to_vec(&Owner {
         node: cluster.config.node.clone(),
         conn,
         client_id: client_id.to_string(),
+        durable,
     })
     .map_err(|_| ClaimError::Unavailable)?;
     let limit = Duration::from_secs(cluster.config.ack_timeout);
@@ -136,7 +156,11 @@ pub(super) async fn claim(
             .map_err(|_| ClaimError::Unavailable)?;
         let previous = current.as_ref().and_then(|e| {
             let owner = serde_json::from_slice::<Owner>(&e.value).ok()?;
-            Some((owner.node, e.revision))
+            Some(Previous {
+                node: owner.node,
+                revision: e.revision,
+                durable: owner.durable,
+            })
         });
         let written = match current {
             None => cluster

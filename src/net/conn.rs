@@ -599,7 +599,7 @@ impl<S: Transport> Driver<S> {
         use crate::codec::ReasonCode;
         let client_id = &*request.client_id;
         let durable = request.expiry_interval != 0;
-        match cluster.claim(client_id, self.link.id).await {
+        match cluster.claim(client_id, self.link.id, durable).await {
             Ok(claimed) => Ok(Some(claimed)),
             Err(ClaimError::Conflict) => {
                 info!(peer = %self.peer, client_id, "CONNECT refused: another node claimed the client id at the same moment");
