@@ -131,13 +131,13 @@ impl Broker {
     /// Takes in a durable Session that moved here from another node of the cluster, without
     /// a connection (one attaches next): registered, subscribed, and ended after `expires_in`
     /// unless a client attaches (never, for a Session that never expires). Its store record
-    /// is the caller's to write.
+    /// is the caller's to write. `None` if the client id has a Session here already.
     pub(crate) fn adopt(
         &self,
         client_id: &str,
         session: Session,
         expires_in: Duration,
-    ) -> Arc<SessionHandle> {
+    ) -> Option<Arc<SessionHandle>> {
         let expiry = session.expiry_interval;
         let filters: Vec<_> = session
             .subscriptions
@@ -156,13 +156,15 @@ impl Broker {
             slot.persisted = self.persistent();
             self.mark_away(&mut slot)
         };
+        if !self.registry.insert_if_absent(&handle) {
+            return None;
+        }
         for (filter, options) in &filters {
             self.router.subscribe(filter, &handle, *options);
         }
         if expiry != NEVER_EXPIRES {
             self.schedule_expiry(&handle, away, self.clock.now() + expires_in);
         }
-        self.registry.insert(Arc::clone(&handle));
-        handle
+        Some(handle)
     }
 }

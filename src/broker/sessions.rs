@@ -149,6 +149,18 @@ impl Registry {
             .insert(Arc::clone(&handle.client_id), handle);
     }
 
+    /// Registers `handle` unless its client id has a Session (or one ending); true if it did.
+    pub(super) fn insert_if_absent(&self, handle: &Arc<SessionHandle>) -> bool {
+        let mut sessions = self.sessions.lock();
+        if sessions.contains_key(&handle.client_id)
+            || self.ending.lock().contains_key(&handle.client_id)
+        {
+            return false;
+        }
+        sessions.insert(Arc::clone(&handle.client_id), Arc::clone(handle));
+        true
+    }
+
     /// Every session, in no particular order.
     pub(crate) fn handles(&self) -> Vec<Arc<SessionHandle>> {
         self.sessions.lock().values().cloned().collect()

@@ -92,8 +92,7 @@ impl State {
     }
 }
 
-/// Reads the state of `client_id`. A state written while a connection was attached (its node
-/// may have died since) counts as ended when it was written, for its expiry.
+/// Reads the state of `client_id`.
 async fn read_state(cluster: &Cluster, client_id: &str) -> Result<Option<State>, Error> {
     let Some(entry) = cluster.states.entry(owner::key_of(client_id)).await? else {
         return Ok(None);
@@ -108,7 +107,9 @@ async fn read_state(cluster: &Cluster, client_id: &str) -> Result<Option<State>,
         return Ok(None);
     }
     if !state.ended {
-        state.disconnected_at = u64::try_from(entry.created.unix_timestamp()).unwrap_or(0);
+        // Its connection's end was not recorded (its node died): it does not expire until
+        // the client is back.
+        state.disconnected_at = 0;
     }
     Ok(Some(state))
 }
@@ -329,8 +330,9 @@ pub(crate) fn left(broker: &Arc<Broker>, handle: &Arc<SessionHandle>, claim: u64
                 "cluster: Session moved to another node; ended here"
             );
             // Ends without a state of its own: the one just written is the one to take up.
+            // (Unless the client came back here meanwhile: its new claim stays.)
             if let Some(cluster) = &broker.cluster {
-                cluster.claims.forget(&handle.client_id);
+                cluster.claims.forget_if(&handle.client_id, claim);
             }
             broker.end_session_if(&handle, |slot| slot.conn.is_none());
         }
@@ -471,9 +473,30 @@ pub(crate) async fn adopt(
             cluster.claims.forget(client_id);
             broker.end_session_if(&stale, |slot| slot.conn.is_none());
         }
-        match await_state(cluster, client_id, &node, revision).await {
+        // Long enough for a node that just started to hear whether the previous one is alive.
+        let limit = Duration::from_secs(cluster.config.ack_timeout.max(5) * 2)
+            .max(super::wills::DEAD_AFTER + Duration::from_secs(2));
+        match await_state(cluster, client_id, &node, revision, limit).await {
             Some(state) => state,
-            None => return false,
+            None => {
+                // Refused; the state still comes, and is passed on under this claim, so
+                // that the node the client tries next need not wait for this one in vain.
+                let broker = Arc::clone(broker);
+                let client_id = client_id.to_string();
+                let claim = claimed.revision;
+                tokio::spawn(async move {
+                    let Some(cluster) = &broker.cluster else {
+                        return;
+                    };
+                    let state =
+                        await_state(cluster, &client_id, &node, revision, PASS_ON_PATIENCE).await;
+                    if let Some(Some(state)) = state {
+                        let me = cluster.config.node.clone();
+                        let _ = save(cluster, &state.passed_on(&me, claim));
+                    }
+                });
+                return false;
+            }
         }
     };
     let Some(state) = state.filter(|s| !s.expired(record::unix_secs(broker.clock.wall()))) else {
@@ -497,10 +520,8 @@ async fn await_state(
     client_id: &str,
     node: &str,
     revision: u64,
+    limit: Duration,
 ) -> Option<Option<State>> {
-    // Long enough for a node that just started to hear whether the previous one is alive.
-    let limit = Duration::from_secs(cluster.config.ack_timeout.max(5) * 2)
-        .max(super::wills::DEAD_AFTER + Duration::from_secs(2));
     let deadline = tokio::time::Instant::now() + limit;
     loop {
         let read = match read_state(cluster, client_id).await {
@@ -567,6 +588,10 @@ pub(super) async fn adopt_here(
         reply,
     } = adoption;
     let client_id = state.client_id.clone();
+    if reply.is_closed() {
+        // The CONNECT gave up waiting (and passed the state on): nothing to rebuild.
+        return;
+    }
     let ok = match rebuild(broker, stream, state, window).await {
         Ok(replayed) => {
             info!(
@@ -583,7 +608,15 @@ pub(super) async fn adopt_here(
             false
         }
     };
-    let _ = reply.send(ok);
+    if !ok {
+        let _ = reply.send(false);
+    } else if reply.send(true).is_err() {
+        // The CONNECT gave up while it was rebuilt: the Session goes on where the client
+        // goes next, not here.
+        if let Some(handle) = broker.registry.get(&client_id) {
+            broker.end_session_if(&handle, |slot| slot.conn.is_none());
+        }
+    }
 }
 
 async fn rebuild(
@@ -637,7 +670,10 @@ async fn rebuild(
             .saturating_add(u64::from(state.expiry))
             .saturating_sub(now),
     );
-    let handle = broker.adopt(&state.client_id, session, expires_in);
+    let Some(handle) = broker.adopt(&state.client_id, session, expires_in) else {
+        // A CONNECT here with a Clean Start got there first.
+        return Ok(0);
+    };
     handle.set_stream_floor(floor);
     let key = handle.store_key();
     let mut pending = Pending::new(broker.persistent());
@@ -829,6 +865,10 @@ async fn rebuild(
     }
     Ok(replayed)
 }
+
+/// How long a node that refused a CONNECT for want of the previous node's state keeps
+/// waiting for it, to pass it on.
+const PASS_ON_PATIENCE: Duration = Duration::from_secs(300);
 
 /// Messages recorded per store commit while a Session's messages are read again.
 const REPLAY_BATCH: usize = 256;

@@ -108,6 +108,14 @@ impl Claims {
         self.last.lock().get(client_id).copied()
     }
 
+    /// Forgets the last claim of `client_id` if it is `claim`.
+    pub(super) fn forget_if(&self, client_id: &str, claim: u64) {
+        let mut last = self.last.lock();
+        if last.get(client_id) == Some(&claim) {
+            last.remove(client_id);
+        }
+    }
+
     /// Forgets the last claim of `client_id` (its Session left this node), returning it.
     pub(super) fn forget(&self, client_id: &str) -> Option<u64> {
         self.last.lock().remove(client_id)
