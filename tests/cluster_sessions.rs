@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use common::binary::BrokerProcess;
 use common::bridge::next_within;
-use common::cluster::{cluster_toml, start_node, start_node_with};
+use common::cluster::{cluster_toml, start_node, start_node_with, wait_state};
 use common::nats::{self, NatsCluster};
 use common::{RawClient, WAIT, ack, connect_packet, publish, subscribe};
 use roost::BrokerHandle;
@@ -326,8 +326,13 @@ async fn after_kill_9_of_its_node_a_session_resumes_elsewhere_with_its_subscript
     // Subscribed after the CONNECT: known elsewhere only if written when it changed.
     sub.send(&subscribe("second/#", QoS::AtLeastOnce)).await;
     assert!(matches!(sub.recv().await, Some(Packet::SubAck(_))));
-    // The state write is asynchronous: give it a moment before the kill.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The state write is asynchronous: the kill comes once it holds both.
+    wait_state(&urls, "survivor", |s| {
+        s["subscriptions"]
+            .as_array()
+            .is_some_and(|subs| subs.len() == 2)
+    })
+    .await;
     tokio::task::spawn_blocking(move || doomed.kill9())
         .await
         .expect("killed");
@@ -415,9 +420,7 @@ async fn another_user_cannot_take_a_session_over_from_another_node() {
         RawClient::connect(n1.local_addr(), as_user("alice", b"a-secret", Version::V5)).await;
     assert_eq!(ack.code, ReasonCode::SUCCESS);
     // Its state (with its owner) is written when it attaches.
-    alice.send(&Packet::PingReq).await;
-    assert!(matches!(alice.recv().await, Some(Packet::PingResp)));
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_state(&urls, "shared-id", |s| s["owner"] == "alice").await;
     for (version, refused) in [(Version::V5, 0x87), (Version::V311, 0x05)] {
         let (_, ack) =
             RawClient::connect(n2.local_addr(), as_user("bob", b"b-secret", version)).await;
@@ -639,14 +642,22 @@ async fn a_takeover_on_the_same_node_keeps_the_session_there() {
     let (mut first, _) = connect(&n1, durable(Version::V5, "local")).await;
     first.send(&subscribe("local/#", QoS::AtLeastOnce)).await;
     assert!(matches!(first.recv().await, Some(Packet::SubAck(_))));
+    let before = wait_state(&urls, "local", |s| {
+        s["subscriptions"].as_array().is_some_and(|a| !a.is_empty())
+    })
+    .await;
     let (mut second, present) = connect(&n1, durable(Version::V5, "local")).await;
     assert!(present);
     match first.recv().await {
         Some(Packet::Disconnect(d)) => assert_eq!(d.reason, ReasonCode::SESSION_TAKEN_OVER),
         other => panic!("expected DISCONNECT 0x8E, got {other:?}"),
     }
-    // Longer than a state write takes.
-    tokio::time::sleep(Duration::from_millis(1000)).await;
+    // The first connection's final state is written before the second's (in order): once
+    // the second's is there, a wrong "moved" would have ended the Session already.
+    wait_state(&urls, "local", |s| {
+        s["claim"].as_u64() > before["claim"].as_u64() && s["ended"] == false
+    })
+    .await;
     assert!(n1.session_info("local").is_some(), "still held here");
     let (mut publisher, _) = connect(&n1, connect_packet(Version::V5, "local-pub")).await;
     publish_all(&mut publisher, "local/x", "m", 2).await;

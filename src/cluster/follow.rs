@@ -36,7 +36,7 @@ use crate::config::QueueFullPolicy;
 use crate::session::{Delivery, Inflight, InflightState, PacketId, Session};
 use crate::store::{Op, SessionRecord, record};
 
-use super::{Cluster, owner, subject, wire};
+use super::{Cluster, inbound, owner, wire};
 
 /// A durable Session's state as its node last wrote it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -716,15 +716,15 @@ async fn rebuild(
             }
         };
         let age = age_of(broker, raw.time.unix_timestamp());
-        let Some(message) = message_from(
+        let Some(message) = inbound::stream_message(
             broker,
-            &c.stream_subject,
             &raw.subject,
             Some(&raw.headers),
             raw.payload,
             sent.seq,
             age,
-        ) else {
+        )
+        .map(|r| r.message) else {
             continue;
         };
         let mut delivery = Delivery::new(message, qos, sent.retain, sent.ids.clone());
@@ -740,10 +740,7 @@ async fn rebuild(
             let seq = slot.session.take_seq();
             delivery.seq = Some(seq);
             let mut entry = crate::store::delivery_entry(id, &delivery);
-            entry.state = match state {
-                InflightState::Published => crate::store::EntryState::Published,
-                InflightState::Released => crate::store::EntryState::Released,
-            };
+            entry.state = state.into();
             entry.packet_id = packet_id.get();
             pending.push(Op::Enqueue {
                 session: key.clone(),
@@ -820,15 +817,16 @@ async fn rebuild(
                 .as_ref()
                 .and_then(|h| h.get(wire::CLIENT))
                 .is_some_and(|client| client.as_str() == &*handle.client_id);
-            if let Some(message) = message_from(
+            if let Some(message) = inbound::stream_message(
                 broker,
-                &c.stream_subject,
                 &m.subject,
                 m.headers.as_ref(),
                 m.payload.clone(),
                 sequence,
                 age,
-            ) {
+            )
+            .map(|r| r.message)
+            {
                 match broker.route_to(
                     &message,
                     QueueFullPolicy::DropNew,
@@ -879,32 +877,4 @@ const READ_PATIENCE: Duration = Duration::from_secs(10);
 fn age_of(broker: &Broker, published: i64) -> Duration {
     let now = record::unix_secs(broker.clock.wall());
     Duration::from_secs(now.saturating_sub(u64::try_from(published).unwrap_or(0)))
-}
-
-/// The Application Message of stream message `sequence`, with a store id.
-fn message_from(
-    broker: &Broker,
-    stream_subject: &str,
-    subject: &str,
-    headers: Option<&async_nats::HeaderMap>,
-    payload: bytes::Bytes,
-    sequence: u64,
-    age: Duration,
-) -> Option<Arc<crate::session::Message>> {
-    let topic = subject::subject_topic(stream_subject, subject)
-        .filter(|t| crate::topic::valid_topic_name(t))?;
-    let received = wire::read(
-        topic,
-        headers,
-        payload,
-        QoS::AtLeastOnce,
-        QoS::ExactlyOnce,
-        broker.clock.now(),
-        age,
-    )?;
-    let mut message = received.message;
-    let m = Arc::make_mut(&mut message);
-    m.stream_seq = Some(sequence);
-    m.id = broker.message_id();
-    Some(message)
 }

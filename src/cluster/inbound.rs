@@ -207,19 +207,14 @@ async fn deliver_batch(broker: &Arc<Broker>, batch: &[async_nats::jetstream::Mes
             continue;
         }
         last = last.max(sequence);
-        let received = subject::subject_topic(&c.stream_subject, &m.subject)
-            .filter(|t| crate::topic::valid_topic_name(t))
-            .and_then(|topic| {
-                wire::read(
-                    topic,
-                    m.headers.as_ref(),
-                    m.payload.clone(),
-                    QoS::AtLeastOnce,
-                    QoS::ExactlyOnce,
-                    broker.clock.now(),
-                    super::stored_for(broker, m),
-                )
-            });
+        let received = stream_message(
+            broker,
+            &m.subject,
+            m.headers.as_ref(),
+            m.payload.clone(),
+            sequence,
+            super::stored_for(broker, m),
+        );
         let Some(received) = received else {
             debug!(subject = %m.subject, "cluster: stream message that is not an MQTT message ignored");
             continue;
@@ -239,14 +234,7 @@ async fn deliver_batch(broker: &Arc<Broker>, batch: &[async_nats::jetstream::Mes
             cluster.stats.received.fetch_add(1, Relaxed);
             Audience::All
         };
-        let mut message = received.message;
-        {
-            let m = Arc::make_mut(&mut message);
-            m.stream_seq = Some(sequence);
-            if let Some(id) = broker.message_id() {
-                m.id = Some(id);
-            }
-        }
+        let message = received.message;
         // At a full queue under back-pressure the stream waits: its messages were
         // acknowledged to their publishers and cannot be dropped.
         loop {
@@ -280,4 +268,32 @@ async fn deliver_batch(broker: &Arc<Broker>, batch: &[async_nats::jetstream::Mes
         cluster.applied.fetch_max(last, Relaxed);
     }
     ok
+}
+
+/// The Application Message of the stream's message `sequence` (to `subject`, stored `age`
+/// ago), with its stream sequence and a store id; `None` if it is not an MQTT message.
+pub(super) fn stream_message(
+    broker: &Broker,
+    subject: &str,
+    headers: Option<&async_nats::HeaderMap>,
+    payload: bytes::Bytes,
+    sequence: u64,
+    age: Duration,
+) -> Option<wire::Received> {
+    let cluster = broker.cluster.as_ref()?;
+    let topic = subject::subject_topic(&cluster.config.stream_subject, subject)
+        .filter(|t| crate::topic::valid_topic_name(t))?;
+    let mut received = wire::read(
+        topic,
+        headers,
+        payload,
+        QoS::AtLeastOnce,
+        QoS::ExactlyOnce,
+        broker.clock.now(),
+        age,
+    )?;
+    let m = Arc::make_mut(&mut received.message);
+    m.stream_seq = Some(sequence);
+    m.id = broker.message_id();
+    Some(received)
 }

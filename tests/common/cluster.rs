@@ -39,3 +39,37 @@ pub async fn start_node_with(
 pub async fn start_node(urls: &[String], node: &str) -> BrokerHandle {
     start_node_with(urls, node, |_| {}).await
 }
+
+/// Waits (bounded) until the durable Session state of `client_id` that the nodes keep in
+/// the `ROOST_SESSIONS_STATE` bucket satisfies `done` (given its JSON), and returns it.
+#[allow(dead_code)]
+pub async fn wait_state(
+    urls: &[String],
+    client_id: &str,
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    use base64::Engine;
+    let client = super::nats::connect(urls).await;
+    let bucket = async_nats::jetstream::new(client)
+        .get_key_value("ROOST_SESSIONS_STATE")
+        .await
+        .expect("the state bucket");
+    let key = format!(
+        "c_{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(client_id)
+    );
+    let deadline = tokio::time::Instant::now() + super::WAIT;
+    loop {
+        if let Ok(Some(value)) = bucket.get(&key).await
+            && let Ok(state) = serde_json::from_slice::<serde_json::Value>(&value)
+            && done(&state)
+        {
+            return state;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the state of {client_id} in time"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
