@@ -22,7 +22,7 @@ pub(crate) use access::{AccessControl, Verdict};
 pub(crate) use handle::{Absence, ClientInfo, ConnLink, KickReason, SessionHandle, WillInfo};
 pub(crate) use metrics::Metrics;
 pub(crate) use pending::Pending;
-pub(crate) use router::{Audience, RouteContext, Routed, Router};
+pub(crate) use router::{Audience, GroupScope, RouteContext, Routed, Router};
 pub(crate) use sessions::{AttachError, AttachRequest, Registry};
 pub(crate) use will::WillDone;
 
@@ -221,6 +221,20 @@ impl Broker {
         self.router.route(message, None, &ctx, pending)
     }
 
+    /// Routes a message that came through the cluster's consumer or queue group of the
+    /// Shared Subscription `key` to one member of that group here, and to nobody else.
+    pub(crate) fn route_to_group(
+        &self,
+        message: &Arc<Message>,
+        key: &str,
+        policy: QueueFullPolicy,
+        pending: Option<&mut Pending>,
+    ) -> Routed {
+        let mut ctx = self.route_context(policy);
+        ctx.groups = GroupScope::Only(key);
+        self.router.route(message, None, &ctx, pending)
+    }
+
     /// Sends messages to the other nodes without waiting (nobody waits on them: wills).
     fn forward_detached(&self, messages: Vec<crate::cluster::Forward>) {
         if let Some(broker) = self.me.upgrade() {
@@ -252,6 +266,11 @@ impl Broker {
             store_writable: self.store_healthy(),
             strategy: self.config.shared_subscription_strategy,
             audience: crate::broker::router::Audience::All,
+            groups: if self.cluster.is_some() {
+                GroupScope::Local
+            } else {
+                GroupScope::Every
+            },
             publisher: None,
         }
     }

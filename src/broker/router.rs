@@ -36,6 +36,8 @@ pub(crate) struct RouteContext<'a> {
     pub strategy: SharedSubscriptionStrategy,
     /// Which Sessions may receive the message.
     pub audience: Audience,
+    /// Which Shared Subscription groups take part.
+    pub groups: GroupScope<'a>,
     /// The publisher's Session key when the message came back from the cluster's stream
     /// (for No Local), if that Session is on this node.
     pub publisher: Option<u64>,
@@ -79,6 +81,20 @@ impl Audience {
     fn includes_groups(self) -> bool {
         matches!(self, Audience::All | Audience::NotFollowing)
     }
+}
+
+/// Which Shared Subscription groups a message is offered to. In cluster mode a group spans
+/// the nodes: each message of a carried topic reaches it through the group's own JetStream
+/// consumer and NATS queue group (one node takes it), never through a node's ordinary reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum GroupScope<'a> {
+    /// Every matching group (one node alone).
+    Every,
+    /// In cluster mode: only groups of topics that stay on their node (`$SYS`).
+    Local,
+    /// Only the group named by this key, and no ordinary subscription: the message came
+    /// through that group's consumer or queue group.
+    Only(&'a str),
 }
 
 /// The result of routing a message.
@@ -319,7 +335,7 @@ impl Router {
         mut pending: Option<&mut Pending>,
     ) -> Routed {
         let publisher_key = publisher.map(|p| p.key).or(ctx.publisher);
-        let (targets, groups) = self.targets(message, publisher_key, ctx.audience);
+        let (targets, groups) = self.targets(message, publisher_key, ctx);
         let persistent = pending.as_ref().is_some_and(|p| p.persistent);
         let admit =
             |target: &Target, presence, apply_policy, pending: &mut Option<&mut Pending>| {
@@ -725,34 +741,37 @@ impl Router {
     }
 
     /// The sessions whose own subscriptions match (merged per session), and the groups whose
-    /// filter matches.
+    /// filter matches, as `ctx` admits them.
     fn targets(
         &self,
         message: &Message,
         publisher: Option<u64>,
-        audience: Audience,
+        ctx: &RouteContext<'_>,
     ) -> (Vec<Target>, Vec<Arc<Group>>) {
+        let audience = ctx.audience;
         let mut found: Vec<(u64, Target)> = Vec::new();
-        self.subscriptions
-            .read()
-            .for_each_match(&message.topic, |key, sub| {
-                if sub.options.no_local && publisher == Some(*key) {
-                    return;
-                }
-                if !audience.admits(&sub.session, message) {
-                    return;
-                }
-                found.push((
-                    *key,
-                    Target {
-                        session: Arc::clone(&sub.session),
-                        qos: sub.options.qos,
-                        retain_as_published: sub.options.retain_as_published,
-                        subscription_ids: sub.options.subscription_id.into_iter().collect(),
-                        group: None,
-                    },
-                ));
-            });
+        if !matches!(ctx.groups, GroupScope::Only(_)) {
+            self.subscriptions
+                .read()
+                .for_each_match(&message.topic, |key, sub| {
+                    if sub.options.no_local && publisher == Some(*key) {
+                        return;
+                    }
+                    if !audience.admits(&sub.session, message) {
+                        return;
+                    }
+                    found.push((
+                        *key,
+                        Target {
+                            session: Arc::clone(&sub.session),
+                            qos: sub.options.qos,
+                            retain_as_published: sub.options.retain_as_published,
+                            subscription_ids: sub.options.subscription_id.into_iter().collect(),
+                            group: None,
+                        },
+                    ));
+                });
+        }
         if found.len() > 1 {
             found.sort_unstable_by_key(|(key, _)| *key);
             found.dedup_by(|later, kept| {
@@ -768,15 +787,28 @@ impl Router {
             });
         }
         let mut groups = Vec::new();
+        let wanted = |group: &Group| match ctx.groups {
+            GroupScope::Every => true,
+            GroupScope::Local => crate::cluster::is_local(&message.topic),
+            GroupScope::Only(key) => *group.key == *key,
+        };
         if audience.includes_groups() {
-            self.shared
-                .read()
-                .for_each_match(&message.topic, |group| groups.push(Arc::clone(group)));
+            self.shared.read().for_each_match(&message.topic, |group| {
+                if wanted(group) {
+                    groups.push(Arc::clone(group));
+                }
+            });
         }
         (
             found.into_iter().map(|(_, target)| target).collect(),
             groups,
         )
+    }
+
+    /// Whether the group `key` has members here: `Some(true)` if one of them is connected.
+    pub(crate) fn group_presence(&self, key: &str) -> Option<bool> {
+        let group = self.shared.read().group(key)?;
+        Some(group.any_connected())
     }
 
     /// Every Shared Subscription group with its counters.

@@ -115,6 +115,11 @@ impl Group {
         }
     }
 
+    /// True if a member has a connection.
+    pub(crate) fn any_connected(&self) -> bool {
+        self.members.read().iter().any(|m| m.session.is_connected())
+    }
+
     /// Records that `session` took a message.
     pub(crate) fn delivered_to(&self, session: &SessionHandle) {
         self.delivered.fetch_add(1, Relaxed);

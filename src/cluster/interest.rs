@@ -1,5 +1,5 @@
 //! This node's NATS subscriptions: one set of subjects per distinct Topic Filter its clients
-//! hold (a Shared Subscription counts by its filter), subscribed while any client holds it.
+//! hold, subscribed while any client holds it. Shared Subscriptions go to [`super::shares`].
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -12,12 +12,13 @@ use tracing::warn;
 use crate::broker::Broker;
 use crate::topic::SubscriptionTrie;
 
+use super::shares::ShareChange;
 use super::subject;
 
 /// A Topic Filter gained or lost a subscriber on this node.
 #[derive(Debug)]
 pub(crate) struct InterestChange {
-    /// The filter (a Shared Subscription's own filter).
+    /// The filter.
     pub filter: String,
     /// Gained (true) or lost.
     pub add: bool,
@@ -29,6 +30,8 @@ pub(crate) struct Interest {
     prefix: String,
     tx: mpsc::UnboundedSender<InterestChange>,
     rx: Mutex<Option<mpsc::UnboundedReceiver<InterestChange>>>,
+    shares: mpsc::UnboundedSender<ShareChange>,
+    shares_rx: Mutex<Option<mpsc::UnboundedReceiver<ShareChange>>>,
     /// The filters subscribed to now.
     filters: RwLock<SubscriptionTrie<Arc<str>, ()>>,
     /// Ids of the last messages routed that carry one (`Roost-Id`), oldest first.
@@ -49,10 +52,13 @@ const SEEN: usize = 65_536;
 impl Interest {
     pub(super) fn new(prefix: String) -> Interest {
         let (tx, rx) = mpsc::unbounded_channel();
+        let (shares, shares_rx) = mpsc::unbounded_channel();
         Interest {
             prefix,
             tx,
             rx: Mutex::new(Some(rx)),
+            shares,
+            shares_rx: Mutex::new(Some(shares_rx)),
             filters: RwLock::new(SubscriptionTrie::default()),
             seen: Mutex::default(),
         }
@@ -62,14 +68,27 @@ impl Interest {
         self.rx.lock().take()
     }
 
-    /// A subscription to `filter` was added (`add`) or removed on this node.
+    pub(super) fn take_share_receiver(&self) -> Option<mpsc::UnboundedReceiver<ShareChange>> {
+        self.shares_rx.lock().take()
+    }
+
+    /// A subscription to `filter` (or a membership of the Shared Subscription `filter`) was
+    /// added (`add`) or removed on this node.
     pub(crate) fn change(&self, filter: &str, add: bool) {
-        let inner = match crate::topic::shared(filter) {
-            Some(Ok(shared)) => shared.filter,
+        let (inner, shared) = match crate::topic::shared(filter) {
+            Some(Ok(shared)) => (shared.filter, true),
             Some(Err(())) => return,
-            None => filter,
+            None => (filter, false),
         };
         if super::is_local(inner) || subject::check(inner).is_err() {
+            return;
+        }
+        if shared {
+            let _ = self.shares.send(ShareChange {
+                key: filter.to_string(),
+                filter: inner.to_string(),
+                add,
+            });
             return;
         }
         let _ = self.tx.send(InterestChange {

@@ -21,6 +21,7 @@ mod inbound;
 mod interest;
 mod owner;
 mod retained;
+mod shares;
 pub(crate) mod subject;
 mod wills;
 pub(crate) mod wire;
@@ -101,6 +102,9 @@ pub(crate) struct Cluster {
     /// The settings.
     pub config: ClusterConfig,
     client: async_nats::Client,
+    /// The connection of Shared Subscriptions' queue groups, which receives this node's own
+    /// messages too.
+    queue_client: async_nats::Client,
     js: jetstream::Context,
     owners: kv::Store,
     /// Counters.
@@ -147,9 +151,6 @@ impl Cluster {
         }
         let events = Arc::clone(&stats);
         let mut options = async_nats::ConnectOptions::new()
-            .name(format!("roost-{}", config.node))
-            // Own messages never come back on core subscriptions.
-            .no_echo()
             .connection_timeout(Duration::from_secs(5))
             .request_timeout(Some(Duration::from_secs(config.ack_timeout)))
             .event_callback(move |event| {
@@ -185,6 +186,12 @@ impl Cluster {
                 .add_root_certificates(path.clone())
                 .require_tls(true);
         }
+        // Shared Subscriptions' queue groups need the node's own messages: they have a
+        // connection of their own (the main one never gets its own messages back).
+        let queue_options = options
+            .clone()
+            .name(format!("roost-{}-groups", config.node));
+        let options = options.name(format!("roost-{}", config.node)).no_echo();
         // NATS servers started at the same time may not listen yet: tried for a while.
         let deadline = tokio::time::Instant::now() + SETUP_PATIENCE;
         let client = loop {
@@ -197,6 +204,10 @@ impl Cluster {
                 Err(e) => return Err(connect_error(e.to_string())),
             }
         };
+        let queue_client = queue_options
+            .connect(addrs.clone())
+            .await
+            .map_err(|e| connect_error(e.to_string()))?;
         stats.connected.store(true, Relaxed);
         stats.jetstream_writable.store(true, Relaxed);
         let js = jetstream::new(client.clone());
@@ -230,6 +241,7 @@ impl Cluster {
             config: config.clone(),
             interest: Arc::new(interest::Interest::new(config.prefix.clone())),
             client,
+            queue_client,
             js,
             owners,
             stats,
@@ -255,6 +267,9 @@ impl Cluster {
         let changes = cluster.interest.take_receiver();
         if let Some(changes) = changes {
             tokio::spawn(interest::run(Arc::clone(broker), changes));
+        }
+        if let Some(changes) = cluster.interest.take_share_receiver() {
+            tokio::spawn(shares::run(Arc::clone(broker), changes));
         }
         if let Some(writes) = cluster.state_writes_rx.lock().take() {
             let limit = Duration::from_secs(cluster.config.ack_timeout);
@@ -283,6 +298,11 @@ impl Cluster {
     /// The NATS client.
     pub(crate) fn client(&self) -> &async_nats::Client {
         &self.client
+    }
+
+    /// The connection for queue subscriptions (see [`shares`]).
+    pub(crate) fn queue_client(&self) -> &async_nats::Client {
+        &self.queue_client
     }
 
     /// The JetStream context.

@@ -1,0 +1,362 @@
+//! Shared Subscriptions across the cluster: a group spans the nodes, and each message reaches
+//! one member of it in the whole cluster, not one per node (MQTT 5.0 4.8.2).
+//!
+//! A node with a connected member of group `$share/{name}/{filter}` takes the group's messages
+//! through two NATS mechanisms that already hand each message to one taker:
+//! - **QoS 1/2**: a durable JetStream consumer of the stream per subject of the filter (two
+//!   for `a/#`, whose `a` is a subject of its own), named after a hash of the group. Every
+//!   node serving the group pulls from the same consumer, so JetStream gives each message to
+//!   one node. The node acknowledges it once a member here has it (committed to the store
+//!   for a durable member), or gives it back (NAK) when none can take it, for another node.
+//! - **QoS 0**: a NATS queue subscription on the filter's subjects, with a queue group named
+//!   after the same hash: NATS gives each message to one subscriber of the group.
+//!
+//! A node's ordinary reading (its consumer of the stream, its subscriptions) leaves groups out
+//! ([`GroupScope::Local`](crate::broker::GroupScope)). A node whose members of a group are all
+//! away takes nothing for it: the group's QoS 1/2 messages wait in its consumer for a member to
+//! connect on any node (within the stream's limits), and its QoS 0 messages go to nodes with
+//! a member connected, or nowhere. A consumer nobody pulls from for the stream's `max_age`
+//! (7 days when unlimited) is removed by JetStream.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, SystemTime};
+
+use async_nats::jetstream::consumer::{self, pull};
+use async_nats::jetstream::{AckKind, Message as JsMessage};
+use futures_util::{FutureExt, StreamExt};
+use sha2::Digest;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::broker::{Broker, Pending, Routed};
+use crate::codec::QoS;
+use crate::config::QueueFullPolicy;
+
+use super::{subject, wire};
+
+/// A node gained (`add`) or lost a member of a Shared Subscription.
+#[derive(Debug)]
+pub(crate) struct ShareChange {
+    /// `$share/{ShareName}/{filter}` as subscribed.
+    pub key: String,
+    /// Its filter.
+    pub filter: String,
+    /// Gained (true) or lost.
+    pub add: bool,
+}
+
+/// Messages pulled in one request, and handled in one store commit at most.
+const BATCH: usize = 64;
+/// How long one pull request waits for messages: also how soon a node notices that its
+/// members left.
+const PULL_EXPIRES: Duration = Duration::from_secs(1);
+/// JetStream gives a message to another node when its acknowledgement does not come in this
+/// time (the node died).
+const ACK_WAIT: Duration = Duration::from_secs(30);
+/// Messages of one group handed out and not acknowledged, all nodes together.
+const MAX_ACK_PENDING: i64 = 1024;
+/// A message no member here could take (full queues) is offered again after this.
+const RETRY: Duration = Duration::from_secs(1);
+/// How often a node whose members are away looks whether one connected.
+const PRESENCE_POLL: Duration = Duration::from_millis(200);
+
+/// Follows the node's memberships: serves a group while it has a member here.
+pub(super) async fn run(broker: Arc<Broker>, mut changes: mpsc::UnboundedReceiver<ShareChange>) {
+    let mut held: HashMap<String, (usize, CancellationToken)> = HashMap::new();
+    let shutdown = broker.shutdown.clone();
+    loop {
+        let change = tokio::select! {
+            c = changes.recv() => match c {
+                Some(c) => c,
+                None => break,
+            },
+            _ = shutdown.cancelled() => break,
+        };
+        if change.add {
+            let entry = held
+                .entry(change.key.clone())
+                .or_insert_with(|| (0, shutdown.child_token()));
+            entry.0 += 1;
+            if entry.0 == 1 {
+                let stop = entry.1.clone();
+                let group = Group::new(change.key, change.filter);
+                tokio::spawn(serve(Arc::clone(&broker), group, stop));
+            }
+        } else if let Some(entry) = held.get_mut(&change.key) {
+            entry.0 = entry.0.saturating_sub(1);
+            if entry.0 == 0
+                && let Some((_, stop)) = held.remove(&change.key)
+            {
+                stop.cancel();
+            }
+        }
+    }
+}
+
+/// One group as this node serves it.
+struct Group {
+    /// `$share/{ShareName}/{filter}`.
+    key: Arc<str>,
+    /// The filter.
+    filter: String,
+    /// The hash naming its consumers and queue group (the same on every node).
+    id: String,
+    /// When its first member here subscribed: a consumer created now starts there.
+    since: SystemTime,
+}
+
+impl Group {
+    fn new(key: String, filter: String) -> Group {
+        let digest = sha2::Sha256::digest(key.as_bytes());
+        let id = digest[..10].iter().map(|b| format!("{b:02x}")).collect();
+        Group {
+            key: Arc::from(key),
+            filter,
+            id,
+            since: SystemTime::now(),
+        }
+    }
+
+    /// True while a member here has a connection.
+    fn connected_here(&self, broker: &Broker) -> bool {
+        broker.router.group_presence(&self.key) == Some(true)
+    }
+}
+
+type Error = Box<dyn std::error::Error + Send + Sync>;
+
+/// Serves `group` until `stop`: waits for a member here to be connected, then takes the
+/// group's messages until none is.
+async fn serve(broker: Arc<Broker>, group: Group, stop: CancellationToken) {
+    let mut delay = Duration::from_millis(100);
+    loop {
+        while !group.connected_here(&broker) {
+            tokio::select! {
+                _ = tokio::time::sleep(PRESENCE_POLL) => {}
+                _ = stop.cancelled() => return,
+            }
+        }
+        match take(&broker, &group, &stop).await {
+            Ok(()) => delay = Duration::from_millis(100),
+            Err(e) => {
+                warn!(group = &*group.key, error = %e, "cluster: serving a Shared Subscription failed; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = stop.cancelled() => return,
+                }
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+        if stop.is_cancelled() {
+            return;
+        }
+    }
+}
+
+/// Takes the group's messages while a member here is connected (and not `stop`).
+async fn take(broker: &Arc<Broker>, group: &Group, stop: &CancellationToken) -> Result<(), Error> {
+    let Some(cluster) = broker.cluster.as_ref() else {
+        return Ok(());
+    };
+    let c = &cluster.config;
+    let stream = cluster.jetstream().get_stream(&c.stream).await?;
+    let idle = match c.stream_max_age {
+        0 => Duration::from_secs(7 * 24 * 3600),
+        secs => Duration::from_secs(secs),
+    };
+    let mut consumers = Vec::new();
+    for (i, filter_subject) in subject::filter_subjects(&c.stream_subject, &group.filter)
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .enumerate()
+    {
+        let name = format!("{}_SHARE_{}_{i}", c.stream, group.id);
+        let config = pull::Config {
+            durable_name: Some(name.clone()),
+            description: Some(format!("Roost Shared Subscription {}", group.key)),
+            filter_subject,
+            // A group new to the cluster starts when its first member subscribed; a known
+            // group goes on where it stopped.
+            deliver_policy: consumer::DeliverPolicy::ByStartTime {
+                start_time: group.since.into(),
+            },
+            ack_policy: consumer::AckPolicy::Explicit,
+            ack_wait: ACK_WAIT,
+            max_ack_pending: MAX_ACK_PENDING,
+            inactive_threshold: idle,
+            ..Default::default()
+        };
+        consumers.push(stream.get_or_create_consumer(&name, config).await?);
+    }
+    let queue = format!("roost_share_{}", group.id);
+    let mut subscribers = Vec::new();
+    for s in subject::filter_subjects(&c.prefix, &group.filter).map_err(|e| e.to_string())? {
+        subscribers.push(cluster.queue_client().queue_subscribe(s, queue.clone()).await?);
+    }
+    info!(
+        group = &*group.key,
+        "cluster: serving a Shared Subscription"
+    );
+    let quit = stop.child_token();
+    let qos0 = tokio::spawn(take_qos0(
+        Arc::clone(broker),
+        Arc::clone(&group.key),
+        futures_util::stream::select_all(subscribers),
+        quit.clone(),
+    ));
+    let pulls = futures_util::future::try_join_all(
+        consumers
+            .iter()
+            .map(|consumer| pull_loop(broker, group, consumer, stop)),
+    )
+    .await;
+    quit.cancel();
+    // Dropping the subscribers unsubscribes.
+    let _ = qos0.await;
+    info!(
+        group = &*group.key,
+        "cluster: no member connected here; the Shared Subscription is served elsewhere"
+    );
+    pulls.map(|_| ())
+}
+
+/// Routes the group's QoS 0 messages from its queue subscription until `quit`.
+async fn take_qos0(
+    broker: Arc<Broker>,
+    key: Arc<str>,
+    mut messages: futures_util::stream::SelectAll<async_nats::Subscriber>,
+    quit: CancellationToken,
+) {
+    let Some(cluster) = broker.cluster.as_ref() else {
+        return;
+    };
+    let prefix = &cluster.config.prefix;
+    loop {
+        let m = tokio::select! {
+            m = messages.next() => match m {
+                Some(m) => m,
+                None => return,
+            },
+            _ = quit.cancelled() => return,
+        };
+        // A Roost node's copy of a QoS 1/2 message: the group's consumer brings it.
+        if wire::is_stream_copy(m.headers.as_ref()) {
+            continue;
+        }
+        let Some(topic) = subject::subject_topic(prefix, &m.subject) else {
+            continue;
+        };
+        if !crate::topic::valid_topic_name(&topic) {
+            continue;
+        }
+        let Some(received) = wire::read(
+            topic,
+            m.headers.as_ref(),
+            m.payload,
+            QoS::AtMostOnce,
+            QoS::AtMostOnce,
+            broker.clock.now(),
+            Duration::ZERO,
+        ) else {
+            debug!(subject = %m.subject, "cluster: message with malformed headers ignored");
+            continue;
+        };
+        cluster.stats.received.fetch_add(1, Relaxed);
+        broker.route_to_group(&received.message, &key, QueueFullPolicy::DropNew, None);
+    }
+}
+
+/// Pulls the group's QoS 1/2 messages from `consumer` while a member here is connected.
+async fn pull_loop(
+    broker: &Arc<Broker>,
+    group: &Group,
+    consumer: &consumer::Consumer<pull::Config>,
+    stop: &CancellationToken,
+) -> Result<(), Error> {
+    while !stop.is_cancelled() && group.connected_here(broker) {
+        let mut batch = consumer
+            .batch()
+            .max_messages(BATCH)
+            .expires(PULL_EXPIRES)
+            .messages()
+            .await?;
+        while let Some(first) = batch.next().await {
+            let mut messages = vec![first?];
+            while messages.len() < BATCH {
+                match batch.next().now_or_never() {
+                    Some(Some(m)) => messages.push(m?),
+                    _ => break,
+                }
+            }
+            if let Some(wait) = deliver(broker, group, &messages).await {
+                // A member's queue is full: wait (bounded) for room before pulling more.
+                let _ = tokio::time::timeout(RETRY, wait).await;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Routes `messages` to members here, commits, and acknowledges each taken one to JetStream
+/// (the others go back, for another node or later). Returns a wait for room when a member's
+/// queue was full.
+async fn deliver(
+    broker: &Arc<Broker>,
+    group: &Group,
+    messages: &[JsMessage],
+) -> Option<futures_util::future::BoxFuture<'static, ()>> {
+    let policy = broker.config.queue_full;
+    let mut pending = Pending::new(broker.persistent());
+    let mut taken = Vec::with_capacity(messages.len());
+    let mut back = Vec::new();
+    let mut wait = None;
+    for m in messages {
+        let sequence = m.info().map(|i| i.stream_sequence).unwrap_or(0);
+        let Some(received) = super::inbound::stream_message(
+            broker,
+            &m.subject,
+            m.headers.as_ref(),
+            m.payload.clone(),
+            sequence,
+            super::stored_for(broker, m),
+        ) else {
+            debug!(subject = %m.subject, "cluster: stream message that is not an MQTT message ignored");
+            taken.push(m);
+            continue;
+        };
+        let mut message = received.message;
+        // Not part of the Session's position in the stream (it follows the node's reading).
+        Arc::make_mut(&mut message).stream_seq = None;
+        match broker.route_to_group(&message, &group.key, policy, Some(&mut pending)) {
+            Routed::Delivered { matched } if matched == 0 && !group.connected_here(broker) => {
+                back.push(m);
+            }
+            Routed::Delivered { .. } => taken.push(m),
+            Routed::Full {
+                session, room_seq, ..
+            } => {
+                back.push(m);
+                if wait.is_none() {
+                    wait = Some(async move { session.room_since(room_seq).await }.boxed());
+                }
+            }
+        }
+    }
+    let ok = pending.ops.is_empty() || broker.commit(std::mem::take(&mut pending.ops)).await;
+    pending.release(ok);
+    if !ok {
+        back.append(&mut taken);
+    }
+    for m in taken {
+        if let Err(e) = m.ack().await {
+            warn!(error = %e, "cluster: acknowledging a message to JetStream failed");
+        }
+    }
+    for m in back {
+        let _ = m.ack_with(AckKind::Nak(Some(RETRY))).await;
+    }
+    wait
+}

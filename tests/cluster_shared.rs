@@ -1,0 +1,241 @@
+//! Cluster mode: a Shared Subscription spans the nodes, so each message reaches one member of
+//! the group in the whole cluster (MQTT 5.0 4.8.2), QoS 0, 1 and 2 alike. Skipped when
+//! `nats-server` is not installed, unless `ROOST_CLUSTER=require`.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::bridge::next_within;
+use common::cluster::start_node;
+use common::nats::{self, NatsCluster};
+use common::{RawClient, WAIT, ack, connect_packet, publish, subscribe};
+use parking_lot::Mutex;
+use roost::BrokerHandle;
+use roost::codec::{AckKind, Connect, Packet, QoS, ReasonCode, Version};
+use tokio_util::sync::CancellationToken;
+
+fn start_nats() -> Option<NatsCluster> {
+    if nats::skip_without_nats() {
+        return None;
+    }
+    Some(NatsCluster::start(3))
+}
+
+async fn connect(node: &BrokerHandle, connect: Connect) -> (RawClient, bool) {
+    let id = connect.client_id.clone();
+    let (c, ack) = RawClient::connect(node.local_addr(), connect).await;
+    assert_eq!(ack.code, ReasonCode::SUCCESS, "{id}");
+    (c, ack.session_present)
+}
+
+async fn member(node: &BrokerHandle, version: Version, id: &str, filter: &str) -> RawClient {
+    let (mut c, _) = connect(node, connect_packet(version, id)).await;
+    subscribe_to(&mut c, filter, QoS::ExactlyOnce).await;
+    c
+}
+
+async fn subscribe_to(c: &mut RawClient, filter: &str, qos: QoS) {
+    c.send(&subscribe(filter, qos)).await;
+    match c.recv().await {
+        Some(Packet::SubAck(s)) => assert!(s.codes[0].0 < 0x80, "{filter} granted"),
+        other => panic!("expected SUBACK, got {other:?}"),
+    }
+}
+
+/// Sends a QoS 1/2 PUBLISH and completes its handshake; the reason code must be success.
+async fn publish_acked(c: &mut RawClient, topic: &str, qos: QoS, pid: u16, payload: &str) {
+    c.send(&publish(topic, qos, pid, payload.as_bytes())).await;
+    match c.recv().await {
+        Some(Packet::Ack(a)) if a.packet_id == pid => assert_eq!(a.reason.0, 0, "{payload}"),
+        other => panic!("expected the acknowledgement of {pid}, got {other:?}"),
+    }
+    if qos == QoS::ExactlyOnce {
+        c.send(&ack(AckKind::PubRel, pid)).await;
+        match c.recv().await {
+            Some(Packet::Ack(a)) if a.kind == AckKind::PubComp => {}
+            other => panic!("expected PUBCOMP, got {other:?}"),
+        }
+    }
+}
+
+/// What each client received (payloads, probes left out), gathered in the background.
+struct Receivers {
+    got: Vec<Arc<Mutex<Vec<String>>>>,
+    stop: CancellationToken,
+    tasks: Vec<tokio::task::JoinHandle<RawClient>>,
+}
+
+impl Receivers {
+    /// Starts receiving (and acknowledging) on every client.
+    fn start(clients: Vec<RawClient>) -> Receivers {
+        let stop = CancellationToken::new();
+        let mut got = Vec::new();
+        let mut tasks = Vec::new();
+        for mut c in clients {
+            let list = Arc::new(Mutex::new(Vec::new()));
+            got.push(Arc::clone(&list));
+            let stop = stop.clone();
+            tasks.push(tokio::spawn(async move {
+                while !stop.is_cancelled() {
+                    if let Some(p) = next_within(&mut c, Duration::from_millis(100)).await {
+                        list.lock()
+                            .push(String::from_utf8_lossy(&p.payload).into_owned());
+                    }
+                }
+                c
+            }));
+        }
+        Receivers { got, stop, tasks }
+    }
+
+    /// Messages the client `i` received, probes left out.
+    fn messages(&self, i: usize) -> Vec<String> {
+        let got = self.got[i].lock();
+        got.iter().filter(|p| *p != PROBE).cloned().collect()
+    }
+
+    fn total(&self, of: &[usize]) -> usize {
+        of.iter().map(|&i| self.messages(i).len()).sum()
+    }
+
+    /// True once one of the clients `of` received a probe.
+    fn probed(&self, of: &[usize]) -> bool {
+        of.iter()
+            .any(|&i| self.got[i].lock().iter().any(|p| p == PROBE))
+    }
+
+    /// Waits (bounded) until the clients `of` together hold `count` messages, then a little
+    /// longer for copies that should not come.
+    async fn wait_for(&self, of: &[usize], count: usize) {
+        let deadline = tokio::time::Instant::now() + WAIT * 3;
+        while self.total(of) < count {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{count} messages in time; got {:?}",
+                of.iter()
+                    .map(|&i| self.messages(i).len())
+                    .collect::<Vec<_>>()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    /// Every payload the clients `of` received, with how many times.
+    fn counts(&self, of: &[usize]) -> BTreeMap<String, usize> {
+        let mut counts = BTreeMap::new();
+        for &i in of {
+            for p in self.messages(i) {
+                *counts.entry(p).or_insert(0) += 1;
+            }
+        }
+        counts
+    }
+
+    async fn finish(self) -> Vec<RawClient> {
+        self.stop.cancel();
+        let mut clients = Vec::new();
+        for t in self.tasks {
+            clients.push(t.await.expect("receiver task"));
+        }
+        clients
+    }
+}
+
+const PROBE: &str = "probe";
+
+/// Publishes QoS 0 probes until one of the clients `of` has one: NATS spreads the interest
+/// of a new (queue) subscription to the other servers asynchronously.
+async fn await_interest(
+    publisher: &mut RawClient,
+    receivers: &Receivers,
+    of: &[usize],
+    topic: &str,
+) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !receivers.probed(of) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the interest of {of:?} reached the publisher's node in time"
+        );
+        publisher
+            .send(&publish(topic, QoS::AtMostOnce, 0, PROBE.as_bytes()))
+            .await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn expected(names: &[String]) -> BTreeMap<String, usize> {
+    names.iter().map(|n| (n.clone(), 1)).collect()
+}
+
+/// Three nodes, a group with members on each (5.0 and 3.1.1, two on one node): each QoS 0, 1
+/// and 2 message goes to exactly one member of the group, while another group and an
+/// ordinary subscription each get every message once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_shared_subscription_spans_the_nodes() {
+    let Some(cluster) = start_nats() else { return };
+    let urls = cluster.urls();
+    let (n1, n2, n3) = (
+        start_node(&urls, "n1").await,
+        start_node(&urls, "n2").await,
+        start_node(&urls, "n3").await,
+    );
+    let g = "$share/g/jobs/#";
+    let clients = vec![
+        member(&n1, Version::V5, "g1", g).await,
+        member(&n2, Version::V311, "g2", g).await,
+        member(&n3, Version::V5, "g3", g).await,
+        member(&n3, Version::V5, "g4", g).await,
+        member(&n1, Version::V5, "h1", "$share/h/jobs/+").await,
+        member(&n2, Version::V5, "plain", "jobs/#").await,
+    ];
+    let group = [0, 1, 2, 3];
+    let receivers = Receivers::start(clients);
+    let (mut p, _) = connect(&n1, connect_packet(Version::V5, "p")).await;
+    for of in [&group[..], &[4], &[5]] {
+        await_interest(&mut p, &receivers, of, "jobs/probe").await;
+    }
+
+    let mut names = Vec::new();
+    for i in 0..150u16 {
+        let name = format!("q1-{i}");
+        publish_acked(&mut p, &format!("jobs/{i}"), QoS::AtLeastOnce, i + 1, &name).await;
+        names.push(name);
+    }
+    for i in 0..50u16 {
+        let name = format!("q2-{i}");
+        publish_acked(&mut p, "jobs/two", QoS::ExactlyOnce, i + 1000, &name).await;
+        names.push(name);
+    }
+    for i in 0..50u16 {
+        let name = format!("q0-{i}");
+        p.send(&publish("jobs/zero", QoS::AtMostOnce, 0, name.as_bytes()))
+            .await;
+        names.push(name);
+    }
+    receivers.wait_for(&group, names.len()).await;
+    receivers.wait_for(&[4], names.len()).await;
+    receivers.wait_for(&[5], names.len()).await;
+    assert_eq!(
+        receivers.counts(&group),
+        expected(&names),
+        "group g: once each"
+    );
+    assert_eq!(
+        receivers.counts(&[4]),
+        expected(&names),
+        "group h: once each"
+    );
+    assert_eq!(
+        receivers.counts(&[5]),
+        expected(&names),
+        "ordinary: once each"
+    );
+    let per_member: Vec<usize> = group.iter().map(|&i| receivers.messages(i).len()).collect();
+    eprintln!("messages per member of g: {per_member:?}");
+    receivers.finish().await;
+}
