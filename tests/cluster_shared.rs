@@ -239,3 +239,84 @@ async fn a_shared_subscription_spans_the_nodes() {
     eprintln!("messages per member of g: {per_member:?}");
     receivers.finish().await;
 }
+
+/// A CONNECT that keeps its Session for an hour.
+fn durable(version: Version, id: &str) -> Connect {
+    Connect {
+        clean_start: false,
+        session_expiry_interval: 3600,
+        ..connect_packet(version, id)
+    }
+}
+
+/// Publishes `count` QoS 1 messages `{prefix}-{i}` to `topic/{i}`; returns their payloads.
+async fn publish_many(p: &mut RawClient, topic: &str, prefix: &str, count: u16) -> Vec<String> {
+    let mut names = Vec::new();
+    for i in 0..count {
+        let name = format!("{prefix}-{i}");
+        publish_acked(p, &format!("{topic}/{i}"), QoS::AtLeastOnce, i + 1, &name).await;
+        names.push(name);
+    }
+    names
+}
+
+/// A group whose only member is away keeps its messages until a member is back, on any node:
+/// the durable member's Session moves to another node with its Shared Subscription and
+/// takes the backlog there. With a second member, each message goes to one of them; when
+/// the durable member is away, the other takes everything.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_group_keeps_its_messages_while_its_members_are_away() {
+    let Some(cluster) = start_nats() else { return };
+    let urls = cluster.urls();
+    let (n1, n2, n3) = (
+        start_node(&urls, "n1").await,
+        start_node(&urls, "n2").await,
+        start_node(&urls, "n3").await,
+    );
+    let w = "$share/w/work/#";
+    let (mut d, _) = connect(&n1, durable(Version::V5, "d")).await;
+    subscribe_to(&mut d, w, QoS::AtLeastOnce).await;
+    let (mut p, _) = connect(&n2, connect_packet(Version::V5, "p")).await;
+    let receivers = Receivers::start(vec![d]);
+    await_interest(&mut p, &receivers, &[0], "work/probe").await;
+    let mut d = receivers.finish().await.remove(0);
+    d.send(&Packet::Disconnect(Default::default())).await;
+    drop(d);
+
+    // Away: the group's messages wait for a member.
+    let away = publish_many(&mut p, "work", "away", 100).await;
+    let (d, present) = connect(&n3, durable(Version::V5, "d")).await;
+    assert!(present, "the Session moved to n3");
+    let receivers = Receivers::start(vec![d]);
+    receivers.wait_for(&[0], away.len()).await;
+    assert_eq!(
+        receivers.counts(&[0]),
+        expected(&away),
+        "the backlog once each"
+    );
+    let d = receivers.finish().await.remove(0);
+
+    // With a second member on n1, each message to one of them.
+    let e = member(&n1, Version::V311, "e", w).await;
+    let receivers = Receivers::start(vec![d, e]);
+    await_interest(&mut p, &receivers, &[1], "work/probe").await;
+    let both = publish_many(&mut p, "work", "both", 100).await;
+    receivers.wait_for(&[0, 1], both.len()).await;
+    assert_eq!(receivers.counts(&[0, 1]), expected(&both), "once each");
+    let mut clients = receivers.finish().await;
+    let e = clients.remove(1);
+    let mut d = clients.remove(0);
+    d.send(&Packet::Disconnect(Default::default())).await;
+    drop(d);
+
+    // The durable member away again: the other takes everything.
+    let receivers = Receivers::start(vec![e]);
+    let alone = publish_many(&mut p, "work", "alone", 50).await;
+    receivers.wait_for(&[0], alone.len()).await;
+    assert_eq!(
+        receivers.counts(&[0]),
+        expected(&alone),
+        "all to the member connected"
+    );
+    receivers.finish().await;
+}

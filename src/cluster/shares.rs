@@ -49,7 +49,7 @@ pub(crate) struct ShareChange {
 }
 
 /// Messages pulled in one request, and handled in one store commit at most.
-const BATCH: usize = 64;
+const BATCH: usize = 8;
 /// How long one pull request waits for messages: also how soon a node notices that its
 /// members left.
 const PULL_EXPIRES: Duration = Duration::from_secs(1);
@@ -194,7 +194,12 @@ async fn take(broker: &Arc<Broker>, group: &Group, stop: &CancellationToken) -> 
     let queue = format!("roost_share_{}", group.id);
     let mut subscribers = Vec::new();
     for s in subject::filter_subjects(&c.prefix, &group.filter).map_err(|e| e.to_string())? {
-        subscribers.push(cluster.queue_client().queue_subscribe(s, queue.clone()).await?);
+        subscribers.push(
+            cluster
+                .queue_client()
+                .queue_subscribe(s, queue.clone())
+                .await?,
+        );
     }
     info!(
         group = &*group.key,
@@ -314,6 +319,11 @@ async fn deliver(
     let mut back = Vec::new();
     let mut wait = None;
     for m in messages {
+        if !group.connected_here(broker) {
+            // Its members here left meanwhile: for a node with a member connected.
+            back.push(m);
+            continue;
+        }
         let sequence = m.info().map(|i| i.stream_sequence).unwrap_or(0);
         let Some(received) = super::inbound::stream_message(
             broker,
