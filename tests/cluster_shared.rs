@@ -320,3 +320,68 @@ async fn a_group_keeps_its_messages_while_its_members_are_away() {
     );
     receivers.finish().await;
 }
+
+/// The unacknowledged QoS 1 messages of a member whose Session ends go to the group's other
+/// members (MQTT 5.0 4.8.2), on another node when none is left on its own: written to the
+/// stream again for that group only, so an ordinary subscriber does not get them twice.
+async fn ended_member_messages_go_to_another_node(with_store: bool) {
+    let Some(cluster) = start_nats() else { return };
+    let urls = cluster.urls();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let n1 = common::cluster::start_node_with(&urls, "n1", |c| {
+        if with_store {
+            c.in_memory = false;
+            c.data_dir = dir.path().to_path_buf();
+        }
+    })
+    .await;
+    let (n2, n3) = (start_node(&urls, "n2").await, start_node(&urls, "n3").await);
+    let k = "$share/k/tasks/#";
+    let mut m1 = member(&n1, Version::V5, "m1", k).await;
+    let plain = member(&n3, Version::V5, "plain", "tasks/#").await;
+    let (mut p, _) = connect(&n3, connect_packet(Version::V5, "p")).await;
+    let receivers = Receivers::start(vec![plain]);
+    await_interest(&mut p, &receivers, &[0], "tasks/probe").await;
+    // m1 is the only member: it takes them all, and acknowledges none.
+    let names = publish_many(&mut p, "tasks", "t", 20).await;
+    let mut unacked = Vec::new();
+    while unacked.len() < 5 {
+        match tokio::time::timeout(WAIT, m1.recv()).await {
+            Ok(Some(Packet::Publish(m))) => {
+                let payload = String::from_utf8_lossy(&m.payload).into_owned();
+                if payload != PROBE {
+                    unacked.push(payload);
+                }
+            }
+            other => panic!("expected a PUBLISH, got {other:?}"),
+        }
+    }
+    // A second member on n2, then m1's Session ends with its connection.
+    let m2 = member(&n2, Version::V5, "m2", k).await;
+    drop(m1);
+    let receivers2 = Receivers::start(vec![m2]);
+    receivers2.wait_for(&[0], names.len()).await;
+    assert_eq!(
+        receivers2.counts(&[0]),
+        expected(&names),
+        "all of m1's messages, once"
+    );
+    receivers.wait_for(&[0], names.len()).await;
+    assert_eq!(
+        receivers.counts(&[0]),
+        expected(&names),
+        "the ordinary subscriber: once"
+    );
+    receivers2.finish().await;
+    receivers.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_ended_member_s_messages_go_to_a_member_on_another_node() {
+    ended_member_messages_go_to_another_node(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_ended_member_s_stored_messages_go_to_a_member_on_another_node() {
+    ended_member_messages_go_to_another_node(true).await;
+}

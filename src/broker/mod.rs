@@ -235,6 +235,16 @@ impl Broker {
         self.router.route(message, None, &ctx, pending)
     }
 
+    /// Gives unacknowledged messages of Shared Subscription groups back to the cluster, for
+    /// members on other nodes (see [`crate::cluster::Cluster::give_back`]); true once
+    /// JetStream stored them (and outside cluster mode, where nothing is given back).
+    pub(crate) async fn give_back(&self, deliveries: &[crate::session::Delivery]) -> bool {
+        match &self.cluster {
+            Some(cluster) => cluster.give_back(deliveries, self.clock.now()).await,
+            None => true,
+        }
+    }
+
     /// Sends messages to the other nodes without waiting (nobody waits on them: wills).
     fn forward_detached(&self, messages: Vec<crate::cluster::Forward>) {
         if let Some(broker) = self.me.upgrade() {

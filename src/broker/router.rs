@@ -475,29 +475,40 @@ impl Router {
     /// ended, to another member of the group it came through (MQTT 5.0 4.8.2), chosen as for
     /// a new message. A member at a backlog limit still takes it: the message was
     /// acknowledged to its publisher and there is no one to slow down. Returns how many found
-    /// a member; the others (their group has no member left, or they expired) are gone.
+    /// a member, and in cluster mode the deliveries with no connected member here, for the
+    /// group's members on other nodes; the others (their group has no member left, or they
+    /// expired) are gone.
     pub(crate) fn redistribute(
         &self,
         deliveries: Vec<Delivery>,
         ctx: &RouteContext<'_>,
         mut pending: Option<&mut Pending>,
-    ) -> usize {
+    ) -> (usize, Vec<Delivery>) {
         let persistent = pending.as_ref().is_some_and(|p| p.persistent);
         let now = self.clock.now();
         let mut moved = 0;
+        let mut elsewhere = Vec::new();
         for old in deliveries {
-            let Some(group) = old
-                .group
-                .as_deref()
-                .and_then(|key| self.shared.read().group(key))
-            else {
-                continue;
-            };
-            let message = &old.message;
-            if message.is_expired(now) {
+            if old.message.is_expired(now) {
                 Metrics::inc(&ctx.metrics.expired);
                 continue;
             }
+            let group = old
+                .group
+                .as_deref()
+                .and_then(|key| self.shared.read().group(key));
+            // In cluster mode the group spans the nodes: a member connected elsewhere is
+            // preferred to one away here.
+            let spans_nodes =
+                ctx.groups == GroupScope::Local && !crate::cluster::is_local(&old.message.topic);
+            if spans_nodes && group.as_ref().is_none_or(|g| !g.any_connected()) {
+                elsewhere.push(old);
+                continue;
+            }
+            let Some(group) = group else {
+                continue;
+            };
+            let message = &old.message;
             let ask = |presence| Ask {
                 message,
                 ctx,
@@ -540,7 +551,7 @@ impl Router {
                 moved += 1;
             }
         }
-        moved
+        (moved, elsewhere)
     }
 
     /// Decides whether `target` takes the message: the ACL, whether the session is connected

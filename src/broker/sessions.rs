@@ -498,8 +498,18 @@ impl Broker {
         if !broker.persistent() {
             let ctx = broker.route_context(QueueFullPolicy::Backpressure);
             let total = ended.moving.len();
-            let moved = broker.router.redistribute(ended.moving, &ctx, None);
-            log_moved(&handle.client_id, moved, total - moved);
+            let (moved, elsewhere) = broker.router.redistribute(ended.moving, &ctx, None);
+            if elsewhere.is_empty() {
+                log_moved(&handle.client_id, moved, total - moved);
+                return;
+            }
+            let client_id = Arc::clone(&handle.client_id);
+            tokio::spawn(async move {
+                let given = elsewhere.len();
+                let given_back = broker.give_back(&elsewhere).await;
+                let moved = moved + if given_back { given } else { 0 };
+                log_moved(&client_id, moved, total - moved);
+            });
             return;
         }
         let client_id = Arc::clone(&handle.client_id);
@@ -629,9 +639,24 @@ impl Broker {
                 }
             }
             let ctx = self.route_context(QueueFullPolicy::Backpressure);
-            let moved = self
-                .router
-                .redistribute(shared.clone(), &ctx, Some(&mut pending));
+            let (mut moved, elsewhere) =
+                self.router
+                    .redistribute(shared.clone(), &ctx, Some(&mut pending));
+            // To the group's members on other nodes, before the old entries go.
+            if !elsewhere.is_empty() {
+                if !self.give_back(&elsewhere).await {
+                    pending.release(false);
+                    error!(
+                        client_id,
+                        "could not give an ended session's shared subscription messages back to the cluster; retrying"
+                    );
+                    if !self.pause_before_retry().await {
+                        return None;
+                    }
+                    continue;
+                }
+                moved += elsewhere.len();
+            }
             let committed = self.commit(std::mem::take(&mut pending.ops)).await;
             // A failed commit drops the copies just placed (their gate fails).
             pending.release(committed);

@@ -817,15 +817,18 @@ async fn rebuild(
                 .as_ref()
                 .and_then(|h| h.get(wire::CLIENT))
                 .is_some_and(|client| client.as_str() == &*handle.client_id);
-            if let Some(message) = inbound::stream_message(
-                broker,
-                &m.subject,
-                m.headers.as_ref(),
-                m.payload.clone(),
-                sequence,
-                age,
-            )
-            .map(|r| r.message)
+            // A message for one Shared Subscription group only is not replayed.
+            let for_group = wire::group_of(m.headers.as_ref()).is_some();
+            if !for_group
+                && let Some(message) = inbound::stream_message(
+                    broker,
+                    &m.subject,
+                    m.headers.as_ref(),
+                    m.payload.clone(),
+                    sequence,
+                    age,
+                )
+                .map(|r| r.message)
             {
                 match broker.route_to(
                     &message,

@@ -207,6 +207,10 @@ async fn deliver_batch(broker: &Arc<Broker>, batch: &[async_nats::jetstream::Mes
             continue;
         }
         last = last.max(sequence);
+        if wire::group_of(m.headers.as_ref()).is_some() {
+            // For one Shared Subscription group, whose consumer brings it.
+            continue;
+        }
         let received = stream_message(
             broker,
             &m.subject,

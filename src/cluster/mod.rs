@@ -415,6 +415,39 @@ impl Cluster {
         ok
     }
 
+    /// Writes the messages of `deliveries` (of an ended member of a Shared Subscription) to
+    /// the stream again, each marked for its group only (see [`shares`]); true once JetStream
+    /// confirmed them all.
+    pub(crate) async fn give_back(
+        &self,
+        deliveries: &[crate::session::Delivery],
+        now: std::time::Instant,
+    ) -> bool {
+        let c = &self.config;
+        let mut writes = Vec::with_capacity(deliveries.len());
+        for d in deliveries {
+            let (Some(group), m) = (&d.group, &d.message) else {
+                continue;
+            };
+            let Ok(subject) = subject::topic_subject(&c.stream_subject, &m.topic) else {
+                continue;
+            };
+            let mut headers = wire::headers(m, &c.node, now);
+            headers.insert(wire::GROUP, shares::group_id(group).as_str());
+            let id = self.next_write.fetch_add(1, Relaxed);
+            headers.insert(
+                "Nats-Msg-Id",
+                format!("{}-{:x}-{id}", c.node, self.run).as_str(),
+            );
+            writes.push((subject, headers, m.payload.clone()));
+        }
+        let ok = self.store_all(writes).await;
+        if !ok {
+            self.stats.publish_failures.fetch_add(1, Relaxed);
+        }
+        ok
+    }
+
     /// Writes to JetStream until each write is confirmed, trying the failed ones again (a
     /// stream without a leader for a moment), for at most `ack_timeout`. True if all were.
     async fn store_all(

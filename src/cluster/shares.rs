@@ -110,8 +110,7 @@ struct Group {
 
 impl Group {
     fn new(key: String, filter: String) -> Group {
-        let digest = sha2::Sha256::digest(key.as_bytes());
-        let id = digest[..10].iter().map(|b| format!("{b:02x}")).collect();
+        let id = group_id(&key);
         Group {
             key: Arc::from(key),
             filter,
@@ -124,6 +123,13 @@ impl Group {
     fn connected_here(&self, broker: &Broker) -> bool {
         broker.router.group_presence(&self.key) == Some(true)
     }
+}
+
+/// The name of group `key` in NATS (its consumers, queue group and given-back messages):
+/// 20 hex digits of the SHA-256 of `$share/{ShareName}/{filter}`, the same on every node.
+pub(super) fn group_id(key: &str) -> String {
+    let digest = sha2::Sha256::digest(key.as_bytes());
+    digest[..10].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -325,6 +331,11 @@ async fn deliver(
             continue;
         }
         let sequence = m.info().map(|i| i.stream_sequence).unwrap_or(0);
+        if wire::group_of(m.headers.as_ref()).is_some_and(|id| id != group.id) {
+            // Given back for another group.
+            taken.push(m);
+            continue;
+        }
         let Some(received) = super::inbound::stream_message(
             broker,
             &m.subject,

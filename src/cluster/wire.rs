@@ -13,6 +13,7 @@
 //! | `Roost-Content-Type`, `Roost-Response-Topic` | percent-encoded UTF-8 |
 //! | `Roost-Correlation-Data` | base64 |
 //! | `Roost-User-Property` | `name=value`, each percent-encoded; once per property, in order |
+//! | `Roost-Group` | only in the stream: the message is for one Shared Subscription group (the hash naming its consumers), not for ordinary subscriptions; an ended member's unacknowledged message, written again for the group's members on other nodes |
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,6 +28,14 @@ use crate::codec::{PublishProperties, QoS};
 use crate::session::Message;
 
 pub(crate) const ORIGIN: &str = "Roost-Origin";
+/// The Shared Subscription a message written to the stream again is for (the hash of
+/// `$share/...` that names its consumers), and nobody else: an ended member's unacknowledged
+/// message, for the group's other members.
+pub(crate) const GROUP: &str = "Roost-Group";
+/// True if a stream message is for one Shared Subscription only (see [`GROUP`]).
+pub(crate) fn group_of(headers: Option<&HeaderMap>) -> Option<&str> {
+    headers.and_then(|h| h.get(GROUP)).map(|v| v.as_str())
+}
 /// The client id of a QoS 1/2 message's publisher (for No Local on its own node).
 pub(crate) const CLIENT: &str = "Roost-Client";
 /// A QoS 0 message's id, unique in the cluster: a node that receives it on several of its
