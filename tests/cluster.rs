@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::bridge::{next_message, next_within};
-use common::cluster::start_node;
+use common::cluster::{start_node, start_three};
 use common::nats::{self, NatsCluster};
 use common::{RawClient, WAIT, ack, connect_packet, publish, publish_with, subscribe};
 use futures_util::StreamExt;
@@ -84,11 +84,7 @@ fn start_nats() -> Option<NatsCluster> {
 async fn messages_cross_nodes_once_per_session_at_the_granted_qos() {
     let Some(cluster) = start_nats() else { return };
     let urls = cluster.urls();
-    let (n1, n2, n3) = (
-        start_node(&urls, "n1").await,
-        start_node(&urls, "n2").await,
-        start_node(&urls, "n3").await,
-    );
+    let (n1, n2, n3) = start_three(&urls).await;
 
     // On n2, a 3.1.1 session with two overlapping filters.
     let mut a = client(&n2, Version::V311, "a").await;
@@ -162,11 +158,7 @@ async fn messages_cross_nodes_once_per_session_at_the_granted_qos() {
 async fn retained_messages_are_shared_by_every_node() {
     let Some(cluster) = start_nats() else { return };
     let urls = cluster.urls();
-    let (n1, n2, n3) = (
-        start_node(&urls, "n1").await,
-        start_node(&urls, "n2").await,
-        start_node(&urls, "n3").await,
-    );
+    let (n1, n2, n3) = start_three(&urls).await;
     let mut p = client(&n1, Version::V311, "p").await;
     for (topic, payload) in [("r/1", "one"), ("r/2", "two")] {
         publish_acked(
@@ -235,11 +227,7 @@ where
 async fn a_connect_on_another_node_takes_the_session_over() {
     let Some(cluster) = start_nats() else { return };
     let urls = cluster.urls();
-    let (n1, n2, n3) = (
-        start_node(&urls, "n1").await,
-        start_node(&urls, "n2").await,
-        start_node(&urls, "n3").await,
-    );
+    let (n1, n2, n3) = start_three(&urls).await;
     let mut first = client(&n1, Version::V5, "dev").await;
     let mut second = client(&n2, Version::V5, "dev").await;
     match first.recv().await {

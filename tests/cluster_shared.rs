@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::bridge::next_within;
-use common::cluster::start_node;
+use common::cluster::{start_node, start_three};
 use common::nats::{self, NatsCluster};
 use common::{RawClient, WAIT, ack, connect_packet, publish, subscribe};
 use parking_lot::Mutex;
@@ -179,11 +179,7 @@ fn expected(names: &[String]) -> BTreeMap<String, usize> {
 async fn a_shared_subscription_spans_the_nodes() {
     let Some(cluster) = start_nats() else { return };
     let urls = cluster.urls();
-    let (n1, n2, n3) = (
-        start_node(&urls, "n1").await,
-        start_node(&urls, "n2").await,
-        start_node(&urls, "n3").await,
-    );
+    let (n1, n2, n3) = start_three(&urls).await;
     let g = "$share/g/jobs/#";
     let clients = vec![
         member(&n1, Version::V5, "g1", g).await,
@@ -268,11 +264,7 @@ async fn publish_many(p: &mut RawClient, topic: &str, prefix: &str, count: u16) 
 async fn a_group_keeps_its_messages_while_its_members_are_away() {
     let Some(cluster) = start_nats() else { return };
     let urls = cluster.urls();
-    let (n1, n2, n3) = (
-        start_node(&urls, "n1").await,
-        start_node(&urls, "n2").await,
-        start_node(&urls, "n3").await,
-    );
+    let (n1, n2, n3) = start_three(&urls).await;
     let w = "$share/w/work/#";
     let (mut d, _) = connect(&n1, durable(Version::V5, "d")).await;
     subscribe_to(&mut d, w, QoS::AtLeastOnce).await;

@@ -31,44 +31,51 @@ pub(super) async fn run_subscription(
     let Some(cluster) = broker.cluster.as_ref() else {
         return;
     };
-    let prefix = &cluster.config.prefix;
     while let Some(m) = subscriber.next().await {
-        // A Roost node's copy of a QoS 1/2 message: it comes through the stream.
-        if wire::is_stream_copy(m.headers.as_ref()) {
-            continue;
-        }
-        let Some(topic) = subject::subject_topic(prefix, &m.subject) else {
-            continue;
-        };
-        if !crate::topic::valid_topic_name(&topic) {
-            continue;
-        }
         // Once per node, however many of its subscriptions match: by the message's id, or
         // for NATS applications' messages (which have none) by the first matching filter.
-        let id = m.headers.as_ref().and_then(|h| h.get(wire::ID));
-        let first = match id {
+        let once = |topic: &str| match m.headers.as_ref().and_then(|h| h.get(wire::ID)) {
             Some(id) => cluster.interest().first_copy(id.as_str()),
-            None => cluster.interest().routes(&filter, &topic),
+            None => cluster.interest().routes(&filter, topic),
         };
-        if !first {
-            continue;
-        }
-        let now = broker.clock.now();
-        let Some(received) = wire::read(
-            topic,
-            m.headers.as_ref(),
-            m.payload,
-            QoS::AtMostOnce,
-            QoS::AtMostOnce,
-            now,
-            Duration::ZERO,
-        ) else {
-            debug!(subject = %m.subject, "cluster: message with malformed headers ignored");
+        let Some(received) = core_message(&broker, &m, once) else {
             continue;
         };
         cluster.stats.received.fetch_add(1, Relaxed);
         broker.route_only(&received.message, QueueFullPolicy::DropNew, None);
     }
+}
+
+/// The QoS 0 Application Message of a message on a topic's subject, if it is one and `take`
+/// (given its topic) agrees: `None` for a Roost node's copy of a QoS 1/2 message (that
+/// comes through the stream), a subject that is no Topic Name, or malformed headers.
+pub(super) fn core_message(
+    broker: &Broker,
+    m: &async_nats::Message,
+    take: impl FnOnce(&str) -> bool,
+) -> Option<wire::Received> {
+    let cluster = broker.cluster.as_ref()?;
+    if wire::is_stream_copy(m.headers.as_ref()) {
+        return None;
+    }
+    let topic = subject::subject_topic(&cluster.config.prefix, &m.subject)
+        .filter(|t| crate::topic::valid_topic_name(t))?;
+    if !take(&topic) {
+        return None;
+    }
+    let received = wire::read(
+        topic,
+        m.headers.as_ref(),
+        m.payload.clone(),
+        QoS::AtMostOnce,
+        QoS::AtMostOnce,
+        broker.clock.now(),
+        Duration::ZERO,
+    );
+    if received.is_none() {
+        debug!(subject = %m.subject, "cluster: message with malformed headers ignored");
+    }
+    received
 }
 
 /// Reads the stream of QoS 1/2 messages through this node's durable consumer, for ever

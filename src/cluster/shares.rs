@@ -32,7 +32,6 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::broker::{Broker, Pending, Routed};
-use crate::codec::QoS;
 use crate::config::QueueFullPolicy;
 
 use super::{subject, wire};
@@ -244,7 +243,6 @@ async fn take_qos0(
     let Some(cluster) = broker.cluster.as_ref() else {
         return;
     };
-    let prefix = &cluster.config.prefix;
     loop {
         let m = tokio::select! {
             m = messages.next() => match m {
@@ -253,26 +251,7 @@ async fn take_qos0(
             },
             _ = quit.cancelled() => return,
         };
-        // A Roost node's copy of a QoS 1/2 message: the group's consumer brings it.
-        if wire::is_stream_copy(m.headers.as_ref()) {
-            continue;
-        }
-        let Some(topic) = subject::subject_topic(prefix, &m.subject) else {
-            continue;
-        };
-        if !crate::topic::valid_topic_name(&topic) {
-            continue;
-        }
-        let Some(received) = wire::read(
-            topic,
-            m.headers.as_ref(),
-            m.payload,
-            QoS::AtMostOnce,
-            QoS::AtMostOnce,
-            broker.clock.now(),
-            Duration::ZERO,
-        ) else {
-            debug!(subject = %m.subject, "cluster: message with malformed headers ignored");
+        let Some(received) = super::inbound::core_message(&broker, &m, |_| true) else {
             continue;
         };
         cluster.stats.received.fetch_add(1, Relaxed);

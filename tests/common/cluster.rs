@@ -73,3 +73,13 @@ pub async fn wait_state(
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
+
+/// Starts three in-memory nodes `n1`, `n2` and `n3`.
+#[allow(dead_code)]
+pub async fn start_three(urls: &[String]) -> (BrokerHandle, BrokerHandle, BrokerHandle) {
+    (
+        start_node(urls, "n1").await,
+        start_node(urls, "n2").await,
+        start_node(urls, "n3").await,
+    )
+}
