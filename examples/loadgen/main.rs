@@ -139,6 +139,14 @@ pub struct PubSubArgs {
     /// side of a bridge).
     #[arg(long)]
     sub_port: Option<u16>,
+    /// Subscribers connect to these ports in turn (comma-separated), e.g. one per cluster
+    /// node; overrides --sub-port.
+    #[arg(long, value_delimiter = ',')]
+    sub_ports: Vec<u16>,
+    /// Subscribers join the Shared Subscription `$share/{NAME}/...`: each message is
+    /// expected once among them all, not once per subscriber.
+    #[arg(long, value_name = "NAME")]
+    share: Option<String>,
 }
 
 /// Options of the `conn` scenario.

@@ -88,6 +88,9 @@ pub async fn run(common: &Common, args: &PubSubArgs) -> Result<(), String> {
     if args.pairs && pubs != subs {
         return Err("--pairs needs as many publishers as subscribers".into());
     }
+    if args.pairs && args.share.is_some() {
+        return Err("--pairs and --share do not go together".into());
+    }
     if args.size < Stamp::LEN {
         return Err(format!("--size must be at least {} bytes", Stamp::LEN));
     }
@@ -124,6 +127,14 @@ pub async fn run(common: &Common, args: &PubSubArgs) -> Result<(), String> {
             topic(&run_id, 0)
         } else {
             format!("lg/{run_id}/+")
+        };
+        let filter = match &args.share {
+            Some(name) => format!("$share/{name}/{filter}"),
+            None => filter,
+        };
+        let sub_addr = match args.sub_ports.get(s % args.sub_ports.len().max(1)) {
+            Some(&port) => SocketAddr::new(addr.ip(), port),
+            None => sub_addr,
         };
         let mut o = opts(format!("lg-{run_id}-sub-{s}"), true, sub_addr);
         let persistent = args.persistent_subs;
@@ -177,6 +188,7 @@ pub async fn run(common: &Common, args: &PubSubArgs) -> Result<(), String> {
             conn,
             ctx: Arc::clone(&ctx),
             idle: Duration::from_secs_f64(args.idle_timeout),
+            group_total: args.share.as_ref().map(|_| args.count * pubs as u64),
         };
         sub_tasks.push(tokio::spawn(sub.run(expected)));
     }
@@ -197,7 +209,7 @@ pub async fn run(common: &Common, args: &PubSubArgs) -> Result<(), String> {
         };
         pub_tasks.push(tokio::spawn(publisher.run()));
     }
-    let expected_total = if args.pairs {
+    let expected_total = if args.pairs || args.share.is_some() {
         args.count * pubs as u64
     } else {
         args.count * pubs as u64 * subs as u64
@@ -248,10 +260,36 @@ pub async fn run(common: &Common, args: &PubSubArgs) -> Result<(), String> {
             per_pub[p].2 += t.out_of_order;
         }
     }
+    if args.share.is_some() {
+        // One copy among all subscribers: what one got is not missing from the others.
+        (unique, dup) = (0, 0);
+        per_pub.iter_mut().for_each(|a| (a.0, a.1) = (0, 0));
+        for (p, anomalies) in per_pub.iter_mut().enumerate() {
+            let mut union = vec![0u64; args.count.div_ceil(64) as usize];
+            let mut copies = 0u64;
+            for r in &sub_results {
+                let t = &r.tracks[p];
+                copies += t.unique + t.duplicated;
+                for (u, w) in union.iter_mut().zip(&t.seen) {
+                    *u |= w;
+                }
+            }
+            let got: u64 = union.iter().map(|w| u64::from(w.count_ones())).sum();
+            unique += got;
+            dup += copies - got;
+            anomalies.0 = pub_results[p].sent.min(args.count).saturating_sub(got);
+            anomalies.1 = copies - got;
+        }
+    }
     // Deliveries expected for what was actually published (a timed-out publisher sent less).
+    let copies_each = if args.pairs || args.share.is_some() {
+        1
+    } else {
+        subs as u64
+    };
     let expected: u64 = pub_results
         .iter()
-        .map(|r| r.sent.min(args.count) * if args.pairs { 1 } else { subs as u64 })
+        .map(|r| r.sent.min(args.count) * copies_each)
         .sum();
     let lost = expected.saturating_sub(unique);
     let last_send = pub_results
@@ -295,6 +333,7 @@ pub async fn run(common: &Common, args: &PubSubArgs) -> Result<(), String> {
         .num("rate", args.rate)
         .num("inflight", f64::from(args.inflight))
         .bool("persistent_subs", args.persistent_subs)
+        .str("share", args.share.as_deref().unwrap_or(""))
         .num("published", published as f64)
         .num("expected", expected as f64)
         .num("received", unique as f64)
@@ -575,6 +614,9 @@ struct Subscriber {
     conn: Conn,
     ctx: Arc<Ctx>,
     idle: Duration,
+    /// As a member of a Shared Subscription: the messages expected among all members (the
+    /// subscriber stops once they all arrived, wherever).
+    group_total: Option<u64>,
 }
 
 impl Subscriber {
@@ -647,14 +689,29 @@ impl Subscriber {
                 last_progress = tokio::time::Instant::now();
             }
             self.conn.flush().await?;
-            if unique >= expected && awaiting_rel == 0 {
+            let all_here = match self.group_total {
+                Some(total) => self.ctx.received.load(Ordering::Relaxed) >= total,
+                None => unique >= expected,
+            };
+            if all_here && awaiting_rel == 0 {
                 return Ok(());
             }
             let until = (last_progress + self.idle).min(self.ctx.deadline);
-            match tokio::time::timeout_at(until, self.conn.read_more()).await {
+            // A group member looks at the others' progress now and then.
+            let wake = match self.group_total {
+                Some(_) => until.min(tokio::time::Instant::now() + Duration::from_millis(50)),
+                None => until,
+            };
+            let seen_before = self.ctx.received.load(Ordering::Relaxed);
+            match tokio::time::timeout_at(wake, self.conn.read_more()).await {
                 Ok(Ok(0)) => return Err("connection closed by the broker".into()),
                 Ok(Ok(_)) => {}
                 Ok(Err(e)) => return Err(e),
+                Err(_) if wake < until => {
+                    if self.ctx.received.load(Ordering::Relaxed) != seen_before {
+                        last_progress = tokio::time::Instant::now();
+                    }
+                }
                 Err(_) => {
                     r.timed_out = until >= self.ctx.deadline;
                     return Ok(());
