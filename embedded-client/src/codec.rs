@@ -95,7 +95,6 @@ fn user_properties(w: &mut Writer<'_>, pairs: &[(&str, &str)]) -> Result<(), Enc
 }
 
 /// `true` if `s` contains U+0000, which no MQTT string may carry (MQTT-1.5.4-2).
-#[cfg(feature = "v5")]
 fn has_nul(s: &str) -> bool {
     s.bytes().any(|b| b == 0)
 }
@@ -112,6 +111,14 @@ pub(crate) fn check_pairs(pairs: &[(&str, &str)]) -> Result<(), Error> {
 pub(crate) fn connect(buf: &mut [u8], c: &ConnectFields<'_>) -> Result<usize, Error> {
     if c.password.is_some() && c.username.is_none() && !c.v5 {
         // MQTT 3.1.1 forbids a password without a user name (3.1.1 MQTT-3.1.2-22).
+        return Err(Error::InvalidArgument);
+    }
+    // MQTT-1.5.4-2; a will topic is a topic name (MQTT-3.1.3-11, MQTT-4.7.3-1).
+    if has_nul(c.client_id)
+        || c.username.is_some_and(has_nul)
+        || c.will
+            .is_some_and(|w| has_nul(w.topic) || w.topic.is_empty() || w.topic.contains(['+', '#']))
+    {
         return Err(Error::InvalidArgument);
     }
     #[cfg(feature = "v5")]
@@ -199,8 +206,8 @@ pub(crate) fn publish(
     let aliased = matches!(extra, Some(e) if e.alias != 0);
     #[cfg(not(feature = "v5"))]
     let aliased = false;
-    // MQTT-4.7.3-1 (unless a topic alias stands for it), MQTT-3.3.2-2.
-    if (topic.is_empty() && !aliased) || topic.contains(['+', '#']) {
+    // MQTT-4.7.3-1 (unless a topic alias stands for it), MQTT-3.3.2-2, MQTT-1.5.4-2.
+    if (topic.is_empty() && !aliased) || topic.contains(['+', '#']) || has_nul(topic) {
         return Err(Error::InvalidArgument);
     }
     #[cfg(feature = "v5")]
@@ -281,7 +288,12 @@ pub(crate) fn subscribe(
     subs: &[crate::Subscription<'_>],
     #[cfg(feature = "v5")] props: &crate::SubscribeProperties<'_>,
 ) -> Result<usize, Error> {
-    if subs.is_empty() || subs.iter().any(|s| s.qos as u8 > MAX_QOS) {
+    // MQTT-4.7.3-1, MQTT-1.5.4-2.
+    if subs.is_empty()
+        || subs
+            .iter()
+            .any(|s| s.qos as u8 > MAX_QOS || s.filter.is_empty() || has_nul(s.filter))
+    {
         return Err(Error::InvalidArgument);
     }
     #[cfg(feature = "v5")]
@@ -321,7 +333,7 @@ pub(crate) fn unsubscribe(
     pid: u16,
     filters: &[&str],
 ) -> Result<usize, Error> {
-    if filters.is_empty() {
+    if filters.is_empty() || filters.iter().any(|f| f.is_empty() || has_nul(f)) {
         return Err(Error::InvalidArgument);
     }
     let _ = v5;

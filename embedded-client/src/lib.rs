@@ -323,8 +323,9 @@ pub enum Error {
         /// Reason code (>= 0x80).
         reason: u8,
     },
-    /// Invalid argument (empty topic, wildcard in a publish topic, string over 64 KiB, QoS
-    /// above the server's maximum, QoS 2 without the `qos2` feature, ...). Nothing was sent.
+    /// Invalid argument (empty topic or filter, wildcard in a publish or will topic, U+0000
+    /// in a string, string over 64 KiB, QoS above the server's maximum, QoS 2 without the
+    /// `qos2` feature, ...). Nothing was sent.
     InvalidArgument,
 }
 

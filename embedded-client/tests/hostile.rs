@@ -252,6 +252,60 @@ async fn a_connection_lost_between_delivery_and_acknowledgement() {
     }
 }
 
+/// MQTT strings cannot carry U+0000 (MQTT-1.5.4-2). A topic with one is refused up front:
+/// sent, the server closes the connection, and a stored QoS 1/2 message would be resent, and
+/// refused, at every reconnect.
+#[tokio::test]
+async fn nul_in_a_topic_or_filter_is_refused_and_nothing_is_sent() {
+    for p in protocols() {
+        let mut b = Bufs::std();
+        let mut c = b.client();
+        let (io, mut peer) = pipe(4096);
+        let o = persistent("c", p);
+        let r = handshake(&mut c, io, &o, &mut peer, &connack(p, false)).await;
+        r.unwrap();
+        for qos in [QoS::AtMostOnce, QoS::AtLeastOnce] {
+            assert_eq!(
+                c.publish("a\0b", b"x", qos, false).await,
+                Err(Error::InvalidArgument),
+                "{p:?}"
+            );
+        }
+        assert_eq!(
+            c.subscribe(&[roost_client::Subscription::new("a/\0", QoS::AtMostOnce)])
+                .await,
+            Err(Error::InvalidArgument)
+        );
+        assert_eq!(
+            c.unsubscribe(&["\0"]).await,
+            Err(Error::InvalidArgument),
+            "{p:?}"
+        );
+        assert_eq!(c.inflight(), 0);
+        assert!(c.store().is_empty());
+        assert!(c.is_connected());
+        assert!(peer.silent().await, "{p:?}: something was sent");
+        // A client identifier, user name or will topic with U+0000: no CONNECT at all.
+        for bad in 0..3 {
+            let mut o = opts("c", p);
+            let will = roost_client::Will {
+                topic: "w\0",
+                payload: b"",
+                qos: QoS::AtMostOnce,
+                retain: false,
+            };
+            match bad {
+                0 => o.client_id = "c\0",
+                1 => o.username = Some("u\0"),
+                _ => o.will = Some(will),
+            }
+            let (io, mut peer) = pipe(4096);
+            assert_eq!(c.connect(io, &o).await, Err(Error::InvalidArgument));
+            assert!(peer.silent().await, "{p:?} {bad}: CONNECT sent");
+        }
+    }
+}
+
 /// Caller errors with v5 properties: properties that do not fit the transmit buffer, a
 /// Subscription Identifier out of range. Nothing is sent or stored, the connection stays.
 #[cfg(feature = "v5")]
