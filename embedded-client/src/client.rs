@@ -407,10 +407,13 @@ where
     /// server DISCONNECT, while it is still in the receive buffer: right after
     /// [`connect`](Self::connect) returned (also with [`Error::Refused`]), after
     /// [`poll`](Self::poll) returned its event or error ([`Error::Rejected`],
-    /// [`Error::ServerDisconnect`]), until the next `poll` or `connect`. Empty otherwise.
+    /// [`Error::ServerDisconnect`]), until the next `poll` or `connect`. Empty otherwise, and
+    /// always on a 3.1.1 connection.
     #[cfg(feature = "v5")]
     pub fn last_properties(&self) -> crate::Properties<'_> {
-        let pkt = self.rx.get(..self.last).unwrap_or(&[]);
+        // 3.1.1 packets have none (a SUBACK's return codes are not a property block).
+        let last = if self.v5 { self.last } else { 0 };
+        let pkt = self.rx.get(..last).unwrap_or(&[]);
         let block = match FixedHeader::parse(pkt) {
             Ok(Some(h)) => h
                 .body(pkt)

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::*;
 use embedded_io_adapters::tokio_1::FromTokio;
-use roost_client::{Client, Error, Protocol, QoS, Record, SessionStore, StoreError};
+use roost_client::{Client, Error, Event, Protocol, QoS, Record, SessionStore, StoreError};
 use roost_wire::FixedHeader;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 
@@ -304,6 +304,37 @@ async fn nul_in_a_topic_or_filter_is_refused_and_nothing_is_sent() {
             assert!(peer.silent().await, "{p:?} {bad}: CONNECT sent");
         }
     }
+}
+
+/// 3.1.1 packets have no properties: `reason_string` and `last_properties` must not read
+/// SUBACK return codes as a property block.
+#[cfg(feature = "v5")]
+#[tokio::test]
+async fn v311_acknowledgements_have_no_properties() {
+    let mut b = Bufs::std();
+    let mut c = b.client();
+    let (io, mut peer) = pipe(4096);
+    let r = handshake(
+        &mut c,
+        io,
+        &opts("c", Protocol::V311),
+        &mut peer,
+        &connack(Protocol::V311, false),
+    )
+    .await;
+    r.unwrap();
+    let s = c
+        .subscribe(&[roost_client::Subscription::new("a", QoS::AtMostOnce)])
+        .await
+        .unwrap();
+    peer.packet().await;
+    // Six return codes that happen to read as a property block with a reason string.
+    peer.send(&[0x90, 8, 0, s as u8, 5, 0x1f, 0, 2, b'h', b'i'])
+        .await;
+    let ev = tokio::time::timeout(WAIT, c.poll()).await.unwrap().unwrap();
+    assert!(matches!(ev, Event::SubAck { .. }), "{ev:?}");
+    assert_eq!(c.reason_string(), None);
+    assert_eq!(c.last_properties().count(), 0);
 }
 
 /// Caller errors with v5 properties: properties that do not fit the transmit buffer, a
