@@ -337,6 +337,60 @@ async fn v311_acknowledgements_have_no_properties() {
     assert_eq!(c.last_properties().count(), 0);
 }
 
+/// MQTT 5.0 section 3.2.2.3: a CONNACK whose Receive Maximum or Maximum Packet Size is 0,
+/// whose Maximum QoS is above 1, or that repeats a property, is malformed: connect fails
+/// with `Error::Protocol` instead of ignoring the value (Receive Maximum 0 read as "no
+/// limit" lets the client flood the server).
+#[cfg(feature = "v5")]
+#[tokio::test]
+async fn malformed_connack_limits_are_protocol_errors() {
+    let bad: &[&[u8]] = &[
+        // Receive Maximum 0
+        &[0x20, 6, 0, 0, 3, 0x21, 0, 0],
+        // Maximum Packet Size 0
+        &[0x20, 8, 0, 0, 5, 0x27, 0, 0, 0, 0],
+        // Maximum QoS 2 (only 0 or 1 may be sent)
+        &[0x20, 5, 0, 0, 2, 0x24, 2],
+        // Receive Maximum twice
+        &[0x20, 9, 0, 0, 6, 0x21, 0, 5, 0x21, 0, 9],
+        // Topic Alias Maximum twice
+        &[0x20, 9, 0, 0, 6, 0x22, 0, 5, 0x22, 0, 9],
+    ];
+    for connack in bad {
+        let mut b = Bufs::std();
+        let mut c = b.client();
+        let (io, mut peer) = pipe(4096);
+        let r = handshake(&mut c, io, &opts("c", Protocol::V5), &mut peer, connack).await;
+        assert_eq!(r, Err(Error::Protocol), "{connack:?}");
+        assert!(!c.is_connected());
+    }
+}
+
+/// MQTT 5.0 section 3.3.2.3.4: a PUBLISH with two Topic Alias properties is a protocol error
+/// (not "the last one wins").
+#[cfg(feature = "v5")]
+#[tokio::test]
+async fn a_publish_with_two_topic_aliases_is_a_protocol_error() {
+    let mut b = Bufs::std();
+    let mut storage = [0u8; 2 * (2 + 8)];
+    let mut c = b.client();
+    c.set_inbound_topic_aliases(&mut storage, 8);
+    let (io, mut peer) = pipe(4096);
+    let r = handshake(
+        &mut c,
+        io,
+        &opts("c", Protocol::V5),
+        &mut peer,
+        &[0x20, 3, 0, 0, 0],
+    )
+    .await;
+    r.unwrap();
+    peer.send(&[0x30, 11, 0, 1, b'a', 6, 0x23, 0, 1, 0x23, 0, 2, b'x'])
+        .await;
+    assert_eq!(next(&mut c).await, Err(Error::Protocol));
+    assert!(!c.is_connected());
+}
+
 /// Caller errors with v5 properties: properties that do not fit the transmit buffer, a
 /// Subscription Identifier out of range. Nothing is sent or stored, the connection stays.
 #[cfg(feature = "v5")]
