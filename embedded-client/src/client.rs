@@ -83,13 +83,9 @@ impl Slot {
 enum Handled {
     /// Nothing pending.
     None,
-    /// Handled; return it as an event once the acknowledgement is written.
+    /// Handled; return it as an event once the acknowledgement is written (for a PUBLISH:
+    /// before its PUBACK / PUBREC, see `Client::deferred`).
     Event,
-    /// A new QoS 2 message, already recorded as received: return it once PUBREC is written.
-    /// If the connection fails first, the record is undone so the server's resend of the
-    /// PUBLISH is delivered instead of being suppressed as a duplicate.
-    #[cfg(feature = "qos2")]
-    Deliver2(u16),
     /// Handled; nothing to report.
     Quiet,
     /// Handled; report this (non-fatal) error.
@@ -147,7 +143,9 @@ impl<'a> Message<'a> {
 /// Something [`Client::poll`] received.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Event<'a> {
-    /// An application message (already acknowledged; QoS 2 duplicates never appear).
+    /// An application message (QoS 2 duplicates never appear). Its PUBACK / PUBREC goes out
+    /// with the next call on the client (`poll`, `publish`, ..., `disconnect`), so the server
+    /// never takes as delivered a message that was not returned here.
     Message(Message<'a>),
     /// The QoS 1 message with this packet id was acknowledged: delivery complete.
     PubAck(u16),
@@ -204,6 +202,11 @@ pub struct Client<'b, T, C, S, const OUT: usize = MAX_INFLIGHT, const IN: usize 
     skip_len: usize,
     skip_ack: Option<(u8, u16)>,
     handled: Handled,
+    /// The PUBACK or PUBREC (kind, packet id) of the last message [`Client::poll`] returned,
+    /// sent by the next call on the client: a server never counts as delivered a message the
+    /// application did not get. Should the connection fail in between, a QoS 1 message comes
+    /// again, and a QoS 2 message, already recorded, is acknowledged but not delivered twice.
+    deferred: Option<(u8, u16)>,
     connected: bool,
     v5: bool,
     keepalive_ms: u64,
@@ -281,6 +284,7 @@ where
             skip_len: 0,
             skip_ack: None,
             handled: Handled::None,
+            deferred: None,
             connected: false,
             v5: false,
             keepalive_ms: 0,
@@ -403,10 +407,13 @@ where
     /// server DISCONNECT, while it is still in the receive buffer: right after
     /// [`connect`](Self::connect) returned (also with [`Error::Refused`]), after
     /// [`poll`](Self::poll) returned its event or error ([`Error::Rejected`],
-    /// [`Error::ServerDisconnect`]), until the next `poll` or `connect`. Empty otherwise.
+    /// [`Error::ServerDisconnect`]), until the next `poll` or `connect`. Empty otherwise, and
+    /// always on a 3.1.1 connection.
     #[cfg(feature = "v5")]
     pub fn last_properties(&self) -> crate::Properties<'_> {
-        let pkt = self.rx.get(..self.last).unwrap_or(&[]);
+        // 3.1.1 packets have none (a SUBACK's return codes are not a property block).
+        let last = if self.v5 { self.last } else { 0 };
+        let pkt = self.rx.get(..last).unwrap_or(&[]);
         let block = match FixedHeader::parse(pkt) {
             Ok(Some(h)) => h
                 .body(pkt)
@@ -594,7 +601,7 @@ where
 
     /// Waits for the next event from the server, handling acknowledgements, QoS 2 duplicate
     /// suppression and keepalive (PINGREQ while idle, [`Error::Timeout`] when PINGRESP does not
-    /// come) on the way.
+    /// come) on the way. First writes the acknowledgement of the message returned last.
     ///
     /// Cancel safe: dropping the future loses no data; call again to resume.
     pub async fn poll(&mut self) -> Result<Event<'_>, Error> {
@@ -615,14 +622,8 @@ where
 
     /// Drops the connection state (not the session).
     fn fail(&mut self) {
-        #[cfg(feature = "qos2")]
-        if let Handled::Deliver2(pid) = self.handled {
-            if let Some(i) = self.inb.iter().position(|&p| p == pid) {
-                self.inb[i] = 0;
-            }
-            self.store.remove(Record::Received(pid));
-        }
         self.connected = false;
+        self.deferred = None;
         self.tx_len = 0;
         self.tx_sent = 0;
         self.rx_len = 0;
@@ -663,11 +664,29 @@ where
         if !self.connected {
             return Err(Error::NotConnected);
         }
-        let r = self.flush_tx().await;
+        let mut r = self.flush_tx().await;
+        if r.is_ok() && self.queue_deferred()? {
+            r = self.flush_tx().await;
+        }
         if r.is_err() {
             self.fail();
         }
         r
+    }
+
+    /// Queues the deferred acknowledgement, if any, once `tx` is free and the message it
+    /// acknowledges has been returned. Says whether it did.
+    fn queue_deferred(&mut self) -> Result<bool, Error> {
+        if self.tx_len != 0 || self.handled != Handled::None {
+            return Ok(false);
+        }
+        match self.deferred.take() {
+            Some((kind, pid)) => {
+                self.ack(kind, pid, 0)?;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
     }
 
     /// Reads more bytes (or discards, while skipping), racing `deadline`.
@@ -706,10 +725,11 @@ where
             self.flush_tx().await?;
             match core::mem::replace(&mut self.handled, Handled::None) {
                 Handled::Event => return Ok(Ok(())),
-                #[cfg(feature = "qos2")]
-                Handled::Deliver2(_) => return Ok(Ok(())),
                 Handled::Fail(e) => return Ok(Err(e)),
                 Handled::Quiet | Handled::None => {}
+            }
+            if self.queue_deferred()? {
+                continue;
             }
             if self.rx_done > 0 {
                 crate::move_bytes(self.rx, self.rx_done, self.rx_len, 0);
@@ -905,12 +925,13 @@ where
         }
     }
 
-    /// Acknowledges an incoming PUBLISH; says whether to deliver it.
+    /// Handles an incoming PUBLISH: says whether to deliver it, and leaves its PUBACK /
+    /// PUBREC in `deferred`, to go out after delivery.
     fn on_publish(&mut self, qos: u8, pid: u16) -> Result<Handled, Error> {
         match qos {
             0 => Ok(Handled::Event),
             1 => {
-                self.ack(PUBACK, pid, 0)?;
+                self.deferred = Some((PUBACK, pid));
                 Ok(Handled::Event)
             }
             #[cfg(feature = "qos2")]
@@ -928,8 +949,8 @@ where
                     .save(Record::Received(pid), &[])
                     .map_err(|_| Error::StoreFull)?;
                 self.inb[i] = pid;
-                self.ack(PUBREC, pid, 0)?;
-                Ok(Handled::Deliver2(pid))
+                self.deferred = Some((PUBREC, pid));
+                Ok(Handled::Event)
             }
             _ => Err(Error::Protocol),
         }

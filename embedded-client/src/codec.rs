@@ -95,7 +95,6 @@ fn user_properties(w: &mut Writer<'_>, pairs: &[(&str, &str)]) -> Result<(), Enc
 }
 
 /// `true` if `s` contains U+0000, which no MQTT string may carry (MQTT-1.5.4-2).
-#[cfg(feature = "v5")]
 fn has_nul(s: &str) -> bool {
     s.bytes().any(|b| b == 0)
 }
@@ -112,6 +111,14 @@ pub(crate) fn check_pairs(pairs: &[(&str, &str)]) -> Result<(), Error> {
 pub(crate) fn connect(buf: &mut [u8], c: &ConnectFields<'_>) -> Result<usize, Error> {
     if c.password.is_some() && c.username.is_none() && !c.v5 {
         // MQTT 3.1.1 forbids a password without a user name (3.1.1 MQTT-3.1.2-22).
+        return Err(Error::InvalidArgument);
+    }
+    // MQTT-1.5.4-2; a will topic is a topic name (MQTT-3.1.3-11, MQTT-4.7.3-1).
+    if has_nul(c.client_id)
+        || c.username.is_some_and(has_nul)
+        || c.will
+            .is_some_and(|w| has_nul(w.topic) || w.topic.is_empty() || w.topic.contains(['+', '#']))
+    {
         return Err(Error::InvalidArgument);
     }
     #[cfg(feature = "v5")]
@@ -199,8 +206,8 @@ pub(crate) fn publish(
     let aliased = matches!(extra, Some(e) if e.alias != 0);
     #[cfg(not(feature = "v5"))]
     let aliased = false;
-    // MQTT-4.7.3-1 (unless a topic alias stands for it), MQTT-3.3.2-2.
-    if (topic.is_empty() && !aliased) || topic.contains(['+', '#']) {
+    // MQTT-4.7.3-1 (unless a topic alias stands for it), MQTT-3.3.2-2, MQTT-1.5.4-2.
+    if (topic.is_empty() && !aliased) || topic.contains(['+', '#']) || has_nul(topic) {
         return Err(Error::InvalidArgument);
     }
     #[cfg(feature = "v5")]
@@ -281,7 +288,12 @@ pub(crate) fn subscribe(
     subs: &[crate::Subscription<'_>],
     #[cfg(feature = "v5")] props: &crate::SubscribeProperties<'_>,
 ) -> Result<usize, Error> {
-    if subs.is_empty() || subs.iter().any(|s| s.qos as u8 > MAX_QOS) {
+    // MQTT-4.7.3-1, MQTT-1.5.4-2.
+    if subs.is_empty()
+        || subs
+            .iter()
+            .any(|s| s.qos as u8 > MAX_QOS || s.filter.is_empty() || has_nul(s.filter))
+    {
         return Err(Error::InvalidArgument);
     }
     #[cfg(feature = "v5")]
@@ -321,7 +333,7 @@ pub(crate) fn unsubscribe(
     pid: u16,
     filters: &[&str],
 ) -> Result<usize, Error> {
-    if filters.is_empty() {
+    if filters.is_empty() || filters.iter().any(|f| f.is_empty() || has_nul(f)) {
         return Err(Error::InvalidArgument);
     }
     let _ = v5;
@@ -421,13 +433,16 @@ pub(crate) fn decode_publish(
     let alias = {
         let mut alias = 0;
         let mut it = Properties::new(props);
+        let mut seen = 0;
         while let Some(p) = it.next_prop()? {
-            if let Property::U16(TOPIC_ALIAS, a) = p {
-                if a == 0 {
-                    // MQTT 5.0 section 3.3.2.3.4: 0 is not a valid alias.
-                    return Err(DecodeError::InvalidTopicName);
-                }
-                alias = a;
+            once(&mut seen, p.id())?;
+            match p {
+                // MQTT 5.0 section 3.3.2.3.4: 0 is not a valid alias.
+                Property::U16(TOPIC_ALIAS, 0) => return Err(DecodeError::InvalidTopicName),
+                Property::U16(TOPIC_ALIAS, a) => alias = a,
+                // Section 3.3.2.3.8: a Subscription Identifier of 0 is a protocol error.
+                Property::VarInt(SUBSCRIPTION_IDENTIFIER, 0) => return Err(INVALID_PROPERTY),
+                _ => {}
             }
         }
         alias
@@ -476,10 +491,17 @@ pub(crate) fn decode(first: u8, body: &[u8], v5: bool) -> Result<Inbound, Decode
             #[cfg(feature = "v5")]
             if v5 && !r.is_empty() {
                 let mut props = Properties::new(r.properties()?);
+                let mut seen = 0;
                 while let Some(p) = props.next_prop()? {
+                    once(&mut seen, p.id())?;
+                    // MQTT 5.0 section 3.2.2.3: Receive Maximum and Maximum Packet Size 0, a
+                    // Maximum QoS other than 0 or 1 are protocol errors.
                     match p {
-                        Property::U16(RECEIVE_MAXIMUM, v) if v > 0 => limits.receive_max = v,
-                        Property::U32(MAXIMUM_PACKET_SIZE, v) if v > 0 => limits.max_packet = v,
+                        Property::U16(RECEIVE_MAXIMUM, 0)
+                        | Property::U32(MAXIMUM_PACKET_SIZE, 0)
+                        | Property::Byte(MAXIMUM_QOS, 2..) => return Err(INVALID_PROPERTY),
+                        Property::U16(RECEIVE_MAXIMUM, v) => limits.receive_max = v,
+                        Property::U32(MAXIMUM_PACKET_SIZE, v) => limits.max_packet = v,
                         Property::U16(SERVER_KEEP_ALIVE, v) => limits.keep_alive = Some(v),
                         Property::Byte(MAXIMUM_QOS, v) => limits.max_qos = v,
                         Property::U16(TOPIC_ALIAS_MAXIMUM, v) => limits.topic_alias_max = v,
@@ -549,11 +571,35 @@ pub(crate) fn decode(first: u8, body: &[u8], v5: bool) -> Result<Inbound, Decode
     Ok(pk)
 }
 
-/// Checks that every property of `block` is well formed.
+/// Checks that every property of `block` is well formed and none but User Property repeats.
 #[cfg(feature = "v5")]
 fn check_properties(block: &[u8]) -> Result<(), DecodeError> {
     let mut props = Properties::new(block);
-    while props.next_prop()?.is_some() {}
+    let mut seen = 0;
+    while let Some(p) = props.next_prop()? {
+        once(&mut seen, p.id())?;
+    }
+    Ok(())
+}
+
+/// The error for a property a packet may not carry (again, or with that value); the client
+/// reports every decoding error as [`Error::Protocol`].
+#[cfg(feature = "v5")]
+const INVALID_PROPERTY: DecodeError = DecodeError::UnexpectedPacket;
+
+/// Records property `id` in `seen` (a bit per identifier); a second one is a protocol error
+/// (MQTT 5.0 section 2.2.2.2), except User Property and, in a PUBLISH, Subscription
+/// Identifier, which may repeat.
+#[cfg(feature = "v5")]
+fn once(seen: &mut u64, id: u8) -> Result<(), DecodeError> {
+    if id == USER_PROPERTY || id == SUBSCRIPTION_IDENTIFIER || id >= 64 {
+        return Ok(());
+    }
+    let bit = 1u64 << id;
+    if *seen & bit != 0 {
+        return Err(INVALID_PROPERTY);
+    }
+    *seen |= bit;
     Ok(())
 }
 

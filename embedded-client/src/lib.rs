@@ -28,11 +28,18 @@
 //! }
 //! ```
 //!
+//! A message [`Client::poll`] returns is acknowledged (PUBACK, PUBREC) by the next call on the
+//! client, never before it is returned: if the connection fails in between, the server sends a
+//! QoS 1 message again, and a QoS 2 message, recorded as received, is acknowledged but not
+//! delivered twice.
+//!
 //! The sending methods ([`Client::publish`], [`Client::subscribe`], ...) are cancel safe in a
-//! weaker sense: once the future has been polled once the packet is encoded and (for QoS > 0)
-//! recorded; if it is dropped while writing, the remaining bytes are written first by the next
-//! call on the client, so the stream is never corrupted. [`Client::connect`] is not cancel safe:
-//! a cancelled connect leaves the client disconnected.
+//! weaker sense: a dropped future never corrupts the stream (the remaining bytes of a packet
+//! are written first by the next call on the client). Whether a dropped send happened is not
+//! known: it first finishes writing what an earlier call left (a packet, an acknowledgement),
+//! and only then encodes and (for QoS > 0) records its own packet; [`Client::inflight`] tells
+//! whether a QoS 1/2 message was recorded. [`Client::connect`] is not cancel safe: a cancelled
+//! connect leaves the client disconnected.
 //!
 //! This relies on the transport's `read`/`write` being cancel safe themselves, which
 //! embassy-net and the tokio adapter are.
@@ -316,8 +323,9 @@ pub enum Error {
         /// Reason code (>= 0x80).
         reason: u8,
     },
-    /// Invalid argument (empty topic, wildcard in a publish topic, string over 64 KiB, QoS
-    /// above the server's maximum, QoS 2 without the `qos2` feature, ...). Nothing was sent.
+    /// Invalid argument (empty topic or filter, wildcard in a publish or will topic, U+0000
+    /// in a string, string over 64 KiB, QoS above the server's maximum, QoS 2 without the
+    /// `qos2` feature, ...). Nothing was sent.
     InvalidArgument,
 }
 

@@ -22,10 +22,12 @@
 //! * each certificate of the server's chain is signed by the next one and the last by the CA
 //!   given (ECDSA P-256 with SHA-256; more with embedded-tls's features `p384`, `ed25519`
 //!   and `rsa`, the last one needs `alloc`);
-//! * the server's CertificateVerify signature over the handshake (proof of the private key);
+//! * the server's CertificateVerify signature over the handshake (proof of the private key),
+//!   and that the server sent both messages: [`connect`] fails otherwise (embedded-tls alone
+//!   accepts a handshake without them, see [`VerifiesServer`]);
 //! * the server name given to [`connect`] against the leaf's DNS subject alternative names
-//!   (or its common name when it has none); IP address names are not matched, so connect by
-//!   a DNS name;
+//!   and its common name (the common name is matched even when the certificate has DNS
+//!   names); IP address names are not matched, so connect by a DNS name;
 //! * the validity period, only when the clock type `Clk` returns the time
 //!   ([`NoClock`], the default, does not: a device without a calendar clock cannot check
 //!   expiry).
@@ -95,9 +97,19 @@ pub struct CaVerified<'a, R, Clk: TlsClock = NoClock, const CERT: usize = 2048> 
 /// every certificate of a chain as a signer without checking that it may sign (basic
 /// constraints, key usage), so an intermediate would let any certificate the CA issued, a
 /// device's client certificate too, sign a server certificate for any name.
+///
+/// It also keeps track of what the handshake proved: embedded-tls 0.19 accepts a server's
+/// Finished whether or not Certificate and CertificateVerify came before it, so a server
+/// that sends neither, or a copy of the genuine (public) certificate without proving it holds
+/// the key, would pass. [`connect`] checks [`VerifiesServer::server_authenticated`] after
+/// the handshake.
 struct SignedByCa<'a, Clk: TlsClock, const CERT: usize> {
     ca: &'a [u8],
     inner: CertVerifier<'a, Aes128GcmSha256, Clk, CERT>,
+    /// A Certificate message verified (chain, name, dates).
+    certified: bool,
+    /// A CertificateVerify verified against that certificate's key after it.
+    proven: bool,
 }
 
 impl<Clk: TlsClock, const CERT: usize> TlsVerifier<Aes128GcmSha256> for SignedByCa<'_, Clk, CERT> {
@@ -110,6 +122,9 @@ impl<Clk: TlsClock, const CERT: usize> TlsVerifier<Aes128GcmSha256> for SignedBy
         transcript: &<Aes128GcmSha256 as embedded_tls::TlsCipherSuite>::Hash,
         cert: embedded_tls::CertificateRef,
     ) -> Result<(), TlsError> {
+        // A new Certificate voids whatever an earlier one proved.
+        self.certified = false;
+        self.proven = false;
         let mut entries = cert.entries.iter();
         if !matches!(
             entries.next(),
@@ -122,14 +137,40 @@ impl<Clk: TlsClock, const CERT: usize> TlsVerifier<Aes128GcmSha256> for SignedBy
         if !only_ca {
             return Err(TlsError::InvalidCertificate);
         }
-        self.inner.verify_certificate(transcript, cert)
+        self.inner.verify_certificate(transcript, cert)?;
+        self.certified = true;
+        Ok(())
     }
 
     fn verify_signature(
         &mut self,
         verify: embedded_tls::CertificateVerifyRef,
     ) -> Result<(), TlsError> {
-        self.inner.verify_signature(verify)
+        // Only once, right after a verified certificate: embedded-tls panics on a
+        // CertificateVerify without a Certificate before it (or a second one).
+        if !self.certified || self.proven {
+            return Err(TlsError::InvalidHandshake);
+        }
+        self.inner.verify_signature(verify)?;
+        self.proven = true;
+        Ok(())
+    }
+}
+
+/// A [`CryptoProvider`] that can tell, after the handshake, whether the server authenticated
+/// itself: [`connect`] fails unless it did. [`CaVerified`] is one.
+pub trait VerifiesServer: CryptoProvider<CipherSuite = Aes128GcmSha256> {
+    /// `true` when the server sent a certificate that verified and then proved, with a
+    /// CertificateVerify that verified, that it holds the certificate's private key.
+    fn server_authenticated(&self) -> bool;
+}
+
+impl<R, Clk: TlsClock, const CERT: usize> VerifiesServer for CaVerified<'_, R, Clk, CERT>
+where
+    R: RngCore + CryptoRng,
+{
+    fn server_authenticated(&self) -> bool {
+        self.verifier.certified && self.verifier.proven
     }
 }
 
@@ -144,6 +185,8 @@ where
             verifier: SignedByCa {
                 ca: ca_der,
                 inner: CertVerifier::new(Certificate::X509(ca_der)),
+                certified: false,
+                proven: false,
             },
         }
     }
@@ -169,6 +212,9 @@ where
 
 /// Runs a TLS 1.3 handshake over `socket` with `server_name` (sent as SNI and matched
 /// against the certificate), verifying the server with `provider` (usually [`CaVerified`]).
+/// A handshake in which the server did not present a certificate that verified and prove it
+/// holds its key fails with [`TlsError::InvalidCertificate`] (embedded-tls alone would
+/// accept it: use this function rather than `TlsConnection::open`).
 ///
 /// `read_record` holds one received TLS record ([`MAX_RECORD`] bytes is always enough),
 /// `write_record` one record to send. On error, close the socket and start again.
@@ -177,14 +223,17 @@ pub async fn connect<'a, S, P>(
     read_record: &'a mut [u8],
     write_record: &'a mut [u8],
     server_name: &str,
-    provider: P,
+    mut provider: P,
 ) -> Result<Tls<'a, S>, TlsError>
 where
     S: Read + Write + 'a,
-    P: CryptoProvider<CipherSuite = Aes128GcmSha256>,
+    P: VerifiesServer,
 {
     let config = TlsConfig::new().with_server_name(server_name);
     let mut tls = TlsConnection::new(socket, read_record, write_record);
-    tls.open(TlsContext::new(&config, provider)).await?;
+    tls.open(TlsContext::new(&config, &mut provider)).await?;
+    if !provider.server_authenticated() {
+        return Err(TlsError::InvalidCertificate);
+    }
     Ok(tls)
 }
