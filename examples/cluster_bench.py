@@ -10,6 +10,10 @@ for every run (the NATS cluster too):
                JetStream before each PUBACK)
   alone        one Roost without [cluster] (the baseline)
 
+With --share, the subscribers (--subs, default 2) form one Shared Subscription group, spread
+over the nodes in turn (cross-node: nodes 2 and 1; same node: node 1; alone: the one node),
+and each message is expected once among them.
+
 Roost runs with its defaults (a store on disk, fsync). QoS 0 is published at a fixed rate
 (--rate0), QoS 1 as fast as the publisher's window of 100 allows. Medians of --runs runs,
 interleaved. Needs `cargo build --release --bin roost --example loadgen` and nats-server.
@@ -103,6 +107,10 @@ def run(kind, qos, args):
               "--rate", str(args.rate0 if qos == 0 else args.rate), "--idle-timeout", "10"]
         if args.persistent_subs:
             lg.append("--persistent-subs")
+        if args.share:
+            ports = [sub] if kind != "cross-node" else [p2, p1]
+            lg += ["--share", "bench", "--subs", str(args.subs),
+                   "--sub-ports", ",".join(str(p) for p in ports)]
         out = subprocess.run(lg, capture_output=True, text=True, timeout=args.max_secs + 30)
         lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
         if not lines:
@@ -127,6 +135,9 @@ def main():
     ap.add_argument("--max-secs", type=int, default=120)
     ap.add_argument("--persistent-subs", action="store_true",
                     help="durable subscribers (in cluster mode they take QoS 1/2 from the stream)")
+    ap.add_argument("--share", action="store_true",
+                    help="subscribers form one Shared Subscription group across the nodes")
+    ap.add_argument("--subs", type=int, default=2, help="members of the group (--share)")
     args = ap.parse_args()
     kinds = ["cross-node", "same node", "alone"]
     qos_levels = [int(q) for q in args.qos.split(",")]

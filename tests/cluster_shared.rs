@@ -317,6 +317,10 @@ async fn a_group_keeps_its_messages_while_its_members_are_away() {
 /// members (MQTT 5.0 4.8.2), on another node when none is left on its own: written to the
 /// stream again for that group only, so an ordinary subscriber does not get them twice.
 async fn ended_member_messages_go_to_another_node(with_store: bool) {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
     let Some(cluster) = start_nats() else { return };
     let urls = cluster.urls();
     let dir = tempfile::tempdir().expect("temp dir");
@@ -376,4 +380,41 @@ async fn an_ended_member_s_messages_go_to_a_member_on_another_node() {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_ended_member_s_stored_messages_go_to_a_member_on_another_node() {
     ended_member_messages_go_to_another_node(true).await;
+}
+
+/// A durable member that held unacknowledged messages of its group (in flight and queued)
+/// reconnects to another node: its Session moves, and the group's messages it held are given
+/// back to the group there, none lost (MQTT 5.0 4.8.2).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_moving_member_s_group_messages_are_not_lost() {
+    let Some(cluster) = start_nats() else { return };
+    let urls = cluster.urls();
+    let (n1, n2, n3) = start_three(&urls).await;
+    let w = "$share/m/moving/#";
+    let (mut d, _) = connect(&n1, durable(Version::V5, "d")).await;
+    subscribe_to(&mut d, w, QoS::AtLeastOnce).await;
+    let (mut p, _) = connect(&n2, connect_packet(Version::V5, "p")).await;
+    let receivers = Receivers::start(vec![d]);
+    await_interest(&mut p, &receivers, &[0], "moving/probe").await;
+    let mut d = receivers.finish().await.remove(0);
+    // d takes messages and acknowledges none, then its connection drops.
+    let names = publish_many(&mut p, "moving", "m", 60).await;
+    let mut held = 0;
+    while held < 10 {
+        match tokio::time::timeout(WAIT, d.recv()).await {
+            Ok(Some(Packet::Publish(m))) if &m.payload[..] != PROBE.as_bytes() => held += 1,
+            Ok(Some(Packet::Publish(_))) => {}
+            other => panic!("expected a PUBLISH, got {other:?}"),
+        }
+    }
+    drop(d);
+    let (d, present) = connect(&n3, durable(Version::V5, "d")).await;
+    assert!(present, "the Session moved to n3");
+    let receivers = Receivers::start(vec![d]);
+    receivers.wait_for(&[0], names.len()).await;
+    let counts = receivers.counts(&[0]);
+    for name in &names {
+        assert!(counts.contains_key(name), "{name} arrived");
+    }
+    receivers.finish().await;
 }

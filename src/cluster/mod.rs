@@ -31,7 +31,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use async_nats::jetstream::{self, kv, stream};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::broker::Broker;
 use crate::codec::QoS;
@@ -441,8 +441,14 @@ impl Cluster {
             );
             writes.push((subject, headers, m.payload.clone()));
         }
+        let count = writes.len();
         let ok = self.store_all(writes).await;
-        if !ok {
+        if ok {
+            debug!(
+                count,
+                "cluster: Shared Subscription messages given back to their groups"
+            );
+        } else {
             self.stats.publish_failures.fetch_add(1, Relaxed);
         }
         ok

@@ -47,10 +47,11 @@ pub(crate) struct ShareChange {
     pub add: bool,
 }
 
-/// Messages pulled in one request, and handled in one store commit at most.
-const BATCH: usize = 8;
-/// How long one pull request waits for messages: also how soon a node notices that its
-/// members left.
+/// Messages pulled in one request, and handled in one store commit at most. Smaller spreads
+/// a group's messages more evenly over the nodes; larger takes fewer requests.
+const BATCH: usize = 32;
+/// How long one pull request waits for messages; how soon a node notices that its members
+/// left.
 const PULL_EXPIRES: Duration = Duration::from_secs(1);
 /// JetStream gives a message to another node when its acknowledgement does not come in this
 /// time (the node died).
@@ -167,6 +168,50 @@ async fn take(broker: &Arc<Broker>, group: &Group, stop: &CancellationToken) -> 
         return Ok(());
     };
     let c = &cluster.config;
+    // QoS 0 first: it needs no setup in JetStream.
+    let queue = format!("roost_share_{}", group.id);
+    let mut subscribers = Vec::new();
+    for s in subject::filter_subjects(&c.prefix, &group.filter).map_err(|e| e.to_string())? {
+        subscribers.push(
+            cluster
+                .queue_client()
+                .queue_subscribe(s, queue.clone())
+                .await?,
+        );
+    }
+    let quit = stop.child_token();
+    let qos0 = tokio::spawn(take_qos0(
+        Arc::clone(broker),
+        Arc::clone(&group.key),
+        futures_util::stream::select_all(subscribers),
+        quit.clone(),
+    ));
+    info!(
+        group = &*group.key,
+        "cluster: serving a Shared Subscription"
+    );
+    let result = take_stream(broker, group, stop).await;
+    quit.cancel();
+    // Dropping the subscribers unsubscribes.
+    let _ = qos0.await;
+    info!(
+        group = &*group.key,
+        "cluster: no member connected here; the Shared Subscription is served elsewhere"
+    );
+    result
+}
+
+/// Takes the group's QoS 1/2 messages from its consumers (created if missing) while a member
+/// here is connected.
+async fn take_stream(
+    broker: &Arc<Broker>,
+    group: &Group,
+    stop: &CancellationToken,
+) -> Result<(), Error> {
+    let Some(cluster) = broker.cluster.as_ref() else {
+        return Ok(());
+    };
+    let c = &cluster.config;
     let stream = cluster.jetstream().get_stream(&c.stream).await?;
     let idle = match c.stream_max_age {
         0 => Duration::from_secs(7 * 24 * 3600),
@@ -194,43 +239,25 @@ async fn take(broker: &Arc<Broker>, group: &Group, stop: &CancellationToken) -> 
             inactive_threshold: idle,
             ..Default::default()
         };
-        consumers.push(stream.get_or_create_consumer(&name, config).await?);
+        // An existing consumer is taken as it is. Nodes whose first members came at the
+        // same time race to create it (with different start times): the loser takes the
+        // winner's.
+        let consumer = match stream.get_consumer(&name).await {
+            Ok(consumer) => consumer,
+            Err(_) => match stream.create_consumer(config).await {
+                Ok(consumer) => consumer,
+                Err(e) => stream.get_consumer(&name).await.map_err(|_| e)?,
+            },
+        };
+        consumers.push(consumer);
     }
-    let queue = format!("roost_share_{}", group.id);
-    let mut subscribers = Vec::new();
-    for s in subject::filter_subjects(&c.prefix, &group.filter).map_err(|e| e.to_string())? {
-        subscribers.push(
-            cluster
-                .queue_client()
-                .queue_subscribe(s, queue.clone())
-                .await?,
-        );
-    }
-    info!(
-        group = &*group.key,
-        "cluster: serving a Shared Subscription"
-    );
-    let quit = stop.child_token();
-    let qos0 = tokio::spawn(take_qos0(
-        Arc::clone(broker),
-        Arc::clone(&group.key),
-        futures_util::stream::select_all(subscribers),
-        quit.clone(),
-    ));
-    let pulls = futures_util::future::try_join_all(
+    futures_util::future::try_join_all(
         consumers
             .iter()
             .map(|consumer| pull_loop(broker, group, consumer, stop)),
     )
-    .await;
-    quit.cancel();
-    // Dropping the subscribers unsubscribes.
-    let _ = qos0.await;
-    info!(
-        group = &*group.key,
-        "cluster: no member connected here; the Shared Subscription is served elsewhere"
-    );
-    pulls.map(|_| ())
+    .await
+    .map(|_| ())
 }
 
 /// Routes the group's QoS 0 messages from its queue subscription until `quit`.
@@ -259,7 +286,10 @@ async fn take_qos0(
     }
 }
 
-/// Pulls the group's QoS 1/2 messages from `consumer` while a member here is connected.
+/// Pulls the group's QoS 1/2 messages from `consumer` while a member here is connected, a
+/// batch per request. Each batch is read to its end (full, or expired at the server), so
+/// that no message is left handed to this node unread when it stops: those not routed go
+/// back at once.
 async fn pull_loop(
     broker: &Arc<Broker>,
     group: &Group,
@@ -282,7 +312,7 @@ async fn pull_loop(
                 }
             }
             if let Some(wait) = deliver(broker, group, &messages).await {
-                // A member's queue is full: wait (bounded) for room before pulling more.
+                // A member's queue is full: wait (bounded) for room before taking more.
                 let _ = tokio::time::timeout(RETRY, wait).await;
             }
         }
@@ -328,6 +358,12 @@ async fn deliver(
             continue;
         };
         let mut message = received.message;
+        debug!(
+            sequence,
+            topic = &*message.topic,
+            group = &*group.key,
+            "cluster: Shared Subscription message"
+        );
         // Not part of the Session's position in the stream (it follows the node's reading).
         Arc::make_mut(&mut message).stream_seq = None;
         match broker.route_to_group(&message, &group.key, policy, Some(&mut pending)) {
