@@ -147,6 +147,7 @@ async fn serve(broker: Arc<Broker>, group: Group, stop: CancellationToken) {
         }
         match take(&broker, &group, &stop).await {
             Ok(()) => delay = Duration::from_millis(100),
+            Err(_) if stop.is_cancelled() => return,
             Err(e) => {
                 warn!(group = &*group.key, error = %e, "cluster: serving a Shared Subscription failed; retrying");
                 tokio::select! {
