@@ -705,7 +705,7 @@ impl Config {
                 "\n[cluster]\nnats = {:?}\nnode = {:?}\nprefix = {:?}\nstream = {:?}\n\
                  stream_subject = {:?}\nretained_stream = {:?}\nretained_subject = {:?}\n\
                  sessions_bucket = {:?}\nreplicas = {}\nstream_max_age = {}\n\
-                 stream_max_bytes = {}\nack_timeout = {}\n",
+                 stream_max_bytes = {}\nack_timeout = {}\nmax_shared_groups = {}\n",
                 c.nats,
                 c.node,
                 c.prefix,
@@ -718,6 +718,7 @@ impl Config {
                 c.stream_max_age,
                 c.stream_max_bytes,
                 c.ack_timeout,
+                c.max_shared_groups,
             ));
             // Secrets are not shown; unset keys are comments, so the table reads back.
             let mut line = |key: &str, value: Option<String>| {

@@ -418,3 +418,52 @@ async fn a_moving_member_s_group_messages_are_not_lost() {
     }
     receivers.finish().await;
 }
+
+/// The SUBACK code of a SUBSCRIBE to `filter`.
+async fn code(c: &mut RawClient, filter: &str) -> u8 {
+    c.send(&subscribe(filter, QoS::AtLeastOnce)).await;
+    match c.recv().await {
+        Some(Packet::SubAck(s)) => s.codes[0].0,
+        other => panic!("expected SUBACK, got {other:?}"),
+    }
+}
+
+/// Each group costs the cluster JetStream consumers, so a node bounds the groups its clients
+/// are members of (`cluster.max_shared_groups`): one more is refused with 0x97 (3.1.1: 0x80)
+/// while joining a group with members already, or after one emptied, works.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_bounds_the_groups_its_clients_join() {
+    let Some(cluster) = start_nats() else { return };
+    let urls = cluster.urls();
+    let n1 = common::cluster::start_node_with(&urls, "n1", |c| {
+        if let Some(cluster) = c.cluster.as_mut() {
+            cluster.max_shared_groups = 2;
+        }
+    })
+    .await;
+    let (mut a, _) = connect(&n1, connect_packet(Version::V5, "a")).await;
+    let (mut b, _) = connect(&n1, connect_packet(Version::V311, "b")).await;
+    assert_eq!(code(&mut a, "$share/one/x").await, 1);
+    assert_eq!(code(&mut a, "$share/two/x").await, 1);
+    assert_eq!(code(&mut a, "$share/three/x").await, 0x97, "a third group");
+    assert_eq!(code(&mut b, "$share/three/x").await, 0x80, "3.1.1");
+    assert_eq!(
+        code(&mut b, "$share/one/x").await,
+        1,
+        "a group with members"
+    );
+    assert_eq!(
+        code(&mut a, "x/#").await,
+        1,
+        "ordinary subscriptions are not counted"
+    );
+    // Group `two` empties: room for another.
+    a.send(&Packet::Unsubscribe(roost::codec::Unsubscribe {
+        packet_id: 2,
+        filters: vec!["$share/two/x".into()],
+        user_properties: Vec::new(),
+    }))
+    .await;
+    assert!(matches!(a.recv().await, Some(Packet::UnsubAck(_))));
+    assert_eq!(code(&mut b, "$share/three/x").await, 1);
+}

@@ -32,6 +32,8 @@ pub(crate) struct Interest {
     rx: Mutex<Option<mpsc::UnboundedReceiver<InterestChange>>>,
     shares: mpsc::UnboundedSender<ShareChange>,
     shares_rx: Mutex<Option<mpsc::UnboundedReceiver<ShareChange>>>,
+    /// Members here of each Shared Subscription group (by `$share/...`).
+    groups: Mutex<HashMap<String, usize>>,
     /// The filters subscribed to now.
     filters: RwLock<SubscriptionTrie<Arc<str>, ()>>,
     /// Ids of the last messages routed that carry one (`Roost-Id`), oldest first.
@@ -59,6 +61,7 @@ impl Interest {
             rx: Mutex::new(Some(rx)),
             shares,
             shares_rx: Mutex::new(Some(shares_rx)),
+            groups: Mutex::default(),
             filters: RwLock::new(SubscriptionTrie::default()),
             seen: Mutex::default(),
         }
@@ -84,6 +87,16 @@ impl Interest {
             return;
         }
         if shared {
+            let mut groups = self.groups.lock();
+            if add {
+                *groups.entry(filter.to_string()).or_insert(0) += 1;
+            } else if let Some(n) = groups.get_mut(filter) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    groups.remove(filter);
+                }
+            }
+            drop(groups);
             let _ = self.shares.send(ShareChange {
                 key: filter.to_string(),
                 filter: inner.to_string(),
@@ -95,6 +108,13 @@ impl Interest {
             filter: inner.to_string(),
             add,
         });
+    }
+
+    /// True if a member may join the Shared Subscription `key` (`$share/...`): the group
+    /// has members here already, or fewer than `max` groups have (0: no limit).
+    pub(crate) fn group_has_room(&self, key: &str, max: usize) -> bool {
+        let groups = self.groups.lock();
+        max == 0 || groups.len() < max || groups.contains_key(key)
     }
 
     /// True the first time a message with id `id` comes (on any of this node's

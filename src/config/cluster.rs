@@ -51,6 +51,11 @@ pub struct ClusterConfig {
     /// Seconds to wait for NATS to confirm a write before the client is refused.
     #[serde(default = "default_ack_timeout")]
     pub ack_timeout: u64,
+    /// Shared Subscription groups this node's clients may be members of at once: each costs
+    /// one or two JetStream consumers (0 = no limit). A SUBSCRIBE to one more is refused
+    /// (5.0: 0x97 Quota exceeded; 3.1.1: 0x80).
+    #[serde(default = "default_max_shared_groups")]
+    pub max_shared_groups: usize,
     /// NATS username (with `password`).
     pub user: Option<String>,
     /// NATS password.
@@ -113,6 +118,9 @@ fn default_replicas() -> usize {
 fn default_stream_max_age() -> u64 {
     7 * 24 * 3600
 }
+fn default_max_shared_groups() -> usize {
+    1000
+}
 fn default_ack_timeout() -> u64 {
     5
 }
@@ -133,6 +141,7 @@ impl ClusterConfig {
             stream_max_age: default_stream_max_age(),
             stream_max_bytes: 0,
             ack_timeout: default_ack_timeout(),
+            max_shared_groups: default_max_shared_groups(),
             user: None,
             password: None,
             token: None,

@@ -1,7 +1,7 @@
 //! SUBSCRIBE and UNSUBSCRIBE: update the session and the trie, answer SUBACK / UNSUBACK, and
 //! queue the retained messages a new subscription is owed.
 
-use tracing::debug;
+use tracing::{debug, info};
 
 use std::sync::Arc;
 
@@ -76,6 +76,22 @@ impl Connected {
                     "SUBSCRIBE refused: the filter has no NATS subject"
                 );
                 codes.push(refused(version, ReasonCode::TOPIC_FILTER_INVALID));
+                continue;
+            }
+            if let Some(cluster) = &self.broker.cluster
+                && shared
+                && !cluster
+                    .interest()
+                    .group_has_room(&f.filter, cluster.config.max_shared_groups)
+            {
+                // Each group costs the cluster JetStream consumers: bounded.
+                info!(
+                    client_id = &*session.client_id,
+                    filter = f.filter.as_str(),
+                    max = cluster.config.max_shared_groups,
+                    "SUBSCRIBE refused: this node's clients are members of cluster.max_shared_groups groups already"
+                );
+                codes.push(refused(version, ReasonCode::QUOTA_EXCEEDED));
                 continue;
             }
             if !self.allowed(matched_filter, Access::Read) {
