@@ -320,3 +320,102 @@ async fn a_group_keeps_its_messages_while_its_members_are_away() {
     );
     receivers.finish().await;
 }
+
+/// The group consumers of the stream `ROOST_MESSAGES`: name and inactive threshold.
+async fn share_consumers(urls: &[String]) -> Vec<(String, Duration)> {
+    use futures_util::StreamExt;
+    let js = async_nats::jetstream::new(nats::connect(urls).await);
+    let stream = js.get_stream("ROOST_MESSAGES").await.expect("the stream");
+    let mut names = stream.consumer_names();
+    let mut out = Vec::new();
+    while let Some(name) = names.next().await {
+        let name = name.expect("a consumer name");
+        if name.contains("_SHARE_") {
+            let info = stream
+                .consumer_info(&name)
+                .await
+                .expect("the consumer's info");
+            out.push((name, info.config.inactive_threshold));
+        }
+    }
+    out
+}
+
+/// Deletes the group consumer of the stream whose name ends with `suffix`; true if there was
+/// one.
+async fn delete_share_consumer(urls: &[String], suffix: &str) -> bool {
+    let js = async_nats::jetstream::new(nats::connect(urls).await);
+    let stream = js.get_stream("ROOST_MESSAGES").await.expect("the stream");
+    for (name, _) in share_consumers(urls).await {
+        if name.ends_with(suffix) {
+            return stream.delete_consumer(&name).await.is_ok();
+        }
+    }
+    false
+}
+
+/// A group whose filter has two subjects (`cx/#`: `cx.>` and `cx`) reads them through two
+/// consumers. When reading one of them fails (here: it was deleted) while the other is
+/// handing messages to a durable member on a node with a store, the member still gets every
+/// message once: no delivery is left waiting for a commit that was abandoned.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failing_consumer_does_not_stall_the_other_subject() {
+    let Some(cluster) = start_nats() else { return };
+    let urls = cluster.urls();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let n1 = common::cluster::start_node_with(&urls, "n1", |c| {
+        c.in_memory = false;
+        c.data_dir = dir.path().to_path_buf();
+    })
+    .await;
+    let n2 = start_node(&urls, "n2").await;
+    let (mut d, _) = connect(
+        &n1,
+        Connect {
+            keep_alive: 0,
+            ..durable(Version::V5, "d")
+        },
+    )
+    .await;
+    subscribe_to(&mut d, "$share/cx/cx/#", QoS::AtLeastOnce).await;
+    let receivers = Receivers::start(vec![d]);
+    let (mut p, _) = connect(&n2, connect_packet(Version::V5, "p")).await;
+    await_interest(&mut p, &receivers, &[0], "cx/probe").await;
+    let publishing = tokio::spawn(async move {
+        let mut names = Vec::new();
+        for round in 0..8u16 {
+            for i in 0..60u16 {
+                let name = format!("cx-{round}-{i}");
+                publish_acked(&mut p, "cx/x", QoS::AtLeastOnce, i + 1, &name).await;
+                names.push(name);
+            }
+        }
+        names
+    });
+    let mut deleted = 0;
+    while !publishing.is_finished() {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        // The consumer of `cx` itself (no message goes there).
+        if delete_share_consumer(&urls, "_1").await {
+            deleted += 1;
+        }
+    }
+    let names = publishing.await.expect("publisher");
+    eprintln!("deleted the consumer of `cx` {deleted} times");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(45);
+    while receivers.total(&[0]) < names.len() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let counts = receivers.counts(&[0]);
+    let missing = names.iter().filter(|n| !counts.contains_key(*n)).count();
+    let doubled = counts.values().filter(|n| **n > 1).count();
+    assert_eq!(
+        (missing, doubled),
+        (0, 0),
+        "missing, doubled of {}; the member on n1: {:?}",
+        names.len(),
+        n1.session_info("d")
+    );
+    receivers.finish().await;
+}

@@ -212,11 +212,16 @@ async fn take(broker: &Arc<Broker>, group: &Group, stop: &CancellationToken) -> 
         futures_util::stream::select_all(subscribers),
         quit.clone(),
     ));
-    let pulls = futures_util::future::try_join_all(
-        consumers
-            .iter()
-            .map(|consumer| pull_loop(broker, group, consumer, stop)),
-    )
+    // Every loop runs to its end: one dropped while it delivers would leave its deliveries
+    // waiting for a commit that never returns (the member's queue stuck behind them). A loop
+    // that fails tells the others to stop after their current batch.
+    let pulls = futures_util::future::join_all(consumers.iter().map(|consumer| async {
+        let pulled = pull_loop(broker, group, consumer, &quit).await;
+        if pulled.is_err() {
+            quit.cancel();
+        }
+        pulled
+    }))
     .await;
     quit.cancel();
     // Dropping the subscribers unsubscribes.
@@ -225,7 +230,7 @@ async fn take(broker: &Arc<Broker>, group: &Group, stop: &CancellationToken) -> 
         group = &*group.key,
         "cluster: no member connected here; the Shared Subscription is served elsewhere"
     );
-    pulls.map(|_| ())
+    pulls.into_iter().collect()
 }
 
 /// Routes the group's QoS 0 messages from its queue subscription until `quit`.
@@ -274,7 +279,8 @@ async fn take_qos0(
     }
 }
 
-/// Pulls the group's QoS 1/2 messages from `consumer` while a member here is connected.
+/// Pulls the group's QoS 1/2 messages from `consumer` while a member here is connected (and
+/// not `stop`). Not to be dropped while it runs (see [`deliver`]).
 async fn pull_loop(
     broker: &Arc<Broker>,
     group: &Group,
@@ -307,7 +313,8 @@ async fn pull_loop(
 
 /// Routes `messages` to members here, commits, and acknowledges each taken one to JetStream
 /// (the others go back, for another node or later). Returns a wait for room when a member's
-/// queue was full.
+/// queue was full. Not cancel-safe: dropped during the commit, its deliveries' gate would
+/// never open.
 async fn deliver(
     broker: &Arc<Broker>,
     group: &Group,
