@@ -321,24 +321,90 @@ async fn a_group_keeps_its_messages_while_its_members_are_away() {
     receivers.finish().await;
 }
 
-/// The group consumers of the stream `ROOST_MESSAGES`: name and inactive threshold.
+/// The group consumers of the stream `ROOST_MESSAGES`: name and inactive threshold (asked
+/// again until JetStream answers in time).
 async fn share_consumers(urls: &[String]) -> Vec<(String, Duration)> {
     use futures_util::StreamExt;
     let js = async_nats::jetstream::new(nats::connect(urls).await);
-    let stream = js.get_stream("ROOST_MESSAGES").await.expect("the stream");
-    let mut names = stream.consumer_names();
-    let mut out = Vec::new();
-    while let Some(name) = names.next().await {
-        let name = name.expect("a consumer name");
-        if name.contains("_SHARE_") {
-            let info = stream
-                .consumer_info(&name)
-                .await
-                .expect("the consumer's info");
-            out.push((name, info.config.inactive_threshold));
+    let deadline = tokio::time::Instant::now() + WAIT;
+    'ask: loop {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "JetStream lists the consumers in time"
+        );
+        let Ok(stream) = js.get_stream("ROOST_MESSAGES").await else {
+            continue;
+        };
+        let mut consumers = stream.consumers();
+        let mut out = Vec::new();
+        while let Some(info) = consumers.next().await {
+            let Ok(info) = info else {
+                continue 'ask;
+            };
+            if info.name.contains("_SHARE_") {
+                out.push((info.name, info.config.inactive_threshold));
+            }
         }
+        return out;
     }
-    out
+}
+
+/// nats-server removes a group's consumers once no node has pulled from them for the stream's
+/// `max_age` (a durable consumer with an inactive threshold, which 2.9 accepts), and the group
+/// goes on when a member connects again, whenever that is: a consumer removed just after the
+/// node found it is noticed and made again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_group_nobody_served_for_max_age_starts_afresh() {
+    let Some(cluster) = start_nats() else { return };
+    let urls = cluster.urls();
+    let n1 = common::cluster::start_node_with(&urls, "n1", |c| {
+        if let Some(cluster) = c.cluster.as_mut() {
+            cluster.stream_max_age = 3;
+        }
+    })
+    .await;
+    let (mut p, _) = connect(&n1, connect_packet(Version::V5, "p")).await;
+    let (mut d, _) = connect(&n1, durable(Version::V5, "d")).await;
+    subscribe_to(&mut d, "$share/idle/idle/#", QoS::AtLeastOnce).await;
+    for round in 0..3 {
+        // Made again within seconds, though nats-server 2.9 may take a while to make a
+        // consumer it has just removed.
+        let deadline = tokio::time::Instant::now() + WAIT * 4;
+        let consumers = loop {
+            let c = share_consumers(&urls).await;
+            if c.len() == 2 || tokio::time::Instant::now() > deadline {
+                break c;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        assert_eq!(consumers.len(), 2, "{consumers:?}");
+        assert!(
+            consumers
+                .iter()
+                .all(|(_, idle)| *idle == Duration::from_secs(3)),
+            "{consumers:?}"
+        );
+        let receivers = Receivers::start(vec![d]);
+        await_interest(&mut p, &receivers, &[0], "idle/probe").await;
+        let names = publish_many(&mut p, "idle", &format!("idle{round}"), 10).await;
+        receivers.wait_for(&[0], names.len()).await;
+        assert_eq!(receivers.counts(&[0]), expected(&names), "round {round}");
+        let mut gone = receivers.finish().await.remove(0);
+        gone.send(&Packet::Disconnect(Default::default())).await;
+        drop(gone);
+        // Nobody pulls: JetStream removes the consumers after 3 s.
+        let deadline = tokio::time::Instant::now() + WAIT * 2;
+        while !share_consumers(&urls).await.is_empty() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the group's consumers removed in time"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let (back, present) = connect(&n1, durable(Version::V5, "d")).await;
+        assert!(present);
+        d = back;
+    }
 }
 
 /// Deletes the group consumer of the stream whose name ends with `suffix`; true if there was
@@ -417,5 +483,31 @@ async fn a_failing_consumer_does_not_stall_the_other_subject() {
         names.len(),
         n1.session_info("d")
     );
+    receivers.finish().await;
+}
+
+/// A group's consumer removed while a node serves the group (here by hand) is made again:
+/// the group's messages go on reaching its member. (Made again, it starts where the group
+/// started on the node that makes it: the messages before come again.)
+#[tokio::test(flavor = "multi_thread")]
+async fn a_consumer_removed_while_served_is_made_again() {
+    let Some(cluster) = start_nats() else { return };
+    let urls = cluster.urls();
+    let (n1, n2) = (start_node(&urls, "n1").await, start_node(&urls, "n2").await);
+    let d = member(&n1, Version::V5, "d", "$share/rm/rm/#").await;
+    let receivers = Receivers::start(vec![d]);
+    let (mut p, _) = connect(&n2, connect_packet(Version::V5, "p")).await;
+    await_interest(&mut p, &receivers, &[0], "rm/probe").await;
+    let mut names = publish_many(&mut p, "rm", "before", 10).await;
+    receivers.wait_for(&[0], names.len()).await;
+    assert!(delete_share_consumer(&urls, "_0").await, "deleted");
+    let after = publish_many(&mut p, "rm", "after", 10).await;
+    receivers.wait_for(&[0], names.len() + after.len()).await;
+    let counts = receivers.counts(&[0]);
+    for n in &after {
+        assert_eq!(counts.get(n), Some(&1), "{n}: {counts:?}");
+    }
+    names.retain(|n| counts.contains_key(n));
+    assert_eq!(names.len(), 10, "{counts:?}");
     receivers.finish().await;
 }

@@ -60,6 +60,8 @@ const ACK_WAIT: Duration = Duration::from_secs(30);
 const MAX_ACK_PENDING: i64 = 1024;
 /// A message no member here could take (full queues) is offered again after this.
 const RETRY: Duration = Duration::from_secs(1);
+/// How long a node pulls nothing from a consumer before it makes sure the consumer exists.
+const QUIET_CHECK: Duration = Duration::from_secs(5);
 /// How often a node whose members are away looks whether one connected.
 const PRESENCE_POLL: Duration = Duration::from_millis(200);
 
@@ -128,6 +130,15 @@ impl Group {
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
+/// Where a consumer of a group made `now` starts: when the group's first member here
+/// subscribed (`since`), but not before the consumer's inactive threshold `idle` ago. A
+/// consumer JetStream removed had not been pulled from for `idle`: what it had handed out
+/// came before that, and must not come again (with a stream whose `max_age` is unlimited,
+/// those messages are still there).
+fn start_time(since: SystemTime, now: SystemTime, idle: Duration) -> SystemTime {
+    now.checked_sub(idle).map_or(since, |t| t.max(since))
+}
+
 /// Serves `group` until `stop`: waits for a member here to be connected, then takes the
 /// group's messages until none is.
 async fn serve(broker: Arc<Broker>, group: Group, stop: CancellationToken) {
@@ -181,7 +192,7 @@ async fn take(broker: &Arc<Broker>, group: &Group, stop: &CancellationToken) -> 
             // A group new to the cluster starts when its first member subscribed; a known
             // group goes on where it stopped.
             deliver_policy: consumer::DeliverPolicy::ByStartTime {
-                start_time: group.since.into(),
+                start_time: start_time(group.since, SystemTime::now(), idle).into(),
             },
             ack_policy: consumer::AckPolicy::Explicit,
             ack_wait: ACK_WAIT,
@@ -287,6 +298,7 @@ async fn pull_loop(
     consumer: &consumer::Consumer<pull::Config>,
     stop: &CancellationToken,
 ) -> Result<(), Error> {
+    let mut quiet_since = tokio::time::Instant::now();
     while !stop.is_cancelled() && group.connected_here(broker) {
         let mut batch = consumer
             .batch()
@@ -294,7 +306,9 @@ async fn pull_loop(
             .expires(PULL_EXPIRES)
             .messages()
             .await?;
+        let mut pulled = false;
         while let Some(first) = batch.next().await {
+            pulled = true;
             let mut messages = vec![first?];
             while messages.len() < BATCH {
                 match batch.next().now_or_never() {
@@ -306,6 +320,15 @@ async fn pull_loop(
                 // A member's queue is full: wait (bounded) for room before pulling more.
                 let _ = tokio::time::timeout(RETRY, wait).await;
             }
+        }
+        if pulled {
+            quiet_since = tokio::time::Instant::now();
+        } else if quiet_since.elapsed() >= QUIET_CHECK {
+            // A pull request to a consumer that no longer exists (JetStream removed it, or
+            // it was deleted between two requests) gets no answer at all: an error here
+            // (not found) makes it again.
+            consumer.get_info().await?;
+            quiet_since = tokio::time::Instant::now();
         }
     }
     Ok(())
@@ -376,4 +399,25 @@ async fn deliver(
         let _ = m.ack_with(AckKind::Nak(Some(RETRY))).await;
     }
     wait
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_consumer_made_again_starts_after_what_it_handed_out() {
+        let hour = Duration::from_secs(3600);
+        let now = SystemTime::UNIX_EPOCH + hour * 24 * 365;
+        let week = hour * 24 * 7;
+        // A group new to the cluster: from its first member's subscription.
+        assert_eq!(start_time(now - hour, now, week), now - hour);
+        // A group served here for a month, whose consumer nobody pulled from for a week:
+        // not from a month ago.
+        assert_eq!(start_time(now - week * 4, now, week), now - week);
+        assert_eq!(
+            start_time(SystemTime::UNIX_EPOCH, SystemTime::UNIX_EPOCH, week),
+            SystemTime::UNIX_EPOCH
+        );
+    }
 }
