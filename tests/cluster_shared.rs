@@ -321,6 +321,60 @@ async fn a_group_keeps_its_messages_while_its_members_are_away() {
     receivers.finish().await;
 }
 
+/// A member whose queue is full on its node: the group's messages go to the member of another
+/// node, whatever `queue_full` says, and each arrives once.
+async fn a_full_member_passes_messages_on(policy: roost::config::QueueFullPolicy) {
+    let Some(cluster) = start_nats() else { return };
+    let urls = cluster.urls();
+    let n1 = common::cluster::start_node_with(&urls, "n1", |c| {
+        c.max_queued_messages = 3;
+        c.queue_full = policy;
+    })
+    .await;
+    let (n2, n3) = (start_node(&urls, "n2").await, start_node(&urls, "n3").await);
+    let g = "$share/full/full/#";
+    // Takes one message and never acknowledges it: its queue fills.
+    let (mut slow, _) = connect(
+        &n1,
+        Connect {
+            receive_maximum: 1,
+            ..connect_packet(Version::V5, "slow")
+        },
+    )
+    .await;
+    subscribe_to(&mut slow, g, QoS::AtLeastOnce).await;
+    let fast = member(&n2, Version::V5, "fast", g).await;
+    let receivers = Receivers::start(vec![fast]);
+    let (mut p, _) = connect(&n3, connect_packet(Version::V5, "p")).await;
+    await_interest(&mut p, &receivers, &[0], "full/probe").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let names = publish_many(&mut p, "full", "m", 60).await;
+    // The slow member holds at most 3 (1 in flight, 2 queued); the other member gets the rest.
+    receivers.wait_for(&[0], names.len() - 3).await;
+    let counts = receivers.counts(&[0]);
+    assert!(
+        counts.values().all(|&n| n == 1),
+        "{policy:?}: no copy twice: {counts:?}"
+    );
+    receivers.finish().await;
+    drop(slow);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_member_passes_messages_on_under_backpressure() {
+    a_full_member_passes_messages_on(roost::config::QueueFullPolicy::Backpressure).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_member_passes_messages_on_under_drop_new() {
+    a_full_member_passes_messages_on(roost::config::QueueFullPolicy::DropNew).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_member_passes_messages_on_under_drop_oldest() {
+    a_full_member_passes_messages_on(roost::config::QueueFullPolicy::DropOldest).await;
+}
+
 /// The group consumers of the stream `ROOST_MESSAGES`: name and inactive threshold (asked
 /// again until JetStream answers in time).
 async fn share_consumers(urls: &[String]) -> Vec<(String, Duration)> {

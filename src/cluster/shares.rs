@@ -343,7 +343,12 @@ async fn deliver(
     group: &Group,
     messages: &[JsMessage],
 ) -> Option<futures_util::future::BoxFuture<'static, ()>> {
-    let policy = broker.config.queue_full;
+    // A member whose queue is full is passed over for another member, here or on another
+    // node, whatever `queue_full` says: the message goes back to JetStream, which keeps it
+    // (within the stream's limits) until a member has room. Dropping it here would lose it
+    // while a member elsewhere may have room; nobody waits on it (its publisher was
+    // acknowledged once JetStream stored it).
+    let policy = QueueFullPolicy::Backpressure;
     let mut pending = Pending::new(broker.persistent());
     let mut taken = Vec::with_capacity(messages.len());
     let mut back = Vec::new();
