@@ -837,3 +837,191 @@ async fn a_member_the_acl_denies_passes_the_message_on() {
     assert!(receivers.messages(0).is_empty());
     receivers.finish().await;
 }
+
+/// A group on `#` and a group on `pa/#` (two subjects: `pa` and `pa.>`), with members on two
+/// nodes: messages to `pa` itself, below it, with empty levels, at QoS 0, 1 and 2 reach each
+/// group once.
+#[tokio::test(flavor = "multi_thread")]
+async fn groups_on_hash_and_on_a_parent_level_get_each_message_once() {
+    let Some(cluster) = start_nats() else { return };
+    let urls = cluster.urls();
+    let (n1, n2) = (start_node(&urls, "n1").await, start_node(&urls, "n2").await);
+    let clients = vec![
+        member(&n1, Version::V5, "all1", "$share/all/#").await,
+        member(&n2, Version::V311, "all2", "$share/all/#").await,
+        member(&n1, Version::V5, "pa1", "$share/pa/pa/#").await,
+        member(&n2, Version::V5, "pa2", "$share/pa/pa/#").await,
+    ];
+    let receivers = Receivers::start(clients);
+    let (mut p, _) = connect(&n1, connect_packet(Version::V5, "p")).await;
+    await_interest(&mut p, &receivers, &[0, 1], "pa/probe").await;
+    await_interest(&mut p, &receivers, &[2, 3], "pa/probe").await;
+    // Probes still on their way.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut names = Vec::new();
+    let topics = ["pa", "pa/x", "pa/x/y", "pa/", "pa//x"];
+    let mut pid = 0u16;
+    for round in 0..6 {
+        for topic in topics {
+            pid += 1;
+            let name = format!("{topic}-{round}");
+            match round % 3 {
+                0 => {
+                    p.send(&publish(topic, QoS::AtMostOnce, 0, name.as_bytes()))
+                        .await
+                }
+                1 => publish_acked(&mut p, topic, QoS::AtLeastOnce, pid, &name).await,
+                _ => publish_acked(&mut p, topic, QoS::ExactlyOnce, pid, &name).await,
+            }
+            names.push(name);
+        }
+    }
+    receivers.wait_for(&[0, 1], names.len()).await;
+    receivers.wait_for(&[2, 3], names.len()).await;
+    assert_eq!(receivers.counts(&[0, 1]), expected(&names), "$share/all/#");
+    assert_eq!(
+        receivers.counts(&[2, 3]),
+        expected(&names),
+        "$share/pa/pa/#"
+    );
+    receivers.finish().await;
+}
+
+/// Payloads a client received, each with its DUP flag.
+type Collected = Arc<Mutex<Vec<(String, bool)>>>;
+
+/// Reads `c` until its connection closes or `stop`, acknowledging as a receiver; records each
+/// payload with its DUP flag.
+fn collect(mut c: RawClient, stop: CancellationToken) -> (Collected, tokio::task::JoinHandle<()>) {
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let list = Arc::clone(&got);
+    let task = tokio::spawn(async move {
+        while !stop.is_cancelled() {
+            let next = tokio::time::timeout(Duration::from_millis(100), c.recv()).await;
+            match next {
+                Err(_) => {}
+                Ok(None) => return,
+                Ok(Some(Packet::Publish(p))) => {
+                    match p.qos {
+                        QoS::AtMostOnce => {}
+                        QoS::AtLeastOnce => c.send(&ack(AckKind::PubAck, p.packet_id)).await,
+                        QoS::ExactlyOnce => c.send(&ack(AckKind::PubRec, p.packet_id)).await,
+                    }
+                    list.lock()
+                        .push((String::from_utf8_lossy(&p.payload).into_owned(), p.dup));
+                }
+                Ok(Some(Packet::Ack(a))) if a.kind == AckKind::PubRel => {
+                    c.send(&ack(AckKind::PubComp, a.packet_id)).await;
+                }
+                Ok(Some(_)) => {}
+            }
+        }
+    });
+    (got, task)
+}
+
+/// The node (the real binary, with a store) of a durable member is killed with SIGKILL while
+/// the group's QoS 1 messages flow, then started again and the member connects there again:
+/// no message is lost for the group (what the killed node had taken without committing comes
+/// again after JetStream's acknowledgement wait, to the other member). Copies that come twice
+/// without DUP are counted.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_killed_while_it_takes_a_group_s_messages_loses_none() {
+    use common::binary::BrokerProcess;
+    let Some(cluster) = start_nats() else { return };
+    let urls = cluster.urls();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let start_doomed = |urls: &[String]| {
+        let toml = common::cluster::cluster_toml(urls, "doomed");
+        let path = dir.path().to_path_buf();
+        tokio::task::spawn_blocking(move || {
+            let p = BrokerProcess::start_with(&path, &toml);
+            p.wait_log("cluster: reading the stream");
+            p
+        })
+    };
+    let doomed = start_doomed(&urls).await.expect("node started");
+    let n2 = start_node(&urls, "n2").await;
+    let g = "$share/k/k/#";
+    let (mut d, _) = RawClient::connect(doomed.addr, durable(Version::V5, "d")).await;
+    d.send(&subscribe(g, QoS::AtLeastOnce)).await;
+    assert!(matches!(d.recv().await, Some(Packet::SubAck(_))));
+    let e = member(&n2, Version::V5, "e", g).await;
+    let stop = CancellationToken::new();
+    let (got_d, task_d) = collect(d, stop.clone());
+    let (got_e, task_e) = collect(e, stop.clone());
+    // Both nodes pull from the group's consumer.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (mut p, _) = connect(&n2, connect_packet(Version::V5, "p")).await;
+    let publishing = tokio::spawn(async move {
+        let mut names = Vec::new();
+        for i in 0..400u16 {
+            let name = format!("k-{i}");
+            publish_acked(
+                &mut p,
+                &format!("k/{}", i % 5),
+                QoS::AtLeastOnce,
+                i + 1,
+                &name,
+            )
+            .await;
+            names.push(name);
+        }
+        names
+    });
+    // Kill once the node has taken some.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while got_d.lock().len() < 50 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    tokio::task::spawn_blocking(move || doomed.kill9())
+        .await
+        .expect("killed");
+    let names = publishing.await.expect("publisher");
+    task_d.await.expect("d's reader");
+    let doomed = start_doomed(&urls).await.expect("node started again");
+    let (d, ack) = RawClient::connect(doomed.addr, durable(Version::V5, "d")).await;
+    assert!(ack.session_present, "the Session was kept in the store");
+
+    let (got_d2, task_d2) = collect(d, stop.clone());
+    let all = || {
+        let mut counts: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+        for list in [&got_d, &got_d2, &got_e] {
+            for (p, dup) in list.lock().iter() {
+                let c = counts.entry(p.clone()).or_default();
+                if *dup { c.1 += 1 } else { c.0 += 1 }
+            }
+        }
+        counts
+    };
+    // JetStream hands again what the killed node had not acknowledged after 30 s.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(50);
+    while names.iter().any(|n| !all().contains_key(n)) && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.cancel();
+    let _ = (task_d2.await, task_e.await);
+    let counts = all();
+    let missing: Vec<_> = names.iter().filter(|n| !counts.contains_key(*n)).collect();
+    let holders = |name: &str| {
+        [("d", &got_d), ("d again", &got_d2), ("e", &got_e)]
+            .iter()
+            .filter(|(_, l)| l.lock().iter().any(|(p, _)| p == name))
+            .map(|(who, _)| *who)
+            .collect::<Vec<_>>()
+    };
+    let twice: Vec<_> = counts
+        .iter()
+        .filter(|(_, (fresh, _))| *fresh > 1)
+        .map(|(name, _)| (name.clone(), holders(name)))
+        .collect();
+    eprintln!(
+        "before the kill d took {}, after {}; e took {}; fresh copies twice: {twice:?}",
+        got_d.lock().len(),
+        got_d2.lock().len(),
+        got_e.lock().len()
+    );
+    assert!(missing.is_empty(), "lost: {missing:?}");
+    drop(doomed);
+}
