@@ -467,3 +467,704 @@ async fn a_node_bounds_the_groups_its_clients_join() {
     assert!(matches!(a.recv().await, Some(Packet::UnsubAck(_))));
     assert_eq!(code(&mut b, "$share/three/x").await, 1);
 }
+
+/// A member whose queue is full on its node: the group's messages go to the member of another
+/// node, whatever `queue_full` says, and each arrives once.
+async fn a_full_member_passes_messages_on(policy: roost::config::QueueFullPolicy) {
+    let Some(cluster) = start_nats() else { return };
+    let urls = cluster.urls();
+    let n1 = common::cluster::start_node_with(&urls, "n1", |c| {
+        c.max_queued_messages = 3;
+        c.queue_full = policy;
+    })
+    .await;
+    let (n2, n3) = (start_node(&urls, "n2").await, start_node(&urls, "n3").await);
+    let g = "$share/full/full/#";
+    // Takes one message and never acknowledges it: its queue fills.
+    let (mut slow, _) = connect(
+        &n1,
+        Connect {
+            receive_maximum: 1,
+            ..connect_packet(Version::V5, "slow")
+        },
+    )
+    .await;
+    subscribe_to(&mut slow, g, QoS::AtLeastOnce).await;
+    let fast = member(&n2, Version::V5, "fast", g).await;
+    let receivers = Receivers::start(vec![fast]);
+    let (mut p, _) = connect(&n3, connect_packet(Version::V5, "p")).await;
+    await_interest(&mut p, &receivers, &[0], "full/probe").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let names = publish_many(&mut p, "full", "m", 60).await;
+    // The slow member holds at most 3 (1 in flight, 2 queued); the other member gets the rest.
+    receivers.wait_for(&[0], names.len() - 3).await;
+    let counts = receivers.counts(&[0]);
+    assert!(
+        counts.values().all(|&n| n == 1),
+        "{policy:?}: no copy twice: {counts:?}"
+    );
+    receivers.finish().await;
+    drop(slow);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_member_passes_messages_on_under_backpressure() {
+    a_full_member_passes_messages_on(roost::config::QueueFullPolicy::Backpressure).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_member_passes_messages_on_under_drop_new() {
+    a_full_member_passes_messages_on(roost::config::QueueFullPolicy::DropNew).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_member_passes_messages_on_under_drop_oldest() {
+    a_full_member_passes_messages_on(roost::config::QueueFullPolicy::DropOldest).await;
+}
+
+/// Groups whose ShareName is as long as allowed (the whole filter 512 bytes), in non-ASCII
+/// letters with spaces and NATS wildcard characters, work across nodes: the name is part of
+/// no NATS name (consumers and queue groups are named after its hash).
+#[tokio::test(flavor = "multi_thread")]
+async fn an_odd_share_name_spans_the_nodes() {
+    let Some(cluster) = start_nats() else { return };
+    let urls = cluster.urls();
+    let (n1, n2) = (start_node(&urls, "n1").await, start_node(&urls, "n2").await);
+    let odd = "é .*>$\u{1F600}";
+    let mut name = String::new();
+    while format!("$share/{name}{odd}/odd/#").len() <= 512 {
+        name.push_str(odd);
+    }
+    while format!("$share/{name}/odd/#").len() < 512 {
+        name.push('x');
+    }
+    let g = format!("$share/{name}/odd/#");
+    assert_eq!(g.len(), 512);
+    let clients = vec![
+        member(&n1, Version::V5, "a", &g).await,
+        member(&n2, Version::V311, "b", &g).await,
+    ];
+    let receivers = Receivers::start(clients);
+    let (mut p, _) = connect(&n2, connect_packet(Version::V5, "p")).await;
+    await_interest(&mut p, &receivers, &[0, 1], "odd/probe").await;
+    let names = publish_many(&mut p, "odd", "odd", 40).await;
+    receivers.wait_for(&[0, 1], names.len()).await;
+    assert_eq!(receivers.counts(&[0, 1]), expected(&names));
+    receivers.finish().await;
+}
+
+/// Reads `c` for `wait`, acknowledging each PUBLISH as a receiver; returns the payloads and
+/// whether a SUBACK or UNSUBACK came.
+async fn drain(c: &mut RawClient, wait: Duration, got: &Mutex<Vec<String>>) -> bool {
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut acked = false;
+    loop {
+        match tokio::time::timeout_at(deadline, c.recv()).await {
+            Err(_) => return acked,
+            Ok(Some(Packet::Publish(p))) => {
+                match p.qos {
+                    QoS::AtMostOnce => {}
+                    QoS::AtLeastOnce => c.send(&ack(AckKind::PubAck, p.packet_id)).await,
+                    QoS::ExactlyOnce => c.send(&ack(AckKind::PubRec, p.packet_id)).await,
+                }
+                got.lock()
+                    .push(String::from_utf8_lossy(&p.payload).into_owned());
+            }
+            Ok(Some(Packet::Ack(a))) if a.kind == AckKind::PubRel => {
+                c.send(&ack(AckKind::PubComp, a.packet_id)).await;
+            }
+            Ok(Some(Packet::SubAck(_) | Packet::UnsubAck(_))) => acked = true,
+            Ok(Some(other)) => panic!("unexpected {other:?}"),
+            Ok(None) => panic!("connection closed"),
+        }
+    }
+}
+
+/// Members on two nodes leave the group (UNSUBSCRIBE) and join it again over and over while
+/// QoS 1 and 2 messages flow, beside a member that stays on a third node: each message
+/// reaches exactly one member (a member that left still gets what was queued for it).
+#[tokio::test(flavor = "multi_thread")]
+async fn members_leaving_and_joining_lose_and_double_nothing() {
+    let Some(cluster) = start_nats() else { return };
+    let urls = cluster.urls();
+    let (n1, n2, n3) = start_three(&urls).await;
+    let g = "$share/churn/churn/#";
+    let stable = member(&n3, Version::V5, "stable", g).await;
+    let receivers = Receivers::start(vec![stable]);
+    let stop = CancellationToken::new();
+    let mut churners = Vec::new();
+    for (node, id) in [(&n1, "c1"), (&n2, "c2"), (&n1, "c3")] {
+        let mut c = member(node, Version::V5, id, g).await;
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let (stop, list) = (stop.clone(), Arc::clone(&got));
+        churners.push((
+            got,
+            tokio::spawn(async move {
+                let mut round = 0u64;
+                while !stop.is_cancelled() {
+                    round += 1;
+                    drain(
+                        &mut c,
+                        Duration::from_millis(50 + (round * 37) % 300),
+                        &list,
+                    )
+                    .await;
+                    c.send(&Packet::Unsubscribe(roost::codec::Unsubscribe {
+                        packet_id: 2,
+                        filters: vec![g.to_string()],
+                        user_properties: Vec::new(),
+                    }))
+                    .await;
+                    drain(&mut c, Duration::from_millis((round * 53) % 200), &list).await;
+                    c.send(&subscribe(g, QoS::ExactlyOnce)).await;
+                }
+                // Whatever is still queued for it.
+                drain(&mut c, Duration::from_secs(3), &list).await;
+                c
+            }),
+        ));
+    }
+    let (mut p, _) = connect(&n2, connect_packet(Version::V5, "p")).await;
+    let mut names = Vec::new();
+    for i in 0..300u16 {
+        let (qos, name) = if i % 3 == 0 {
+            (QoS::ExactlyOnce, format!("two-{i}"))
+        } else {
+            (QoS::AtLeastOnce, format!("one-{i}"))
+        };
+        publish_acked(&mut p, &format!("churn/{}", i % 7), qos, i + 1, &name).await;
+        names.push(name);
+        if i % 20 == 0 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    // Let the redelivered ones (given back by a node whose members left) arrive.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop.cancel();
+    let mut counts = receivers.counts(&[0]);
+    for (got, task) in churners {
+        task.await.expect("churner");
+        for p in got.lock().iter() {
+            *counts.entry(p.clone()).or_insert(0) += 1;
+        }
+    }
+    let stable_count = receivers.messages(0).len();
+    receivers.finish().await;
+    let doubled: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).collect();
+    let missing: Vec<_> = names.iter().filter(|n| !counts.contains_key(*n)).collect();
+    eprintln!("stable member took {stable_count}");
+    assert!(doubled.is_empty(), "copies twice: {doubled:?}");
+    assert!(missing.is_empty(), "lost: {missing:?}");
+}
+
+/// A client that is a member of a group and has an ordinary subscription to the same filter
+/// gets every message once through its own subscription, and the group's copy of each
+/// message goes to exactly one member (it or a member on another node).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_member_with_its_own_subscription_gets_both_copies() {
+    let Some(cluster) = start_nats() else { return };
+    let urls = cluster.urls();
+    let (n1, n2) = (start_node(&urls, "n1").await, start_node(&urls, "n2").await);
+    let g = "$share/both/both/#";
+    let mut c = member(&n1, Version::V5, "c", g).await;
+    subscribe_to(&mut c, "both/#", QoS::ExactlyOnce).await;
+    let e = member(&n2, Version::V5, "e", g).await;
+    let receivers = Receivers::start(vec![c, e]);
+    let (mut p, _) = connect(&n1, connect_packet(Version::V5, "p")).await;
+    await_interest(&mut p, &receivers, &[1], "both/probe").await;
+    let mut names = publish_many(&mut p, "both", "q1", 40).await;
+    for i in 0..20u16 {
+        let name = format!("q2-{i}");
+        publish_acked(&mut p, "both/two", QoS::ExactlyOnce, i + 100, &name).await;
+        names.push(name);
+    }
+    receivers.wait_for(&[0, 1], names.len() * 2).await;
+    let (mine, other) = (receivers.counts(&[0]), receivers.counts(&[1]));
+    for n in &names {
+        let (a, b) = (
+            mine.get(n).copied().unwrap_or(0),
+            other.get(n).copied().unwrap_or(0),
+        );
+        assert!(a >= 1 && a + b == 2, "{n}: {a} to c, {b} to e");
+    }
+    receivers.finish().await;
+}
+
+/// An ordinary subscription whose filter is long (its NATS subject over 4 KiB) does not
+/// disturb the node's link to NATS: a group on the same node goes on getting its messages.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "fails: a NATS subject over the servers' max_control_line (4 KiB) closes the node's connection, again at each reconnection"]
+async fn a_long_filter_does_not_disturb_other_groups() {
+    let Some(cluster) = start_nats() else { return };
+    let urls = cluster.urls();
+    let (n1, n2) = (start_node(&urls, "n1").await, start_node(&urls, "n2").await);
+    let ok = member(&n1, Version::V5, "ok", "$share/ok/ok/#").await;
+    let receivers = Receivers::start(vec![ok]);
+    let (mut p, _) = connect(&n2, connect_packet(Version::V5, "p")).await;
+    await_interest(&mut p, &receivers, &[0], "ok/probe").await;
+    let (mut long, _) = connect(&n1, connect_packet(Version::V5, "long")).await;
+    let filter = format!("lf/{}/#", "x".repeat(5000));
+    long.send(&subscribe(&filter, QoS::AtLeastOnce)).await;
+    let granted = match long.recv().await {
+        Some(Packet::SubAck(s)) => s.codes[0].0 < 0x80,
+        other => panic!("expected SUBACK, got {other:?}"),
+    };
+    eprintln!("long filter granted: {granted}");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let names = publish_many(&mut p, "ok", "ok", 20).await;
+    receivers.wait_for(&[0], names.len()).await;
+    assert_eq!(receivers.counts(&[0]), expected(&names));
+    receivers.finish().await;
+}
+
+/// The group consumers of the stream `ROOST_MESSAGES`: name and inactive threshold (asked
+/// again until JetStream answers in time).
+async fn share_consumers(urls: &[String]) -> Vec<(String, Duration)> {
+    use futures_util::StreamExt;
+    let js = async_nats::jetstream::new(nats::connect(urls).await);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    'ask: loop {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "JetStream lists the consumers in time"
+        );
+        let Ok(stream) = js.get_stream("ROOST_MESSAGES").await else {
+            continue;
+        };
+        let mut consumers = stream.consumers();
+        let mut out = Vec::new();
+        while let Some(info) = consumers.next().await {
+            let Ok(info) = info else {
+                continue 'ask;
+            };
+            if info.name.contains("_SHARE_") {
+                out.push((info.name, info.config.inactive_threshold));
+            }
+        }
+        return out;
+    }
+}
+
+/// nats-server removes a group's consumers once no node has pulled from them for the stream's
+/// `max_age` (a durable consumer with an inactive threshold, which 2.9 accepts), and the group
+/// goes on when a member connects again, whenever that is: a consumer removed just after the
+/// node found it is noticed and made again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_group_nobody_served_for_max_age_starts_afresh() {
+    let Some(cluster) = start_nats() else { return };
+    let urls = cluster.urls();
+    let n1 = common::cluster::start_node_with(&urls, "n1", |c| {
+        if let Some(cluster) = c.cluster.as_mut() {
+            cluster.stream_max_age = 3;
+        }
+    })
+    .await;
+    let (mut p, _) = connect(&n1, connect_packet(Version::V5, "p")).await;
+    let (mut d, _) = connect(&n1, durable(Version::V5, "d")).await;
+    subscribe_to(&mut d, "$share/idle/idle/#", QoS::AtLeastOnce).await;
+    for round in 0..3 {
+        // Made again within seconds, though nats-server 2.9 may take a while to make a
+        // consumer it has just removed.
+        let deadline = tokio::time::Instant::now() + WAIT * 4;
+        let consumers = loop {
+            let c = share_consumers(&urls).await;
+            if c.len() == 2 || tokio::time::Instant::now() > deadline {
+                break c;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        assert_eq!(consumers.len(), 2, "{consumers:?}");
+        assert!(
+            consumers
+                .iter()
+                .all(|(_, idle)| *idle == Duration::from_secs(3)),
+            "{consumers:?}"
+        );
+        let receivers = Receivers::start(vec![d]);
+        await_interest(&mut p, &receivers, &[0], "idle/probe").await;
+        let names = publish_many(&mut p, "idle", &format!("idle{round}"), 10).await;
+        receivers.wait_for(&[0], names.len()).await;
+        assert_eq!(receivers.counts(&[0]), expected(&names), "round {round}");
+        let mut gone = receivers.finish().await.remove(0);
+        gone.send(&Packet::Disconnect(Default::default())).await;
+        drop(gone);
+        // Nobody pulls: JetStream removes the consumers after 3 s.
+        let deadline = tokio::time::Instant::now() + WAIT * 2;
+        while !share_consumers(&urls).await.is_empty() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the group's consumers removed in time"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let (back, present) = connect(&n1, durable(Version::V5, "d")).await;
+        assert!(present);
+        d = back;
+    }
+}
+
+/// Deletes the group consumer of the stream whose name ends with `suffix`; true if there was
+/// one.
+async fn delete_share_consumer(urls: &[String], suffix: &str) -> bool {
+    let js = async_nats::jetstream::new(nats::connect(urls).await);
+    let stream = js.get_stream("ROOST_MESSAGES").await.expect("the stream");
+    for (name, _) in share_consumers(urls).await {
+        if name.ends_with(suffix) {
+            return stream.delete_consumer(&name).await.is_ok();
+        }
+    }
+    false
+}
+
+/// A group whose filter has two subjects (`cx/#`: `cx.>` and `cx`) reads them through two
+/// consumers. When reading one of them fails (here: it was deleted) while the other is
+/// handing messages to a durable member on a node with a store, the member still gets every
+/// message once: no delivery is left waiting for a commit that was abandoned.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failing_consumer_does_not_stall_the_other_subject() {
+    let Some(cluster) = start_nats() else { return };
+    let urls = cluster.urls();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let n1 = common::cluster::start_node_with(&urls, "n1", |c| {
+        c.in_memory = false;
+        c.data_dir = dir.path().to_path_buf();
+    })
+    .await;
+    let n2 = start_node(&urls, "n2").await;
+    let (mut d, _) = connect(
+        &n1,
+        Connect {
+            keep_alive: 0,
+            ..durable(Version::V5, "d")
+        },
+    )
+    .await;
+    subscribe_to(&mut d, "$share/cx/cx/#", QoS::AtLeastOnce).await;
+    let receivers = Receivers::start(vec![d]);
+    let (mut p, _) = connect(&n2, connect_packet(Version::V5, "p")).await;
+    await_interest(&mut p, &receivers, &[0], "cx/probe").await;
+    let publishing = tokio::spawn(async move {
+        let mut names = Vec::new();
+        for round in 0..8u16 {
+            for i in 0..60u16 {
+                let name = format!("cx-{round}-{i}");
+                publish_acked(&mut p, "cx/x", QoS::AtLeastOnce, i + 1, &name).await;
+                names.push(name);
+            }
+        }
+        names
+    });
+    let mut deleted = 0;
+    while !publishing.is_finished() {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        // The consumer of `cx` itself (no message goes there).
+        if delete_share_consumer(&urls, "_1").await {
+            deleted += 1;
+        }
+    }
+    let names = publishing.await.expect("publisher");
+    eprintln!("deleted the consumer of `cx` {deleted} times");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(45);
+    while receivers.total(&[0]) < names.len() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let counts = receivers.counts(&[0]);
+    let missing = names.iter().filter(|n| !counts.contains_key(*n)).count();
+    let doubled = counts.values().filter(|n| **n > 1).count();
+    assert_eq!(
+        (missing, doubled),
+        (0, 0),
+        "missing, doubled of {}; the member on n1: {:?}",
+        names.len(),
+        n1.session_info("d")
+    );
+    receivers.finish().await;
+}
+
+/// A group's consumer removed while a node serves the group (here by hand) is made again:
+/// the group's messages go on reaching its member. (Made again, it starts where the group
+/// started on the node that makes it: the messages before come again.)
+#[tokio::test(flavor = "multi_thread")]
+async fn a_consumer_removed_while_served_is_made_again() {
+    let Some(cluster) = start_nats() else { return };
+    let urls = cluster.urls();
+    let (n1, n2) = (start_node(&urls, "n1").await, start_node(&urls, "n2").await);
+    let d = member(&n1, Version::V5, "d", "$share/rm/rm/#").await;
+    let receivers = Receivers::start(vec![d]);
+    let (mut p, _) = connect(&n2, connect_packet(Version::V5, "p")).await;
+    await_interest(&mut p, &receivers, &[0], "rm/probe").await;
+    let mut names = publish_many(&mut p, "rm", "before", 10).await;
+    receivers.wait_for(&[0], names.len()).await;
+    assert!(delete_share_consumer(&urls, "_0").await, "deleted");
+    let after = publish_many(&mut p, "rm", "after", 10).await;
+    receivers.wait_for(&[0], names.len() + after.len()).await;
+    let counts = receivers.counts(&[0]);
+    for n in &after {
+        assert_eq!(counts.get(n), Some(&1), "{n}: {counts:?}");
+    }
+    names.retain(|n| counts.contains_key(n));
+    assert_eq!(names.len(), 10, "{counts:?}");
+    receivers.finish().await;
+}
+
+/// A node with a store restarts with the durable member of a group it held: the membership
+/// is restored at start, and the messages the group got meanwhile reach the member when it
+/// connects there again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_membership_restored_at_start_takes_the_backlog() {
+    let Some(cluster) = start_nats() else { return };
+    let urls = cluster.urls();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let with_store = |c: &mut roost::Config| {
+        c.in_memory = false;
+        c.data_dir = dir.path().to_path_buf();
+    };
+    let n1 = common::cluster::start_node_with(&urls, "n1", with_store).await;
+    let n2 = start_node(&urls, "n2").await;
+    let (mut d, _) = connect(&n1, durable(Version::V5, "d")).await;
+    subscribe_to(&mut d, "$share/rs/rs/#", QoS::ExactlyOnce).await;
+    let receivers = Receivers::start(vec![d]);
+    let (mut p, _) = connect(&n2, connect_packet(Version::V5, "p")).await;
+    await_interest(&mut p, &receivers, &[0], "rs/probe").await;
+    let before = publish_many(&mut p, "rs", "before", 10).await;
+    receivers.wait_for(&[0], before.len()).await;
+    let mut d = receivers.finish().await.remove(0);
+    d.send(&Packet::Disconnect(Default::default())).await;
+    drop(d);
+    n1.shutdown().await;
+
+    let away = publish_many(&mut p, "rs", "away", 20).await;
+    let n1 = common::cluster::start_node_with(&urls, "n1", with_store).await;
+    let (d, present) = connect(&n1, durable(Version::V5, "d")).await;
+    assert!(present, "the Session was restored");
+    let receivers = Receivers::start(vec![d]);
+    receivers.wait_for(&[0], away.len()).await;
+    assert_eq!(receivers.counts(&[0]), expected(&away));
+    receivers.finish().await;
+}
+
+/// A message no member on one node may read (its ACL denies the topic) goes to a member on
+/// another node that may, as on a single node where such a member is passed over.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "fails: the node whose members may not read the topic acknowledges the message to JetStream, and it is lost for the group"]
+async fn a_member_the_acl_denies_passes_the_message_on() {
+    let Some(cluster) = start_nats() else { return };
+    let urls = cluster.urls();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let acl = dir.path().join("acl");
+    std::fs::write(
+        &acl,
+        "user alice\ntopic read acl/#\ntopic deny acl/secret/#\ntopic write acl/#\n\n\
+         user bob\ntopic readwrite acl/#\n",
+    )
+    .expect("ACL written");
+    let with_acl = |c: &mut roost::Config| c.acl_file = Some(acl.clone());
+    let n1 = common::cluster::start_node_with(&urls, "n1", with_acl).await;
+    let n2 = common::cluster::start_node_with(&urls, "n2", with_acl).await;
+    let login = |id: &str, user: &str| Connect {
+        username: Some(user.to_string()),
+        ..connect_packet(Version::V5, id)
+    };
+    let g = "$share/acl/acl/#";
+    let (mut alice, _) = connect(&n1, login("alice", "alice")).await;
+    subscribe_to(&mut alice, g, QoS::AtLeastOnce).await;
+    let (mut bob, _) = connect(&n2, login("bob", "bob")).await;
+    subscribe_to(&mut bob, g, QoS::AtLeastOnce).await;
+    let receivers = Receivers::start(vec![alice, bob]);
+    let (mut p, _) = connect(&n2, login("p", "bob")).await;
+    await_interest(&mut p, &receivers, &[1], "acl/probe").await;
+    let names = publish_many(&mut p, "acl/secret", "secret", 40).await;
+    receivers.wait_for(&[1], names.len()).await;
+    assert_eq!(receivers.counts(&[1]), expected(&names));
+    assert!(receivers.messages(0).is_empty());
+    receivers.finish().await;
+}
+
+/// A group on `#` and a group on `pa/#` (two subjects: `pa` and `pa.>`), with members on two
+/// nodes: messages to `pa` itself, below it, with empty levels, at QoS 0, 1 and 2 reach each
+/// group once.
+#[tokio::test(flavor = "multi_thread")]
+async fn groups_on_hash_and_on_a_parent_level_get_each_message_once() {
+    let Some(cluster) = start_nats() else { return };
+    let urls = cluster.urls();
+    let (n1, n2) = (start_node(&urls, "n1").await, start_node(&urls, "n2").await);
+    let clients = vec![
+        member(&n1, Version::V5, "all1", "$share/all/#").await,
+        member(&n2, Version::V311, "all2", "$share/all/#").await,
+        member(&n1, Version::V5, "pa1", "$share/pa/pa/#").await,
+        member(&n2, Version::V5, "pa2", "$share/pa/pa/#").await,
+    ];
+    let receivers = Receivers::start(clients);
+    let (mut p, _) = connect(&n1, connect_packet(Version::V5, "p")).await;
+    await_interest(&mut p, &receivers, &[0, 1], "pa/probe").await;
+    await_interest(&mut p, &receivers, &[2, 3], "pa/probe").await;
+    // Probes still on their way.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut names = Vec::new();
+    let topics = ["pa", "pa/x", "pa/x/y", "pa/", "pa//x"];
+    let mut pid = 0u16;
+    for round in 0..6 {
+        for topic in topics {
+            pid += 1;
+            let name = format!("{topic}-{round}");
+            match round % 3 {
+                0 => {
+                    p.send(&publish(topic, QoS::AtMostOnce, 0, name.as_bytes()))
+                        .await
+                }
+                1 => publish_acked(&mut p, topic, QoS::AtLeastOnce, pid, &name).await,
+                _ => publish_acked(&mut p, topic, QoS::ExactlyOnce, pid, &name).await,
+            }
+            names.push(name);
+        }
+    }
+    receivers.wait_for(&[0, 1], names.len()).await;
+    receivers.wait_for(&[2, 3], names.len()).await;
+    assert_eq!(receivers.counts(&[0, 1]), expected(&names), "$share/all/#");
+    assert_eq!(
+        receivers.counts(&[2, 3]),
+        expected(&names),
+        "$share/pa/pa/#"
+    );
+    receivers.finish().await;
+}
+
+/// Payloads a client received, each with its DUP flag.
+type Collected = Arc<Mutex<Vec<(String, bool)>>>;
+
+/// Reads `c` until its connection closes or `stop`, acknowledging as a receiver; records each
+/// payload with its DUP flag.
+fn collect(mut c: RawClient, stop: CancellationToken) -> (Collected, tokio::task::JoinHandle<()>) {
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let list = Arc::clone(&got);
+    let task = tokio::spawn(async move {
+        while !stop.is_cancelled() {
+            let next = tokio::time::timeout(Duration::from_millis(100), c.recv()).await;
+            match next {
+                Err(_) => {}
+                Ok(None) => return,
+                Ok(Some(Packet::Publish(p))) => {
+                    match p.qos {
+                        QoS::AtMostOnce => {}
+                        QoS::AtLeastOnce => c.send(&ack(AckKind::PubAck, p.packet_id)).await,
+                        QoS::ExactlyOnce => c.send(&ack(AckKind::PubRec, p.packet_id)).await,
+                    }
+                    list.lock()
+                        .push((String::from_utf8_lossy(&p.payload).into_owned(), p.dup));
+                }
+                Ok(Some(Packet::Ack(a))) if a.kind == AckKind::PubRel => {
+                    c.send(&ack(AckKind::PubComp, a.packet_id)).await;
+                }
+                Ok(Some(_)) => {}
+            }
+        }
+    });
+    (got, task)
+}
+
+/// The node (the real binary, with a store) of a durable member is killed with SIGKILL while
+/// the group's QoS 1 messages flow, then started again and the member connects there again:
+/// no message is lost for the group (what the killed node had taken without committing comes
+/// again after JetStream's acknowledgement wait, to the other member). Copies that come twice
+/// without DUP are counted.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_killed_while_it_takes_a_group_s_messages_loses_none() {
+    use common::binary::BrokerProcess;
+    let Some(cluster) = start_nats() else { return };
+    let urls = cluster.urls();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let start_doomed = |urls: &[String]| {
+        let toml = common::cluster::cluster_toml(urls, "doomed");
+        let path = dir.path().to_path_buf();
+        tokio::task::spawn_blocking(move || {
+            let p = BrokerProcess::start_with(&path, &toml);
+            p.wait_log("cluster: reading the stream");
+            p
+        })
+    };
+    let doomed = start_doomed(&urls).await.expect("node started");
+    let n2 = start_node(&urls, "n2").await;
+    let g = "$share/k/k/#";
+    let (mut d, _) = RawClient::connect(doomed.addr, durable(Version::V5, "d")).await;
+    d.send(&subscribe(g, QoS::AtLeastOnce)).await;
+    assert!(matches!(d.recv().await, Some(Packet::SubAck(_))));
+    let e = member(&n2, Version::V5, "e", g).await;
+    let stop = CancellationToken::new();
+    let (got_d, task_d) = collect(d, stop.clone());
+    let (got_e, task_e) = collect(e, stop.clone());
+    // Both nodes pull from the group's consumer.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (mut p, _) = connect(&n2, connect_packet(Version::V5, "p")).await;
+    let publishing = tokio::spawn(async move {
+        let mut names = Vec::new();
+        for i in 0..400u16 {
+            let name = format!("k-{i}");
+            publish_acked(
+                &mut p,
+                &format!("k/{}", i % 5),
+                QoS::AtLeastOnce,
+                i + 1,
+                &name,
+            )
+            .await;
+            names.push(name);
+        }
+        names
+    });
+    // Kill once the node has taken some.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while got_d.lock().len() < 50 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    tokio::task::spawn_blocking(move || doomed.kill9())
+        .await
+        .expect("killed");
+    let names = publishing.await.expect("publisher");
+    task_d.await.expect("d's reader");
+    let doomed = start_doomed(&urls).await.expect("node started again");
+    let (d, ack) = RawClient::connect(doomed.addr, durable(Version::V5, "d")).await;
+    assert!(ack.session_present, "the Session was kept in the store");
+
+    let (got_d2, task_d2) = collect(d, stop.clone());
+    let all = || {
+        let mut counts: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+        for list in [&got_d, &got_d2, &got_e] {
+            for (p, dup) in list.lock().iter() {
+                let c = counts.entry(p.clone()).or_default();
+                if *dup { c.1 += 1 } else { c.0 += 1 }
+            }
+        }
+        counts
+    };
+    // JetStream hands again what the killed node had not acknowledged after 30 s.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(50);
+    while names.iter().any(|n| !all().contains_key(n)) && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.cancel();
+    let _ = (task_d2.await, task_e.await);
+    let counts = all();
+    let missing: Vec<_> = names.iter().filter(|n| !counts.contains_key(*n)).collect();
+    let holders = |name: &str| {
+        [("d", &got_d), ("d again", &got_d2), ("e", &got_e)]
+            .iter()
+            .filter(|(_, l)| l.lock().iter().any(|(p, _)| p == name))
+            .map(|(who, _)| *who)
+            .collect::<Vec<_>>()
+    };
+    let twice: Vec<_> = counts
+        .iter()
+        .filter(|(_, (fresh, _))| *fresh > 1)
+        .map(|(name, _)| (name.clone(), holders(name)))
+        .collect();
+    eprintln!(
+        "before the kill d took {}, after {}; e took {}; fresh copies twice: {twice:?}",
+        got_d.lock().len(),
+        got_d2.lock().len(),
+        got_e.lock().len()
+    );
+    assert!(missing.is_empty(), "lost: {missing:?}");
+    drop(doomed);
+}

@@ -60,6 +60,8 @@ const ACK_WAIT: Duration = Duration::from_secs(30);
 const MAX_ACK_PENDING: i64 = 1024;
 /// A message no member here could take (full queues) is offered again after this.
 const RETRY: Duration = Duration::from_secs(1);
+/// How long a node pulls nothing from a consumer before it makes sure the consumer exists.
+const QUIET_CHECK: Duration = Duration::from_secs(5);
 /// How often a node whose members are away looks whether one connected.
 const PRESENCE_POLL: Duration = Duration::from_millis(200);
 
@@ -133,6 +135,15 @@ pub(super) fn group_id(key: &str) -> String {
 }
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
+
+/// Where a consumer of a group made `now` starts: when the group's first member here
+/// subscribed (`since`), but not before the consumer's inactive threshold `idle` ago. A
+/// consumer JetStream removed had not been pulled from for `idle`: what it had handed out
+/// came before that, and must not come again (with a stream whose `max_age` is unlimited,
+/// those messages are still there).
+fn start_time(since: SystemTime, now: SystemTime, idle: Duration) -> SystemTime {
+    now.checked_sub(idle).map_or(since, |t| t.max(since))
+}
 
 /// Serves `group` until `stop`: waits for a member here to be connected, then takes the
 /// group's messages until none is.
@@ -232,7 +243,7 @@ async fn take_stream(
             // A group new to the cluster starts when its first member subscribed; a known
             // group goes on where it stopped.
             deliver_policy: consumer::DeliverPolicy::ByStartTime {
-                start_time: group.since.into(),
+                start_time: start_time(group.since, SystemTime::now(), idle).into(),
             },
             ack_policy: consumer::AckPolicy::Explicit,
             ack_wait: ACK_WAIT,
@@ -252,13 +263,19 @@ async fn take_stream(
         };
         consumers.push(consumer);
     }
-    futures_util::future::try_join_all(
-        consumers
-            .iter()
-            .map(|consumer| pull_loop(broker, group, consumer, stop)),
-    )
-    .await
-    .map(|_| ())
+    // Every loop runs to its end: one dropped while it delivers would leave its deliveries
+    // waiting for a commit that never returns (the member's queue stuck behind them). A loop
+    // that fails tells the others to stop after their current batch.
+    let quit = stop.child_token();
+    let pulls = futures_util::future::join_all(consumers.iter().map(|consumer| async {
+        let pulled = pull_loop(broker, group, consumer, &quit).await;
+        if pulled.is_err() {
+            quit.cancel();
+        }
+        pulled
+    }))
+    .await;
+    pulls.into_iter().collect()
 }
 
 /// Routes the group's QoS 0 messages from its queue subscription until `quit`.
@@ -287,16 +304,17 @@ async fn take_qos0(
     }
 }
 
-/// Pulls the group's QoS 1/2 messages from `consumer` while a member here is connected, a
-/// batch per request. Each batch is read to its end (full, or expired at the server), so
-/// that no message is left handed to this node unread when it stops: those not routed go
-/// back at once.
+/// Pulls the group's QoS 1/2 messages from `consumer` while a member here is connected (and
+/// not `stop`), a batch per request. Each batch is read to its end (full, or expired at the
+/// server), so that no message is left handed to this node unread when it stops: those not
+/// routed go back at once. Not to be dropped while it runs (see [`deliver`]).
 async fn pull_loop(
     broker: &Arc<Broker>,
     group: &Group,
     consumer: &consumer::Consumer<pull::Config>,
     stop: &CancellationToken,
 ) -> Result<(), Error> {
+    let mut quiet_since = tokio::time::Instant::now();
     while !stop.is_cancelled() && group.connected_here(broker) {
         let mut batch = consumer
             .batch()
@@ -304,7 +322,9 @@ async fn pull_loop(
             .expires(PULL_EXPIRES)
             .messages()
             .await?;
+        let mut pulled = false;
         while let Some(first) = batch.next().await {
+            pulled = true;
             let mut messages = vec![first?];
             while messages.len() < BATCH {
                 match batch.next().now_or_never() {
@@ -317,19 +337,34 @@ async fn pull_loop(
                 let _ = tokio::time::timeout(RETRY, wait).await;
             }
         }
+        if pulled {
+            quiet_since = tokio::time::Instant::now();
+        } else if quiet_since.elapsed() >= QUIET_CHECK {
+            // A pull request to a consumer that no longer exists (JetStream removed it, or
+            // it was deleted between two requests) gets no answer at all: an error here
+            // (not found) makes it again.
+            consumer.get_info().await?;
+            quiet_since = tokio::time::Instant::now();
+        }
     }
     Ok(())
 }
 
 /// Routes `messages` to members here, commits, and acknowledges each taken one to JetStream
 /// (the others go back, for another node or later). Returns a wait for room when a member's
-/// queue was full.
+/// queue was full. Not cancel-safe: dropped during the commit, its deliveries' gate would
+/// never open.
 async fn deliver(
     broker: &Arc<Broker>,
     group: &Group,
     messages: &[JsMessage],
 ) -> Option<futures_util::future::BoxFuture<'static, ()>> {
-    let policy = broker.config.queue_full;
+    // A member whose queue is full is passed over for another member, here or on another
+    // node, whatever `queue_full` says: the message goes back to JetStream, which keeps it
+    // (within the stream's limits) until a member has room. Dropping it here would lose it
+    // while a member elsewhere may have room; nobody waits on it (its publisher was
+    // acknowledged once JetStream stored it).
+    let policy = QueueFullPolicy::Backpressure;
     let mut pending = Pending::new(broker.persistent());
     let mut taken = Vec::with_capacity(messages.len());
     let mut back = Vec::new();
@@ -396,4 +431,25 @@ async fn deliver(
         let _ = m.ack_with(AckKind::Nak(Some(RETRY))).await;
     }
     wait
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_consumer_made_again_starts_after_what_it_handed_out() {
+        let hour = Duration::from_secs(3600);
+        let now = SystemTime::UNIX_EPOCH + hour * 24 * 365;
+        let week = hour * 24 * 7;
+        // A group new to the cluster: from its first member's subscription.
+        assert_eq!(start_time(now - hour, now, week), now - hour);
+        // A group served here for a month, whose consumer nobody pulled from for a week:
+        // not from a month ago.
+        assert_eq!(start_time(now - week * 4, now, week), now - week);
+        assert_eq!(
+            start_time(SystemTime::UNIX_EPOCH, SystemTime::UNIX_EPOCH, week),
+            SystemTime::UNIX_EPOCH
+        );
+    }
 }
