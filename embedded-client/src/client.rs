@@ -556,7 +556,9 @@ where
         &self.store
     }
 
-    /// Number of outgoing QoS 1/2 messages not yet fully acknowledged.
+    /// Number of outgoing QoS 1/2 messages not yet fully acknowledged, including stored
+    /// messages a v5 server's Receive Maximum holds back after a reconnect (not sent yet on
+    /// this connection; [`poll`](Self::poll) sends them as acknowledgements make room).
     pub fn inflight(&self) -> usize {
         self.out.iter().filter(|s| s.is_publish()).count()
     }
@@ -707,6 +709,11 @@ where
     /// Waits for the next event from the server, handling acknowledgements, QoS 2 duplicate
     /// suppression and keepalive (PINGREQ while idle, [`Error::Timeout`] when PINGRESP does not
     /// come) on the way. First writes the acknowledgement of the message returned last.
+    ///
+    /// After a v5 reconnect it first reports, one per call, the stored messages the new
+    /// server cannot take ([`Error::Rejected`] with 0x95 or 0x9B, see
+    /// [`ConnAck::dropped`]), and sends the stored messages its Receive Maximum held back,
+    /// in order, as acknowledgements make room.
     ///
     /// Cancel safe: dropping the future loses no data; call again to resume.
     pub async fn poll(&mut self) -> Result<Event<'_>, Error> {
