@@ -71,6 +71,10 @@ fn log(e: Error) {
     println!("{e}");
 }
 
+fn note(text: &str) {
+    println!("{text}");
+}
+
 async fn usage(clock: Ticks, mut sensor: Sensor) {
     // README: usage
     let (mut tx, mut rx, mut session) = ([0u8; 512], [0u8; 512], [0u8; 1024]);
@@ -169,19 +173,21 @@ async fn properties(clock: Ticks, store: RamStore<'_>) -> Result<(), Error> {
     match client.poll().await {
         Ok(Event::Message(m)) => {
             let from_cmd = m.subscription_ids().any(|id| id == 7);
-            let json = m.content_type() == Some("application/json");
-            handle(m.topic, m.payload);
-            for (name, value) in m.user_properties() {
-                handle(name, value.as_bytes());
+            if from_cmd && m.content_type() == Some("application/json") {
+                handle(m.topic, m.payload);
             }
-            // A request: reply to m.response_topic() with m.correlation_data(). Both
+            if let Some((_, unit)) = m.user_properties().find(|(name, _)| *name == "unit") {
+                note(unit);
+            }
+            // A request: answer on the response topic with the correlation data. Both
             // borrow the receive buffer: copy them before the next call on the client.
-            let _ = (from_cmd, json, m.response_topic(), m.correlation_data());
+            if let (Some(reply_to), Some(id)) = (m.response_topic(), m.correlation_data()) {
+                handle(reply_to, id);
+            }
         }
-        Err(Error::Rejected { pid, reason }) => {
-            // The server refused message `pid`; its reason string, if it sent one:
-            let why = client.reason_string().unwrap_or("");
-            handle(why, &[reason, pid as u8]);
+        Err(e @ Error::Rejected { .. }) => {
+            log(e); // and the server's reason string, if it sent one:
+            note(client.reason_string().unwrap_or(""));
         }
         _ => {}
     }
