@@ -138,7 +138,7 @@ async fn app(rounds: u32) {
     let opts = options();
     let mut round = 0;
     while round < rounds {
-        let provider: CaVerified<'_, _> = CaVerified::new(black_box(&CA_DER[..]), HwRng);
+        let provider = CaVerified::new(black_box(&CA_DER[..]), HwRng);
         let stream = match tls::connect(
             Link,
             &mut record_rx,

@@ -2,7 +2,7 @@
 //! embedded-io-adapters), reconnecting with a persistent session when the connection drops.
 //!
 //! ```text
-//! mosquitto -p 1883 &
+//! cargo run --release -p roost &     # or: mosquitto -p 1883 &
 //! mosquitto_sub -t 'sensors/#' -v &
 //! cargo run -p roost-client --example sensor -- 127.0.0.1:1883 [v5] [count]
 //! ```
@@ -72,7 +72,7 @@ async fn main() {
                     ack.session_present, ack.resent
                 ),
                 Err(e) => {
-                    eprintln!("MQTT connect failed: {e:?}");
+                    eprintln!("MQTT connect failed: {e}");
                     tokio::time::sleep(Duration::from_secs(1)).await;
                     continue;
                 }
@@ -98,7 +98,7 @@ async fn main() {
                 }
                 println!("{line}");
             }
-            Some(Err(e)) => eprintln!("poll: {e:?} (connected: {})", client.is_connected()),
+            Some(Err(e)) => eprintln!("poll: {e} (connected: {})", client.is_connected()),
             None if sent < count => {
                 let reading = format!("{{\"temp\":{:.1}}}", 20.0 + f64::from(sent % 7) * 0.5);
                 match client
@@ -114,7 +114,7 @@ async fn main() {
                         sent += 1;
                         println!("published {reading} (pid {pid})");
                     }
-                    Err(e) => eprintln!("publish: {e:?}"),
+                    Err(e) => eprintln!("publish: {e}"),
                 }
             }
             None => {}

@@ -56,6 +56,11 @@ enum Slot {
     Pubcomp(u16),
     Suback(u16),
     Unsuback(u16),
+    /// v5: a stored message removed at a reconnect without being sent, because the new
+    /// server cannot accept it; reported by the next `poll` as `Error::Rejected` with this
+    /// reason code, which frees the slot (the packet id stays reserved until then).
+    #[cfg(feature = "v5")]
+    Dropped(u16, u8),
 }
 
 impl Slot {
@@ -65,6 +70,19 @@ impl Slot {
             Slot::Puback(p) | Slot::Suback(p) | Slot::Unsuback(p) => Some(p),
             #[cfg(feature = "qos2")]
             Slot::Pubrec(p) | Slot::Pubcomp(p) => Some(p),
+            #[cfg(feature = "v5")]
+            Slot::Dropped(p, _) => Some(p),
+        }
+    }
+
+    /// A PUBLISH not yet acknowledged by PUBACK / PUBREC: its record is a `Record::Publish`.
+    #[cfg(feature = "v5")]
+    fn awaits_first_ack(self) -> bool {
+        match self {
+            Slot::Puback(_) => true,
+            #[cfg(feature = "qos2")]
+            Slot::Pubrec(_) => true,
+            _ => false,
         }
     }
 
@@ -94,13 +112,22 @@ enum Handled {
 
 /// Result of a successful [`Client::connect`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct ConnAck {
     /// The server resumed an existing session.
     pub session_present: bool,
-    /// Number of PUBLISH (with DUP) and PUBREL packets resent from the session.
+    /// Number of PUBLISH (with DUP) and PUBREL packets resent from the session. With v5,
+    /// stored messages beyond the server's Receive Maximum are not counted here: they are
+    /// sent by [`Client::poll`] as acknowledgements make room.
     pub resent: usize,
     /// The client had QoS 1/2 state but the server had no session, so it was discarded.
     pub discarded: bool,
+    /// v5: stored QoS 1/2 messages the server of this connection cannot accept (above its
+    /// Maximum Packet Size or its Maximum QoS, MQTT-3.2.2-15 and MQTT-3.2.2-11). They were not
+    /// sent and are removed from the session; [`Client::poll`] reports each one as
+    /// [`Error::Rejected`] with reason `0x95` (packet too large) or `0x9B` (QoS not
+    /// supported), before anything else. Always 0 on a 3.1.1 connection.
+    pub dropped: usize,
 }
 
 /// An application message received from the server, borrowing from the receive buffer.
@@ -125,9 +152,73 @@ pub struct Message<'a> {
 
 #[cfg(feature = "v5")]
 impl<'a> Message<'a> {
-    /// Iterates over the v5 properties (content type, response topic, user properties, ...).
+    /// Iterates over the v5 properties in the order they came, as raw identifiers and values
+    /// (compare the identifiers with the constants of [`property`](crate::property)). The
+    /// accessors below read the common ones. Empty on a 3.1.1 connection.
     pub fn properties(&self) -> crate::Properties<'a> {
         crate::Properties::new(self.raw_properties)
+    }
+
+    /// The first property with identifier `id` (a message carries each of these at most
+    /// once, MQTT 5.0 section 3.3.2.3; the client checked it on receipt).
+    fn property(&self, id: u8) -> Option<crate::Property<'a>> {
+        self.properties().find(|p| p.id() == id)
+    }
+
+    /// The Content Type (MQTT 5.0 section 3.3.2.3.9), e.g. `"application/json"`.
+    pub fn content_type(&self) -> Option<&'a str> {
+        match self.property(crate::property::CONTENT_TYPE)? {
+            crate::Property::Str(_, s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The Response Topic of a request (section 3.3.2.3.5): where to publish the response.
+    pub fn response_topic(&self) -> Option<&'a str> {
+        match self.property(crate::property::RESPONSE_TOPIC)? {
+            crate::Property::Str(_, s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The Correlation Data (section 3.3.2.3.6): send it back with the response.
+    pub fn correlation_data(&self) -> Option<&'a [u8]> {
+        match self.property(crate::property::CORRELATION_DATA)? {
+            crate::Property::Bin(_, b) => Some(b),
+            _ => None,
+        }
+    }
+
+    /// The Message Expiry Interval in seconds (section 3.3.2.3.3): what is left of the
+    /// lifetime the publisher gave, as the server forwards it.
+    pub fn message_expiry_secs(&self) -> Option<u32> {
+        match self.property(crate::property::MESSAGE_EXPIRY_INTERVAL)? {
+            crate::Property::U32(_, secs) => Some(secs),
+            _ => None,
+        }
+    }
+
+    /// The Payload Format Indicator (section 3.3.2.3.2): `Some(1)` when the publisher says
+    /// the payload is UTF-8 text, `Some(0)` for unspecified bytes, `None` when absent (also
+    /// unspecified bytes). The client does not check the payload.
+    pub fn payload_format(&self) -> Option<u8> {
+        match self.property(crate::property::PAYLOAD_FORMAT_INDICATOR)? {
+            crate::Property::Byte(_, v) => Some(v),
+            _ => None,
+        }
+    }
+
+    /// `true` when the Payload Format Indicator says the payload is UTF-8 text.
+    pub fn payload_utf8(&self) -> bool {
+        self.payload_format() == Some(1)
+    }
+
+    /// The User Properties (name, value), in the order they came; names may repeat.
+    pub fn user_properties(&self) -> impl Iterator<Item = (&'a str, &'a str)> + 'a {
+        self.properties().filter_map(|p| match p {
+            crate::Property::Pair(name, value) => Some((name, value)),
+            _ => None,
+        })
     }
 
     /// The Subscription Identifiers of the subscriptions that matched this message
@@ -220,6 +311,11 @@ pub struct Client<'b, T, C, S, const OUT: usize = MAX_INFLIGHT, const IN: usize 
     /// The highest QoS to publish with: the server's maximum, capped at what this build handles.
     max_qos: u8,
     restored: bool,
+    /// v5: stored messages not resent yet at this connection's start because the server's
+    /// Receive Maximum was reached: the last `unsent` `Record::Publish` records of the store
+    /// (resent in order by `poll` as acknowledgements free the server's quota).
+    #[cfg(feature = "v5")]
+    unsent: usize,
     /// Topic alias table (alias n is entry n - 1) and the server's Topic Alias Maximum.
     #[cfg(feature = "v5")]
     aliases: &'b mut [TopicAliasSlot],
@@ -261,9 +357,16 @@ where
     /// Creates a disconnected client whose windows are `OUT` outgoing and `IN` incoming
     /// messages (see [`Client`]); both must be 1..=65535 (checked at compile time).
     ///
-    /// ```ignore
+    /// ```
+    /// # use roost_client::{Client, Clock, RamStore};
+    /// # fn demo<T: embedded_io_async::Read + embedded_io_async::Write>(
+    /// #     clock: impl Clock,
+    /// #     store: RamStore<'_>,
+    /// # ) {
+    /// # let (mut tx, mut rx) = ([0u8; 256], [0u8; 256]);
     /// // At most 4 QoS 1/2 messages (and (un)subscribes) unacknowledged, 2 incoming QoS 2.
-    /// let mut client: Client<_, _, _, 4, 2> = Client::with_windows(clock, store, &mut tx, &mut rx);
+    /// let client: Client<T, _, _, 4, 2> = Client::with_windows(clock, store, &mut tx, &mut rx);
+    /// # }
     /// ```
     pub fn with_windows(clock: C, store: S, tx: &'b mut [u8], rx: &'b mut [u8]) -> Self {
         const {
@@ -297,6 +400,8 @@ where
             server_recv_max: u16::MAX,
             max_qos: MAX_QOS,
             restored: false,
+            #[cfg(feature = "v5")]
+            unsent: 0,
             #[cfg(feature = "v5")]
             aliases: &mut [],
             #[cfg(feature = "v5")]
@@ -451,7 +556,9 @@ where
         &self.store
     }
 
-    /// Number of outgoing QoS 1/2 messages not yet fully acknowledged.
+    /// Number of outgoing QoS 1/2 messages not yet fully acknowledged, including stored
+    /// messages a v5 server's Receive Maximum holds back after a reconnect (not sent yet on
+    /// this connection; [`poll`](Self::poll) sends them as acknowledgements make room).
     pub fn inflight(&self) -> usize {
         self.out.iter().filter(|s| s.is_publish()).count()
     }
@@ -603,6 +710,11 @@ where
     /// suppression and keepalive (PINGREQ while idle, [`Error::Timeout`] when PINGRESP does not
     /// come) on the way. First writes the acknowledgement of the message returned last.
     ///
+    /// After a v5 reconnect it first reports, one per call, the stored messages the new
+    /// server cannot take ([`Error::Rejected`] with 0x95 or 0x9B, see
+    /// [`ConnAck::dropped`]), and sends the stored messages its Receive Maximum held back,
+    /// in order, as acknowledgements make room.
+    ///
     /// Cancel safe: dropping the future loses no data; call again to resume.
     pub async fn poll(&mut self) -> Result<Event<'_>, Error> {
         if !self.connected {
@@ -739,6 +851,12 @@ where
             #[cfg(feature = "v5")]
             {
                 self.last = 0;
+                if let Some(e) = self.take_dropped() {
+                    return Ok(Err(e));
+                }
+                if self.resend_next()? {
+                    continue;
+                }
             }
             // Keepalive.
             if self.keepalive_ms > 0 {
@@ -1132,6 +1250,85 @@ where
         Some((a, *slot == TopicAliasSlot::of(topic)))
     }
 
+    /// v5: the reason the server of this connection cannot take the stored PUBLISH in
+    /// `tx[..n]`: larger than its Maximum Packet Size (0x95, MQTT-3.2.2-15) or above its
+    /// Maximum QoS (0x9B, MQTT-3.2.2-11).
+    #[cfg(feature = "v5")]
+    fn unacceptable(&self, n: usize) -> Option<u8> {
+        if n as u64 > u64::from(self.server_max_packet) {
+            Some(0x95)
+        } else if (self.tx[0] >> 1) & 3 > self.max_qos {
+            Some(0x9B)
+        } else {
+            None
+        }
+    }
+
+    /// v5: the slot of the stored PUBLISH `pid` becomes a dropped message to report.
+    #[cfg(feature = "v5")]
+    fn mark_dropped(&mut self, pid: u16, reason: u8) {
+        if let Some(slot) = self
+            .out
+            .iter_mut()
+            .find(|s| s.awaits_first_ack() && s.pid() == Some(pid))
+        {
+            *slot = Slot::Dropped(pid, reason);
+        }
+    }
+
+    /// v5: the first dropped message not reported yet, as the error `poll` returns for it.
+    #[cfg(feature = "v5")]
+    fn take_dropped(&mut self) -> Option<Error> {
+        for slot in self.out.iter_mut() {
+            if let Slot::Dropped(pid, reason) = *slot {
+                *slot = Slot::Free;
+                return Some(Error::Rejected { pid, reason });
+            }
+        }
+        None
+    }
+
+    /// v5: queues the next stored message held back at connect by the server's Receive
+    /// Maximum, once `tx` is free and the server has room (MQTT-4.9.0-2). Says whether it did.
+    #[cfg(feature = "v5")]
+    fn resend_next(&mut self) -> Result<bool, Error> {
+        if self.unsent == 0 || self.tx_len != 0 {
+            return Ok(false);
+        }
+        // The held-back messages are the last `unsent` stored PUBLISH records.
+        let stored = self.out.iter().filter(|s| s.awaits_first_ack()).count();
+        self.unsent = self.unsent.min(stored);
+        let sent = self.inflight() - self.unsent;
+        if self.unsent == 0 || sent >= usize::from(self.server_recv_max) {
+            return Ok(false);
+        }
+        let mut skip = stored - self.unsent;
+        let mut index = 0;
+        while let Some((rec, n)) = self
+            .store
+            .load(index, self.tx)
+            .map_err(|_| Error::StoreFull)?
+        {
+            index += 1;
+            if !matches!(rec, Record::Publish(_)) {
+                continue;
+            }
+            if skip > 0 {
+                skip -= 1;
+                continue;
+            }
+            self.unsent -= 1;
+            if n == 0 {
+                return Ok(false);
+            }
+            self.tx[0] |= roost_wire::flags::DUP;
+            self.queue(n);
+            return Ok(true);
+        }
+        self.unsent = 0;
+        Ok(false)
+    }
+
     fn clear_session(&mut self) {
         self.out = [Slot::Free; OUT];
         self.inb = [0; IN];
@@ -1202,6 +1399,10 @@ where
         }
         self.restored = true;
         self.keepalive_ms = u64::from(opts.keep_alive_secs) * 1000;
+        #[cfg(feature = "v5")]
+        {
+            self.unsent = 0;
+        }
         self.server_max_packet = u32::MAX;
         self.server_recv_max = u16::MAX;
         self.max_qos = MAX_QOS;
@@ -1292,6 +1493,7 @@ where
             session_present,
             resent: 0,
             discarded: false,
+            dropped: 0,
         };
         if !session_present {
             ack.discarded =
@@ -1299,7 +1501,12 @@ where
             self.clear_session();
             return Ok(ack);
         }
-        // Resend in the original order.
+        // Resend in the original order. With v5, only what the new server accepts: a stored
+        // message above its Maximum Packet Size or Maximum QoS is dropped and reported, and
+        // no more PUBLISH packets than its Receive Maximum go out unacknowledged (the rest
+        // follow from `poll`).
+        #[cfg(feature = "v5")]
+        let mut outstanding = 0usize;
         let mut index = 0;
         while let Some((rec, n)) = self
             .store
@@ -1308,13 +1515,32 @@ where
         {
             index += 1;
             match rec {
-                Record::Publish(_) if n > 0 => {
+                Record::Publish(pid) if n > 0 => {
+                    #[cfg(feature = "v5")]
+                    if let Some(reason) = self.unacceptable(n) {
+                        // Removed: the next record moves to this index.
+                        index -= 1;
+                        self.store.remove(rec);
+                        self.mark_dropped(pid, reason);
+                        ack.dropped += 1;
+                        continue;
+                    }
+                    #[cfg(feature = "v5")]
+                    if outstanding >= usize::from(self.server_recv_max) {
+                        self.unsent += 1;
+                        continue;
+                    }
+                    let _ = pid;
                     self.tx[0] |= 0x08;
                     self.queue(n);
                 }
                 #[cfg(feature = "qos2")]
                 Record::Release(pid) => self.ack(PUBREL, pid, 0)?,
                 _ => continue,
+            }
+            #[cfg(feature = "v5")]
+            {
+                outstanding += 1;
             }
             ack.resent += 1;
             self.flush_tx().await?;

@@ -21,11 +21,23 @@
 //! `poll` future (for instance because a `select` chose a sensor reading instead) loses
 //! nothing; the next call resumes. A publish may therefore "race" a poll this way:
 //!
-//! ```ignore
-//! match select(client.poll(), sensor.ready()).await {
+//! ```
+//! # use embassy_futures::select::{Either, select};
+//! # use embedded_io_async::{Read, Write};
+//! # use roost_client::{Client, Clock, Error, Event, QoS, SessionStore};
+//! # fn handle(_: Event<'_>) {}
+//! # async fn demo<T: Read + Write, C: Clock, S: SessionStore>(
+//! #     client: &mut Client<'_, T, C, S>,
+//! #     sensor: impl core::future::Future<Output = [u8; 4]>,
+//! # ) -> Result<(), Error> {
+//! match select(client.poll(), sensor).await {
 //!     Either::First(ev) => handle(ev?),
-//!     Either::Second(reading) => { client.publish("s/t", &reading, QoS::AtLeastOnce, false).await?; }
+//!     Either::Second(reading) => {
+//!         client.publish("s/t", &reading, QoS::AtLeastOnce, false).await?;
+//!     }
 //! }
+//! # Ok(())
+//! # }
 //! ```
 //!
 //! A message [`Client::poll`] returns is acknowledged (PUBACK, PUBREC) by the next call on the
@@ -50,6 +62,12 @@
 //! If not, call [`Client::connect`] with a fresh transport. With a persistent session
 //! (`clean_session = false`) unacknowledged QoS 1/2 messages are then resent with DUP set, and
 //! PUBREL for QoS 2 messages whose PUBREC arrived.
+//!
+//! With MQTT 5 the resend obeys the new server's CONNACK: a stored message above its Maximum
+//! Packet Size or Maximum QoS is not sent but dropped from the session, counted in
+//! [`ConnAck::dropped`] and reported by [`Client::poll`] as [`Error::Rejected`] (reason
+//! `0x95` or `0x9B`); messages beyond its Receive Maximum follow, in order, as acknowledgements
+//! make room.
 #![no_std]
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -284,8 +302,10 @@ pub struct SubscribeProperties<'a> {
 }
 
 /// Errors of the client. After any of them, [`Client::is_connected`] says whether the
-/// connection survived; the comments say what is typical.
+/// connection survived; the comments say what is typical. [`Display`](core::fmt::Display)
+/// gives a short English message; with the `defmt` feature it is also `defmt::Format`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum Error {
     /// The transport failed (connection dropped).
     Transport(embedded_io::ErrorKind),
@@ -316,7 +336,11 @@ pub enum Error {
     InflightFull,
     /// The session store is full or failed. Nothing was sent.
     StoreFull,
-    /// v5: the server rejected the message `pid` with this PUBACK / PUBREC reason code.
+    /// v5: the message `pid` will not be delivered, and is no longer in the session: the
+    /// server rejected it with this PUBACK / PUBREC reason code, or, after a reconnect, the
+    /// new server's limits ruled it out and the client dropped it without sending it
+    /// (`0x95` packet too large: above its Maximum Packet Size; `0x9B` QoS not supported:
+    /// above its Maximum QoS; see [`ConnAck::dropped`]). The connection stays up.
     Rejected {
         /// Packet id of the rejected message.
         pid: u16,
@@ -329,6 +353,41 @@ pub enum Error {
     InvalidArgument,
 }
 
+impl core::fmt::Display for Error {
+    /// A short English description, e.g. `server refused the connection (reason 0x87)`.
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match *self {
+            Error::Transport(kind) => write!(f, "transport error ({kind:?})"),
+            Error::ConnectionClosed => f.write_str("connection closed by the peer"),
+            Error::NotConnected => f.write_str("not connected"),
+            Error::Timeout => f.write_str("timed out waiting for the server"),
+            Error::Protocol => f.write_str("protocol error: malformed or unexpected packet"),
+            Error::Refused(code) => {
+                write!(f, "server refused the connection (reason {code:#04x})")
+            }
+            Error::ServerDisconnect(code) => {
+                write!(f, "server sent DISCONNECT (reason {code:#04x})")
+            }
+            Error::BufferTooSmall => f.write_str("packet does not fit the transmit buffer"),
+            Error::PacketTooLarge => f.write_str("packet exceeds the server's maximum packet size"),
+            Error::MessageTooLarge { len } => {
+                write!(
+                    f,
+                    "incoming message of {len} bytes skipped: receive buffer too small"
+                )
+            }
+            Error::InflightFull => f.write_str("too many messages in flight"),
+            Error::StoreFull => f.write_str("session store full or failed"),
+            Error::Rejected { pid, reason } => {
+                write!(f, "message {pid} rejected (reason {reason:#04x})")
+            }
+            Error::InvalidArgument => f.write_str("invalid argument"),
+        }
+    }
+}
+
+impl core::error::Error for Error {}
+
 impl<E: embedded_io::Error> From<E> for Error {
     fn from(e: E) -> Self {
         Error::Transport(e.kind())
@@ -340,6 +399,9 @@ impl<E: embedded_io::Error> From<E> for Error {
 /// With embassy: `now_ms` returns `Instant::now().as_millis()` and `sleep_until` is
 /// `Timer::at(Instant::from_millis(deadline_ms))`. On tokio: an `Instant` origin plus
 /// `tokio::time::sleep_until`.
+///
+/// `&mut C` is a `Clock` too: a program that creates a client per connection (as over TLS)
+/// passes `&mut clock` to each [`Client::new`] and keeps the clock.
 pub trait Clock {
     /// Current time in milliseconds; must never go backwards.
     fn now_ms(&mut self) -> u64;
@@ -357,6 +419,23 @@ impl<C: Clock + ?Sized> Clock for &mut C {
     fn sleep_until(&mut self, deadline_ms: u64) -> impl Future<Output = ()> {
         (**self).sleep_until(deadline_ms)
     }
+}
+
+/// MQTT 5.0 property identifiers (section 2.2.2.2), to compare with [`Property::id`] or the
+/// first field of a [`Property`] from [`Message::properties`] or [`Client::last_properties`].
+/// [`Message`] has typed accessors for the common ones ([`Message::content_type`], ...).
+#[cfg(feature = "v5")]
+pub mod property {
+    pub use roost_wire::property::{
+        ASSIGNED_CLIENT_IDENTIFIER, AUTHENTICATION_DATA, AUTHENTICATION_METHOD, CONTENT_TYPE,
+        CORRELATION_DATA, MAXIMUM_PACKET_SIZE, MAXIMUM_QOS, MESSAGE_EXPIRY_INTERVAL,
+        PAYLOAD_FORMAT_INDICATOR, REASON_STRING, RECEIVE_MAXIMUM, REQUEST_PROBLEM_INFORMATION,
+        REQUEST_RESPONSE_INFORMATION, RESPONSE_INFORMATION, RESPONSE_TOPIC, RETAIN_AVAILABLE,
+        SERVER_KEEP_ALIVE, SERVER_REFERENCE, SESSION_EXPIRY_INTERVAL,
+        SHARED_SUBSCRIPTION_AVAILABLE, SUBSCRIPTION_IDENTIFIER, SUBSCRIPTION_IDENTIFIER_AVAILABLE,
+        TOPIC_ALIAS, TOPIC_ALIAS_MAXIMUM, USER_PROPERTY, WILDCARD_SUBSCRIPTION_AVAILABLE,
+        WILL_DELAY_INTERVAL,
+    };
 }
 
 /// One v5 property, as yielded by [`Properties`].

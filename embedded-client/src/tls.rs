@@ -5,23 +5,46 @@
 //! stream, which is itself an `embedded-io-async` transport: pass it to
 //! [`Client::connect`](crate::Client::connect) as any other.
 //!
-//! ```ignore
+//! ```no_run
 //! use roost_client::tls::{self, CaVerified};
-//! static CA: &[u8] = include_bytes!("ca.der"); // the CA certificate, DER
-//! let mut rx_record = [0u8; 16_640];            // tls::MAX_RECORD: the largest TLS record
+//! # use embedded_io_adapters::tokio_1::FromTokio;
+//! # use roost_client::{Client, Clock, ConnectOptions, Error, RamStore};
+//! # async fn demo(clock: impl Clock, rng: rand_core::OsRng, opts: ConnectOptions<'_>)
+//! # -> Result<(), Error> {
+//! # let (mut tx, mut rx, mut session) = ([0u8; 512], [0u8; 512], [0u8; 1024]);
+//! # let mut client = Client::new(clock, RamStore::new(&mut session), &mut tx, &mut rx);
+//! # static CA: &[u8] = &[];
+//! // The CA certificate in DER (`openssl x509 -in ca.pem -outform der -out ca.der`):
+//! // static CA: &[u8] = include_bytes!("ca.der");
+//! let mut rx_record = [0u8; tls::MAX_RECORD]; // 16,640 bytes: the largest TLS record
 //! let mut tx_record = [0u8; 2_048];
-//! let socket = /* a connected TcpSocket */;
+//! let tcp = tokio::net::TcpStream::connect("broker.example.com:8883").await.unwrap();
+//! let socket = FromTokio::new(tcp); // or an embassy-net TcpSocket, ...
 //! let stream = tls::connect(socket, &mut rx_record, &mut tx_record, "broker.example.com",
 //!                           CaVerified::new(CA, rng)).await?;
 //! client.connect(stream, &opts).await?;
+//! # Ok(())
+//! # }
 //! ```
+//!
+//! A TLS error converts into [`Error::Transport`](crate::Error::Transport) with `?`; match
+//! on the [`TlsError`] itself to tell a refused certificate from a network failure.
+//!
+//! `CaVerified::new` uses the defaults (no validity check, certificate chains up to 2,048
+//! bytes); [`CaVerified::with_clock`] and [`CaVerified::with_cert_capacity`] change them. The
+//! RNG is taken by value: pass `&mut rng` to keep using one across connections (rand_core
+//! implements `RngCore` and `CryptoRng` for `&mut R`). On a host, `rand_core::OsRng` needs
+//! rand_core's `getrandom` feature in your own `Cargo.toml`:
+//! `rand_core = { version = "0.6", features = ["getrandom"] }`.
 //!
 //! # What is verified
 //!
-//! [`CaVerified`] uses embedded-tls's `rustpki` verifier, which checks:
-//! * each certificate of the server's chain is signed by the next one and the last by the CA
-//!   given (ECDSA P-256 with SHA-256; more with embedded-tls's features `p384`, `ed25519`
-//!   and `rsa`, the last one needs `alloc`);
+//! [`CaVerified`] uses embedded-tls's `rustpki` verifier, held to a stricter chain rule:
+//! * the server's certificate is signed by the CA given itself (ECDSA P-256 with SHA-256;
+//!   more with embedded-tls's features `p384`, `ed25519` and `rsa`, the last one needs
+//!   `alloc`). After its own certificate the server may send only copies of the CA
+//!   certificate: a chain with an intermediate certificate is refused
+//!   ([`TlsError::InvalidCertificate`]), even one the CA signed;
 //! * the server's CertificateVerify signature over the handshake (proof of the private key),
 //!   and that the server sent both messages: [`connect`] fails otherwise (embedded-tls alone
 //!   accepts a handshake without them, see [`VerifiesServer`]);
@@ -32,12 +55,10 @@
 //!   ([`NoClock`], the default, does not: a device without a calendar clock cannot check
 //!   expiry).
 //!
-//! The server's certificate must be signed by the CA itself: the chain it sends may hold,
-//! after its own certificate, only copies of the CA certificate (no intermediates). This is
-//! Roost's rule on top of embedded-tls, whose chain walk lets any certificate sign the next
-//! without checking that it may (basic constraints, key usage): with an intermediate
+//! Why no intermediates: embedded-tls's chain walk lets any certificate of a chain sign the
+//! next without checking that it may (basic constraints, key usage), so with an intermediate
 //! allowed, a device's client certificate from the same CA could sign a server certificate
-//! for any name.
+//! for any name. Issue the server certificate from the CA the devices trust directly.
 //!
 //! It does not check the leaf's key usage or extended key usage (so any certificate the CA
 //! issued directly, also a client certificate, passes as a server certificate for the
@@ -174,12 +195,26 @@ where
     }
 }
 
+impl<'a, R> CaVerified<'a, R>
+where
+    R: RngCore + CryptoRng,
+{
+    /// Trusts `ca_der` (an X.509 certificate in DER) for the server's certificate, with the
+    /// defaults: no validity check ([`NoClock`]) and server certificate chains of up to
+    /// 2,048 bytes. [`with_clock`](CaVerified::with_clock) and
+    /// [`with_cert_capacity`](CaVerified::with_cert_capacity) change them.
+    ///
+    /// `rng` is taken by value; pass `&mut rng` to keep it for the next connection.
+    pub fn new(ca_der: &'a [u8], rng: R) -> Self {
+        Self::build(ca_der, rng)
+    }
+}
+
 impl<'a, R, Clk: TlsClock, const CERT: usize> CaVerified<'a, R, Clk, CERT>
 where
     R: RngCore + CryptoRng,
 {
-    /// Trusts `ca_der` (an X.509 certificate in DER) for the server's chain.
-    pub fn new(ca_der: &'a [u8], rng: R) -> Self {
+    fn build(ca_der: &'a [u8], rng: R) -> Self {
         CaVerified {
             rng,
             verifier: SignedByCa {
@@ -189,6 +224,20 @@ where
                 proven: false,
             },
         }
+    }
+
+    /// The same provider checking the validity period with `Clk2`, a [`TlsClock`] that
+    /// returns the current Unix time in seconds:
+    /// `CaVerified::new(CA, rng).with_clock::<MyClock>()`.
+    pub fn with_clock<Clk2: TlsClock>(self) -> CaVerified<'a, R, Clk2, CERT> {
+        CaVerified::build(self.verifier.ca, self.rng)
+    }
+
+    /// The same provider keeping server certificate chains of up to `N` bytes (the default,
+    /// 2,048, holds a P-256 leaf of 500-700 bytes and a copy of the CA):
+    /// `CaVerified::new(CA, rng).with_cert_capacity::<4096>()`.
+    pub fn with_cert_capacity<const N: usize>(self) -> CaVerified<'a, R, Clk, N> {
+        CaVerified::build(self.verifier.ca, self.rng)
     }
 }
 

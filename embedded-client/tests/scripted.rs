@@ -565,6 +565,89 @@ mod v5 {
         );
     }
 
+    /// The typed accessors of a received message read each property the server sent;
+    /// the identifiers come from `roost_client::property`.
+    #[tokio::test]
+    async fn message_properties_have_typed_accessors() {
+        use roost_client::property::*;
+        let mut b = Bufs::std();
+        let (mut c, mut peer) = connected(&mut b, &opts("c", Protocol::V5)).await;
+        let string = |v: &mut Vec<u8>, s: &str| {
+            v.extend_from_slice(&(s.len() as u16).to_be_bytes());
+            v.extend_from_slice(s.as_bytes());
+        };
+        let mut props = vec![PAYLOAD_FORMAT_INDICATOR, 1];
+        props.extend([MESSAGE_EXPIRY_INTERVAL, 0, 0, 2, 0x58]);
+        props.push(CONTENT_TYPE);
+        string(&mut props, "application/json");
+        props.push(RESPONSE_TOPIC);
+        string(&mut props, "reply/7");
+        props.extend([CORRELATION_DATA, 0, 3, 0, 0xff, 7]);
+        for (k, v) in [("unit", "C"), ("site", "7"), ("unit", "K")] {
+            props.push(USER_PROPERTY);
+            string(&mut props, k);
+            string(&mut props, v);
+        }
+        props.extend([SUBSCRIPTION_IDENTIFIER, 0x80, 0x01]);
+        // QoS 1, topic "t", packet id 9.
+        let mut body = vec![0, 1, b't', 0, 9, props.len() as u8];
+        body.extend_from_slice(&props);
+        body.extend_from_slice(b"{}");
+        assert!(body.len() < 128);
+        let mut pkt = vec![0x32, body.len() as u8];
+        pkt.extend_from_slice(&body);
+        peer.send(&pkt).await;
+        // A QoS 0 message without properties.
+        peer.send(&[0x30, 5, 0, 1, b'u', 0, b'x']).await;
+        let ev = tokio::time::timeout(WAIT, c.poll()).await.unwrap().unwrap();
+        let roost_client::Event::Message(m) = ev else {
+            panic!("{ev:?}")
+        };
+        assert_eq!((m.topic, m.payload, m.pid), ("t", &b"{}"[..], 9));
+        assert_eq!(m.payload_format(), Some(1));
+        assert!(m.payload_utf8());
+        assert_eq!(m.message_expiry_secs(), Some(600));
+        assert_eq!(m.content_type(), Some("application/json"));
+        assert_eq!(m.response_topic(), Some("reply/7"));
+        assert_eq!(m.correlation_data(), Some(&[0, 0xff, 7][..]));
+        let user: Vec<_> = m.user_properties().collect();
+        assert_eq!(user, [("unit", "C"), ("site", "7"), ("unit", "K")]);
+        assert_eq!(m.subscription_ids().collect::<Vec<_>>(), [128]);
+        assert_eq!(
+            m.properties().next().map(|p| p.id()),
+            Some(PAYLOAD_FORMAT_INDICATOR)
+        );
+        let ev = tokio::time::timeout(WAIT, c.poll()).await.unwrap().unwrap();
+        let roost_client::Event::Message(m) = ev else {
+            panic!("{ev:?}")
+        };
+        assert_eq!((m.topic, m.payload), ("u", &b"x"[..]));
+        assert_eq!(m.payload_format(), None);
+        assert!(!m.payload_utf8());
+        assert_eq!(m.message_expiry_secs(), None);
+        assert_eq!(m.content_type(), None);
+        assert_eq!(m.response_topic(), None);
+        assert_eq!(m.correlation_data(), None);
+        assert_eq!(m.user_properties().count(), 0);
+        assert_eq!(m.subscription_ids().count(), 0);
+        assert!(c.is_connected());
+    }
+
+    /// On a 3.1.1 connection a message has no properties.
+    #[tokio::test]
+    async fn a_v311_message_has_no_properties() {
+        let mut b = Bufs::std();
+        let (mut c, mut peer) = connected(&mut b, &opts("c", Protocol::V311)).await;
+        peer.send(&[0x30, 4, 0, 1, b'u', b'x']).await;
+        let ev = tokio::time::timeout(WAIT, c.poll()).await.unwrap().unwrap();
+        let roost_client::Event::Message(m) = ev else {
+            panic!("{ev:?}")
+        };
+        assert_eq!(m.payload, b"x");
+        assert_eq!((m.content_type(), m.payload_format()), (None, None));
+        assert_eq!(m.properties().count(), 0);
+    }
+
     /// Parses a PUBLISH from the client: (topic, property block, payload).
     fn split_publish(pkt: &[u8]) -> (String, Vec<u8>, Vec<u8>) {
         let h = FixedHeader::parse(pkt).unwrap().unwrap();
@@ -861,4 +944,45 @@ mod v5 {
         peer.send(&[0x30, 7, 0, 0, 3, 0x23, 0, 2, b'2']).await;
         assert_eq!(next(&mut c).await, Err(Error::Protocol));
     }
+}
+
+/// Every error has a short English message (`Display`) and is a `core::error::Error`.
+#[test]
+fn errors_display_a_short_message() {
+    let all = [
+        Error::Transport(embedded_io::ErrorKind::ConnectionReset),
+        Error::ConnectionClosed,
+        Error::NotConnected,
+        Error::Timeout,
+        Error::Protocol,
+        Error::Refused(0x87),
+        Error::ServerDisconnect(0x8e),
+        Error::BufferTooSmall,
+        Error::PacketTooLarge,
+        Error::MessageTooLarge { len: 2000 },
+        Error::InflightFull,
+        Error::StoreFull,
+        Error::Rejected {
+            pid: 7,
+            reason: 0x95,
+        },
+        Error::InvalidArgument,
+    ];
+    let texts: Vec<String> = all.iter().map(|e| e.to_string()).collect();
+    for (e, t) in all.iter().zip(&texts) {
+        assert!(!t.is_empty() && t.len() < 80, "{e:?}: {t}");
+    }
+    let unique: std::collections::HashSet<_> = texts.iter().collect();
+    assert_eq!(unique.len(), texts.len(), "{texts:?}");
+    assert_eq!(
+        texts[5], "server refused the connection (reason 0x87)",
+        "{texts:?}"
+    );
+    assert_eq!(
+        texts[9],
+        "incoming message of 2000 bytes skipped: receive buffer too small"
+    );
+    assert_eq!(texts[12], "message 7 rejected (reason 0x95)");
+    let boxed: Box<dyn std::error::Error> = Box::new(Error::Timeout);
+    assert_eq!(boxed.to_string(), "timed out waiting for the server");
 }

@@ -45,7 +45,7 @@ async fn open<'a>(
     server_name: &str,
 ) -> Result<Tls<'a, Tcp>, TlsError> {
     let socket = tcp(addr).await;
-    let provider: CaVerified<'_, _> = CaVerified::new(ca, rand_core::OsRng);
+    let provider = CaVerified::new(ca, rand_core::OsRng);
     tokio::time::timeout(
         WAIT,
         tls::connect(
@@ -238,6 +238,118 @@ async fn untrusted_ca_and_wrong_name_are_refused() {
     // The right CA and name still work after those attempts.
     let mut records = Records::new();
     assert!(open(addr, &mut records, &ca, "localhost").await.is_ok());
+}
+
+/// An RNG that is neither `Copy` nor `Clone`, like a chip's TRNG driver.
+struct Trng(rand_core::OsRng);
+
+impl tls::RngCore for Trng {
+    fn next_u32(&mut self) -> u32 {
+        self.0.next_u32()
+    }
+    fn next_u64(&mut self) -> u64 {
+        self.0.next_u64()
+    }
+    fn fill_bytes(&mut self, dest: &mut [u8]) {
+        self.0.fill_bytes(dest)
+    }
+    fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), tls::rand_core::Error> {
+        self.0.try_fill_bytes(dest)
+    }
+}
+
+impl tls::CryptoRng for Trng {}
+
+/// A clock that is neither `Copy` nor `Clone`.
+struct OwnClock(TokioClock);
+
+impl roost_client::Clock for OwnClock {
+    fn now_ms(&mut self) -> u64 {
+        self.0.now_ms()
+    }
+    fn sleep_until(&mut self, deadline_ms: u64) -> impl std::future::Future<Output = ()> {
+        self.0.sleep_until(deadline_ms)
+    }
+}
+
+/// The README's reconnect loop: a provider and a client per TLS connection, `CaVerified::new`
+/// inferred inside the `tls::connect` call, the RNG and the clock lent with `&mut` to each,
+/// one session store for all; a QoS 1 message published on the first connection and cut off
+/// is resent on the second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_client_per_connection_with_a_lent_rng_and_clock() {
+    let broker = roost_tls().await;
+    let addr = broker.addr_of(ListenerKind::Tls).expect("TLS listener");
+    let ca = der("ca.pem");
+    let mut rng = Trng(rand_core::OsRng);
+    let mut clock = OwnClock(TokioClock::new());
+    let (mut tx, mut rx, mut session) = ([0u8; 512], [0u8; 512], [0u8; 1024]);
+    let mut store = RamStore::new(&mut session);
+    let (mut record_rx, mut record_tx) = (vec![0u8; MAX_RECORD], vec![0u8; 2048]);
+    let o = persistent("tls-loop", Protocol::V5);
+    for round in 0..2 {
+        let socket = tcp(addr).await;
+        let stream = tls::connect(
+            socket,
+            &mut record_rx,
+            &mut record_tx,
+            "localhost",
+            CaVerified::new(&ca, &mut rng),
+        )
+        .await
+        .expect("handshake");
+        let mut client = Client::new(&mut clock, &mut store, &mut tx, &mut rx);
+        let ack = client.connect(stream, &o).await.expect("connect");
+        if round == 0 {
+            client
+                .publish("tls/loop", b"kept", QoS::AtLeastOnce, false)
+                .await
+                .unwrap();
+            // Cut before the PUBACK is read: the message stays in the store.
+            assert_eq!(client.inflight(), 1);
+        } else {
+            assert!(ack.session_present);
+            assert_eq!(ack.resent, 1, "{ack:?}");
+            let ev = tokio::time::timeout(WAIT, client.poll())
+                .await
+                .expect("PUBACK in time")
+                .expect("poll");
+            assert!(matches!(ev, roost_client::Event::PubAck(_)), "{ev:?}");
+            assert_eq!(client.inflight(), 0);
+        }
+    }
+    assert!(store.is_empty());
+}
+
+/// The certificate capacity: a chain larger than it fails the handshake; a larger capacity
+/// accepts it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_certificate_capacity_bounds_the_chain() {
+    let broker = roost_tls().await;
+    let addr = broker.addr_of(ListenerKind::Tls).expect("TLS listener");
+    let ca = der("ca.pem");
+    let mut records = Records::new();
+    let provider = CaVerified::new(&ca, rand_core::OsRng).with_cert_capacity::<64>();
+    let r = tls::connect(
+        tcp(addr).await,
+        &mut records.rx,
+        &mut records.tx,
+        "localhost",
+        provider,
+    )
+    .await;
+    assert!(r.is_err(), "a chain above 64 bytes was kept");
+    let mut records = Records::new();
+    let provider = CaVerified::new(&ca, rand_core::OsRng).with_cert_capacity::<4096>();
+    let r = tls::connect(
+        tcp(addr).await,
+        &mut records.rx,
+        &mut records.tx,
+        "localhost",
+        provider,
+    )
+    .await;
+    assert!(r.is_ok(), "{:?}", r.err());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -504,7 +616,7 @@ mod handwritten_server {
         let ca = der("ca.pem");
         let (a, b) = tokio::io::duplex(1 << 16);
         let mut records = Records::new();
-        let provider: CaVerified<'_, _, Clk> = CaVerified::new(&ca, rand_core::OsRng);
+        let provider = CaVerified::new(&ca, rand_core::OsRng).with_clock::<Clk>();
         let client = tls::connect(
             FromTokio::new(a),
             &mut records.rx,

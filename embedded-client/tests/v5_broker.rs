@@ -221,6 +221,87 @@ async fn subscription_identifier_and_options_at_the_broker() {
     }
 }
 
+/// Properties a roost-client publisher sends arrive at a roost-client subscriber through the
+/// broker, read with the typed accessors of `Message`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn received_properties_through_the_broker() {
+    for broker in brokers().await {
+        let name = format!("{:?}", broker.backend);
+        let mut b = Bufs::std();
+        let mut c = b.client::<Tcp>();
+        c.connect(tcp(broker.addr).await, &opts("rprops-sub", Protocol::V5))
+            .await
+            .expect("connect");
+        let props = SubscribeProperties {
+            subscription_id: Some(21),
+            user_properties: &[],
+        };
+        let pid = c
+            .subscribe_with(&[Subscription::new("rprops/#", QoS::AtLeastOnce)], &props)
+            .await
+            .unwrap();
+        assert_eq!(next(&mut c).await, Ok(Ev::SubAck(pid, vec![1])));
+        let mut pb = Bufs::std();
+        let mut other = pb.client::<Tcp>();
+        other
+            .connect(tcp(broker.addr).await, &opts("rprops-pub", Protocol::V5))
+            .await
+            .expect("connect");
+        let sent = PublishProperties {
+            payload_utf8: true,
+            message_expiry_secs: Some(3600),
+            content_type: Some("application/json"),
+            response_topic: Some("rprops/reply"),
+            correlation_data: Some(&[0, 0xff, 7]),
+            user_properties: &[("unit", "C"), ("site", "7"), ("unit", "K")],
+            topic_alias: None,
+        };
+        other
+            .publish_with("rprops/t", b"{}", QoS::AtLeastOnce, false, &sent)
+            .await
+            .unwrap();
+        other
+            .publish("rprops/plain", b"x", QoS::AtLeastOnce, false)
+            .await
+            .unwrap();
+        let mut got = 0;
+        while got < 2 {
+            let ev = tokio::time::timeout(WAIT, c.poll())
+                .await
+                .expect("event in time")
+                .expect("poll");
+            let Event::Message(m) = ev else { continue };
+            got += 1;
+            assert_eq!(m.subscription_ids().collect::<Vec<_>>(), [21], "{name}");
+            if m.topic == "rprops/plain" {
+                assert_eq!(m.payload_format(), None, "{name}");
+                assert_eq!(m.content_type(), None, "{name}");
+                assert_eq!(m.response_topic(), None, "{name}");
+                assert_eq!(m.correlation_data(), None, "{name}");
+                assert_eq!(m.message_expiry_secs(), None, "{name}");
+                assert_eq!(m.user_properties().count(), 0, "{name}");
+                continue;
+            }
+            assert_eq!((m.topic, m.payload), ("rprops/t", &b"{}"[..]), "{name}");
+            assert!(m.payload_utf8(), "{name}");
+            assert_eq!(m.content_type(), Some("application/json"), "{name}");
+            assert_eq!(m.response_topic(), Some("rprops/reply"), "{name}");
+            assert_eq!(m.correlation_data(), Some(&[0, 0xff, 7][..]), "{name}");
+            // The broker forwards what is left of the lifetime (MQTT-3.3.2-6).
+            let expiry = m.message_expiry_secs().expect("expiry");
+            assert!((3590..=3600).contains(&expiry), "{name}: {expiry}");
+            // In the order sent (MQTT-3.3.2-18), repeated names kept.
+            let user: Vec<_> = m.user_properties().collect();
+            assert_eq!(
+                user,
+                [("unit", "C"), ("site", "7"), ("unit", "K")],
+                "{name}"
+            );
+        }
+        assert!(c.is_connected());
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn maximum_packet_size_is_honoured_by_the_broker() {
     for broker in brokers().await {
