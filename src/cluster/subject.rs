@@ -10,7 +10,9 @@
 //!   matches the parent level, MQTT-4.7.1-2; NATS's `>` does not);
 //! - white space (space, tab, CR, LF, FF) and DEL cannot be carried: such a topic is refused.
 //!
-//! Roost refuses one more case: a level that is exactly `*` or `>` would be a NATS wildcard.
+//! Roost refuses two more cases: a level that is exactly `*` or `>` would be a NATS wildcard,
+//! and a subject longer than [`MAX_MAPPED`] bytes would not fit nats-server's protocol line
+//! (`max_control_line`, 4096 bytes by default), which closes the connection that sends it.
 
 use std::fmt;
 
@@ -21,13 +23,20 @@ pub(crate) enum Unmappable {
     Character,
     /// A level `*` or `>`, which would be a NATS wildcard.
     WildcardLevel,
+    /// A subject longer than NATS servers take in one protocol line.
+    TooLong,
 }
+
+/// The longest topic or filter as a subject, prefix not counted (up to 256 bytes of prefix
+/// and the rest of a protocol line fit in nats-server's default `max_control_line` of 4096).
+pub(crate) const MAX_MAPPED: usize = 3328;
 
 impl fmt::Display for Unmappable {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Unmappable::Character => "white space or DEL cannot be carried by a NATS subject",
             Unmappable::WildcardLevel => "a level `*` or `>` would be a NATS wildcard",
+            Unmappable::TooLong => "longer than a NATS subject may be (3,328 bytes once mapped)",
         })
     }
 }
@@ -37,11 +46,17 @@ pub(crate) fn check(mqtt: &str) -> Result<(), Unmappable> {
     if mqtt.split('/').any(|level| level == "*" || level == ">") {
         return Err(Unmappable::WildcardLevel);
     }
-    if mqtt
-        .bytes()
-        .any(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r' | 0x0c | 0x7f))
-    {
-        return Err(Unmappable::Character);
+    let mut mapped = 1;
+    for b in mqtt.bytes() {
+        match b {
+            b' ' | b'\t' | b'\n' | b'\r' | 0x0c | 0x7f => return Err(Unmappable::Character),
+            // `.` becomes `//`; a `/` may take a `/` token beside its `.`.
+            b'.' | b'/' => mapped += 2,
+            _ => mapped += 1,
+        }
+    }
+    if mapped > MAX_MAPPED {
+        return Err(Unmappable::TooLong);
     }
     Ok(())
 }
@@ -183,6 +198,16 @@ mod tests {
             filter_subjects("p", "a/>/#"),
             Err(Unmappable::WildcardLevel)
         );
+        // What fits nats-server's protocol line (the bound counts `.` and `/` twice).
+        let long = "x".repeat(MAX_MAPPED - 1);
+        assert!(topic_subject("p", &long).is_ok());
+        assert_eq!(
+            topic_subject("p", &format!("{long}xx")),
+            Err(Unmappable::TooLong)
+        );
+        let dots = ".".repeat(MAX_MAPPED / 2);
+        assert_eq!(topic_subject("p", &dots), Err(Unmappable::TooLong));
+        assert!(topic_subject("p", &".".repeat(MAX_MAPPED / 2 - 1)).is_ok());
     }
 
     #[test]

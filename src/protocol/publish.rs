@@ -96,7 +96,7 @@ impl Connected {
                 }
                 _ => Err(Close::Violation {
                     reason: ReasonCode::TOPIC_NAME_INVALID,
-                    why: "topic cannot be carried across the cluster (white space, DEL, or a level `*` or `>`)",
+                    why: "topic cannot be carried across the cluster (white space, DEL, a level `*` or `>`, or over 3,328 bytes as a NATS subject)",
                 }),
             };
         }
