@@ -768,7 +768,7 @@ async fn a_group_nobody_served_for_max_age_starts_afresh() {
     let (mut p, _) = connect(&n1, connect_packet(Version::V5, "p")).await;
     let (mut d, _) = connect(&n1, durable(Version::V5, "d")).await;
     subscribe_to(&mut d, "$share/idle/idle/#", QoS::AtLeastOnce).await;
-    for round in 0..3 {
+    for round in 0..2 {
         // Made again within seconds, though nats-server 2.9 may take a while to make a
         // consumer it has just removed.
         let deadline = tokio::time::Instant::now() + WAIT * 4;
