@@ -1174,3 +1174,45 @@ async fn a_node_killed_while_it_takes_a_group_s_messages_loses_none() {
     assert!(missing.is_empty(), "lost: {missing:?}");
     drop(doomed);
 }
+
+/// A durable member holds a QoS 2 message of its group sent without a PUBREC yet, and
+/// reconnects to another node: its Session moves, and the delivery is completed there, to the
+/// same client (MQTT-4.8.2-4), not lost and not given to another member (MQTT-4.8.2-5).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_moving_member_s_qos2_message_in_flight_is_completed_on_the_new_node() {
+    let Some(cluster) = start_nats() else { return };
+    let urls = cluster.urls();
+    let (n1, n2, n3) = start_three(&urls).await;
+    let g = "$share/q2/qtwo/#";
+    let (mut d, _) = connect(&n1, durable(Version::V5, "d")).await;
+    subscribe_to(&mut d, g, QoS::ExactlyOnce).await;
+    let (mut p, _) = connect(&n2, connect_packet(Version::V5, "p")).await;
+    let receivers = Receivers::start(vec![d]);
+    await_interest(&mut p, &receivers, &[0], "qtwo/probe").await;
+    let mut d = receivers.finish().await.remove(0);
+    publish_acked(&mut p, "qtwo/x", QoS::ExactlyOnce, 1, "exactly").await;
+    // d gets the PUBLISH and answers nothing: the delivery is incomplete.
+    let first = loop {
+        match tokio::time::timeout(WAIT, d.recv()).await {
+            Ok(Some(Packet::Publish(m))) if &m.payload[..] == b"exactly" => break m,
+            Ok(Some(Packet::Publish(_))) => {}
+            other => panic!("expected the PUBLISH, got {other:?}"),
+        }
+    };
+    assert_eq!(first.qos, QoS::ExactlyOnce);
+    drop(d);
+    let (mut d, present) = connect(&n3, durable(Version::V5, "d")).await;
+    assert!(present, "the Session moved to n3");
+    let again = loop {
+        match next_within(&mut d, Duration::from_secs(8)).await {
+            Some(m) if &m.payload[..] == b"exactly" => break m,
+            Some(_) => {}
+            None => panic!("the QoS 2 message in flight was not sent again"),
+        }
+    };
+    assert!(again.dup, "sent again with DUP");
+    assert_eq!(
+        again.packet_id, first.packet_id,
+        "with its Packet Identifier"
+    );
+}

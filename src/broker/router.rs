@@ -707,7 +707,7 @@ impl Router {
             return false;
         }
         let online = slot.conn.is_some();
-        if let Some(seq) = delivery.message.stream_seq {
+        if let Some(seq) = delivery.stream_position() {
             slot.session.stream_seen = slot.session.stream_seen.max(seq);
         }
         let persist = placement.storable && slot.persisted;
