@@ -1216,3 +1216,188 @@ async fn a_moving_member_s_qos2_message_in_flight_is_completed_on_the_new_node()
         "with its Packet Identifier"
     );
 }
+
+/// Sets the soft file size limit of process `pid` (`None`: no limit); false if `prlimit` is
+/// not installed.
+fn limit_file_size(pid: u32, soft: Option<u64>) -> bool {
+    let soft = soft.map_or_else(|| "unlimited".to_owned(), |n| n.to_string());
+    match std::process::Command::new("prlimit")
+        .arg("--pid")
+        .arg(pid.to_string())
+        .arg(format!("--fsize={soft}:unlimited"))
+        .status()
+    {
+        Ok(status) => {
+            assert!(status.success(), "prlimit failed");
+            true
+        }
+        Err(_) => false,
+    }
+}
+
+/// A member's Session ends on a node (the real binary, with a store) whose store cannot
+/// write for a while: its unacknowledged messages are given back to the group once, however
+/// often the commit that deletes them from the ended Session is tried again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failing_store_commit_does_not_give_messages_back_twice() {
+    use common::binary::BrokerProcess;
+    let Some(cluster) = start_nats() else { return };
+    let urls = cluster.urls();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let toml = common::cluster::cluster_toml(&urls, "doomed");
+    let path = dir.path().to_path_buf();
+    let doomed = tokio::task::spawn_blocking(move || {
+        let p = BrokerProcess::start_with(&path, &toml);
+        p.wait_log("cluster: reading the stream");
+        p
+    })
+    .await
+    .expect("node started");
+    let pid = doomed.child.id();
+    let n2 = start_node(&urls, "n2").await;
+    let g = "$share/gb/gb/#";
+    // d takes one message at a time and acknowledges none: the rest wait in its queue.
+    let (mut d, _) = RawClient::connect(
+        doomed.addr,
+        Connect {
+            receive_maximum: 1,
+            ..durable(Version::V5, "d")
+        },
+    )
+    .await;
+    subscribe_to(&mut d, g, QoS::AtLeastOnce).await;
+    let (mut p, _) = connect(&n2, connect_packet(Version::V5, "p")).await;
+    let receivers = Receivers::start(vec![d]);
+    await_interest(&mut p, &receivers, &[0], "gb/probe").await;
+    let mut d = receivers.finish().await.remove(0);
+    let mut names = publish_many(&mut p, "gb", "gb", 10).await;
+    loop {
+        match d.recv().await {
+            Some(Packet::Publish(m)) if &m.payload[..] == b"gb-0" => break,
+            Some(Packet::Publish(m)) if m.qos == QoS::AtMostOnce => {}
+            other => panic!("expected gb-0, got {other:?}"),
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    // The store's file may not grow: the group's next messages fail its commits.
+    let size = std::fs::metadata(dir.path().join("roost.redb"))
+        .expect("store file")
+        .len();
+    if !limit_file_size(pid, Some(size)) {
+        eprintln!("prlimit not installed: test skipped");
+        return;
+    }
+    let big = "x".repeat(64 * 1024);
+    let mut failed = false;
+    for i in 0..200u16 {
+        let name = format!("big-{i}-{big}");
+        publish_acked(
+            &mut p,
+            &format!("gb/big/{i}"),
+            QoS::AtLeastOnce,
+            100 + i,
+            &name,
+        )
+        .await;
+        names.push(name);
+        while let Ok(line) = doomed.log.try_recv() {
+            failed |= line.contains("store commit failed");
+        }
+        if failed {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(failed, "the file size limit never failed a commit");
+    // Another member, on n2; d's Session ends while the store still fails.
+    let e = member(&n2, Version::V5, "e", g).await;
+    let receivers = Receivers::start(vec![e]);
+    d.send(&Packet::Disconnect(roost::codec::Disconnect {
+        session_expiry_interval: Some(0),
+        ..Default::default()
+    }))
+    .await;
+    drop(d);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(limit_file_size(pid, None));
+    receivers.wait_for(&[0], names.len()).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let counts = receivers.counts(&[0]);
+    let short = |n: &String| n.chars().take(12).collect::<String>();
+    let twice: Vec<_> = counts
+        .iter()
+        .filter(|(_, c)| **c > 1)
+        .map(|(n, c)| (short(n), *c))
+        .collect();
+    let missing: Vec<_> = names
+        .iter()
+        .filter(|n| !counts.contains_key(*n))
+        .map(short)
+        .collect();
+    assert!(
+        missing.is_empty() && twice.is_empty(),
+        "lost: {missing:?}; given back more than once: {twice:?}"
+    );
+    receivers.finish().await;
+    drop(doomed);
+}
+
+/// A member's Session ends on a node without a store while JetStream has no quorum: its
+/// unacknowledged messages, held nowhere else, are given back to the group once JetStream
+/// takes writes again, not dropped after one failed try.
+#[tokio::test(flavor = "multi_thread")]
+async fn messages_given_back_during_a_jetstream_outage_are_not_lost() {
+    let Some(mut cluster) = start_nats() else {
+        return;
+    };
+    let urls = cluster.urls();
+    let quick = |c: &mut roost::Config| {
+        if let Some(cluster) = c.cluster.as_mut() {
+            cluster.ack_timeout = 1;
+        }
+    };
+    let n1 = common::cluster::start_node_with(&urls, "n1", quick).await;
+    let n2 = common::cluster::start_node_with(&urls, "n2", quick).await;
+    let g = "$share/out/out/#";
+    let mut m1 = member(&n1, Version::V5, "m1", g).await;
+    let (mut p, _) = connect(&n2, connect_packet(Version::V5, "p")).await;
+    let receivers = Receivers::start(vec![m1]);
+    await_interest(&mut p, &receivers, &[0], "out/probe").await;
+    m1 = receivers.finish().await.remove(0);
+    // m1 takes them all and acknowledges none.
+    let names = publish_many(&mut p, "out", "o", 10).await;
+    let mut held = 0;
+    while held < names.len() {
+        match m1.recv().await {
+            Some(Packet::Publish(m)) if m.qos != QoS::AtMostOnce => held += 1,
+            Some(Packet::Publish(_)) => {}
+            other => panic!("expected a PUBLISH, got {other:?}"),
+        }
+    }
+    let m2 = member(&n2, Version::V5, "m2", g).await;
+    let receivers = Receivers::start(vec![m2]);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // No quorum: m1's Session ends, and its messages cannot be written for a while.
+    tokio::task::block_in_place(|| {
+        cluster.kill9(1);
+        cluster.kill9(2);
+    });
+    drop(m1);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    tokio::task::block_in_place(|| {
+        cluster.restart(1);
+        cluster.restart(2);
+    });
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
+    while receivers.total(&[0]) < names.len() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        receivers.counts(&[0]),
+        expected(&names),
+        "m1's messages, once each"
+    );
+    receivers.finish().await;
+}
