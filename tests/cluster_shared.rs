@@ -448,6 +448,11 @@ async fn a_node_bounds_the_groups_its_clients_join() {
     assert_eq!(code(&mut a, "$share/three/x").await, 0x97, "a third group");
     assert_eq!(code(&mut b, "$share/three/x").await, 0x80, "3.1.1");
     assert_eq!(
+        code(&mut a, "$share/sys/$SYS/broker/#").await,
+        1,
+        "a group of `$SYS` topics stays on its node and is not counted"
+    );
+    assert_eq!(
         code(&mut b, "$share/one/x").await,
         1,
         "a group with members"
@@ -1400,4 +1405,54 @@ async fn messages_given_back_during_a_jetstream_outage_are_not_lost() {
         "m1's messages, once each"
     );
     receivers.finish().await;
+}
+
+/// Clients subscribing to new groups at the same moment on a node at its
+/// `cluster.max_shared_groups`: no more groups than the limit are granted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_subscribes_do_not_exceed_max_shared_groups() {
+    let Some(cluster) = start_nats() else { return };
+    let urls = cluster.urls();
+    let max = 3;
+    let n1 = common::cluster::start_node_with(&urls, "n1", |c| {
+        if let Some(cluster) = c.cluster.as_mut() {
+            cluster.max_shared_groups = max;
+        }
+    })
+    .await;
+    for round in 0..20 {
+        let mut clients = Vec::new();
+        for i in 0..12 {
+            let (c, _) = connect(&n1, connect_packet(Version::V5, &format!("c{round}-{i}"))).await;
+            clients.push(c);
+        }
+        let start = Arc::new(tokio::sync::Barrier::new(clients.len()));
+        let tasks: Vec<_> = clients
+            .into_iter()
+            .enumerate()
+            .map(|(i, mut c)| {
+                let start = Arc::clone(&start);
+                tokio::spawn(async move {
+                    let filter = format!("$share/r{round}g{i}/x");
+                    start.wait().await;
+                    let granted = code(&mut c, &filter).await < 0x80;
+                    (c, granted)
+                })
+            })
+            .collect();
+        let mut granted = 0;
+        let mut clients = Vec::new();
+        for t in tasks {
+            let (c, ok) = t.await.expect("subscriber");
+            granted += usize::from(ok);
+            clients.push(c);
+        }
+        assert!(
+            granted <= max,
+            "round {round}: {granted} groups granted, at most {max}"
+        );
+        // Every group empties again.
+        drop(clients);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
 }
