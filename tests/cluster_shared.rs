@@ -448,6 +448,11 @@ async fn a_node_bounds_the_groups_its_clients_join() {
     assert_eq!(code(&mut a, "$share/three/x").await, 0x97, "a third group");
     assert_eq!(code(&mut b, "$share/three/x").await, 0x80, "3.1.1");
     assert_eq!(
+        code(&mut a, "$share/sys/$SYS/broker/#").await,
+        1,
+        "a group of `$SYS` topics stays on its node and is not counted"
+    );
+    assert_eq!(
         code(&mut b, "$share/one/x").await,
         1,
         "a group with members"
@@ -1173,4 +1178,281 @@ async fn a_node_killed_while_it_takes_a_group_s_messages_loses_none() {
     );
     assert!(missing.is_empty(), "lost: {missing:?}");
     drop(doomed);
+}
+
+/// A durable member holds a QoS 2 message of its group sent without a PUBREC yet, and
+/// reconnects to another node: its Session moves, and the delivery is completed there, to the
+/// same client (MQTT-4.8.2-4), not lost and not given to another member (MQTT-4.8.2-5).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_moving_member_s_qos2_message_in_flight_is_completed_on_the_new_node() {
+    let Some(cluster) = start_nats() else { return };
+    let urls = cluster.urls();
+    let (n1, n2, n3) = start_three(&urls).await;
+    let g = "$share/q2/qtwo/#";
+    let (mut d, _) = connect(&n1, durable(Version::V5, "d")).await;
+    subscribe_to(&mut d, g, QoS::ExactlyOnce).await;
+    let (mut p, _) = connect(&n2, connect_packet(Version::V5, "p")).await;
+    let receivers = Receivers::start(vec![d]);
+    await_interest(&mut p, &receivers, &[0], "qtwo/probe").await;
+    let mut d = receivers.finish().await.remove(0);
+    publish_acked(&mut p, "qtwo/x", QoS::ExactlyOnce, 1, "exactly").await;
+    // d gets the PUBLISH and answers nothing: the delivery is incomplete.
+    let first = loop {
+        match tokio::time::timeout(WAIT, d.recv()).await {
+            Ok(Some(Packet::Publish(m))) if &m.payload[..] == b"exactly" => break m,
+            Ok(Some(Packet::Publish(_))) => {}
+            other => panic!("expected the PUBLISH, got {other:?}"),
+        }
+    };
+    assert_eq!(first.qos, QoS::ExactlyOnce);
+    drop(d);
+    let (mut d, present) = connect(&n3, durable(Version::V5, "d")).await;
+    assert!(present, "the Session moved to n3");
+    let again = loop {
+        match next_within(&mut d, Duration::from_secs(8)).await {
+            Some(m) if &m.payload[..] == b"exactly" => break m,
+            Some(_) => {}
+            None => panic!("the QoS 2 message in flight was not sent again"),
+        }
+    };
+    assert!(again.dup, "sent again with DUP");
+    assert_eq!(
+        again.packet_id, first.packet_id,
+        "with its Packet Identifier"
+    );
+}
+
+/// Sets the soft file size limit of process `pid` (`None`: no limit); false if `prlimit` is
+/// not installed.
+fn limit_file_size(pid: u32, soft: Option<u64>) -> bool {
+    let soft = soft.map_or_else(|| "unlimited".to_owned(), |n| n.to_string());
+    match std::process::Command::new("prlimit")
+        .arg("--pid")
+        .arg(pid.to_string())
+        .arg(format!("--fsize={soft}:unlimited"))
+        .status()
+    {
+        Ok(status) => {
+            assert!(status.success(), "prlimit failed");
+            true
+        }
+        Err(_) => false,
+    }
+}
+
+/// A member's Session ends on a node (the real binary, with a store) whose store cannot
+/// write for a while: its unacknowledged messages are given back to the group once, however
+/// often the commit that deletes them from the ended Session is tried again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failing_store_commit_does_not_give_messages_back_twice() {
+    use common::binary::BrokerProcess;
+    let Some(cluster) = start_nats() else { return };
+    let urls = cluster.urls();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let toml = common::cluster::cluster_toml(&urls, "doomed");
+    let path = dir.path().to_path_buf();
+    let doomed = tokio::task::spawn_blocking(move || {
+        let p = BrokerProcess::start_with(&path, &toml);
+        p.wait_log("cluster: reading the stream");
+        p
+    })
+    .await
+    .expect("node started");
+    let pid = doomed.child.id();
+    let n2 = start_node(&urls, "n2").await;
+    let g = "$share/gb/gb/#";
+    // d takes one message at a time and acknowledges none: the rest wait in its queue.
+    let (mut d, _) = RawClient::connect(
+        doomed.addr,
+        Connect {
+            receive_maximum: 1,
+            ..durable(Version::V5, "d")
+        },
+    )
+    .await;
+    subscribe_to(&mut d, g, QoS::AtLeastOnce).await;
+    let (mut p, _) = connect(&n2, connect_packet(Version::V5, "p")).await;
+    let receivers = Receivers::start(vec![d]);
+    await_interest(&mut p, &receivers, &[0], "gb/probe").await;
+    let mut d = receivers.finish().await.remove(0);
+    let mut names = publish_many(&mut p, "gb", "gb", 10).await;
+    loop {
+        match d.recv().await {
+            Some(Packet::Publish(m)) if &m.payload[..] == b"gb-0" => break,
+            Some(Packet::Publish(m)) if m.qos == QoS::AtMostOnce => {}
+            other => panic!("expected gb-0, got {other:?}"),
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    // The store's file may not grow: the group's next messages fail its commits.
+    let size = std::fs::metadata(dir.path().join("roost.redb"))
+        .expect("store file")
+        .len();
+    if !limit_file_size(pid, Some(size)) {
+        eprintln!("prlimit not installed: test skipped");
+        return;
+    }
+    let big = "x".repeat(64 * 1024);
+    let mut failed = false;
+    for i in 0..200u16 {
+        let name = format!("big-{i}-{big}");
+        publish_acked(
+            &mut p,
+            &format!("gb/big/{i}"),
+            QoS::AtLeastOnce,
+            100 + i,
+            &name,
+        )
+        .await;
+        names.push(name);
+        while let Ok(line) = doomed.log.try_recv() {
+            failed |= line.contains("store commit failed");
+        }
+        if failed {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(failed, "the file size limit never failed a commit");
+    // Another member, on n2; d's Session ends while the store still fails.
+    let e = member(&n2, Version::V5, "e", g).await;
+    let receivers = Receivers::start(vec![e]);
+    d.send(&Packet::Disconnect(roost::codec::Disconnect {
+        session_expiry_interval: Some(0),
+        ..Default::default()
+    }))
+    .await;
+    drop(d);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(limit_file_size(pid, None));
+    receivers.wait_for(&[0], names.len()).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let counts = receivers.counts(&[0]);
+    let short = |n: &String| n.chars().take(12).collect::<String>();
+    let twice: Vec<_> = counts
+        .iter()
+        .filter(|(_, c)| **c > 1)
+        .map(|(n, c)| (short(n), *c))
+        .collect();
+    let missing: Vec<_> = names
+        .iter()
+        .filter(|n| !counts.contains_key(*n))
+        .map(short)
+        .collect();
+    assert!(
+        missing.is_empty() && twice.is_empty(),
+        "lost: {missing:?}; given back more than once: {twice:?}"
+    );
+    receivers.finish().await;
+    drop(doomed);
+}
+
+/// A member's Session ends on a node without a store while JetStream has no quorum: its
+/// unacknowledged messages, held nowhere else, are given back to the group once JetStream
+/// takes writes again, not dropped after one failed try.
+#[tokio::test(flavor = "multi_thread")]
+async fn messages_given_back_during_a_jetstream_outage_are_not_lost() {
+    let Some(mut cluster) = start_nats() else {
+        return;
+    };
+    let urls = cluster.urls();
+    let quick = |c: &mut roost::Config| {
+        if let Some(cluster) = c.cluster.as_mut() {
+            cluster.ack_timeout = 1;
+        }
+    };
+    let n1 = common::cluster::start_node_with(&urls, "n1", quick).await;
+    let n2 = common::cluster::start_node_with(&urls, "n2", quick).await;
+    let g = "$share/out/out/#";
+    let mut m1 = member(&n1, Version::V5, "m1", g).await;
+    let (mut p, _) = connect(&n2, connect_packet(Version::V5, "p")).await;
+    let receivers = Receivers::start(vec![m1]);
+    await_interest(&mut p, &receivers, &[0], "out/probe").await;
+    m1 = receivers.finish().await.remove(0);
+    // m1 takes them all and acknowledges none.
+    let names = publish_many(&mut p, "out", "o", 10).await;
+    let mut held = 0;
+    while held < names.len() {
+        match m1.recv().await {
+            Some(Packet::Publish(m)) if m.qos != QoS::AtMostOnce => held += 1,
+            Some(Packet::Publish(_)) => {}
+            other => panic!("expected a PUBLISH, got {other:?}"),
+        }
+    }
+    let m2 = member(&n2, Version::V5, "m2", g).await;
+    let receivers = Receivers::start(vec![m2]);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // No quorum: m1's Session ends, and its messages cannot be written for a while.
+    tokio::task::block_in_place(|| {
+        cluster.kill9(1);
+        cluster.kill9(2);
+    });
+    drop(m1);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    tokio::task::block_in_place(|| {
+        cluster.restart(1);
+        cluster.restart(2);
+    });
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
+    while receivers.total(&[0]) < names.len() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        receivers.counts(&[0]),
+        expected(&names),
+        "m1's messages, once each"
+    );
+    receivers.finish().await;
+}
+
+/// Clients subscribing to new groups at the same moment on a node at its
+/// `cluster.max_shared_groups`: no more groups than the limit are granted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_subscribes_do_not_exceed_max_shared_groups() {
+    let Some(cluster) = start_nats() else { return };
+    let urls = cluster.urls();
+    let max = 3;
+    let n1 = common::cluster::start_node_with(&urls, "n1", |c| {
+        if let Some(cluster) = c.cluster.as_mut() {
+            cluster.max_shared_groups = max;
+        }
+    })
+    .await;
+    for round in 0..20 {
+        let mut clients = Vec::new();
+        for i in 0..12 {
+            let (c, _) = connect(&n1, connect_packet(Version::V5, &format!("c{round}-{i}"))).await;
+            clients.push(c);
+        }
+        let start = Arc::new(tokio::sync::Barrier::new(clients.len()));
+        let tasks: Vec<_> = clients
+            .into_iter()
+            .enumerate()
+            .map(|(i, mut c)| {
+                let start = Arc::clone(&start);
+                tokio::spawn(async move {
+                    let filter = format!("$share/r{round}g{i}/x");
+                    start.wait().await;
+                    let granted = code(&mut c, &filter).await < 0x80;
+                    (c, granted)
+                })
+            })
+            .collect();
+        let mut granted = 0;
+        let mut clients = Vec::new();
+        for t in tasks {
+            let (c, ok) = t.await.expect("subscriber");
+            granted += usize::from(ok);
+            clients.push(c);
+        }
+        assert!(
+            granted <= max,
+            "round {round}: {granted} groups granted, at most {max}"
+        );
+        // Every group empties again.
+        drop(clients);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
 }

@@ -237,12 +237,37 @@ impl Broker {
 
     /// Gives unacknowledged messages of Shared Subscription groups back to the cluster, for
     /// members on other nodes (see [`crate::cluster::Cluster::give_back`]); true once
-    /// JetStream stored them (and outside cluster mode, where nothing is given back).
-    pub(crate) async fn give_back(&self, deliveries: &[crate::session::Delivery]) -> bool {
+    /// JetStream stored them (and outside cluster mode, where nothing is given back). Each
+    /// goes with the id of its write (see [`Broker::give_back_ids`]): given back again under
+    /// the same ids, those JetStream took already are not written twice.
+    pub(crate) async fn give_back(
+        &self,
+        deliveries: &[(crate::session::Delivery, String)],
+    ) -> bool {
         match &self.cluster {
             Some(cluster) => cluster.give_back(deliveries, self.clock.now()).await,
             None => true,
         }
+    }
+
+    /// Pairs each of `deliveries` (of the ended Session stored as `owner`, if any) with the id
+    /// its write to JetStream is to carry whenever it is given back: the same after a restart
+    /// for an entry of a stored Session.
+    pub(crate) fn give_back_ids(
+        &self,
+        owner: Option<&crate::store::SessionKey>,
+        deliveries: impl IntoIterator<Item = crate::session::Delivery>,
+    ) -> Vec<(crate::session::Delivery, String)> {
+        deliveries
+            .into_iter()
+            .map(|d| {
+                let id = match &self.cluster {
+                    Some(cluster) => cluster.give_back_id(owner.map(|o| o.incarnation), &d),
+                    None => String::new(),
+                };
+                (d, id)
+            })
+            .collect()
     }
 
     /// Sends messages to the other nodes without waiting (nobody waits on them: wills).

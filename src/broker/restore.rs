@@ -53,7 +53,8 @@ impl Broker {
             let mut sent = 0;
             for (seq, entry, message) in stored.entries {
                 messages += 1;
-                if let Some(s) = message.stream_seq {
+                // A Shared Subscription's message is not part of the position.
+                if let Some(s) = message.stream_seq.filter(|_| entry.group.is_none()) {
                     session.stream_seen = session.stream_seen.max(s);
                     match entry.state {
                         EntryState::Queued => first_queued = first_queued.or(Some(s)),

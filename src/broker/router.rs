@@ -476,19 +476,19 @@ impl Router {
     /// a new message. A member at a backlog limit still takes it: the message was
     /// acknowledged to its publisher and there is no one to slow down. Returns how many found
     /// a member, and in cluster mode the deliveries with no connected member here, for the
-    /// group's members on other nodes; the others (their group has no member left, or they
-    /// expired) are gone.
+    /// group's members on other nodes, each with its index in `deliveries`; the others (their
+    /// group has no member left, or they expired) are gone.
     pub(crate) fn redistribute(
         &self,
         deliveries: Vec<Delivery>,
         ctx: &RouteContext<'_>,
         mut pending: Option<&mut Pending>,
-    ) -> (usize, Vec<Delivery>) {
+    ) -> (usize, Vec<(usize, Delivery)>) {
         let persistent = pending.as_ref().is_some_and(|p| p.persistent);
         let now = self.clock.now();
         let mut moved = 0;
         let mut elsewhere = Vec::new();
-        for old in deliveries {
+        for (i, old) in deliveries.into_iter().enumerate() {
             if old.message.is_expired(now) {
                 Metrics::inc(&ctx.metrics.expired);
                 continue;
@@ -502,7 +502,7 @@ impl Router {
             let spans_nodes =
                 ctx.groups == GroupScope::Local && !crate::cluster::is_local(&old.message.topic);
             if spans_nodes && group.as_ref().is_none_or(|g| !g.any_connected()) {
-                elsewhere.push(old);
+                elsewhere.push((i, old));
                 continue;
             }
             let Some(group) = group else {
@@ -707,7 +707,7 @@ impl Router {
             return false;
         }
         let online = slot.conn.is_some();
-        if let Some(seq) = delivery.message.stream_seq {
+        if let Some(seq) = delivery.stream_position() {
             slot.session.stream_seen = slot.session.stream_seen.max(seq);
         }
         let persist = placement.storable && slot.persisted;

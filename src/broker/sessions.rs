@@ -504,9 +504,22 @@ impl Broker {
                 return;
             }
             let client_id = Arc::clone(&handle.client_id);
+            let elsewhere = broker.give_back_ids(None, elsewhere.into_iter().map(|(_, d)| d));
             tokio::spawn(async move {
+                // Held nowhere else: tried until JetStream has them (or the broker stops),
+                // under the same ids, so that a write JetStream took is not made twice.
                 let given = elsewhere.len();
-                let given_back = broker.give_back(&elsewhere).await;
+                let mut given_back = broker.give_back(&elsewhere).await;
+                while !given_back {
+                    error!(
+                        client_id = &*client_id,
+                        "could not give an ended session's shared subscription messages back to the cluster; retrying"
+                    );
+                    if !broker.pause_before_retry().await {
+                        break;
+                    }
+                    given_back = broker.give_back(&elsewhere).await;
+                }
                 let moved = moved + if given_back { given } else { 0 };
                 log_moved(&client_id, moved, total - moved);
             });
@@ -624,6 +637,15 @@ impl Broker {
             .filter(|d| d.group.is_some() && d.qos != crate::codec::QoS::AtMostOnce)
             .cloned()
             .collect();
+        let total = shared.len();
+        // Those not given back to the cluster yet.
+        let mut rest = shared;
+        // Those given back (or being given back): never handed to a member here after that,
+        // nor written again once JetStream confirmed them (`confirmed`), though the commit
+        // fails and all this is tried again. A write tried again carries the same id, so
+        // that JetStream drops one it took already.
+        let mut given: Vec<(Delivery, String)> = Vec::new();
+        let mut confirmed = 0;
         loop {
             if self.shutdown.is_cancelled() {
                 // The other members are going too.
@@ -641,10 +663,22 @@ impl Broker {
             let ctx = self.route_context(QueueFullPolicy::Backpressure);
             let (mut moved, elsewhere) =
                 self.router
-                    .redistribute(shared.clone(), &ctx, Some(&mut pending));
-            // To the group's members on other nodes, before the old entries go.
+                    .redistribute(rest.clone(), &ctx, Some(&mut pending));
             if !elsewhere.is_empty() {
-                if !self.give_back(&elsewhere).await {
+                let mut out = vec![false; rest.len()];
+                for (i, _) in &elsewhere {
+                    out[*i] = true;
+                }
+                let mut i = 0;
+                rest.retain(|_| {
+                    i += 1;
+                    !out[i - 1]
+                });
+                given.extend(self.give_back_ids(old, elsewhere.into_iter().map(|(_, d)| d)));
+            }
+            // To the group's members on other nodes, before the old entries go.
+            if confirmed < given.len() {
+                if !self.give_back(&given[confirmed..]).await {
                     pending.release(false);
                     error!(
                         client_id,
@@ -655,13 +689,14 @@ impl Broker {
                     }
                     continue;
                 }
-                moved += elsewhere.len();
+                confirmed = given.len();
             }
+            moved += given.len();
             let committed = self.commit(std::mem::take(&mut pending.ops)).await;
             // A failed commit drops the copies just placed (their gate fails).
             pending.release(committed);
             if committed {
-                return Some((moved, shared.len() - moved));
+                return Some((moved, total - moved));
             }
             error!(
                 client_id,

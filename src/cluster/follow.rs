@@ -72,6 +72,10 @@ struct Sent {
     ids: Vec<u32>,
     /// PUBREC received, PUBREL sent.
     released: bool,
+    /// The Shared Subscription it came through (a QoS 2 message: once sent, it is the
+    /// client's to complete, MQTT-4.8.2-4).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    group: Option<String>,
 }
 
 impl State {
@@ -150,6 +154,9 @@ fn capture(broker: &Broker, handle: &SessionHandle, claim: u64, ended: bool) -> 
     let inflight = s
         .outbound
         .inflight_entries()
+        // A Shared Subscription's QoS 1 message goes to the group again when the Session
+        // ends here (MQTT 5.0 4.8.2); its QoS 2 one stays the client's.
+        .filter(|f| f.delivery.group.is_none() || f.delivery.qos == QoS::ExactlyOnce)
         .filter_map(|f| {
             Some(Sent {
                 packet_id: f.packet_id.get(),
@@ -158,6 +165,7 @@ fn capture(broker: &Broker, handle: &SessionHandle, claim: u64, ended: bool) -> 
                 retain: f.delivery.retain,
                 ids: f.delivery.subscription_ids.clone(),
                 released: f.state == InflightState::Released,
+                group: f.delivery.group.as_deref().map(str::to_string),
             })
         })
         .collect();
@@ -728,6 +736,7 @@ async fn rebuild(
             continue;
         };
         let mut delivery = Delivery::new(message, qos, sent.retain, sent.ids.clone());
+        delivery.group = sent.group.as_deref().map(Arc::from);
         let state = if sent.released {
             InflightState::Released
         } else {

@@ -34,6 +34,9 @@ pub(crate) struct Interest {
     shares_rx: Mutex<Option<mpsc::UnboundedReceiver<ShareChange>>>,
     /// Members here of each Shared Subscription group (by `$share/...`).
     groups: Mutex<HashMap<String, usize>>,
+    /// Held from [`Interest::group_has_room`] until the membership is added (see
+    /// [`Interest::joining`]).
+    joining: Mutex<()>,
     /// The filters subscribed to now.
     filters: RwLock<SubscriptionTrie<Arc<str>, ()>>,
     /// Ids of the last messages routed that carry one (`Roost-Id`), oldest first.
@@ -62,6 +65,7 @@ impl Interest {
             shares,
             shares_rx: Mutex::new(Some(shares_rx)),
             groups: Mutex::default(),
+            joining: Mutex::default(),
             filters: RwLock::new(SubscriptionTrie::default()),
             seen: Mutex::default(),
         }
@@ -108,6 +112,12 @@ impl Interest {
             filter: inner.to_string(),
             add,
         });
+    }
+
+    /// Held by a SUBSCRIBE from its [`Interest::group_has_room`] until it has added the
+    /// membership: two SUBSCRIBEs to new groups cannot both take the last room.
+    pub(crate) fn joining(&self) -> parking_lot::MutexGuard<'_, ()> {
+        self.joining.lock()
     }
 
     /// True if a member may join the Shared Subscription `key` (`$share/...`): the group

@@ -420,12 +420,12 @@ impl Cluster {
     /// confirmed them all.
     pub(crate) async fn give_back(
         &self,
-        deliveries: &[crate::session::Delivery],
+        deliveries: &[(crate::session::Delivery, String)],
         now: std::time::Instant,
     ) -> bool {
         let c = &self.config;
         let mut writes = Vec::with_capacity(deliveries.len());
-        for d in deliveries {
+        for (d, id) in deliveries {
             let (Some(group), m) = (&d.group, &d.message) else {
                 continue;
             };
@@ -434,11 +434,7 @@ impl Cluster {
             };
             let mut headers = wire::headers(m, &c.node, now);
             headers.insert(wire::GROUP, shares::group_id(group).as_str());
-            let id = self.next_write.fetch_add(1, Relaxed);
-            headers.insert(
-                "Nats-Msg-Id",
-                format!("{}-{:x}-{id}", c.node, self.run).as_str(),
-            );
+            headers.insert("Nats-Msg-Id", id.as_str());
             writes.push((subject, headers, m.payload.clone()));
         }
         let count = writes.len();
@@ -452,6 +448,25 @@ impl Cluster {
             self.stats.publish_failures.fetch_add(1, Relaxed);
         }
         ok
+    }
+
+    /// The id of the write giving `delivery` back (see [`Cluster::give_back`]): from the
+    /// stored Session `incarnation` and the entry's position in it when there are both (the
+    /// same if a restart gives it back again, within the stream's duplicate window), else
+    /// unique to this run.
+    pub(crate) fn give_back_id(
+        &self,
+        incarnation: Option<u64>,
+        delivery: &crate::session::Delivery,
+    ) -> String {
+        let node = &self.config.node;
+        match (incarnation, delivery.seq) {
+            (Some(incarnation), Some(seq)) => format!("{node}-g-{incarnation:x}-{seq}"),
+            _ => {
+                let id = self.next_write.fetch_add(1, Relaxed);
+                format!("{node}-{:x}-{id}", self.run)
+            }
+        }
     }
 
     /// Writes to JetStream until each write is confirmed, trying the failed ones again (a

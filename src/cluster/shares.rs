@@ -393,15 +393,13 @@ async fn deliver(
             taken.push(m);
             continue;
         };
-        let mut message = received.message;
+        let message = received.message;
         debug!(
             sequence,
             topic = &*message.topic,
             group = &*group.key,
             "cluster: Shared Subscription message"
         );
-        // Not part of the Session's position in the stream (it follows the node's reading).
-        Arc::make_mut(&mut message).stream_seq = None;
         match broker.route_to_group(&message, &group.key, policy, Some(&mut pending)) {
             Routed::Delivered { matched } if matched == 0 && !group.connected_here(broker) => {
                 back.push(m);

@@ -215,6 +215,9 @@ impl ClusterConfig {
     }
 }
 
+/// The longest subject prefix (`prefix`, `stream_subject`, `retained_subject`).
+const MAX_SUBJECT_PREFIX: usize = 256;
+
 /// A stream, bucket or consumer name: JetStream forbids `.`, `*`, `>`, spaces and path
 /// separators there.
 fn check_name(key: &str, name: &str) -> Result<(), ConfigError> {
@@ -233,9 +236,12 @@ fn check_name(key: &str, name: &str) -> Result<(), ConfigError> {
     }
 }
 
-/// A subject prefix: dot-separated tokens without wildcards or spaces.
+/// A subject prefix: dot-separated tokens without wildcards or spaces, short enough that a
+/// topic's subject under it fits nats-server's protocol line (see
+/// [`crate::cluster::subject::MAX_MAPPED`]).
 fn check_subject(key: &str, subject: &str) -> Result<(), ConfigError> {
     let ok = !subject.is_empty()
+        && subject.len() <= MAX_SUBJECT_PREFIX
         && subject.split('.').all(|t| {
             !t.is_empty()
                 && t != "*"
@@ -248,7 +254,9 @@ fn check_subject(key: &str, subject: &str) -> Result<(), ConfigError> {
     } else {
         Err(ConfigError::invalid(
             key,
-            format!("`{subject}` must be dot-separated NATS subject tokens without wildcards"),
+            format!(
+                "`{subject}` must be dot-separated NATS subject tokens without wildcards, at most {MAX_SUBJECT_PREFIX} bytes"
+            ),
         ))
     }
 }
@@ -296,6 +304,18 @@ mod tests {
             key_of(|c| c.stream_subject = "mqtt.q".into()),
             "cluster.stream_subject"
         );
+        // A topic's subject under a longer prefix could exceed nats-server's protocol line.
+        assert_eq!(
+            key_of(|c| c.prefix = "p".repeat(MAX_SUBJECT_PREFIX + 1)),
+            "cluster.prefix"
+        );
+        assert_eq!(
+            key_of(|c| c.retained_subject = format!("r.{}", "x".repeat(255))),
+            "cluster.retained_subject"
+        );
+        let mut c = ClusterConfig::new(vec!["nats://127.0.0.1:4222".into()], "n1");
+        c.prefix = "p".repeat(MAX_SUBJECT_PREFIX);
+        c.validate().expect("256 bytes fit");
         assert_eq!(key_of(|c| c.replicas = 0), "cluster.replicas");
         assert_eq!(key_of(|c| c.ack_timeout = 0), "cluster.ack_timeout");
         assert_eq!(key_of(|c| c.user = Some("u".into())), "cluster.user");

@@ -31,6 +31,7 @@ fn refused(version: Version, v5: ReasonCode) -> ReasonCode {
 impl Connected {
     pub(super) fn handle_subscribe(&mut self, subscribe: Subscribe) -> Result<(), Close> {
         let session = std::sync::Arc::clone(&self.session);
+        let broker = std::sync::Arc::clone(&self.broker);
         let version = self.version;
         let mut codes = Vec::with_capacity(subscribe.filters.len());
         let mut retained: Vec<Delivery> = Vec::new();
@@ -78,8 +79,15 @@ impl Connected {
                 codes.push(refused(version, ReasonCode::TOPIC_FILTER_INVALID));
                 continue;
             }
-            if let Some(cluster) = &self.broker.cluster
-                && shared
+            // Until the membership is added: another SUBSCRIBE must not take the same room.
+            let joining = match &broker.cluster {
+                Some(cluster) if shared && !crate::cluster::is_local(matched_filter) => {
+                    Some(cluster.interest().joining())
+                }
+                _ => None,
+            };
+            if let Some(cluster) = &broker.cluster
+                && joining.is_some()
                 && !cluster
                     .interest()
                     .group_has_room(&f.filter, cluster.config.max_shared_groups)

@@ -34,7 +34,9 @@ pub(crate) struct Message {
     /// When the message expires (from the Message Expiry Interval), if it does.
     pub expires_at: Option<Instant>,
     /// In cluster mode, the message's sequence in the cluster's stream of QoS 1/2 messages,
-    /// once it came from there: a durable Session's position in that stream.
+    /// once it came from there: a durable Session's position in that stream (see
+    /// [`Delivery::stream_position`]), and where a message in flight is read back from when
+    /// the Session moves to another node.
     pub stream_seq: Option<u64>,
 }
 
@@ -138,6 +140,14 @@ impl Delivery {
             gate: None,
             group: None,
         }
+    }
+
+    /// The stream sequence that counts in a durable Session's position in the cluster's
+    /// stream: that of a message the node's reading of the stream brought, not of one that
+    /// came through a Shared Subscription group's own consumer (which is read apart, ahead
+    /// of or behind the node's reading).
+    pub(crate) fn stream_position(&self) -> Option<u64> {
+        self.message.stream_seq.filter(|_| self.group.is_none())
     }
 }
 

@@ -186,7 +186,7 @@ impl Outbound {
     /// Where the queue stands in the cluster's stream (see [`StreamPosition`]).
     pub(crate) fn stream_position(&self) -> StreamPosition {
         StreamPosition {
-            first_queued: self.queue.iter().find_map(|d| d.message.stream_seq),
+            first_queued: self.queue.iter().find_map(Delivery::stream_position),
             stored_only: self.stored.count > 0,
             sent: self.stream_sent,
         }
@@ -405,7 +405,7 @@ impl Outbound {
         }
         let delivery = self.queue.pop_front()?;
         self.sub_memory(delivery_cost(&delivery));
-        if let Some(seq) = delivery.message.stream_seq {
+        if let Some(seq) = delivery.stream_position() {
             self.stream_sent = self.stream_sent.max(seq);
         }
         Some(delivery)
@@ -611,7 +611,7 @@ impl Outbound {
         }
         let delivery = self.queue.pop_front()?;
         self.sub_memory(delivery_cost(&delivery));
-        if let Some(seq) = delivery.message.stream_seq {
+        if let Some(seq) = delivery.stream_position() {
             self.stream_sent = self.stream_sent.max(seq);
         }
         Some(delivery)
@@ -1127,6 +1127,25 @@ mod tests {
             [QoS::AtLeastOnce, QoS::ExactlyOnce],
             "the QoS 1 in flight and the queued QoS 2; not the QoS 2 sent (MQTT-4.8.2-5)"
         );
+    }
+
+    #[test]
+    fn shared_subscription_messages_are_no_part_of_the_stream_position() {
+        let from_stream = |seq: u64, group: Option<&str>| {
+            let mut d = delivery(QoS::AtLeastOnce);
+            Arc::make_mut(&mut d.message).stream_seq = Some(seq);
+            d.group = group.map(Arc::from);
+            d
+        };
+        let mut o = Outbound::new(QueueLimits::UNLIMITED, 1);
+        // A group's consumer may be ahead of the node's reading of the stream.
+        o.enqueue(from_stream(90, Some("$share/g/t")), true)
+            .unwrap();
+        o.enqueue(from_stream(5, None), true).unwrap();
+        assert_eq!(o.stream_position().first_queued, Some(5));
+        assert!(send(&mut o).is_some());
+        assert_eq!(o.stream_position().sent, 0, "the group's message sent");
+        assert_eq!(o.stream_position().first_queued, Some(5));
     }
 
     #[test]
