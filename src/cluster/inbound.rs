@@ -218,16 +218,7 @@ async fn deliver_batch(broker: &Arc<Broker>, batch: &[async_nats::jetstream::Mes
             // For one Shared Subscription group, whose consumer brings it.
             continue;
         }
-        let received = stream_message(
-            broker,
-            &m.subject,
-            m.headers.as_ref(),
-            m.payload.clone(),
-            sequence,
-            super::stored_for(broker, m),
-        );
-        let Some(received) = received else {
-            debug!(subject = %m.subject, "cluster: stream message that is not an MQTT message ignored");
+        let Some(received) = consumed_message(broker, m, sequence) else {
             continue;
         };
         // For No Local: its publisher, if that client's Session is here now.
@@ -279,6 +270,27 @@ async fn deliver_batch(broker: &Arc<Broker>, batch: &[async_nats::jetstream::Mes
         cluster.applied.fetch_max(last, Relaxed);
     }
     ok
+}
+
+/// The Application Message of a message a consumer handed out (its stream sequence
+/// `sequence`), or `None` (logged) if it is not an MQTT message.
+pub(super) fn consumed_message(
+    broker: &Broker,
+    m: &async_nats::jetstream::Message,
+    sequence: u64,
+) -> Option<wire::Received> {
+    let received = stream_message(
+        broker,
+        &m.subject,
+        m.headers.as_ref(),
+        m.payload.clone(),
+        sequence,
+        super::stored_for(broker, m),
+    );
+    if received.is_none() {
+        debug!(subject = %m.subject, "cluster: stream message that is not an MQTT message ignored");
+    }
+    received
 }
 
 /// The Application Message of the stream's message `sequence` (to `subject`, stored `age`

@@ -381,15 +381,7 @@ async fn deliver(
             taken.push(m);
             continue;
         }
-        let Some(received) = super::inbound::stream_message(
-            broker,
-            &m.subject,
-            m.headers.as_ref(),
-            m.payload.clone(),
-            sequence,
-            super::stored_for(broker, m),
-        ) else {
-            debug!(subject = %m.subject, "cluster: stream message that is not an MQTT message ignored");
+        let Some(received) = super::inbound::consumed_message(broker, m, sequence) else {
             taken.push(m);
             continue;
         };
