@@ -40,6 +40,8 @@ struct LinkState {
     kicked: Signal,
     /// Set by the connection once it has fully finished (will published, detached).
     gone: Signal,
+    /// The connection's tag while it is parked ([`crate::net::park`]), else `NOT_PARKED`.
+    parked: AtomicU64,
 }
 
 /// An event that stays set once set, and wakes whoever waits for it.
@@ -104,6 +106,22 @@ impl ConnLink {
             Ordering::SeqCst,
         );
         self.state.kicked.set();
+        crate::net::park::wake(self.state.parked.load(Ordering::SeqCst));
+    }
+
+    /// Records that the connection is parked under `tag`: a kick resumes it.
+    pub(crate) fn set_parked(&self, tag: u64) {
+        self.state.parked.store(tag, Ordering::SeqCst);
+    }
+
+    /// Forgets `tag` (the connection was resumed), unless it has parked again since.
+    pub(crate) fn clear_parked(&self, tag: u64) {
+        let _ = self.state.parked.compare_exchange(
+            tag,
+            crate::net::park::NOT_PARKED,
+            Ordering::SeqCst,
+            Ordering::SeqCst,
+        );
     }
 
     /// Why the connection was kicked, if it was.
@@ -128,17 +146,26 @@ impl ConnLink {
 
     /// Marks the connection finished when dropped, however its task ends.
     pub(crate) fn gone_guard(&self) -> GoneGuard {
-        GoneGuard(self.clone())
+        GoneGuard(Some(self.clone()))
     }
 }
 
 /// Marks a connection finished when dropped (see [`ConnLink::gone_guard`]).
 #[derive(Debug)]
-pub(crate) struct GoneGuard(ConnLink);
+pub(crate) struct GoneGuard(Option<ConnLink>);
+
+impl GoneGuard {
+    /// The connection goes on elsewhere (parked): dropping the guard says nothing.
+    pub(crate) fn disarm(&mut self) {
+        self.0 = None;
+    }
+}
 
 impl Drop for GoneGuard {
     fn drop(&mut self) {
-        self.0.set_gone();
+        if let Some(link) = &self.0 {
+            link.set_gone();
+        }
     }
 }
 
@@ -228,8 +255,11 @@ pub(crate) struct SessionHandle {
     pub client_id: Arc<str>,
     /// The state.
     pub slot: Mutex<Slot>,
-    /// Wakes the attached connection when deliveries are queued.
+    /// Wakes the attached connection when deliveries are queued: use
+    /// [`SessionHandle::notify`], which also resumes a parked connection.
     pub wake: Notify,
+    /// The tag of the attached connection while it is parked ([`crate::net::park`]).
+    pub parked: AtomicU64,
     /// Cancelled when the session ends.
     pub ended: CancellationToken,
     /// Wakes publishers paused on this session's full queue.
@@ -280,6 +310,7 @@ impl SessionHandle {
                 client: None,
             }),
             wake: Notify::new(),
+            parked: AtomicU64::new(crate::net::park::NOT_PARKED),
             ended: CancellationToken::new(),
             room: Notify::new(),
             room_seq: AtomicU64::new(0),
@@ -350,6 +381,22 @@ impl SessionHandle {
         if self.room_waiters.load(Ordering::SeqCst) > 0 {
             self.room.notify_waiters();
         }
+    }
+
+    /// Wakes the attached connection (deliveries were queued), resuming it if it is parked.
+    pub(crate) fn notify(&self) {
+        self.wake.notify_one();
+        crate::net::park::wake(self.parked.load(Ordering::SeqCst));
+    }
+
+    /// Forgets the parked connection's `tag` (it was resumed), unless another parked since.
+    pub(crate) fn clear_parked(&self, tag: u64) {
+        let _ = self.parked.compare_exchange(
+            tag,
+            crate::net::park::NOT_PARKED,
+            Ordering::SeqCst,
+            Ordering::SeqCst,
+        );
     }
 
     /// Waits until the backlog has shrunk since generation `seen`, or the session ended.

@@ -153,6 +153,8 @@ pub(crate) struct Metrics {
     pub connections_accepted: AtomicU64,
     /// Connections open right now (handshaking, awaiting CONNECT, or connected).
     pub connections_open: AtomicU64,
+    /// Connected clients parked while idle, without a task ([`crate::net::park`]).
+    pub connections_parked: AtomicU64,
     /// Connections closed at once because `max_connections` was reached.
     pub connections_refused: AtomicU64,
     /// PUBLISH packets received from clients.
@@ -225,6 +227,9 @@ pub struct MetricsSnapshot {
     pub connections_accepted: u64,
     /// Connections open right now (handshaking, awaiting CONNECT, or connected).
     pub connections_open: u64,
+    /// Connected clients parked while idle: quiet plain-TCP connections kept without a task
+    /// until a packet, a delivery, a kick or their keep-alive deadline resumes them.
+    pub connections_parked: u64,
     /// Connections closed at once because `max_connections` was reached.
     pub connections_refused: u64,
     /// PUBLISH packets received from clients.
@@ -324,6 +329,7 @@ impl Metrics {
         MetricsSnapshot {
             connections_accepted: self.connections_accepted.load(Relaxed),
             connections_open: self.connections_open.load(Relaxed),
+            connections_parked: self.connections_parked.load(Relaxed),
             connections_refused: self.connections_refused.load(Relaxed),
             publish_received: self.publish_received.load(Relaxed),
             deliveries_enqueued: self.deliveries_enqueued.load(Relaxed),

@@ -58,6 +58,8 @@ pub(crate) struct Broker {
     pub bridges: crate::bridge::Bridges,
     /// The link to the other nodes, in cluster mode.
     pub cluster: Option<crate::cluster::Cluster>,
+    /// Keep-alive timers of this broker's parked (idle) connections.
+    pub parking: crate::net::park::Parking,
     /// Durable sessions are recorded (normally: there is a store).
     persistent: bool,
     me: Weak<Broker>,
@@ -113,6 +115,7 @@ impl Broker {
             started: clock.now(),
             clock,
             shutdown: CancellationToken::new(),
+            parking: Default::default(),
             store,
             me: me.clone(),
             next_connection: AtomicU64::new(1),

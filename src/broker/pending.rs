@@ -108,7 +108,7 @@ impl Pending {
         self.wake.sort_unstable_by_key(|s| s.key);
         self.wake.dedup_by_key(|s| s.key);
         for session in self.wake.drain(..) {
-            session.wake.notify_one();
+            session.notify();
         }
     }
 }

@@ -745,7 +745,7 @@ impl Router {
                 // may have reconnected and be waiting on this delivery's gate).
                 p.wake.push(Arc::clone(session));
             }
-            None if online => session.wake.notify_one(),
+            None if online => session.notify(),
             None => {}
         }
         true

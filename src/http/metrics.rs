@@ -198,11 +198,16 @@ impl Collector for BrokerCollector {
             )?)?;
         }
         let sessions = broker.registry.summary();
-        let gauges: [Value; 9] = [
+        let gauges: [Value; 10] = [
             (
                 "connections_open",
                 "Connections open (handshaking, awaiting CONNECT or connected)",
                 m.connections_open,
+            ),
+            (
+                "connections_parked",
+                "Idle plain-TCP connections parked without a task",
+                m.connections_parked,
             ),
             (
                 "clients_connected",

@@ -15,6 +15,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::timeout;
 use tracing::{debug, info, warn};
 
+use super::listener::Admission;
 use crate::broker::metrics::ListenerEvent;
 use crate::broker::{Broker, ConnLink, KickReason, Metrics, Verdict};
 use crate::clock::Clock;
@@ -139,12 +140,30 @@ pub(crate) trait Transport: AsyncRead + AsyncWrite + Unpin + Send + Sync {
     fn readable(&self) -> impl std::future::Future<Output = ()> + Send {
         std::future::ready(())
     }
+
+    /// Whether an idle connection over this stream can be parked ([`crate::net::park`]):
+    /// only a plain socket, whose readiness the parked table can watch.
+    const PARKS: bool = false;
+
+    /// The socket, taken from tokio's poller, for a stream that [`Transport::PARKS`].
+    fn into_socket(self) -> std::io::Result<std::net::TcpStream>
+    where
+        Self: Sized,
+    {
+        Err(std::io::Error::other("not a plain socket"))
+    }
 }
 
 impl Transport for tokio::net::TcpStream {
     async fn readable(&self) {
         // An error shows up in the read that follows.
         let _ = tokio::net::TcpStream::readable(self).await;
+    }
+
+    const PARKS: bool = true;
+
+    fn into_socket(self) -> std::io::Result<std::net::TcpStream> {
+        self.into_std()
     }
 }
 
@@ -197,6 +216,104 @@ struct Driver<S> {
     via: Via,
     /// Set once connected.
     attached: Option<Attached>,
+    /// Its places in the connection counts (`None` for a bridge's local side).
+    admission: Option<Admission>,
+}
+
+/// A connection parked while idle ([`crate::net::park`]): what its driver needs to go on,
+/// without the task, the read buffer or tokio's registration of the socket.
+pub(crate) struct Parked {
+    /// The socket (`None` if taking it from tokio failed: the connection then ends).
+    pub(super) socket: Option<std::net::TcpStream>,
+    /// The runtime its task is resumed on.
+    pub(super) runtime: tokio::runtime::Handle,
+    core: Box<Connected>,
+    link: ConnLink,
+    via: Via,
+    attached: Option<Attached>,
+    will_recorded: bool,
+    admission: Option<Admission>,
+}
+
+impl Parked {
+    pub(super) fn broker(&self) -> &Arc<Broker> {
+        self.core.broker()
+    }
+
+    pub(super) fn belongs_to(&self, broker: &Arc<Broker>) -> bool {
+        Arc::ptr_eq(self.core.broker(), broker)
+    }
+
+    /// The session and link that must resume the connection when woken.
+    pub(super) fn markers(&self) -> (Arc<crate::broker::SessionHandle>, ConnLink) {
+        (Arc::clone(self.core.session()), self.link.clone())
+    }
+
+    /// Forgets the markers of `tag` (the connection is being resumed).
+    pub(super) fn unmark(&self, tag: u64) {
+        self.core.session().clear_parked(tag);
+        self.link.clear_parked(tag);
+    }
+}
+
+/// Resumes a parked connection: its socket back with tokio, its loop where it left off.
+pub(crate) async fn resume(parked: Box<Parked>) {
+    let Parked {
+        socket,
+        runtime: _,
+        core,
+        link,
+        via,
+        attached,
+        will_recorded,
+        admission,
+    } = *parked;
+    let broker = Arc::clone(core.broker());
+    let peer = core.peer();
+    let phase = Phase::Connected(core);
+    let stream = socket.map(tokio::net::TcpStream::from_std);
+    match stream {
+        Some(Ok(stream)) => {
+            let driver = Driver {
+                broker,
+                stream,
+                peer,
+                rbuf: BytesMut::new(),
+                read_size: MIN_READ,
+                link,
+                identity: CertIdentity::NotUsed,
+                torn: false,
+                will_recorded,
+                via,
+                attached,
+                admission,
+            };
+            Box::pin(drive(driver, phase)).await;
+        }
+        failed => {
+            if let Some(Err(e)) = failed {
+                warn!(error = %e, peer = %peer, "a parked socket could not be resumed: closing its connection");
+            }
+            // The socket is gone: the connection ends as if the client had closed it.
+            let (stream, _) = tokio::io::duplex(1);
+            let mut driver = Driver {
+                broker,
+                stream,
+                peer,
+                rbuf: BytesMut::new(),
+                read_size: MIN_READ,
+                link,
+                identity: CertIdentity::NotUsed,
+                torn: true,
+                will_recorded,
+                via,
+                attached,
+                admission,
+            };
+            let _gone = driver.link.gone_guard();
+            Box::pin(driver.finish(phase, Close::Io)).await;
+        }
+    }
 }
 
 /// Serves one client connection to completion. `queue_full` is the listener's policy for
@@ -211,6 +328,7 @@ pub(crate) fn serve<S>(
     via: Via,
     identity: CertIdentity,
     queue_full: QueueFullPolicy,
+    admission: Option<Admission>,
 ) -> impl std::future::Future<Output = ()> + Send
 where
     S: Transport,
@@ -228,6 +346,7 @@ where
         will_recorded: false,
         via,
         attached: None,
+        admission,
     };
     let phase = Phase::Connecting(Box::new(AwaitingConnect::new(broker, peer, queue_full)));
     drive(driver, phase)
@@ -247,22 +366,71 @@ pub(crate) fn serve_bridge(
         Via::Bridge,
         CertIdentity::NotUsed,
         QueueFullPolicy::Backpressure,
+        None,
     )
 }
 
-/// Runs a connection from its CONNECT to its end. The driver and the phase are used where
-/// they are (arguments of the future), not moved into further locals.
+/// Runs a connection from its CONNECT (or from where it was parked) to its end, or until it
+/// parks. The driver and the phase are used where they are (arguments of the future), not
+/// moved into further locals.
 async fn drive<S: Transport>(mut driver: Driver<S>, mut phase: Phase) {
-    let _gone = driver.link.gone_guard();
-    let close = driver.run(&mut phase).await;
-    // Boxed like the CONNECT phase: short-lived, and not part of every idle task's future.
-    Box::pin(driver.finish(phase, close)).await;
+    let mut gone = driver.link.gone_guard();
+    match driver.run(&mut phase).await {
+        Some(close) => {
+            // Boxed like the CONNECT phase: short-lived, and not part of every idle task's
+            // future.
+            Box::pin(driver.finish(phase, close)).await;
+        }
+        None => {
+            // Parking: the connection goes on without this task.
+            gone.disarm();
+            let deadline = match &phase {
+                Phase::Connected(core) => core.poll_timeout(),
+                _ => None,
+            };
+            let parked = Box::new(driver.into_parked(phase));
+            if let Err(parked) = crate::net::park::park(parked, deadline) {
+                // Not parked after all: go on in this task.
+                Box::pin(resume(parked)).await;
+            }
+        }
+    }
 }
 
 impl<S: Transport> Driver<S> {
-    async fn run(&mut self, phase: &mut Phase) -> Close {
+    /// What the connection keeps while parked. Only called for a connected plain socket
+    /// (`S::PARKS`), with an empty read buffer.
+    fn into_parked(self, phase: Phase) -> Parked {
+        let Phase::Connected(core) = phase else {
+            unreachable!("only a connected connection parks");
+        };
+        let socket = match self.stream.into_socket() {
+            Ok(socket) => Some(socket),
+            Err(e) => {
+                warn!(error = %e, peer = %self.peer, "an idle socket could not be taken from the runtime: closing its connection");
+                None
+            }
+        };
+        Parked {
+            socket,
+            runtime: tokio::runtime::Handle::current(),
+            core,
+            link: self.link,
+            via: self.via,
+            attached: self.attached,
+            will_recorded: self.will_recorded,
+            admission: self.admission,
+        }
+    }
+
+    /// Runs the connection: `Some` with why it ended, `None` when it is idle and may park.
+    async fn run(&mut self, phase: &mut Phase) -> Option<Close> {
+        if let Phase::Connected(core) = phase {
+            // Resumed after parking.
+            return self.main_loop(core).await.err();
+        }
         let Phase::Connecting(awaiting) = phase else {
-            return Close::Io;
+            return Some(Close::Io);
         };
         // The CONNECT phase is boxed: its state is large and short-lived, and would otherwise
         // be part of every connection's task for its whole life.
@@ -273,7 +441,7 @@ impl<S: Transport> Driver<S> {
         };
         let a = match accepted {
             Ok(accepted) => accepted,
-            Err(close) => return close,
+            Err(close) => return Some(close),
         };
         self.log_connected(&a);
         let clean_start = a.connect.clean_start;
@@ -282,7 +450,7 @@ impl<S: Transport> Driver<S> {
             // In a block, so that the boxes of the CONNECT phase are freed at its end, not
             // kept for the life of the connection.
             let Phase::Connecting(awaiting) = std::mem::replace(phase, Phase::Gone) else {
-                return Close::Io;
+                return Some(Close::Io);
             };
 
             let Accepted {
@@ -297,7 +465,7 @@ impl<S: Transport> Driver<S> {
         };
         *phase = Phase::Connected(Box::new(core));
         let Phase::Connected(core) = phase else {
-            return Close::Io;
+            return Some(Close::Io);
         };
         if let Some(cluster) = &self.broker.cluster
             && self.via != Via::Bridge
@@ -316,10 +484,7 @@ impl<S: Transport> Driver<S> {
             ))
             .await;
         }
-        match self.main_loop(core).await {
-            Ok(()) => Close::Io,
-            Err(close) => close,
-        }
+        self.main_loop(core).await.err()
     }
 
     /// The line of a new connection: who, from where, through which listener, with what.
@@ -741,6 +906,8 @@ impl<S: Transport> Driver<S> {
         }
     }
 
+    /// Serves the connected client: `Err` with why the connection ends, `Ok` once it is idle
+    /// and may park.
     async fn main_loop(&mut self, core: &mut Connected) -> Result<(), Close> {
         let session = Arc::clone(core.session());
         let clock = self.broker.clock.clone();
@@ -795,6 +962,11 @@ impl<S: Transport> Driver<S> {
             });
             let reading = core.wants_read();
             let timer = core.poll_timeout();
+            // Parked once quiet for a while with nothing in progress; the sleep is real time (a
+            // resource decision, not protocol time) and starts again with every wake-up.
+            let park_after = self.broker.config.park_after.filter(|_| {
+                S::PARKS && idle && reading && !is_paused && !more_to_send && core.at_rest()
+            });
             tokio::select! {
                 biased;
                 _ = link.kicked() => {
@@ -824,6 +996,7 @@ impl<S: Transport> Driver<S> {
                 },
                 _ = session.wake.notified(), if !more_to_send => {}
                 _ = std::future::ready(()), if more_to_send => {}
+                _ = park_sleep(park_after), if park_after.is_some() => return Ok(()),
             }
         }
     }
@@ -884,7 +1057,7 @@ impl<S: Transport> Driver<S> {
                 }
             }
             // Deliveries held by those gates can go out now.
-            core.session().wake.notify_one();
+            core.session().notify();
         }
         Ok(())
     }
@@ -1032,6 +1205,15 @@ impl<S: Transport> Driver<S> {
     }
 }
 
+/// Sleeps for `after` in real time (for ever without it).
+async fn park_sleep(after: Option<Duration>) {
+    match after {
+        Some(Duration::ZERO) => {}
+        Some(after) => tokio::time::sleep(after).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Sleeps until `deadline` on the broker's clock (for ever without one).
 async fn sleep_until(clock: &Clock, deadline: Option<Instant>) {
     match deadline {
@@ -1068,6 +1250,7 @@ mod tests {
             via,
             CertIdentity::NotUsed,
             QueueFullPolicy::Backpressure,
+            None,
         );
         let future = std::mem::size_of_val(&task);
         let core = std::mem::size_of::<Connected>();

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
-use futures_util::FutureExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::task::TaskTracker;
@@ -169,6 +168,15 @@ pub(crate) async fn bind_all(config: &Config) -> Result<Vec<Listener>, ListenErr
     Ok(out)
 }
 
+/// What an accepted connection holds until it ends, whether in its task or parked: its place
+/// in `connections_open` and in its address's count, and a place in the listener's tasks (so
+/// that shutdown waits for it).
+pub(crate) struct Admission {
+    _open: OpenConnection,
+    _address: Option<AddressSlot>,
+    _task: tokio_util::task::task_tracker::TaskTrackerToken,
+}
+
 /// One place in `connections_open`, given back when dropped (however the task ends).
 struct OpenConnection(Arc<Broker>);
 
@@ -271,13 +279,12 @@ pub(crate) async fn accept_loop(broker: Arc<Broker>, listener: Listener, tasks: 
                 if let Err(e) = stream.set_nodelay(true) {
                     debug!(%peer, error = %e, "TCP_NODELAY not set");
                 }
-                // A combinator, not an `async` block around it: awaiting the connection's future
-                // in a block would keep a second copy of its size in the task.
-                let connection = connection(&broker, &listener, stream, peer).map(move |()| {
-                    drop(open);
-                    drop(from_address);
-                });
-                tasks.spawn(connection);
+                let admission = Admission {
+                    _open: open,
+                    _address: from_address,
+                    _task: tasks.token(),
+                };
+                tasks.spawn(connection(&broker, &listener, stream, peer, admission));
             }
             Err(e) => {
                 // Typically out of file descriptors: back off (in real time) instead of spinning.
@@ -327,6 +334,7 @@ fn connection(
     listener: &Arc<Listener>,
     stream: TcpStream,
     peer: SocketAddr,
+    admission: Admission,
 ) -> impl std::future::Future<Output = ()> + Send + 'static {
     if listener.config.kind == ListenerKind::Tcp {
         let policy = listener
@@ -341,12 +349,13 @@ fn connection(
             via,
             CertIdentity::NotUsed,
             policy,
+            Some(admission),
         );
         return futures_util::future::Either::Left(plain);
     }
     let (broker, listener) = (Arc::clone(broker), Arc::clone(listener));
     futures_util::future::Either::Right(Box::pin(async move {
-        handshake_then_serve(&broker, &listener, stream, peer).await;
+        handshake_then_serve(&broker, &listener, stream, peer, admission).await;
     }))
 }
 
@@ -355,6 +364,7 @@ async fn handshake_then_serve(
     listener: &Listener,
     stream: TcpStream,
     peer: SocketAddr,
+    admission: Admission,
 ) {
     // A socket-level guard, not protocol time: on tokio's clock (see `crate::clock`), so a
     // manual broker clock cannot leave a stalled handshake open.
@@ -391,9 +401,12 @@ async fn handshake_then_serve(
     let policy = l.queue_full.unwrap_or(broker.config.queue_full);
     let via = via(listener);
     match ready {
-        Ready::Ws(s) => serve(broker, *s, peer, via, CertIdentity::NotUsed, policy).await,
-        Ready::Tls(s, identity) => serve(broker, *s, peer, via, identity, policy).await,
-        Ready::Wss(s, identity) => serve(broker, *s, peer, via, identity, policy).await,
+        Ready::Ws(s) => {
+            let identity = CertIdentity::NotUsed;
+            serve(broker, *s, peer, via, identity, policy, admission).await
+        }
+        Ready::Tls(s, identity) => serve(broker, *s, peer, via, identity, policy, admission).await,
+        Ready::Wss(s, identity) => serve(broker, *s, peer, via, identity, policy, admission).await,
     }
 }
 
@@ -404,8 +417,19 @@ async fn serve<S: conn::Transport>(
     via: Via,
     identity: CertIdentity,
     policy: QueueFullPolicy,
+    admission: Admission,
 ) {
-    conn::serve(Arc::clone(broker), stream, peer, via, identity, policy).await;
+    let admission = Some(admission);
+    conn::serve(
+        Arc::clone(broker),
+        stream,
+        peer,
+        via,
+        identity,
+        policy,
+        admission,
+    )
+    .await;
 }
 
 type TlsStream = tokio_rustls::server::TlsStream<TcpStream>;

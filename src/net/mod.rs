@@ -2,5 +2,6 @@
 
 pub(crate) mod conn;
 pub(crate) mod listener;
+pub(crate) mod park;
 pub(crate) mod tls;
 pub(crate) mod ws;

@@ -182,6 +182,28 @@ impl Connected {
         &self.session
     }
 
+    /// The broker this connection belongs to.
+    pub(crate) fn broker(&self) -> &Arc<Broker> {
+        &self.broker
+    }
+
+    /// The client's address.
+    pub(crate) fn peer(&self) -> SocketAddr {
+        self.peer
+    }
+
+    /// True when nothing is in progress: no commit outstanding or to hand out, nothing
+    /// encoded and not written, no paused PUBLISH and no packet held behind one. Only then may
+    /// the driver set the connection aside while it is idle (what it keeps is this state).
+    pub(crate) fn at_rest(&self) -> bool {
+        self.committing.is_none()
+            && self.pending.is_empty()
+            && self.pending.ops.is_empty()
+            && self.out.is_empty()
+            && self.stall.is_none()
+            && self.held.is_empty()
+    }
+
     /// Decodes and handles every complete packet in `input`, and first tries a paused
     /// PUBLISH again. Returns how many packets were read.
     ///
