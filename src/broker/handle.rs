@@ -31,41 +31,37 @@ pub(crate) struct ConnLink {
     state: Arc<LinkState>,
 }
 
-/// What a [`ConnLink`] shares.
+/// What a [`ConnLink`] shares: one waiter list for both of its events, so that a connection
+/// (a hundred thousand of them idle) keeps one small allocation for it.
 #[derive(Debug, Default)]
 struct LinkState {
-    /// Why the connection was kicked (0: it was not), set before `kicked`.
-    reason: AtomicU8,
-    /// Set to ask the connection to close.
-    kicked: Signal,
-    /// Set by the connection once it has fully finished (will published, detached).
-    gone: Signal,
+    /// Why the connection was kicked (0: it was not), and [`GONE`]: the connection has fully
+    /// finished (will published, detached).
+    flags: AtomicU8,
+    /// Woken when either changes.
+    notify: Notify,
     /// The connection's tag while it is parked ([`crate::net::park`]), else `NOT_PARKED`.
     parked: AtomicU64,
 }
 
-/// An event that stays set once set, and wakes whoever waits for it.
-#[derive(Debug, Default)]
-struct Signal {
-    set: AtomicBool,
-    notify: Notify,
-}
+/// [`LinkState::flags`] bit: the connection has finished.
+const GONE: u8 = 0x80;
+/// [`LinkState::flags`] bits: the kick reason.
+const REASON: u8 = 0x7f;
 
-impl Signal {
-    fn set(&self) {
-        self.set.store(true, Ordering::SeqCst);
-        self.notify.notify_waiters();
-    }
-
-    async fn wait(&self) {
-        let notified = self.notify.notified();
-        tokio::pin!(notified);
-        // Registered before the check, so a `set` in between is not missed.
-        notified.as_mut().enable();
-        if self.set.load(Ordering::SeqCst) {
-            return;
+impl LinkState {
+    /// Waits until `done` holds for the flags. The waiter is registered before the check, so
+    /// a change in between is not missed.
+    async fn wait(&self, done: impl Fn(u8) -> bool) {
+        loop {
+            let notified = self.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if done(self.flags.load(Ordering::SeqCst)) {
+                return;
+            }
+            notified.await;
         }
-        notified.await;
     }
 }
 
@@ -99,13 +95,13 @@ impl ConnLink {
 
     /// Asks the connection to close for `reason` (the first reason given stays).
     pub(crate) fn kick(&self, reason: KickReason) {
-        let _ = self.state.reason.compare_exchange(
-            0,
-            reason.code(),
-            Ordering::SeqCst,
-            Ordering::SeqCst,
-        );
-        self.state.kicked.set();
+        let _ = self
+            .state
+            .flags
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |f| {
+                (f & REASON == 0).then_some(f | reason.code())
+            });
+        self.state.notify.notify_waiters();
         crate::net::park::wake(self.state.parked.load(Ordering::SeqCst));
     }
 
@@ -126,22 +122,23 @@ impl ConnLink {
 
     /// Why the connection was kicked, if it was.
     pub(crate) fn kick_reason(&self) -> Option<KickReason> {
-        KickReason::from_code(self.state.reason.load(Ordering::SeqCst))
+        KickReason::from_code(self.state.flags.load(Ordering::SeqCst) & REASON)
     }
 
     /// Waits until the connection is asked to close.
     pub(crate) async fn kicked(&self) {
-        self.state.kicked.wait().await;
+        self.state.wait(|f| f & REASON != 0).await;
     }
 
     /// Says that the connection has fully finished.
     pub(crate) fn set_gone(&self) {
-        self.state.gone.set();
+        self.state.flags.fetch_or(GONE, Ordering::SeqCst);
+        self.state.notify.notify_waiters();
     }
 
     /// Waits until the connection has fully finished.
     pub(crate) async fn gone(&self) {
-        self.state.gone.wait().await;
+        self.state.wait(|f| f & GONE != 0).await;
     }
 
     /// Marks the connection finished when dropped, however its task ends.
@@ -260,8 +257,8 @@ pub(crate) struct SessionHandle {
     pub wake: Notify,
     /// The tag of the attached connection while it is parked ([`crate::net::park`]).
     pub parked: AtomicU64,
-    /// Cancelled when the session ends.
-    pub ended: CancellationToken,
+    /// Set when the session ends (see [`SessionHandle::end`]).
+    ended: AtomicBool,
     /// Wakes publishers paused on this session's full queue.
     room: Notify,
     /// Bumped whenever the backlog shrinks; a paused publisher retries once it changes.
@@ -311,7 +308,7 @@ impl SessionHandle {
             }),
             wake: Notify::new(),
             parked: AtomicU64::new(crate::net::park::NOT_PARKED),
-            ended: CancellationToken::new(),
+            ended: AtomicBool::new(false),
             room: Notify::new(),
             room_seq: AtomicU64::new(0),
             room_waiters: AtomicUsize::new(0),
@@ -383,6 +380,17 @@ impl SessionHandle {
         }
     }
 
+    /// Marks the session ended: publishers paused on it stop waiting.
+    pub(crate) fn end(&self) {
+        self.ended.store(true, Ordering::SeqCst);
+        self.room.notify_waiters();
+    }
+
+    /// True once the session has ended.
+    pub(crate) fn has_ended(&self) -> bool {
+        self.ended.load(Ordering::SeqCst)
+    }
+
     /// Wakes the attached connection (deliveries were queued), resuming it if it is parked.
     pub(crate) fn notify(&self) {
         self.wake.notify_one();
@@ -413,13 +421,10 @@ impl SessionHandle {
             let notified = self.room.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if self.room_seq() != seen || self.ended.is_cancelled() {
+            if self.room_seq() != seen || self.has_ended() {
                 break;
             }
-            tokio::select! {
-                _ = notified => {}
-                _ = self.ended.cancelled() => break,
-            }
+            notified.await;
         }
     }
 }

@@ -483,7 +483,7 @@ impl Broker {
     /// The part of ending a session done without locks: wake will timers, drop subscriptions,
     /// and move its unacknowledged Shared Subscription messages to other members.
     fn finish_end(&self, handle: &Arc<SessionHandle>, ended: Ended) {
-        handle.ended.cancel();
+        handle.end();
         if handle.follows_stream() {
             crate::cluster::follow::ended(self, handle);
         }

@@ -290,7 +290,7 @@ async fn kick(
             ended
         });
         // An ephemeral session ended with its connection already.
-        ended |= handle.ended.is_cancelled();
+        ended |= handle.has_ended();
         if ended {
             tracing::info!(
                 client_id = &*client_id,

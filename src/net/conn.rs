@@ -225,9 +225,7 @@ struct Driver<S> {
 pub(crate) struct Parked {
     /// The socket (`None` if taking it from tokio failed: the connection then ends).
     pub(super) socket: Option<std::net::TcpStream>,
-    /// The runtime its task is resumed on.
-    pub(super) runtime: tokio::runtime::Handle,
-    core: Box<Connected>,
+    core: protocol::Resting,
     link: ConnLink,
     via: Via,
     attached: Option<Attached>,
@@ -260,7 +258,6 @@ impl Parked {
 pub(crate) async fn resume(parked: Box<Parked>) {
     let Parked {
         socket,
-        runtime: _,
         core,
         link,
         via,
@@ -270,7 +267,7 @@ pub(crate) async fn resume(parked: Box<Parked>) {
     } = *parked;
     let broker = Arc::clone(core.broker());
     let peer = core.peer();
-    let phase = Phase::Connected(core);
+    let phase = Phase::Connected(core.resume());
     let stream = socket.map(tokio::net::TcpStream::from_std);
     match stream {
         Some(Ok(stream)) => {
@@ -384,14 +381,20 @@ async fn drive<S: Transport>(mut driver: Driver<S>, mut phase: Phase) {
         None => {
             // Parking: the connection goes on without this task.
             gone.disarm();
-            let deadline = match &phase {
-                Phase::Connected(core) => core.poll_timeout(),
-                _ => None,
+            let Phase::Connected(core) = phase else {
+                unreachable!("only a connected connection parks");
             };
-            let parked = Box::new(driver.into_parked(phase));
-            if let Err(parked) = crate::net::park::park(parked, deadline) {
-                // Not parked after all: go on in this task.
-                Box::pin(resume(parked)).await;
+            match core.rest() {
+                Ok(resting) => {
+                    let deadline = resting.deadline();
+                    let parked = Box::new(driver.into_parked(resting));
+                    if let Err(parked) = crate::net::park::park(parked, deadline) {
+                        // Not parked after all: go on in this task.
+                        Box::pin(resume(parked)).await;
+                    }
+                }
+                // Busy after all (not expected: the loop parks only at rest).
+                Err(core) => Box::pin(drive(driver, Phase::Connected(core))).await,
             }
         }
     }
@@ -400,10 +403,7 @@ async fn drive<S: Transport>(mut driver: Driver<S>, mut phase: Phase) {
 impl<S: Transport> Driver<S> {
     /// What the connection keeps while parked. Only called for a connected plain socket
     /// (`S::PARKS`), with an empty read buffer.
-    fn into_parked(self, phase: Phase) -> Parked {
-        let Phase::Connected(core) = phase else {
-            unreachable!("only a connected connection parks");
-        };
+    fn into_parked(self, core: protocol::Resting) -> Parked {
         let socket = match self.stream.into_socket() {
             Ok(socket) => Some(socket),
             Err(e) => {
@@ -413,7 +413,6 @@ impl<S: Transport> Driver<S> {
         };
         Parked {
             socket,
-            runtime: tokio::runtime::Handle::current(),
             core,
             link: self.link,
             via: self.via,

@@ -25,7 +25,7 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -132,13 +132,15 @@ impl Lot {
             warn!(error = %e, "a parked socket could not be taken off the watch list");
         }
         parked.unmark(tag);
-        parked
-            .broker()
+        let broker = Arc::clone(parked.broker());
+        broker
             .metrics
             .connections_parked
             .fetch_sub(1, Ordering::Relaxed);
-        let runtime = parked.runtime.clone();
-        runtime.spawn(super::conn::resume(parked));
+        match broker.parking.runtime.get() {
+            Some(runtime) => drop(runtime.spawn(super::conn::resume(parked))),
+            None => error!("a parked connection has no runtime to resume in: dropped"),
+        }
     }
 
     /// Resumes every connection of `broker` (at shutdown); or, with `drop_only`, drops them
@@ -241,7 +243,8 @@ pub(crate) fn park(parked: Box<Parked>, deadline: Option<Instant>) -> Result<(),
 #[derive(Default)]
 pub(crate) struct Parking {
     timers: Arc<Timers>,
-    started: AtomicBool,
+    /// The runtime the broker's connections run on (set by the first to park).
+    runtime: OnceLock<tokio::runtime::Handle>,
 }
 
 #[derive(Default)]
@@ -292,9 +295,10 @@ impl Timers {
 impl Parking {
     /// The timers, with their task started (in the calling task's runtime) on first use.
     fn started(&self, broker: &Arc<Broker>) -> Arc<Timers> {
-        if !self.started.swap(true, Ordering::SeqCst) {
+        self.runtime.get_or_init(|| {
             tokio::spawn(run_timers(Arc::downgrade(broker), Arc::clone(&self.timers)));
-        }
+            tokio::runtime::Handle::current()
+        });
         Arc::clone(&self.timers)
     }
 }

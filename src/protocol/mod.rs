@@ -151,6 +151,125 @@ pub(crate) struct Connected {
     held_bytes: usize,
 }
 
+/// A connection's protocol state while it is parked (idle, see [`Connected::at_rest`]):
+/// [`Connected`] without what only a busy connection holds (the output buffer, the batch of
+/// durable changes, scratch lists, a paused PUBLISH), which is empty at rest and made again
+/// when the connection resumes. Kept inline in the parked connection's record: about 200
+/// bytes instead of 500 in an allocation of their own.
+pub(crate) struct Resting {
+    broker: Arc<Broker>,
+    peer: SocketAddr,
+    session: Arc<SessionHandle>,
+    version: Version,
+    will: Option<Box<Will>>,
+    max_packet_out: Option<u32>,
+    expiry_at_connect: u32,
+    keep_alive: Option<Duration>,
+    deadline: Option<Instant>,
+    username: Option<String>,
+    acl: Option<Arc<ClientAcl>>,
+    acl_generation: u64,
+    queue_full: QueueFullPolicy,
+    problem_information: bool,
+    aliases_in: alias::InboundAliases,
+    aliases_out: alias::OutboundAliases,
+    bridge: bool,
+    trusted: bool,
+    decoder: Decoder,
+    acknowledged: bool,
+    persistent: bool,
+}
+
+impl Resting {
+    /// The broker this connection belongs to.
+    pub(crate) fn broker(&self) -> &Arc<Broker> {
+        &self.broker
+    }
+
+    /// The session the connection is attached to.
+    pub(crate) fn session(&self) -> &Arc<SessionHandle> {
+        &self.session
+    }
+
+    /// The client's address.
+    pub(crate) fn peer(&self) -> SocketAddr {
+        self.peer
+    }
+
+    /// When the keep alive runs out (see [`Connected::poll_timeout`]).
+    pub(crate) fn deadline(&self) -> Option<Instant> {
+        self.deadline
+    }
+
+    /// The connection as it was, with empty buffers.
+    pub(crate) fn resume(self) -> Box<Connected> {
+        Box::new(Connected {
+            broker: self.broker,
+            peer: self.peer,
+            session: self.session,
+            version: self.version,
+            will: self.will,
+            max_packet_out: self.max_packet_out,
+            expiry_at_connect: self.expiry_at_connect,
+            keep_alive: self.keep_alive,
+            deadline: self.deadline,
+            username: self.username,
+            acl: self.acl,
+            acl_generation: self.acl_generation,
+            queue_full: self.queue_full,
+            problem_information: self.problem_information,
+            aliases_in: self.aliases_in,
+            aliases_out: self.aliases_out,
+            bridge: self.bridge,
+            trusted: self.trusted,
+            decoder: self.decoder,
+            out: BytesMut::new(),
+            pending: Pending::new(self.persistent),
+            acknowledged: self.acknowledged,
+            committing: None,
+            transmits: Vec::new(),
+            more_to_send: false,
+            stall: None,
+            held: VecDeque::new(),
+            held_bytes: 0,
+        })
+    }
+}
+
+impl Connected {
+    /// What a parked connection keeps; `Err` with the connection itself unless it is
+    /// [`Connected::at_rest`] with nothing more to send.
+    pub(crate) fn rest(self: Box<Self>) -> Result<Resting, Box<Self>> {
+        if !self.at_rest() || self.more_to_send {
+            return Err(self);
+        }
+        let c = *self;
+        Ok(Resting {
+            broker: c.broker,
+            peer: c.peer,
+            session: c.session,
+            version: c.version,
+            will: c.will,
+            max_packet_out: c.max_packet_out,
+            expiry_at_connect: c.expiry_at_connect,
+            keep_alive: c.keep_alive,
+            deadline: c.deadline,
+            username: c.username,
+            acl: c.acl,
+            acl_generation: c.acl_generation,
+            queue_full: c.queue_full,
+            problem_information: c.problem_information,
+            aliases_in: c.aliases_in,
+            aliases_out: c.aliases_out,
+            bridge: c.bridge,
+            trusted: c.trusted,
+            decoder: c.decoder,
+            acknowledged: c.acknowledged,
+            persistent: c.pending.persistent,
+        })
+    }
+}
+
 /// About the memory a held (decoded) packet takes, counted against the held bound.
 fn held_size(packet: &Packet) -> usize {
     const PACKET: usize = 128;
@@ -180,16 +299,6 @@ impl Connected {
     /// The session this connection is attached to.
     pub(crate) fn session(&self) -> &Arc<SessionHandle> {
         &self.session
-    }
-
-    /// The broker this connection belongs to.
-    pub(crate) fn broker(&self) -> &Arc<Broker> {
-        &self.broker
-    }
-
-    /// The client's address.
-    pub(crate) fn peer(&self) -> SocketAddr {
-        self.peer
     }
 
     /// True when nothing is in progress: no commit outstanding or to hand out, nothing

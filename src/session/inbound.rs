@@ -1,6 +1,6 @@
 //! Client-to-server QoS 2 flow: packet ids received and not yet released.
 
-use std::collections::HashSet;
+use std::collections::BTreeSet;
 
 /// What to do with an incoming QoS 2 PUBLISH.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -15,7 +15,7 @@ pub(crate) enum Qos2Publish {
 /// The inbound half of a session.
 #[derive(Debug, Default)]
 pub(crate) struct Inbound {
-    awaiting_rel: HashSet<u16>,
+    awaiting_rel: BTreeSet<u16>,
 }
 
 impl Inbound {

@@ -6,7 +6,7 @@ mod message;
 mod outbound;
 pub(crate) mod quota;
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 pub(crate) use inbound::{Inbound, Qos2Publish};
 pub(crate) use message::{
@@ -60,7 +60,7 @@ pub(crate) struct Session {
     /// [`NEVER_EXPIRES`] keeps it forever.
     pub expiry_interval: u32,
     /// Subscriptions by topic filter.
-    pub subscriptions: HashMap<String, SubOptions>,
+    pub subscriptions: BTreeMap<String, SubOptions>,
     /// Server-to-client flow.
     pub outbound: Outbound,
     /// Client-to-server QoS 2 flow.
@@ -86,7 +86,7 @@ impl Session {
         Session {
             version,
             expiry_interval,
-            subscriptions: HashMap::new(),
+            subscriptions: BTreeMap::new(),
             outbound: Outbound::new(limits, window),
             inbound: Inbound::default(),
             dropped: 0,

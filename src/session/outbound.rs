@@ -114,6 +114,50 @@ struct Stored {
     lost: usize,
 }
 
+/// [`Stored`], allocated while a durable session has any of its backlog in the store only
+/// (most sessions never do): reads see an empty one, the first change allocates it, and
+/// [`LazyStored::compact`] frees it once it is empty again.
+#[derive(Debug, Default)]
+struct LazyStored(Option<Box<Stored>>);
+
+static NOTHING_STORED: Stored = Stored {
+    count: 0,
+    bytes: 0,
+    from: 0,
+    unsettled: VecDeque::new(),
+    loading: false,
+    placed_while_loading: None,
+    lost: 0,
+};
+
+impl std::ops::Deref for LazyStored {
+    type Target = Stored;
+    fn deref(&self) -> &Stored {
+        self.0.as_deref().unwrap_or(&NOTHING_STORED)
+    }
+}
+
+impl std::ops::DerefMut for LazyStored {
+    fn deref_mut(&mut self) -> &mut Stored {
+        self.0.get_or_insert_with(Box::default)
+    }
+}
+
+impl LazyStored {
+    /// Frees the state once it holds nothing.
+    fn compact(&mut self) {
+        if self.0.as_deref().is_some_and(|s| {
+            s.count == 0
+                && s.unsettled.is_empty()
+                && !s.loading
+                && s.placed_while_loading.is_none()
+                && s.lost == 0
+        }) {
+            self.0 = None;
+        }
+    }
+}
+
 /// Retained messages owed to new subscriptions.
 #[derive(Debug, Default)]
 struct OwedRetained {
@@ -138,7 +182,7 @@ pub(crate) struct Outbound {
     resends: usize,
     /// Bytes of `queue` and of counted `inflight` entries.
     memory_bytes: u64,
-    stored: Stored,
+    stored: LazyStored,
     /// Admitted by [`Outbound::reserve`] and not yet placed.
     reserved: (usize, u64),
     peak_bytes: u64,
@@ -174,7 +218,7 @@ impl Outbound {
             next_id: PacketId::MIN,
             resends: 0,
             memory_bytes: 0,
-            stored: Stored::default(),
+            stored: LazyStored::default(),
             reserved: (0, 0),
             peak_bytes: 0,
             peak_memory_bytes: 0,
@@ -389,6 +433,7 @@ impl Outbound {
             }
             self.stored.unsettled.pop_front();
         }
+        self.stored.compact();
     }
 
     /// Drops the oldest queued (not yet sent) message to make room (the `drop_oldest`
@@ -506,12 +551,18 @@ impl Outbound {
             self.stored.bytes = 0;
             self.stored.unsettled.clear();
         }
+        self.stored.compact();
     }
 
     /// Entries that were counted as in the store but were not found there, since the last
     /// call (should be 0; the caller logs anything else).
     pub(crate) fn take_lost(&mut self) -> usize {
-        std::mem::take(&mut self.stored.lost)
+        if self.stored.lost == 0 {
+            return 0;
+        }
+        let lost = std::mem::take(&mut self.stored.lost);
+        self.stored.compact();
+        lost
     }
 
     /// Restores the part of a loaded session's queue left in the store.
@@ -519,6 +570,7 @@ impl Outbound {
         self.stored.from = from;
         self.stored.count = count;
         self.stored.bytes = bytes;
+        self.stored.compact();
     }
 
     /// The next PUBLISH to send, if the window allows. Expired messages are skipped
@@ -709,7 +761,7 @@ impl Outbound {
         self.queue.clear();
         self.inflight.clear();
         self.retained = None;
-        self.stored = Stored::default();
+        self.stored = LazyStored::default();
         self.memory_bytes = 0;
         self.resends = 0;
         n
