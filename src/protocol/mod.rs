@@ -243,6 +243,7 @@ impl Connected {
         if !self.at_rest() || self.more_to_send {
             return Err(self);
         }
+        self.session.slot.lock().session.outbound.compact();
         let c = *self;
         Ok(Resting {
             broker: c.broker,

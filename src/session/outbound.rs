@@ -158,6 +158,60 @@ impl LazyStored {
     }
 }
 
+/// The part of the outbound flow that is empty while nothing is queued, in flight or
+/// admitted: an idle session (most of them) holds none of it.
+#[derive(Debug, Default)]
+struct Flow {
+    queue: VecDeque<Delivery>,
+    inflight: VecDeque<Inflight>,
+    /// Retained messages owed to new subscriptions, sent before the queue as the window allows
+    /// (allocated while there are any: a session spends most of its life without).
+    retained: Option<Box<OwedRetained>>,
+    /// The last `resends` inflight entries still have to be sent again after a reconnect.
+    resends: usize,
+    /// Bytes of `queue` and of counted `inflight` entries.
+    memory_bytes: u64,
+    /// Admitted by [`Outbound::reserve`] and not yet placed.
+    reserved: (usize, u64),
+}
+
+impl Flow {
+    fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+            && self.inflight.is_empty()
+            && self.retained.is_none()
+            && self.resends == 0
+            && self.memory_bytes == 0
+            && self.reserved == (0, 0)
+    }
+}
+
+/// [`Flow`], allocated by the first change: reads of an unallocated one see an empty flow.
+#[derive(Debug, Default)]
+struct LazyFlow(Option<Box<Flow>>);
+
+static NO_FLOW: Flow = Flow {
+    queue: VecDeque::new(),
+    inflight: VecDeque::new(),
+    retained: None,
+    resends: 0,
+    memory_bytes: 0,
+    reserved: (0, 0),
+};
+
+impl std::ops::Deref for LazyFlow {
+    type Target = Flow;
+    fn deref(&self) -> &Flow {
+        self.0.as_deref().unwrap_or(&NO_FLOW)
+    }
+}
+
+impl std::ops::DerefMut for LazyFlow {
+    fn deref_mut(&mut self) -> &mut Flow {
+        self.0.get_or_insert_with(Box::default)
+    }
+}
+
 /// Retained messages owed to new subscriptions.
 #[derive(Debug, Default)]
 struct OwedRetained {
@@ -170,21 +224,12 @@ struct OwedRetained {
 /// The outbound half of a session.
 #[derive(Debug)]
 pub(crate) struct Outbound {
-    queue: VecDeque<Delivery>,
-    inflight: VecDeque<Inflight>,
-    /// Retained messages owed to new subscriptions, sent before the queue as the window allows
-    /// (allocated while there are any: a session spends most of its life without).
-    retained: Option<Box<OwedRetained>>,
+    /// Queue, inflight and their counts, allocated while there are any.
+    flow: LazyFlow,
     limits: QueueLimits,
     window: usize,
     next_id: PacketId,
-    /// The last `resends` inflight entries still have to be sent again after a reconnect.
-    resends: usize,
-    /// Bytes of `queue` and of counted `inflight` entries.
-    memory_bytes: u64,
     stored: LazyStored,
-    /// Admitted by [`Outbound::reserve`] and not yet placed.
-    reserved: (usize, u64),
     peak_bytes: u64,
     peak_memory_bytes: u64,
     /// A Shared Subscription's message was placed here at some time (it may be among the
@@ -210,16 +255,11 @@ impl Outbound {
     /// An empty flow with backlog limits and an inflight window.
     pub(crate) fn new(limits: QueueLimits, window: u16) -> Outbound {
         Outbound {
-            queue: VecDeque::new(),
-            inflight: VecDeque::new(),
-            retained: None,
+            flow: LazyFlow::default(),
             limits,
             window: usize::from(window.max(1)),
             next_id: PacketId::MIN,
-            resends: 0,
-            memory_bytes: 0,
             stored: LazyStored::default(),
-            reserved: (0, 0),
             peak_bytes: 0,
             peak_memory_bytes: 0,
             holds_shared: false,
@@ -227,10 +267,18 @@ impl Outbound {
         }
     }
 
+    /// Frees the flow's state while it holds nothing (an idle session keeps none).
+    pub(crate) fn compact(&mut self) {
+        if self.flow.0.as_deref().is_some_and(Flow::is_empty) {
+            self.flow.0 = None;
+        }
+        self.stored.compact();
+    }
+
     /// Where the queue stands in the cluster's stream (see [`StreamPosition`]).
     pub(crate) fn stream_position(&self) -> StreamPosition {
         StreamPosition {
-            first_queued: self.queue.iter().find_map(Delivery::stream_position),
+            first_queued: self.flow.queue.iter().find_map(Delivery::stream_position),
             stored_only: self.stored.count > 0,
             sent: self.stream_sent,
         }
@@ -243,7 +291,7 @@ impl Outbound {
 
     /// The inflight entries, oldest first.
     pub(crate) fn inflight_entries(&self) -> impl Iterator<Item = &Inflight> {
-        self.inflight.iter()
+        self.flow.inflight.iter()
     }
 
     /// True if a Shared Subscription's message was ever placed here (or restored).
@@ -275,22 +323,22 @@ impl Outbound {
 
     /// Number of queued (not yet sent) deliveries held in memory.
     pub(crate) fn queued(&self) -> usize {
-        self.queue.len()
+        self.flow.queue.len()
     }
 
     /// Number of messages holding a packet id.
     pub(crate) fn inflight(&self) -> usize {
-        self.inflight.len()
+        self.flow.inflight.len()
     }
 
     /// Messages in the backlog: in memory, in flight, in the store only, and reserved.
     pub(crate) fn backlog_messages(&self) -> usize {
-        self.queue.len() + self.inflight.len() + self.stored.count + self.reserved.0
+        self.flow.queue.len() + self.flow.inflight.len() + self.stored.count + self.flow.reserved.0
     }
 
     /// Bytes of the backlog.
     pub(crate) fn backlog_bytes(&self) -> u64 {
-        self.memory_bytes + self.stored.bytes + self.reserved.1
+        self.flow.memory_bytes + self.stored.bytes + self.flow.reserved.1
     }
 
     /// A snapshot of the backlog.
@@ -298,10 +346,10 @@ impl Outbound {
         BacklogStats {
             messages: self.backlog_messages(),
             bytes: self.backlog_bytes(),
-            memory_bytes: self.memory_bytes,
+            memory_bytes: self.flow.memory_bytes,
             stored_messages: self.stored.count,
-            inflight: self.inflight.len(),
-            retained_pending: self.retained.as_ref().map_or(0, |r| r.order.len()),
+            inflight: self.flow.inflight.len(),
+            retained_pending: self.flow.retained.as_ref().map_or(0, |r| r.order.len()),
             peak_bytes: self.peak_bytes,
             peak_memory_bytes: self.peak_memory_bytes,
         }
@@ -329,14 +377,14 @@ impl Outbound {
         if messages > self.limits.max_messages || (bytes > self.limits.max_bytes && !empty) {
             return Err(Refused::Full);
         }
-        let memory = self.memory_bytes + self.reserved.1;
+        let memory = self.flow.memory_bytes + self.flow.reserved.1;
         if !storable
             && (self.stored.count > 0 || (memory + cost > self.limits.memory_bytes && memory > 0))
         {
             return Err(Refused::Full);
         }
-        self.reserved.0 += 1;
-        self.reserved.1 += cost;
+        self.flow.reserved.0 += 1;
+        self.flow.reserved.1 += cost;
         self.peak_bytes = self.peak_bytes.max(bytes);
         Ok(())
     }
@@ -357,15 +405,15 @@ impl Outbound {
     /// acknowledged to its publisher and has nowhere else to go (a Shared Subscription's
     /// message moving from a member whose session ended).
     pub(crate) fn reserve_over_limit(&mut self, cost: u64) {
-        self.reserved.0 += 1;
-        self.reserved.1 += cost;
+        self.flow.reserved.0 += 1;
+        self.flow.reserved.1 += cost;
         self.peak_bytes = self.peak_bytes.max(self.backlog_bytes());
     }
 
     /// Gives back a reservation that will not be placed.
     pub(crate) fn unreserve(&mut self, cost: u64) {
-        self.reserved.0 = self.reserved.0.saturating_sub(1);
-        self.reserved.1 = self.reserved.1.saturating_sub(cost);
+        self.flow.reserved.0 = self.flow.reserved.0.saturating_sub(1);
+        self.flow.reserved.1 = self.flow.reserved.1.saturating_sub(cost);
     }
 
     /// Places a reserved delivery: in memory while the memory bound allows and nothing is
@@ -382,7 +430,7 @@ impl Outbound {
         self.unreserve(cost);
         self.prune_unsettled();
         self.holds_shared |= delivery.group.is_some();
-        let over = self.memory_bytes + cost > self.limits.memory_bytes;
+        let over = self.flow.memory_bytes + cost > self.limits.memory_bytes;
         if storable && (self.stored.count > 0 || over || !online) {
             if self.stored.count == 0 {
                 self.stored.from = position(&delivery);
@@ -404,18 +452,18 @@ impl Outbound {
             }
             return Placement::Store;
         }
-        self.queue.push_back(delivery);
+        self.flow.queue.push_back(delivery);
         self.add_memory(cost);
         Placement::Memory
     }
 
     fn add_memory(&mut self, cost: u64) {
-        self.memory_bytes += cost;
-        self.peak_memory_bytes = self.peak_memory_bytes.max(self.memory_bytes);
+        self.flow.memory_bytes += cost;
+        self.peak_memory_bytes = self.peak_memory_bytes.max(self.flow.memory_bytes);
     }
 
     fn sub_memory(&mut self, cost: u64) {
-        self.memory_bytes = self.memory_bytes.saturating_sub(cost);
+        self.flow.memory_bytes = self.flow.memory_bytes.saturating_sub(cost);
     }
 
     /// Forgets stored-only entries whose commit has returned; one that failed is not in the
@@ -440,7 +488,7 @@ impl Outbound {
     /// policy). Returns it, or `None` if nothing in memory can be dropped. One whose
     /// publisher's commit is still pending is not dropped (its store entry may not exist yet).
     pub(crate) fn evict_oldest(&mut self) -> Option<Delivery> {
-        let front = self.queue.front()?;
+        let front = self.flow.queue.front()?;
         if front
             .gate
             .as_ref()
@@ -448,7 +496,7 @@ impl Outbound {
         {
             return None;
         }
-        let delivery = self.queue.pop_front()?;
+        let delivery = self.flow.queue.pop_front()?;
         self.sub_memory(delivery_cost(&delivery));
         if let Some(seq) = delivery.stream_position() {
             self.stream_sent = self.stream_sent.max(seq);
@@ -463,7 +511,7 @@ impl Outbound {
     /// limits (the messages are shared with the retained index). Returns false if merged.
     pub(crate) fn push_retained(&mut self, delivery: Delivery) -> bool {
         let topic = Arc::clone(&delivery.message.topic);
-        let owed = self.retained.get_or_insert_with(Default::default);
+        let owed = self.flow.retained.get_or_insert_with(Default::default);
         if let Some(waiting) = owed.waiting.get_mut(&topic) {
             let qos = waiting.qos.max(delivery.qos);
             let mut ids = std::mem::take(&mut waiting.subscription_ids);
@@ -491,7 +539,7 @@ impl Outbound {
             return None;
         }
         let budget = self.limits.memory_bytes.min(64 * 1024 * 1024);
-        if self.memory_bytes > budget / 2 {
+        if self.flow.memory_bytes > budget / 2 {
             return None;
         }
         self.prune_unsettled();
@@ -510,7 +558,7 @@ impl Outbound {
         Some(LoadRequest {
             from: self.stored.from,
             before,
-            max_bytes: (budget - self.memory_bytes).max(1),
+            max_bytes: (budget - self.flow.memory_bytes).max(1),
         })
     }
 
@@ -538,7 +586,7 @@ impl Outbound {
             self.stored.from = position(&delivery) + 1;
             self.stored.count = self.stored.count.saturating_sub(1);
             self.stored.bytes = self.stored.bytes.saturating_sub(cost);
-            self.queue.push_back(delivery);
+            self.flow.queue.push_back(delivery);
             self.add_memory(cost);
         }
         if read_all && before == u64::MAX {
@@ -582,13 +630,13 @@ impl Outbound {
         now: Instant,
         expired: &mut Vec<Option<Seq>>,
     ) -> Option<Transmit> {
-        if self.resends > 0 {
-            let sent = self.inflight.len() - self.resends;
+        if self.flow.resends > 0 {
+            let sent = self.flow.inflight.len() - self.flow.resends;
             if sent >= self.window {
                 return None;
             }
-            self.resends -= 1;
-            let f = &self.inflight[sent];
+            self.flow.resends -= 1;
+            let f = &self.flow.inflight[sent];
             return Some(match f.state {
                 InflightState::Published => Transmit::Publish {
                     delivery: f.delivery.clone(),
@@ -601,12 +649,12 @@ impl Outbound {
             });
         }
         loop {
-            let owed = self.retained.as_deref();
+            let owed = self.flow.retained.as_deref();
             let retained_front = owed.and_then(|r| r.order.front().map(|t| (r, t)));
             let from_retained = retained_front.is_some();
             let front = match retained_front {
                 Some((owed, topic)) => owed.waiting.get(topic)?,
-                None => self.queue.front()?,
+                None => self.flow.queue.front()?,
             };
             match front.gate.as_ref().map(|g| g.state()) {
                 Some(GateState::Pending) => return None,
@@ -629,14 +677,14 @@ impl Outbound {
                     dup: false,
                 });
             }
-            if self.inflight.len() >= self.window {
+            if self.flow.inflight.len() >= self.window {
                 return None;
             }
             let packet_id = self.allocate_id()?;
             let delivery = self.pop(from_retained)?;
             // In flight it holds memory until acknowledged.
             self.add_memory(delivery_cost(&delivery));
-            self.inflight.push_back(Inflight {
+            self.flow.inflight.push_back(Inflight {
                 packet_id,
                 delivery: delivery.clone(),
                 state: InflightState::Published,
@@ -653,15 +701,15 @@ impl Outbound {
     /// that goes in flight is counted again there).
     fn pop(&mut self, from_retained: bool) -> Option<Delivery> {
         if from_retained {
-            let owed = self.retained.as_mut()?;
+            let owed = self.flow.retained.as_mut()?;
             let topic = owed.order.pop_front()?;
             let delivery = owed.waiting.remove(&topic);
             if owed.order.is_empty() {
-                self.retained = None;
+                self.flow.retained = None;
             }
             return delivery;
         }
-        let delivery = self.queue.pop_front()?;
+        let delivery = self.flow.queue.pop_front()?;
         self.sub_memory(delivery_cost(&delivery));
         if let Some(seq) = delivery.stream_position() {
             self.stream_sent = self.stream_sent.max(seq);
@@ -673,7 +721,7 @@ impl Outbound {
     /// sent to a durable session is recorded in its queue as it goes out).
     pub(crate) fn set_seq(&mut self, packet_id: PacketId, seq: Seq) {
         if let Some(i) = self.position(packet_id.get()) {
-            self.inflight[i].delivery.seq = Some(seq);
+            self.flow.inflight[i].delivery.seq = Some(seq);
         }
     }
 
@@ -681,7 +729,7 @@ impl Outbound {
     /// DUP=1 and PUBREL for PUBREC'd ids, in the original order (MQTT-4.4.0-1), by
     /// [`Outbound::next_transmit`] and within the client's current window (MQTT-3.3.4-9).
     pub(crate) fn resend_inflight(&mut self) {
-        self.resends = self.inflight.len();
+        self.flow.resends = self.flow.inflight.len();
     }
 
     /// PUBACK: completes a QoS 1 delivery.
@@ -696,11 +744,11 @@ impl Outbound {
             return self.complete(packet_id, QoS::ExactlyOnce, InflightState::Published);
         }
         match self.position(packet_id) {
-            Some(i) if self.inflight[i].delivery.qos == QoS::ExactlyOnce => {
+            Some(i) if self.flow.inflight[i].delivery.qos == QoS::ExactlyOnce => {
                 // A repeated PUBREC for a released id is answered with PUBREL again.
-                self.inflight[i].state = InflightState::Released;
+                self.flow.inflight[i].state = InflightState::Released;
                 AckOutcome::Done {
-                    seq: self.inflight[i].delivery.seq,
+                    seq: self.flow.inflight[i].delivery.seq,
                 }
             }
             _ => AckOutcome::UnknownPacketId,
@@ -723,10 +771,10 @@ impl Outbound {
 
     /// Removes an inflight entry, keeping the count of entries still to be resent right.
     fn remove_at(&mut self, i: usize) -> Option<Inflight> {
-        if i >= self.inflight.len() - self.resends {
-            self.resends -= 1;
+        if i >= self.flow.inflight.len() - self.flow.resends {
+            self.flow.resends -= 1;
         }
-        let entry = self.inflight.remove(i)?;
+        let entry = self.flow.inflight.remove(i)?;
         self.sub_memory(delivery_cost(&entry.delivery));
         Some(entry)
     }
@@ -739,11 +787,12 @@ impl Outbound {
     pub(crate) fn close(&mut self) -> (usize, Vec<Delivery>) {
         let shared = |d: &Delivery| d.group.is_some() && d.qos != QoS::AtMostOnce;
         let unacknowledged: Vec<Delivery> = self
+            .flow
             .inflight
             .iter()
             .filter(|f| f.state == InflightState::Published && f.delivery.qos == QoS::AtLeastOnce)
             .map(|f| &f.delivery)
-            .chain(&self.queue)
+            .chain(&self.flow.queue)
             .filter(|d| shared(d))
             .cloned()
             .collect();
@@ -757,19 +806,22 @@ impl Outbound {
 
     /// Drops every queued, inflight and stored-only message, returning how many there were.
     pub(crate) fn clear(&mut self) -> usize {
-        let n = self.queue.len() + self.inflight.len() + self.stored.count;
-        self.queue.clear();
-        self.inflight.clear();
-        self.retained = None;
+        let n = self.flow.queue.len() + self.flow.inflight.len() + self.stored.count;
+        self.flow.queue.clear();
+        self.flow.inflight.clear();
+        self.flow.retained = None;
         self.stored = LazyStored::default();
-        self.memory_bytes = 0;
-        self.resends = 0;
+        self.flow.memory_bytes = 0;
+        self.flow.resends = 0;
         n
     }
 
     fn complete(&mut self, packet_id: u16, qos: QoS, state: InflightState) -> AckOutcome {
         match self.position(packet_id) {
-            Some(i) if self.inflight[i].delivery.qos == qos && self.inflight[i].state == state => {
+            Some(i)
+                if self.flow.inflight[i].delivery.qos == qos
+                    && self.flow.inflight[i].state == state =>
+            {
                 match self.remove_at(i) {
                     Some(f) => AckOutcome::Done {
                         seq: f.delivery.seq,
@@ -783,23 +835,24 @@ impl Outbound {
 
     /// Acks normally arrive in order, so the front is checked first.
     fn position(&self, packet_id: u16) -> Option<usize> {
-        if self.inflight.front().map(|f| f.packet_id.get()) == Some(packet_id) {
+        if self.flow.inflight.front().map(|f| f.packet_id.get()) == Some(packet_id) {
             return Some(0);
         }
-        self.inflight
+        self.flow
+            .inflight
             .iter()
             .position(|f| f.packet_id.get() == packet_id)
     }
 
     /// The next packet id not held by an inflight message.
     fn allocate_id(&mut self) -> Option<PacketId> {
-        if self.inflight.len() >= usize::from(u16::MAX) {
+        if self.flow.inflight.len() >= usize::from(u16::MAX) {
             return None;
         }
         loop {
             let id = self.next_id;
             self.next_id = id.checked_add(1).unwrap_or(PacketId::MIN);
-            if !self.inflight.iter().any(|f| f.packet_id == id) {
+            if !self.flow.inflight.iter().any(|f| f.packet_id == id) {
                 return Some(id);
             }
         }
@@ -810,14 +863,14 @@ impl Outbound {
         self.holds_shared |= entry.delivery.group.is_some();
         self.next_id = entry.packet_id.checked_add(1).unwrap_or(PacketId::MIN);
         self.add_memory(delivery_cost(&entry.delivery));
-        self.inflight.push_back(entry);
+        self.flow.inflight.push_back(entry);
     }
 
     /// Restores a queued delivery (used when a session is loaded from storage).
     pub(crate) fn restore_queued(&mut self, delivery: Delivery) {
         self.holds_shared |= delivery.group.is_some();
         self.add_memory(delivery_cost(&delivery));
-        self.queue.push_back(delivery);
+        self.flow.queue.push_back(delivery);
     }
 }
 
