@@ -209,7 +209,7 @@ pub(crate) struct ClientInfo {
     #[serde(serialize_with = "serialize_display")]
     pub listener: crate::net::conn::Via,
     /// `3.1`, `3.1.1` or `5.0`.
-    pub protocol: &'static str,
+    pub protocol: ProtocolName,
     /// The authenticated username, if any.
     pub username: Option<String>,
     /// The keep alive in force, in seconds.
@@ -218,6 +218,20 @@ pub(crate) struct ClientInfo {
     pub connected_at: u64,
     /// The will it left, if any (boxed: most clients leave none).
     pub will: Option<Box<WillInfo>>,
+}
+
+/// The MQTT version of a connection, as the admin API shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub(crate) enum ProtocolName {
+    /// MQTT 3.1 (`MQIsdp`, level 3).
+    #[serde(rename = "3.1")]
+    V31,
+    /// MQTT 3.1.1.
+    #[serde(rename = "3.1.1")]
+    V311,
+    /// MQTT 5.0.
+    #[serde(rename = "5.0")]
+    V5,
 }
 
 /// Serializes a value as its `Display` text.

@@ -19,7 +19,9 @@ use std::sync::{Arc, Weak};
 use tokio_util::sync::CancellationToken;
 
 pub(crate) use access::{AccessControl, Verdict};
-pub(crate) use handle::{Absence, ClientInfo, ConnLink, KickReason, SessionHandle, WillInfo};
+pub(crate) use handle::{
+    Absence, ClientInfo, ConnLink, KickReason, ProtocolName, SessionHandle, WillInfo,
+};
 pub(crate) use metrics::Metrics;
 pub(crate) use pending::Pending;
 pub(crate) use router::{Audience, GroupScope, RouteContext, Routed, Router};

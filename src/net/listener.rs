@@ -169,63 +169,77 @@ pub(crate) async fn bind_all(config: &Config) -> Result<Vec<Listener>, ListenErr
 }
 
 /// What an accepted connection holds until it ends, whether in its task or parked: its place
-/// in `connections_open` and in its address's count, and a place in the listener's tasks (so
-/// that shutdown waits for it).
+/// in `connections_open` and in its address's count (`max_connections_per_address`), and a
+/// place in the listener's tasks (so that shutdown waits for it). Given back when dropped.
 pub(crate) struct Admission {
-    _open: OpenConnection,
-    _address: Option<AddressSlot>,
+    broker: Arc<Broker>,
+    /// The address counted, if addresses are counted.
+    address: Option<std::net::IpAddr>,
+    /// Counted in `connections_open`.
+    open: bool,
     _task: tokio_util::task::task_tracker::TaskTrackerToken,
 }
 
-/// One place in `connections_open`, given back when dropped (however the task ends).
-struct OpenConnection(Arc<Broker>);
+/// Why a connection was not admitted.
+enum Refused {
+    /// Its address has `max_connections_per_address` connections.
+    PerAddress,
+    /// `max_connections` connections are open.
+    Total,
+}
 
-impl OpenConnection {
-    /// Takes a place if fewer than `max` connections are open (`max` 0: no limit).
-    fn take(broker: &Arc<Broker>, max: u64) -> Option<OpenConnection> {
-        broker
+impl Admission {
+    /// Takes a place for a connection from `ip` if its address has fewer than `per_address`
+    /// connections and fewer than `max` are open in all (0: no limit, and for `per_address`
+    /// nothing is counted).
+    fn take(
+        broker: &Arc<Broker>,
+        ip: std::net::IpAddr,
+        per_address: usize,
+        max: u64,
+        tasks: &TaskTracker,
+    ) -> Result<Admission, Refused> {
+        let address = (per_address > 0).then_some(ip);
+        if let Some(ip) = address {
+            let mut counts = broker.metrics.per_address.lock();
+            let n = counts.entry(ip).or_insert(0);
+            if *n >= per_address {
+                return Err(Refused::PerAddress);
+            }
+            *n += 1;
+        }
+        let admission = Admission {
+            broker: Arc::clone(broker),
+            address,
+            open: false,
+            _task: tasks.token(),
+        };
+        let mut admission = admission;
+        admission.open = broker
             .metrics
             .connections_open
             .fetch_update(Relaxed, Relaxed, |n| (max == 0 || n < max).then_some(n + 1))
-            .ok()
-            .map(|_| OpenConnection(Arc::clone(broker)))
-    }
-}
-
-impl Drop for OpenConnection {
-    fn drop(&mut self) {
-        self.0.metrics.connections_open.fetch_sub(1, Relaxed);
-    }
-}
-
-/// One connection counted against its address (`max_connections_per_address`; an IPv6 /64
-/// counts as one address, as for the login throttle), given back when dropped.
-struct AddressSlot(Arc<Broker>, std::net::IpAddr);
-
-impl AddressSlot {
-    /// Takes a place for `ip` if it has fewer than `max` connections (`max` 0: no limit, and
-    /// nothing is counted).
-    fn take(broker: &Arc<Broker>, ip: std::net::IpAddr, max: usize) -> Option<Option<AddressSlot>> {
-        if max == 0 {
-            return Some(None);
+            .is_ok();
+        if !admission.open {
+            // Dropped: the address's place is given back.
+            return Err(Refused::Total);
         }
-        let mut counts = broker.metrics.per_address.lock();
-        let n = counts.entry(ip).or_insert(0);
-        if *n >= max {
-            return None;
-        }
-        *n += 1;
-        Some(Some(AddressSlot(Arc::clone(broker), ip)))
+        Ok(admission)
     }
 }
 
-impl Drop for AddressSlot {
+impl Drop for Admission {
     fn drop(&mut self) {
-        let mut counts = self.0.metrics.per_address.lock();
-        if let Some(n) = counts.get_mut(&self.1) {
-            *n -= 1;
-            if *n == 0 {
-                counts.remove(&self.1);
+        if self.open {
+            self.broker.metrics.connections_open.fetch_sub(1, Relaxed);
+        }
+        if let Some(ip) = self.address.take() {
+            let mut counts = self.broker.metrics.per_address.lock();
+            if let Some(n) = counts.get_mut(&ip) {
+                *n -= 1;
+                if *n == 0 {
+                    counts.remove(&ip);
+                }
             }
         }
     }
@@ -245,31 +259,32 @@ pub(crate) async fn accept_loop(broker: Arc<Broker>, listener: Listener, tasks: 
                 let max = broker.config.max_connections as u64;
                 // Counted here, before the task is spawned, so a burst cannot overshoot.
                 let per_address = broker.config.max_connections_per_address;
-                let Some(from_address) =
-                    AddressSlot::take(&broker, crate::auth::peer_key(peer.ip()), per_address)
-                else {
-                    Metrics::inc(&broker.metrics.connections_refused);
-                    broker
-                        .metrics
-                        .per_listener
-                        .count(&via(&listener), ListenerEvent::Refused);
-                    if let Some(held_back) = broker.metrics.connect_log.allow(conn::LOG_BURST) {
-                        warn!(%peer, listener = %via(&listener), max = per_address, held_back, "max_connections_per_address reached: connection refused");
+                let ip = crate::auth::peer_key(peer.ip());
+                let admission = match Admission::take(&broker, ip, per_address, max, &tasks) {
+                    Ok(admission) => admission,
+                    Err(refused) => {
+                        Metrics::inc(&broker.metrics.connections_refused);
+                        broker
+                            .metrics
+                            .per_listener
+                            .count(&via(&listener), ListenerEvent::Refused);
+                        match refused {
+                            Refused::PerAddress => {
+                                if let Some(held_back) =
+                                    broker.metrics.connect_log.allow(conn::LOG_BURST)
+                                {
+                                    warn!(%peer, listener = %via(&listener), max = per_address, held_back, "max_connections_per_address reached: connection refused");
+                                }
+                            }
+                            Refused::Total => {
+                                if let Some(since_last) = broker.metrics.refusal_log.tick() {
+                                    warn!(%peer, listener = %via(&listener), max, refused_since_last_line = since_last, "max_connections reached: connection refused");
+                                }
+                            }
+                        }
+                        drop(stream);
+                        continue;
                     }
-                    drop(stream);
-                    continue;
-                };
-                let Some(open) = OpenConnection::take(&broker, max) else {
-                    Metrics::inc(&broker.metrics.connections_refused);
-                    broker
-                        .metrics
-                        .per_listener
-                        .count(&via(&listener), ListenerEvent::Refused);
-                    if let Some(since_last) = broker.metrics.refusal_log.tick() {
-                        warn!(%peer, listener = %via(&listener), max, refused_since_last_line = since_last, "max_connections reached: connection refused");
-                    }
-                    drop(stream);
-                    continue;
                 };
                 Metrics::inc(&broker.metrics.connections_accepted);
                 broker
@@ -279,11 +294,6 @@ pub(crate) async fn accept_loop(broker: Arc<Broker>, listener: Listener, tasks: 
                 if let Err(e) = stream.set_nodelay(true) {
                     debug!(%peer, error = %e, "TCP_NODELAY not set");
                 }
-                let admission = Admission {
-                    _open: open,
-                    _address: from_address,
-                    _task: tasks.token(),
-                };
                 tasks.spawn(connection(&broker, &listener, stream, peer, admission));
             }
             Err(e) => {

@@ -44,14 +44,9 @@ pub(crate) const NOT_PARKED: u64 = 0;
 
 /// The process's table of parked connections and the thread that watches their sockets.
 struct Lot {
-    table: Mutex<Slab<Entry>>,
+    /// Parked connections, each with the generation of its place ([`Parked::generation`]).
+    table: Mutex<Slab<Box<Parked>>>,
     registry: Registry,
-}
-
-/// A parked connection and the generation of its place in the table.
-struct Entry {
-    generation: u32,
-    parked: Box<Parked>,
 }
 
 static LOT: OnceLock<Option<Lot>> = OnceLock::new();
@@ -121,11 +116,11 @@ impl Lot {
         let entry = {
             let mut table = self.table.lock();
             match table.get(key) {
-                Some(e) if e.generation == generation => table.remove(key),
+                Some(p) if p.generation == generation => table.remove(key),
                 _ => return,
             }
         };
-        let parked = entry.parked;
+        let parked = entry;
         if let Some(socket) = &parked.socket
             && let Err(e) = self.registry.deregister(&mut SourceFd(&socket.as_raw_fd()))
         {
@@ -150,21 +145,21 @@ impl Lot {
             let table = self.table.lock();
             table
                 .iter()
-                .filter(|(_, e)| e.parked.belongs_to(broker))
-                .map(|(key, e)| tag_of(key, e.generation))
+                .filter(|(_, p)| p.belongs_to(broker))
+                .map(|(key, p)| tag_of(key, p.generation))
                 .collect()
         };
         for tag in tags {
             if drop_only {
                 let (key, generation) = split(tag);
                 let mut table = self.table.lock();
-                if table.get(key).is_some_and(|e| e.generation == generation) {
-                    let entry = table.remove(key);
+                if table.get(key).is_some_and(|p| p.generation == generation) {
+                    let parked = table.remove(key);
                     drop(table);
-                    if let Some(socket) = &entry.parked.socket {
+                    if let Some(socket) = &parked.socket {
                         let _ = self.registry.deregister(&mut SourceFd(&socket.as_raw_fd()));
                     }
-                    entry.parked.unmark(tag);
+                    parked.unmark(tag);
                     broker
                         .metrics
                         .connections_parked
@@ -190,7 +185,7 @@ pub(crate) fn wake(tag: u64) {
 /// Parks `parked`, resumed at `deadline` at the latest (on the broker's clock). Gives it back
 /// if it cannot be parked (the lot is unavailable, the broker is shutting down, its socket
 /// could not be watched).
-pub(crate) fn park(parked: Box<Parked>, deadline: Option<Instant>) -> Result<(), Box<Parked>> {
+pub(crate) fn park(mut parked: Box<Parked>, deadline: Option<Instant>) -> Result<(), Box<Parked>> {
     let Some(lot) = lot() else {
         return Err(parked);
     };
@@ -216,7 +211,8 @@ pub(crate) fn park(parked: Box<Parked>, deadline: Option<Instant>) -> Result<(),
             warn!(error = %e, "an idle socket could not be watched: its connection keeps its task");
             return Err(parked);
         }
-        entry.insert(Entry { generation, parked });
+        parked.generation = generation;
+        entry.insert(parked);
         broker
             .metrics
             .connections_parked
@@ -249,14 +245,29 @@ pub(crate) struct Parking {
 
 #[derive(Default)]
 struct Timers {
-    /// Deadlines and tags; an entry whose connection was resumed meanwhile is skipped.
-    heap: Mutex<BinaryHeap<Reverse<(Instant, u64)>>>,
+    /// Deadlines (nanoseconds after `base`) and tags; an entry whose connection was resumed
+    /// meanwhile is skipped.
+    heap: Mutex<BinaryHeap<Reverse<(u64, u64)>>>,
+    /// What deadlines count from: the broker's time when its first connection parked (no
+    /// deadline is earlier).
+    base: OnceLock<Instant>,
     /// An earlier deadline than the one waited for was added.
     changed: Notify,
 }
 
 impl Timers {
+    fn to_nanos(&self, at: Instant) -> u64 {
+        let base = *self.base.get_or_init(|| at);
+        u64::try_from(at.saturating_duration_since(base).as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// Sets the base to `now` unless set.
+    fn start_at(&self, now: Instant) {
+        self.base.get_or_init(|| now);
+    }
+
     fn push(&self, deadline: Instant, tag: u64) {
+        let deadline = self.to_nanos(deadline);
         let mut heap = self.heap.lock();
         let earlier = heap.peek().is_none_or(|Reverse((d, _))| deadline < *d);
         heap.push(Reverse((deadline, tag)));
@@ -267,7 +278,7 @@ impl Timers {
                 let table = lot.table.lock();
                 heap.retain(|Reverse((_, tag))| {
                     let (key, generation) = split(*tag);
-                    table.get(key).is_some_and(|e| e.generation == generation)
+                    table.get(key).is_some_and(|p| p.generation == generation)
                 });
             }
         }
@@ -279,11 +290,15 @@ impl Timers {
 
     /// Takes the tags whose deadline is at or before `now`, and the next deadline.
     fn due(&self, now: Instant) -> (Vec<u64>, Option<Instant>) {
+        let Some(base) = self.base.get().copied() else {
+            return (Vec::new(), None);
+        };
+        let now = self.to_nanos(now);
         let mut heap = self.heap.lock();
         let mut due = Vec::new();
         while let Some(Reverse((deadline, tag))) = heap.peek().copied() {
             if deadline > now {
-                return (due, Some(deadline));
+                return (due, Some(base + Duration::from_nanos(deadline)));
             }
             heap.pop();
             due.push(tag);
@@ -295,6 +310,7 @@ impl Timers {
 impl Parking {
     /// The timers, with their task started (in the calling task's runtime) on first use.
     fn started(&self, broker: &Arc<Broker>) -> Arc<Timers> {
+        self.timers.start_at(broker.clock.now());
         self.runtime.get_or_init(|| {
             tokio::spawn(run_timers(Arc::downgrade(broker), Arc::clone(&self.timers)));
             tokio::runtime::Handle::current()

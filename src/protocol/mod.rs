@@ -164,9 +164,10 @@ pub(crate) struct Resting {
     will: Option<Box<Will>>,
     max_packet_out: Option<u32>,
     expiry_at_connect: u32,
-    keep_alive: Option<Duration>,
+    /// [`Connected::keep_alive`] in milliseconds, 0 for none.
+    keep_alive_ms: u32,
     deadline: Option<Instant>,
-    username: Option<String>,
+    username: Option<Box<str>>,
     acl: Option<Arc<ClientAcl>>,
     acl_generation: u64,
     queue_full: QueueFullPolicy,
@@ -211,9 +212,10 @@ impl Resting {
             will: self.will,
             max_packet_out: self.max_packet_out,
             expiry_at_connect: self.expiry_at_connect,
-            keep_alive: self.keep_alive,
+            keep_alive: (self.keep_alive_ms > 0)
+                .then(|| Duration::from_millis(u64::from(self.keep_alive_ms))),
             deadline: self.deadline,
-            username: self.username,
+            username: self.username.map(String::from),
             acl: self.acl,
             acl_generation: self.acl_generation,
             queue_full: self.queue_full,
@@ -253,9 +255,12 @@ impl Connected {
             will: c.will,
             max_packet_out: c.max_packet_out,
             expiry_at_connect: c.expiry_at_connect,
-            keep_alive: c.keep_alive,
+            // At most 1.5 times 65,535 s.
+            keep_alive_ms: c
+                .keep_alive
+                .map_or(0, |k| u32::try_from(k.as_millis()).unwrap_or(u32::MAX)),
             deadline: c.deadline,
-            username: c.username,
+            username: c.username.map(String::into_boxed_str),
             acl: c.acl,
             acl_generation: c.acl_generation,
             queue_full: c.queue_full,
