@@ -42,6 +42,9 @@ struct LinkState {
     notify: Notify,
     /// The connection's tag while it is parked ([`crate::net::park`]), else `NOT_PARKED`.
     parked: AtomicU64,
+    /// Who is connected, for the admin API and the connection's own records (set once, when
+    /// the CONNECT is accepted).
+    client: std::sync::OnceLock<ClientInfo>,
 }
 
 /// [`LinkState::flags`] bit: the connection has finished.
@@ -103,6 +106,16 @@ impl ConnLink {
             });
         self.state.notify.notify_waiters();
         crate::net::park::wake(self.state.parked.load(Ordering::SeqCst));
+    }
+
+    /// Records who is connected (once; a second call changes nothing).
+    pub(crate) fn set_client(&self, info: ClientInfo) {
+        let _ = self.state.client.set(info);
+    }
+
+    /// Who is connected, once the CONNECT was accepted.
+    pub(crate) fn client(&self) -> Option<&ClientInfo> {
+        self.state.client.get()
     }
 
     /// Records that the connection is parked under `tag`: a kick resumes it.
@@ -196,8 +209,6 @@ pub(crate) struct Slot {
     /// ACL rules of the connected client, checked on every delivery (a resumed session may
     /// belong to another user than the one who subscribed).
     pub acl: Option<Arc<crate::auth::ClientAcl>>,
-    /// Who is connected, for the admin API (`None` while away).
-    pub client: Option<ClientInfo>,
 }
 
 /// The connection attached to a session, as the admin API shows it.
@@ -318,7 +329,6 @@ impl SessionHandle {
                 persisted: false,
                 away: None,
                 acl: None,
-                client: None,
             }),
             wake: Notify::new(),
             parked: AtomicU64::new(crate::net::park::NOT_PARKED),

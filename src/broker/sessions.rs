@@ -358,7 +358,6 @@ impl Broker {
             return None;
         }
         handle.set_conn(&mut slot, None);
-        slot.client = None;
         // Read under the lock that makes the detach visible, so anyone who sees it can count
         // on the timers below starting from no later than now.
         let since = self.clock.now();

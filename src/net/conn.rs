@@ -227,8 +227,8 @@ pub(crate) struct Parked {
     /// The generation of its place in the table of parked connections.
     pub(super) generation: u32,
     core: protocol::Resting,
+    /// Also holds the client's address and listener ([`ConnLink::client`]).
     link: ConnLink,
-    via: Via,
     attached: Option<Attached>,
     will_recorded: bool,
     admission: Option<Admission>,
@@ -262,14 +262,17 @@ pub(crate) async fn resume(parked: Box<Parked>) {
         generation: _,
         core,
         link,
-        via,
         attached,
         will_recorded,
         admission,
     } = *parked;
     let broker = Arc::clone(core.broker());
-    let peer = core.peer();
-    let phase = Phase::Connected(core.resume());
+    // Set when the CONNECT was accepted, before the connection could park.
+    let (peer, via) = link.client().map_or(
+        (SocketAddr::from(([0, 0, 0, 0], 0)), Via::Bridge),
+        |c| (c.peer, c.listener),
+    );
+    let phase = Phase::Connected(core.resume(peer));
     let stream = socket.map(tokio::net::TcpStream::from_std);
     match stream {
         Some(Ok(stream)) => {
@@ -418,7 +421,6 @@ impl<S: Transport> Driver<S> {
             generation: 0,
             core,
             link: self.link,
-            via: self.via,
             attached: self.attached,
             will_recorded: self.will_recorded,
             admission: self.admission,
@@ -506,10 +508,7 @@ impl<S: Transport> Driver<S> {
             .as_deref()
             .or(c.username.as_deref())
             .unwrap_or("");
-        let mut slot = a.session.slot.lock();
-        // Unless another connection took the session over meanwhile.
-        let owner = slot.conn.as_ref().is_some_and(|c| c.id == self.link.id);
-        let info = owner.then(|| crate::broker::ClientInfo {
+        self.link.set_client(crate::broker::ClientInfo {
             peer: self.peer,
             listener: self.via,
             protocol: match (c.version, c.mqtt31) {
@@ -530,10 +529,6 @@ impl<S: Transport> Driver<S> {
                 })
             }),
         });
-        if owner {
-            slot.client = info;
-        }
-        drop(slot);
         info!(
             client_id = &*a.session.client_id,
             peer = %self.peer,

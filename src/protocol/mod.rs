@@ -158,7 +158,6 @@ pub(crate) struct Connected {
 /// bytes instead of 500 in an allocation of their own.
 pub(crate) struct Resting {
     broker: Arc<Broker>,
-    peer: SocketAddr,
     session: Arc<SessionHandle>,
     version: Version,
     will: Option<Box<Will>>,
@@ -192,21 +191,16 @@ impl Resting {
         &self.session
     }
 
-    /// The client's address.
-    pub(crate) fn peer(&self) -> SocketAddr {
-        self.peer
-    }
-
     /// When the keep alive runs out (see [`Connected::poll_timeout`]).
     pub(crate) fn deadline(&self) -> Option<Instant> {
         self.deadline
     }
 
-    /// The connection as it was, with empty buffers.
-    pub(crate) fn resume(self) -> Box<Connected> {
+    /// The connection (from `peer`) as it was, with empty buffers.
+    pub(crate) fn resume(self, peer: SocketAddr) -> Box<Connected> {
         Box::new(Connected {
             broker: self.broker,
-            peer: self.peer,
+            peer,
             session: self.session,
             version: self.version,
             will: self.will,
@@ -249,7 +243,6 @@ impl Connected {
         let c = *self;
         Ok(Resting {
             broker: c.broker,
-            peer: c.peer,
             session: c.session,
             version: c.version,
             will: c.will,
