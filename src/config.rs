@@ -422,7 +422,7 @@ pub struct Config {
     /// How long a plain-TCP connection must be quiet, with nothing in progress, before it
     /// gives up its task and waits in the table of parked connections (see the README's
     /// "Idle connections"); `None` keeps every connection in its task. Not a file key or
-    /// flag: one second unless code sets another (tests park at once to exercise it).
+    /// flag: 250 ms unless code sets another (tests park at once to exercise it).
     pub park_after: Option<Duration>,
     /// The clock of every protocol timer (will delay, session and message expiry, login
     /// throttle) and of the times kept in the store. Not a file key or flag: the system clock
@@ -890,7 +890,7 @@ impl Default for Config {
             bridges: Vec::new(),
             cluster: None,
             handshake_timeout: Duration::from_secs(10),
-            park_after: Some(Duration::from_secs(1)),
+            park_after: Some(Duration::from_millis(250)),
             clock: Clock::system(),
         }
     }
