@@ -370,3 +370,31 @@ async fn only_plain_tcp_connections_park() {
     );
     broker.shutdown().await;
 }
+
+/// A connection that read large packets (its read buffer grew) parks as well once idle, and
+/// goes on with the smallest buffer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_that_read_large_packets_parks() {
+    let broker = parking_broker(|_| {}).await;
+    let addr = broker.local_addr();
+    let mut sub = subscriber(addr, Version::V311, "sub", "big/#").await;
+    let (mut publisher, _) = RawClient::connect(addr, connect_packet(Version::V311, "pub")).await;
+    wait_parked(&broker, 2).await;
+    let payload = vec![b'x'; 300 * 1024];
+    for i in 1..=3u16 {
+        publisher
+            .send(&publish("big/x", QoS::AtLeastOnce, i, &payload))
+            .await;
+        expect_ack(&mut publisher, AckKind::PubAck, i).await;
+        let p = expect_publish(&mut sub).await;
+        assert_eq!(p.payload.len(), payload.len());
+        sub.send(&ack(AckKind::PubAck, p.packet_id)).await;
+        wait_parked(&broker, 2).await;
+    }
+    publisher
+        .send(&publish("big/y", QoS::AtMostOnce, 0, b"small"))
+        .await;
+    assert_eq!(&expect_publish(&mut sub).await.payload[..], b"small");
+    wait_parked(&broker, 2).await;
+    broker.shutdown().await;
+}

@@ -268,10 +268,11 @@ pub(crate) async fn resume(parked: Box<Parked>) {
     } = *parked;
     let broker = Arc::clone(core.broker());
     // Set when the CONNECT was accepted, before the connection could park.
-    let (peer, via) = link.client().map_or(
-        (SocketAddr::from(([0, 0, 0, 0], 0)), Via::Bridge),
-        |c| (c.peer, c.listener),
-    );
+    let (peer, via) = link
+        .client()
+        .map_or((SocketAddr::from(([0, 0, 0, 0], 0)), Via::Bridge), |c| {
+            (c.peer, c.listener)
+        });
     let phase = Phase::Connected(core.resume(peer));
     let stream = socket.map(tokio::net::TcpStream::from_std);
     match stream {
@@ -964,8 +965,15 @@ impl<S: Transport> Driver<S> {
             let timer = core.poll_timeout();
             // Parked once quiet for a while with nothing in progress; the sleep is real time (a
             // resource decision, not protocol time) and starts again with every wake-up.
+            // Whatever the read size grew to: a resumed connection starts again from the
+            // smallest.
             let park_after = self.broker.config.park_after.filter(|_| {
-                S::PARKS && idle && reading && !is_paused && !more_to_send && core.at_rest()
+                S::PARKS
+                    && self.rbuf.is_empty()
+                    && reading
+                    && !is_paused
+                    && !more_to_send
+                    && core.at_rest()
             });
             tokio::select! {
                 biased;
