@@ -273,14 +273,15 @@ impl Timers {
         heap.push(Reverse((deadline, tag)));
         // Entries of connections resumed before their deadline stay until it passes: rebuild
         // the heap when they are most of it.
-        if heap.len() >= 4096 && heap.len().is_power_of_two() {
-            if let Some(lot) = LOT.get().and_then(Option::as_ref) {
-                let table = lot.table.lock();
-                heap.retain(|Reverse((_, tag))| {
-                    let (key, generation) = split(*tag);
-                    table.get(key).is_some_and(|p| p.generation == generation)
-                });
-            }
+        if heap.len() >= 4096
+            && heap.len().is_power_of_two()
+            && let Some(lot) = LOT.get().and_then(Option::as_ref)
+        {
+            let table = lot.table.lock();
+            heap.retain(|Reverse((_, tag))| {
+                let (key, generation) = split(*tag);
+                table.get(key).is_some_and(|p| p.generation == generation)
+            });
         }
         drop(heap);
         if earlier {
