@@ -404,7 +404,9 @@ async fn a_delivery_racing_a_park_and_a_resume_is_not_lost() {
                     assert_eq!(p.payload, payload.as_bytes());
                     got = true;
                 }
-                other => panic!("round {round}: delivery lost ({pongs} PINGRESP, got {got}): {other:?}"),
+                other => {
+                    panic!("round {round}: delivery lost ({pongs} PINGRESP, got {got}): {other:?}")
+                }
             }
         }
     }
