@@ -398,3 +398,45 @@ async fn a_connection_that_read_large_packets_parks() {
     wait_parked(&broker, 2).await;
     broker.shutdown().await;
 }
+
+/// A delivery queued while the subscriber parks, is resumed by its own next packet before its
+/// markers are set, and parks again, still reaches it without any further packet from it
+/// (the first park must neither leave stale markers nor swallow the delivery's wake-up).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_delivery_racing_a_park_and_a_resume_is_not_lost() {
+    let broker = parking_broker(|_| {}).await;
+    let addr = broker.local_addr();
+    let mut c = connect_packet(Version::V311, "racer");
+    c.keep_alive = 0;
+    let (mut sub, _) = RawClient::connect(addr, c).await;
+    sub.send(&subscribe("race/#", QoS::AtMostOnce)).await;
+    assert!(matches!(sub.recv().await, Some(Packet::SubAck(_))));
+    let (mut publisher, _) = RawClient::connect(addr, connect_packet(Version::V311, "pub")).await;
+    wait_parked(&broker, 2).await;
+    for round in 0..20u32 {
+        // Two packets close together (the second arrives while the first's park is under
+        // way), then a delivery; then the subscriber only reads.
+        sub.send(&Packet::PingReq).await;
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        sub.send(&Packet::PingReq).await;
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        let payload = format!("r{round}");
+        publisher
+            .send(&publish("race/x", QoS::AtMostOnce, 0, payload.as_bytes()))
+            .await;
+        let (mut pongs, mut got) = (0, false);
+        while pongs < 2 || !got {
+            match tokio::time::timeout(Duration::from_secs(3), sub.recv()).await {
+                Ok(Some(Packet::PingResp)) => pongs += 1,
+                Ok(Some(Packet::Publish(p))) => {
+                    assert_eq!(p.payload, payload.as_bytes());
+                    got = true;
+                }
+                other => {
+                    panic!("round {round}: delivery lost ({pongs} PINGRESP, got {got}): {other:?}")
+                }
+            }
+        }
+    }
+    broker.shutdown().await;
+}

@@ -217,6 +217,9 @@ struct Driver<S> {
     attached: Option<Attached>,
     /// Its places in the connection counts (`None` for a bridge's local side).
     admission: Option<Admission>,
+    /// False once parking it failed (the parked table is unavailable, or would not watch its
+    /// socket): it then keeps its task, rather than trying again at every quiet moment.
+    may_park: bool,
 }
 
 /// A connection parked while idle ([`crate::net::park`]): what its driver needs to go on,
@@ -257,6 +260,11 @@ impl Parked {
 
 /// Resumes a parked connection: its socket back with tokio, its loop where it left off.
 pub(crate) async fn resume(parked: Box<Parked>) {
+    resume_with(parked, true).await;
+}
+
+/// [`resume`]; without `may_park`, the connection keeps its task from now on.
+async fn resume_with(parked: Box<Parked>, may_park: bool) {
     let Parked {
         socket,
         generation: _,
@@ -290,6 +298,7 @@ pub(crate) async fn resume(parked: Box<Parked>) {
                 via,
                 attached,
                 admission,
+                may_park,
             };
             Box::pin(drive(driver, phase)).await;
         }
@@ -312,6 +321,7 @@ pub(crate) async fn resume(parked: Box<Parked>) {
                 via,
                 attached,
                 admission,
+                may_park: false,
             };
             let _gone = driver.link.gone_guard();
             Box::pin(driver.finish(phase, Close::Io)).await;
@@ -350,6 +360,7 @@ where
         via,
         attached: None,
         admission,
+        may_park: true,
     };
     let phase = Phase::Connecting(Box::new(AwaitingConnect::new(broker, peer, queue_full)));
     drive(driver, phase)
@@ -395,8 +406,10 @@ async fn drive<S: Transport>(mut driver: Driver<S>, mut phase: Phase) {
                     let deadline = resting.deadline();
                     let parked = Box::new(driver.into_parked(resting));
                     if let Err(parked) = crate::net::park::park(parked, deadline) {
-                        // Not parked after all: go on in this task.
-                        Box::pin(resume(parked)).await;
+                        // Not parked after all: go on in this task, for good (trying again
+                        // at every quiet moment would nest one more resumption in this task
+                        // each time, without bound).
+                        Box::pin(resume_with(parked, false)).await;
                     }
                 }
                 // Busy after all (not expected: the loop parks only at rest).
@@ -969,6 +982,7 @@ impl<S: Transport> Driver<S> {
             // smallest.
             let park_after = self.broker.config.park_after.filter(|_| {
                 S::PARKS
+                    && self.may_park
                     && self.rbuf.is_empty()
                     && reading
                     && !is_paused

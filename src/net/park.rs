@@ -116,7 +116,8 @@ impl Lot {
         let entry = {
             let mut table = self.table.lock();
             match table.get(key) {
-                Some(p) if p.generation == generation => table.remove(key),
+                // Generation 0: a readiness event where the token holds only the place.
+                Some(p) if p.generation == generation || generation == 0 => table.remove(key),
                 _ => return,
             }
         };
@@ -126,7 +127,7 @@ impl Lot {
         {
             warn!(error = %e, "a parked socket could not be taken off the watch list");
         }
-        parked.unmark(tag);
+        parked.unmark(tag_of(key, parked.generation));
         let broker = Arc::clone(parked.broker());
         broker
             .metrics
@@ -204,15 +205,20 @@ pub(crate) fn park(mut parked: Box<Parked>, deadline: Option<Instant>) -> Result
         let generation = GENERATION.fetch_add(1, Ordering::Relaxed).max(1);
         let tag = tag_of(entry.key(), generation);
         // Registered under the lock: a readiness event for this tag waits for the entry.
-        if let Err(e) =
-            lot.registry
-                .register(&mut SourceFd(&fd), Token(tag as usize), Interest::READABLE)
+        if let Err(e) = lot
+            .registry
+            .register(&mut SourceFd(&fd), token(tag), Interest::READABLE)
         {
             warn!(error = %e, "an idle socket could not be watched: its connection keeps its task");
             return Err(parked);
         }
         parked.generation = generation;
         entry.insert(parked);
+        // The markers too, before anyone can take the entry out (resumed by its socket, its
+        // deadline): the resumption then always clears them. Set after it, they would point
+        // at a connection that has moved on, and a delivery or kick would not find it.
+        session.parked.store(tag, Ordering::SeqCst);
+        link.set_parked(tag);
         broker
             .metrics
             .connections_parked
@@ -222,16 +228,25 @@ pub(crate) fn park(mut parked: Box<Parked>, deadline: Option<Instant>) -> Result
     if let Some(deadline) = deadline {
         timers.push(deadline, tag);
     }
-    session.parked.store(tag, Ordering::SeqCst);
-    link.set_parked(tag);
     // What may have happened before the markers were visible: a delivery (its wake-up is
     // a stored permit), a kick, shutdown.
     use futures_util::FutureExt;
     let woken = session.wake.notified().now_or_never().is_some();
+    if woken {
+        // The permit is given back: the connection may have been resumed already (by its
+        // socket) and be running, and the delivery is then its to send.
+        session.wake.notify_one();
+    }
     if woken || link.kick_reason().is_some() || broker.shutdown.is_cancelled() {
         lot.resume(tag);
     }
     Ok(())
+}
+
+/// The epoll token of `tag`: the tag itself, or where `usize` cannot hold it (32-bit targets)
+/// its place alone (generation 0), which [`Lot::resume`] takes for whatever is there.
+fn token(tag: u64) -> Token {
+    Token(usize::try_from(tag).unwrap_or((tag & 0xffff_ffff) as usize))
 }
 
 /// A broker's side of parking: the keep-alive deadlines of its parked connections, on its
