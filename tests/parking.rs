@@ -440,3 +440,18 @@ async fn a_delivery_racing_a_park_and_a_resume_is_not_lost() {
     }
     broker.shutdown().await;
 }
+
+/// On a single-threaded runtime too, a connection resumed because its socket is readable
+/// reads before it could park again.
+#[tokio::test]
+async fn a_resumed_connection_reads_on_a_current_thread_runtime() {
+    let broker = parking_broker(|_| {}).await;
+    let (mut c, _) =
+        RawClient::connect(broker.local_addr(), connect_packet(Version::V5, "single")).await;
+    for _ in 0..5 {
+        wait_parked(&broker, 1).await;
+        c.send(&Packet::PingReq).await;
+        assert_eq!(c.recv().await, Some(Packet::PingResp));
+    }
+    broker.shutdown().await;
+}

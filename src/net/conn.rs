@@ -1227,11 +1227,12 @@ impl<S: Transport> Driver<S> {
     }
 }
 
-/// Sleeps for `after` in real time (for ever without it).
+/// Sleeps for `after` in real time (for ever without it); at least a millisecond, so that a
+/// connection resumed because its socket is readable sees that readiness (tokio learns it
+/// from its poller) before it could park again.
 async fn park_sleep(after: Option<Duration>) {
     match after {
-        Some(Duration::ZERO) => {}
-        Some(after) => tokio::time::sleep(after).await,
+        Some(after) => tokio::time::sleep(after.max(Duration::from_millis(1))).await,
         None => std::future::pending().await,
     }
 }
