@@ -282,49 +282,58 @@ async fn resume_with(parked: Box<Parked>, may_park: bool) {
             (c.peer, c.listener)
         });
     let phase = Phase::Connected(core.resume(peer));
-    let stream = socket.map(tokio::net::TcpStream::from_std);
-    match stream {
-        Some(Ok(stream)) => {
-            let driver = Driver {
-                broker,
-                stream,
-                peer,
-                rbuf: BytesMut::new(),
-                read_size: MIN_READ,
-                link,
-                identity: CertIdentity::NotUsed,
-                torn: false,
-                will_recorded,
-                via,
-                attached,
-                admission,
-                may_park,
-            };
-            Box::pin(drive(driver, phase)).await;
-        }
+    let rest = DriverParts {
+        broker,
+        peer,
+        link,
+        via,
+        attached,
+        will_recorded,
+        admission,
+    };
+    match socket.map(tokio::net::TcpStream::from_std) {
+        Some(Ok(stream)) => Box::pin(drive(rest.around(stream, may_park), phase)).await,
         failed => {
             if let Some(Err(e)) = failed {
                 warn!(error = %e, peer = %peer, "a parked socket could not be resumed: closing its connection");
             }
             // The socket is gone: the connection ends as if the client had closed it.
-            let (stream, _) = tokio::io::duplex(1);
-            let mut driver = Driver {
-                broker,
-                stream,
-                peer,
-                rbuf: BytesMut::new(),
-                read_size: MIN_READ,
-                link,
-                identity: CertIdentity::NotUsed,
-                torn: true,
-                will_recorded,
-                via,
-                attached,
-                admission,
-                may_park: false,
-            };
+            let mut driver = rest.around(tokio::io::duplex(1).0, false);
+            driver.torn = true;
             let _gone = driver.link.gone_guard();
             Box::pin(driver.finish(phase, Close::Io)).await;
+        }
+    }
+}
+
+/// What a resumed connection's driver is made of, besides its stream.
+struct DriverParts {
+    broker: Arc<Broker>,
+    peer: SocketAddr,
+    link: ConnLink,
+    via: Via,
+    attached: Option<Attached>,
+    will_recorded: bool,
+    admission: Option<Admission>,
+}
+
+impl DriverParts {
+    /// The driver around `stream`, with empty buffers.
+    fn around<S>(self, stream: S, may_park: bool) -> Driver<S> {
+        Driver {
+            broker: self.broker,
+            stream,
+            peer: self.peer,
+            rbuf: BytesMut::new(),
+            read_size: MIN_READ,
+            link: self.link,
+            identity: CertIdentity::NotUsed,
+            torn: false,
+            will_recorded: self.will_recorded,
+            via: self.via,
+            attached: self.attached,
+            admission: self.admission,
+            may_park,
         }
     }
 }
