@@ -109,31 +109,39 @@ fn watch(mut poll: Poll) {
 }
 
 impl Lot {
-    /// Takes the connection tagged `tag` out of the table and resumes it in a new task; does
-    /// nothing if it is no longer there.
-    fn resume(&self, tag: u64) {
+    /// Takes the connection tagged `tag` out of the table and off the watch list, with its
+    /// markers cleared and its gauge counted down; `None` if it is no longer there.
+    fn take(&self, tag: u64) -> Option<Box<Parked>> {
         let (key, generation) = split(tag);
-        let entry = {
+        let parked = {
             let mut table = self.table.lock();
             match table.get(key) {
                 // Generation 0: a readiness event where the token holds only the place.
                 Some(p) if p.generation == generation || generation == 0 => table.remove(key),
-                _ => return,
+                _ => return None,
             }
         };
-        let parked = entry;
         if let Some(socket) = &parked.socket
             && let Err(e) = self.registry.deregister(&mut SourceFd(&socket.as_raw_fd()))
         {
             warn!(error = %e, "a parked socket could not be taken off the watch list");
         }
         parked.unmark(tag_of(key, parked.generation));
-        let broker = Arc::clone(parked.broker());
-        broker
+        parked
+            .broker()
             .metrics
             .connections_parked
             .fetch_sub(1, Ordering::Relaxed);
-        match broker.parking.runtime.get() {
+        Some(parked)
+    }
+
+    /// Takes the connection tagged `tag` out of the table and resumes it in a new task; does
+    /// nothing if it is no longer there.
+    fn resume(&self, tag: u64) {
+        let Some(parked) = self.take(tag) else {
+            return;
+        };
+        match parked.broker().parking.runtime.get().cloned() {
             Some(runtime) => drop(runtime.spawn(super::conn::resume(parked))),
             None => error!("a parked connection has no runtime to resume in: dropped"),
         }
@@ -152,20 +160,7 @@ impl Lot {
         };
         for tag in tags {
             if drop_only {
-                let (key, generation) = split(tag);
-                let mut table = self.table.lock();
-                if table.get(key).is_some_and(|p| p.generation == generation) {
-                    let parked = table.remove(key);
-                    drop(table);
-                    if let Some(socket) = &parked.socket {
-                        let _ = self.registry.deregister(&mut SourceFd(&socket.as_raw_fd()));
-                    }
-                    parked.unmark(tag);
-                    broker
-                        .metrics
-                        .connections_parked
-                        .fetch_sub(1, Ordering::Relaxed);
-                }
+                drop(self.take(tag));
             } else {
                 self.resume(tag);
             }

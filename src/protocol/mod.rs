@@ -306,7 +306,6 @@ impl Connected {
     pub(crate) fn at_rest(&self) -> bool {
         self.committing.is_none()
             && self.pending.is_empty()
-            && self.pending.ops.is_empty()
             && self.out.is_empty()
             && self.stall.is_none()
             && self.held.is_empty()
