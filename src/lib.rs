@@ -59,6 +59,7 @@ pub use broker::shared::SharedSubscriptionInfo;
 pub use clock::Clock;
 pub use cluster::ClusterError;
 pub use config::Config;
+pub use net::fds;
 pub use session::quota::BacklogStats;
 pub use store::{StoreError, StoreStatsSnapshot};
 

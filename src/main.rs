@@ -145,6 +145,24 @@ fn main() -> ExitCode {
     for warning in &settings.warnings {
         tracing::warn!("{warning}");
     }
+    // Before the runtime's threads start (see the module's notes).
+    let fds = roost::fds::prepare(config.max_connections);
+    if fds.limit != fds.limit_before {
+        tracing::info!(
+            "open-file limit raised from {} to {}",
+            fds.limit_before,
+            fds.limit
+        );
+    }
+    tracing::debug!("descriptor table sized for {} descriptors", fds.table);
+    if config.max_connections as u64 > fds.limit {
+        tracing::warn!(
+            "max_connections is {} but the open-file limit is {}: connections beyond it are \
+             refused (raise `ulimit -n` or LimitNOFILE)",
+            config.max_connections,
+            fds.limit
+        );
+    }
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -109,7 +109,8 @@ pub async fn run(common: &Common, args: &ConnArgs) -> Result<(), String> {
         return Err("--sources spreads over 127.0.0.x: only for a broker on loopback".into());
     }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(common.max_secs);
-    let (result_tx, mut result_rx) = mpsc::unbounded_channel::<Result<Duration, String>>();
+    let (result_tx, mut result_rx) =
+        mpsc::unbounded_channel::<Result<(usize, Duration, Duration), String>>();
     let (release_tx, release_rx) = watch::channel(false);
     let start = Instant::now();
     let mut tasks = Vec::with_capacity(args.n);
@@ -159,7 +160,7 @@ pub async fn run(common: &Common, args: &ConnArgs) -> Result<(), String> {
             drop(permit);
             let mut stream = match opened {
                 Ok(Ok(stream)) => {
-                    let _ = tx.send(Ok(t0.elapsed()));
+                    let _ = tx.send(Ok((i, t0 - start, t0.elapsed())));
                     stream
                 }
                 Ok(Err(e)) => {
@@ -193,7 +194,19 @@ pub async fn run(common: &Common, args: &ConnArgs) -> Result<(), String> {
     let mut last_print = Instant::now();
     while done < attempted {
         match tokio::time::timeout_at(deadline, result_rx.recv()).await {
-            Ok(Some(Ok(d))) => hist.record(d.as_nanos() as u64),
+            Ok(Some(Ok((i, at, d)))) => {
+                hist.record(d.as_nanos() as u64);
+                if args
+                    .show_slow_ms
+                    .is_some_and(|ms| d.as_secs_f64() * 1e3 > ms)
+                {
+                    eprintln!(
+                        "loadgen: slow connect {i} at {:.4} s took {:.2} ms",
+                        at.as_secs_f64(),
+                        d.as_secs_f64() * 1e3
+                    );
+                }
+            }
             Ok(Some(Err(e))) => errors.push(e),
             Ok(None) | Err(_) => break,
         }

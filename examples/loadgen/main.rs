@@ -168,6 +168,10 @@ pub struct ConnArgs {
     /// 0 lets the system choose. One address gives about 28k connections (ephemeral ports).
     #[arg(long, default_value_t = 0)]
     sources: usize,
+    /// Print every connect slower than this many milliseconds to stderr, with its start time
+    /// (seconds since the first) and index: shows whether a tail is spread out or in bursts.
+    #[arg(long)]
+    show_slow_ms: Option<f64>,
 }
 
 fn main() -> ExitCode {
