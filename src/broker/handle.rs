@@ -222,11 +222,11 @@ pub(crate) struct ClientInfo {
     /// `3.1`, `3.1.1` or `5.0`.
     pub protocol: ProtocolName,
     /// The authenticated username, if any.
-    pub username: Option<String>,
+    pub username: Option<Box<str>>,
     /// The keep alive in force, in seconds.
     pub keep_alive: u16,
-    /// When it connected, in Unix seconds.
-    pub connected_at: u64,
+    /// When it connected, in Unix seconds (until 2106).
+    pub connected_at: u32,
     /// The will it left, if any (boxed: most clients leave none).
     pub will: Option<Box<WillInfo>>,
 }
@@ -284,12 +284,9 @@ pub(crate) struct SessionHandle {
     pub parked: AtomicU64,
     /// Set when the session ends (see [`SessionHandle::end`]).
     ended: AtomicBool,
-    /// Wakes publishers paused on this session's full queue.
-    room: Notify,
-    /// Bumped whenever the backlog shrinks; a paused publisher retries once it changes.
+    /// Bumped whenever the backlog shrinks; a paused publisher retries once it changes (it
+    /// waits on the session's [`RoomShard`]).
     room_seq: AtomicU64,
-    /// Publishers paused on this session.
-    room_waiters: AtomicUsize,
     /// A connection is attached: a copy of `slot.conn.is_some()`, set under the slot lock,
     /// for readers that only need a hint (the order Shared Subscription members are tried in).
     connected: std::sync::atomic::AtomicBool,
@@ -333,9 +330,7 @@ impl SessionHandle {
             wake: Notify::new(),
             parked: AtomicU64::new(crate::net::park::NOT_PARKED),
             ended: AtomicBool::new(false),
-            room: Notify::new(),
             room_seq: AtomicU64::new(0),
-            room_waiters: AtomicUsize::new(0),
             connected: std::sync::atomic::AtomicBool::new(conn.is_some()),
             stream_floor: AtomicU64::new(NOT_FOLLOWING),
         }
@@ -399,15 +394,13 @@ impl SessionHandle {
     /// Says that the backlog shrank (call after the slot lock is released).
     pub(crate) fn notify_room(&self) {
         self.room_seq.fetch_add(1, Ordering::SeqCst);
-        if self.room_waiters.load(Ordering::SeqCst) > 0 {
-            self.room.notify_waiters();
-        }
+        RoomShard::of(self.key).notify();
     }
 
     /// Marks the session ended: publishers paused on it stop waiting.
     pub(crate) fn end(&self) {
         self.ended.store(true, Ordering::SeqCst);
-        self.room.notify_waiters();
+        RoomShard::of(self.key).notify();
     }
 
     /// True once the session has ended.
@@ -433,16 +426,11 @@ impl SessionHandle {
 
     /// Waits until the backlog has shrunk since generation `seen`, or the session ended.
     pub(crate) async fn room_since(&self, seen: u64) {
-        struct Waiting<'a>(&'a AtomicUsize);
-        impl Drop for Waiting<'_> {
-            fn drop(&mut self) {
-                self.0.fetch_sub(1, Ordering::SeqCst);
-            }
-        }
-        self.room_waiters.fetch_add(1, Ordering::SeqCst);
-        let _waiting = Waiting(&self.room_waiters);
+        let shard = RoomShard::of(self.key);
+        shard.waiters.fetch_add(1, Ordering::SeqCst);
+        let _waiting = Waiting(&shard.waiters);
         loop {
-            let notified = self.room.notified();
+            let notified = shard.room.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
             if self.room_seq() != seen || self.has_ended() {
@@ -450,5 +438,49 @@ impl SessionHandle {
             }
             notified.await;
         }
+    }
+}
+
+/// Where publishers paused on full Sessions wait (back-pressure), shared by the Sessions whose
+/// keys fall in the same shard instead of a waiter list in every Session: paused publishers
+/// are few, idle Sessions are many. A wake-up meant for another Session of the shard is
+/// spurious: the waiter sees its own Session's `room_seq` unchanged and waits again.
+struct RoomShard {
+    room: Notify,
+    /// Publishers waiting here; while there are none, a shrinking backlog wakes nobody.
+    waiters: AtomicUsize,
+}
+
+/// Shards of [`RoomShard`] (a power of two).
+const ROOM_SHARDS: usize = 64;
+
+static ROOM: [RoomShard; ROOM_SHARDS] = [const {
+    RoomShard {
+        room: Notify::const_new(),
+        waiters: AtomicUsize::new(0),
+    }
+}; ROOM_SHARDS];
+
+impl RoomShard {
+    /// The shard of the Session with `key`.
+    fn of(key: u64) -> &'static RoomShard {
+        // Session keys are random: their low bits spread them.
+        &ROOM[(key as usize) & (ROOM_SHARDS - 1)]
+    }
+
+    /// Wakes the shard's paused publishers, if any.
+    fn notify(&self) {
+        if self.waiters.load(Ordering::SeqCst) > 0 {
+            self.room.notify_waiters();
+        }
+    }
+}
+
+/// Counts a paused publisher in its shard while it waits.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }

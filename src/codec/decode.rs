@@ -23,7 +23,14 @@ pub enum Role {
 pub struct Decoder {
     role: Role,
     version: Option<Version>,
-    max_packet_size: usize,
+    /// MQTT packets are under 256 MiB: a larger limit is kept as `u32::MAX`, which admits
+    /// every packet just the same.
+    max_packet_size: u32,
+}
+
+/// A packet size limit as [`Decoder`] keeps it.
+fn clamp(max_packet_size: usize) -> u32 {
+    u32::try_from(max_packet_size).unwrap_or(u32::MAX)
 }
 
 impl Decoder {
@@ -38,7 +45,7 @@ impl Decoder {
         Decoder {
             role: Role::Server,
             version: None,
-            max_packet_size,
+            max_packet_size: clamp(max_packet_size),
         }
     }
 
@@ -47,7 +54,7 @@ impl Decoder {
         Decoder {
             role: Role::Client,
             version: Some(version),
-            max_packet_size,
+            max_packet_size: clamp(max_packet_size),
         }
     }
 
@@ -63,12 +70,12 @@ impl Decoder {
 
     /// Changes the largest packet accepted (e.g. once a client has authenticated).
     pub fn set_max_packet_size(&mut self, max_packet_size: usize) {
-        self.max_packet_size = max_packet_size;
+        self.max_packet_size = clamp(max_packet_size);
     }
 
     /// The largest packet (whole packet, in bytes) this decoder accepts.
     pub fn max_packet_size(&self) -> usize {
-        self.max_packet_size
+        self.max_packet_size as usize
     }
 
     /// Decodes the next complete packet at the front of `buf`, removing its bytes.
@@ -78,7 +85,7 @@ impl Decoder {
     /// arrives. Never panics on any input. After an error the connection must be closed;
     /// the bytes of a complete but invalid packet have been removed from `buf`.
     pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Packet>, DecodeError> {
-        match frame::split(buf, self.max_packet_size)? {
+        match frame::split(buf, self.max_packet_size as usize)? {
             Some(frame) => self.dispatch(&frame).map(Some),
             None => Ok(None),
         }

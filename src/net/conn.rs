@@ -46,12 +46,26 @@ pub(crate) enum Via {
     Listener {
         /// Transport.
         kind: ListenerKind,
-        /// The listener's address.
-        addr: SocketAddr,
+        /// The listener's address ([`listener_addr`]: a pointer, so that the admin API's
+        /// record of each connection stays small).
+        addr: &'static SocketAddr,
     },
     /// The local side of a bridge: an in-process connection, trusted (no password check and
     /// no ACL: the bridge's topic lines are its access control).
     Bridge,
+}
+
+/// `addr` as [`Via::Listener`] holds it: one copy per distinct listener address for the life
+/// of the process (a few per broker), shared by all connections through it.
+pub(crate) fn listener_addr(addr: SocketAddr) -> &'static SocketAddr {
+    static ADDRS: std::sync::Mutex<Vec<&'static SocketAddr>> = std::sync::Mutex::new(Vec::new());
+    let mut addrs = ADDRS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(known) = addrs.iter().find(|a| ***a == addr) {
+        return known;
+    }
+    let leaked: &'static SocketAddr = Box::leak(Box::new(addr));
+    addrs.push(leaked);
+    leaked
 }
 
 impl std::fmt::Display for Via {
@@ -539,9 +553,10 @@ impl<S: Transport> Driver<S> {
                 (Version::V311, false) => crate::broker::ProtocolName::V311,
                 (Version::V5, false) => crate::broker::ProtocolName::V5,
             },
-            username: a.username.clone(),
+            username: a.username.as_deref().map(Box::from),
             keep_alive: a.plan.keep_alive,
-            connected_at: crate::store::record::unix_secs(self.broker.clock.wall()),
+            connected_at: u32::try_from(crate::store::record::unix_secs(self.broker.clock.wall()))
+                .unwrap_or(u32::MAX),
             will: c.will.as_ref().map(|w| {
                 Box::new(crate::broker::WillInfo {
                     topic: w.topic.clone(),
@@ -1274,7 +1289,7 @@ mod tests {
         let (stream, peer) = listener.accept().await.expect("accept");
         let via = Via::Listener {
             kind: ListenerKind::Tcp,
-            addr,
+            addr: listener_addr(addr),
         };
         let task = serve(
             broker,

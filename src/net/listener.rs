@@ -25,6 +25,8 @@ pub(crate) struct Listener {
     pub config: ListenerConfig,
     /// The address it is bound to (the real port when 0 was asked).
     pub local_addr: SocketAddr,
+    /// How its connections name it.
+    via: Via,
     tcp: TcpListener,
     tls: Option<Arc<ReloadableTls>>,
 }
@@ -161,6 +163,10 @@ pub(crate) async fn bind_all(config: &Config) -> Result<Vec<Listener>, ListenErr
         out.push(Listener {
             config: l.clone(),
             local_addr,
+            via: Via::Listener {
+                kind: l.kind,
+                addr: conn::listener_addr(local_addr),
+            },
             tcp,
             tls,
         });
@@ -330,10 +336,7 @@ fn handshake_failed(
 }
 
 fn via(listener: &Listener) -> Via {
-    Via::Listener {
-        kind: listener.config.kind,
-        addr: listener.local_addr,
-    }
+    listener.via
 }
 
 /// The work of one accepted connection. Plain TCP, the common case, is the connection's own

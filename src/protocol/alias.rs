@@ -25,13 +25,14 @@ pub(super) struct InboundAliases {
     max: u16,
     /// Allocated with the first alias set (most connections never set one).
     topics: Option<Box<InboundTopics>>,
-    /// Bytes of the topics held.
-    bytes: usize,
 }
 
-/// The topic of each alias set.
+/// The topic of each alias set, and the bytes of those topics.
 #[derive(Debug, Default)]
-struct InboundTopics(HashMap<u16, Arc<str>>);
+struct InboundTopics {
+    by_alias: HashMap<u16, Arc<str>>,
+    bytes: usize,
+}
 
 impl InboundAliases {
     /// Aliases up to `max` (0: none allowed).
@@ -39,7 +40,6 @@ impl InboundAliases {
         InboundAliases {
             max,
             topics: None,
-            bytes: 0,
         }
     }
 
@@ -53,19 +53,19 @@ impl InboundAliases {
             });
         }
         if topic.is_empty() {
-            let known = self.topics.as_ref().and_then(|t| t.0.get(&alias));
+            let known = self.topics.as_ref().and_then(|t| t.by_alias.get(&alias));
             return known.cloned().ok_or(Close::Violation {
                 reason: ReasonCode::PROTOCOL_ERROR,
                 why: "topic alias used before it was set",
             });
         }
         let topic: Arc<str> = Arc::from(topic);
-        self.bytes += topic.len();
         let topics = self.topics.get_or_insert_with(Default::default);
-        if let Some(old) = topics.0.insert(alias, Arc::clone(&topic)) {
-            self.bytes -= old.len();
+        topics.bytes += topic.len();
+        if let Some(old) = topics.by_alias.insert(alias, Arc::clone(&topic)) {
+            topics.bytes -= old.len();
         }
-        if self.bytes > MAX_INBOUND_ALIAS_BYTES {
+        if topics.bytes > MAX_INBOUND_ALIAS_BYTES {
             return Err(Close::Violation {
                 reason: ReasonCode::QUOTA_EXCEEDED,
                 why: "the topics of the topic aliases take too much memory",

@@ -227,7 +227,8 @@ pub(crate) struct Outbound {
     /// Queue, inflight and their counts, allocated while there are any.
     flow: LazyFlow,
     limits: QueueLimits,
-    window: usize,
+    /// The inflight window (at least 1).
+    window: u16,
     next_id: PacketId,
     stored: LazyStored,
     peak_bytes: u64,
@@ -257,7 +258,7 @@ impl Outbound {
         Outbound {
             flow: LazyFlow::default(),
             limits,
-            window: usize::from(window.max(1)),
+            window: window.max(1),
             next_id: PacketId::MIN,
             stored: LazyStored::default(),
             peak_bytes: 0,
@@ -318,7 +319,7 @@ impl Outbound {
 
     /// Changes the inflight window, e.g. to a reconnecting client's Receive Maximum.
     pub(crate) fn set_window(&mut self, window: u16) {
-        self.window = usize::from(window.max(1));
+        self.window = window.max(1);
     }
 
     /// Number of queued (not yet sent) deliveries held in memory.
@@ -632,7 +633,7 @@ impl Outbound {
     ) -> Option<Transmit> {
         if self.flow.resends > 0 {
             let sent = self.flow.inflight.len() - self.flow.resends;
-            if sent >= self.window {
+            if sent >= usize::from(self.window) {
                 return None;
             }
             self.flow.resends -= 1;
@@ -677,7 +678,7 @@ impl Outbound {
                     dup: false,
                 });
             }
-            if self.flow.inflight.len() >= self.window {
+            if self.flow.inflight.len() >= usize::from(self.window) {
                 return None;
             }
             let packet_id = self.allocate_id()?;
