@@ -1,7 +1,7 @@
 //! The session registry: attach a connection to a session (new, resumed or taken over),
 //! detach it, and end sessions when they expire.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -121,10 +121,68 @@ pub(crate) struct SessionsSummary {
     pub queued_messages: usize,
 }
 
+/// Sessions by client id: a set of handles keyed by their own client id, 8 bytes an entry
+/// where a map from client id to handle takes 24 (a hundred thousand idle clients each have
+/// one).
+#[derive(Debug, Default)]
+pub(crate) struct SessionMap(HashSet<ByClientId>);
+
+/// A handle that hashes and compares as its client id.
+#[derive(Debug)]
+struct ByClientId(Arc<SessionHandle>);
+
+impl PartialEq for ByClientId {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.client_id == other.0.client_id
+    }
+}
+
+impl Eq for ByClientId {}
+
+impl std::hash::Hash for ByClientId {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        // As `str` hashes, which `Borrow<str>` requires.
+        (*self.0.client_id).hash(state);
+    }
+}
+
+impl std::borrow::Borrow<str> for ByClientId {
+    fn borrow(&self) -> &str {
+        &self.0.client_id
+    }
+}
+
+impl SessionMap {
+    /// The session of `client_id`.
+    pub(crate) fn get(&self, client_id: &str) -> Option<&Arc<SessionHandle>> {
+        self.0.get(client_id).map(|h| &h.0)
+    }
+
+    /// Whether `client_id` has a session.
+    pub(crate) fn contains_key(&self, client_id: &str) -> bool {
+        self.0.contains(client_id)
+    }
+
+    /// Adds `handle` under its client id, replacing the session that had it.
+    pub(crate) fn insert(&mut self, handle: Arc<SessionHandle>) {
+        self.0.replace(ByClientId(handle));
+    }
+
+    /// Removes the session of `client_id`.
+    pub(crate) fn remove(&mut self, client_id: &str) -> Option<Arc<SessionHandle>> {
+        self.0.take(client_id).map(|h| h.0)
+    }
+
+    /// Every session, in no particular order.
+    pub(crate) fn values(&self) -> impl Iterator<Item = &Arc<SessionHandle>> {
+        self.0.iter().map(|h| &h.0)
+    }
+}
+
 /// Client id to session.
 #[derive(Debug, Default)]
 pub(crate) struct Registry {
-    sessions: Mutex<HashMap<Arc<str>, Arc<SessionHandle>>>,
+    sessions: Mutex<SessionMap>,
     /// Client ids whose ended session is still being taken apart in the store (its Shared
     /// Subscription messages moving to other members): a new session for the id waits for
     /// the token. Changed only under the `sessions` lock.
@@ -144,9 +202,7 @@ impl Registry {
 
     /// Adds a session restored from the store.
     pub(super) fn insert(&self, handle: Arc<SessionHandle>) {
-        self.sessions
-            .lock()
-            .insert(Arc::clone(&handle.client_id), handle);
+        self.sessions.lock().insert(handle);
     }
 
     /// Registers `handle` unless its client id has a Session (or one ending); true if it did.
@@ -157,7 +213,7 @@ impl Registry {
         {
             return false;
         }
-        sessions.insert(Arc::clone(&handle.client_id), Arc::clone(handle));
+        sessions.insert(Arc::clone(handle));
         true
     }
 
@@ -316,7 +372,7 @@ impl Broker {
             handle.start_following(cluster.applied.load(std::sync::atomic::Ordering::Relaxed));
         }
         self.record_session(handle.store_key(), &mut handle.slot.lock(), pending);
-        sessions.insert(Arc::clone(&req.client_id), Arc::clone(&handle));
+        sessions.insert(Arc::clone(&handle));
         drop(sessions);
         if let Some((old, ended)) = replaced {
             self.finish_end(&old, ended);
@@ -425,7 +481,7 @@ impl Broker {
     /// moved to other members (see [`Ended::deferred`]).
     fn end_locked(
         &self,
-        sessions: &mut MutexGuard<'_, HashMap<Arc<str>, Arc<SessionHandle>>>,
+        sessions: &mut MutexGuard<'_, SessionMap>,
         slot: &mut Slot,
         handle: &Arc<SessionHandle>,
     ) -> Ended {

@@ -59,7 +59,9 @@ pub(crate) enum Via {
 /// of the process (a few per broker), shared by all connections through it.
 pub(crate) fn listener_addr(addr: SocketAddr) -> &'static SocketAddr {
     static ADDRS: std::sync::Mutex<Vec<&'static SocketAddr>> = std::sync::Mutex::new(Vec::new());
-    let mut addrs = ADDRS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut addrs = ADDRS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     if let Some(known) = addrs.iter().find(|a| ***a == addr) {
         return known;
     }

@@ -37,10 +37,7 @@ struct InboundTopics {
 impl InboundAliases {
     /// Aliases up to `max` (0: none allowed).
     pub(super) fn new(max: u16) -> InboundAliases {
-        InboundAliases {
-            max,
-            topics: None,
-        }
+        InboundAliases { max, topics: None }
     }
 
     /// The topic of a PUBLISH that carries `alias`: an empty `topic` is looked up, a
