@@ -1,6 +1,6 @@
 //! Limits that protect the broker from clients that never authenticate: the CONNECT size read
 //! before authentication, the memory all such connections may hold, and connections per
-//! address.
+//! address; and the open-file limit, which bounds the connections the process can hold.
 
 mod common;
 
@@ -111,4 +111,27 @@ async fn one_address_cannot_take_every_connection() {
     );
     assert!(broker.metrics().connections_refused >= 1);
     broker.shutdown().await;
+}
+
+/// Every connection holds a file descriptor: the binary raises its soft open-file limit to the
+/// hard one at start (and says so), and then serves as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_open_file_limit_is_raised_to_the_hard_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut args: Vec<std::ffi::OsString> = ["--port", "0", "--log-level", "info", "--data-dir"]
+        .map(Into::into)
+        .to_vec();
+    args.push(dir.path().join("data").into());
+    let broker = common::binary::BrokerProcess::spawn_with_nofile(1024, 4096, &args);
+    broker.wait_log("open-file limit raised from 1024 to 4096");
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", broker.child.id())).unwrap();
+    let open_files = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .expect("a line for open files");
+    let numbers: Vec<&str> = open_files.split_whitespace().skip(3).take(2).collect();
+    assert_eq!(numbers, ["4096", "4096"], "{open_files}");
+    let (_client, ack) =
+        RawClient::connect(broker.addr, connect_packet(Version::V311, "after-raise")).await;
+    assert_eq!(ack.code.0, 0);
 }

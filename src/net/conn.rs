@@ -1313,8 +1313,15 @@ mod tests {
         // Debug builds lay futures out less tightly than release builds.
         assert!(future <= 2560, "connection future: {future} bytes");
         assert!(core <= 512, "protocol core: {core} bytes");
-        assert!(parked <= 336, "parked connection: {parked} bytes");
-        assert!(resting <= 192, "protocol state at rest: {resting} bytes");
-        assert!(session <= 480, "session: {session} bytes");
+        // glibc hands out chunks of the size asked plus 8, rounded up to 16: a parked record
+        // of 248 bytes takes 256, and a session of 312 (plus the Arc's 16) takes 336.
+        assert!(parked <= 248, "parked connection: {parked} bytes");
+        assert!(resting <= 144, "protocol state at rest: {resting} bytes");
+        assert!(session <= 312, "session: {session} bytes");
+        let link = std::mem::size_of::<std::sync::OnceLock<crate::broker::ClientInfo>>();
+        assert!(
+            link <= 88,
+            "the admin API's record of a connection: {link} bytes"
+        );
     }
 }

@@ -48,9 +48,24 @@ impl BrokerProcess {
 
     /// As [`BrokerProcess::spawn`], with environment variables.
     pub fn spawn_env(args: &[std::ffi::OsString], env: &[(&str, &Path)]) -> BrokerProcess {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_roost"))
-            .args(args)
-            .envs(env.iter().map(|(k, v)| (*k, *v)))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_roost"));
+        command.args(args).envs(env.iter().map(|(k, v)| (*k, *v)));
+        Self::spawn_command(command)
+    }
+
+    /// As [`BrokerProcess::spawn`], started with the open-file limit at `soft` (and `hard`):
+    /// util-linux's `prlimit` sets it and then becomes the broker (same PID).
+    pub fn spawn_with_nofile(soft: u64, hard: u64, args: &[std::ffi::OsString]) -> BrokerProcess {
+        let mut command = Command::new("prlimit");
+        command
+            .arg(format!("--nofile={soft}:{hard}"))
+            .arg(env!("CARGO_BIN_EXE_roost"))
+            .args(args);
+        Self::spawn_command(command)
+    }
+
+    fn spawn_command(mut command: Command) -> BrokerProcess {
+        let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
