@@ -3,8 +3,9 @@
 
 For every run and broker, a fresh broker is started on a free loopback port and `loadgen conn`
 opens --n connections at --rate per second (TCP connect, CONNECT, CONNACK, then idle with a
-long keep alive), with source addresses spread over 127.0.0.2 .. 127.0.0.(K+1) so that the
-ephemeral ports of one address are not the limit. Connect latency is TCP connect to CONNACK,
+long keep alive), with source addresses spread over 127.0.0.2 .. 127.0.0.(K+1) so that no
+address uses more than a sixth of its ephemeral ports (the kernel's search for a free port
+slows down as they fill). Connect latency is TCP connect to CONNACK,
 measured by the load generator (p50/p99/max). The broker's VmRSS is read before the first
 connection and while all of them are held; the difference divided by the connections held
 is the memory per idle connection. Brokers run interleaved, pinned to CPU 0 (the load
@@ -176,8 +177,8 @@ def main():
     p.add_argument("--concurrency", type=int, default=200,
                    help="unanswered CONNECTs at most")
     p.add_argument("--sources", type=int, default=None,
-                   help="source addresses to spread over (default: none while --n fits in the "
-                        "ephemeral port range, else enough for --n)")
+                   help="source addresses to spread over (default: none while --n is at most a "
+                        "sixth of the ephemeral port range, else enough for a sixth each)")
     p.add_argument("--runs", type=int, default=1)
     p.add_argument("--brokers", default="roost,mosquitto")
     p.add_argument("--roost-bin", default=os.path.join(REPO, "target/release/roost"))

@@ -61,6 +61,11 @@ async fn publish_acked(c: &mut RawClient, topic: &str, qos: QoS, pid: u16, paylo
     }
 }
 
+/// How long the messages of a test may take to arrive: a message handed to a node whose pull
+/// request then failed (a NATS reconnect on a loaded machine) comes back once the group's
+/// consumer's acknowledgement wait (30 s) has passed.
+const DELIVERY_WAIT: Duration = Duration::from_secs(60);
+
 /// What each client received (payloads, probes left out), gathered in the background.
 struct Receivers {
     got: Vec<Arc<Mutex<Vec<String>>>>,
@@ -110,7 +115,7 @@ impl Receivers {
     /// Waits (bounded) until the clients `of` together hold `count` messages, then a little
     /// longer for copies that should not come.
     async fn wait_for(&self, of: &[usize], count: usize) {
-        let deadline = tokio::time::Instant::now() + WAIT * 3;
+        let deadline = tokio::time::Instant::now() + DELIVERY_WAIT;
         while self.total(of) < count {
             assert!(
                 tokio::time::Instant::now() < deadline,
@@ -126,7 +131,7 @@ impl Receivers {
 
     /// Waits (bounded) until the clients `of` together received each of `names`.
     async fn wait_for_all(&self, of: &[usize], names: &[String]) {
-        let deadline = tokio::time::Instant::now() + WAIT * 3;
+        let deadline = tokio::time::Instant::now() + DELIVERY_WAIT;
         loop {
             let counts = self.counts(of);
             let missing: Vec<&String> = names.iter().filter(|n| !counts.contains_key(*n)).collect();
@@ -988,7 +993,6 @@ async fn a_membership_restored_at_start_takes_the_backlog() {
 /// A message no member on one node may read (its ACL denies the topic) goes to a member on
 /// another node that may, as on a single node where such a member is passed over.
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "fails: the node whose members may not read the topic acknowledges the message to JetStream, and it is lost for the group"]
 async fn a_member_the_acl_denies_passes_the_message_on() {
     let Some(cluster) = start_nats() else { return };
     let urls = cluster.urls();

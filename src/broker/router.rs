@@ -391,7 +391,10 @@ impl Router {
                         Admission::Full { room_seq } => {
                             return full(target, room_seq, also, &admitted);
                         }
-                        Admission::Passed | Admission::Dropped => None,
+                        // Its Session ended, or the client attached may no longer read
+                        // the topic, since it was found full: no member took it.
+                        Admission::Passed => continue,
+                        Admission::Dropped => None,
                     }
                 }
                 Choice::OfflineOnly => {

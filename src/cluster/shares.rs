@@ -60,6 +60,14 @@ const ACK_WAIT: Duration = Duration::from_secs(30);
 const MAX_ACK_PENDING: i64 = 1024;
 /// A message no member here could take (full queues) is offered again after this.
 const RETRY: Duration = Duration::from_secs(1);
+/// A message no member here may take (each one's Session ended, or the ACL denies the topic)
+/// is offered again after this, and the node pulls nothing for twice as long after the batch
+/// it came in: JetStream hands messages to the oldest waiting pull request (nats-server 2.9),
+/// so the offer goes to another node's request, not this node's next one.
+const PASS_ON: Duration = PULL_EXPIRES;
+/// How many times a message no member may take is offered before it is dropped, as on one
+/// node a message no member may read is.
+const MAX_OFFERS: i64 = 10;
 /// How long a node pulls nothing from a consumer before it makes sure the consumer exists.
 const QUIET_CHECK: Duration = Duration::from_secs(5);
 /// How often a node whose members are away looks whether one connected.
@@ -323,6 +331,7 @@ async fn pull_loop(
             .messages()
             .await?;
         let mut pulled = false;
+        let mut passed_on = false;
         while let Some(first) = batch.next().await {
             pulled = true;
             let mut messages = vec![first?];
@@ -332,9 +341,17 @@ async fn pull_loop(
                     _ => break,
                 }
             }
-            if let Some(wait) = deliver(broker, group, &messages).await {
+            let delivered = deliver(broker, group, &messages).await;
+            passed_on |= delivered.passed_on;
+            if let Some(wait) = delivered.wait {
                 // A member's queue is full: wait (bounded) for room before taking more.
                 let _ = tokio::time::timeout(RETRY, wait).await;
+            }
+        }
+        if passed_on {
+            tokio::select! {
+                _ = tokio::time::sleep(PASS_ON * 2) => {}
+                _ = stop.cancelled() => {}
             }
         }
         if pulled {
@@ -351,14 +368,9 @@ async fn pull_loop(
 }
 
 /// Routes `messages` to members here, commits, and acknowledges each taken one to JetStream
-/// (the others go back, for another node or later). Returns a wait for room when a member's
-/// queue was full. Not cancel-safe: dropped during the commit, its deliveries' gate would
-/// never open.
-async fn deliver(
-    broker: &Arc<Broker>,
-    group: &Group,
-    messages: &[JsMessage],
-) -> Option<futures_util::future::BoxFuture<'static, ()>> {
+/// (the others go back, for another node or later). Not cancel-safe: dropped during the
+/// commit, its deliveries' gate would never open.
+async fn deliver(broker: &Arc<Broker>, group: &Group, messages: &[JsMessage]) -> Delivered {
     // A member whose queue is full is passed over for another member, here or on another
     // node, whatever `queue_full` says: the message goes back to JetStream, which keeps it
     // (within the stream's limits) until a member has room. Dropping it here would lose it
@@ -368,6 +380,7 @@ async fn deliver(
     let mut pending = Pending::new(broker.persistent());
     let mut taken = Vec::with_capacity(messages.len());
     let mut back = Vec::new();
+    let mut passed = Vec::new();
     let mut wait = None;
     for m in messages {
         if !group.connected_here(broker) {
@@ -393,8 +406,24 @@ async fn deliver(
             "cluster: Shared Subscription message"
         );
         match broker.route_to_group(&message, &group.key, policy, Some(&mut pending)) {
-            Routed::Delivered { matched } if matched == 0 && !group.connected_here(broker) => {
-                back.push(m);
+            Routed::Delivered { matched: 0 } if !group.connected_here(broker) => back.push(m),
+            Routed::Delivered { matched: 0 } => {
+                // No member here may take it: each one's Session ended meanwhile, or the ACL
+                // of the client attached denies the topic. It is offered to the other
+                // nodes' members; once it was offered `MAX_OFFERS` times it is dropped, as on
+                // one node a message no member may read is.
+                let offers = m.info().map(|i| i.delivered).unwrap_or(i64::MAX);
+                if offers < MAX_OFFERS {
+                    passed.push(m);
+                } else {
+                    debug!(
+                        sequence,
+                        group = &*group.key,
+                        offers,
+                        "cluster: no member took the message; dropped"
+                    );
+                    taken.push(m);
+                }
             }
             Routed::Delivered { .. } => taken.push(m),
             Routed::Full {
@@ -420,7 +449,19 @@ async fn deliver(
     for m in back {
         let _ = m.ack_with(AckKind::Nak(Some(RETRY))).await;
     }
-    wait
+    let passed_on = !passed.is_empty();
+    for m in passed {
+        let _ = m.ack_with(AckKind::Nak(Some(PASS_ON))).await;
+    }
+    Delivered { wait, passed_on }
+}
+
+/// What [`deliver`] did beside delivering.
+struct Delivered {
+    /// A wait for room, when a member's queue was full.
+    wait: Option<futures_util::future::BoxFuture<'static, ()>>,
+    /// Messages no member here may take were given back for other nodes.
+    passed_on: bool,
 }
 
 #[cfg(test)]
