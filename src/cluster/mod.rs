@@ -279,6 +279,7 @@ impl Cluster {
         tokio::spawn(inbound::run_stream(Arc::clone(broker), consumer_tx));
         tokio::spawn(owner::watch(Arc::clone(broker)));
         tokio::spawn(owner::drop_moved(Arc::clone(broker)));
+        wills::beat(cluster).await;
         tokio::spawn(wills::run(Arc::clone(broker)));
         let (loaded_tx, loaded_rx) = tokio::sync::oneshot::channel();
         tokio::spawn(retained::follow(Arc::clone(broker), loaded_tx));

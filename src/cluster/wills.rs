@@ -422,14 +422,21 @@ async fn heartbeat(broker: &Arc<Broker>) {
     let Some(cluster) = &broker.cluster else {
         return;
     };
-    let w = &cluster.wills;
+    // The first was written at start (see `beat`).
     loop {
-        let value = Bytes::from(w.run.to_string());
-        match w.heartbeats.put(&cluster.config.node, value).await {
-            Ok(_) => *w.beat.lock() = Some(Instant::now()),
-            Err(e) => warn!(error = %e, "cluster: heartbeat not written"),
-        }
         tokio::time::sleep(HEARTBEAT).await;
+        beat(cluster).await;
+    }
+}
+
+/// Writes this node's heartbeat. The first is written before the node's start returns, so
+/// that a second node given the same name a moment later is refused.
+pub(super) async fn beat(cluster: &super::Cluster) {
+    let w = &cluster.wills;
+    let value = Bytes::from(w.run.to_string());
+    match w.heartbeats.put(&cluster.config.node, value).await {
+        Ok(_) => *w.beat.lock() = Some(Instant::now()),
+        Err(e) => warn!(error = %e, "cluster: heartbeat not written"),
     }
 }
 
