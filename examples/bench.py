@@ -510,6 +510,10 @@ def main():
         args.roost_bin = args.roost_bin or os.path.join(target, "release", "roost")
         args.loadgen = args.loadgen or os.path.join(target, "release", "examples", "loadgen")
 
+    # Brokers run in their scratch directories: a relative path is taken from here.
+    for attr in ("roost_bin", "baseline_bin", "loadgen", "mosquitto_bin", "rumqttd_bin"):
+        if getattr(args, attr, None):
+            setattr(args, attr, os.path.abspath(getattr(args, attr)))
     brokers = make_brokers(args)
     scen = [s for s in SCENARIOS if not args.scenarios or s[0] in args.scenarios.split(",")]
     total = sum(1 for b in brokers for s in scen

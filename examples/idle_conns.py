@@ -234,6 +234,9 @@ def main():
                       file=sys.stderr)
     if args.baseline_bin:
         brokers.insert(1, ("roost-before", args.baseline_bin))
+    # Brokers run in their scratch directories: a relative path is taken from here.
+    brokers = [(name, os.path.abspath(binary)) for name, binary in brokers]
+    args.loadgen = os.path.abspath(args.loadgen)
     for _, binary in brokers:
         if not os.path.exists(binary):
             sys.exit(f"{binary} not found (cargo build --release --bin roost --example loadgen)")
