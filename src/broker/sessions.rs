@@ -174,6 +174,8 @@ impl std::borrow::Borrow<str> for ByClientId {
     }
 }
 
+// A handle hashes as its client id, which never changes; its interior mutability is elsewhere.
+#[allow(clippy::mutable_key_type)]
 impl SessionMap {
     /// The set that holds `client_id`, if anything does.
     fn shard(&self, client_id: &str) -> &HashSet<ByClientId> {
