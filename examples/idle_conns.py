@@ -62,7 +62,8 @@ def raise_nofile(want):
     nr_open = read_sysctl("fs.nr_open")
     cap = int(nr_open[0]) if nr_open else want
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    target = min(want, cap)
+    # Never below what the limit already is.
+    target = max(soft, min(want, cap))
     try:
         resource.setrlimit(resource.RLIMIT_NOFILE, (target, max(hard, target)))
     except (ValueError, OSError):
@@ -232,14 +233,18 @@ def main():
             else:
                 print("mosquitto not found (apt-get install -y mosquitto): skipped",
                       file=sys.stderr)
+        else:
+            sys.exit(f"unknown broker {name!r} in --brokers (roost, mosquitto; "
+                     "--baseline-bin adds roost-before)")
     if args.baseline_bin:
         brokers.insert(1, ("roost-before", args.baseline_bin))
     # Brokers run in their scratch directories: a relative path is taken from here.
     brokers = [(name, os.path.abspath(binary)) for name, binary in brokers]
     args.loadgen = os.path.abspath(args.loadgen)
-    for _, binary in brokers:
+    for _, binary in brokers + [("loadgen", args.loadgen)]:
         if not os.path.exists(binary):
-            sys.exit(f"{binary} not found (cargo build --release --bin roost --example loadgen)")
+            sys.exit(f"{binary} not found (cargo build --release --bin roost --example loadgen; "
+                     "with CARGO_TARGET_DIR set, pass --roost-bin and --loadgen)")
 
     results = {name: [] for name, _ in brokers}
     for run_idx in range(args.runs):
@@ -259,7 +264,8 @@ def main():
                 with open(args.json, "a") as f:
                     f.write(json.dumps(r) + "\n")
 
-    print(f"\n{args.n} idle connections at {args.rate:.0f}/s, {args.sources} source addresses, "
+    print(f"\n{args.n} idle connections at {args.rate:.0f}/s, "
+          f"{args.sources or 'no'} source addresses bound, "
           f"medians of {args.runs} run(s)\n")
     print("| broker | held | failed | RSS before, MiB | RSS held, MiB | KB per connection "
           "| connect p50, ms | p99, ms | max, ms | p99 min-max, ms |")

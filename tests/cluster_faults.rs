@@ -985,3 +985,50 @@ async fn without_a_jetstream_quorum_durable_connects_are_refused_and_ephemeral_o
         started.elapsed()
     );
 }
+
+/// A node started while its JetStream cluster has no quorum (two of three servers down, as
+/// when servers and nodes boot together) waits for it instead of failing: it creates its
+/// streams once the servers are back, and then carries a QoS 1 message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_started_before_its_jetstream_quorum_waits_for_it() {
+    if nats::skip_without_nats() {
+        return;
+    }
+    let mut nats = NatsCluster::start(3);
+    let urls = nats.urls();
+    nats.kill9(1);
+    nats.kill9(2);
+    let asked = Instant::now();
+    let starting = tokio::spawn({
+        let urls = urls.clone();
+        async move { start_node_with(&urls, "late", quick).await }
+    });
+    tokio::task::block_in_place(|| {
+        nats.restart(1);
+        nats.restart(2);
+    });
+    // Without a quorum the node could not have made its streams: it either still waits or
+    // has failed, which the next line reports.
+    let node = tokio::time::timeout(ELECTION_WAIT + Duration::from_secs(30), starting)
+        .await
+        .expect("the node starts in time")
+        .expect("the node starts");
+    eprintln!("started {:?} after it was asked to", asked.elapsed());
+
+    let (mut sub, _) = RawClient::connect(node.local_addr(), durable(Version::V5, "sub")).await;
+    sub.send(&subscribe("t/#", QoS::AtLeastOnce)).await;
+    assert!(matches!(sub.recv().await, Some(Packet::SubAck(_))));
+    let (mut publisher, _) =
+        RawClient::connect(node.local_addr(), connect_packet(Version::V5, "pub")).await;
+    publisher
+        .send(&publish("t/1", QoS::AtLeastOnce, 1, b"after the quorum"))
+        .await;
+    match publisher.recv().await {
+        Some(Packet::Ack(a)) => assert_eq!((a.kind, a.reason.0), (AckKind::PubAck, 0)),
+        other => panic!("expected PUBACK, got {other:?}"),
+    }
+    match sub.recv().await {
+        Some(Packet::Publish(p)) => assert_eq!(&p.payload[..], b"after the quorum"),
+        other => panic!("expected the message, got {other:?}"),
+    }
+}

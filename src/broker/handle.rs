@@ -2,7 +2,7 @@
 //! that is attached to it.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::time::Instant;
 
 use parking_lot::Mutex;
@@ -287,6 +287,9 @@ pub(crate) struct SessionHandle {
     /// Bumped whenever the backlog shrinks; a paused publisher retries once it changes (it
     /// waits on the session's [`RoomShard`]).
     room_seq: AtomicU64,
+    /// Publishers paused on this Session: while there are none, a shrinking backlog wakes
+    /// nobody (the shard's other Sessions' publishers included).
+    room_waiters: AtomicU32,
     /// A connection is attached: a copy of `slot.conn.is_some()`, set under the slot lock,
     /// for readers that only need a hint (the order Shared Subscription members are tried in).
     connected: std::sync::atomic::AtomicBool,
@@ -331,6 +334,7 @@ impl SessionHandle {
             parked: AtomicU64::new(crate::net::park::NOT_PARKED),
             ended: AtomicBool::new(false),
             room_seq: AtomicU64::new(0),
+            room_waiters: AtomicU32::new(0),
             connected: std::sync::atomic::AtomicBool::new(conn.is_some()),
             stream_floor: AtomicU64::new(NOT_FOLLOWING),
         }
@@ -394,13 +398,22 @@ impl SessionHandle {
     /// Says that the backlog shrank (call after the slot lock is released).
     pub(crate) fn notify_room(&self) {
         self.room_seq.fetch_add(1, Ordering::SeqCst);
-        RoomShard::of(self.key).notify();
+        self.wake_paused();
+    }
+
+    /// Wakes the publishers paused on this Session, if it has any. A waiter counts itself
+    /// before it reads `room_seq`/`ended`, and the writer changes those before it reads the
+    /// count (all SeqCst): either the waiter sees the change or the writer sees the waiter.
+    fn wake_paused(&self) {
+        if self.room_waiters.load(Ordering::SeqCst) > 0 {
+            RoomShard::of(self.key).room.notify_waiters();
+        }
     }
 
     /// Marks the session ended: publishers paused on it stop waiting.
     pub(crate) fn end(&self) {
         self.ended.store(true, Ordering::SeqCst);
-        RoomShard::of(self.key).notify();
+        self.wake_paused();
     }
 
     /// True once the session has ended.
@@ -427,8 +440,8 @@ impl SessionHandle {
     /// Waits until the backlog has shrunk since generation `seen`, or the session ended.
     pub(crate) async fn room_since(&self, seen: u64) {
         let shard = RoomShard::of(self.key);
-        shard.waiters.fetch_add(1, Ordering::SeqCst);
-        let _waiting = Waiting(&shard.waiters);
+        self.room_waiters.fetch_add(1, Ordering::SeqCst);
+        let _waiting = Waiting(&self.room_waiters);
         loop {
             let notified = shard.room.notified();
             tokio::pin!(notified);
@@ -443,12 +456,11 @@ impl SessionHandle {
 
 /// Where publishers paused on full Sessions wait (back-pressure), shared by the Sessions whose
 /// keys fall in the same shard instead of a waiter list in every Session: paused publishers
-/// are few, idle Sessions are many. A wake-up meant for another Session of the shard is
-/// spurious: the waiter sees its own Session's `room_seq` unchanged and waits again.
+/// are few, idle Sessions are many. Only a Session with paused publishers wakes its shard; a
+/// wake-up meant for another Session of the shard is spurious: the waiter sees its own
+/// Session's `room_seq` unchanged and waits again.
 struct RoomShard {
     room: Notify,
-    /// Publishers waiting here; while there are none, a shrinking backlog wakes nobody.
-    waiters: AtomicUsize,
 }
 
 /// Shards of [`RoomShard`] (a power of two).
@@ -457,7 +469,6 @@ const ROOM_SHARDS: usize = 64;
 static ROOM: [RoomShard; ROOM_SHARDS] = [const {
     RoomShard {
         room: Notify::const_new(),
-        waiters: AtomicUsize::new(0),
     }
 }; ROOM_SHARDS];
 
@@ -467,17 +478,10 @@ impl RoomShard {
         // Session keys are random: their low bits spread them.
         &ROOM[(key as usize) & (ROOM_SHARDS - 1)]
     }
-
-    /// Wakes the shard's paused publishers, if any.
-    fn notify(&self) {
-        if self.waiters.load(Ordering::SeqCst) > 0 {
-            self.room.notify_waiters();
-        }
-    }
 }
 
-/// Counts a paused publisher in its shard while it waits.
-struct Waiting<'a>(&'a AtomicUsize);
+/// Counts a paused publisher on its Session while it waits.
+struct Waiting<'a>(&'a AtomicU32);
 
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {

@@ -303,7 +303,55 @@ impl NatsCluster {
         }
         let mut cluster = NatsCluster { servers, dir };
         cluster.wait_jetstream_ready(WAIT)?;
+        cluster.wait_placement(WAIT)?;
         Ok(cluster)
+    }
+
+    /// Waits until the cluster places a stream on every server: creates and deletes an
+    /// in-memory stream with one replica per server. A meta leader that lists every server
+    /// as current may still lack a server's statistics for a moment and answer "no suitable
+    /// peers for placement"; on a loaded machine that was seen to last long enough to fail a
+    /// node's start. A cluster that cannot place in time is started again by [`Self::start`].
+    fn wait_placement(&self, bound: Duration) -> Result<(), String> {
+        let urls = self.urls();
+        let replicas = self.servers.len();
+        // Callers may run inside a runtime, where another cannot block: a thread of its own.
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?;
+            runtime.block_on(async move {
+                let deadline = tokio::time::Instant::now() + bound;
+                let client = tokio::time::timeout(bound, async_nats::connect(urls))
+                    .await
+                    .map_err(|_| "no NATS connection in time".to_string())?
+                    .map_err(|e| e.to_string())?;
+                let js = async_nats::jetstream::new(client);
+                let config = async_nats::jetstream::stream::Config {
+                    name: "PLACEMENT_PROBE".to_string(),
+                    subjects: vec!["placement-probe".to_string()],
+                    num_replicas: replicas,
+                    storage: async_nats::jetstream::stream::StorageType::Memory,
+                    ..Default::default()
+                };
+                loop {
+                    match js.create_stream(config.clone()).await {
+                        Ok(_) => break,
+                        Err(e) if tokio::time::Instant::now() >= deadline => {
+                            return Err(format!("no stream placed in time: {e}"));
+                        }
+                        Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+                    }
+                }
+                js.delete_stream("PLACEMENT_PROBE")
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| format!("probe stream not deleted: {e}"))
+            })
+        })
+        .join()
+        .map_err(|_| "placement probe panicked".to_string())?
     }
 
     /// The temporary directory holding the servers' stores.
