@@ -430,3 +430,29 @@ async fn a_second_node_with_a_running_nodes_name_does_not_start() {
     };
     assert!(error.contains("cluster.node"), "{error}");
 }
+
+/// Of two nodes given one name and started at the same moment, exactly one starts: each
+/// writes its first heartbeat only over the one it saw (none here), so the second write fails.
+#[tokio::test(flavor = "multi_thread")]
+async fn of_two_nodes_started_together_with_one_name_one_starts() {
+    let Some(cluster) = start_nats() else { return };
+    let urls = cluster.urls();
+    let config = || roost::Config {
+        port: 0,
+        in_memory: true,
+        sys_interval: 0,
+        cluster: Some(common::cluster::cluster_config(&urls, "twin")),
+        ..roost::Config::default()
+    };
+    let (a, b) = tokio::join!(roost::start(config()), roost::start(config()));
+    let errors: Vec<String> = [&a, &b]
+        .iter()
+        .filter_map(|r| r.as_ref().err().map(|e| e.to_string()))
+        .collect();
+    assert_eq!(
+        errors.len(),
+        1,
+        "exactly one of the two is refused: {errors:?}"
+    );
+    assert!(errors[0].contains("cluster.node"), "{}", errors[0]);
+}

@@ -224,7 +224,11 @@ impl Cluster {
                 Err(e) => return Err(e),
             }
         };
-        wills::check_name(&heartbeats, &config.node).await?;
+        let wills_run = {
+            use rand::RngExt;
+            rand::rng().random::<u64>()
+        };
+        wills::claim_name(&heartbeats, &config.node, wills_run).await?;
         let max_payload = client.server_info().max_payload;
         info!(
             max_payload,
@@ -253,7 +257,7 @@ impl Cluster {
             next_write: AtomicU64::new(0),
             max_payload,
             claims: owner::Claims::default(),
-            wills: wills::Wills::new(will_records, heartbeats),
+            wills: wills::Wills::new(will_records, heartbeats, wills_run),
         })
     }
 
@@ -279,7 +283,6 @@ impl Cluster {
         tokio::spawn(inbound::run_stream(Arc::clone(broker), consumer_tx));
         tokio::spawn(owner::watch(Arc::clone(broker)));
         tokio::spawn(owner::drop_moved(Arc::clone(broker)));
-        wills::beat(cluster).await;
         tokio::spawn(wills::run(Arc::clone(broker)));
         let (loaded_tx, loaded_rx) = tokio::sync::oneshot::channel();
         tokio::spawn(retained::follow(Arc::clone(broker), loaded_tx));

@@ -119,15 +119,15 @@ pub(super) struct Wills {
 }
 
 impl Wills {
-    pub(super) fn new(wills: kv::Store, heartbeats: kv::Store) -> Wills {
-        use rand::RngExt;
+    /// The state of run `run`, whose first heartbeat [`claim_name`] wrote.
+    pub(super) fn new(wills: kv::Store, heartbeats: kv::Store, run: u64) -> Wills {
         Wills {
-            run: rand::rng().random::<u64>(),
+            run,
             started: Instant::now(),
             records: Mutex::default(),
             nodes: Mutex::default(),
             orphaned: Mutex::default(),
-            beat: Mutex::default(),
+            beat: Mutex::new(Some(Instant::now())),
             watching: Mutex::default(),
             wills,
             heartbeats,
@@ -391,47 +391,77 @@ pub(super) async fn run(broker: Arc<Broker>) {
     }
 }
 
-/// Refuses a node name another running node uses: a recent heartbeat under `node` (from
-/// an earlier run of this node, killed moments ago, or from another process) is watched for
-/// two heartbeat intervals; a newer one means a live node has the name.
-pub(super) async fn check_name(
+/// Claims the node name by writing this run's first heartbeat, and refuses a name another
+/// running node uses: a recent heartbeat under `node` (from an earlier run of this node,
+/// killed moments ago, or from another process) is watched for two heartbeat intervals, and
+/// a newer one means a live node has the name. The first heartbeat is written only over the
+/// one last seen (a compare-and-set on its revision), so of two nodes given one name and
+/// started together, one is refused.
+pub(super) async fn claim_name(
     heartbeats: &kv::Store,
     node: &str,
+    run: u64,
 ) -> Result<(), super::ClusterError> {
-    let Ok(Some(entry)) = heartbeats.entry(node).await else {
-        return Ok(());
+    let failed = |reason: String| super::ClusterError::JetStream {
+        what: "bucket",
+        name: heartbeats.name.clone(),
+        reason,
     };
-    let now = crate::store::record::unix_secs(std::time::SystemTime::now());
-    let written = u64::try_from(entry.created.unix_timestamp()).unwrap_or(0);
-    if now.saturating_sub(written) >= DEAD_AFTER.as_secs() {
-        return Ok(());
-    }
-    let deadline = Instant::now() + HEARTBEAT * 2 + Duration::from_millis(500);
-    while Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(250)).await;
-        if let Ok(Some(later)) = heartbeats.entry(node).await
-            && later.revision > entry.revision
-        {
-            return Err(super::ClusterError::NodeInUse(node.to_string()));
+    let seen = heartbeats
+        .entry(node)
+        .await
+        .map_err(|e| failed(e.to_string()))?;
+    if let Some(entry) = &seen {
+        let now = crate::store::record::unix_secs(std::time::SystemTime::now());
+        let written = u64::try_from(entry.created.unix_timestamp()).unwrap_or(0);
+        if now.saturating_sub(written) < DEAD_AFTER.as_secs() {
+            let deadline = Instant::now() + HEARTBEAT * 2 + Duration::from_millis(500);
+            while Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                if let Ok(Some(later)) = heartbeats.entry(node).await
+                    && later.revision > entry.revision
+                {
+                    return Err(super::ClusterError::NodeInUse(node.to_string()));
+                }
+            }
         }
     }
-    Ok(())
+    let value = Bytes::from(run.to_string());
+    let in_use = || super::ClusterError::NodeInUse(node.to_string());
+    match seen {
+        // A deleted or purged entry is a tombstone that `create` writes over.
+        Some(entry) if entry.operation == kv::Operation::Put => heartbeats
+            .update(node, value, entry.revision)
+            .await
+            .map(|_| ())
+            .map_err(|e| match e.kind() {
+                kv::UpdateErrorKind::WrongLastRevision => in_use(),
+                _ => failed(e.to_string()),
+            }),
+        _ => heartbeats
+            .create(node, value)
+            .await
+            .map(|_| ())
+            .map_err(|e| match e.kind() {
+                kv::CreateErrorKind::AlreadyExists => in_use(),
+                _ => failed(e.to_string()),
+            }),
+    }
 }
 
 async fn heartbeat(broker: &Arc<Broker>) {
     let Some(cluster) = &broker.cluster else {
         return;
     };
-    // The first was written at start (see `beat`).
+    // The first was written at start (see `claim_name`).
     loop {
         tokio::time::sleep(HEARTBEAT).await;
         beat(cluster).await;
     }
 }
 
-/// Writes this node's heartbeat. The first is written before the node's start returns, so
-/// that a second node given the same name a moment later is refused.
-pub(super) async fn beat(cluster: &super::Cluster) {
+/// Writes this node's heartbeat.
+async fn beat(cluster: &super::Cluster) {
     let w = &cluster.wills;
     let value = Bytes::from(w.run.to_string());
     match w.heartbeats.put(&cluster.config.node, value).await {

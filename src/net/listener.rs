@@ -255,6 +255,8 @@ impl Drop for Admission {
 /// `tasks`, so shutdown can wait for them.
 pub(crate) async fn accept_loop(broker: Arc<Broker>, listener: Listener, tasks: TaskTracker) {
     let listener = Arc::new(listener);
+    // Out of descriptors, accept fails ten times a second: one line per 10 s says so.
+    let accept_log = crate::broker::metrics::LogPace::default();
     loop {
         let accepted = tokio::select! {
             _ = broker.shutdown.cancelled() => return,
@@ -304,7 +306,9 @@ pub(crate) async fn accept_loop(broker: Arc<Broker>, listener: Listener, tasks: 
             }
             Err(e) => {
                 // Typically out of file descriptors: back off (in real time) instead of spinning.
-                warn!(error = %e, "accept failed");
+                if let Some(failed_since_last_line) = accept_log.tick() {
+                    warn!(error = %e, listener = %via(&listener), failed_since_last_line, "accept failed");
+                }
                 tokio::select! {
                     _ = broker.shutdown.cancelled() => return,
                     _ = tokio::time::sleep(Duration::from_millis(100)) => {}
