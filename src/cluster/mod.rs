@@ -224,11 +224,7 @@ impl Cluster {
                 Err(e) => return Err(e),
             }
         };
-        let wills_run = {
-            use rand::RngExt;
-            rand::rng().random::<u64>()
-        };
-        wills::claim_name(&heartbeats, &config.node, wills_run).await?;
+        let claim = wills::claim_name(&heartbeats, &config.node, SETUP_PATIENCE).await?;
         let max_payload = client.server_info().max_payload;
         info!(
             max_payload,
@@ -257,7 +253,7 @@ impl Cluster {
             next_write: AtomicU64::new(0),
             max_payload,
             claims: owner::Claims::default(),
-            wills: wills::Wills::new(will_records, heartbeats, wills_run),
+            wills: wills::Wills::new(will_records, heartbeats, claim),
         })
     }
 

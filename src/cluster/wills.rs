@@ -110,8 +110,10 @@ pub(super) struct Wills {
     nodes: Mutex<HashMap<String, (u64, Instant)>>,
     /// Record key -> when it was first found orphaned.
     orphaned: Mutex<HashMap<String, Instant>>,
-    /// When this node's last heartbeat was written.
-    beat: Mutex<Option<Instant>>,
+    /// When this node's last heartbeat was written (by [`Heartbeats`]).
+    beat: Arc<Mutex<Option<Instant>>>,
+    /// Stops the heartbeats: at shutdown, or when the node's cluster link is dropped.
+    beats: tokio_util::sync::CancellationToken,
     /// Since when both watches have run without a break.
     watching: Mutex<Option<Instant>>,
     wills: kv::Store,
@@ -119,19 +121,26 @@ pub(super) struct Wills {
 }
 
 impl Wills {
-    /// The state of run `run`, whose first heartbeat [`claim_name`] wrote.
-    pub(super) fn new(wills: kv::Store, heartbeats: kv::Store, run: u64) -> Wills {
+    /// The state of the run whose name [`claim_name`] claimed and whose heartbeats it
+    /// started.
+    pub(super) fn new(wills: kv::Store, heartbeats: kv::Store, claim: Heartbeats) -> Wills {
         Wills {
-            run,
+            run: claim.run,
             started: Instant::now(),
             records: Mutex::default(),
             nodes: Mutex::default(),
             orphaned: Mutex::default(),
-            beat: Mutex::new(Some(Instant::now())),
+            beat: claim.beat,
+            beats: claim.stop,
             watching: Mutex::default(),
             wills,
             heartbeats,
         }
+    }
+
+    /// Stops this node's heartbeats (at shutdown).
+    fn stop_beats(&self) {
+        self.beats.cancel();
     }
 
     /// True if `node` sent a heartbeat within [`DEAD_AFTER`] (or may have: this node has
@@ -379,38 +388,115 @@ pub(super) fn done(broker: &Arc<Broker>, client_id: &str, conn: u64) {
     });
 }
 
-/// Writes this node's heartbeat, follows both buckets, and publishes the orphaned wills that
+impl Drop for Wills {
+    fn drop(&mut self) {
+        self.stop_beats();
+    }
+}
+
+/// Follows both buckets, and publishes the orphaned wills that
 /// fall due, for ever.
 pub(super) async fn run(broker: Arc<Broker>) {
     let shutdown = broker.shutdown.clone();
     tokio::select! {
         _ = async {
-            tokio::join!(heartbeat(&broker), follow(&broker), sweep(&broker));
+            tokio::join!(follow(&broker), sweep(&broker));
         } => {}
-        _ = shutdown.cancelled() => {}
+        _ = shutdown.cancelled() => {
+            if let Some(cluster) = &broker.cluster {
+                cluster.wills.stop_beats();
+            }
+        }
     }
 }
 
-/// Claims the node name by writing this run's first heartbeat, and refuses a name another
-/// running node uses: a recent heartbeat under `node` (from an earlier run of this node,
-/// killed moments ago, or from another process) is watched for two heartbeat intervals, and
-/// a newer one means a live node has the name. The first heartbeat is written only over the
-/// one last seen (a compare-and-set on its revision), so of two nodes given one name and
-/// started together, one is refused.
+/// This run's heartbeats, written every [`HEARTBEAT`] from the moment the name is claimed
+/// until `stop` is cancelled (when the [`Wills`] holding it is dropped, or at shutdown).
+#[derive(Debug)]
+pub(super) struct Heartbeats {
+    run: u64,
+    beat: Arc<Mutex<Option<Instant>>>,
+    stop: tokio_util::sync::CancellationToken,
+}
+
+/// Claims the node name by writing this run's first heartbeat, then keeps writing them (see
+/// [`Heartbeats`]); refuses a name another running node uses. A recent heartbeat under
+/// `node` (from an earlier run of this node, killed moments ago, or from another process)
+/// is watched for two heartbeat intervals, and a newer one means a live node has the name.
+/// The first heartbeat is written only over the one last seen (a compare-and-set on its
+/// revision), so of two nodes given one name and started together, one is refused; the
+/// winner's heartbeats go on from then, whatever its start still has to do. JetStream
+/// errors are retried until `patience` runs out.
 pub(super) async fn claim_name(
     heartbeats: &kv::Store,
     node: &str,
-    run: u64,
-) -> Result<(), super::ClusterError> {
-    let failed = |reason: String| super::ClusterError::JetStream {
-        what: "bucket",
-        name: heartbeats.name.clone(),
-        reason,
-    };
-    let seen = heartbeats
-        .entry(node)
-        .await
-        .map_err(|e| failed(e.to_string()))?;
+    patience: Duration,
+) -> Result<Heartbeats, super::ClusterError> {
+    use rand::RngExt;
+    let run: u64 = rand::rng().random();
+    let value = Bytes::from(run.to_string());
+    let deadline = Instant::now() + patience;
+    loop {
+        match try_claim(heartbeats, node, &value).await {
+            Ok(()) => break,
+            Err(Claim::InUse) => return Err(super::ClusterError::NodeInUse(node.to_string())),
+            Err(Claim::Failed(reason)) => {
+                // A write that timed out may have landed: then the entry is this run's.
+                if let Ok(Some(entry)) = heartbeats.entry(node).await
+                    && entry.operation == kv::Operation::Put
+                    && entry.value == value
+                {
+                    break;
+                }
+                if Instant::now() >= deadline {
+                    return Err(super::ClusterError::JetStream {
+                        what: "bucket",
+                        name: heartbeats.name.clone(),
+                        reason,
+                    });
+                }
+                warn!(error = %reason, "cluster: claiming the node name failed; trying again");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+    let beat = Arc::new(Mutex::new(Some(Instant::now())));
+    let stop = tokio_util::sync::CancellationToken::new();
+    tokio::spawn({
+        let (heartbeats, node, beat, stop) = (
+            heartbeats.clone(),
+            node.to_string(),
+            Arc::clone(&beat),
+            stop.clone(),
+        );
+        async move {
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(HEARTBEAT) => {}
+                }
+                match heartbeats.put(&node, value.clone()).await {
+                    Ok(_) => *beat.lock() = Some(Instant::now()),
+                    Err(e) => warn!(error = %e, "cluster: heartbeat not written"),
+                }
+            }
+        }
+    });
+    Ok(Heartbeats { run, beat, stop })
+}
+
+/// Why a claim of the node name did not succeed.
+enum Claim {
+    /// Another running node has it.
+    InUse,
+    /// JetStream did not answer as it should.
+    Failed(String),
+}
+
+/// One attempt of [`claim_name`].
+async fn try_claim(heartbeats: &kv::Store, node: &str, value: &Bytes) -> Result<(), Claim> {
+    let failed = |e: &dyn std::fmt::Display| Claim::Failed(e.to_string());
+    let seen = heartbeats.entry(node).await.map_err(|e| failed(&e))?;
     if let Some(entry) = &seen {
         let now = crate::store::record::unix_secs(std::time::SystemTime::now());
         let written = u64::try_from(entry.created.unix_timestamp()).unwrap_or(0);
@@ -421,52 +507,29 @@ pub(super) async fn claim_name(
                 if let Ok(Some(later)) = heartbeats.entry(node).await
                     && later.revision > entry.revision
                 {
-                    return Err(super::ClusterError::NodeInUse(node.to_string()));
+                    return Err(Claim::InUse);
                 }
             }
         }
     }
-    let value = Bytes::from(run.to_string());
-    let in_use = || super::ClusterError::NodeInUse(node.to_string());
     match seen {
         // A deleted or purged entry is a tombstone that `create` writes over.
         Some(entry) if entry.operation == kv::Operation::Put => heartbeats
-            .update(node, value, entry.revision)
+            .update(node, value.clone(), entry.revision)
             .await
             .map(|_| ())
             .map_err(|e| match e.kind() {
-                kv::UpdateErrorKind::WrongLastRevision => in_use(),
-                _ => failed(e.to_string()),
+                kv::UpdateErrorKind::WrongLastRevision => Claim::InUse,
+                _ => failed(&e),
             }),
         _ => heartbeats
-            .create(node, value)
+            .create(node, value.clone())
             .await
             .map(|_| ())
             .map_err(|e| match e.kind() {
-                kv::CreateErrorKind::AlreadyExists => in_use(),
-                _ => failed(e.to_string()),
+                kv::CreateErrorKind::AlreadyExists => Claim::InUse,
+                _ => failed(&e),
             }),
-    }
-}
-
-async fn heartbeat(broker: &Arc<Broker>) {
-    let Some(cluster) = &broker.cluster else {
-        return;
-    };
-    // The first was written at start (see `claim_name`).
-    loop {
-        tokio::time::sleep(HEARTBEAT).await;
-        beat(cluster).await;
-    }
-}
-
-/// Writes this node's heartbeat.
-async fn beat(cluster: &super::Cluster) {
-    let w = &cluster.wills;
-    let value = Bytes::from(w.run.to_string());
-    match w.heartbeats.put(&cluster.config.node, value).await {
-        Ok(_) => *w.beat.lock() = Some(Instant::now()),
-        Err(e) => warn!(error = %e, "cluster: heartbeat not written"),
     }
 }
 
