@@ -156,15 +156,16 @@ fn main() -> ExitCode {
     }
     tracing::debug!("descriptor table sized for {} descriptors", fds.table);
     // A limit of 0: not known on this system (see `fds::prepare`).
-    let few = fds.limit > 0 && config.max_connections == 0 && fds.limit < 4096;
-    if few {
+    if fds.limit == 0 {
+        // Nothing to compare against.
+    } else if config.max_connections == 0 && fds.limit < 4096 {
         // Each connection holds a descriptor; the store, listeners and logs need some too.
         tracing::warn!(
             "the open-file limit is {}: the broker can hold no more than about {} connections (raise `ulimit -n` or LimitNOFILE)",
             fds.limit,
             fds.limit.saturating_sub(32)
         );
-    } else if fds.limit > 0 && config.max_connections as u64 > fds.limit {
+    } else if config.max_connections as u64 > fds.limit {
         tracing::warn!(
             "max_connections is {} but the open-file limit is {}: connections beyond it are refused (raise `ulimit -n` or LimitNOFILE)",
             config.max_connections,

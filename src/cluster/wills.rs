@@ -394,8 +394,8 @@ impl Drop for Wills {
     }
 }
 
-/// Follows both buckets, and publishes the orphaned wills that
-/// fall due, for ever.
+/// Follows both buckets and publishes the orphaned wills that fall due, until shutdown,
+/// which also stops this node's heartbeats.
 pub(super) async fn run(broker: Arc<Broker>) {
     let shutdown = broker.shutdown.clone();
     tokio::select! {
