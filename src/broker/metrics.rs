@@ -4,12 +4,16 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
+use prometheus_client::encoding::{
+    EncodeLabel, EncodeLabelSet, EncodeLabelValue, LabelSetEncoder, LabelValueEncoder,
+};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use tracing::warn;
 
 use crate::clock::Clock;
+use crate::net::conn::Via;
 
 /// Lines per 10 s about refused or failed connection attempts before the rest are only
 /// counted (`held_back` on the next line).
@@ -75,12 +79,34 @@ impl LogPace {
 }
 
 /// Counters per listener, labelled `listener="tcp 127.0.0.1:1883"` in the Prometheus exposition.
+/// Keyed by the listener itself: counting an event hashes two words, and the label's text is
+/// written only when the metrics are read.
 #[derive(Debug, Default)]
 pub(crate) struct PerListener {
-    accepted: Family<Vec<(String, String)>, Counter>,
-    refused: Family<Vec<(String, String)>, Counter>,
-    handshake_failures: Family<Vec<(String, String)>, Counter>,
-    connected: Family<Vec<(String, String)>, Gauge>,
+    accepted: Family<ListenerLabel, Counter>,
+    refused: Family<ListenerLabel, Counter>,
+    handshake_failures: Family<ListenerLabel, Counter>,
+    connected: Family<ListenerLabel, Gauge>,
+}
+
+/// The `listener` label of [`PerListener`]'s families.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct ListenerLabel(Via);
+
+impl EncodeLabelSet for ListenerLabel {
+    fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
+        ("listener", Named(self.0)).encode(encoder.encode_label())
+    }
+}
+
+/// A listener's name as a label value.
+struct Named(Via);
+
+impl EncodeLabelValue for Named {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        use std::fmt::Write;
+        write!(encoder, "{}", self.0)
+    }
 }
 
 /// What happened on a listener.
@@ -100,8 +126,8 @@ pub(crate) enum ListenerEvent {
 
 impl PerListener {
     /// Counts `event` on the listener named `listener`.
-    pub(crate) fn count(&self, listener: &impl std::fmt::Display, event: ListenerEvent) {
-        let labels = vec![("listener".to_string(), listener.to_string())];
+    pub(crate) fn count(&self, listener: Via, event: ListenerEvent) {
+        let labels = ListenerLabel(listener);
         match event {
             ListenerEvent::Accepted => {
                 self.accepted.get_or_create(&labels).inc();

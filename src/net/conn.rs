@@ -40,7 +40,7 @@ const PAUSE_RETRY: Duration = Duration::from_secs(1);
 
 /// Where a connection came from, as its log lines name it: a listener (`tcp
 /// 127.0.0.1:1883`) or a bridge of this broker (`bridge`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum Via {
     /// A listener.
     Listener {
@@ -75,6 +75,19 @@ impl std::fmt::Display for Via {
         match self {
             Via::Listener { kind, addr } => write!(f, "{kind} {addr}"),
             Via::Bridge => f.write_str("bridge"),
+        }
+    }
+}
+
+/// A Session Expiry Interval as the connect line shows it (`never` or `300s`), written only
+/// when the line is.
+struct Expiry(u32);
+
+impl std::fmt::Display for Expiry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            NEVER_EXPIRES => f.write_str("never"),
+            secs => write!(f, "{secs}s"),
         }
     }
 }
@@ -538,10 +551,7 @@ impl<S: Transport> Driver<S> {
             (Version::V311, false) => "3.1.1",
             (Version::V5, false) => "5.0",
         };
-        let expiry = match a.plan.request.expiry_interval {
-            NEVER_EXPIRES => "never".to_string(),
-            secs => format!("{secs}s"),
-        };
+        let expiry = Expiry(a.plan.request.expiry_interval);
         let username = a
             .username
             .as_deref()
@@ -586,7 +596,7 @@ impl<S: Transport> Driver<S> {
         metrics.clients_maximum.fetch_max(now, Relaxed);
         metrics
             .per_listener
-            .count(&self.via, ListenerEvent::Connected);
+            .count(self.via, ListenerEvent::Connected);
         self.attached = Some(Attached {
             since: std::time::Instant::now(),
             v5: c.version == Version::V5,
@@ -1192,7 +1202,7 @@ impl<S: Transport> Driver<S> {
                     metrics.clients_connected.fetch_sub(1, Relaxed);
                     metrics
                         .per_listener
-                        .count(&self.via, ListenerEvent::Disconnected);
+                        .count(self.via, ListenerEvent::Disconnected);
                     let reason_code = close.outcome().0.filter(|_| a.v5).map(|c| c.to_string());
                     info!(
                         client_id = &*ending.session.client_id,

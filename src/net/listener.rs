@@ -126,6 +126,19 @@ impl Listener {
 /// a second or more later; the default of the standard library and mio is 128.
 const LISTEN_BACKLOG: u32 = 4096;
 
+/// Whether a socket accepted by a listener with TCP_NODELAY has it too. Linux copies the
+/// listener's options into each connection it accepts, so the flag costs no system call per
+/// connect; elsewhere [`prepare`] sets it on each.
+const NODELAY_INHERITED: bool = cfg!(target_os = "linux");
+
+/// Readies an accepted socket: TCP_NODELAY, so that small packets (CONNACK, PUBACK) go out
+/// at once.
+fn prepare(stream: &TcpStream, peer: SocketAddr) {
+    if !NODELAY_INHERITED && let Err(e) = stream.set_nodelay(true) {
+        debug!(%peer, error = %e, "TCP_NODELAY not set");
+    }
+}
+
 /// A listening socket on `addr`, with address reuse as `TcpListener::bind` sets it and a
 /// backlog of [`LISTEN_BACKLOG`].
 fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
@@ -134,6 +147,8 @@ fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
         SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
     };
     socket.set_reuseaddr(true)?;
+    // Set here for every connection: see [`NODELAY_INHERITED`].
+    socket.set_nodelay(true)?;
     socket.bind(addr)?;
     socket.listen(LISTEN_BACKLOG)
 }
@@ -275,7 +290,7 @@ pub(crate) async fn accept_loop(broker: Arc<Broker>, listener: Listener, tasks: 
                         broker
                             .metrics
                             .per_listener
-                            .count(&via(&listener), ListenerEvent::Refused);
+                            .count(via(&listener), ListenerEvent::Refused);
                         match refused {
                             Refused::PerAddress => {
                                 if let Some(held_back) =
@@ -298,10 +313,8 @@ pub(crate) async fn accept_loop(broker: Arc<Broker>, listener: Listener, tasks: 
                 broker
                     .metrics
                     .per_listener
-                    .count(&via(&listener), ListenerEvent::Accepted);
-                if let Err(e) = stream.set_nodelay(true) {
-                    debug!(%peer, error = %e, "TCP_NODELAY not set");
-                }
+                    .count(via(&listener), ListenerEvent::Accepted);
+                prepare(&stream, peer);
                 tasks.spawn(connection(&broker, &listener, stream, peer, admission));
             }
             Err(e) => {
@@ -330,7 +343,7 @@ fn handshake_failed(
     broker
         .metrics
         .per_listener
-        .count(&via, ListenerEvent::HandshakeFailed);
+        .count(via, ListenerEvent::HandshakeFailed);
     if let Some(held_back) = broker.metrics.connect_log.allow(conn::LOG_BURST) {
         match error {
             Some(e) => info!(%peer, listener = %via, error = %e, held_back, "handshake failed"),
@@ -465,5 +478,24 @@ fn identity_of(l: &ListenerConfig, conn: &rustls::ServerConnection) -> CertIdent
     match tls::peer_common_name(conn) {
         Some(name) => CertIdentity::Name(name),
         None => CertIdentity::Missing,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every accepted connection has TCP_NODELAY, whether it comes from the listener or is
+    /// set on the connection.
+    #[tokio::test]
+    async fn accepted_connections_have_nodelay() {
+        let listener = listen("127.0.0.1:0".parse().expect("address")).expect("listen");
+        let addr = listener.local_addr().expect("local address");
+        let client = tokio::net::TcpStream::connect(addr);
+        let (client, accepted) = tokio::join!(client, listener.accept());
+        let _client = client.expect("connect");
+        let (stream, peer) = accepted.expect("accept");
+        prepare(&stream, peer);
+        assert!(stream.nodelay().expect("TCP_NODELAY readable"));
     }
 }
