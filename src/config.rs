@@ -616,7 +616,9 @@ impl Config {
              receive_maximum = {}\nmax_keepalive = {}\ntopic_alias_maximum = {}\n\
              response_topic_prefix = {:?}\nshared_subscription_strategy = \"{}\"\n\
              sys_interval = {}\nconnect_timeout = {}\nhandshake_timeout = {}\n\
-             max_connections = {}\npassword_file = {}\nacl_file = {}\nallow_anonymous = {}\n",
+             max_connections = {}\nmax_connections_per_address = {}\n\
+             max_connect_packet_size = {}\nmax_pending_connect_bytes = {}\n\
+             session_owner_check = {}\npassword_file = {}\nacl_file = {}\nallow_anonymous = {}\n",
             self.bind,
             self.port,
             self.data_dir.display().to_string(),
@@ -644,6 +646,10 @@ impl Config {
             self.connect_timeout.as_secs(),
             self.handshake_timeout.as_secs(),
             self.max_connections,
+            self.max_connections_per_address,
+            self.max_connect_packet_size,
+            self.max_pending_connect_bytes,
+            self.session_owner_check,
             opt(&self.password_file),
             opt(&self.acl_file),
             match self.allow_anonymous {

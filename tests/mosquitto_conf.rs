@@ -153,6 +153,34 @@ fn check_config_prints_the_settings_or_the_error() {
     );
 }
 
+/// Every file key the broker reads is printed, and the output reads back to the same settings.
+#[test]
+fn check_config_prints_the_admission_keys_and_reads_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let toml = dir.path().join("roost.toml");
+    std::fs::write(
+        &toml,
+        "max_connections_per_address = 7\nmax_connect_packet_size = 4096\n\
+         max_pending_connect_bytes = 123456\nsession_owner_check = false\n",
+    )
+    .unwrap();
+    let (ok, out, err) = check_config(&[toml.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    for line in [
+        "max_connections_per_address = 7\n",
+        "max_connect_packet_size = 4096\n",
+        "max_pending_connect_bytes = 123456\n",
+        "session_owner_check = false\n",
+    ] {
+        assert!(out.contains(line), "{line:?} missing from:\n{out}");
+    }
+    let again = dir.path().join("again.toml");
+    std::fs::write(&again, &out).unwrap();
+    let (ok, out_again, err) = check_config(&[again.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    assert_eq!(out, out_again);
+}
+
 #[test]
 fn the_annotated_example_configuration_is_valid() {
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/roost.toml");

@@ -79,8 +79,8 @@ impl LogPace {
 }
 
 /// Counters per listener, labelled `listener="tcp 127.0.0.1:1883"` in the Prometheus exposition.
-/// Keyed by the listener itself: counting an event hashes two words, and the label's text is
-/// written only when the metrics are read.
+/// Keyed by the listener itself (its kind and address, hashed by value): counting an event
+/// allocates nothing, and the label's text is written only when the metrics are read.
 #[derive(Debug, Default)]
 pub(crate) struct PerListener {
     accepted: Family<ListenerLabel, Counter>,
@@ -381,5 +381,57 @@ impl Metrics {
             sessions_expired: self.sessions_expired.load(Relaxed),
             acl_denied: self.acl_denied.load(Relaxed),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ListenerKind;
+
+    /// The `listener` label reads as the log lines name the listener, for every kind of
+    /// listener, IPv6 addresses and bridges.
+    #[test]
+    fn listener_labels_read_as_the_listener_is_named() {
+        let per_listener = PerListener::default();
+        let listener = |kind, addr: &str| Via::Listener {
+            kind,
+            addr: crate::net::conn::listener_addr(addr.parse().expect("address")),
+        };
+        let vias = [
+            listener(ListenerKind::Tcp, "127.0.0.1:1883"),
+            listener(ListenerKind::Tcp, "[::1]:1883"),
+            listener(ListenerKind::Tls, "0.0.0.0:8883"),
+            listener(ListenerKind::Ws, "127.0.0.1:8080"),
+            listener(ListenerKind::Wss, "[::]:8081"),
+            Via::Bridge,
+        ];
+        for via in vias {
+            per_listener.count(via, ListenerEvent::Accepted);
+            per_listener.count(via, ListenerEvent::Accepted);
+            per_listener.count(via, ListenerEvent::Connected);
+        }
+        per_listener.count(Via::Bridge, ListenerEvent::Disconnected);
+        let mut registry = prometheus_client::registry::Registry::with_prefix("roost");
+        per_listener.register(&mut registry);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).expect("encoded");
+        for name in [
+            "tcp 127.0.0.1:1883",
+            "tcp [::1]:1883",
+            "tls 0.0.0.0:8883",
+            "ws 127.0.0.1:8080",
+            "wss [::]:8081",
+            "bridge",
+        ] {
+            let accepted =
+                format!("roost_listener_connections_accepted_total{{listener=\"{name}\"}} 2\n");
+            assert!(
+                text.contains(&accepted),
+                "{accepted:?} missing from:\n{text}"
+            );
+        }
+        assert!(text.contains("roost_listener_clients_connected{listener=\"wss [::]:8081\"} 1\n"));
+        assert!(text.contains("roost_listener_clients_connected{listener=\"bridge\"} 0\n"));
     }
 }

@@ -4,6 +4,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU8;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
@@ -29,6 +30,8 @@ pub(crate) struct Listener {
     via: Via,
     tcp: TcpListener,
     tls: Option<Arc<ReloadableTls>>,
+    /// How its accepted sockets get TCP_NODELAY ([`nodelay`]).
+    nodelay: AtomicU8,
 }
 
 /// A TLS listener's certificate, key and CA, which SIGHUP reads again: connections accepted
@@ -126,31 +129,63 @@ impl Listener {
 /// a second or more later; the default of the standard library and mio is 128.
 const LISTEN_BACKLOG: u32 = 4096;
 
-/// Whether a socket accepted by a listener with TCP_NODELAY has it too. Linux copies the
-/// listener's options into each connection it accepts, so the flag costs no system call per
-/// connect; elsewhere [`prepare`] sets it on each.
-const NODELAY_INHERITED: bool = cfg!(target_os = "linux");
+/// How a listener's accepted sockets get TCP_NODELAY (the state in [`Listener::nodelay`]).
+/// Linux copies the listening socket's options into each socket it accepts, so there the flag
+/// set once on the listener costs no system call per connect; where the first accepted socket
+/// shows that it was not copied (other systems, sandboxed network stacks), it is set on each.
+mod nodelay {
+    /// Not known yet: the first accepted socket is checked.
+    pub(super) const UNKNOWN: u8 = 0;
+    /// Accepted sockets have it from the listener.
+    pub(super) const INHERITED: u8 = 1;
+    /// Set on each accepted socket.
+    pub(super) const EACH: u8 = 2;
+}
 
 /// Readies an accepted socket: TCP_NODELAY, so that small packets (CONNACK, PUBACK) go out
-/// at once.
-fn prepare(stream: &TcpStream, peer: SocketAddr) {
-    if !NODELAY_INHERITED && let Err(e) = stream.set_nodelay(true) {
+/// at once. `state` is its listener's [`nodelay`] state; one accept loop updates it.
+fn prepare(state: &AtomicU8, stream: &TcpStream, peer: SocketAddr) {
+    match state.load(Relaxed) {
+        nodelay::INHERITED => return,
+        nodelay::UNKNOWN => {
+            let inherited = stream.nodelay().unwrap_or(false);
+            state.store(
+                if inherited {
+                    nodelay::INHERITED
+                } else {
+                    nodelay::EACH
+                },
+                Relaxed,
+            );
+            if inherited {
+                return;
+            }
+            debug!("accepted sockets do not inherit TCP_NODELAY: set on each");
+        }
+        _ => {}
+    }
+    if let Err(e) = stream.set_nodelay(true) {
         debug!(%peer, error = %e, "TCP_NODELAY not set");
     }
 }
 
 /// A listening socket on `addr`, with address reuse as `TcpListener::bind` sets it and a
-/// backlog of [`LISTEN_BACKLOG`].
-fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
+/// backlog of [`LISTEN_BACKLOG`]; with the [`nodelay`] state its accepted sockets start from.
+fn listen(addr: SocketAddr) -> io::Result<(TcpListener, u8)> {
     let socket = match addr {
         SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
         SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
     };
     socket.set_reuseaddr(true)?;
-    // Set here for every connection: see [`NODELAY_INHERITED`].
-    socket.set_nodelay(true)?;
+    let nodelay = match socket.set_nodelay(true) {
+        Ok(()) => nodelay::UNKNOWN,
+        Err(e) => {
+            debug!(%addr, error = %e, "TCP_NODELAY not set on the listener: set on each connection");
+            nodelay::EACH
+        }
+    };
     socket.bind(addr)?;
-    socket.listen(LISTEN_BACKLOG)
+    Ok((socket.listen(LISTEN_BACKLOG)?, nodelay))
 }
 
 /// Binds the main TCP listener (`bind`:`port`) and every configured extra listener.
@@ -172,7 +207,7 @@ pub(crate) async fn bind_all(config: &Config) -> Result<Vec<Listener>, ListenErr
         };
         let addr = SocketAddr::new(l.bind, l.port);
         let bind_error = |source| ListenError::Bind { addr, source };
-        let tcp = listen(addr).map_err(bind_error)?;
+        let (tcp, nodelay) = listen(addr).map_err(bind_error)?;
         let local_addr = tcp.local_addr().map_err(bind_error)?;
         info!(kind = ?l.kind, %local_addr, "listening");
         out.push(Listener {
@@ -184,6 +219,7 @@ pub(crate) async fn bind_all(config: &Config) -> Result<Vec<Listener>, ListenErr
             },
             tcp,
             tls,
+            nodelay: AtomicU8::new(nodelay),
         });
     }
     Ok(out)
@@ -314,7 +350,7 @@ pub(crate) async fn accept_loop(broker: Arc<Broker>, listener: Listener, tasks: 
                     .metrics
                     .per_listener
                     .count(via(&listener), ListenerEvent::Accepted);
-                prepare(&stream, peer);
+                prepare(&listener.nodelay, &stream, peer);
                 tasks.spawn(connection(&broker, &listener, stream, peer, admission));
             }
             Err(e) => {
@@ -485,17 +521,42 @@ fn identity_of(l: &ListenerConfig, conn: &rustls::ServerConnection) -> CertIdent
 mod tests {
     use super::*;
 
+    /// Accepts one connection on `listener`.
+    async fn accept_one(listener: &TcpListener) -> (TcpStream, SocketAddr) {
+        let addr = listener.local_addr().expect("local address");
+        let (client, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
+        drop(client.expect("connect"));
+        accepted.expect("accept")
+    }
+
     /// Every accepted connection has TCP_NODELAY, whether it comes from the listener or is
-    /// set on the connection.
+    /// set on the connection; the first accepted socket settles which.
     #[tokio::test]
     async fn accepted_connections_have_nodelay() {
-        let listener = listen("127.0.0.1:0".parse().expect("address")).expect("listen");
-        let addr = listener.local_addr().expect("local address");
-        let client = tokio::net::TcpStream::connect(addr);
-        let (client, accepted) = tokio::join!(client, listener.accept());
-        let _client = client.expect("connect");
-        let (stream, peer) = accepted.expect("accept");
-        prepare(&stream, peer);
-        assert!(stream.nodelay().expect("TCP_NODELAY readable"));
+        let (listener, start) = listen("127.0.0.1:0".parse().expect("address")).expect("listen");
+        let state = AtomicU8::new(start);
+        for _ in 0..2 {
+            let (stream, peer) = accept_one(&listener).await;
+            prepare(&state, &stream, peer);
+            assert!(stream.nodelay().expect("TCP_NODELAY readable"));
+            assert_ne!(state.load(Relaxed), nodelay::UNKNOWN);
+        }
+    }
+
+    /// A listener whose sockets do not inherit it: each accepted socket gets TCP_NODELAY.
+    #[tokio::test]
+    async fn without_inheritance_each_connection_gets_nodelay() {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket
+            .bind("127.0.0.1:0".parse().expect("address"))
+            .expect("bind");
+        let listener = socket.listen(16).expect("listen");
+        let state = AtomicU8::new(nodelay::UNKNOWN);
+        for _ in 0..2 {
+            let (stream, peer) = accept_one(&listener).await;
+            prepare(&state, &stream, peer);
+            assert!(stream.nodelay().expect("TCP_NODELAY readable"));
+            assert_eq!(state.load(Relaxed), nodelay::EACH);
+        }
     }
 }
