@@ -4,9 +4,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use prometheus_client::encoding::{
-    EncodeLabel, EncodeLabelSet, EncodeLabelValue, LabelSetEncoder, LabelValueEncoder,
-};
+use prometheus_client::encoding::{EncodeLabel, EncodeLabelSet, LabelSetEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -95,17 +93,7 @@ struct ListenerLabel(Via);
 
 impl EncodeLabelSet for ListenerLabel {
     fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
-        ("listener", Named(self.0)).encode(encoder.encode_label())
-    }
-}
-
-/// A listener's name as a label value.
-struct Named(Via);
-
-impl EncodeLabelValue for Named {
-    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
-        use std::fmt::Write;
-        write!(encoder, "{}", self.0)
+        ("listener", self.0.to_string()).encode(encoder.encode_label())
     }
 }
 
